@@ -1,0 +1,26 @@
+"""Application errors. Each carries an HTTP status, a machine code and a title, so one
+handler can turn it into RFC 9457 problem+json (and a command into a precise message)."""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, *, extra: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra or {}
+
+
+class NotFoundError(ApplicationError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class UnknownRecordTypeError(ApplicationError):
+    code = "unknown_type"
+    title = "Record type could not be determined"

@@ -1,0 +1,225 @@
+"""Merge: set-based upsert of staged rows into the final tables, and the pending hold.
+
+All statements run in the caller's transaction. A per-tenant advisory lock serialises the
+merges of one tenant (different tenants merge in parallel), so concurrent uploads can
+neither deadlock on each other's rows nor lose an update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from psycopg import Cursor, sql
+
+from apps.ingestions.engine.records import RECORDS, RecordSpec
+from apps.ingestions.engine.results import ResolvedCounts
+from apps.ingestions.engine.stage import staging_table
+
+_DEDUP = sql.Identifier("_dedup")
+
+
+@dataclass(frozen=True, slots=True)
+class MergeCounts:
+    inserted: int
+    updated: int
+    unchanged: int
+    pending: int
+    duplicates: int
+    superseded: tuple[tuple[str, int], ...]  # (upload id, rows) of older pending rows replaced
+
+
+def lock_tenant(cursor: Cursor, tenant_id: str) -> None:
+    """Take the tenant's merge lock until the end of the transaction."""
+    cursor.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('ingest:' || %s::text, 0))", (tenant_id,)
+    )
+
+
+def _ids(names) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def _prefixed(alias: str, names) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(alias, n) for n in names)
+
+
+def _parents_exist(spec: RecordSpec, alias: str) -> sql.Composable:
+    """`EXISTS (parent) AND ...` for a row aliased `alias`; TRUE for a type without parents."""
+    if not spec.parents:
+        return sql.SQL("TRUE")
+    return sql.SQL(" AND ").join(
+        sql.SQL(
+            "EXISTS (SELECT 1 FROM {table} p WHERE p.tenant_id = %(tenant)s AND p.{col} = {ref})"
+        ).format(
+            table=sql.Identifier(parent.table),
+            col=sql.Identifier(parent.column),
+            ref=sql.Identifier(alias, parent.column),
+        )
+        for parent in spec.parents
+    )
+
+
+def _upsert(spec: RecordSpec, select: sql.Composable) -> sql.Composable:
+    """INSERT ... ON CONFLICT DO UPDATE only when something differs; returns `inserted`."""
+    data = [c for c in spec.columns if c != spec.key]
+    return sql.SQL(
+        "INSERT INTO {table} (tenant_id, {cols}) {select} "
+        "ON CONFLICT (tenant_id, {key}) DO UPDATE SET ({data}) = ROW({excluded}) "
+        "WHERE ({current}) IS DISTINCT FROM ({excluded}) "
+        "RETURNING {key}, (xmax = 0) AS inserted"
+    ).format(
+        table=sql.Identifier(spec.table),
+        cols=_ids(spec.columns),
+        select=select,
+        key=sql.Identifier(spec.key),
+        data=_ids(data),
+        excluded=_prefixed("excluded", data),
+        current=_prefixed(spec.table, data),
+    )
+
+
+def merge_staged(
+    cursor: Cursor, spec: RecordSpec, *, tenant_id: str, upload_id: str, now: datetime
+) -> MergeCounts:
+    """Merge the valid staged rows: the last occurrence of an id wins, rows whose parent is
+    missing are held as pending, the rest are upserted into the final table."""
+    params = {"tenant": tenant_id, "upload": upload_id, "now": now}
+    key = sql.Identifier(spec.key)
+    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_DEDUP))
+    cursor.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {dedup} ON COMMIT DROP AS "
+            "SELECT DISTINCT ON ({key}) line, {cols} FROM {stage} "
+            "WHERE r_code IS NULL ORDER BY {key}, line DESC"
+        ).format(dedup=_DEDUP, key=key, cols=_ids(spec.columns), stage=staging_table(spec))
+    )
+    distinct = cursor.rowcount
+    cursor.execute(sql.SQL("SELECT count(*) FROM {} WHERE r_code IS NULL").format(staging_table(spec)))
+    duplicates = cursor.fetchone()[0] - distinct
+
+    superseded: tuple[tuple[str, int], ...] = ()
+    pending = 0
+    if spec.parents:
+        # An older upload's held row for the same id is replaced by this one.
+        cursor.execute(
+            sql.SQL(
+                "WITH gone AS (DELETE FROM {pending} p USING {dedup} d "
+                "WHERE p.tenant_id = %(tenant)s AND p.{key} = d.{key} RETURNING p.upload_id) "
+                "SELECT upload_id::text, count(*) FROM gone GROUP BY upload_id"
+            ).format(pending=sql.Identifier(spec.pending_table), dedup=_DEDUP, key=key),
+            params,
+        )
+        superseded = tuple((u, n) for u, n in cursor.fetchall())
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {pending} (tenant_id, {cols}, upload_id, line, raw, held_at) "
+                "SELECT %(tenant)s, {dcols}, %(upload)s, d.line, (to_jsonb(d) - 'line')::text, "
+                "%(now)s FROM {dedup} d WHERE NOT ({exists})"
+            ).format(
+                pending=sql.Identifier(spec.pending_table),
+                cols=_ids(spec.columns),
+                dcols=_prefixed("d", spec.columns),
+                dedup=_DEDUP,
+                exists=_parents_exist(spec, "d"),
+            ),
+            params,
+        )
+        pending = cursor.rowcount
+
+    select = sql.SQL("SELECT %(tenant)s, {dcols} FROM {dedup} d WHERE {exists}").format(
+        dcols=_prefixed("d", spec.columns), dedup=_DEDUP, exists=_parents_exist(spec, "d")
+    )
+    cursor.execute(
+        sql.SQL(
+            "WITH ins AS ({upsert}) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins"
+        ).format(upsert=_upsert(spec, select)),
+        params,
+    )
+    inserted, updated = cursor.fetchone()
+    return MergeCounts(
+        inserted=inserted,
+        updated=updated,
+        unchanged=distinct - pending - inserted - updated,
+        pending=pending,
+        duplicates=duplicates,
+        superseded=superseded,
+    )
+
+
+def resolve_pending(cursor: Cursor, *, tenant_id: str) -> list[ResolvedCounts]:
+    """Load every held row of the tenant whose parents have all arrived, in dependency order
+    (orders before order_items, so items of a just-resolved order follow it at once)."""
+    resolved: list[ResolvedCounts] = []
+    for spec in (RECORDS["orders"], RECORDS["order_items"]):
+        key = sql.Identifier(spec.key)
+        select = sql.SQL("SELECT tenant_id, {cols} FROM moved").format(cols=_ids(spec.columns))
+        cursor.execute(
+            sql.SQL(
+                "WITH moved AS (DELETE FROM {pending} m WHERE m.tenant_id = %(tenant)s AND {exists} "
+                "RETURNING m.*), ins AS ({upsert}) "
+                "SELECT m.upload_id::text, count(*) FILTER (WHERE i.inserted), "
+                "count(*) FILTER (WHERE NOT i.inserted), count(*) FILTER (WHERE i.{key} IS NULL) "
+                "FROM moved m LEFT JOIN ins i ON i.{key} = m.{key} GROUP BY m.upload_id"
+            ).format(
+                pending=sql.Identifier(spec.pending_table),
+                exists=_parents_exist(spec, "m"),
+                upsert=_upsert(spec, select),
+                key=key,
+            ),
+            {"tenant": tenant_id},
+        )
+        resolved += [ResolvedCounts(u, i, up, un) for u, i, up, un in cursor.fetchall()]
+    return resolved
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    upload_id: str
+    rows: int
+
+
+def expire_pending(cursor: Cursor, *, tenant_id: str, older_than: datetime) -> list[Expired]:
+    """Turn the tenant's rows held since before `older_than` into `orphan` rejects."""
+    expired: dict[str, int] = {}
+    for spec in (RECORDS["orders"], RECORDS["order_items"]):
+        missing = sql.SQL(" ").join(
+            sql.SQL("WHEN NOT EXISTS (SELECT 1 FROM {t} p WHERE p.tenant_id = g.tenant_id "
+                    "AND p.{c} = g.{c}) THEN {name}").format(
+                t=sql.Identifier(parent.table),
+                c=sql.Identifier(parent.column),
+                name=sql.Literal(parent.column),
+            )
+            for parent in spec.parents
+        )
+        cursor.execute(
+            sql.SQL(
+                "WITH gone AS (DELETE FROM {pending} WHERE tenant_id = %(tenant)s "
+                "AND held_at < %(cutoff)s RETURNING *), "
+                "r AS (SELECT g.upload_id, g.line, g.raw, CASE {missing} ELSE '' END AS field, "
+                "g.tenant_id FROM gone g), "
+                "ins AS (INSERT INTO rejects (upload_id, line, field, code, message, raw) "
+                "SELECT upload_id, line, field, 'orphan', "
+                "'its parent (' || field || ') did not arrive within the retention window', raw "
+                "FROM r RETURNING upload_id) "
+                "SELECT upload_id::text, count(*) FROM ins GROUP BY upload_id"
+            ).format(pending=sql.Identifier(spec.pending_table), missing=missing),
+            {"tenant": tenant_id, "cutoff": older_than},
+        )
+        for upload_id, rows in cursor.fetchall():
+            expired[upload_id] = expired.get(upload_id, 0) + rows
+    return [Expired(u, n) for u, n in expired.items()]
+
+
+def pending_tenants(cursor: Cursor, *, older_than: datetime) -> list[str]:
+    """Tenants holding rows since before `older_than`."""
+    cursor.execute(
+        "SELECT tenant_id::text FROM pending_orders WHERE held_at < %(c)s "
+        "UNION SELECT tenant_id::text FROM pending_order_items WHERE held_at < %(c)s",
+        {"c": older_than},
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
+RETENTION_DEFAULT = timedelta(days=7)

@@ -1,0 +1,159 @@
+"""Streaming reader: compressed or plain bytes in, numbered physical lines out.
+
+Owns decompression (gzip, zstd, sniffed from the magic bytes), the decompression-bomb
+guard, the line-length limit, a leading UTF-8 BOM and CRLF endings. Memory stays bounded
+by the chunk size plus the line limit, whatever the file size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
+
+import zstandard
+
+from apps.ingestions.engine.results import FileError
+
+CHUNK_BYTES = 1 << 20
+BOMB_MIN_BYTES = 16 * 1024 * 1024  # the ratio test applies past this much output
+BOMB_MAX_RATIO = 100
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_BOM = b"\xef\xbb\xbf"
+_RAW_PREFIX = 1024  # how much of an over-long line a reject keeps
+
+
+class Line(NamedTuple):
+    """One physical line (without its line ending). `too_long` lines carry only a prefix."""
+
+    number: int
+    data: bytes
+    too_long: bool
+
+
+class _CountingReader:
+    """Wraps the raw stream to count the (compressed) bytes consumed."""
+
+    def __init__(self, raw: BinaryIO, head: bytes):
+        self._raw = raw
+        self._head = head
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            if size is not None and 0 <= size < len(data):
+                data, self._head = data[:size], data[size:]
+        else:
+            data = self._raw.read(size)
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+class ByteStream:
+    """Decompressed chunks of a raw stream, with the bomb guard applied as they come."""
+
+    def __init__(self, raw: BinaryIO, *, max_bytes: int):
+        head = raw.read(4)
+        self._source = _CountingReader(raw, head)
+        self.compression = (
+            "gzip" if head.startswith(_GZIP_MAGIC) else "zstd" if head.startswith(_ZSTD_MAGIC) else None
+        )
+        self.max_bytes = max_bytes
+        self.bytes_out = 0
+
+    @property
+    def bytes_in(self) -> int:
+        return self._source.count
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.compression == "gzip":
+            stream = gzip.GzipFile(fileobj=self._source, mode="rb")
+        elif self.compression == "zstd":
+            stream = zstandard.ZstdDecompressor().stream_reader(
+                self._source, read_across_frames=True, closefd=False
+            )
+        else:
+            stream = self._source
+        while True:
+            try:
+                chunk = stream.read(CHUNK_BYTES)
+            except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+                raise FileError(
+                    "invalid_compression", f"The {self.compression} data cannot be read: {exc}"
+                ) from exc
+            if not chunk:
+                return
+            self.bytes_out += len(chunk)
+            self._guard()
+            yield chunk
+
+    def _guard(self) -> None:
+        if self.compression is None:
+            return
+        if self.bytes_out > self.max_bytes:
+            raise FileError(
+                "decompression_bomb",
+                f"Decompressed data exceeds the limit of {self.max_bytes} bytes.",
+            )
+        if self.bytes_out > BOMB_MIN_BYTES and self.bytes_out > BOMB_MAX_RATIO * max(
+            self.bytes_in, 1
+        ):
+            raise FileError(
+                "decompression_bomb",
+                f"Compression ratio above {BOMB_MAX_RATIO}:1 "
+                f"({self.bytes_out} bytes from {self.bytes_in}).",
+            )
+
+
+def read_lines(stream: ByteStream, *, max_line_bytes: int) -> Iterator[Line]:
+    """Yield every physical line, numbered from 1, blank ones included.
+
+    A line longer than `max_line_bytes` is yielded once with `too_long=True` and its first
+    bytes only; the rest of it is skipped without being held in memory.
+    """
+    number = 0
+    pending = b""  # the unfinished last line of the previous chunk
+    skipping = False  # inside an over-long line: drop bytes until its end
+    first = True
+    for chunk in stream.chunks():
+        if first:
+            first = False
+            if chunk.startswith(_BOM):
+                chunk = chunk[len(_BOM) :]
+        parts = chunk.split(b"\n")
+        tail = parts.pop()
+        if parts:
+            if skipping:
+                parts[0] = None  # the end of an over-long line, already reported
+                skipping = False
+            elif pending:
+                parts[0] = pending + parts[0]
+            pending = b""
+            for piece in parts:
+                if piece is None:
+                    continue
+                number += 1
+                if piece.endswith(b"\r"):
+                    piece = piece[:-1]
+                if len(piece) > max_line_bytes:
+                    yield Line(number, piece[:_RAW_PREFIX], True)
+                else:
+                    yield Line(number, piece, False)
+        if skipping:
+            continue
+        pending += tail
+        if len(pending) > max_line_bytes:
+            number += 1
+            yield Line(number, pending[:_RAW_PREFIX], True)
+            pending = b""
+            skipping = True
+    if pending and not skipping:
+        if pending.endswith(b"\r"):
+            pending = pending[:-1]
+        yield Line(number + 1, pending, len(pending) > max_line_bytes)

@@ -1,0 +1,64 @@
+"""Results of the engine: frozen dataclasses, no Django in sight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """One rejected line: 1-based physical line number, the field at fault (or ""), a
+    machine-readable code, a human message and the raw line as received."""
+
+    line: int
+    field: str
+    code: str
+    message: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowCounts:
+    """What happened to the rows of one upload.
+
+    `total = inserted + updated + unchanged + rejected + pending + duplicates`.
+    """
+
+    total: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    pending: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCounts:
+    """Rows of one earlier upload that left the pending hold during a later merge."""
+
+    upload_id: str
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """The outcome of `load_upload`: counts, whether anything was merged (strict mode can
+    refuse), bytes read (decompressed) and pending rows of earlier uploads resolved."""
+
+    rows: RowCounts
+    merged: bool
+    bytes_read: int
+    resolved: tuple[ResolvedCounts, ...] = field(default=())
+    superseded: tuple[tuple[str, int], ...] = field(default=())  # older held rows replaced
+
+
+class FileError(Exception):
+    """A file-level failure: the file as a whole cannot be read, nothing is loaded."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail

@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db import connection, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.core.errors import ApplicationError, UnknownRecordTypeError
+from apps.ingestions import engine
+from apps.ingestions.engine.merge import expire_pending, lock_tenant, pending_tenants
+from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.models import Upload, UploadState
+from apps.tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+Opener = Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    sha256: str
+    size: int
+
+
+def fingerprint(stream: BinaryIO) -> Fingerprint:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return Fingerprint(sha256=digest.hexdigest(), size=size)
+
+
+def record_type_decide(*, filename: str, explicit: str | None, open_stream: Opener) -> str:
+    if explicit and explicit not in RECORDS:
+        raise UnknownRecordTypeError(
+            f"Unknown type {explicit!r}; expected one of {', '.join(RECORDS)}."
+        )
+    with open_stream() as stream:
+        found = engine.detect_record_type(filename=filename, explicit=explicit, stream=stream)
+    if found is None:
+        raise UnknownRecordTypeError(
+            f"Cannot tell the record type of {filename!r}: name it customers_*, products_*, "
+            "orders_* or order_items_*, or give the type explicitly."
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    upload: Upload
+    created: bool  # False: identical bytes were already received; `upload` is the original
+
+
+def upload_ingest_path(
+    *, tenant: Tenant, path: Path, record_type: str | None = None, strict: bool = False
+) -> UploadOutcome:
+    """Register a local file as an upload and process it synchronously."""
+
+    def open_stream() -> BinaryIO:
+        return path.open("rb")
+
+    if not path.is_file():
+        raise ApplicationError(f"No such file: {path}")
+    record_type = record_type_decide(filename=path.name, explicit=record_type, open_stream=open_stream)
+    with open_stream() as stream:
+        print_ = fingerprint(stream)
+    outcome = upload_register(
+        tenant=tenant,
+        record_type=record_type,
+        filename=path.name,
+        fingerprint=print_,
+        strict=strict,
+    )
+    if outcome.created:
+        with open_stream() as stream:
+            upload_process(upload_id=outcome.upload.id, stream=stream)
+        outcome.upload.refresh_from_db()
+    return outcome
+
+
+@transaction.atomic
+def upload_register(
+    *, tenant: Tenant, record_type: str, filename: str, fingerprint: Fingerprint, strict: bool
+) -> UploadOutcome:
+    """Create the upload, or return the earlier one when the same bytes were received."""
+    upload, created = Upload.objects.get_or_create(
+        tenant=tenant,
+        record_type=record_type,
+        sha256=fingerprint.sha256,
+        defaults={
+            "filename": filename[:255],
+            "size_bytes": fingerprint.size,
+            "strict": strict,
+            "state": UploadState.RECEIVED,
+        },
+    )
+    return UploadOutcome(upload=upload, created=created)
+
+
+class _ProgressWriter:
+    """Writes state and progress on its own connection, in short autocommit transactions,
+    so they are visible while the upload's own long transaction is still open."""
+
+    def __init__(self, upload_id):
+        self.upload_id = upload_id
+        self._conn = connections.create_connection("default")
+
+    def _write(self, sql: str, params: tuple) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.execute(sql, params)
+
+    def start(self) -> None:
+        self._write(
+            "UPDATE uploads SET state = %s, started_at = now(), updated_at = now(), "
+            "bytes_done = 0, rows_done = 0 WHERE id = %s",
+            (UploadState.PROCESSING, self.upload_id),
+        )
+
+    def __call__(self, bytes_done: int, rows_done: int) -> None:
+        self._write(
+            "UPDATE uploads SET bytes_done = %s, rows_done = %s, updated_at = now() WHERE id = %s",
+            (bytes_done, rows_done, self.upload_id),
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _upload_try_lock(upload_id) -> bool:
+    """Only one process runs an upload at a time: a transaction-scoped advisory lock (not a
+    row lock, so progress can still be written to the row from another connection)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('upload:' || %s::text, 0))",
+            (str(upload_id),),
+        )
+        return cursor.fetchone()[0]
+
+
+def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
+    """Run the engine for one upload. A second run is harmless: a finished upload is left
+    alone, one in progress elsewhere is skipped, and stage, merge and the state change
+    commit together or not at all."""
+    progress = _ProgressWriter(upload_id)
+    try:
+        with transaction.atomic():
+            if not _upload_try_lock(upload_id):
+                return None
+            upload = Upload.objects.filter(id=upload_id).first()
+            if upload is None or upload.is_terminal:
+                return upload
+            progress.start()
+            with connection.connection.cursor() as cursor:  # the psycopg connection, in our txn
+                result = engine.load_upload(
+                    cursor,
+                    tenant_id=str(upload.tenant_id),
+                    upload_id=str(upload.id),
+                    record_type=upload.record_type,
+                    stream=stream,
+                    strict=upload.strict,
+                    now=timezone.now(),
+                    max_line_bytes=settings.INGEST_MAX_LINE_BYTES,
+                    max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
+                    progress=progress,
+                )
+            _upload_finish(upload=upload, result=result)
+    except engine.FileError as exc:
+        logger.warning("upload %s failed: %s", upload_id, exc.detail)
+        Upload.objects.filter(id=upload_id).update(
+            state=UploadState.FAILED,
+            error_code=exc.code,
+            error_detail=exc.detail,
+            finished_at=timezone.now(),
+        )
+    finally:
+        progress.close()
+    return Upload.objects.get(id=upload_id)
+
+
+def _upload_finish(*, upload: Upload, result: engine.LoadResult) -> None:
+    rows = result.rows
+    if not result.merged:
+        state = UploadState.FAILED
+    elif rows.rejected:
+        state = UploadState.COMPLETED_WITH_ERRORS
+    else:
+        state = UploadState.COMPLETED
+    Upload.objects.filter(id=upload.id).update(
+        state=state,
+        error_code="strict_rejected" if not result.merged else "",
+        error_detail=(
+            f"strict upload refused: {rows.rejected} row(s) rejected, nothing loaded"
+            if not result.merged
+            else ""
+        ),
+        rows_total=rows.total,
+        rows_inserted=rows.inserted,
+        rows_updated=rows.updated,
+        rows_unchanged=rows.unchanged,
+        rows_rejected=rows.rejected,
+        rows_pending=rows.pending,
+        rows_duplicates=rows.duplicates,
+        rows_done=rows.total,
+        bytes_done=upload.size_bytes,
+        finished_at=timezone.now(),
+    )
+    for upload_id, count in result.superseded:
+        Upload.objects.filter(id=upload_id).update(
+            rows_pending=F("rows_pending") - count, rows_duplicates=F("rows_duplicates") + count
+        )
+    for resolved in result.resolved:
+        moved = resolved.inserted + resolved.updated + resolved.unchanged
+        Upload.objects.filter(id=resolved.upload_id).update(
+            rows_pending=F("rows_pending") - moved,
+            rows_inserted=F("rows_inserted") + resolved.inserted,
+            rows_updated=F("rows_updated") + resolved.updated,
+            rows_unchanged=F("rows_unchanged") + resolved.unchanged,
+        )
+
+
+def pending_expire(*, now=None, retention: timedelta | None = None) -> int:
+    """Turn rows held longer than the retention window into `orphan` rejects; returns how
+    many. Called by a periodic job."""
+    now = now or timezone.now()
+    if retention is None:
+        retention = timedelta(seconds=settings.INGEST_PENDING_RETENTION_SECONDS)
+    cutoff = now - retention
+    with connection.cursor() as cursor:
+        tenants = pending_tenants(cursor.cursor, older_than=cutoff)
+    total = 0
+    for tenant_id in tenants:
+        with transaction.atomic(), connection.connection.cursor() as cursor:
+            lock_tenant(cursor, tenant_id)
+            for expired in expire_pending(cursor, tenant_id=tenant_id, older_than=cutoff):
+                total += expired.rows
+                Upload.objects.filter(id=expired.upload_id).update(
+                    rows_pending=F("rows_pending") - expired.rows,
+                    rows_rejected=F("rows_rejected") + expired.rows,
+                    state=UploadState.COMPLETED_WITH_ERRORS,
+                )
+    return total

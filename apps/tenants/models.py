@@ -1,0 +1,38 @@
+import uuid
+
+from django.db import models
+
+from apps.core.models import BaseModel
+
+
+class Tenant(BaseModel):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        db_table = "tenants"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.id})"
+
+
+class ApiKey(BaseModel):
+    """An API key, stored as a public lookup prefix plus a SHA-256 of the whole key.
+
+    Keys are 256-bit random secrets, so a fast hash is enough (no password stretching
+    needed); the raw key is shown once, when created.
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "api_keys"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from apps.core.errors import ApplicationError, NotFoundError
+from apps.tenants.models import ApiKey, Tenant
+
+KEY_PREFIX_BYTES = 6  # 12 hex chars: public, used to find the row
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A freshly issued key: `raw` is the only copy of the secret, shown once."""
+
+    api_key: ApiKey
+    raw: str
+
+
+def _hash(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _issue(*, tenant: Tenant) -> IssuedKey:
+    prefix = secrets.token_hex(KEY_PREFIX_BYTES)
+    raw = f"ck_{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(tenant=tenant, prefix=prefix, key_hash=_hash(raw))
+    return IssuedKey(api_key=api_key, raw=raw)
+
+
+@transaction.atomic
+def tenant_create(*, name: str) -> tuple[Tenant, IssuedKey]:
+    name = name.strip()
+    if not name:
+        raise ApplicationError("A tenant needs a non-empty name.")
+    tenant = Tenant.objects.create(name=name)
+    return tenant, _issue(tenant=tenant)
+
+
+@transaction.atomic
+def api_key_rotate(*, tenant: Tenant, revoke_existing: bool = True) -> IssuedKey:
+    """Issue a new key; by default the tenant's other keys are revoked at once."""
+    if revoke_existing:
+        ApiKey.objects.filter(tenant=tenant, revoked_at=None).update(revoked_at=timezone.now())
+    return _issue(tenant=tenant)
+
+
+@transaction.atomic
+def api_key_revoke(*, tenant: Tenant, prefix: str | None = None) -> int:
+    """Revoke one key (by its public prefix) or, without a prefix, every key of the tenant."""
+    keys = ApiKey.objects.filter(tenant=tenant, revoked_at=None)
+    if prefix is not None:
+        keys = keys.filter(prefix=prefix)
+        if not keys.exists():
+            raise NotFoundError(f"No active key with prefix {prefix!r} for this tenant.")
+    return keys.update(revoked_at=timezone.now())
+
+
+def tenant_from_api_key(*, raw_key: str) -> Tenant | None:
+    """Resolve a raw API key to its active tenant, or None when it is unknown or revoked."""
+    parts = raw_key.split("_", 2)
+    if len(parts) < 3 or parts[0] != "ck":
+        return None
+    api_key = (
+        ApiKey.objects.select_related("tenant")
+        .filter(prefix=parts[1], revoked_at=None, tenant__is_active=True)
+        .first()
+    )
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, _hash(raw_key)):
+        return None
+    return api_key.tenant

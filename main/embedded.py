@@ -1,0 +1,57 @@
+"""Embedded defaults for a machine with nothing but Python.
+
+When `DATABASE_URL` is unset, an embedded PostgreSQL from the `pgserver` wheel is started
+(or reattached) with its data under `./.data/pg`; every command (migrate, tests, the web
+server, workers) shares that one server. When `CELERY_BROKER_URL` is unset, Celery uses
+kombu's filesystem transport under `./.data/broker`, which needs no server and works
+between processes on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+DATA_DIR = Path(os.environ.get("EMBEDDED_DATA_DIR", Path(__file__).resolve().parent.parent / ".data"))
+EMBEDDED_DB_NAME = "commerce"
+
+
+def embedded_database_url() -> str:
+    """Start (or attach to) the embedded PostgreSQL and return a URL for its database."""
+    import logging
+
+    import pgserver  # imported lazily: only needed when no DATABASE_URL is given
+
+    # pgserver logs every start, attach and stop at INFO; keep commands' output clean.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+
+    pgdata = DATA_DIR / "pg"
+    pgdata.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode="stop": the server stops when the last process using it exits, so no
+    # stray postgres is left behind after `make test` or `make demo`.
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    exists = server.psql(
+        f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DB_NAME}';"
+    )
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {EMBEDDED_DB_NAME};")
+    return server.get_uri(EMBEDDED_DB_NAME)
+
+
+def embedded_broker_url() -> str:
+    """Prepare the filesystem broker folders and return its URL."""
+    root = DATA_DIR / "broker"
+    for sub in ("out", "processed"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return "filesystem://"
+
+
+def embedded_broker_options() -> dict:
+    root = DATA_DIR / "broker"
+    return {
+        "data_folder_in": str(root / "out"),
+        "data_folder_out": str(root / "out"),
+        "processed_folder": str(root / "processed"),
+        "store_processed": False,
+    }
