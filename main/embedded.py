@@ -10,7 +10,6 @@ between processes on one machine.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 DATA_DIR = Path(os.environ.get("EMBEDDED_DATA_DIR", Path(__file__).resolve().parent.parent / ".data"))
@@ -21,6 +20,11 @@ def embedded_database_url() -> str:
     """Start (or attach to) the embedded PostgreSQL and return a URL for its database."""
     import logging
 
+    # pgserver keeps a lock file in the runtime dir; give it a private one (CI and root
+    # shells have no XDG_RUNTIME_DIR, and platformdirs warns about that).
+    runtime = DATA_DIR / "run"
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
     import pgserver  # imported lazily: only needed when no DATABASE_URL is given
 
     # pgserver logs every start, attach and stop at INFO; keep commands' output clean.
