@@ -153,22 +153,46 @@ def resolve_pending(cursor: Cursor, *, tenant_id: str) -> list[ResolvedCounts]:
     (orders before order_items, so items of a just-resolved order follow it at once)."""
     resolved: list[ResolvedCounts] = []
     for spec in (RECORDS["orders"], RECORDS["order_items"]):
+        pending = sql.Identifier(spec.pending_table)
         key = sql.Identifier(spec.key)
-        select = sql.SQL("SELECT tenant_id, {cols} FROM moved").format(cols=_ids(spec.columns))
+        # Move the resolvable rows out of the hold into temp tables first: joining two CTEs
+        # would give the planner no statistics (and a nested loop over both).
+        cursor.execute("DROP TABLE IF EXISTS _moved, _outcome")
+        cursor.execute(
+            sql.SQL("CREATE TEMP TABLE _moved ON COMMIT DROP AS SELECT * FROM {} LIMIT 0").format(
+                pending
+            )
+        )
         cursor.execute(
             sql.SQL(
-                "WITH moved AS (DELETE FROM {pending} m WHERE m.tenant_id = %(tenant)s AND {exists} "
-                "RETURNING m.*), ins AS ({upsert}) "
-                "SELECT m.upload_id::text, count(*) FILTER (WHERE i.inserted), "
-                "count(*) FILTER (WHERE NOT i.inserted), count(*) FILTER (WHERE i.{key} IS NULL) "
-                "FROM moved m LEFT JOIN ins i ON i.{key} = m.{key} GROUP BY m.upload_id"
-            ).format(
-                pending=sql.Identifier(spec.pending_table),
-                exists=_parents_exist(spec, "m"),
-                upsert=_upsert(spec, select),
-                key=key,
+                "WITH moved AS (DELETE FROM {pending} m WHERE m.tenant_id = %(tenant)s "
+                "AND {exists} RETURNING m.*) INSERT INTO _moved SELECT * FROM moved"
+            ).format(pending=pending, exists=_parents_exist(spec, "m")),
+            {"tenant": tenant_id},
+        )
+        if cursor.rowcount == 0:
+            continue
+        cursor.execute("ANALYZE _moved")
+        select = sql.SQL("SELECT tenant_id, {cols} FROM _moved").format(cols=_ids(spec.columns))
+        cursor.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE _outcome ON COMMIT DROP AS "
+                "SELECT NULL::uuid AS {key}, NULL::boolean AS inserted LIMIT 0"
+            ).format(key=key)
+        )
+        cursor.execute(
+            sql.SQL("WITH ins AS ({upsert}) INSERT INTO _outcome SELECT * FROM ins").format(
+                upsert=_upsert(spec, select)
             ),
             {"tenant": tenant_id},
+        )
+        cursor.execute("ANALYZE _outcome")
+        cursor.execute(
+            sql.SQL(
+                "SELECT m.upload_id::text, count(*) FILTER (WHERE o.inserted), "
+                "count(*) FILTER (WHERE NOT o.inserted), count(*) FILTER (WHERE o.{key} IS NULL) "
+                "FROM _moved m LEFT JOIN _outcome o ON o.{key} = m.{key} GROUP BY m.upload_id"
+            ).format(key=key)
         )
         resolved += [ResolvedCounts(u, i, up, un) for u, i, up, un in cursor.fetchall()]
     return resolved
