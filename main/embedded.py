@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DATA_DIR = Path(os.environ.get("EMBEDDED_DATA_DIR", Path(__file__).resolve().parent.parent / ".data"))
+DATA_DIR = Path(
+    os.environ.get("EMBEDDED_DATA_DIR", Path(__file__).resolve().parent.parent / ".data")
+)
 EMBEDDED_DB_NAME = "commerce"
 
 
@@ -35,9 +37,7 @@ def embedded_database_url() -> str:
     # cleanup_mode="stop": the server stops when the last process using it exits, so no
     # stray postgres is left behind after `make test` or `make demo`.
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
-    exists = server.psql(
-        f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DB_NAME}';"
-    )
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DB_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DB_NAME};")
     return server.get_uri(EMBEDDED_DB_NAME)

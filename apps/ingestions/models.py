@@ -103,11 +103,17 @@ class Reject(models.Model):
         db_table = "rejects"
         indexes = [models.Index(fields=["upload", "line"], name="rejects_upload_line")]
 
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.code} ({self.field})"
+
 
 def _tenant_fk(*, constraint: bool):
     # No separate index: every primary key starts with tenant_id.
     return models.ForeignKey(
-        Tenant, on_delete=models.DO_NOTHING, db_constraint=constraint, db_index=False,
+        Tenant,
+        on_delete=models.DO_NOTHING,
+        db_constraint=constraint,
+        db_index=False,
         related_name="+",
     )
 
@@ -124,6 +130,9 @@ class Customer(models.Model):
     class Meta:
         db_table = "customers"
 
+    def __str__(self) -> str:
+        return str(self.customer_id)
+
 
 class Product(models.Model):
     pk = models.CompositePrimaryKey("tenant_id", "product_id")
@@ -138,7 +147,12 @@ class Product(models.Model):
 
     class Meta:
         db_table = "products"
-        constraints = [models.CheckConstraint(condition=Q(price__gte=0), name="products_price_gte_0")]
+        constraints = [
+            models.CheckConstraint(condition=Q(price__gte=0), name="products_price_gte_0")
+        ]
+
+    def __str__(self) -> str:
+        return str(self.product_id)
 
 
 class OrderFields(models.Model):
@@ -169,6 +183,9 @@ class Order(OrderFields):
             models.CheckConstraint(condition=Q(total_amount__gte=0), name="orders_total_gte_0")
         ]
 
+    def __str__(self) -> str:
+        return str(self.order_id)
+
 
 class OrderItemFields(models.Model):
     order_item_id = models.UUIDField()
@@ -195,6 +212,9 @@ class OrderItem(OrderItemFields):
             models.CheckConstraint(condition=Q(line_total__gte=0), name="order_items_total_gte_0"),
         ]
 
+    def __str__(self) -> str:
+        return str(self.order_item_id)
+
 
 class PendingFields(models.Model):
     """A valid row held until its parent arrives; the newest upload's row for an id wins."""
@@ -216,6 +236,9 @@ class PendingOrder(OrderFields, PendingFields):
         db_table = "pending_orders"
         indexes = [models.Index(fields=["held_at"], name="pending_orders_held_at")]
 
+    def __str__(self) -> str:
+        return f"pending order {self.order_id}"
+
 
 class PendingOrderItem(OrderItemFields, PendingFields):
     pk = models.CompositePrimaryKey("tenant_id", "order_item_id")
@@ -224,3 +247,6 @@ class PendingOrderItem(OrderItemFields, PendingFields):
     class Meta:
         db_table = "pending_order_items"
         indexes = [models.Index(fields=["held_at"], name="pending_items_held_at")]
+
+    def __str__(self) -> str:
+        return f"pending item {self.order_item_id}"

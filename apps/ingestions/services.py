@@ -71,7 +71,9 @@ def upload_ingest_path(
 
     if not path.is_file():
         raise ApplicationError(f"No such file: {path}")
-    record_type = record_type_decide(filename=path.name, explicit=record_type, open_stream=open_stream)
+    record_type = record_type_decide(
+        filename=path.name, explicit=record_type, open_stream=open_stream
+    )
     with open_stream() as stream:
         print_ = fingerprint(stream)
     outcome = upload_register(

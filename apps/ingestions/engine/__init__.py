@@ -8,6 +8,8 @@ temporary table), `merge` (upsert, pending hold, orphan expiry), `results` (data
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import BinaryIO
@@ -21,9 +23,9 @@ from apps.ingestions.engine.records import RECORDS, type_from_filename, type_fro
 from apps.ingestions.engine.results import FileError, LoadResult, Reject, RowCounts
 from apps.ingestions.engine.stage import stage_lines, staging_table
 
-__all__ = [
-    "FileError", "LoadResult", "Reject", "RowCounts", "detect_record_type", "load_upload"
-]
+__all__ = ["FileError", "LoadResult", "Reject", "RowCounts", "detect_record_type", "load_upload"]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 20 * 1024**3
@@ -53,12 +55,15 @@ def load_upload(
     source = ByteStream(stream, max_bytes=max_decompressed_bytes)
     report = None
     if progress is not None:
+
         def report(rows: int) -> None:
             progress(source.bytes_in, rows)
 
+    started = time.perf_counter()
     staged = stage_lines(
         cursor, spec, read_lines(source, max_line_bytes=max_line_bytes), progress=report
     )
+    staged_at = time.perf_counter()
     if staged.rejected:
         cursor.execute(
             sql.SQL(
@@ -73,8 +78,19 @@ def load_upload(
         return LoadResult(rows=rows, merged=False, bytes_read=source.bytes_out)
 
     lock_tenant(cursor, tenant_id)
+    merge_start = time.perf_counter()
     merged = merge_staged(cursor, spec, tenant_id=tenant_id, upload_id=upload_id, now=now)
+    merged_at = time.perf_counter()
     resolved = resolve_pending(cursor, tenant_id=tenant_id)
+    logger.debug(
+        "loaded %s rows of %s: stage %.2fs, lock wait %.2fs, merge %.2fs, resolve %.2fs",
+        staged.total,
+        record_type,
+        staged_at - started,
+        merge_start - staged_at,
+        merged_at - merge_start,
+        time.perf_counter() - merged_at,
+    )
     rows = RowCounts(
         total=staged.total,
         inserted=merged.inserted,

@@ -95,7 +95,9 @@ def merge_staged(
         ).format(dedup=_DEDUP, key=key, cols=_ids(spec.columns), stage=staging_table(spec))
     )
     distinct = cursor.rowcount
-    cursor.execute(sql.SQL("SELECT count(*) FROM {} WHERE r_code IS NULL").format(staging_table(spec)))
+    cursor.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE r_code IS NULL").format(staging_table(spec))
+    )
     duplicates = cursor.fetchone()[0] - distinct
 
     superseded: tuple[tuple[str, int], ...] = ()
@@ -209,8 +211,10 @@ def expire_pending(cursor: Cursor, *, tenant_id: str, older_than: datetime) -> l
     expired: dict[str, int] = {}
     for spec in (RECORDS["orders"], RECORDS["order_items"]):
         missing = sql.SQL(" ").join(
-            sql.SQL("WHEN NOT EXISTS (SELECT 1 FROM {t} p WHERE p.tenant_id = g.tenant_id "
-                    "AND p.{c} = g.{c}) THEN {name}").format(
+            sql.SQL(
+                "WHEN NOT EXISTS (SELECT 1 FROM {t} p WHERE p.tenant_id = g.tenant_id "
+                "AND p.{c} = g.{c}) THEN {name}"
+            ).format(
                 t=sql.Identifier(parent.table),
                 c=sql.Identifier(parent.column),
                 name=sql.Literal(parent.column),

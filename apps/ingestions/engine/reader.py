@@ -62,7 +62,11 @@ class ByteStream:
         head = raw.read(4)
         self._source = _CountingReader(raw, head)
         self.compression = (
-            "gzip" if head.startswith(_GZIP_MAGIC) else "zstd" if head.startswith(_ZSTD_MAGIC) else None
+            "gzip"
+            if head.startswith(_GZIP_MAGIC)
+            else "zstd"
+            if head.startswith(_ZSTD_MAGIC)
+            else None
         )
         self.max_bytes = max_bytes
         self.bytes_out = 0

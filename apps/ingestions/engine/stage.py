@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import msgspec
-from decimal import Decimal
 from psycopg import Cursor, sql
 
 from apps.ingestions.engine.reader import Line
@@ -77,8 +77,14 @@ def stage_lines(
                 total += 1
                 rejected += 1
                 write_row(
-                    (number, *blanks, "", "line_too_long",
-                     "the line is longer than the line limit", _raw_text(data))
+                    (
+                        number,
+                        *blanks,
+                        "",
+                        "line_too_long",
+                        "the line is longer than the line limit",
+                        _raw_text(data),
+                    )
                 )
                 continue
             if not data or data.isspace():

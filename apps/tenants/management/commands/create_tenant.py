@@ -20,7 +20,9 @@ class Command(BaseCommand):
             raise CommandError(exc.detail) from exc
         if options["json"]:
             self.stdout.write(
-                json.dumps({"tenant_id": str(tenant.id), "name": tenant.name, "api_key": issued.raw})
+                json.dumps(
+                    {"tenant_id": str(tenant.id), "name": tenant.name, "api_key": issued.raw}
+                )
             )
         else:
             self.stdout.write(f"tenant_id={tenant.id}")

@@ -1,0 +1,243 @@
+"""`make bench`: the engine's speed and memory next to a raw COPY of the same rows.
+
+Runs in a fresh database of its own (`<name>_bench`, dropped afterwards unless --keep):
+1. generates about one million rows for one tenant (50k customers, 5k products, 250k
+   orders, ~700k order items);
+2. raw COPY: a child process streams each file, decodes each line and COPYs its values
+   into unconstrained tables (no validation, no keys, no merge): the floor any loader of
+   these files pays;
+3. engine: another child process ingests the same files with the engine (validate, stage
+   with COPY, merge with keys and foreign keys), in dependency order;
+4. prints rows/s per type and overall, the ratio of the two, and the engine process's
+   peak memory (max RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+ORDER = ("customers", "products", "orders", "order_items")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def phase_raw(folder: Path) -> dict:
+    from decimal import Decimal
+
+    import msgspec
+    import psycopg
+
+    from apps.ingestions.engine.records import RECORDS
+
+    decode = msgspec.json.Decoder(float_hook=Decimal).decode
+    encode = msgspec.json.Encoder(decimal_format="number").encode
+    out = {}
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
+        for name in ORDER:
+            spec = RECORDS[name]
+            cols = ", ".join(f"{f.name} {f.sql_type}" for f in spec.fields)
+            conn.execute(f"DROP TABLE IF EXISTS raw_{name}")
+            conn.execute(f"CREATE TABLE raw_{name} (tenant_id uuid, {cols})")
+            objects = [f.name for f in spec.fields if f.sql_type == "jsonb"]
+            names = spec.columns
+            rows = 0
+            start = time.perf_counter()
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy(f"COPY raw_{name} FROM STDIN") as copy,
+                (folder / f"{name}_1.ndjson").open("rb") as fh,
+            ):
+                for line in fh:
+                    obj = decode(line)
+                    for key in objects:
+                        if obj.get(key) is not None:
+                            obj[key] = encode(obj[key]).decode()
+                    copy.write_row((None, *[obj.get(n) for n in names]))
+                    rows += 1
+            out[name] = {"rows": rows, "seconds": time.perf_counter() - start}
+    return out
+
+
+def phase_engine(folder: Path, tenant_id: str) -> dict:
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "main.settings")
+    django.setup()
+    from apps.ingestions.services import upload_ingest_path
+    from apps.tenants.models import Tenant
+
+    tenant = Tenant.objects.get(id=tenant_id)
+    out = {}
+    for name in ORDER:
+        start = time.perf_counter()
+        upload = upload_ingest_path(tenant=tenant, path=folder / f"{name}_1.ndjson").upload
+        seconds = time.perf_counter() - start
+        out[name] = {
+            "rows": upload.rows_total,
+            "seconds": seconds,
+            "state": upload.state,
+            "inserted": upload.rows_inserted,
+            "pending": upload.rows_pending,
+            "rejected": upload.rows_rejected,
+        }
+    out["_peak_rss_mb"] = _peak_rss_mb()
+    return out
+
+
+def _child(args: list[str], env: dict) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"bench step failed: {' '.join(args[:3])}")
+    return done.stdout
+
+
+def _base_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from main.embedded import embedded_database_url
+
+    return embedded_database_url()
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--products", type=int, default=5_000)
+    parser.add_argument("--orders", type=int, default=250_000)
+    parser.add_argument("--items-per-order", type=float, default=2.8)
+    parser.add_argument("--keep", action="store_true", help="keep the bench database and files")
+    parser.add_argument("--phase", choices=("raw", "engine"), help=argparse.SUPPRESS)
+    parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tenant", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.phase == "raw":
+        print(json.dumps(phase_raw(args.dir)))
+        return
+    if args.phase == "engine":
+        print(json.dumps(phase_engine(args.dir, args.tenant)))
+        return
+
+    import psycopg
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    base = _base_url()  # keeps the embedded server up for the whole run
+    db = (urlsplit(base).path.lstrip("/") or "postgres") + "_bench"
+    bench_url = _with_db(base, db)
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db}"')
+    env = {**os.environ, "DATABASE_URL": bench_url}
+    data = ROOT / "bench_data"
+    try:
+        console.print(f"[bold]bench[/] database {db}: migrating")
+        _child(["manage.py", "migrate", "--verbosity", "0"], env)
+        console.print(
+            f"generating {args.customers} customers, {args.products} products, "
+            f"{args.orders} orders, ~{args.items_per_order} items per order"
+        )
+        _child(
+            [
+                "manage.py",
+                "generate_data",
+                "--out",
+                str(data),
+                "--tenants",
+                "1",
+                "--customers",
+                str(args.customers),
+                "--products",
+                str(args.products),
+                "--orders",
+                str(args.orders),
+                "--items-per-order",
+                str(args.items_per_order),
+                "--seed",
+                "1",
+            ],
+            env,
+        )
+        manifest = json.loads((data / "tenants.json").read_text())[0]
+        folder = data / manifest["dir"]
+        console.print("raw COPY into unconstrained tables ...")
+        raw = json.loads(_child(["scripts/bench.py", "--phase", "raw", "--dir", str(folder)], env))
+        console.print("engine ...")
+        eng = json.loads(
+            _child(
+                [
+                    "scripts/bench.py",
+                    "--phase",
+                    "engine",
+                    "--dir",
+                    str(folder),
+                    "--tenant",
+                    manifest["tenant_id"],
+                ],
+                env,
+            )
+        )
+    finally:
+        if not args.keep:
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+    table = Table(title="engine vs raw COPY (same rows, same run)")
+    for col in ("type", "rows", "raw COPY rows/s", "engine rows/s", "ratio", "engine state"):
+        table.add_column(col, justify="right")
+    totals = {"rows": 0, "raw": 0.0, "eng": 0.0}
+    for name in ORDER:
+        rows = eng[name]["rows"]
+        raw_rate = raw[name]["rows"] / raw[name]["seconds"]
+        eng_rate = rows / eng[name]["seconds"]
+        totals["rows"] += rows
+        totals["raw"] += raw[name]["seconds"]
+        totals["eng"] += eng[name]["seconds"]
+        table.add_row(
+            name,
+            f"{rows:,}",
+            f"{raw_rate:,.0f}",
+            f"{eng_rate:,.0f}",
+            f"{eng_rate / raw_rate:.1%}",
+            eng[name]["state"],
+        )
+    raw_all = totals["rows"] / totals["raw"]
+    eng_all = totals["rows"] / totals["eng"]
+    table.add_row(
+        "overall",
+        f"{totals['rows']:,}",
+        f"{raw_all:,.0f}",
+        f"{eng_all:,.0f}",
+        f"{eng_all / raw_all:.1%}",
+        "",
+    )
+    console.print(table)
+    console.print(f"engine process peak memory (max RSS): {eng['_peak_rss_mb']:.0f} MB")
+    console.print(f"engine total {totals['eng']:.1f} s, raw COPY total {totals['raw']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
