@@ -1,0 +1,50 @@
+"""Test factories on top of `apps.ingestions.engine.testing`: raw NDJSON lines whose values
+are written as literal JSON text, and the rejects of an upload as plain tuples."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from apps.ingestions.models import Reject, Upload
+
+
+def raw_row(row: dict[str, Any], **literals: str) -> str:
+    """`row` as one JSON line, with each field in `literals` written verbatim as JSON text.
+
+    `raw_row(product_row(), price="1e2")` gives a line whose price is the JSON number `1e2`,
+    which `json.dumps` of a Python value could never produce.
+    """
+    marked = {**row, **{name: f"\x01{name}\x01" for name in literals}}
+    text = json.dumps(marked, ensure_ascii=False)
+    for name, literal in literals.items():
+        text = text.replace(json.dumps(f"\x01{name}\x01"), literal)
+    return text
+
+
+def rejects_of(upload: Upload) -> list[tuple[int, str, str]]:
+    """The upload's rejects as `(line, field, code)`, in line order."""
+    return list(
+        Reject.objects.filter(upload=upload).order_by("line").values_list("line", "field", "code")
+    )
+
+
+def counts_of(upload: Upload) -> dict[str, int]:
+    """The upload's row counts, as the API shows them under `rows`."""
+    upload.refresh_from_db()
+    return {
+        "total": upload.rows_total,
+        "inserted": upload.rows_inserted,
+        "updated": upload.rows_updated,
+        "unchanged": upload.rows_unchanged,
+        "rejected": upload.rows_rejected,
+        "pending": upload.rows_pending,
+        "duplicates": upload.rows_duplicates,
+    }
+
+
+def assert_counts_add_up(upload: Upload) -> None:
+    """`total = inserted + updated + unchanged + rejected + pending + duplicates` (SPEC 5)."""
+    counts = counts_of(upload)
+    total = counts.pop("total")
+    assert total == sum(counts.values()), counts
