@@ -17,6 +17,17 @@ DATA_DIR = Path(
 )
 EMBEDDED_DB_NAME = "commerce"
 
+# Server settings for bulk loading (ALTER SYSTEM, kept in the data folder). Bigger buffers
+# keep the final tables' primary-key indexes in memory while rows arrive in random key
+# order; fewer checkpoints mean fewer full-page images in the WAL.
+EMBEDDED_SETTINGS = {
+    "shared_buffers": "512MB",
+    "work_mem": "64MB",
+    "maintenance_work_mem": "256MB",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "15min",
+}
+
 
 def embedded_database_url() -> str:
     """Start (or attach to) the embedded PostgreSQL and return a URL for its database."""
@@ -36,7 +47,15 @@ def embedded_database_url() -> str:
     pgdata.mkdir(parents=True, exist_ok=True)
     # cleanup_mode="stop": the server stops when the last process using it exits, so no
     # stray postgres is left behind after `make test` or `make demo`.
+    fresh = not (pgdata / "PG_VERSION").exists()
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    if EMBEDDED_SETTINGS["shared_buffers"] not in server.psql("SHOW shared_buffers;"):
+        for name, value in EMBEDDED_SETTINGS.items():
+            server.psql(f"ALTER SYSTEM SET {name} = '{value}';")
+        server.psql("SELECT pg_reload_conf();")
+        if fresh:  # nobody else uses it yet: restart now so shared_buffers applies too
+            server.cleanup()
+            server = pgserver.get_server(pgdata, cleanup_mode="stop")
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DB_NAME}';")
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DB_NAME};")

@@ -9,13 +9,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, UnknownRecordTypeError
 from apps.ingestions import engine
-from apps.ingestions.engine.merge import expire_pending, lock_tenant, pending_tenants
+from apps.ingestions.engine.merge import (
+    expire_pending,
+    lock_tenant,
+    pending_tenants,
+    refresh_statistics,
+)
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.models import Upload, UploadState
 from apps.tenants.models import Tenant
@@ -176,17 +181,35 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
                     progress=progress,
                 )
             _upload_finish(upload=upload, result=result)
+        grown = {upload.record_type: result.rows.inserted}
+        for resolved in result.resolved:
+            grown[resolved.record_type] = grown.get(resolved.record_type, 0) + resolved.inserted
+        with connection.cursor() as cursor:
+            for record_type, inserted in grown.items():
+                refresh_statistics(cursor.cursor, record_type=record_type, inserted=inserted)
     except engine.FileError as exc:
         logger.warning("upload %s failed: %s", upload_id, exc.detail)
-        Upload.objects.filter(id=upload_id).update(
-            state=UploadState.FAILED,
-            error_code=exc.code,
-            error_detail=exc.detail,
-            finished_at=timezone.now(),
+        _upload_fail(upload_id=upload_id, code=exc.code, detail=exc.detail)
+    except (OperationalError, InterfaceError):
+        raise  # the database went away: the upload stays as it was, to be run again
+    except Exception as exc:
+        # A bug, not bad input: say so on the upload instead of leaving it "processing".
+        logger.exception("upload %s failed unexpectedly", upload_id)
+        _upload_fail(
+            upload_id=upload_id,
+            code="internal_error",
+            detail=f"processing stopped on an unexpected error ({type(exc).__name__}); "
+            "nothing of this file was loaded",
         )
     finally:
         progress.close()
     return Upload.objects.get(id=upload_id)
+
+
+def _upload_fail(*, upload_id, code: str, detail: str) -> None:
+    Upload.objects.filter(id=upload_id).update(
+        state=UploadState.FAILED, error_code=code, error_detail=detail, finished_at=timezone.now()
+    )
 
 
 def _upload_finish(*, upload: Upload, result: engine.LoadResult) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from apps.core.errors import ApplicationError, NotFoundError
 from apps.tenants.models import ApiKey, Tenant
 
 KEY_PREFIX_BYTES = 6  # 12 hex chars: public, used to find the row
+_PREFIX_RE = re.compile(rf"[0-9a-f]{{{2 * KEY_PREFIX_BYTES}}}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ def api_key_revoke(*, tenant: Tenant, prefix: str | None = None) -> int:
 def tenant_from_api_key(*, raw_key: str) -> Tenant | None:
     """Resolve a raw API key to its active tenant, or None when it is unknown or revoked."""
     parts = raw_key.split("_", 2)
-    if len(parts) < 3 or parts[0] != "ck":
+    if len(parts) < 3 or parts[0] != "ck" or not _PREFIX_RE.fullmatch(parts[1]):
         return None
     api_key = (
         ApiKey.objects.select_related("tenant")

@@ -79,7 +79,9 @@ def load_upload(
 
     lock_tenant(cursor, tenant_id)
     merge_start = time.perf_counter()
-    merged = merge_staged(cursor, spec, tenant_id=tenant_id, upload_id=upload_id, now=now)
+    merged = merge_staged(
+        cursor, spec, tenant_id=tenant_id, upload_id=upload_id, valid=staged.valid, now=now
+    )
     merged_at = time.perf_counter()
     resolved = resolve_pending(cursor, tenant_id=tenant_id)
     logger.debug(
@@ -126,7 +128,7 @@ def detect_record_type(*, filename: str, explicit: str | None, stream: BinaryIO)
             seen += 1
             try:
                 obj = msgspec.json.decode(line.data)
-            except msgspec.DecodeError:
+            except (ValueError, RecursionError):  # not JSON (or not UTF-8): look further
                 obj = None
             if isinstance(obj, dict) and (found := type_from_keys(set(obj))) is not None:
                 return found

@@ -80,25 +80,44 @@ def _upsert(spec: RecordSpec, select: sql.Composable) -> sql.Composable:
 
 
 def merge_staged(
-    cursor: Cursor, spec: RecordSpec, *, tenant_id: str, upload_id: str, now: datetime
+    cursor: Cursor,
+    spec: RecordSpec,
+    *,
+    tenant_id: str,
+    upload_id: str,
+    valid: int,
+    now: datetime,
 ) -> MergeCounts:
     """Merge the valid staged rows: the last occurrence of an id wins, rows whose parent is
     missing are held as pending, the rest are upserted into the final table."""
     params = {"tenant": tenant_id, "upload": upload_id, "now": now}
     key = sql.Identifier(spec.key)
-    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_DEDUP))
+    stage = staging_table(spec)
+    # Deduplicate only when needed: a hash aggregate is much cheaper than sorting and
+    # rewriting every row, and most files repeat no id.
     cursor.execute(
         sql.SQL(
-            "CREATE TEMP TABLE {dedup} ON COMMIT DROP AS "
-            "SELECT DISTINCT ON ({key}) line, {cols} FROM {stage} "
-            "WHERE r_code IS NULL ORDER BY {key}, line DESC"
-        ).format(dedup=_DEDUP, key=key, cols=_ids(spec.columns), stage=staging_table(spec))
+            "SELECT EXISTS (SELECT 1 FROM {stage} WHERE r_code IS NULL "
+            "GROUP BY {key} HAVING count(*) > 1)"
+        ).format(stage=stage, key=key)
     )
-    distinct = cursor.rowcount
-    cursor.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE r_code IS NULL").format(staging_table(spec))
-    )
-    duplicates = cursor.fetchone()[0] - distinct
+    if cursor.fetchone()[0]:
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_DEDUP))
+        cursor.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE {dedup} ON COMMIT DROP AS "
+                "SELECT DISTINCT ON ({key}) line, {cols} FROM {stage} "
+                "WHERE r_code IS NULL ORDER BY {key}, line DESC"
+            ).format(dedup=_DEDUP, key=key, cols=_ids(spec.columns), stage=stage)
+        )
+        distinct = cursor.rowcount
+        source: sql.Composable = _DEDUP
+    else:
+        distinct = valid
+        source = sql.SQL("(SELECT line, {cols} FROM {stage} WHERE r_code IS NULL)").format(
+            cols=_ids(spec.columns), stage=stage
+        )
+    duplicates = valid - distinct
 
     superseded: tuple[tuple[str, int], ...] = ()
     pending = 0
@@ -106,10 +125,10 @@ def merge_staged(
         # An older upload's held row for the same id is replaced by this one.
         cursor.execute(
             sql.SQL(
-                "WITH gone AS (DELETE FROM {pending} p USING {dedup} d "
+                "WITH gone AS (DELETE FROM {pending} p USING {source} d "
                 "WHERE p.tenant_id = %(tenant)s AND p.{key} = d.{key} RETURNING p.upload_id) "
                 "SELECT upload_id::text, count(*) FROM gone GROUP BY upload_id"
-            ).format(pending=sql.Identifier(spec.pending_table), dedup=_DEDUP, key=key),
+            ).format(pending=sql.Identifier(spec.pending_table), source=source, key=key),
             params,
         )
         superseded = tuple((u, n) for u, n in cursor.fetchall())
@@ -117,20 +136,20 @@ def merge_staged(
             sql.SQL(
                 "INSERT INTO {pending} (tenant_id, {cols}, upload_id, line, raw, held_at) "
                 "SELECT %(tenant)s, {dcols}, %(upload)s, d.line, (to_jsonb(d) - 'line')::text, "
-                "%(now)s FROM {dedup} d WHERE NOT ({exists})"
+                "%(now)s FROM {source} d WHERE NOT ({exists})"
             ).format(
                 pending=sql.Identifier(spec.pending_table),
                 cols=_ids(spec.columns),
                 dcols=_prefixed("d", spec.columns),
-                dedup=_DEDUP,
+                source=source,
                 exists=_parents_exist(spec, "d"),
             ),
             params,
         )
         pending = cursor.rowcount
 
-    select = sql.SQL("SELECT %(tenant)s, {dcols} FROM {dedup} d WHERE {exists}").format(
-        dcols=_prefixed("d", spec.columns), dedup=_DEDUP, exists=_parents_exist(spec, "d")
+    select = sql.SQL("SELECT %(tenant)s, {dcols} FROM {source} d WHERE {exists}").format(
+        dcols=_prefixed("d", spec.columns), source=source, exists=_parents_exist(spec, "d")
     )
     cursor.execute(
         sql.SQL(
@@ -196,7 +215,7 @@ def resolve_pending(cursor: Cursor, *, tenant_id: str) -> list[ResolvedCounts]:
                 "FROM _moved m LEFT JOIN _outcome o ON o.{key} = m.{key} GROUP BY m.upload_id"
             ).format(key=key)
         )
-        resolved += [ResolvedCounts(u, i, up, un) for u, i, up, un in cursor.fetchall()]
+        resolved += [ResolvedCounts(u, spec.name, i, up, un) for u, i, up, un in cursor.fetchall()]
     return resolved
 
 
@@ -251,3 +270,20 @@ def pending_tenants(cursor: Cursor, *, older_than: datetime) -> list[str]:
 
 
 RETENTION_DEFAULT = timedelta(days=7)
+
+
+def refresh_statistics(cursor: Cursor, *, record_type: str, inserted: int) -> bool:
+    """ANALYZE a final table that has just grown by a good share, so the next merge plans
+    with true sizes (autovacuum may not get there before the next upload arrives).
+
+    Run it after the upload's transaction commits: ANALYZE holds a lock that would
+    otherwise serialise other tenants' merges on the same table.
+    """
+    spec = RECORDS[record_type]
+    cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (spec.table,))
+    row = cursor.fetchone()
+    known = max(row[0], 0) if row else 0
+    if inserted < 1000 or inserted < 0.1 * known:
+        return False
+    cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(spec.table)))
+    return True

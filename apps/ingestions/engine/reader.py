@@ -22,6 +22,7 @@ BOMB_MAX_RATIO = 100
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _BOM = b"\xef\xbb\xbf"
+_ZSTD_PIECE = 256  # compressed bytes per decompress call: bounds each call's output
 _RAW_PREFIX = 1024  # how much of an over-long line a reject keeps
 
 
@@ -59,7 +60,12 @@ class ByteStream:
     """Decompressed chunks of a raw stream, with the bomb guard applied as they come."""
 
     def __init__(self, raw: BinaryIO, *, max_bytes: int):
-        head = raw.read(4)
+        head = b""
+        while len(head) < 4:  # a socket-like stream may answer with fewer bytes
+            more = raw.read(4 - len(head))
+            if not more:
+                break
+            head += more
         self._source = _CountingReader(raw, head)
         self.compression = (
             "gzip"
@@ -79,15 +85,14 @@ class ByteStream:
         if self.compression == "gzip":
             stream = gzip.GzipFile(fileobj=self._source, mode="rb")
         elif self.compression == "zstd":
-            stream = zstandard.ZstdDecompressor().stream_reader(
-                self._source, read_across_frames=True, closefd=False
-            )
+            yield from self._zstd_chunks()
+            return
         else:
             stream = self._source
         while True:
             try:
                 chunk = stream.read(CHUNK_BYTES)
-            except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
+            except (OSError, EOFError, zlib.error) as exc:
                 raise FileError(
                     "invalid_compression", f"The {self.compression} data cannot be read: {exc}"
                 ) from exc
@@ -96,6 +101,41 @@ class ByteStream:
             self.bytes_out += len(chunk)
             self._guard()
             yield chunk
+
+    def _zstd_chunks(self) -> Iterator[bytes]:
+        """zstd frames, one after another. Fed in small pieces so one call can never expand
+        into more than a few MiB (an RLE block of 3 bytes can stand for 128 KiB), and a
+        frame cut short is an error, not a silent end of file."""
+        zstd = zstandard.ZstdDecompressor()
+        frame = zstd.decompressobj()
+        in_frame = False
+        buffered: list[bytes] = []
+        size = 0
+        try:
+            while raw := self._source.read(CHUNK_BYTES):
+                for start in range(0, len(raw), _ZSTD_PIECE):
+                    piece = raw[start : start + _ZSTD_PIECE]
+                    while piece:
+                        in_frame = True
+                        out = frame.decompress(piece)
+                        piece = b""
+                        if frame.eof:
+                            piece, in_frame = frame.unused_data, False
+                            frame = zstd.decompressobj()
+                        if out:
+                            self.bytes_out += len(out)
+                            self._guard()
+                            buffered.append(out)
+                            size += len(out)
+                if size >= CHUNK_BYTES:  # hand out big chunks: the line splitter likes them
+                    yield b"".join(buffered)
+                    buffered, size = [], 0
+        except zstandard.ZstdError as exc:
+            raise FileError("invalid_compression", f"The zstd data cannot be read: {exc}") from exc
+        if in_frame:
+            raise FileError("invalid_compression", "The zstd data ends in the middle of a frame.")
+        if buffered:
+            yield b"".join(buffered)
 
     def _guard(self) -> None:
         if self.compression is None:
@@ -152,7 +192,10 @@ def read_lines(stream: ByteStream, *, max_line_bytes: int) -> Iterator[Line]:
         if skipping:
             continue
         pending += tail
-        if len(pending) > max_line_bytes:
+        # one byte of slack: a trailing "\r" is part of the line ending, not the line
+        if len(pending) > max_line_bytes + 1 or (
+            len(pending) == max_line_bytes + 1 and not pending.endswith(b"\r")
+        ):
             number += 1
             yield Line(number, pending[:_RAW_PREFIX], True)
             pending = b""

@@ -33,6 +33,18 @@ _numeric = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
 _json_encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
+class OutOfRangeNumber(str):
+    """A JSON number too large (or too small) for any Decimal; its text is kept."""
+
+
+def exact_number(text: str) -> Decimal | OutOfRangeNumber:
+    """The decoder's hook for JSON numbers with a fraction or exponent: exact, never float."""
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return OutOfRangeNumber(text)
+
+
 class Invalid(Exception):  # noqa: N818 - a reject, not a program error
     """A field (or the row) breaks a rule; becomes a reject."""
 
@@ -95,10 +107,12 @@ def check_decimal(name: str, value: Any) -> str:
     if type(value) is str:
         if not _numeric(value):
             raise Invalid(name, "invalid_type", f"{name} must be a decimal number, got {value!r}")
+        value = exact_number(value)
+    if type(value) is OutOfRangeNumber:
+        raise Invalid(name, "out_of_range", f"{name} is out of range: {value[:64]}")
+    if type(value) is int:
         value = Decimal(value)
-    elif type(value) is int:
-        value = Decimal(value)
-    elif type(value) is not Decimal:
+    if type(value) is not Decimal:
         raise _wrong(name, value, "a decimal number or numeric string")
     try:
         if value < 0:

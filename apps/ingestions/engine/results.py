@@ -38,6 +38,7 @@ class ResolvedCounts:
     """Rows of one earlier upload that left the pending hold during a later merge."""
 
     upload_id: str
+    record_type: str
     inserted: int
     updated: int
     unchanged: int

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 
 import msgspec
 from psycopg import Cursor, sql
 
 from apps.ingestions.engine.reader import Line
-from apps.ingestions.engine.records import Invalid, RecordSpec, validate_record
+from apps.ingestions.engine.records import Invalid, RecordSpec, exact_number, validate_record
 
 PROGRESS_EVERY = 50_000  # lines between progress reports
 
-_decode = msgspec.json.Decoder(float_hook=Decimal).decode  # numbers stay exact
+_decode = msgspec.json.Decoder(float_hook=exact_number).decode  # numbers stay exact
 _REJECT_COLUMNS = ("r_field", "r_code", "r_message", "r_raw")
 
 Progress = Callable[[int], None]  # rows done so far
@@ -48,6 +47,14 @@ def create_staging(cursor: Cursor, spec: RecordSpec) -> None:
             staging_table(spec), sql.SQL(", ").join(columns)
         )
     )
+
+
+def _json_error(exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"the line is not valid UTF-8 (byte {exc.start})"
+    if isinstance(exc, RecursionError):
+        return "JSON nested too deeply"
+    return str(exc)
 
 
 def _raw_text(data: bytes) -> str:
@@ -95,9 +102,10 @@ def stage_lines(
             except Invalid as exc:
                 rejected += 1
                 write_row((number, *blanks, exc.field, exc.code, exc.message, _raw_text(data)))
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+                # not UTF-8, or nested deeper than any record needs, is not JSON we accept
                 rejected += 1
-                write_row((number, *blanks, "", "invalid_json", str(exc), _raw_text(data)))
+                write_row((number, *blanks, "", "invalid_json", _json_error(exc), _raw_text(data)))
             else:
                 write_row((*values, *valid_tail))
             if progress is not None and total >= next_report:
@@ -105,4 +113,7 @@ def stage_lines(
                 progress(total)
     if progress is not None:
         progress(total)
+    # Temp tables are never auto-analyzed; without statistics the planner takes a big
+    # staging table for a few rows and picks nested loops over it.
+    cursor.execute(sql.SQL("ANALYZE {}").format(staging_table(spec)))
     return StageCounts(total=total, valid=total - rejected, rejected=rejected)

@@ -123,12 +123,6 @@ def test_a_line_longer_than_several_chunks_is_one_too_long_line():
             3,
             [(1, b"abc", False), (2, b"d", False)],
             id="crlf-cr-at-chunk-end",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: reader.py read_lines checks len(pending) > max_line_bytes before "
-                "the trailing \\r is stripped, so a CRLF line exactly at the limit whose \\r "
-                "ends a read chunk is reported too_long",
-            ),
         ),
     ],
 )
@@ -137,11 +131,6 @@ def test_a_line_exactly_at_the_limit_is_not_too_long(data, max_line_bytes, expec
     assert lines_of(data, max_line_bytes=max_line_bytes) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: reader.py read_lines counts the \\r of a CRLF ending against the line limit "
-    "when a read chunk ends between \\r and \\n",
-)
 def test_a_crlf_line_exactly_at_the_limit_on_a_chunk_boundary_is_not_too_long():
     """With the default 1 MiB chunks, a CRLF line of exactly the limit whose CR is the last
     byte of a chunk is still a normal line."""
@@ -188,12 +177,6 @@ def test_lines_do_not_depend_on_how_the_stream_is_chunked(compression):
     assert _shape(lines_of(ShortReads(data, 7))) == _MESSY_LINES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: reader.py ByteStream.__init__ sniffs the BOM/magic from a single "
-    "raw.read(4), which a stream may answer with fewer bytes (then the BOM is kept and "
-    "gzip/zstd are read as plain text)",
-)
 @pytest.mark.parametrize("compression", [None, "gzip", "zstd"])
 def test_a_stream_returning_one_byte_per_read_still_gives_the_same_lines(compression):
     """The BOM and the compression magic are recognised even when a read returns one byte."""
@@ -301,14 +284,6 @@ def _zstd_rows(n: int) -> bytes:
     return ndjson_bytes(customers(n), compression="zstd")
 
 
-_ZSTD_TRUNCATED = pytest.mark.xfail(
-    strict=True,
-    reason="bug: reader.py ByteStream.chunks reads zstd with "
-    "stream_reader(read_across_frames=True), which ends silently on a truncated frame: the "
-    "upload completes with the rows decoded so far (none, or about half the file)",
-)
-
-
 def _flip(data: bytes, index: int) -> bytes:
     return data[:index] + bytes([data[index] ^ 0xFF]) + data[index + 1 :]
 
@@ -322,8 +297,8 @@ def _flip(data: bytes, index: int) -> bytes:
         pytest.param(_flip(_gzip_rows(12_000), -8), id="gzip-bad-crc-after-1mib"),
         pytest.param(b"\x28\xb5\x2f\xfd" + b"not really zstd" * 20, id="zstd-garbage"),
         pytest.param(_gzip_rows(20_000)[:200_000], id="gzip-truncated-half"),
-        pytest.param(_zstd_rows(50)[:-30], id="zstd-truncated", marks=_ZSTD_TRUNCATED),
-        pytest.param(_zstd_rows(20_000)[:200_000], id="zstd-truncated-half", marks=_ZSTD_TRUNCATED),
+        pytest.param(_zstd_rows(50)[:-30], id="zstd-truncated"),
+        pytest.param(_zstd_rows(20_000)[:200_000], id="zstd-truncated-half"),
     ],
 )
 def test_unreadable_compression_fails_the_upload_and_loads_nothing(tenant, ndjson, load, data):

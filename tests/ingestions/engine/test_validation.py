@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import pytest
 
@@ -86,24 +86,12 @@ REJECTS = [
         "",
         "invalid_json",
         id="json-bad-utf8",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=UnicodeDecodeError,
-            reason="bug: stage.py stage_lines catches only msgspec.DecodeError; msgspec raises "
-            "UnicodeDecodeError on invalid UTF-8, which aborts the whole upload",
-        ),
     ),
     pytest.param(
         *line("customers", _DEEP),
         "",
         "invalid_json",
         id="json-deep-nesting",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=RecursionError,
-            reason="bug: stage.py stage_lines does not catch the RecursionError msgspec raises "
-            "on deeply nested JSON; one such line aborts the whole upload",
-        ),
     ),
     # not_an_object
     pytest.param(*line("customers", "[1, 2]"), "", "not_an_object", id="array"),
@@ -185,24 +173,12 @@ REJECTS = [
         "price",
         "out_of_range",
         id="price-string-huge-exponent",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=InvalidOperation,
-            reason="bug: records.py check_decimal calls Decimal(value) outside its "
-            "try/except InvalidOperation; an exponent Decimal cannot hold aborts the upload",
-        ),
     ),
     pytest.param(
         *raw("products", price=_HUGE_EXPONENT),
         "price",
         "out_of_range",
         id="price-number-huge-exponent",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=InvalidOperation,
-            reason="bug: stage.py decodes with float_hook=Decimal and catches only "
-            "msgspec.DecodeError; decimal.InvalidOperation from the hook aborts the upload",
-        ),
     ),
     # invalid_email
     pytest.param(*C(email="ada.example.com"), "email", "invalid_email", id="email-no-at"),
