@@ -7,9 +7,10 @@ neither deadlock on each other's rows nor lose an update.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+import psycopg
 from psycopg import Cursor, sql
 
 from apps.ingestions.engine.records import RECORDS, RecordSpec
@@ -88,9 +89,8 @@ def merge_staged(
     valid: int,
     now: datetime,
 ) -> MergeCounts:
-    """Merge the valid staged rows: the last occurrence of an id wins, rows whose parent is
-    missing are held as pending, the rest are upserted into the final table."""
-    params = {"tenant": tenant_id, "upload": upload_id, "now": now}
+    """Merge all valid staged rows at once: the last occurrence of an id wins, rows whose
+    parent is missing are held as pending, the rest are upserted into the final table."""
     key = sql.Identifier(spec.key)
     stage = staging_table(spec)
     # Deduplicate only when needed: a hash aggregate is much cheaper than sorting and
@@ -111,14 +111,108 @@ def merge_staged(
             ).format(dedup=_DEDUP, key=key, cols=_ids(spec.columns), stage=stage)
         )
         distinct = cursor.rowcount
+        cursor.execute(sql.SQL("ANALYZE {}").format(_DEDUP))
         source: sql.Composable = _DEDUP
     else:
         distinct = valid
         source = sql.SQL("(SELECT line, {cols} FROM {stage} WHERE r_code IS NULL)").format(
             cols=_ids(spec.columns), stage=stage
         )
-    duplicates = valid - distinct
+    counts = merge_rows(
+        cursor, spec, source, rows=distinct, tenant_id=tenant_id, upload_id=upload_id, now=now
+    )
+    return replace(counts, duplicates=valid - distinct)
 
+
+def chunk_source(spec: RecordSpec, first_line: int, last_line: int) -> sql.Composable:
+    """The valid staged rows of one chunk (lines `first_line..last_line`)."""
+    return sql.SQL(
+        "(SELECT line, {cols} FROM {stage} WHERE line BETWEEN {first} AND {last} "
+        "AND r_code IS NULL)"
+    ).format(
+        cols=_ids(spec.columns),
+        stage=staging_table(spec),
+        first=sql.Literal(first_line),
+        last=sql.Literal(last_line),
+    )
+
+
+def has_pending(cursor: Cursor, spec: RecordSpec, *, tenant_id: str) -> bool:
+    """Does the tenant hold rows of this type that an incoming row could replace?"""
+    if not spec.parents:
+        return False
+    cursor.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE tenant_id = %s)").format(
+            sql.Identifier(spec.pending_table)
+        ),
+        (tenant_id,),
+    )
+    return cursor.fetchone()[0]
+
+
+def track_ids(
+    cursor: Cursor, spec: RecordSpec, source: sql.Composable | None, *, rows: int | None = None
+) -> bool:
+    """Record the ids of `source` (`rows` of them, when known) as seen in this upload;
+    False when one of them was seen before. With no source, start an empty record."""
+    if source is None:
+        cursor.execute("DROP TABLE IF EXISTS _seen_ids")
+    cursor.execute("CREATE TEMP TABLE IF NOT EXISTS _seen_ids (id uuid PRIMARY KEY) ON COMMIT DROP")
+    if source is None:
+        return True
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO _seen_ids SELECT d.{key} FROM {source} d ON CONFLICT DO NOTHING"
+        ).format(key=sql.Identifier(spec.key), source=source)
+    )
+    return rows is None or cursor.rowcount == rows
+
+
+def insert_new(
+    cursor: Cursor, spec: RecordSpec, source: sql.Composable, *, tenant_id: str
+) -> int | None:
+    """The fast way in: a plain INSERT of rows with new ids whose parents all exist.
+
+    Nothing is checked beforehand: the primary and foreign keys check every row anyway.
+    When one fails (an id that exists, a parent that does not), the INSERT is rolled back
+    to a savepoint and None returned, and the caller takes the careful way (`merge_rows`).
+    """
+    cursor.execute("SAVEPOINT ingest_chunk")
+    try:
+        cursor.execute(
+            sql.SQL(
+                "INSERT INTO {final} (tenant_id, {cols}) SELECT %s, {dcols} FROM {source} d"
+            ).format(
+                final=sql.Identifier(spec.table),
+                cols=_ids(spec.columns),
+                dcols=_prefixed("d", spec.columns),
+                source=source,
+            ),
+            (tenant_id,),
+        )
+    except psycopg.errors.IntegrityError:
+        cursor.execute("ROLLBACK TO SAVEPOINT ingest_chunk")
+        return None
+    inserted = cursor.rowcount
+    cursor.execute("RELEASE SAVEPOINT ingest_chunk")
+    return inserted
+
+
+def merge_rows(
+    cursor: Cursor,
+    spec: RecordSpec,
+    source: sql.Composable,
+    *,
+    rows: int,
+    tenant_id: str,
+    upload_id: str,
+    now: datetime,
+) -> MergeCounts:
+    """Merge `rows` rows with distinct ids from `source` (a table or subquery with `line`
+    and the spec's columns): hold the ones whose parent is missing, write the others."""
+    params = {"tenant": tenant_id, "upload": upload_id, "now": now}
+    key = sql.Identifier(spec.key)
+    final = sql.Identifier(spec.table)
     superseded: tuple[tuple[str, int], ...] = ()
     pending = 0
     if spec.parents:
@@ -147,24 +241,48 @@ def merge_staged(
             params,
         )
         pending = cursor.rowcount
+    if pending == rows:
+        return MergeCounts(0, 0, 0, pending, 0, superseded)
 
-    select = sql.SQL("SELECT %(tenant)s, {dcols} FROM {source} d WHERE {exists}").format(
-        dcols=_prefixed("d", spec.columns), source=source, exists=_parents_exist(spec, "d")
+    # When every parent is there (the usual case) the row filter is left out: the foreign
+    # keys check each row anyway, and the filter would cost a second lookup per row.
+    where = _parents_exist(spec, "d") if pending else sql.SQL("TRUE")
+    select = sql.SQL("SELECT %(tenant)s, {dcols} FROM {source} d WHERE {where}").format(
+        dcols=_prefixed("d", spec.columns), source=source, where=where
     )
+    # A plain INSERT when none of the ids exists yet (first loads, append-only feeds):
+    # ON CONFLICT's speculative insertion costs ~20% more per row. Safe: the tenant's merge
+    # lock keeps every other writer of these ids out until we commit.
     cursor.execute(
         sql.SQL(
-            "WITH ins AS ({upsert}) "
-            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM ins"
-        ).format(upsert=_upsert(spec, select)),
+            "SELECT EXISTS (SELECT 1 FROM {source} d JOIN {final} f "
+            "ON f.tenant_id = %(tenant)s AND f.{key} = d.{key})"
+        ).format(source=source, final=final, key=key),
         params,
     )
-    inserted, updated = cursor.fetchone()
+    if cursor.fetchone()[0]:
+        cursor.execute(
+            sql.SQL(
+                "WITH ins AS ({upsert}) SELECT count(*) FILTER (WHERE inserted), "
+                "count(*) FILTER (WHERE NOT inserted) FROM ins"
+            ).format(upsert=_upsert(spec, select)),
+            params,
+        )
+        inserted, updated = cursor.fetchone()
+    else:
+        cursor.execute(
+            sql.SQL("INSERT INTO {final} (tenant_id, {cols}) {select}").format(
+                final=final, cols=_ids(spec.columns), select=select
+            ),
+            params,
+        )
+        inserted, updated = cursor.rowcount, 0
     return MergeCounts(
         inserted=inserted,
         updated=updated,
-        unchanged=distinct - pending - inserted - updated,
+        unchanged=rows - pending - inserted - updated,
         pending=pending,
-        duplicates=duplicates,
+        duplicates=0,
         superseded=superseded,
     )
 

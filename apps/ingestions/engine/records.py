@@ -1,9 +1,9 @@
 """The record types: one table of fields and rules per type, declared once.
 
 Each `Field` names its JSON key, its kind and its limits. `validate_record` applies a
-type's table to one decoded object and returns the values to stage (as the text PostgreSQL
-parses, in the order of `RecordSpec.columns`) or raises `Invalid` with the reject code,
-field and message. Codes are those of SPEC section 5.
+type's table to one decoded object and returns the values to stage, already as COPY text
+(escaped, `\\N` for NULL, in the order of `RecordSpec.columns`), or raises `Invalid` with the
+reject code, field and message. Codes are those of SPEC section 5.
 """
 
 from __future__ import annotations
@@ -31,6 +31,14 @@ _uuid = re.compile(
 _email = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+").fullmatch
 _numeric = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
 _json_encode = msgspec.json.Encoder(decimal_format="number").encode
+_needs_escape = re.compile(r"[\\\t\n\r]").search
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+NULL = "\\N"  # COPY text for NULL
+
+
+def copy_text(value: str) -> str:
+    """`value` as a field of COPY's text format."""
+    return value.translate(_ESCAPES) if _needs_escape(value) else value
 
 
 class OutOfRangeNumber(str):
@@ -86,16 +94,19 @@ def check_str(max_length: int) -> Check:
             )
         if "\x00" in value:
             raise Invalid(name, "invalid_type", f"{name} contains a NUL character")
-        return value
+        return copy_text(value)
 
     return check
 
 
 def check_email(name: str, value: Any) -> str:
-    value = check_str(254)(name, value)
+    text = _check_str_254(name, value)
     if not _email(value):
         raise Invalid(name, "invalid_email", f"{name} is not a valid email address: {value!r}")
-    return value
+    return text
+
+
+_check_str_254 = check_str(254)
 
 
 def check_decimal(name: str, value: Any) -> str:
@@ -133,13 +144,13 @@ def check_quantity(name: str, value: Any) -> int:
         raise _wrong(name, value, "an integer")
     if not 1 <= value <= MAX_INT:
         raise Invalid(name, "out_of_range", f"{name} must be between 1 and {MAX_INT}, got {value}")
-    return value
+    return str(value)
 
 
 def check_bool(name: str, value: Any) -> bool:
     if type(value) is not bool:
         raise _wrong(name, value, "true or false")
-    return value
+    return "t" if value else "f"
 
 
 def check_timestamp(name: str, value: Any) -> str:
@@ -162,7 +173,7 @@ def check_object(name: str, value: Any) -> str:
     text = _json_encode(value).decode()
     if "\\u0000" in text:
         raise Invalid(name, "invalid_type", f"{name} contains a NUL character")
-    return text
+    return copy_text(text)
 
 
 def check_currency(name: str, value: Any) -> str:
@@ -181,7 +192,7 @@ class Field:
     check: Check
     sql_type: str
     required: bool = True
-    default: Any = None  # staged when an optional field is absent or null
+    default: str = NULL  # staged (as COPY text) when an optional field is absent or null
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +226,7 @@ class RecordSpec:
 
 def _check_line_total(values: list[Any]) -> None:
     # values: [line, order_item_id, order_id, product_id, quantity, unit_price, line_total]
-    quantity, unit_price, line_total = values[4], Decimal(values[5]), Decimal(values[6])
+    quantity, unit_price, line_total = int(values[4]), Decimal(values[5]), Decimal(values[6])
     expected = quantity * unit_price
     if abs(expected - line_total) > LINE_TOTAL_TOLERANCE:
         raise Invalid(
@@ -300,11 +311,11 @@ CHILDREN = {
 }
 
 
-def validate_record(spec: RecordSpec, obj: Any, line: int) -> list[Any]:
-    """Return `[line, *values]` for a decoded row, or raise `Invalid`."""
+def validate_record(spec: RecordSpec, obj: Any, line: int) -> list[str]:
+    """Return `[line, *values]` as COPY text for a decoded row, or raise `Invalid`."""
     if type(obj) is not dict:
         raise Invalid("", "not_an_object", f"the line is a JSON {_type_name(obj)}, not an object")
-    values: list[Any] = [line]
+    values: list[str] = [str(line)]
     get = obj.get
     for field in spec.fields:
         value = get(field.name)

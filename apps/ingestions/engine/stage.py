@@ -1,22 +1,31 @@
-"""Staging: parse and validate lines, and stream every row into a temporary table with COPY.
+"""Staging: parse and validate lines into COPY text, chunk by chunk, and COPY the chunks
+into a temporary table.
 
 Valid rows and rejects travel in the same COPY stream (rejects carry `r_code` and the
-data columns stay NULL), so neither is ever held in memory and a file of any size needs
-one pass. The staging table lives until the end of the transaction.
+data columns stay NULL), so neither is ever held in memory beyond one chunk, and a file
+of any size needs one pass. The staging table lives until the end of the transaction.
+Rows are formatted here, in Python, so that a chunk is one string: it can cross a thread
+boundary cheaply and be written to the server in one call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
 from psycopg import Cursor, sql
 
 from apps.ingestions.engine.reader import Line
-from apps.ingestions.engine.records import Invalid, RecordSpec, exact_number, validate_record
+from apps.ingestions.engine.records import (
+    Invalid,
+    RecordSpec,
+    copy_text,
+    exact_number,
+    validate_record,
+)
 
-PROGRESS_EVERY = 50_000  # lines between progress reports
+CHUNK_ROWS = 20_000  # rows per chunk: the unit of COPY and merging; bounds memory (~8 MB)
 
 _decode = msgspec.json.Decoder(float_hook=exact_number).decode  # numbers stay exact
 _REJECT_COLUMNS = ("r_field", "r_code", "r_message", "r_raw")
@@ -25,9 +34,13 @@ Progress = Callable[[int], None]  # rows done so far
 
 
 @dataclass(frozen=True, slots=True)
-class StageCounts:
-    total: int  # non-blank lines
-    valid: int
+class Chunk:
+    """Consecutive lines of a file as COPY text for the staging table."""
+
+    first_line: int
+    last_line: int
+    text: str
+    rows: int  # non-blank lines
     rejected: int
 
 
@@ -35,7 +48,8 @@ def staging_table(spec: RecordSpec) -> sql.Identifier:
     return sql.Identifier(f"_stage_{spec.name}")
 
 
-def create_staging(cursor: Cursor, spec: RecordSpec) -> None:
+def create_staging(cursor: Cursor, spec: RecordSpec, *, by_line: bool = False) -> None:
+    """Create the staging table; `by_line` indexes it for reading back chunk by chunk."""
     columns = [sql.SQL("line bigint")]
     columns += [
         sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.sql_type)) for f in spec.fields
@@ -47,6 +61,14 @@ def create_staging(cursor: Cursor, spec: RecordSpec) -> None:
             staging_table(spec), sql.SQL(", ").join(columns)
         )
     )
+    if by_line:
+        # lines only grow, so a BRIN index finds one chunk's rows for next to nothing
+        cursor.execute(sql.SQL("CREATE INDEX ON {} USING brin (line)").format(staging_table(spec)))
+
+
+def copy_chunk(cursor: Cursor, spec: RecordSpec, chunk: Chunk) -> None:
+    with cursor.copy(sql.SQL("COPY {} FROM STDIN").format(staging_table(spec))) as copy:
+        copy.write(chunk.text)
 
 
 def _json_error(exc: Exception) -> str:
@@ -61,59 +83,73 @@ def _raw_text(data: bytes) -> str:
     return data.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
-def stage_lines(
-    cursor: Cursor,
+def _reject_text(number: int, blanks: str, field: str, code: str, message: str, raw: str) -> str:
+    return f"{number}\t{blanks}{copy_text(field)}\t{code}\t{copy_text(message)}\t{copy_text(raw)}\n"
+
+
+def parse_chunks(
     spec: RecordSpec,
     lines: Iterable[Line],
     *,
+    chunk_rows: int | None = None,
     progress: Progress | None = None,
-) -> StageCounts:
-    """Validate every line and COPY the outcome into the staging table."""
-    create_staging(cursor, spec)
+) -> Iterator[Chunk]:
+    """Validate every line and yield the outcome as COPY text, `chunk_rows` rows at a time
+    (default `CHUNK_ROWS`, which bounds the memory a load needs)."""
+    chunk_rows = chunk_rows or CHUNK_ROWS
     width = len(spec.fields)
-    blanks = (None,) * width
-    valid_tail = (None,) * len(_REJECT_COLUMNS)
-    total = rejected = 0
-    next_report = PROGRESS_EVERY
-    copy_sql = sql.SQL("COPY {} FROM STDIN").format(staging_table(spec))
+    blanks = "\\N\t" * width
+    valid_tail = "\t\\N" * len(_REJECT_COLUMNS) + "\n"
     decode = _decode
-    with cursor.copy(copy_sql) as copy:
-        write_row = copy.write_row
-        for number, data, too_long in lines:
-            if too_long:
-                total += 1
-                rejected += 1
-                write_row(
-                    (
-                        number,
-                        *blanks,
-                        "",
-                        "line_too_long",
-                        "the line is longer than the line limit",
-                        _raw_text(data),
-                    )
+    parts: list[str] = []
+    rows = rejected = total = 0
+    first = None
+    number = 0
+    for number, data, too_long in lines:
+        if first is None:
+            first = number
+        if too_long:
+            rows += 1
+            rejected += 1
+            parts.append(
+                _reject_text(
+                    number,
+                    blanks,
+                    "",
+                    "line_too_long",
+                    "the line is longer than the line limit",
+                    _raw_text(data),
                 )
-                continue
-            if not data or data.isspace():
-                continue  # blank lines count as lines, not rows
-            total += 1
+            )
+        elif not data or data.isspace():
+            continue  # blank lines count as lines, not rows
+        else:
+            rows += 1
             try:
                 values = validate_record(spec, decode(data), number)
             except Invalid as exc:
                 rejected += 1
-                write_row((number, *blanks, exc.field, exc.code, exc.message, _raw_text(data)))
+                parts.append(
+                    _reject_text(number, blanks, exc.field, exc.code, exc.message, _raw_text(data))
+                )
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                 # not UTF-8, or nested deeper than any record needs, is not JSON we accept
                 rejected += 1
-                write_row((number, *blanks, "", "invalid_json", _json_error(exc), _raw_text(data)))
+                parts.append(
+                    _reject_text(
+                        number, blanks, "", "invalid_json", _json_error(exc), _raw_text(data)
+                    )
+                )
             else:
-                write_row((*values, *valid_tail))
-            if progress is not None and total >= next_report:
-                next_report += PROGRESS_EVERY
+                parts.append("\t".join(values) + valid_tail)
+        if rows == chunk_rows:
+            total += rows
+            yield Chunk(first, number, "".join(parts), rows, rejected)
+            if progress is not None:
                 progress(total)
+            parts, rows, rejected, first = [], 0, 0, None
+    if rows or parts:
+        total += rows
+        yield Chunk(first or number, number, "".join(parts), rows, rejected)
     if progress is not None:
         progress(total)
-    # Temp tables are never auto-analyzed; without statistics the planner takes a big
-    # staging table for a few rows and picks nested loops over it.
-    cursor.execute(sql.SQL("ANALYZE {}").format(staging_table(spec)))
-    return StageCounts(total=total, valid=total - rejected, rejected=rejected)

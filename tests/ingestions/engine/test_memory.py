@@ -108,9 +108,13 @@ def _traced_peak(path: Path, tenant) -> int:
 
 
 @pytest.mark.slow
-def test_peak_allocation_does_not_grow_with_the_file(tenant, ndjson, load, tmp_path):
+def test_peak_allocation_does_not_grow_with_the_file(
+    tenant, ndjson, load, tmp_path, monkeypatch
+):
     """Ten times the rows cost no more peak Python memory: the peak is set by the read
-    chunk and the line limit, not by the file."""
+    chunk, the staging chunk and the line limit, not by the file."""
+    # small chunks, so that both files span many of them
+    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", 2_000)
     _parents(tenant, ndjson, load)
     small, large = tmp_path / "order_items_small.ndjson", tmp_path / "order_items_large.ndjson"
     _write_items(small, 8_000)

@@ -1,0 +1,292 @@
+"""`load_upload`: one file, read once, validated, staged and merged in one transaction.
+
+Two ways through, same result:
+
+- pipelined (the usual one): the calling thread parses and validates chunk after chunk
+  while a worker thread COPYs each finished chunk into staging and merges it into the
+  final tables, so Python's parsing and PostgreSQL's merging (foreign-key checks, index
+  inserts) run on two cores at once. A chunk goes in with a plain INSERT, trusting the
+  primary and foreign keys to refuse an id that exists or a parent that does not; once one
+  does, chunks are merged carefully (pending hold, upsert) and their ids tracked, so the
+  first id that repeats in the file stops this path;
+- whole-file (strict uploads, unseekable streams, and files that repeat an id): stage
+  everything, then deduplicate (last occurrence wins) and merge in one go. A file that
+  turned out to repeat an id is rolled back to a savepoint and read again this way.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import BinaryIO
+
+from psycopg import Cursor, sql
+
+from apps.ingestions.engine.merge import (
+    MergeCounts,
+    chunk_source,
+    has_pending,
+    insert_new,
+    lock_tenant,
+    merge_rows,
+    merge_staged,
+    resolve_pending,
+    track_ids,
+)
+from apps.ingestions.engine.reader import ByteStream, read_lines
+from apps.ingestions.engine.records import RECORDS, RecordSpec
+from apps.ingestions.engine.results import LoadResult, RowCounts
+from apps.ingestions.engine.stage import (
+    Chunk,
+    copy_chunk,
+    create_staging,
+    parse_chunks,
+    staging_table,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+DEFAULT_MAX_DECOMPRESSED_BYTES = 20 * 1024**3
+_SAVEPOINT = sql.Identifier("ingest_pipelined")
+_DONE = None  # end of the chunk queue
+
+
+class _RepeatedId(Exception):  # noqa: N818 - control flow, not an error
+    """An id occurs twice in the file: the pipelined path cannot keep "last one wins"."""
+
+
+@dataclass
+class _Totals:
+    rows: int = 0
+    rejected: int = 0
+    merged: list[MergeCounts] = field(default_factory=list)
+
+
+def load_upload(
+    cursor: Cursor,
+    *,
+    tenant_id: str,
+    upload_id: str,
+    record_type: str,
+    stream: BinaryIO,
+    strict: bool = False,
+    now: datetime,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+) -> LoadResult:
+    """Load one file of one record type for one tenant, inside the caller's transaction.
+
+    Rejects are written to the `rejects` table under `upload_id`. With `strict`, any reject
+    means nothing is merged. Raises `FileError` when the file as a whole cannot be read;
+    the caller then rolls back, so nothing of it is loaded.
+    """
+    spec = RECORDS[record_type]
+    args = {
+        "tenant_id": str(tenant_id),
+        "upload_id": str(upload_id),
+        "now": now,
+        "max_line_bytes": max_line_bytes,
+        "max_decompressed_bytes": max_decompressed_bytes,
+        "progress": progress,
+    }
+    started = time.perf_counter()
+    lock_tenant(cursor, args["tenant_id"])  # before any merge; tenants still run in parallel
+    if strict or not stream.seekable():
+        result = _load_whole(cursor, spec, stream, strict=strict, **args)
+        mode = "whole-file"
+    else:
+        cursor.execute(sql.SQL("SAVEPOINT {}").format(_SAVEPOINT))
+        try:
+            result = _load_pipelined(cursor, spec, stream, **args)
+            cursor.execute(sql.SQL("RELEASE SAVEPOINT {}").format(_SAVEPOINT))
+            mode = "pipelined"
+        except _RepeatedId:
+            cursor.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(_SAVEPOINT))
+            stream.seek(0)
+            result = _load_whole(cursor, spec, stream, strict=False, **args)
+            mode = "whole-file after a repeated id"
+    logger.debug(
+        "loaded %s rows of %s (%s) in %.2fs",
+        result.rows.total,
+        record_type,
+        mode,
+        time.perf_counter() - started,
+    )
+    return result
+
+
+def _lines(stream: BinaryIO, *, max_line_bytes: int, max_decompressed_bytes: int):
+    source = ByteStream(stream, max_bytes=max_decompressed_bytes)
+    return source, read_lines(source, max_line_bytes=max_line_bytes)
+
+
+def _reporter(source: ByteStream, progress):
+    if progress is None:
+        return None
+    return lambda rows: progress(source.bytes_in, rows)
+
+
+def _store_rejects(cursor: Cursor, spec: RecordSpec, upload_id: str, lines=None) -> None:
+    where = sql.SQL("")
+    if lines is not None:
+        where = sql.SQL("AND line BETWEEN {} AND {}").format(
+            sql.Literal(lines[0]), sql.Literal(lines[1])
+        )
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO rejects (upload_id, line, field, code, message, raw) "
+            "SELECT %s, line, r_field, r_code, r_message, r_raw FROM {} "
+            "WHERE r_code IS NOT NULL {} ORDER BY line"
+        ).format(staging_table(spec), where),
+        (upload_id,),
+    )
+
+
+def _load_whole(
+    cursor,
+    spec,
+    stream,
+    *,
+    strict,
+    tenant_id,
+    upload_id,
+    now,
+    max_line_bytes,
+    max_decompressed_bytes,
+    progress,
+) -> LoadResult:
+    source, lines = _lines(
+        stream, max_line_bytes=max_line_bytes, max_decompressed_bytes=max_decompressed_bytes
+    )
+    create_staging(cursor, spec)
+    rows = rejected = 0
+    for chunk in parse_chunks(spec, lines, progress=_reporter(source, progress)):
+        copy_chunk(cursor, spec, chunk)
+        rows += chunk.rows
+        rejected += chunk.rejected
+    # Temp tables are never auto-analyzed; without statistics the planner takes a big
+    # staging table for a few rows and picks nested loops over it.
+    cursor.execute(sql.SQL("ANALYZE {}").format(staging_table(spec)))
+    if rejected:
+        _store_rejects(cursor, spec, upload_id)
+    if strict and rejected:
+        counts = RowCounts(total=rows, rejected=rejected)
+        return LoadResult(rows=counts, merged=False, bytes_read=source.bytes_out)
+    merged = merge_staged(
+        cursor, spec, tenant_id=tenant_id, upload_id=upload_id, valid=rows - rejected, now=now
+    )
+    return _result(cursor, tenant_id, source, rows, rejected, [merged])
+
+
+def _load_pipelined(
+    cursor,
+    spec,
+    stream,
+    *,
+    tenant_id,
+    upload_id,
+    now,
+    max_line_bytes,
+    max_decompressed_bytes,
+    progress,
+) -> LoadResult:
+    source, lines = _lines(
+        stream, max_line_bytes=max_line_bytes, max_decompressed_bytes=max_decompressed_bytes
+    )
+    create_staging(cursor, spec, by_line=True)
+    totals = _Totals()
+    chunks: queue.Queue[Chunk | None] = queue.Queue(maxsize=1)  # one chunk ahead at most
+    failure: list[BaseException] = []
+
+    # Fast way (plain INSERT, see `insert_new`) until a chunk needs the careful one; then
+    # careful for the rest of the file, which likely looks the same.
+    careful = has_pending(cursor, spec, tenant_id=tenant_id)
+    if careful:
+        track_ids(cursor, spec, None)
+
+    def merge_worker() -> None:
+        nonlocal careful
+        analyzed = False
+        try:
+            while (chunk := chunks.get()) is not _DONE:
+                copy_chunk(cursor, spec, chunk)
+                if not analyzed:  # one chunk tells the planner enough about the rest
+                    cursor.execute(sql.SQL("ANALYZE {}").format(staging_table(spec)))
+                    analyzed = True
+                totals.rows += chunk.rows
+                totals.rejected += chunk.rejected
+                if chunk.rejected:
+                    _store_rejects(cursor, spec, upload_id, (chunk.first_line, chunk.last_line))
+                valid = chunk.rows - chunk.rejected
+                if not valid:
+                    continue
+                rows = chunk_source(spec, chunk.first_line, chunk.last_line)
+                inserted = None if careful else insert_new(cursor, spec, rows, tenant_id=tenant_id)
+                if inserted is not None:
+                    totals.merged.append(MergeCounts(inserted, 0, valid - inserted, 0, 0, ()))
+                    continue
+                if not careful:  # from here on, ids are tracked: the fast way no longer
+                    careful = True  # proves them new (seed with what it already loaded)
+                    track_ids(cursor, spec, chunk_source(spec, 1, chunk.first_line - 1))
+                if not track_ids(cursor, spec, rows, rows=valid):
+                    raise _RepeatedId
+                totals.merged.append(
+                    merge_rows(
+                        cursor,
+                        spec,
+                        rows,
+                        rows=valid,
+                        tenant_id=tenant_id,
+                        upload_id=upload_id,
+                        now=now,
+                    )
+                )
+        except BaseException as exc:  # handed to the parsing thread, which re-raises it
+            failure.append(exc)
+            while chunks.get() is not _DONE:  # drain, so the parser never blocks forever
+                pass
+
+    worker = threading.Thread(target=merge_worker, name=f"merge-{upload_id}", daemon=True)
+    worker.start()
+    try:
+        for chunk in parse_chunks(spec, lines, progress=_reporter(source, progress)):
+            if failure:
+                break
+            chunks.put(chunk)
+    finally:
+        chunks.put(_DONE)
+        worker.join()
+    if failure:
+        raise failure[0]
+    return _result(cursor, tenant_id, source, totals.rows, totals.rejected, totals.merged)
+
+
+def _result(cursor, tenant_id, source, rows, rejected, merged: list[MergeCounts]) -> LoadResult:
+    resolved = resolve_pending(cursor, tenant_id=tenant_id)
+    counts = RowCounts(
+        total=rows,
+        inserted=sum(m.inserted for m in merged),
+        updated=sum(m.updated for m in merged),
+        unchanged=sum(m.unchanged for m in merged),
+        rejected=rejected,
+        pending=sum(m.pending for m in merged),
+        duplicates=sum(m.duplicates for m in merged),
+    )
+    superseded: dict[str, int] = {}
+    for m in merged:
+        for upload, n in m.superseded:
+            superseded[upload] = superseded.get(upload, 0) + n
+    return LoadResult(
+        rows=counts,
+        merged=True,
+        bytes_read=source.bytes_out,
+        resolved=tuple(resolved),
+        superseded=tuple(superseded.items()),
+    )
