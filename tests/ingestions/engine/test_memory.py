@@ -108,9 +108,7 @@ def _traced_peak(path: Path, tenant) -> int:
 
 
 @pytest.mark.slow
-def test_peak_allocation_does_not_grow_with_the_file(
-    tenant, ndjson, load, tmp_path, monkeypatch
-):
+def test_peak_allocation_does_not_grow_with_the_file(tenant, ndjson, load, tmp_path, monkeypatch):
     """Ten times the rows cost no more peak Python memory: the peak is set by the read
     chunk, the staging chunk and the line limit, not by the file."""
     # small chunks, so that both files span many of them
