@@ -20,7 +20,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
@@ -61,6 +61,33 @@ class _RepeatedId(Exception):  # noqa: N818 - control flow, not an error
     """An id occurs twice in the file: the pipelined path cannot keep "last one wins"."""
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What one `load_upload` call works on."""
+
+    spec: RecordSpec
+    stream: BinaryIO
+    tenant_id: str
+    upload_id: str
+    now: datetime
+    max_line_bytes: int
+    max_decompressed_bytes: int
+    progress: Callable[[int, int], None] | None
+
+    def read(self) -> tuple[ByteStream, Iterator[Chunk]]:
+        """The byte source (for its counters) and the file's chunks of COPY text."""
+        source = ByteStream(self.stream, max_bytes=self.max_decompressed_bytes)
+        lines = read_lines(source, max_line_bytes=self.max_line_bytes)
+        report = None
+        if self.progress is not None:
+            progress = self.progress
+
+            def report(rows: int) -> None:
+                progress(source.bytes_in, rows)
+
+        return source, parse_chunks(self.spec, lines, progress=report)
+
+
 @dataclass
 class _Totals:
     rows: int = 0
@@ -87,30 +114,31 @@ def load_upload(
     means nothing is merged. Raises `FileError` when the file as a whole cannot be read;
     the caller then rolls back, so nothing of it is loaded.
     """
-    spec = RECORDS[record_type]
-    args = {
-        "tenant_id": str(tenant_id),
-        "upload_id": str(upload_id),
-        "now": now,
-        "max_line_bytes": max_line_bytes,
-        "max_decompressed_bytes": max_decompressed_bytes,
-        "progress": progress,
-    }
+    job = _Job(
+        spec=RECORDS[record_type],
+        stream=stream,
+        tenant_id=str(tenant_id),
+        upload_id=str(upload_id),
+        now=now,
+        max_line_bytes=max_line_bytes,
+        max_decompressed_bytes=max_decompressed_bytes,
+        progress=progress,
+    )
     started = time.perf_counter()
-    lock_tenant(cursor, args["tenant_id"])  # before any merge; tenants still run in parallel
+    lock_tenant(cursor, job.tenant_id)  # before any merge; tenants still run in parallel
     if strict or not stream.seekable():
-        result = _load_whole(cursor, spec, stream, strict=strict, **args)
+        result = _load_whole(cursor, job, strict=strict)
         mode = "whole-file"
     else:
         cursor.execute(sql.SQL("SAVEPOINT {}").format(_SAVEPOINT))
         try:
-            result = _load_pipelined(cursor, spec, stream, **args)
+            result = _load_pipelined(cursor, job)
             cursor.execute(sql.SQL("RELEASE SAVEPOINT {}").format(_SAVEPOINT))
             mode = "pipelined"
         except _RepeatedId:
             cursor.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(_SAVEPOINT))
             stream.seek(0)
-            result = _load_whole(cursor, spec, stream, strict=False, **args)
+            result = _load_whole(cursor, job, strict=False)
             mode = "whole-file after a repeated id"
     logger.debug(
         "loaded %s rows of %s (%s) in %.2fs",
@@ -120,17 +148,6 @@ def load_upload(
         time.perf_counter() - started,
     )
     return result
-
-
-def _lines(stream: BinaryIO, *, max_line_bytes: int, max_decompressed_bytes: int):
-    source = ByteStream(stream, max_bytes=max_decompressed_bytes)
-    return source, read_lines(source, max_line_bytes=max_line_bytes)
-
-
-def _reporter(source: ByteStream, progress):
-    if progress is None:
-        return None
-    return lambda rows: progress(source.bytes_in, rows)
 
 
 def _store_rejects(cursor: Cursor, spec: RecordSpec, upload_id: str, lines=None) -> None:
@@ -149,25 +166,12 @@ def _store_rejects(cursor: Cursor, spec: RecordSpec, upload_id: str, lines=None)
     )
 
 
-def _load_whole(
-    cursor,
-    spec,
-    stream,
-    *,
-    strict,
-    tenant_id,
-    upload_id,
-    now,
-    max_line_bytes,
-    max_decompressed_bytes,
-    progress,
-) -> LoadResult:
-    source, lines = _lines(
-        stream, max_line_bytes=max_line_bytes, max_decompressed_bytes=max_decompressed_bytes
-    )
+def _load_whole(cursor: Cursor, job: _Job, *, strict: bool) -> LoadResult:
+    spec, upload_id = job.spec, job.upload_id
+    source, chunks = job.read()
     create_staging(cursor, spec)
     rows = rejected = 0
-    for chunk in parse_chunks(spec, lines, progress=_reporter(source, progress)):
+    for chunk in chunks:
         copy_chunk(cursor, spec, chunk)
         rows += chunk.rows
         rejected += chunk.rejected
@@ -180,26 +184,19 @@ def _load_whole(
         counts = RowCounts(total=rows, rejected=rejected)
         return LoadResult(rows=counts, merged=False, bytes_read=source.bytes_out)
     merged = merge_staged(
-        cursor, spec, tenant_id=tenant_id, upload_id=upload_id, valid=rows - rejected, now=now
+        cursor,
+        spec,
+        tenant_id=job.tenant_id,
+        upload_id=upload_id,
+        valid=rows - rejected,
+        now=job.now,
     )
-    return _result(cursor, tenant_id, source, rows, rejected, [merged])
+    return _result(cursor, job.tenant_id, source, rows, rejected, [merged])
 
 
-def _load_pipelined(
-    cursor,
-    spec,
-    stream,
-    *,
-    tenant_id,
-    upload_id,
-    now,
-    max_line_bytes,
-    max_decompressed_bytes,
-    progress,
-) -> LoadResult:
-    source, lines = _lines(
-        stream, max_line_bytes=max_line_bytes, max_decompressed_bytes=max_decompressed_bytes
-    )
+def _load_pipelined(cursor: Cursor, job: _Job) -> LoadResult:
+    spec, tenant_id, upload_id, now = job.spec, job.tenant_id, job.upload_id, job.now
+    source, parsed = job.read()
     create_staging(cursor, spec, by_line=True)
     totals = _Totals()
     chunks: queue.Queue[Chunk | None] = queue.Queue(maxsize=1)  # one chunk ahead at most
@@ -256,7 +253,7 @@ def _load_pipelined(
     worker = threading.Thread(target=merge_worker, name=f"merge-{upload_id}", daemon=True)
     worker.start()
     try:
-        for chunk in parse_chunks(spec, lines, progress=_reporter(source, progress)):
+        for chunk in parsed:
             if failure:
                 break
             chunks.put(chunk)
