@@ -65,7 +65,7 @@ def embedded_database_url() -> str:
 def embedded_broker_url() -> str:
     """Prepare the filesystem broker folders and return its URL."""
     root = DATA_DIR / "broker"
-    for sub in ("out", "processed"):
+    for sub in ("out", "processed", "control"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     return "filesystem://"
 
@@ -76,5 +76,6 @@ def embedded_broker_options() -> dict:
         "data_folder_in": str(root / "out"),
         "data_folder_out": str(root / "out"),
         "processed_folder": str(root / "processed"),
+        "control_folder": str(root / "control"),
         "store_processed": False,
     }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,56 @@ def load() -> Callable[..., Upload]:
         return upload_ingest_path(tenant=tenant, path=path, record_type=type, strict=strict).upload
 
     return run
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker):
+    """A real Celery worker (in a thread of this process) on the configured broker: Redis in
+    CI, the embedded filesystem transport when nothing is set. Its own queue keeps it away
+    from any other worker on the same broker. Use with `transactional_db`."""
+    from celery.contrib.testing.worker import start_worker
+
+    from main.celery import app
+
+    queue = f"tests-{uuid.uuid4().hex[:8]}"
+    app.conf.task_default_queue = queue
+    with (
+        django_db_blocker.unblock(),
+        start_worker(
+            app,
+            pool="solo",
+            concurrency=1,
+            perform_ping_check=False,
+            queues=[queue],
+            loglevel="WARNING",
+        ),
+    ):
+        yield app
+
+
+@pytest.fixture
+def api(db):
+    """A DRF test client; `api.as_tenant(key)` sets the X-API-Key header."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+
+    def as_tenant(key: str) -> APIClient:
+        client.credentials(HTTP_X_API_KEY=key)
+        return client
+
+    client.as_tenant = as_tenant
+    return client
+
+
+def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
+    """Poll until `predicate()` is truthy; returns its value or fails the test."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {predicate}")

@@ -9,9 +9,11 @@ class ApplicationError(Exception):
     code = "bad_request"
     title = "Bad request"
 
-    def __init__(self, detail: str, *, extra: dict | None = None):
+    def __init__(self, detail: str, *, code: str | None = None, extra: dict | None = None):
         super().__init__(detail)
         self.detail = detail
+        if code is not None:
+            self.code = code
         self.extra = extra or {}
 
 
@@ -24,3 +26,21 @@ class NotFoundError(ApplicationError):
 class UnknownRecordTypeError(ApplicationError):
     code = "unknown_type"
     title = "Record type could not be determined"
+
+
+class ConflictError(ApplicationError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class UnprocessableError(ApplicationError):
+    status = 422
+    code = "unprocessable"
+    title = "Unprocessable request"
+
+
+class PayloadTooLargeError(ApplicationError):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"

@@ -37,6 +37,35 @@ TERMINAL_STATES = frozenset(
 )
 
 
+class Blob(models.Model):
+    """Uploaded bytes, kept in PostgreSQL so any worker on any machine can read them."""
+
+    id = models.BigAutoField(primary_key=True)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField(default=0)
+    head = models.BinaryField(default=b"")  # the first bytes, to tell the type of a file
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "blobs"
+
+    def __str__(self) -> str:
+        return f"blob {self.id} ({self.size_bytes} bytes)"
+
+
+class BlobChunk(models.Model):
+    pk = models.CompositePrimaryKey("blob_id", "seq")
+    blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name="chunks", db_index=False)
+    seq = models.IntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        db_table = "blob_chunks"
+
+    def __str__(self) -> str:
+        return f"blob {self.blob_id} chunk {self.seq}"
+
+
 class Upload(BaseModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="uploads")
@@ -46,6 +75,9 @@ class Upload(BaseModel):
         max_length=24, choices=UploadState.choices, default=UploadState.RECEIVED
     )
     strict = models.BooleanField(default=False)
+    blob = models.ForeignKey(
+        Blob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     sha256 = models.CharField(max_length=64)
     size_bytes = models.BigIntegerField(default=0)
     error_code = models.CharField(max_length=64, blank=True, default="")
@@ -88,6 +120,28 @@ class Upload(BaseModel):
         end = self.finished_at or self.updated_at
         seconds = (end - self.started_at).total_seconds()
         return round(self.rows_done / seconds, 1) if seconds > 0 else 0.0
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key: its request fingerprint and, once done, the response."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.IntegerField(null=True, blank=True)  # None: still in flight
+    body = models.JSONField(null=True, blank=True)
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "idempotency_keys"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status_code or 'in flight'})"
 
 
 class Reject(models.Model):

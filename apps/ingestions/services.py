@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from apps.ingestions.engine.merge import (
     refresh_statistics,
 )
 from apps.ingestions.engine.records import RECORDS
-from apps.ingestions.models import Upload, UploadState
+from apps.ingestions.models import Blob, Upload, UploadState
+from apps.ingestions.storage import BlobReader, blob_store
 from apps.tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -97,9 +99,16 @@ def upload_ingest_path(
 
 @transaction.atomic
 def upload_register(
-    *, tenant: Tenant, record_type: str, filename: str, fingerprint: Fingerprint, strict: bool
+    *,
+    tenant: Tenant,
+    record_type: str,
+    filename: str,
+    fingerprint: Fingerprint,
+    strict: bool,
+    blob: Blob | None = None,
 ) -> UploadOutcome:
-    """Create the upload, or return the earlier one when the same bytes were received."""
+    """Create the upload, or return the earlier one when the same bytes were received.
+    An upload with stored bytes is queued for a worker once this transaction commits."""
     upload, created = Upload.objects.get_or_create(
         tenant=tenant,
         record_type=record_type,
@@ -108,10 +117,133 @@ def upload_register(
             "filename": filename[:255],
             "size_bytes": fingerprint.size,
             "strict": strict,
-            "state": UploadState.RECEIVED,
+            "blob": blob,
+            "state": UploadState.RECEIVED if blob is None else UploadState.QUEUED,
         },
     )
+    if created and blob is not None:
+        transaction.on_commit(lambda: upload_enqueue(upload_id=upload.id))
     return UploadOutcome(upload=upload, created=created)
+
+
+def upload_create(
+    *,
+    tenant: Tenant,
+    stream: BinaryIO,
+    filename: str,
+    record_type: str | None = None,
+    strict: bool = False,
+    allowed_types: frozenset[str] | None = None,
+) -> UploadOutcome:
+    """Store an uploaded file and queue it; identical bytes already received for the same
+    tenant and type give back the original upload, and nothing is processed again."""
+    blob = blob_store(stream=stream)
+    try:
+        if blob.size_bytes == 0:
+            raise ApplicationError("The file is empty.", code="empty_file")
+        head = bytes(blob.head)
+        record_type = record_type_decide(
+            filename=filename, explicit=record_type, open_stream=lambda: io.BytesIO(head)
+        )
+        if allowed_types is not None and record_type not in allowed_types:
+            raise UnknownRecordTypeError(
+                f"This endpoint takes {' and '.join(sorted(allowed_types))} files only, "
+                f"not {record_type}."
+            )
+        outcome = upload_register(
+            tenant=tenant,
+            record_type=record_type,
+            filename=filename,
+            fingerprint=Fingerprint(sha256=blob.sha256, size=blob.size_bytes),
+            strict=strict,
+            blob=blob,
+        )
+    except BaseException:
+        blob.delete()
+        raise
+    if not outcome.created:
+        blob.delete()  # the original upload keeps its own copy
+    return outcome
+
+
+def upload_enqueue(*, upload_id) -> bool:
+    """Hand the upload to a worker. With the broker down it stays queued, and the periodic
+    re-queue job sends it once the broker is back."""
+    from apps.ingestions.tasks import upload_process_task  # tasks import services
+
+    try:
+        upload_process_task.delay(str(upload_id))
+    except Exception:  # kombu raises several kinds when the broker is unreachable
+        logger.warning("broker unreachable: upload %s stays queued", upload_id, exc_info=True)
+        return False
+    return True
+
+
+# A type waits for the tenant's unfinished uploads of the types it depends on.
+_BLOCKED_BY = {
+    "customers": (),
+    "products": (),
+    "orders": ("customers", "products"),
+    "order_items": ("customers", "products", "orders"),
+}
+_ACTIVE = (UploadState.RECEIVED, UploadState.QUEUED, UploadState.WAITING, UploadState.PROCESSING)
+
+
+def _lock_schedule(tenant_id) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('schedule:' || %s::text, 0))",
+            (str(tenant_id),),
+        )
+
+
+def _blocked(upload: Upload) -> bool:
+    return (
+        Upload.objects.filter(
+            tenant_id=upload.tenant_id,
+            record_type__in=_BLOCKED_BY[upload.record_type],
+            state__in=_ACTIVE,
+        )
+        .exclude(id=upload.id)
+        .exists()
+    )
+
+
+def upload_run(*, upload_id) -> Upload | None:
+    """What a worker does with a queued upload: wait (state `waiting`) while the tenant has
+    unfinished uploads of the types it depends on, else process it from its stored bytes,
+    then wake the tenant's uploads that were waiting for it."""
+    with transaction.atomic():
+        upload = Upload.objects.filter(id=upload_id).first()
+        if upload is None or upload.is_terminal:
+            return upload
+        _lock_schedule(upload.tenant_id)
+        if _blocked(upload):
+            Upload.objects.filter(id=upload.id, state=UploadState.QUEUED).update(
+                state=UploadState.WAITING
+            )
+            return upload
+    if upload.blob_id is None:
+        _upload_fail(upload_id=upload.id, code="no_data", detail="The upload's bytes are gone.")
+    else:
+        with BlobReader(upload.blob_id) as stream:
+            upload_process(upload_id=upload.id, stream=stream)
+    upload_wake(tenant_id=upload.tenant_id)
+    return Upload.objects.get(id=upload.id)
+
+
+def upload_wake(*, tenant_id) -> int:
+    """Queue the tenant's waiting uploads that nothing blocks any more."""
+    woken = []
+    with transaction.atomic():
+        _lock_schedule(tenant_id)
+        for upload in Upload.objects.filter(tenant_id=tenant_id, state=UploadState.WAITING):
+            if not _blocked(upload):
+                Upload.objects.filter(id=upload.id).update(state=UploadState.QUEUED)
+                woken.append(upload.id)
+        for upload_id in woken:
+            transaction.on_commit(lambda upload_id=upload_id: upload_enqueue(upload_id=upload_id))
+    return len(woken)
 
 
 class _ProgressWriter:

@@ -1,0 +1,339 @@
+from __future__ import annotations
+
+import hashlib
+import re
+from contextlib import contextmanager
+from email.utils import format_datetime
+
+import msgspec
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.response import Response
+
+from apps.core.api import Pagination, TenantApiView
+from apps.core.errors import PayloadTooLargeError
+from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.idempotency import (
+    idempotency_begin,
+    idempotency_check,
+    idempotency_finish,
+    idempotency_release,
+    request_fingerprint,
+)
+from apps.ingestions.models import RecordType, Upload, UploadState
+from apps.ingestions.selectors import reject_list, upload_get, upload_list
+from apps.ingestions.services import upload_create
+
+_TRUE = {"1", "true", "yes", "on"}
+_FILENAME = re.compile(r"""filename\*?=(?:UTF-8'')?"?([^";]+)"?""", re.IGNORECASE)
+
+
+class UploadOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    url = serializers.SerializerMethodField()
+    type = serializers.CharField(source="record_type")
+    filename = serializers.CharField()
+    state = serializers.CharField()
+    strict = serializers.BooleanField()
+    sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    error = serializers.SerializerMethodField()
+    rows = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    errors_url = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+
+    def _absolute(self, name: str, upload: Upload) -> str:
+        path = reverse(name, kwargs={"upload_id": upload.id})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_url(self, upload: Upload) -> str:
+        return self._absolute("upload-detail", upload)
+
+    def get_errors_url(self, upload: Upload) -> str:
+        return self._absolute("upload-errors", upload)
+
+    def get_error(self, upload: Upload) -> dict | None:
+        if not upload.error_code:
+            return None
+        return {"code": upload.error_code, "detail": upload.error_detail}
+
+    def get_rows(self, upload: Upload) -> dict:
+        return {
+            "total": upload.rows_total,
+            "inserted": upload.rows_inserted,
+            "updated": upload.rows_updated,
+            "unchanged": upload.rows_unchanged,
+            "rejected": upload.rows_rejected,
+            "pending": upload.rows_pending,
+            "duplicates": upload.rows_duplicates,
+        }
+
+    def get_progress(self, upload: Upload) -> dict:
+        return {
+            "bytes_done": upload.bytes_done,
+            "rows_done": upload.rows_done,
+            "rows_per_second": upload.rows_per_second,
+        }
+
+
+def upload_data(upload: Upload, request) -> dict:
+    return UploadOutputSerializer(upload, context={"request": request}).data
+
+
+_UPLOAD_PARAMS = [
+    OpenApiParameter("type", str, enum=list(RECORDS), description="record type (else detected)"),
+    OpenApiParameter("strict", bool, description="all-or-nothing"),
+    OpenApiParameter("filename", str, description="the file name, for a raw-body upload"),
+    OpenApiParameter(
+        "Idempotency-Key",
+        str,
+        OpenApiParameter.HEADER,
+        description="replays the first response for 24 h",
+    ),
+    OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
+]
+_PROBLEM = OpenApiResponse(description="application/problem+json (RFC 9457)")
+
+
+class UploadCreateApi(TenantApiView):
+    """POST a file (multipart `file`, or the raw body with its file name)."""
+
+    parser_classes = [MultiPartParser, FormParser]
+    allowed_types: frozenset[str] | None = None
+
+    @extend_schema(
+        operation_id="ingest_comprehensive",
+        parameters=_UPLOAD_PARAMS,
+        request={
+            "multipart/form-data": inline_serializer(
+                "UploadForm",
+                {
+                    "file": serializers.FileField(),
+                    "type": serializers.CharField(required=False),
+                    "strict": serializers.BooleanField(required=False),
+                },
+            ),
+            "application/octet-stream": OpenApiTypes.BINARY,
+        },
+        responses={
+            202: UploadOutputSerializer,
+            200: OpenApiResponse(UploadOutputSerializer, "the same bytes were already received"),
+            400: _PROBLEM,
+            401: _PROBLEM,
+            409: _PROBLEM,
+            413: _PROBLEM,
+            422: _PROBLEM,
+            429: _PROBLEM,
+        },
+    )
+    def post(self, request):
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        if length > settings.INGEST_MAX_UPLOAD_BYTES:
+            raise PayloadTooLargeError(
+                f"The request body is {length} bytes; the limit is "
+                f"{settings.INGEST_MAX_UPLOAD_BYTES}."
+            )
+        key = request.headers.get("Idempotency-Key")
+        claim = None
+        if key is not None:
+            claim = idempotency_begin(tenant=self.tenant, key=key)
+            if claim is None:
+                return self._replay(request, key)
+        try:
+            with self._body(request) as (stream, filename, params):
+                outcome = upload_create(
+                    tenant=self.tenant,
+                    stream=stream,
+                    filename=filename,
+                    record_type=params["type"] or None,
+                    strict=params["strict"],
+                    allowed_types=self.allowed_types,
+                )
+        except BaseException:
+            if claim is not None:
+                idempotency_release(row=claim)
+            raise
+        body = upload_data(outcome.upload, request)
+        code = status.HTTP_202_ACCEPTED if outcome.created else status.HTTP_200_OK
+        headers = {"Location": body["url"]}
+        if claim is not None:
+            fingerprint = request_fingerprint(
+                method=request.method,
+                path=request.path,
+                sha256=outcome.upload.sha256,
+                params=params | {"filename": filename},
+            )
+            idempotency_finish(
+                row=claim, fingerprint=fingerprint, status_code=code, body=body, headers=headers
+            )
+        return Response(body, status=code, headers=headers)
+
+    def _replay(self, request, key: str) -> Response:
+        """The key was used before: 409 while that request runs, else compare this request
+        with it (the file's sha256, not its multipart framing) and replay or refuse."""
+        idempotency_check(tenant=self.tenant, key=key, fingerprint=None)  # 409 if in flight
+        with self._body(request) as (stream, filename, params):
+            digest = hashlib.sha256()
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+        fingerprint = request_fingerprint(
+            method=request.method,
+            path=request.path,
+            sha256=digest.hexdigest(),
+            params=params | {"filename": filename},
+        )
+        replay = idempotency_check(tenant=self.tenant, key=key, fingerprint=fingerprint)
+        return Response(
+            replay.body,
+            status=replay.status_code,
+            headers={**replay.headers, "Idempotent-Replayed": "true"},
+        )
+
+    @contextmanager
+    def _body(self, request):
+        """(stream, filename, params) of a multipart or raw-body upload."""
+        content_type = request.content_type or ""
+        if content_type.startswith("multipart/form-data"):
+            upload = request.FILES.get("file")
+            if upload is None:
+                raise ParseError("The multipart body has no `file` field.")
+            params = self._params(request, request.data)
+            try:
+                yield upload, upload.name or "upload", params
+            finally:
+                upload.close()
+            return
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            raise ParseError("Send the file as multipart/form-data or as the raw request body.")
+        if not int(
+            request.META.get("CONTENT_LENGTH") or 0
+        ) and "chunked" not in request.headers.get("Transfer-Encoding", ""):
+            raise ParseError("The request body is empty: send an NDJSON file.")
+        filename = request.query_params.get("filename") or ""
+        if not filename:
+            match = _FILENAME.search(request.headers.get("Content-Disposition", ""))
+            filename = match.group(1).strip() if match else "upload"
+        yield request._request, filename, self._params(request, {})
+
+    def _params(self, request, form) -> dict:
+        record_type = (form.get("type") or request.query_params.get("type") or "").strip()
+        strict = (form.get("strict") or request.query_params.get("strict") or "").strip().lower()
+        return {"type": record_type, "strict": strict in _TRUE}
+
+
+class LegacyOrdersUploadApi(UploadCreateApi):
+    """Deprecated: orders and order_items files only; use the comprehensive endpoint."""
+
+    allowed_types = frozenset({RecordType.ORDERS, RecordType.ORDER_ITEMS})
+    DEPRECATED_AT = 1767225600  # 2026-01-01T00:00:00Z
+
+    @extend_schema(
+        operation_id="ingest_orders_legacy",
+        deprecated=True,
+        parameters=_UPLOAD_PARAMS,
+        responses={202: UploadOutputSerializer, 400: _PROBLEM, 401: _PROBLEM},
+    )
+    def post(self, request):
+        return super().post(request)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Deprecation"] = f"@{self.DEPRECATED_AT}"
+        successor = request.build_absolute_uri(reverse("ingest-comprehensive"))
+        response["Link"] = f'<{successor}>; rel="successor-version"'
+        return response
+
+
+class UploadListApi(TenantApiView):
+    @extend_schema(
+        operation_id="uploads_list",
+        parameters=[
+            OpenApiParameter("state", str, enum=list(UploadState.values)),
+            OpenApiParameter("type", str, enum=list(RECORDS)),
+            OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
+        ],
+        responses={200: UploadOutputSerializer(many=True), 401: _PROBLEM},
+    )
+    def get(self, request):
+        uploads = upload_list(
+            tenant=self.tenant,
+            state=request.query_params.get("state"),
+            record_type=request.query_params.get("type"),
+        )
+        paginator = Pagination()
+        page = paginator.paginate_queryset(uploads, request, view=self)
+        return paginator.get_paginated_response([upload_data(u, request) for u in page])
+
+
+class UploadDetailApi(TenantApiView):
+    @extend_schema(
+        operation_id="uploads_retrieve",
+        parameters=[OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)],
+        responses={200: UploadOutputSerializer, 401: _PROBLEM, 404: _PROBLEM},
+    )
+    def get(self, request, upload_id):
+        upload = upload_get(tenant=self.tenant, upload_id=upload_id)
+        if upload is None:
+            raise NotFound("No such upload.")
+        return Response(upload_data(upload, request))
+
+
+class NDJSONRenderer(BaseRenderer):
+    media_type = "application/x-ndjson"
+    format = "ndjson"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, bytes) else msgspec.json.encode(data) + b"\n"
+
+
+class RejectOutputSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    field = serializers.CharField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+    raw = serializers.CharField()
+
+
+class UploadErrorsApi(TenantApiView):
+    renderer_classes = [JSONRenderer, NDJSONRenderer]
+
+    @extend_schema(
+        operation_id="uploads_errors",
+        parameters=[
+            OpenApiParameter("format", str, enum=["json", "ndjson"]),
+            OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
+        ],
+        responses={200: RejectOutputSerializer(many=True), 401: _PROBLEM, 404: _PROBLEM},
+    )
+    def get(self, request, upload_id):
+        upload = upload_get(tenant=self.tenant, upload_id=upload_id)
+        if upload is None:
+            raise NotFound("No such upload.")
+        rejects = reject_list(tenant=self.tenant, upload=upload).values(
+            "line", "field", "code", "message", "raw"
+        )
+        if request.accepted_renderer.format == "ndjson":
+            encode = msgspec.json.encode
+            lines = (encode(r) + b"\n" for r in rejects.iterator(chunk_size=2000))
+            response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
+            response["Last-Modified"] = format_datetime(upload.updated_at, usegmt=True)
+            return response
+        paginator = Pagination()
+        page = paginator.paginate_queryset(rejects, request, view=self)
+        return paginator.get_paginated_response(list(page))

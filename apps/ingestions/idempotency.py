@@ -1,0 +1,102 @@
+"""Idempotency-Key handling for the upload endpoints (SPEC section 5).
+
+Per tenant and key, kept `IDEMPOTENCY_TTL_SECONDS`: the same key with the same request
+replays the stored response (`Idempotent-Replayed: true`) and processes nothing again; the
+same key with a different request is 422; the same key while the first request is still
+in flight is 409. A file upload is fingerprinted by method, path, the file's sha256 and
+its parameters, so a retry with a new multipart boundary still matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from apps.core.errors import ConflictError, UnprocessableError
+from apps.ingestions.models import IdempotencyKey
+from apps.tenants.models import Tenant
+
+IN_FLIGHT_ABANDONED_AFTER = timedelta(minutes=15)  # a crashed request frees its key
+
+
+def request_fingerprint(*, method: str, path: str, sha256: str, params: dict) -> str:
+    canonical = "\n".join(
+        [method.upper(), path, sha256, *(f"{k}={params[k]}" for k in sorted(params))]
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Replay:
+    status_code: int
+    body: dict
+    headers: dict
+
+
+def _expired(row: IdempotencyKey) -> bool:
+    return row.created_at < timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+
+
+def idempotency_begin(*, tenant: Tenant, key: str) -> IdempotencyKey | None:
+    """Claim the key for a new request. Returns None when the key is already taken (done
+    or in flight); `idempotency_check` then says what to answer."""
+    if len(key) > 255 or not key.strip():
+        raise UnprocessableError("Idempotency-Key must be 1 to 255 characters.", code="bad_key")
+    try:
+        with transaction.atomic():
+            return IdempotencyKey.objects.create(tenant=tenant, key=key, fingerprint="")
+    except IntegrityError:
+        pass
+    with transaction.atomic():
+        row = IdempotencyKey.objects.select_for_update().get(tenant=tenant, key=key)
+        stale = (
+            row.status_code is None and row.created_at < timezone.now() - IN_FLIGHT_ABANDONED_AFTER
+        )
+        if _expired(row) or stale:
+            row.fingerprint, row.status_code, row.body, row.headers = "", None, None, {}
+            row.created_at = timezone.now()
+            row.save()
+            return row
+    return None
+
+
+def idempotency_check(*, tenant: Tenant, key: str, fingerprint: str | None) -> Replay | None:
+    """For a key already taken: the stored response to replay, or the error to answer.
+    With no fingerprint, only raise when the first request is still in flight."""
+    row = IdempotencyKey.objects.get(tenant=tenant, key=key)
+    if row.status_code is None:
+        raise ConflictError(
+            "A request with this Idempotency-Key is still being processed; retry later.",
+            code="idempotency_in_flight",
+        )
+    if fingerprint is None:
+        return None
+    if row.fingerprint != fingerprint:
+        raise UnprocessableError(
+            "This Idempotency-Key was used for a different request.",
+            code="idempotency_mismatch",
+        )
+    return Replay(status_code=row.status_code, body=row.body, headers=row.headers)
+
+
+def idempotency_finish(
+    *, row: IdempotencyKey, fingerprint: str, status_code: int, body: dict, headers: dict
+) -> None:
+    IdempotencyKey.objects.filter(id=row.id).update(
+        fingerprint=fingerprint, status_code=status_code, body=body, headers=headers
+    )
+
+
+def idempotency_release(*, row: IdempotencyKey) -> None:
+    """The request failed before answering: free the key for a retry."""
+    IdempotencyKey.objects.filter(id=row.id, status_code=None).delete()
+
+
+def idempotency_purge() -> int:
+    cutoff = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+    return IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()[0]

@@ -1,0 +1,96 @@
+"""Uploaded bytes in PostgreSQL: written in 1 MiB chunks as they arrive, read back as a
+stream by any worker on any machine. Nothing is ever held whole in memory."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db import connections, transaction
+
+from apps.core.errors import PayloadTooLargeError
+from apps.ingestions.models import Blob, BlobChunk
+
+CHUNK_BYTES = 1 << 20
+HEAD_BYTES = 256 * 1024  # kept on the blob row: enough to tell a file's type
+
+
+@transaction.atomic
+def blob_store(*, stream: BinaryIO, max_bytes: int | None = None) -> Blob:
+    """Copy a stream into a new blob, computing its sha256 and size on the way."""
+    limit = settings.INGEST_MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
+    blob = Blob.objects.create(sha256="", size_bytes=0)
+    digest = hashlib.sha256()
+    size = seq = 0
+    head = b""
+    while chunk := stream.read(CHUNK_BYTES):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"The upload is larger than the limit of {limit} bytes.")
+        digest.update(chunk)
+        if len(head) < HEAD_BYTES:
+            head += chunk[: HEAD_BYTES - len(head)]
+        BlobChunk.objects.create(blob=blob, seq=seq, data=chunk)
+        seq += 1
+    blob.sha256, blob.size_bytes, blob.head = digest.hexdigest(), size, head
+    blob.save(update_fields=["sha256", "size_bytes", "head"])
+    return blob
+
+
+class BlobReader:
+    """A read-only, rewindable file over a blob's chunks, on a connection of its own (so it
+    can be read while the caller's connection is busy loading)."""
+
+    def __init__(self, blob_id: int):
+        self.blob_id = blob_id
+        self._conn = connections.create_connection("default")
+        self._seq = 0
+        self._buffer = memoryview(b"")
+        self._eof = False
+
+    def _fetch(self) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq = %s",
+                (self.blob_id, self._seq),
+            )
+            row = cursor.fetchone()
+        if row is None:
+            self._eof = True
+            self._buffer = memoryview(b"")
+        else:
+            self._buffer = memoryview(bytes(row[0]))
+            self._seq += 1
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while chunk := self.read(CHUNK_BYTES):
+                parts.append(chunk)
+            return b"".join(parts)
+        if not self._buffer and not self._eof:
+            self._fetch()
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return bytes(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if (offset, whence) != (0, 0):
+            raise OSError("a blob can only be rewound to its start")
+        self._seq, self._buffer, self._eof = 0, memoryview(b""), False
+        return 0
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> BlobReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
