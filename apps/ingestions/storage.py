@@ -48,6 +48,7 @@ class BlobReader:
         self._seq = 0
         self._buffer = memoryview(b"")
         self._eof = False
+        self._position = 0
 
     def _fetch(self) -> None:
         with self._conn.cursor() as cursor:
@@ -72,7 +73,11 @@ class BlobReader:
         if not self._buffer and not self._eof:
             self._fetch()
         data, self._buffer = self._buffer[:size], self._buffer[size:]
+        self._position += len(data)
         return bytes(data)
+
+    def tell(self) -> int:
+        return self._position
 
     def readable(self) -> bool:
         return True
@@ -83,7 +88,7 @@ class BlobReader:
     def seek(self, offset: int, whence: int = 0) -> int:
         if (offset, whence) != (0, 0):
             raise OSError("a blob can only be rewound to its start")
-        self._seq, self._buffer, self._eof = 0, memoryview(b""), False
+        self._seq, self._buffer, self._eof, self._position = 0, memoryview(b""), False, 0
         return 0
 
     def close(self) -> None:

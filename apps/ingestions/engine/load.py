@@ -16,6 +16,7 @@ Two ways through, same result:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -31,6 +32,7 @@ from apps.ingestions.engine.merge import (
     MergeCounts,
     chunk_source,
     has_pending,
+    ids_reset,
     insert_new,
     lock_tenant,
     merge_rows,
@@ -55,6 +57,10 @@ DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 20 * 1024**3
 _SAVEPOINT = sql.Identifier("ingest_pipelined")
 _DONE = None  # end of the chunk queue
+
+
+class _Stopped(Exception):  # noqa: N818 - control flow, not an error
+    """The parsing thread gave up; the merge thread stops before its next statement."""
 
 
 class _RepeatedId(Exception):  # noqa: N818 - control flow, not an error
@@ -126,7 +132,9 @@ def load_upload(
     )
     started = time.perf_counter()
     lock_tenant(cursor, job.tenant_id)  # before any merge; tenants still run in parallel
-    if strict or not stream.seekable():
+    seekable = getattr(stream, "seekable", lambda: False)()
+    start = stream.tell() if seekable else 0
+    if strict or not seekable:
         result = _load_whole(cursor, job, strict=strict)
         mode = "whole-file"
     else:
@@ -137,7 +145,7 @@ def load_upload(
             mode = "pipelined"
         except _RepeatedId:
             cursor.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(_SAVEPOINT))
-            stream.seek(0)
+            stream.seek(start)
             result = _load_whole(cursor, job, strict=False)
             mode = "whole-file after a repeated id"
     logger.debug(
@@ -205,16 +213,19 @@ def _load_pipelined(cursor: Cursor, job: _Job) -> LoadResult:
     # Fast way (plain INSERT, see `insert_new`) until a chunk needs the careful one; then
     # careful for the rest of the file, which likely looks the same.
     careful = has_pending(cursor, spec, tenant_id=tenant_id)
-    if careful:
-        track_ids(cursor, spec, None)
+    ids_reset(cursor)
+    stop = threading.Event()  # set when the parsing thread gives up: no new statement
 
     def merge_worker() -> None:
         nonlocal careful
         analyzed = False
         try:
             while (chunk := chunks.get()) is not _DONE:
+                if stop.is_set():
+                    raise _Stopped
                 copy_chunk(cursor, spec, chunk)
-                if not analyzed:  # one chunk tells the planner enough about the rest
+                if not analyzed and chunk.rows > chunk.rejected:
+                    # one chunk of rows tells the planner enough about the rest
                     cursor.execute(sql.SQL("ANALYZE {}").format(staging_table(spec)))
                     analyzed = True
                 totals.rows += chunk.rows
@@ -257,12 +268,41 @@ def _load_pipelined(cursor: Cursor, job: _Job) -> LoadResult:
             if failure:
                 break
             chunks.put(chunk)
-    finally:
-        chunks.put(_DONE)
-        worker.join()
+    except BaseException:
+        # A bad file, or a signal (Ctrl-C, Celery's soft time limit): stop the worker and
+        # cancel its statement, so nothing runs on the connection once the caller has it.
+        _stop_worker(worker, chunks, cursor, stop)
+        raise
+    _stop_worker(worker, chunks, cursor, None)
     if failure:
         raise failure[0]
     return _result(cursor, tenant_id, source, totals.rows, totals.rejected, totals.merged)
+
+
+def _stop_worker(worker, chunks, cursor: Cursor, stop: threading.Event | None) -> None:
+    """End the merge thread and wait for it; with `stop`, cut its work short. An exception
+    raised meanwhile (a second signal) still waits for the thread before it propagates."""
+    if stop is not None:
+        stop.set()
+        with contextlib.suppress(Exception):
+            cursor.connection.cancel_safe(timeout=5)
+    while True:
+        try:
+            while worker.is_alive():
+                try:
+                    chunks.put(_DONE, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            worker.join()
+            return
+        except BaseException:
+            if stop is not None and not stop.is_set():
+                stop.set()
+            with contextlib.suppress(Exception):
+                cursor.connection.cancel_safe(timeout=5)
+            worker.join()
+            raise
 
 
 def _result(cursor, tenant_id, source, rows, rejected, merged: list[MergeCounts]) -> LoadResult:

@@ -17,7 +17,8 @@ from apps.ingestions.engine.records import RECORDS, RecordSpec
 from apps.ingestions.engine.results import ResolvedCounts
 from apps.ingestions.engine.stage import staging_table
 
-_DEDUP = sql.Identifier("_dedup")
+# Temp tables are always named with pg_temp: an unqualified DROP could hit a real table.
+_DEDUP = sql.Identifier("pg_temp", "_dedup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,19 +151,20 @@ def has_pending(cursor: Cursor, spec: RecordSpec, *, tenant_id: str) -> bool:
     return cursor.fetchone()[0]
 
 
+def ids_reset(cursor: Cursor) -> None:
+    """Start an empty record of the ids seen in this upload (see `track_ids`)."""
+    cursor.execute("DROP TABLE IF EXISTS pg_temp._seen_ids")
+    cursor.execute("CREATE TEMP TABLE pg_temp._seen_ids (id uuid PRIMARY KEY) ON COMMIT DROP")
+
+
 def track_ids(
-    cursor: Cursor, spec: RecordSpec, source: sql.Composable | None, *, rows: int | None = None
+    cursor: Cursor, spec: RecordSpec, source: sql.Composable, *, rows: int | None = None
 ) -> bool:
     """Record the ids of `source` (`rows` of them, when known) as seen in this upload;
-    False when one of them was seen before. With no source, start an empty record."""
-    if source is None:
-        cursor.execute("DROP TABLE IF EXISTS _seen_ids")
-    cursor.execute("CREATE TEMP TABLE IF NOT EXISTS _seen_ids (id uuid PRIMARY KEY) ON COMMIT DROP")
-    if source is None:
-        return True
+    False when one of them was seen before."""
     cursor.execute(
         sql.SQL(
-            "INSERT INTO _seen_ids SELECT d.{key} FROM {source} d ON CONFLICT DO NOTHING"
+            "INSERT INTO pg_temp._seen_ids SELECT d.{key} FROM {source} d ON CONFLICT DO NOTHING"
         ).format(key=sql.Identifier(spec.key), source=source)
     )
     return rows is None or cursor.rowcount == rows
@@ -172,6 +174,10 @@ def insert_new(
     cursor: Cursor, spec: RecordSpec, source: sql.Composable, *, tenant_id: str
 ) -> int | None:
     """The fast way in: a plain INSERT of rows with new ids whose parents all exist.
+
+    This relies on the composite foreign keys being checked at the end of each statement
+    (they are not DEFERRABLE, migration 0002): a deferred check would fail at commit
+    instead, after the chance to take the careful way had passed.
 
     Nothing is checked beforehand: the primary and foreign keys check every row anyway.
     When one fails (an id that exists, a parent that does not), the INSERT is rolled back
@@ -192,6 +198,7 @@ def insert_new(
         )
     except psycopg.errors.IntegrityError:
         cursor.execute("ROLLBACK TO SAVEPOINT ingest_chunk")
+        cursor.execute("RELEASE SAVEPOINT ingest_chunk")
         return None
     inserted = cursor.rowcount
     cursor.execute("RELEASE SAVEPOINT ingest_chunk")
@@ -296,41 +303,44 @@ def resolve_pending(cursor: Cursor, *, tenant_id: str) -> list[ResolvedCounts]:
         key = sql.Identifier(spec.key)
         # Move the resolvable rows out of the hold into temp tables first: joining two CTEs
         # would give the planner no statistics (and a nested loop over both).
-        cursor.execute("DROP TABLE IF EXISTS _moved, _outcome")
+        cursor.execute("DROP TABLE IF EXISTS pg_temp._moved, pg_temp._outcome")
         cursor.execute(
-            sql.SQL("CREATE TEMP TABLE _moved ON COMMIT DROP AS SELECT * FROM {} LIMIT 0").format(
-                pending
-            )
+            sql.SQL(
+                "CREATE TEMP TABLE pg_temp._moved ON COMMIT DROP AS SELECT * FROM {} LIMIT 0"
+            ).format(pending)
         )
         cursor.execute(
             sql.SQL(
                 "WITH moved AS (DELETE FROM {pending} m WHERE m.tenant_id = %(tenant)s "
-                "AND {exists} RETURNING m.*) INSERT INTO _moved SELECT * FROM moved"
+                "AND {exists} RETURNING m.*) INSERT INTO pg_temp._moved SELECT * FROM moved"
             ).format(pending=pending, exists=_parents_exist(spec, "m")),
             {"tenant": tenant_id},
         )
         if cursor.rowcount == 0:
             continue
-        cursor.execute("ANALYZE _moved")
-        select = sql.SQL("SELECT tenant_id, {cols} FROM _moved").format(cols=_ids(spec.columns))
+        cursor.execute("ANALYZE pg_temp._moved")
+        select = sql.SQL("SELECT tenant_id, {cols} FROM pg_temp._moved").format(
+            cols=_ids(spec.columns)
+        )
         cursor.execute(
             sql.SQL(
-                "CREATE TEMP TABLE _outcome ON COMMIT DROP AS "
+                "CREATE TEMP TABLE pg_temp._outcome ON COMMIT DROP AS "
                 "SELECT NULL::uuid AS {key}, NULL::boolean AS inserted LIMIT 0"
             ).format(key=key)
         )
         cursor.execute(
-            sql.SQL("WITH ins AS ({upsert}) INSERT INTO _outcome SELECT * FROM ins").format(
+            sql.SQL("WITH ins AS ({upsert}) INSERT INTO pg_temp._outcome SELECT * FROM ins").format(
                 upsert=_upsert(spec, select)
             ),
             {"tenant": tenant_id},
         )
-        cursor.execute("ANALYZE _outcome")
+        cursor.execute("ANALYZE pg_temp._outcome")
         cursor.execute(
             sql.SQL(
                 "SELECT m.upload_id::text, count(*) FILTER (WHERE o.inserted), "
                 "count(*) FILTER (WHERE NOT o.inserted), count(*) FILTER (WHERE o.{key} IS NULL) "
-                "FROM _moved m LEFT JOIN _outcome o ON o.{key} = m.{key} GROUP BY m.upload_id"
+                "FROM pg_temp._moved m LEFT JOIN pg_temp._outcome o ON o.{key} = m.{key} "
+                "GROUP BY m.upload_id"
             ).format(key=key)
         )
         resolved += [ResolvedCounts(u, spec.name, i, up, un) for u, i, up, un in cursor.fetchall()]

@@ -164,12 +164,47 @@ def check_timestamp(name: str, value: Any) -> str:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # no offset means UTC
-    return parsed.isoformat()
+    try:
+        # staged in UTC: PostgreSQL refuses some offsets Python takes (+23:59, seconds)
+        return parsed.astimezone(UTC).isoformat()
+    except OverflowError:
+        raise Invalid(
+            name, "invalid_timestamp", f"{name} is out of the supported range: {value[:64]!r}"
+        ) from None
+
+
+# jsonb stores numbers as PostgreSQL numeric: at most 131072 digits before the point and
+# 16383 after it.
+_JSONB_MAX_ADJUSTED = 131071
+_JSONB_MIN_EXPONENT = -16383
+
+
+def _check_numbers(name: str, value: Any) -> None:
+    """Refuse numbers inside an object that jsonb cannot store (the COPY would fail)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is OutOfRangeNumber or (
+            kind is Decimal
+            and (
+                item.adjusted() > _JSONB_MAX_ADJUSTED
+                or item.as_tuple().exponent < _JSONB_MIN_EXPONENT
+            )
+        ):
+            raise Invalid(
+                name, "out_of_range", f"{name} holds a number out of range: {str(item)[:64]}"
+            )
 
 
 def check_object(name: str, value: Any) -> str:
     if type(value) is not dict:
         raise _wrong(name, value, "an object")
+    _check_numbers(name, value)
     text = _json_encode(value).decode()
     if "\\u0000" in text:
         raise Invalid(name, "invalid_type", f"{name} contains a NUL character")

@@ -25,7 +25,9 @@ from apps.ingestions.engine.records import (
     validate_record,
 )
 
-CHUNK_ROWS = 20_000  # rows per chunk: the unit of COPY and merging; bounds memory (~8 MB)
+# Rows per chunk: the unit of COPY and of merging. Memory is bounded by about four chunks
+# alive at once (one being built, one queued, one being merged, one just merged), ~8 MB each.
+CHUNK_ROWS = 20_000
 
 _decode = msgspec.json.Decoder(float_hook=exact_number).decode  # numbers stay exact
 _REJECT_COLUMNS = ("r_field", "r_code", "r_message", "r_raw")
@@ -45,7 +47,7 @@ class Chunk:
 
 
 def staging_table(spec: RecordSpec) -> sql.Identifier:
-    return sql.Identifier(f"_stage_{spec.name}")
+    return sql.Identifier("pg_temp", f"_stage_{spec.name}")
 
 
 def create_staging(cursor: Cursor, spec: RecordSpec, *, by_line: bool = False) -> None:

@@ -765,12 +765,6 @@ def test_a_database_error_in_a_later_chunk_fails_the_upload_and_loads_nothing(
 # --- bugs ------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a JSON number PostgreSQL's numeric cannot hold inside an object field "
-    "(metadata, raw_payload) passes validation and fails the COPY, so the whole upload "
-    "fails instead of that row being rejected (records.check_object)",
-)
 @pytest.mark.parametrize("number", ["1e1000000", "1e-20000"])
 def test_a_huge_number_inside_metadata_is_one_reject(tenant, ndjson, load, small_chunks, number):
     """A number out of PostgreSQL's range inside an object is a reject for its row only."""
@@ -782,12 +776,6 @@ def test_a_huge_number_inside_metadata_is_one_reject(tenant, ndjson, load, small
     assert counts_of(upload) == counts(total=8, inserted=7, rejected=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: timestamps whose UTC offset Python accepts but PostgreSQL does not "
-    "(beyond +-15:59, or with fractions of a second) are staged as given and fail the COPY, "
-    "failing the whole upload (records.check_timestamp returns parsed.isoformat())",
-)
 @pytest.mark.parametrize(
     ("text", "instant"),
     [
@@ -821,11 +809,6 @@ def _register(tenant, data: bytes, record_type: str = "customers"):
     ).upload
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: after a repeated id the file is re-read from offset 0 (stream.seek(0) in "
-    "load_upload), not from where the stream stood when the load began",
-)
 def test_a_reread_starts_where_the_stream_started(tenant, small_chunks, last_path):
     """The engine reads a stream from its current position, also when it has to re-read it:
     bytes before that position (a header another layer consumed) are never parsed."""
@@ -864,13 +847,6 @@ def _backend_state(pid: int) -> str:
         other.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an exception raised in the main thread while it waits in worker.join() "
-    "(a signal: Celery's soft time limit, Ctrl-C) leaves _load_pipelined without stopping "
-    "the merge thread, which keeps running statements on the caller's connection while the "
-    "caller rolls back (load.py, `finally: chunks.put(_DONE); worker.join()`)",
-)
 def test_no_statement_of_a_load_still_runs_after_it_was_interrupted(tenant, small_chunks):
     """When load_upload is interrupted, its merging thread has stopped using the connection
     by the time the exception reaches the caller."""
@@ -905,13 +881,6 @@ def test_no_statement_of_a_load_still_runs_after_it_was_interrupted(tenant, smal
     assert state != "active"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug (performance): _seen_ids lives until commit and is only emptied when a load "
-    "starts the careful way (track_ids(None)); a load that switches to careful mid-file "
-    "seeds the table an earlier load of the same transaction left behind, takes its ids for "
-    "repeated ones and re-reads the whole file (merge.track_ids, load._load_pipelined)",
-)
 def test_ids_of_an_earlier_load_in_the_same_transaction_are_not_repeated_ids(
     tenant, ndjson, load, small_chunks, last_path
 ):
