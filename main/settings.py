@@ -90,7 +90,10 @@ if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
 # Fail fast when the broker is down: the upload stays queued and a periodic job resends it.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
-    "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
@@ -100,8 +103,19 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Far above any healthy upload (a million rows take well under a minute); a task past the
+# soft limit stops cleanly and its upload is reported failed ("timed_out").
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600)
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 6 * 3600 + 300)
+CELERY_BEAT_SCHEDULE = {
+    "upload-requeue": {"task": "apps.ingestions.tasks.upload_requeue_task", "schedule": 60.0},
+    "pending-expire": {"task": "apps.ingestions.tasks.pending_expire_task", "schedule": 900.0},
+    "idempotency-purge": {
+        "task": "apps.ingestions.tasks.idempotency_purge_task",
+        "schedule": 3600.0,
+    },
+    "blob-purge": {"task": "apps.ingestions.tasks.blob_purge_task", "schedule": 3600.0},
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -142,7 +156,9 @@ INGEST_MAX_UPLOAD_BYTES = env_int("INGEST_MAX_UPLOAD_BYTES", 5 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # non-file form fields and JSON bodies
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # bigger files spool to a temp file
 IDEMPOTENCY_TTL_SECONDS = env_int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
-UPLOAD_STUCK_SECONDS = env_int("UPLOAD_STUCK_SECONDS", 5 * 60)
+# An upload left `processing` by a dead worker (or `queued` while the broker was down) is
+# sent again after this long; the re-queue job runs every minute.
+UPLOAD_STUCK_SECONDS = env_int("UPLOAD_STUCK_SECONDS", 3 * 60)
 
 # Ingestion limits and semantics.
 INGEST_MAX_LINE_BYTES = env_int("INGEST_MAX_LINE_BYTES", 1024 * 1024)
@@ -154,5 +170,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"pgserver": {"level": "WARNING"}},
+    "loggers": {"pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

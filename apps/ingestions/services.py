@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import F
@@ -324,6 +325,14 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
         _upload_fail(upload_id=upload_id, code=exc.code, detail=exc.detail)
     except (OperationalError, InterfaceError):
         raise  # the database went away: the upload stays as it was, to be run again
+    except SoftTimeLimitExceeded:
+        logger.error("upload %s stopped by the task time limit", upload_id)
+        _upload_fail(
+            upload_id=upload_id,
+            code="timed_out",
+            detail="processing took longer than the task time limit and was stopped; "
+            "nothing of this file was loaded",
+        )
     except Exception as exc:
         # A bug, not bad input: say so on the upload instead of leaving it "processing".
         logger.exception("upload %s failed unexpectedly", upload_id)
@@ -383,6 +392,37 @@ def _upload_finish(*, upload: Upload, result: engine.LoadResult) -> None:
             rows_updated=F("rows_updated") + resolved.updated,
             rows_unchanged=F("rows_unchanged") + resolved.unchanged,
         )
+
+
+def upload_requeue(*, stuck_after: timedelta | None = None) -> int:
+    """Send again what no worker is running: uploads left `processing` by a worker that
+    died (their per-upload lock is free), and `queued` ones whose message may never have
+    reached the broker; wake `waiting` ones nothing blocks any more. A second delivery is
+    harmless. Called by a periodic job."""
+    if stuck_after is None:
+        stuck_after = timedelta(seconds=settings.UPLOAD_STUCK_SECONDS)
+    cutoff = timezone.now() - stuck_after
+    candidates = Upload.objects.filter(
+        state__in=(UploadState.PROCESSING, UploadState.QUEUED), updated_at__lt=cutoff
+    ).values_list("id", "state")
+    sent = 0
+    for upload_id, state in candidates:
+        with transaction.atomic():
+            if not _upload_try_lock(upload_id):
+                continue  # a worker is on it right now
+            updated = Upload.objects.filter(id=upload_id, state=state).update(
+                state=UploadState.QUEUED, updated_at=timezone.now()
+            )
+        if updated and upload_enqueue(upload_id=upload_id):
+            logger.info("upload %s re-queued (was %s)", upload_id, state)
+            sent += 1
+    for tenant_id in (
+        Upload.objects.filter(state=UploadState.WAITING)
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    ):
+        sent += upload_wake(tenant_id=tenant_id)
+    return sent
 
 
 def pending_expire(*, now=None, retention: timedelta | None = None) -> int:

@@ -99,3 +99,20 @@ class BlobReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def blob_purge_orphans(*, older_than_seconds: int = 3600) -> int:
+    """Delete blobs no upload points to (a request that failed half-way), once they are
+    old enough not to belong to a request still running."""
+    from datetime import timedelta
+
+    from django.db.models import Exists, OuterRef
+    from django.utils import timezone
+
+    from apps.ingestions.models import Upload
+
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    orphans = Blob.objects.filter(created_at__lt=cutoff).exclude(
+        Exists(Upload.objects.filter(blob_id=OuterRef("id")))
+    )
+    return orphans.delete()[0]

@@ -1,6 +1,8 @@
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
+# Services import this module (to enqueue), so tasks import services inside the function.
+
 
 @shared_task(
     acks_late=True,
@@ -11,6 +13,34 @@ from django.db import InterfaceError, OperationalError
     max_retries=5,
 )
 def upload_process_task(upload_id: str) -> None:
-    from apps.ingestions.services import upload_run  # local import: services import us
+    from apps.ingestions.services import upload_run
 
     upload_run(upload_id=upload_id)
+
+
+@shared_task(ignore_result=True)
+def upload_requeue_task() -> int:
+    from apps.ingestions.services import upload_requeue
+
+    return upload_requeue()
+
+
+@shared_task(ignore_result=True)
+def pending_expire_task() -> int:
+    from apps.ingestions.services import pending_expire
+
+    return pending_expire()
+
+
+@shared_task(ignore_result=True)
+def idempotency_purge_task() -> int:
+    from apps.ingestions.idempotency import idempotency_purge
+
+    return idempotency_purge()
+
+
+@shared_task(ignore_result=True)
+def blob_purge_task() -> int:
+    from apps.ingestions.storage import blob_purge_orphans
+
+    return blob_purge_orphans()
