@@ -97,6 +97,40 @@ def phase_engine(folder: Path, tenant_id: str) -> dict:
     return out
 
 
+def phase_e2e(folder: Path, env: dict) -> dict:
+    """Upload the files through the API to a fresh tenant and time until all are done."""
+    import httpx
+
+    from scripts.stack import running_stack
+
+    created = json.loads(_child(["manage.py", "create_tenant", "bench-e2e", "--json"], env))
+    headers = {"X-API-Key": created["api_key"], "Content-Type": "application/x-ndjson"}
+    with running_stack(env=env) as base, httpx.Client(base_url=base, timeout=600) as client:
+        started = time.perf_counter()
+        urls = []
+        for name in ORDER:
+            path = folder / f"{name}_1.ndjson"
+            with path.open("rb") as body:
+                response = client.post(
+                    "/api/v1/ingest/comprehensive/",
+                    params={"filename": path.name},
+                    content=body,
+                    headers=headers,
+                )
+            response.raise_for_status()
+            urls.append(response.json()["url"])
+        states = []
+        for url in urls:
+            while (state := client.get(url, headers=headers).json()["state"]) not in (
+                "completed",
+                "completed_with_errors",
+                "failed",
+            ):
+                time.sleep(0.05)
+            states.append(state)
+        return {"seconds": time.perf_counter() - started, "states": states}
+
+
 def _child(args: list[str], env: dict) -> str:
     done = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False
@@ -128,6 +162,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=250_000)
     parser.add_argument("--items-per-order", type=float, default=2.8)
     parser.add_argument("--keep", action="store_true", help="keep the bench database and files")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run")
     parser.add_argument("--phase", choices=("raw", "engine"), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tenant", help=argparse.SUPPRESS)
@@ -200,6 +235,8 @@ def main() -> None:
                 env,
             )
         )
+        console.print("end to end: HTTP API (gunicorn) and a Celery worker ...")
+        e2e = None if args.no_e2e else phase_e2e(folder, env)
     finally:
         if not args.keep:
             with psycopg.connect(base, autocommit=True) as conn:
@@ -236,6 +273,13 @@ def main() -> None:
     )
     console.print(table)
     console.print(f"engine process peak memory (max RSS): {eng['_peak_rss_mb']:.0f} MB")
+    if e2e is not None:
+        rate = totals["rows"] / e2e["seconds"]
+        console.print(
+            f"end to end (first upload request to last upload completed, API + worker): "
+            f"{e2e['seconds']:.1f} s, {rate:,.0f} rows/s, {rate / raw_all:.1%} of raw COPY; "
+            f"states {e2e['states']}"
+        )
     console.print(f"engine total {totals['eng']:.1f} s, raw COPY total {totals['raw']:.1f} s")
 
 
