@@ -132,6 +132,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Multi-tenant NDJSON ingestion of customers, products, orders and order items.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.core.schema.add_response_headers",
+    ],
 }
 
 # Cache (rate limits, idempotency in-flight markers): Redis when REDIS_URL (or a redis

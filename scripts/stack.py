@@ -57,9 +57,11 @@ def running_stack(
         ],
     }
     processes: dict[str, subprocess.Popen] = {}
+    logs = []
     try:
         for name, command in commands.items():
             log = (log_dir / f"{name}.log").open("ab")
+            logs.append(log)
             processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base, processes)
@@ -73,6 +75,8 @@ def running_stack(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        for log in logs:
+            log.close()
 
 
 def _wait_ready(base: str, processes: dict[str, subprocess.Popen], timeout: float = 60) -> None:

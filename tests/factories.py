@@ -48,3 +48,19 @@ def assert_counts_add_up(upload: Upload) -> None:
     counts = counts_of(upload)
     total = counts.pop("total")
     assert total == sum(counts.values()), counts
+
+
+def database_url_of_tests() -> str:
+    """The test database as a URL for another process (a worker, gunicorn); HOST may be a
+    socket directory (the embedded server keeps it in OPTIONS)."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    host = db["HOST"] or db.get("OPTIONS", {}).get("host", "")
+    auth = quote(db["USER"] or "", safe="")
+    if db["PASSWORD"]:
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    return f"postgresql://{auth}@{quote(host, safe='')}{port}/{quote(db['NAME'], safe='')}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -16,6 +16,21 @@ from rest_framework.views import APIView, exception_handler
 from apps.core.errors import ApplicationError
 
 PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemSerializer(serializers.Serializer):
+    """RFC 9457 problem details, as every error is answered."""
+
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField(help_text="machine-readable error code")
+
+
+def problem_responses(*statuses: int) -> dict:
+    """extend_schema `responses` entries: the given statuses as problem+json."""
+    return {(code, PROBLEM_JSON): ProblemSerializer for code in statuses}
 
 
 class ProblemJSONRenderer(JSONRenderer):

@@ -44,3 +44,8 @@ class PayloadTooLargeError(ApplicationError):
     status = 413
     code = "payload_too_large"
     title = "Payload too large"
+
+
+class WrongRecordTypeError(ApplicationError):
+    code = "type_not_allowed"
+    title = "Record type not accepted here"

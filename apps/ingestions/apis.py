@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from contextlib import contextmanager
+from email.message import Message
 from email.utils import format_datetime
 
 import msgspec
@@ -22,7 +22,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from apps.core.api import Pagination, TenantApiView
+from apps.core.api import Pagination, TenantApiView, problem_responses
 from apps.core.errors import PayloadTooLargeError
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.idempotency import (
@@ -37,7 +37,28 @@ from apps.ingestions.selectors import reject_list, upload_get, upload_list
 from apps.ingestions.services import upload_create
 
 _TRUE = {"1", "true", "yes", "on"}
-_FILENAME = re.compile(r"""filename\*?=(?:UTF-8'')?"?([^";]+)"?""", re.IGNORECASE)
+
+
+def _disposition_filename(header: str) -> str:
+    """The file name of a Content-Disposition header, `filename*=UTF-8''...` (RFC 8187)
+    decoded."""
+    if not header:
+        return ""
+    message = Message()
+    message["Content-Disposition"] = header
+    return (message.get_filename() or "").strip().replace("/", "_").replace("\\", "_")
+
+
+def _raw_body(request):
+    """The request body as a stream. A chunked body has no Content-Length: Django would
+    read nothing, so read the server's (already de-chunked) input to its end instead."""
+    django_request = request._request
+    if (
+        not request.META.get("CONTENT_LENGTH")
+        and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    ):
+        return django_request.META["wsgi.input"]
+    return django_request
 
 
 class UploadOutputSerializer(serializers.Serializer):
@@ -108,7 +129,24 @@ _UPLOAD_PARAMS = [
     ),
     OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
 ]
-_PROBLEM = OpenApiResponse(description="application/problem+json (RFC 9457)")
+_UPLOAD_REQUEST = {
+    "multipart/form-data": inline_serializer(
+        "UploadForm",
+        {
+            "file": serializers.FileField(),
+            "type": serializers.CharField(required=False),
+            "strict": serializers.BooleanField(required=False),
+        },
+    ),
+    "application/octet-stream": OpenApiTypes.BINARY,
+    "application/x-ndjson": OpenApiTypes.BINARY,
+}
+_UPLOAD_RESPONSES = {
+    202: UploadOutputSerializer,
+    200: OpenApiResponse(UploadOutputSerializer, "the same bytes were already received"),
+    **problem_responses(400, 401, 409, 413, 422, 429),
+}
+_READ_RESPONSES = problem_responses(401, 404, 429)
 
 
 class UploadCreateApi(TenantApiView):
@@ -120,27 +158,8 @@ class UploadCreateApi(TenantApiView):
     @extend_schema(
         operation_id="ingest_comprehensive",
         parameters=_UPLOAD_PARAMS,
-        request={
-            "multipart/form-data": inline_serializer(
-                "UploadForm",
-                {
-                    "file": serializers.FileField(),
-                    "type": serializers.CharField(required=False),
-                    "strict": serializers.BooleanField(required=False),
-                },
-            ),
-            "application/octet-stream": OpenApiTypes.BINARY,
-        },
-        responses={
-            202: UploadOutputSerializer,
-            200: OpenApiResponse(UploadOutputSerializer, "the same bytes were already received"),
-            400: _PROBLEM,
-            401: _PROBLEM,
-            409: _PROBLEM,
-            413: _PROBLEM,
-            422: _PROBLEM,
-            429: _PROBLEM,
-        },
+        request=_UPLOAD_REQUEST,
+        responses=_UPLOAD_RESPONSES,
     )
     def post(self, request):
         length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -225,11 +244,10 @@ class UploadCreateApi(TenantApiView):
             request.META.get("CONTENT_LENGTH") or 0
         ) and "chunked" not in request.headers.get("Transfer-Encoding", ""):
             raise ParseError("The request body is empty: send an NDJSON file.")
-        filename = request.query_params.get("filename") or ""
-        if not filename:
-            match = _FILENAME.search(request.headers.get("Content-Disposition", ""))
-            filename = match.group(1).strip() if match else "upload"
-        yield request._request, filename, self._params(request, {})
+        filename = request.query_params.get("filename") or _disposition_filename(
+            request.headers.get("Content-Disposition", "")
+        )
+        yield _raw_body(request), filename or "upload", self._params(request, {})
 
     def _params(self, request, form) -> dict:
         record_type = (form.get("type") or request.query_params.get("type") or "").strip()
@@ -247,7 +265,8 @@ class LegacyOrdersUploadApi(UploadCreateApi):
         operation_id="ingest_orders_legacy",
         deprecated=True,
         parameters=_UPLOAD_PARAMS,
-        responses={202: UploadOutputSerializer, 400: _PROBLEM, 401: _PROBLEM},
+        request=_UPLOAD_REQUEST,
+        responses=_UPLOAD_RESPONSES,
     )
     def post(self, request):
         return super().post(request)
@@ -268,7 +287,7 @@ class UploadListApi(TenantApiView):
             OpenApiParameter("type", str, enum=list(RECORDS)),
             OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
         ],
-        responses={200: UploadOutputSerializer(many=True), 401: _PROBLEM},
+        responses={200: UploadOutputSerializer(many=True), **problem_responses(401, 429)},
     )
     def get(self, request):
         uploads = upload_list(
@@ -285,7 +304,7 @@ class UploadDetailApi(TenantApiView):
     @extend_schema(
         operation_id="uploads_retrieve",
         parameters=[OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)],
-        responses={200: UploadOutputSerializer, 401: _PROBLEM, 404: _PROBLEM},
+        responses={200: UploadOutputSerializer, **_READ_RESPONSES},
     )
     def get(self, request, upload_id):
         upload = upload_get(tenant=self.tenant, upload_id=upload_id)
@@ -319,7 +338,7 @@ class UploadErrorsApi(TenantApiView):
             OpenApiParameter("format", str, enum=["json", "ndjson"]),
             OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
         ],
-        responses={200: RejectOutputSerializer(many=True), 401: _PROBLEM, 404: _PROBLEM},
+        responses={200: RejectOutputSerializer(many=True), **_READ_RESPONSES},
     )
     def get(self, request, upload_id):
         upload = upload_get(tenant=self.tenant, upload_id=upload_id)

@@ -15,7 +15,7 @@ from django.db import InterfaceError, OperationalError, connection, connections,
 from django.db.models import F
 from django.utils import timezone
 
-from apps.core.errors import ApplicationError, UnknownRecordTypeError
+from apps.core.errors import ApplicationError, UnknownRecordTypeError, WrongRecordTypeError
 from apps.ingestions import engine
 from apps.ingestions.engine.merge import (
     expire_pending,
@@ -147,7 +147,7 @@ def upload_create(
             filename=filename, explicit=record_type, open_stream=lambda: io.BytesIO(head)
         )
         if allowed_types is not None and record_type not in allowed_types:
-            raise UnknownRecordTypeError(
+            raise WrongRecordTypeError(
                 f"This endpoint takes {' and '.join(sorted(allowed_types))} files only, "
                 f"not {record_type}."
             )

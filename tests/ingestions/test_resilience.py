@@ -17,7 +17,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import redis
@@ -36,6 +35,7 @@ from apps.ingestions.services import (
 from apps.tenants.services import tenant_create
 from main.celery import app
 from tests.conftest import wait_for
+from tests.factories import database_url_of_tests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,17 +47,11 @@ BIN = Path(sys.executable).parent
 class Worker:
     process: subprocess.Popen
     name: str
+    log: Path
 
-
-def _database_url() -> str:
-    """The test database as a URL for another process (HOST may be a socket directory)."""
-    db = connection.settings_dict
-    host = db["HOST"] or db.get("OPTIONS", {}).get("host", "")
-    auth = quote(db["USER"] or "", safe="")
-    if db["PASSWORD"]:
-        auth += ":" + quote(db["PASSWORD"], safe="")
-    port = f":{db['PORT']}" if db["PORT"] else ""
-    return f"postgresql://{auth}@{quote(host, safe='')}{port}/{quote(db['NAME'], safe='')}"
+    def ready(self) -> bool:
+        """The worker has connected to its broker and consumes its queue."""
+        return " ready." in self.log.read_text(errors="replace")
 
 
 def _kill(worker: Worker) -> None:
@@ -105,7 +99,7 @@ def start_worker(tmp_path):
         name = f"{queue}-{len(started)}@resilience"
         env = {
             **os.environ,
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": database_url_of_tests(),
             "CELERY_BROKER_URL": broker_url or app.conf.broker_url,
         }
         command = [
@@ -116,7 +110,7 @@ def start_worker(tmp_path):
             "--concurrency",
             "1",
             "--loglevel",
-            "WARNING",
+            "INFO",  # its "ready." line tells the test the worker is consuming
             "-Q",
             queue,
             "-n",
@@ -135,7 +129,7 @@ def start_worker(tmp_path):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        worker = Worker(process=process, name=name)
+        worker = Worker(process=process, name=name, log=log)
         started.append((worker, log))
         return worker
 
@@ -315,9 +309,7 @@ def test_an_upload_sent_while_the_broker_is_down_is_queued_and_processed_once_it
 ):
     """With the broker down the request answers 202 `queued`; once back, a worker loads it."""
     worker = start_worker(queue, broker_url=redis_broker.url)
-    wait_for(
-        lambda: app.control.ping(destination=[worker.name], timeout=0.5), timeout=60, interval=0
-    )
+    wait_for(worker.ready, timeout=60)
     tenant, issued = tenant_create(name="brokerless")
     rows = [customer_row(customer_id=uid(f"down-{n}"), email=f"d{n}@example.com") for n in range(3)]
 

@@ -47,12 +47,18 @@ def _prefixed(alias: str, names) -> sql.Composable:
 
 
 def _parents_exist(spec: RecordSpec, alias: str) -> sql.Composable:
-    """`EXISTS (parent) AND ...` for a row aliased `alias`; TRUE for a type without parents."""
+    """`EXISTS (parent) AND ...` for a row aliased `alias`; TRUE for a type without parents.
+
+    `OFFSET 0` keeps each EXISTS a per-row primary-key probe: turned into a join, the
+    planner may hash the tenant's whole parent table for every chunk, and a wrong row
+    estimate then makes a load quadratic.
+    """
     if not spec.parents:
         return sql.SQL("TRUE")
     return sql.SQL(" AND ").join(
         sql.SQL(
-            "EXISTS (SELECT 1 FROM {table} p WHERE p.tenant_id = %(tenant)s AND p.{col} = {ref})"
+            "EXISTS (SELECT 1 FROM {table} p WHERE p.tenant_id = %(tenant)s AND p.{col} = {ref} "
+            "OFFSET 0)"
         ).format(
             table=sql.Identifier(parent.table),
             col=sql.Identifier(parent.column),
@@ -262,8 +268,8 @@ def merge_rows(
     # lock keeps every other writer of these ids out until we commit.
     cursor.execute(
         sql.SQL(
-            "SELECT EXISTS (SELECT 1 FROM {source} d JOIN {final} f "
-            "ON f.tenant_id = %(tenant)s AND f.{key} = d.{key})"
+            "SELECT EXISTS (SELECT 1 FROM {source} d WHERE EXISTS (SELECT 1 FROM {final} f "
+            "WHERE f.tenant_id = %(tenant)s AND f.{key} = d.{key} OFFSET 0))"
         ).format(source=source, final=final, key=key),
         params,
     )
