@@ -32,15 +32,7 @@ def rejects_of(upload: Upload) -> list[tuple[int, str, str]]:
 def counts_of(upload: Upload) -> dict[str, int]:
     """The upload's row counts, as the API shows them under `rows`."""
     upload.refresh_from_db()
-    return {
-        "total": upload.rows_total,
-        "inserted": upload.rows_inserted,
-        "updated": upload.rows_updated,
-        "unchanged": upload.rows_unchanged,
-        "rejected": upload.rows_rejected,
-        "pending": upload.rows_pending,
-        "duplicates": upload.rows_duplicates,
-    }
+    return upload.row_counts
 
 
 def assert_counts_add_up(upload: Upload) -> None:

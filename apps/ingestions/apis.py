@@ -95,15 +95,7 @@ class UploadOutputSerializer(serializers.Serializer):
         return {"code": upload.error_code, "detail": upload.error_detail}
 
     def get_rows(self, upload: Upload) -> dict:
-        return {
-            "total": upload.rows_total,
-            "inserted": upload.rows_inserted,
-            "updated": upload.rows_updated,
-            "unchanged": upload.rows_unchanged,
-            "rejected": upload.rows_rejected,
-            "pending": upload.rows_pending,
-            "duplicates": upload.rows_duplicates,
-        }
+        return upload.row_counts
 
     def get_progress(self, upload: Upload) -> dict:
         return {

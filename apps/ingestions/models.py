@@ -114,6 +114,19 @@ class Upload(BaseModel):
         return self.state in TERMINAL_STATES
 
     @property
+    def row_counts(self) -> dict[str, int]:
+        """The counts as the API shows them under `rows`."""
+        return {
+            "total": self.rows_total,
+            "inserted": self.rows_inserted,
+            "updated": self.rows_updated,
+            "unchanged": self.rows_unchanged,
+            "rejected": self.rows_rejected,
+            "pending": self.rows_pending,
+            "duplicates": self.rows_duplicates,
+        }
+
+    @property
     def rows_per_second(self) -> float:
         if not self.started_at:
             return 0.0

@@ -238,16 +238,7 @@ def _finished(upload_id) -> Upload | None:
 
 
 def _counts(upload: Upload) -> dict:
-    return {
-        "state": upload.state,
-        "total": upload.rows_total,
-        "inserted": upload.rows_inserted,
-        "updated": upload.rows_updated,
-        "unchanged": upload.rows_unchanged,
-        "rejected": upload.rows_rejected,
-        "pending": upload.rows_pending,
-        "duplicates": upload.rows_duplicates,
-    }
+    return {"state": upload.state, **upload.row_counts}
 
 
 def _loaded_once(rows: int) -> dict:

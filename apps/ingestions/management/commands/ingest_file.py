@@ -28,15 +28,7 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.detail) from exc
         up = outcome.upload
-        counts = {
-            "total": up.rows_total,
-            "inserted": up.rows_inserted,
-            "updated": up.rows_updated,
-            "unchanged": up.rows_unchanged,
-            "rejected": up.rows_rejected,
-            "pending": up.rows_pending,
-            "duplicates": up.rows_duplicates,
-        }
+        counts = up.row_counts
         if options["json"]:
             self.stdout.write(
                 json.dumps(
