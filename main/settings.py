@@ -163,6 +163,10 @@ IDEMPOTENCY_TTL_SECONDS = env_int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
 # An upload left `processing` by a dead worker (or `queued` while the broker was down) is
 # sent again after this long; the re-queue job runs every minute.
 UPLOAD_STUCK_SECONDS = env_int("UPLOAD_STUCK_SECONDS", 3 * 60)
+# An upload a live worker holds without writing progress this long is stopped and failed
+# ("hung"); progress is written every chunk, and no single statement of a healthy load
+# runs anywhere near this long.
+UPLOAD_HUNG_SECONDS = env_int("UPLOAD_HUNG_SECONDS", 30 * 60)
 
 # Ingestion limits and semantics.
 INGEST_MAX_LINE_BYTES = env_int("INGEST_MAX_LINE_BYTES", 1024 * 1024)

@@ -425,6 +425,50 @@ def upload_requeue(*, stuck_after: timedelta | None = None) -> int:
     return sent
 
 
+def _upload_lock_holder(upload_id) -> int | None:
+    """The server process id of the session holding the upload's lock, if any."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT l.pid FROM pg_locks l, "
+            "(SELECT hashtextextended('upload:' || %s::text, 0) AS k) key "
+            "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted "
+            "AND l.classid = ((key.k >> 32) & 4294967295)::oid "
+            "AND l.objid = (key.k & 4294967295)::oid",
+            (str(upload_id),),
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def upload_stop_hung(*, silent_for: timedelta | None = None) -> int:
+    """Stop uploads that a live worker holds but that made no progress for `silent_for`
+    (progress is written every chunk, so a healthy upload is never silent that long): mark
+    them failed (`hung`) and cancel their running statement. Called by a periodic job."""
+    if silent_for is None:
+        silent_for = timedelta(seconds=settings.UPLOAD_HUNG_SECONDS)
+    cutoff = timezone.now() - silent_for
+    stopped = 0
+    for upload_id in Upload.objects.filter(
+        state=UploadState.PROCESSING, updated_at__lt=cutoff
+    ).values_list("id", flat=True):
+        pid = _upload_lock_holder(upload_id)
+        if pid is None:
+            continue  # nobody holds it: a dead worker's upload, `upload_requeue` sends it
+        marked = Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
+            state=UploadState.FAILED,
+            error_code="hung",
+            error_detail=f"no progress for {int(silent_for.total_seconds())} s: processing "
+            "was stopped and nothing of this file was loaded",
+            finished_at=timezone.now(),
+        )
+        if marked:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_cancel_backend(%s)", (pid,))
+            logger.error("upload %s made no progress: stopped (backend %s)", upload_id, pid)
+            stopped += 1
+    return stopped
+
+
 def pending_expire(*, now=None, retention: timedelta | None = None) -> int:
     """Turn rows held longer than the retention window into `orphan` rejects; returns how
     many. Called by a periodic job."""

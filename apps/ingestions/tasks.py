@@ -20,8 +20,9 @@ def upload_process_task(upload_id: str) -> None:
 
 @shared_task(ignore_result=True)
 def upload_requeue_task() -> int:
-    from apps.ingestions.services import upload_requeue
+    from apps.ingestions.services import upload_requeue, upload_stop_hung
 
+    upload_stop_hung()
     return upload_requeue()
 
 

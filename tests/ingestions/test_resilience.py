@@ -355,3 +355,47 @@ def test_the_same_upload_run_twice_at_once_is_loaded_once(tenant, queue):
     assert len(returned) == 2
     assert _counts(_upload(upload.id)) == _loaded_once(count)
     assert Customer.objects.filter(tenant=tenant).count() == count
+
+
+def test_an_upload_that_stops_making_progress_is_stopped_and_reported(tenant):
+    """A worker that holds an upload but writes no progress for too long (here: stuck in a
+    statement) is cancelled, and the upload ends failed with code `hung`."""
+    import psycopg
+
+    from apps.ingestions.services import Fingerprint, upload_register, upload_stop_hung
+
+    upload = upload_register(
+        tenant=tenant,
+        record_type="customers",
+        filename="customers_1.ndjson",
+        fingerprint=Fingerprint(sha256="f" * 64, size=1),
+        strict=False,
+    ).upload
+    Upload.objects.filter(id=upload.id).update(state="processing")
+    hung = psycopg.connect(database_url_of_tests(), autocommit=True)
+    try:
+        hung.execute(
+            "SELECT pg_advisory_lock(hashtextextended('upload:' || %s::text, 0))",
+            (str(upload.id),),
+        )
+        result: list[BaseException] = []
+
+        def stuck_statement() -> None:
+            try:
+                hung.execute("SELECT pg_sleep(60)")
+            except BaseException as exc:
+                result.append(exc)
+
+        worker = threading.Thread(target=stuck_statement)
+        worker.start()
+        time.sleep(0.3)  # the statement is running
+        assert upload_stop_hung(silent_for=timedelta(0)) == 1
+        worker.join(timeout=10)
+        assert not worker.is_alive(), "the stuck statement was not cancelled"
+        assert isinstance(result[0], psycopg.errors.QueryCanceled)
+    finally:
+        hung.close()
+    upload.refresh_from_db()
+    assert (upload.state, upload.error_code) == ("failed", "hung")
+    assert upload.error_detail.startswith("no progress for 0 s")
+    assert upload_stop_hung(silent_for=timedelta(0)) == 0  # nothing left to stop
