@@ -8,7 +8,7 @@ neither deadlock on each other's rows nor lose an update.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import psycopg
 from psycopg import Cursor, sql
@@ -401,9 +401,6 @@ def pending_tenants(cursor: Cursor, *, older_than: datetime) -> list[str]:
         {"c": older_than},
     )
     return [row[0] for row in cursor.fetchall()]
-
-
-RETENTION_DEFAULT = timedelta(days=7)
 
 
 def refresh_statistics(cursor: Cursor, *, record_type: str, inserted: int) -> bool:

@@ -6,18 +6,6 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
-class Reject:
-    """One rejected line: 1-based physical line number, the field at fault (or ""), a
-    machine-readable code, a human message and the raw line as received."""
-
-    line: int
-    field: str
-    code: str
-    message: str
-    raw: str
-
-
-@dataclass(frozen=True, slots=True)
 class RowCounts:
     """What happened to the rows of one upload.
 
