@@ -87,7 +87,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     # Longer than any healthy upload takes: an unacked task is redelivered after this, and
     # the per-upload lock makes a redelivery wait rather than run twice.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 25 * 3600}
 # Fail fast when the broker is down: the upload stays queued and a periodic job resends it.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,
@@ -103,10 +103,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Far above any healthy upload (a million rows take well under a minute); a task past the
-# soft limit stops cleanly and its upload is reported failed ("timed_out").
-CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600)
-CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 6 * 3600 + 300)
+# Far above any healthy upload (a million rows take well under a minute): a stuck one is
+# caught by the progress watchdog (UPLOAD_HUNG_SECONDS) long before. A task past the soft
+# limit stops cleanly and its upload is reported failed ("timed_out").
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 24 * 3600)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 24 * 3600 + 300)
 CELERY_BEAT_SCHEDULE = {
     "upload-requeue": {"task": "apps.ingestions.tasks.upload_requeue_task", "schedule": 60.0},
     "pending-expire": {"task": "apps.ingestions.tasks.pending_expire_task", "schedule": 900.0},
