@@ -68,6 +68,22 @@ def _parents_exist(spec: RecordSpec, alias: str) -> sql.Composable:
     )
 
 
+def _select(
+    spec: RecordSpec, source: sql.Composable, where: sql.Composable | None = None
+) -> sql.Composable:
+    """The tenant's rows of `source` (aliased `d`) in the final table's column order."""
+    query = sql.SQL("SELECT %(tenant)s, {dcols} FROM {source} d").format(
+        dcols=_prefixed("d", spec.columns), source=source
+    )
+    return query if where is None else sql.SQL("{} WHERE {}").format(query, where)
+
+
+def _insert(spec: RecordSpec, select: sql.Composable) -> sql.Composable:
+    return sql.SQL("INSERT INTO {final} (tenant_id, {cols}) {select}").format(
+        final=sql.Identifier(spec.table), cols=_ids(spec.columns), select=select
+    )
+
+
 def _upsert(spec: RecordSpec, select: sql.Composable) -> sql.Composable:
     """INSERT ... ON CONFLICT DO UPDATE only when something differs; returns `inserted`."""
     data = [c for c in spec.columns if c != spec.key]
@@ -191,17 +207,7 @@ def insert_new(
     """
     cursor.execute("SAVEPOINT ingest_chunk")
     try:
-        cursor.execute(
-            sql.SQL(
-                "INSERT INTO {final} (tenant_id, {cols}) SELECT %s, {dcols} FROM {source} d"
-            ).format(
-                final=sql.Identifier(spec.table),
-                cols=_ids(spec.columns),
-                dcols=_prefixed("d", spec.columns),
-                source=source,
-            ),
-            (tenant_id,),
-        )
+        cursor.execute(_insert(spec, _select(spec, source)), {"tenant": tenant_id})
     except psycopg.errors.IntegrityError:
         cursor.execute("ROLLBACK TO SAVEPOINT ingest_chunk")
         cursor.execute("RELEASE SAVEPOINT ingest_chunk")
@@ -259,10 +265,7 @@ def merge_rows(
 
     # When every parent is there (the usual case) the row filter is left out: the foreign
     # keys check each row anyway, and the filter would cost a second lookup per row.
-    where = _parents_exist(spec, "d") if pending else sql.SQL("TRUE")
-    select = sql.SQL("SELECT %(tenant)s, {dcols} FROM {source} d WHERE {where}").format(
-        dcols=_prefixed("d", spec.columns), source=source, where=where
-    )
+    select = _select(spec, source, _parents_exist(spec, "d") if pending else None)
     # A plain INSERT when none of the ids exists yet (first loads, append-only feeds):
     # ON CONFLICT's speculative insertion costs ~20% more per row. Safe: the tenant's merge
     # lock keeps every other writer of these ids out until we commit.
@@ -283,12 +286,7 @@ def merge_rows(
         )
         inserted, updated = cursor.fetchone()
     else:
-        cursor.execute(
-            sql.SQL("INSERT INTO {final} (tenant_id, {cols}) {select}").format(
-                final=final, cols=_ids(spec.columns), select=select
-            ),
-            params,
-        )
+        cursor.execute(_insert(spec, select), params)
         inserted, updated = cursor.rowcount, 0
     return MergeCounts(
         inserted=inserted,
