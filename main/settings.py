@@ -116,6 +116,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
     },
     "blob-purge": {"task": "apps.ingestions.tasks.blob_purge_task", "schedule": 3600.0},
+    "session-expire": {"task": "apps.ingestions.tasks.session_expire_task", "schedule": 900.0},
 }
 
 REST_FRAMEWORK = {
@@ -173,6 +174,9 @@ UPLOAD_HUNG_SECONDS = env_int("UPLOAD_HUNG_SECONDS", 30 * 60)
 INGEST_MAX_LINE_BYTES = env_int("INGEST_MAX_LINE_BYTES", 1024 * 1024)
 INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 20 * 1024**3)
 INGEST_PENDING_RETENTION_SECONDS = env_int("INGEST_PENDING_RETENTION_SECONDS", 7 * 24 * 3600)
+# A resumable upload session (and a tus upload) left unfinished this long expires and its
+# bytes are deleted by the periodic job.
+INGEST_SESSION_TTL_SECONDS = env_int("INGEST_SESSION_TTL_SECONDS", 24 * 3600)
 
 LOGGING = {
     "version": 1,

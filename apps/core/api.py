@@ -58,7 +58,9 @@ def _problem_response(body: dict, headers: dict | None = None) -> Response:
 def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Every error as application/problem+json with a clear detail."""
     if isinstance(exc, ApplicationError):
-        return _problem_response(problem(exc.status, exc.title, exc.detail, exc.code, **exc.extra))
+        return _problem_response(
+            problem(exc.status, exc.title, exc.detail, exc.code, **exc.extra), exc.headers
+        )
     response = exception_handler(exc, context)
     if response is None:
         return None  # a bug: Django's 500 handler below answers

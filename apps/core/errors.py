@@ -9,12 +9,20 @@ class ApplicationError(Exception):
     code = "bad_request"
     title = "Bad request"
 
-    def __init__(self, detail: str, *, code: str | None = None, extra: dict | None = None):
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        extra: dict | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail)
         self.detail = detail
         if code is not None:
             self.code = code
-        self.extra = extra or {}
+        self.extra = extra or {}  # more members of the problem document
+        self.headers = headers or {}  # response headers (e.g. Upload-Offset on a 409)
 
 
 class NotFoundError(ApplicationError):
@@ -49,3 +57,9 @@ class PayloadTooLargeError(ApplicationError):
 class WrongRecordTypeError(ApplicationError):
     code = "type_not_allowed"
     title = "Record type not accepted here"
+
+
+class GoneError(ApplicationError):
+    status = 410
+    code = "gone"
+    title = "Gone"

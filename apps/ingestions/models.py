@@ -135,6 +135,50 @@ class Upload(BaseModel):
         return round(self.rows_done / seconds, 1) if seconds > 0 else 0.0
 
 
+class SessionState(models.TextChoices):
+    OPEN = "open"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class UploadSession(BaseModel):
+    """A resumable upload: bytes arrive in chunks at increasing offsets into a blob, and
+    the last byte turns the session into an `Upload`. A tus upload is one of these."""
+
+    token = models.CharField(primary_key=True, max_length=64)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    filename = models.CharField(max_length=255)
+    size = models.BigIntegerField()
+    offset = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True, default="")  # expected, if given
+    record_type = models.CharField(max_length=16, blank=True, default="")  # explicit, if given
+    strict = models.BooleanField(default=False)
+    state = models.CharField(max_length=16, choices=SessionState.choices, default="open")
+    blob = models.ForeignKey(
+        Blob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    upload = models.ForeignKey(
+        Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_detail = models.TextField(blank=True, default="")
+    metadata = models.CharField(max_length=4096, blank=True, default="")  # tus Upload-Metadata
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        db_table = "upload_sessions"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(offset__gte=0) & Q(offset__lte=models.F("size")),
+                name="upload_sessions_offset_in_size",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"session {self.token} ({self.offset}/{self.size}, {self.state})"
+
+
 class IdempotencyKey(models.Model):
     """A client's Idempotency-Key: its request fingerprint and, once done, the response."""
 

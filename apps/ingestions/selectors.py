@@ -4,7 +4,7 @@ import uuid
 
 from django.db.models import QuerySet
 
-from apps.ingestions.models import Reject, Upload
+from apps.ingestions.models import Reject, Upload, UploadSession
 from apps.tenants.models import Tenant
 
 
@@ -36,3 +36,8 @@ def upload_get(*, tenant: Tenant, upload_id) -> Upload | None:
 
 def reject_list(*, tenant: Tenant, upload: Upload) -> QuerySet[Reject]:
     return Reject.objects.filter(upload=upload, upload__tenant=tenant).order_by("line", "id")
+
+
+def session_get(*, tenant: Tenant, token: str) -> UploadSession | None:
+    """The tenant's upload session, or None (also for another tenant's token)."""
+    return UploadSession.objects.filter(tenant=tenant, token=str(token)[:64]).first()

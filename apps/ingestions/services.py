@@ -490,3 +490,35 @@ def pending_expire(*, now=None, retention: timedelta | None = None) -> int:
                     state=UploadState.COMPLETED_WITH_ERRORS,
                 )
     return total
+
+
+def upload_retry(*, upload_id) -> bool:
+    """Process a failed upload again from its stored bytes (a resumed session asks for
+    this). Anything else is left as it is; returns whether the upload was queued."""
+    from apps.ingestions.models import Reject
+
+    with transaction.atomic():
+        upload = Upload.objects.select_for_update().filter(id=upload_id).first()
+        if upload is None or upload.state != UploadState.FAILED or upload.blob_id is None:
+            return False
+        Reject.objects.filter(upload_id=upload.id).delete()
+        Upload.objects.filter(id=upload.id).update(
+            state=UploadState.QUEUED,
+            error_code="",
+            error_detail="",
+            rows_total=0,
+            rows_inserted=0,
+            rows_updated=0,
+            rows_unchanged=0,
+            rows_rejected=0,
+            rows_pending=0,
+            rows_duplicates=0,
+            bytes_done=0,
+            rows_done=0,
+            started_at=None,
+            finished_at=None,
+            updated_at=timezone.now(),
+        )
+        transaction.on_commit(lambda: upload_enqueue(upload_id=upload.id))
+    logger.info("upload %s queued again after failing", upload_id)
+    return True

@@ -102,17 +102,19 @@ class BlobReader:
 
 
 def blob_purge_orphans(*, older_than_seconds: int = 3600) -> int:
-    """Delete blobs no upload points to (a request that failed half-way), once they are
-    old enough not to belong to a request still running."""
+    """Delete blobs no upload or session points to (a request that failed half-way), once
+    they are old enough not to belong to a request still running."""
     from datetime import timedelta
 
     from django.db.models import Exists, OuterRef
     from django.utils import timezone
 
-    from apps.ingestions.models import Upload
+    from apps.ingestions.models import Upload, UploadSession
 
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
-    orphans = Blob.objects.filter(created_at__lt=cutoff).exclude(
-        Exists(Upload.objects.filter(blob_id=OuterRef("id")))
+    orphans = (
+        Blob.objects.filter(created_at__lt=cutoff)
+        .exclude(Exists(Upload.objects.filter(blob_id=OuterRef("id"))))
+        .exclude(Exists(UploadSession.objects.filter(blob_id=OuterRef("id"))))
     )
     return orphans.delete()[0]

@@ -45,3 +45,10 @@ def blob_purge_task() -> int:
     from apps.ingestions.storage import blob_purge_orphans
 
     return blob_purge_orphans()
+
+
+@shared_task(ignore_result=True)
+def session_expire_task() -> int:
+    from apps.ingestions.sessions import session_expire
+
+    return session_expire()

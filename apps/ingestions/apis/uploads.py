@@ -49,7 +49,7 @@ def _disposition_filename(header: str) -> str:
     return (message.get_filename() or "").strip().replace("/", "_").replace("\\", "_")
 
 
-def _raw_body(request):
+def raw_body(request):
     """The request body as a stream. A chunked body has no Content-Length: Django would
     read nothing, so read the server's (already de-chunked) input to its end instead."""
     django_request = request._request
@@ -120,6 +120,15 @@ _UPLOAD_PARAMS = [
         description="replays the first response for 24 h",
     ),
     OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
+    OpenApiParameter(
+        "Upload-Token",
+        str,
+        OpenApiParameter.HEADER,
+        description="the body is a chunk of this resumable session (see sessions_chunk)",
+    ),
+    OpenApiParameter(
+        "Upload-Offset", int, OpenApiParameter.HEADER, description="with Upload-Token"
+    ),
 ]
 _UPLOAD_REQUEST = {
     "multipart/form-data": inline_serializer(
@@ -132,6 +141,7 @@ _UPLOAD_REQUEST = {
     ),
     "application/octet-stream": OpenApiTypes.BINARY,
     "application/x-ndjson": OpenApiTypes.BINARY,
+    "application/offset+octet-stream": OpenApiTypes.BINARY,
 }
 _UPLOAD_RESPONSES = {
     202: UploadOutputSerializer,
@@ -154,6 +164,11 @@ class UploadCreateApi(TenantApiView):
         responses=_UPLOAD_RESPONSES,
     )
     def post(self, request):
+        token = request.headers.get("Upload-Token")
+        if token is not None:  # a chunk of a resumable session
+            from apps.ingestions.apis.sessions import chunk_response
+
+            return chunk_response(request, tenant=self.tenant, token=token.strip())
         length = int(request.META.get("CONTENT_LENGTH") or 0)
         if length > settings.INGEST_MAX_UPLOAD_BYTES:
             raise PayloadTooLargeError(
@@ -239,7 +254,7 @@ class UploadCreateApi(TenantApiView):
         filename = request.query_params.get("filename") or _disposition_filename(
             request.headers.get("Content-Disposition", "")
         )
-        yield _raw_body(request), filename or "upload", self._params(request, {})
+        yield raw_body(request), filename or "upload", self._params(request, {})
 
     def _params(self, request, form) -> dict:
         record_type = (form.get("type") or request.query_params.get("type") or "").strip()

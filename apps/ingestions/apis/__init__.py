@@ -1,0 +1,32 @@
+"""The ingestion HTTP API: uploads, resumable sessions and tus."""
+
+from apps.ingestions.apis.sessions import (
+    SessionCreateApi,
+    SessionDetailApi,
+    SessionResumeApi,
+    SessionStatusApi,
+)
+from apps.ingestions.apis.tus import TusCreateApi, TusUploadApi
+from apps.ingestions.apis.uploads import (
+    LegacyOrdersUploadApi,
+    UploadCreateApi,
+    UploadDetailApi,
+    UploadErrorsApi,
+    UploadListApi,
+    upload_data,
+)
+
+__all__ = [
+    "LegacyOrdersUploadApi",
+    "SessionCreateApi",
+    "SessionDetailApi",
+    "SessionResumeApi",
+    "SessionStatusApi",
+    "TusCreateApi",
+    "TusUploadApi",
+    "UploadCreateApi",
+    "UploadDetailApi",
+    "UploadErrorsApi",
+    "UploadListApi",
+    "upload_data",
+]

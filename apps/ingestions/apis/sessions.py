@@ -1,0 +1,265 @@
+"""Resumable upload sessions: create, send chunks (PATCH here, or POST to the comprehensive
+endpoint with `Upload-Token`), status, resume."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+
+from apps.core.api import TenantApiView, problem_responses
+from apps.core.errors import ApplicationError
+from apps.ingestions.apis.uploads import UploadOutputSerializer, raw_body, upload_data
+from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.idempotency import (
+    idempotency_begin,
+    idempotency_check,
+    idempotency_finish,
+    idempotency_release,
+    request_fingerprint,
+)
+from apps.ingestions.models import UploadSession
+from apps.ingestions.sessions import (
+    session_append,
+    session_create,
+    session_lookup,
+    session_resume,
+    session_terminate,
+)
+
+CHUNK_CONTENT_TYPES = ("application/offset+octet-stream", "application/octet-stream")
+
+
+class SessionOutputSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    url = serializers.SerializerMethodField()
+    filename = serializers.CharField()
+    size = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    state = serializers.CharField()
+    type = serializers.CharField(source="record_type", allow_blank=True)
+    sha256 = serializers.CharField(allow_blank=True)
+    strict = serializers.BooleanField()
+    error = serializers.SerializerMethodField()
+    upload_id = serializers.UUIDField(allow_null=True)
+    upload_url = serializers.SerializerMethodField()
+    tus_url = serializers.SerializerMethodField()
+    expires_at = serializers.DateTimeField()
+    created_at = serializers.DateTimeField()
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_url(self, session: UploadSession) -> str:
+        return self._absolute(reverse("session-detail", kwargs={"token": session.token}))
+
+    def get_tus_url(self, session: UploadSession) -> str:
+        return self._absolute(reverse("tus-upload", kwargs={"token": session.token}))
+
+    def get_upload_url(self, session: UploadSession) -> str | None:
+        if session.upload_id is None:
+            return None
+        return self._absolute(reverse("upload-detail", kwargs={"upload_id": session.upload_id}))
+
+    def get_error(self, session: UploadSession) -> dict | None:
+        if not session.error_code:
+            return None
+        return {"code": session.error_code, "detail": session.error_detail}
+
+
+def session_data(session: UploadSession, request) -> dict:
+    return SessionOutputSerializer(session, context={"request": request}).data
+
+
+def _offset_header(request) -> int:
+    raw = request.headers.get("Upload-Offset")
+    if raw is None:
+        raise ApplicationError(
+            "Send the Upload-Offset header: where the chunk starts.", code="no_offset"
+        )
+    if not raw.strip().isdigit():
+        raise ApplicationError("Upload-Offset must be a non-negative integer.", code="bad_offset")
+    return int(raw)
+
+
+def _content_length(request) -> int | None:
+    raw = request.META.get("CONTENT_LENGTH")
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def chunk_response(request, *, tenant, token: str) -> Response:
+    """Store one chunk of a session. An unfinished file answers 200 with the session; the
+    chunk that completes it answers 202 with the new upload (200 with the earlier upload
+    when the same bytes were received before). `Upload-Offset` always tells the offset."""
+    content_type = (request.content_type or "").split(";")[0].strip().lower()
+    if content_type not in CHUNK_CONTENT_TYPES:
+        raise ApplicationError(
+            "Send a chunk as raw bytes: Content-Type application/offset+octet-stream "
+            "or application/octet-stream.",
+            code="bad_chunk_type",
+        )
+    outcome = session_append(
+        tenant=tenant,
+        token=token,
+        offset=_offset_header(request),
+        stream=raw_body(request),
+        content_length=_content_length(request),
+    )
+    headers = {"Upload-Offset": str(outcome.session.offset)}
+    if outcome.upload is None:
+        return Response(session_data(outcome.session, request), headers=headers)
+    body = upload_data(outcome.upload.upload, request)
+    code = status.HTTP_202_ACCEPTED if outcome.upload.created else status.HTTP_200_OK
+    return Response(body, status=code, headers={**headers, "Location": body["url"]})
+
+
+_KEY = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)
+_CHUNK_PARAMS = [
+    _KEY,
+    OpenApiParameter(
+        "Upload-Offset", int, OpenApiParameter.HEADER, required=True, description="chunk start"
+    ),
+]
+_CHUNK_RESPONSES = {
+    200: OpenApiResponse(
+        SessionOutputSerializer,
+        "chunk stored, file unfinished (or, when the file is complete, the earlier upload "
+        "of identical bytes)",
+    ),
+    202: OpenApiResponse(UploadOutputSerializer, "the last chunk: the upload is queued"),
+    **problem_responses(400, 401, 404, 409, 410, 422, 429),
+}
+
+
+class SessionCreateApi(TenantApiView):
+    class InputSerializer(serializers.Serializer):
+        filename = serializers.CharField(max_length=255)
+        size = serializers.IntegerField(min_value=1)
+        sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, allow_blank=True)
+        type = serializers.ChoiceField(choices=list(RECORDS), required=False, allow_blank=True)
+        strict = serializers.BooleanField(required=False, default=False)
+
+    @extend_schema(
+        operation_id="sessions_create",
+        parameters=[
+            _KEY,
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="the same key and body give back the same session for 24 h",
+            ),
+        ],
+        request=InputSerializer,
+        responses={201: SessionOutputSerializer, **problem_responses(400, 401, 409, 413, 422)},
+    )
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        key = request.headers.get("Idempotency-Key")
+        fingerprint = request_fingerprint(
+            method=request.method,
+            path=request.path,
+            sha256=hashlib.sha256(msgspec.json.encode(values, order="sorted")).hexdigest(),
+            params={},
+        )
+        claim = None
+        if key is not None:
+            claim = idempotency_begin(tenant=self.tenant, key=key)
+            if claim is None:
+                replay = idempotency_check(tenant=self.tenant, key=key, fingerprint=fingerprint)
+                return Response(
+                    replay.body,
+                    status=replay.status_code,
+                    headers={**replay.headers, "Idempotent-Replayed": "true"},
+                )
+        try:
+            session = session_create(
+                tenant=self.tenant,
+                filename=values["filename"],
+                size=values["size"],
+                sha256=values.get("sha256") or "",
+                record_type=values.get("type") or "",
+                strict=values["strict"],
+            )
+        except BaseException:
+            if claim is not None:
+                idempotency_release(row=claim)
+            raise
+        body = session_data(session, request)
+        headers = {"Location": body["url"], "Upload-Offset": "0"}
+        if claim is not None:
+            idempotency_finish(
+                row=claim, fingerprint=fingerprint, status_code=201, body=body, headers=headers
+            )
+        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
+
+
+class SessionDetailApi(TenantApiView):
+    """The session (GET), a chunk of it (PATCH), or forget it and its bytes (DELETE)."""
+
+    @extend_schema(
+        operation_id="sessions_retrieve",
+        parameters=[_KEY],
+        responses={200: SessionOutputSerializer, **problem_responses(401, 404)},
+    )
+    def get(self, request, token):
+        return Response(session_data(session_lookup(tenant=self.tenant, token=token), request))
+
+    @extend_schema(
+        operation_id="sessions_chunk",
+        parameters=_CHUNK_PARAMS,
+        request={"application/offset+octet-stream": OpenApiTypes.BINARY},
+        responses=_CHUNK_RESPONSES,
+    )
+    def patch(self, request, token):
+        return chunk_response(request, tenant=self.tenant, token=token)
+
+    @extend_schema(
+        operation_id="sessions_destroy",
+        parameters=[_KEY],
+        responses={204: None, **problem_responses(401, 404, 409)},
+    )
+    def delete(self, request, token):
+        session_terminate(tenant=self.tenant, token=token)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionStatusApi(TenantApiView):
+    @extend_schema(
+        operation_id="sessions_status",
+        parameters=[_KEY],
+        responses={200: SessionOutputSerializer, **problem_responses(401, 404)},
+    )
+    def get(self, request, token):
+        session = session_lookup(tenant=self.tenant, token=token)
+        return Response(
+            session_data(session, request), headers={"Upload-Offset": str(session.offset)}
+        )
+
+
+class SessionResumeApi(TenantApiView):
+    @extend_schema(
+        operation_id="sessions_resume",
+        parameters=[_KEY],
+        request=None,
+        responses={
+            200: OpenApiResponse(SessionOutputSerializer, "send the rest from `offset`"),
+            202: OpenApiResponse(SessionOutputSerializer, "the failed processing runs again"),
+            **problem_responses(401, 404, 409, 410),
+        },
+    )
+    def post(self, request, token):
+        outcome = session_resume(tenant=self.tenant, token=token)
+        return Response(
+            session_data(outcome.session, request),
+            status=status.HTTP_202_ACCEPTED if outcome.requeued else status.HTTP_200_OK,
+            headers={"Upload-Offset": str(outcome.session.offset)},
+        )

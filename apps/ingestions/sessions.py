@@ -1,0 +1,451 @@
+"""Resumable uploads (SPEC section 5): a session receives a file in chunks at increasing
+offsets, stores each piece durably in the upload's blob before acknowledging it, and turns
+into an `Upload` when the last byte arrives and the checksum matches. A tus 1.0 upload is a
+session too; only the HTTP dialect differs.
+
+A chunk without a checksum of its own is committed piece by piece (1 MiB at a time), so a
+transfer cut in the middle of a chunk resumes from the last stored piece, not from the
+start of the chunk. A chunk with a checksum (tus `Upload-Checksum`) is all or nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import re
+import secrets
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from apps.core.errors import (
+    ApplicationError,
+    ConflictError,
+    GoneError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnknownRecordTypeError,
+    UnprocessableError,
+)
+from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.models import Blob, BlobChunk, SessionState, UploadSession
+from apps.ingestions.selectors import session_get
+from apps.ingestions.services import (
+    Fingerprint,
+    UploadOutcome,
+    record_type_decide,
+    upload_register,
+    upload_retry,
+)
+from apps.ingestions.storage import CHUNK_BYTES, HEAD_BYTES
+from apps.tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
+
+
+class ChecksumMismatchError(ApplicationError):
+    """A chunk's bytes do not match its Upload-Checksum (tus answers 460)."""
+
+    status = 460
+    code = "checksum_mismatch"
+    title = "Checksum mismatch"
+
+
+@dataclass(frozen=True)
+class ChunkChecksum:
+    algorithm: str
+    digest: bytes
+
+    @classmethod
+    def parse(cls, header: str) -> ChunkChecksum:
+        """`Upload-Checksum: <algorithm> <base64 digest>`."""
+        algorithm, _, encoded = header.strip().partition(" ")
+        algorithm = algorithm.lower()
+        if algorithm not in CHECKSUM_ALGORITHMS:
+            raise ApplicationError(
+                f"Unsupported checksum algorithm {algorithm!r}; use one of "
+                f"{', '.join(CHECKSUM_ALGORITHMS)}.",
+                code="unsupported_checksum",
+            )
+        try:
+            digest = base64.b64decode(encoded.strip(), validate=True)
+        except ValueError:
+            raise ApplicationError(
+                "Upload-Checksum must be `<algorithm> <base64 digest>`.", code="bad_checksum"
+            ) from None
+        return cls(algorithm=algorithm, digest=digest)
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    session: UploadSession
+    upload: UploadOutcome | None  # set when this chunk completed the file
+
+
+def _clean_filename(filename: str) -> str:
+    return filename.strip().replace("/", "_").replace("\\", "_")[:255]
+
+
+def session_create(
+    *,
+    tenant: Tenant,
+    filename: str,
+    size: int,
+    sha256: str = "",
+    record_type: str = "",
+    strict: bool = False,
+    metadata: str = "",
+) -> UploadSession:
+    """Open a session for a file of `size` bytes. Its bytes go to a blob of their own."""
+    filename = _clean_filename(filename)
+    if not filename:
+        raise ApplicationError("Give the file's name (`filename`).", code="missing_filename")
+    if size <= 0:
+        raise ApplicationError("The file is empty: its size must be at least 1.", code="empty_file")
+    if size > settings.INGEST_MAX_UPLOAD_BYTES:
+        raise PayloadTooLargeError(
+            f"The file is {size} bytes; the limit is {settings.INGEST_MAX_UPLOAD_BYTES}."
+        )
+    sha256 = sha256.strip().lower()
+    if sha256 and not _SHA256.fullmatch(sha256):
+        raise ApplicationError("sha256 must be 64 hexadecimal digits.", code="bad_sha256")
+    if record_type and record_type not in RECORDS:
+        raise UnknownRecordTypeError(
+            f"Unknown type {record_type!r}; expected one of {', '.join(RECORDS)}."
+        )
+    with transaction.atomic():
+        blob = Blob.objects.create(sha256="", size_bytes=0)
+        return UploadSession.objects.create(
+            token=secrets.token_hex(16),
+            tenant=tenant,
+            filename=filename,
+            size=size,
+            sha256=sha256,
+            record_type=record_type,
+            strict=strict,
+            metadata=metadata,
+            blob=blob,
+            expires_at=timezone.now() + timedelta(seconds=settings.INGEST_SESSION_TTL_SECONDS),
+        )
+
+
+def _offset_conflict(session: UploadSession, detail: str, code: str) -> ConflictError:
+    return ConflictError(
+        detail,
+        code=code,
+        extra={"offset": session.offset},
+        headers={"Upload-Offset": str(session.offset)},
+    )
+
+
+def _session_lock(token: str) -> bool:
+    """One request at a time writes a session: a session-level advisory lock, held across
+    the small transactions that store a chunk's pieces."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_lock(hashtextextended('session:' || %s, 0))", (token,)
+        )
+        return cursor.fetchone()[0]
+
+
+def _session_unlock(token: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(hashtextextended('session:' || %s, 0))", (token,))
+
+
+def _check_writable(session: UploadSession) -> None:
+    if session.state == SessionState.EXPIRED:
+        raise GoneError(
+            "This upload session has expired and its bytes were deleted; start a new one.",
+            code="session_expired",
+        )
+    if session.state == SessionState.FAILED:
+        raise _offset_conflict(
+            session, f"This upload session failed: {session.error_detail}", "session_failed"
+        )
+    if session.state == SessionState.COMPLETE:
+        raise _offset_conflict(
+            session, "This upload session already has all its bytes.", "session_complete"
+        )
+
+
+def session_append(
+    *,
+    tenant: Tenant,
+    token: str,
+    offset: int,
+    stream: BinaryIO,
+    content_length: int | None,
+    checksum: ChunkChecksum | None = None,
+) -> ChunkOutcome:
+    """Store a chunk that starts at `offset`; the chunk that completes the file creates
+    and queues its upload. A wrong offset is a 409 that tells the offset to send from."""
+    if not _session_lock(token):
+        session = session_lookup(tenant=tenant, token=token)
+        raise _offset_conflict(
+            session, "Another chunk of this session is being received; retry.", "session_busy"
+        )
+    try:
+        session = session_lookup(tenant=tenant, token=token)
+        _check_writable(session)
+        if offset != session.offset:
+            raise _offset_conflict(
+                session,
+                f"This chunk starts at offset {offset}, but the session has {session.offset} "
+                f"bytes: send from offset {session.offset}.",
+                "offset_mismatch",
+            )
+        if content_length is not None and offset + content_length > session.size:
+            raise ApplicationError(
+                f"The chunk ends at byte {offset + content_length}, past the declared size "
+                f"of {session.size} bytes.",
+                code="past_declared_size",
+            )
+        _store_chunk(session, stream, checksum)
+        session.refresh_from_db()
+        upload = None
+        if session.offset == session.size:
+            upload = _session_complete(session)
+            session.refresh_from_db()
+        return ChunkOutcome(session=session, upload=upload)
+    finally:
+        _session_unlock(token)
+
+
+def _store_chunk(session: UploadSession, stream: BinaryIO, checksum: ChunkChecksum | None) -> None:
+    """Write the chunk's bytes as blob pieces, advancing the session's offset with each
+    committed piece (or once, for a checksummed chunk: all or nothing)."""
+    last = BlobChunk.objects.filter(blob_id=session.blob_id).aggregate(last=Max("seq"))["last"]
+    seq = -1 if last is None else last
+    offset = session.offset
+    hasher = hashlib.new(checksum.algorithm) if checksum else None
+    with transaction.atomic() if checksum else nullcontext():
+        while True:
+            try:
+                piece = stream.read(CHUNK_BYTES)
+            except OSError as exc:  # the client went away mid-chunk
+                raise ApplicationError(
+                    f"The chunk was cut short after {offset - session.offset} bytes.",
+                    code="chunk_incomplete",
+                ) from exc
+            if not piece:
+                break
+            if offset + len(piece) > session.size:
+                raise ApplicationError(
+                    f"The chunk goes past the declared size of {session.size} bytes.",
+                    code="past_declared_size",
+                )
+            if hasher:
+                hasher.update(piece)
+            seq += 1
+            with transaction.atomic():
+                _durable()
+                BlobChunk.objects.create(blob_id=session.blob_id, seq=seq, data=piece)
+                UploadSession.objects.filter(token=session.token).update(
+                    offset=F("offset") + len(piece), updated_at=timezone.now()
+                )
+            offset += len(piece)
+        if hasher and hasher.digest() != checksum.digest:
+            raise ChecksumMismatchError(
+                f"The chunk's {checksum.algorithm} does not match Upload-Checksum; "
+                "it was not stored: send it again.",
+                extra={"offset": session.offset},
+                headers={"Upload-Offset": str(session.offset)},
+            )
+
+
+def _durable() -> None:
+    # A chunk is acknowledged only once it is on disk, whatever the server's default.
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = on")
+
+
+def _session_fail(session: UploadSession, *, code: str, detail: str) -> None:
+    blob_id = session.blob_id
+    UploadSession.objects.filter(token=session.token).update(
+        state=SessionState.FAILED,
+        error_code=code,
+        error_detail=detail,
+        blob=None,
+        updated_at=timezone.now(),
+    )
+    Blob.objects.filter(id=blob_id).delete()
+
+
+def _session_complete(session: UploadSession) -> UploadOutcome:
+    """All bytes are in: check the file's sha256, decide its type and register the upload
+    (queued once this commits). Identical bytes already received give the earlier upload."""
+    digest = hashlib.sha256()
+    head = b""
+    size = 0
+    pieces = (
+        BlobChunk.objects.filter(blob_id=session.blob_id)
+        .order_by("seq")
+        .values_list("data", flat=True)
+        .iterator(chunk_size=4)  # a server-side cursor: a few MiB in memory at a time
+    )
+    for piece in pieces:
+        piece = bytes(piece)
+        digest.update(piece)
+        size += len(piece)
+        if len(head) < HEAD_BYTES:
+            head += piece[: HEAD_BYTES - len(head)]
+    sha256 = digest.hexdigest()
+    if size != session.size:  # cannot happen while offsets are checked; never load if it does
+        detail = f"stored {size} bytes for a session of {session.size}"
+        _session_fail(session, code="size_mismatch", detail=detail)
+        raise ApplicationError(f"The session failed: {detail}.", code="size_mismatch")
+    if session.sha256 and sha256 != session.sha256:
+        detail = (
+            f"the file's sha256 is {sha256}, not the {session.sha256} announced; nothing was loaded"
+        )
+        _session_fail(session, code="checksum_mismatch", detail=detail)
+        raise UnprocessableError(f"Checksum mismatch: {detail}.", code="checksum_mismatch")
+    try:
+        record_type = record_type_decide(
+            filename=session.filename,
+            explicit=session.record_type or None,
+            open_stream=lambda: io.BytesIO(head),
+        )
+    except UnknownRecordTypeError as exc:
+        _session_fail(session, code=exc.code, detail=exc.detail)
+        raise
+    with transaction.atomic():
+        Blob.objects.filter(id=session.blob_id).update(sha256=sha256, size_bytes=size, head=head)
+        blob = Blob.objects.get(id=session.blob_id)
+        outcome = upload_register(
+            tenant=session.tenant,
+            record_type=record_type,
+            filename=session.filename,
+            fingerprint=Fingerprint(sha256=sha256, size=size),
+            strict=session.strict,
+            blob=blob,
+        )
+        UploadSession.objects.filter(token=session.token).update(
+            state=SessionState.COMPLETE,
+            upload=outcome.upload,
+            blob=blob if outcome.created else None,
+            updated_at=timezone.now(),
+        )
+        if not outcome.created:
+            blob.delete()  # the earlier upload keeps its own copy
+    logger.info(
+        "session %s complete: upload %s (%s)",
+        session.token,
+        outcome.upload.id,
+        "new" if outcome.created else "identical bytes already received",
+    )
+    return outcome
+
+
+def session_lookup(*, tenant: Tenant, token: str) -> UploadSession:
+    """The tenant's session (404 for anyone else's); an open one past its expiry is
+    expired on the spot, without waiting for the periodic job."""
+    session = session_get(tenant=tenant, token=token)
+    if session is None:
+        raise NotFoundError("No such upload session.", code="not_found")
+    if session.state == SessionState.OPEN and session.expires_at <= timezone.now():
+        _session_mark_expired(session)
+    return session
+
+
+@dataclass(frozen=True)
+class ResumeOutcome:
+    session: UploadSession
+    requeued: bool  # a failed processing was started again
+
+
+def session_resume(*, tenant: Tenant, token: str) -> ResumeOutcome:
+    """An open session answers the offset to send from; a complete one whose processing
+    failed is processed again from its stored bytes."""
+    session = session_lookup(tenant=tenant, token=token)
+    if session.state == SessionState.EXPIRED:
+        raise GoneError(
+            "This upload session has expired and its bytes were deleted; start a new one.",
+            code="session_expired",
+        )
+    if session.state == SessionState.FAILED:
+        raise ConflictError(
+            f"This upload session failed ({session.error_detail}); start a new one.",
+            code="session_failed",
+        )
+    requeued = False
+    if session.state == SessionState.COMPLETE and session.upload_id is not None:
+        requeued = upload_retry(upload_id=session.upload_id)
+    session.refresh_from_db()
+    return ResumeOutcome(session=session, requeued=requeued)
+
+
+def session_terminate(*, tenant: Tenant, token: str) -> None:
+    """tus termination: forget the session and the bytes it holds. An upload it already
+    produced stays."""
+    session = session_lookup(tenant=tenant, token=token)
+    if not _session_lock(token):
+        raise _offset_conflict(
+            session, "A chunk of this session is being received; retry.", "session_busy"
+        )
+    try:
+        with transaction.atomic():
+            blob_id = session.blob_id if session.state == SessionState.OPEN else None
+            UploadSession.objects.filter(token=token).delete()
+            if blob_id is not None:
+                Blob.objects.filter(id=blob_id).delete()
+    finally:
+        _session_unlock(token)
+
+
+def _session_mark_expired(session: UploadSession) -> None:
+    with transaction.atomic():
+        blob_id = session.blob_id
+        UploadSession.objects.filter(token=session.token, state=SessionState.OPEN).update(
+            state=SessionState.EXPIRED, blob=None, updated_at=timezone.now()
+        )
+        Blob.objects.filter(id=blob_id).delete()
+    session.refresh_from_db()
+
+
+def session_expire(*, now=None) -> int:
+    """Periodic job: open sessions past their expiry become `expired` and their bytes are
+    deleted; session records are forgotten one retention period after they expired."""
+    now = now or timezone.now()
+    expired = 0
+    for session in UploadSession.objects.filter(state=SessionState.OPEN, expires_at__lte=now):
+        if not _session_lock(session.token):
+            continue  # a chunk is arriving right now; next run
+        try:
+            session.refresh_from_db()
+            if session.state == SessionState.OPEN:
+                _session_mark_expired(session)
+                expired += 1
+        finally:
+            _session_unlock(session.token)
+    forget_before = now - timedelta(seconds=settings.INGEST_SESSION_TTL_SECONDS)
+    UploadSession.objects.filter(expires_at__lte=forget_before).exclude(
+        state=SessionState.OPEN
+    ).delete()
+    if expired:
+        logger.info("expired %d upload session(s)", expired)
+    return expired
+
+
+__all__ = [
+    "ChecksumMismatchError",
+    "ChunkChecksum",
+    "ChunkOutcome",
+    "session_append",
+    "session_create",
+    "session_expire",
+    "session_resume",
+    "session_terminate",
+]
