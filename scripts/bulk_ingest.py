@@ -726,34 +726,38 @@ class Runner:
         """Send the file in chunks through a session, continuing a saved one if it is
         still open; a new session replaces one that expired, failed or is unknown."""
         saved = self.state.get(key)
-        replaced = 0
+        attempt = int(saved.get("attempt", 0))  # replacement sessions get their own key
         session = None
         if saved.get("token"):
             session = self._session_continue(job, saved["token"])
-            if session is not None and session["state"] == "open" and session["offset"]:
+            if session is None or session["state"] in ("failed", "expired"):
+                attempt, session = attempt + 1, None
+            elif session["state"] == "open" and session["offset"]:
                 self.reporter.note(
                     f"{job.label}: resuming session at byte {session['offset']:,} of {job.size:,}"
                 )
-        while True:
-            if session is None or session["state"] in ("failed", "expired"):
-                if replaced >= 2:
-                    raise FileFailed("a new upload session failed again; giving up")
-                attempt = int(saved.get("attempt", 0)) + (1 if session is not None else 0)
+        for _ in range(3):
+            if session is None:
                 session = self._session_create(job, sha256, attempt)
-                saved = {**saved, "attempt": attempt}
+                if session is None:  # the key's session is gone: a fresh key
+                    attempt += 1
+                    continue
                 self.state.update(
                     key, path=str(job.path), size=job.size, token=session["token"], attempt=attempt
                 )
-                replaced += 1
             if session["state"] == "complete":
                 return self._session_upload(job, key, session)
+            if session["state"] in ("failed", "expired"):
+                attempt, session = attempt + 1, None
+                continue
             try:
                 upload = self._send_chunks(job, key, session)
             except SessionGone:
-                session = None
+                attempt, session = attempt + 1, None
                 continue
             self.state.update(key, upload_id=upload["id"], offset=job.size)
             return upload
+        raise FileFailed("upload sessions kept expiring or failing; giving up")
 
     def _session_continue(self, job: FileJob, token: str) -> dict | None:
         """The saved session as the server sees it now; an open one is resumed."""
@@ -772,7 +776,7 @@ class Runner:
             raise client_error(response, "resuming the session")
         return response.json()
 
-    def _session_create(self, job: FileJob, sha256: str, attempt: int) -> dict:
+    def _session_create(self, job: FileJob, sha256: str, attempt: int) -> dict | None:
         payload: dict[str, Any] = {"filename": job.path.name, "size": job.size, "sha256": sha256}
         if job.record_type:
             payload["type"] = job.record_type
@@ -796,9 +800,7 @@ class Runner:
         session = response.json()
         if response.headers.get("Idempotent-Replayed") == "true":
             # a replay shows the session as it was created: ask where it is now
-            current = self._session_continue(job, session["token"])
-            if current is not None:
-                session = current
+            return self._session_continue(job, session["token"])
         return session
 
     def _session_upload(self, job: FileJob, key: str, session: dict) -> dict:
