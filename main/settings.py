@@ -39,11 +39,13 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.tenants",
     "apps.ingestions",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
     "apps.core.middleware.ProblemJSONMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn too
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -79,6 +81,9 @@ LANGUAGE_CODE = "en-us"
 USE_I18N = False
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".data" / "static"
+# The dashboard's few static files are served by WhiteNoise straight from the apps, in
+# production too: no collectstatic step to forget.
+WHITENOISE_USE_FINDERS = True
 
 # Celery (namespace CELERY_): JSON only, late acks, time limits.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or embedded.embedded_broker_url()

@@ -48,6 +48,7 @@ urlpatterns = [
     path("readyz", readyz),
     path("api/v1/schema/", SchemaApi.as_view(), name="schema"),
     path("api/v1/ingest/", include("apps.ingestions.urls")),
+    path("dashboard/", include("apps.dashboard.urls")),
 ]
 
 handler404 = json_not_found

@@ -1,0 +1,146 @@
+// The dashboard refreshes itself: every 2 s it fetches its JSON document and updates the
+// uploads table, the rejected-rows-by-code table and the throughput chart in place.
+// Every value arrives formatted; this script only places it. No build step, no library.
+(function () {
+  "use strict";
+
+  const root = document.getElementById("dashboard");
+  if (!root) return;
+  const INTERVAL_MS = 2000;
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function fillRow(row, upload) {
+    row.dataset.uploadId = upload.id;
+    row.dataset.state = upload.state;
+    for (const cell of row.querySelectorAll("[data-cell]")) {
+      const text = upload.cells[cell.dataset.cell] || "";
+      if (cell.textContent !== text) cell.textContent = text;
+    }
+    row.querySelector("progress").value = upload.percent;
+    row.querySelector("[data-link=errors]").href = upload.errors_url;
+  }
+
+  function renderUploads(uploads) {
+    const body = document.getElementById("uploads");
+    const template = document.getElementById("upload-row");
+    const existing = new Map();
+    for (const row of body.querySelectorAll("tr[data-upload-id]")) {
+      existing.set(row.dataset.uploadId, row);
+    }
+    let previous = null;
+    for (const upload of uploads) {
+      let row = existing.get(upload.id);
+      existing.delete(upload.id);
+      if (!row) row = template.content.firstElementChild.cloneNode(true);
+      fillRow(row, upload);
+      const expected = previous ? previous.nextElementSibling : body.firstElementChild;
+      if (row !== expected) body.insertBefore(row, expected);
+      previous = row;
+    }
+    for (const row of existing.values()) row.remove();
+    document.getElementById("no-uploads").hidden = uploads.length > 0;
+  }
+
+  function renderCodes(codes) {
+    const body = document.getElementById("reject-codes");
+    const rows = codes.map(function (c) {
+      const tr = document.createElement("tr");
+      const code = document.createElement("td");
+      const tag = document.createElement("code");
+      tag.textContent = c.code;
+      code.appendChild(tag);
+      const count = document.createElement("td");
+      count.className = "num";
+      count.textContent = c.label;
+      tr.append(code, count);
+      return tr;
+    });
+    body.replaceChildren(...rows);
+    document.getElementById("no-rejects").hidden = codes.length > 0;
+  }
+
+  function svg(name, attrs, text) {
+    const node = document.createElementNS(SVG, name);
+    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function niceMax(value) {
+    if (value <= 0) return 1;
+    const step = Math.pow(10, Math.floor(Math.log10(value)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
+    return 10 * step;
+  }
+
+  function renderChart(series) {
+    const chart = document.getElementById("throughput-chart");
+    const width = 600, height = 180, left = 56, right = 8, top = 10, bottom = 22;
+    const plotW = width - left - right, plotH = height - top - bottom;
+    const values = series.rows_per_second;
+    const max = niceMax(Math.max(0, ...values));
+    const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+    const nodes = [];
+    for (const fraction of [0, 0.5, 1]) {
+      const y = top + plotH * (1 - fraction);
+      nodes.push(svg("line", { x1: left, x2: width - right, y1: y, y2: y, class: "rule" }));
+      nodes.push(svg("text", { x: left - 6, y: y + 4, class: "axis", "text-anchor": "end" },
+        fmt.format(max * fraction)));
+    }
+    const slot = plotW / values.length;
+    const start = Date.parse(series.start);
+    values.forEach(function (value, i) {
+      if (value <= 0) return;
+      const h = Math.max(1, plotH * value / max);
+      const bar = svg("rect", {
+        x: left + i * slot + slot * 0.1, y: top + plotH - h,
+        width: Math.max(1, slot * 0.8), height: h, class: "bar",
+      });
+      const at = new Date(start + i * series.bucket_seconds * 1000).toISOString().slice(11, 16);
+      bar.appendChild(svg("title", {}, at + " UTC: " + fmt.format(value) + " rows/s"));
+      nodes.push(bar);
+    });
+    nodes.push(svg("text", { x: left, y: height - 6, class: "axis" }, series.start_label));
+    nodes.push(svg("text", { x: width - right, y: height - 6, class: "axis", "text-anchor": "end" },
+      series.end_label));
+    chart.replaceChildren(...nodes);
+    document.getElementById("throughput-caption").textContent = series.caption;
+  }
+
+  function render(data) {
+    renderUploads(data.uploads);
+    renderCodes(data.reject_codes);
+    renderChart(data.throughput);
+    document.getElementById("live").textContent = "Updated " + data.generated_at + " UTC";
+    document.getElementById("live").classList.remove("stale");
+  }
+
+  async function refresh() {
+    if (!document.hidden) {
+      try {
+        const response = await fetch(root.dataset.source, {
+          headers: { Accept: "application/json" },
+          credentials: "same-origin",
+          cache: "no-store",
+        });
+        if (response.status === 401) {
+          window.location.assign(root.dataset.login);
+          return;
+        }
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        render(await response.json());
+      } catch (error) {
+        const live = document.getElementById("live");
+        live.textContent = "Not updating (" + error.message + "); retrying";
+        live.classList.add("stale");
+      }
+    }
+    window.setTimeout(refresh, INTERVAL_MS);
+  }
+
+  for (const select of document.querySelectorAll("select[data-autosubmit]")) {
+    select.addEventListener("change", function () { select.form.submit(); });
+  }
+  render(JSON.parse(document.getElementById("dashboard-initial").textContent));
+  window.setTimeout(refresh, INTERVAL_MS);
+})();

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from apps.dashboard import views
+
+app_name = "dashboard"
+urlpatterns = [
+    path("", views.dashboard_index, name="index"),
+    path("data/", views.dashboard_data, name="data"),
+    path("uploads/<str:upload_id>/errors/", views.upload_errors, name="errors"),
+    path("login/", views.sign_in, name="login"),
+    path("staff/login/", views.staff_sign_in, name="staff-login"),
+    path("logout/", views.sign_out_view, name="logout"),
+]

@@ -1,0 +1,473 @@
+"""The dashboard's pages and JSON document through Django's test client, on the real
+database: sign-in and sign-out, what each viewer sees, and that no tenant ever sees another
+tenant's uploads."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.test import Client
+from django.utils import timezone
+
+from apps.dashboard.selectors import UNSCOPED_ALL_TENANTS, throughput_series
+from apps.ingestions.engine.testing import customer_row, uid
+from apps.ingestions.models import Upload, UploadState
+from apps.tenants.services import api_key_revoke, tenant_create
+
+PASSWORD = "a-staff-password-1"  # noqa: S105 - a test user's
+
+
+@pytest.fixture
+def acme(db):
+    tenant, issued = tenant_create(name="Acme")
+    return tenant, issued.raw
+
+
+@pytest.fixture
+def globex(db):
+    tenant, issued = tenant_create(name="Globex")
+    return tenant, issued.raw
+
+
+@pytest.fixture
+def browser() -> Client:
+    """A client that, like a browser, must send the CSRF token its forms carry."""
+    return Client(enforce_csrf_checks=True)
+
+
+def _csrf(client: Client, path: str) -> str:
+    assert client.get(path).status_code == 200
+    return client.cookies["csrftoken"].value
+
+
+def _sign_in(client: Client, key: str, **extra: str):
+    token = _csrf(client, "/dashboard/login/")
+    return client.post("/dashboard/login/", {"api_key": key, "csrfmiddlewaretoken": token, **extra})
+
+
+def _staff_sign_in(client: Client, username: str):
+    token = _csrf(client, "/dashboard/staff/login/")
+    return client.post(
+        "/dashboard/staff/login/",
+        {"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token},
+    )
+
+
+class _Page(HTMLParser):
+    """The upload rows (`data-cell` texts by upload id) and table rows of a page."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.uploads: dict[str, dict[str, str]] = {}
+        self.tables: dict[str, list[list[str]]] = {}
+        self._upload = self._cell = self._table = None
+        self._row: list[str] | None = None
+        self._in_td = False
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tr" and attrs.get("data-upload-id"):
+            self._upload = self.uploads.setdefault(attrs["data-upload-id"], {})
+        if "data-cell" in attrs and self._upload is not None:
+            self._cell = attrs["data-cell"]
+            self._upload[self._cell] = ""
+        if tag == "table":
+            self._table = self.tables.setdefault(attrs.get("class", ""), [])
+        if tag == "tr" and self._table is not None:
+            self._row = []
+        if tag == "td" and self._row is not None:
+            self._row.append("")
+            self._in_td = True
+
+    def handle_endtag(self, tag):
+        if self._cell is not None:
+            self._cell = None
+        if tag == "td":
+            self._in_td = False
+        if tag == "tr" and self._row is not None:
+            if self._row:
+                self._table.append(self._row)
+            self._row = None
+            self._upload = None
+        if tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._upload[self._cell] += data
+        if self._in_td and self._row:
+            self._row[-1] += data.strip()
+
+
+def _customers(ndjson, name: str, good: int, bad: list[dict]):
+    rows = [
+        customer_row(customer_id=uid(f"{name}-{n}"), email=f"c{n}@example.com") for n in range(good)
+    ]
+    return ndjson(f"customers_{name}.ndjson", [*rows, *bad])
+
+
+def _ran_for_2s(upload: Upload) -> Upload:
+    """Give a synchronous test load the run times a worker records (its progress writer's
+    own connection cannot see a row of the test's open transaction)."""
+    finished = timezone.now() - timedelta(seconds=1)
+    Upload.objects.filter(id=upload.id).update(
+        started_at=finished - timedelta(seconds=2), finished_at=finished
+    )
+    upload.refresh_from_db()
+    return upload
+
+
+@pytest.fixture
+def acme_upload(acme, ndjson, load) -> Upload:
+    """Acme's customers: 3 good rows, then a bad email on line 4 and no name on line 5."""
+    bad_email = customer_row(customer_id=uid("acme-bad-1"), email="nope")
+    no_name = customer_row(customer_id=uid("acme-bad-2"))
+    del no_name["name"]
+    return _ran_for_2s(load(acme[0], _customers(ndjson, "acme", 3, [bad_email, no_name])))
+
+
+@pytest.fixture
+def globex_upload(globex, ndjson, load) -> Upload:
+    """Globex's customers: 2 good rows and a bad UUID on line 3."""
+    bad = customer_row(customer_id="not-a-uuid")
+    return _ran_for_2s(load(globex[0], _customers(ndjson, "globex", 2, [bad])))
+
+
+def _expected_cells(upload: Upload, **cells: str) -> dict[str, str]:
+    return {
+        "created": upload.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "filename": upload.filename,
+        "type": "customers",
+        "error": "",
+        "progress": "100%",
+        "bytes": f"{upload.size_bytes} B of {upload.size_bytes} B",
+        "rows_per_second": "2.5",  # 5 rows in 2 s
+        "updated": "0",
+        "unchanged": "0",
+        "pending": "0",
+        **cells,
+    }
+
+
+def test_a_visitor_who_is_not_signed_in_is_sent_to_the_sign_in_form(db, client):
+    """Pages redirect to the sign-in form (and back after it); the JSON document is 401."""
+    response = client.get("/dashboard/uploads/x/errors/?page=2")
+    assert response.status_code == 302
+    assert (
+        response["Location"]
+        == "/dashboard/login/?next=%2Fdashboard%2Fuploads%2Fx%2Ferrors%2F%3Fpage%3D2"
+    )
+    response = client.get("/dashboard/data/")
+    assert response.status_code == 401
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": "Sign in first.",
+        "code": "not_signed_in",
+    }
+
+
+def test_signing_in_with_an_api_key_keeps_the_tenant_id_and_never_the_key(acme, browser):
+    """The session holds the tenant id and the key's public prefix; the key is nowhere."""
+    tenant, key = acme
+    response = _sign_in(browser, key)
+    assert (response.status_code, response["Location"]) == (302, "/dashboard/")
+    assert dict(browser.session.items()) == {
+        "dashboard_tenant_id": str(tenant.id),
+        "dashboard_key_prefix": key.split("_")[1],
+    }
+    stored = Session.objects.get(session_key=browser.session.session_key)
+    assert key not in json.dumps(stored.get_decoded())
+    assert key.split("_", 2)[2] not in stored.session_data
+    page = browser.get("/dashboard/")
+    assert page.status_code == 200
+    assert "Tenant: Acme" in page.content.decode()
+    assert page["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
+    assert page["X-Frame-Options"] == "DENY"
+
+
+def test_signing_in_goes_back_to_the_page_asked_for_but_never_off_site(acme, browser):
+    """`next` is followed when it is on this site, and ignored when it is not."""
+    _, key = acme
+    response = _sign_in(browser, key, next="/dashboard/?window=6h")
+    assert response["Location"] == "/dashboard/?window=6h"
+    response = _sign_in(Client(enforce_csrf_checks=True), key, next="https://evil.example/")
+    assert response["Location"] == "/dashboard/"
+
+
+@pytest.mark.parametrize("key", ["ck_000000000000_wrong", "not a key at all"])
+def test_a_wrong_key_is_refused_on_the_form(acme, browser, key):
+    """A wrong key re-shows the form with a message and signs nobody in."""
+    response = _sign_in(browser, key)
+    assert response.status_code == 200
+    assert '<p class="error" role="alert">The API key is unknown or revoked.</p>' in (
+        response.content.decode()
+    )
+    assert "dashboard_tenant_id" not in browser.session
+    assert browser.get("/dashboard/").status_code == 302
+
+
+def test_the_sign_in_form_refuses_a_post_without_its_csrf_token(acme, browser):
+    """CSRF protection: a forged form post is refused and signs nobody in."""
+    response = browser.post("/dashboard/login/", {"api_key": acme[1]})
+    assert response.status_code == 403
+    assert "dashboard_tenant_id" not in browser.session
+    _sign_in(browser, acme[1])
+    assert browser.post("/dashboard/logout/").status_code == 403  # no token: still signed in
+    assert browser.get("/dashboard/").status_code == 200
+
+
+def test_revoking_the_key_ends_its_dashboard_sessions(acme, browser):
+    """A session lives only as long as the key it was opened with."""
+    tenant, key = acme
+    _sign_in(browser, key)
+    assert browser.get("/dashboard/").status_code == 200
+    api_key_revoke(tenant=tenant)
+    assert browser.get("/dashboard/").status_code == 302
+    assert browser.get("/dashboard/data/").status_code == 401
+
+
+def test_signing_out_ends_the_session(acme, browser):
+    """Sign out is a CSRF-protected POST that flushes the session."""
+    _sign_in(browser, acme[1])
+    assert browser.get("/dashboard/logout/").status_code == 405
+    token = browser.cookies["csrftoken"].value
+    response = browser.post("/dashboard/logout/", {"csrfmiddlewaretoken": token})
+    assert (response.status_code, response["Location"]) == (302, "/dashboard/login/")
+    assert dict(browser.session.items()) == {}
+    assert browser.get("/dashboard/").status_code == 302
+
+
+def test_the_page_lists_the_tenants_uploads_with_their_counts(acme_upload, acme, browser):
+    """Each upload's row shows its state, progress and exact counts."""
+    _sign_in(browser, acme[1])
+    page = _Page(browser.get("/dashboard/").content.decode())
+    assert page.uploads == {
+        str(acme_upload.id): _expected_cells(
+            acme_upload,
+            state="completed_with_errors",
+            rows_done="5",
+            inserted="3",
+            rejected="2",
+        )
+    }
+    assert page.tables["codes"] == [["invalid_email", "1"], ["missing_field", "1"]]
+
+
+def test_the_json_document_carries_what_the_page_shows(acme_upload, acme, browser):
+    """The polled document: the uploads with their cells, rejects by code, throughput."""
+    _sign_in(browser, acme[1])
+    data = browser.get("/dashboard/data/?window=6h").json()
+    assert data["uploads"] == [
+        {
+            "id": str(acme_upload.id),
+            "state": "completed_with_errors",
+            "percent": 100,
+            "errors_url": f"/dashboard/uploads/{acme_upload.id}/errors/",
+            "rows": {
+                "total": 5,
+                "inserted": 3,
+                "updated": 0,
+                "unchanged": 0,
+                "rejected": 2,
+                "pending": 0,
+                "duplicates": 0,
+            },
+            "progress": {
+                "bytes_done": acme_upload.size_bytes,
+                "rows_done": 5,
+                "rows_per_second": 2.5,
+            },
+            "cells": _expected_cells(
+                acme_upload,
+                state="completed_with_errors",
+                tenant="Acme",
+                total="5",
+                rows_done="5",
+                inserted="3",
+                rejected="2",
+            ),
+        }
+    ]
+    assert data["reject_codes"] == [
+        {"code": "invalid_email", "count": 1, "label": "1"},
+        {"code": "missing_field", "count": 1, "label": "1"},
+    ]
+    throughput = data["throughput"]
+    assert (throughput["bucket_seconds"], len(throughput["rows_per_second"])) == (300, 72)
+    assert sum(throughput["rows_per_second"]) * 300 == pytest.approx(5, abs=0.5)
+
+
+def test_a_tenant_never_sees_another_tenants_uploads(acme_upload, globex_upload, acme, browser):
+    """Not in the list, the codes, the chart or the JSON; its errors page is 404."""
+    _sign_in(browser, acme[1])
+    for path in ("/dashboard/", f"/dashboard/?tenant={globex_upload.tenant_id}"):
+        html = browser.get(path).content.decode()
+        assert list(_Page(html).uploads) == [str(acme_upload.id)]
+        assert str(globex_upload.id) not in html
+        assert "customers_globex.ndjson" not in html
+        assert "invalid_uuid" not in html
+        assert "Globex" not in html
+    data = browser.get(f"/dashboard/data/?tenant={globex_upload.tenant_id}").json()
+    assert [u["id"] for u in data["uploads"]] == [str(acme_upload.id)]
+    assert [c["code"] for c in data["reject_codes"]] == ["invalid_email", "missing_field"]
+    assert sum(data["throughput"]["rows_per_second"]) * 60 == pytest.approx(5, abs=0.5)
+    response = browser.get(f"/dashboard/uploads/{globex_upload.id}/errors/")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert browser.get(f"/dashboard/uploads/{acme_upload.id}/errors/").status_code == 200
+
+
+def test_staff_see_every_tenant_and_can_filter_by_one(acme_upload, globex_upload, browser):
+    """A staff sign-in shows all tenants (with a tenant column) and filters by one."""
+    get_user_model().objects.create_user("ops", password=PASSWORD, is_staff=True)
+    response = _staff_sign_in(browser, "ops")
+    assert (response.status_code, response["Location"]) == (302, "/dashboard/")
+    html = browser.get("/dashboard/").content.decode()
+    assert "Staff: ops (all tenants)" in html
+    uploads = _Page(html).uploads
+    assert list(uploads) == [str(globex_upload.id), str(acme_upload.id)]
+    assert [row["tenant"] for row in uploads.values()] == ["Globex", "Acme"]
+    assert _Page(html).tables["codes"] == [
+        ["invalid_email", "1"],
+        ["invalid_uuid", "1"],
+        ["missing_field", "1"],
+    ]
+    filtered = _Page(browser.get(f"/dashboard/?tenant={globex_upload.tenant_id}").content.decode())
+    assert list(filtered.uploads) == [str(globex_upload.id)]
+    assert filtered.tables["codes"] == [["invalid_uuid", "1"]]
+    data = browser.get(f"/dashboard/data/?tenant={acme_upload.tenant_id}").json()
+    assert [u["id"] for u in data["uploads"]] == [str(acme_upload.id)]
+    assert browser.get(f"/dashboard/?tenant={uid('nobody')}").status_code == 404
+    errors = browser.get(f"/dashboard/uploads/{globex_upload.id}/errors/")
+    assert errors.status_code == 200
+    assert _Page(errors.content.decode()).tables["rejects"][0][:3] == [
+        "3",
+        "customer_id",
+        "invalid_uuid",
+    ]
+
+
+def test_a_user_who_is_not_staff_cannot_sign_in_as_staff(db, browser):
+    """Only staff accounts get the all-tenants view."""
+    get_user_model().objects.create_user("clerk", password=PASSWORD, is_staff=False)
+    response = _staff_sign_in(browser, "clerk")
+    assert response.status_code == 200
+    assert (
+        "This account is not a staff account; sign in with an API key instead."
+        in response.content.decode()
+    )
+    assert browser.get("/dashboard/").status_code == 302
+
+
+def test_the_errors_page_lists_every_reject_page_by_page(acme, ndjson, load, browser):
+    """Line, field, code, message and raw of each rejected row, 100 to a page."""
+    bad = [customer_row(customer_id=uid(f"bad-{n}"), email=f"broken-{n}") for n in range(1, 131)]
+    upload = load(acme[0], _customers(ndjson, "many", 1, bad))
+    _sign_in(browser, acme[1])
+    first = browser.get(f"/dashboard/uploads/{upload.id}/errors/")
+    html = first.content.decode()
+    rows = _Page(html).tables["rejects"]
+    assert [int(r[0]) for r in rows] == list(range(2, 102))
+    assert rows[0] == [
+        "2",
+        "email",
+        "invalid_email",
+        "email is not a valid email address: 'broken-1'",
+        json.dumps(bad[0]),
+    ]
+    assert "130 rejected rows" in html
+    assert "<span>page 1 of 2</span>" in html
+    assert '<dd id="codes"><code>invalid_email</code> 130</dd>' in html
+    second = _Page(browser.get(f"/dashboard/uploads/{upload.id}/errors/?page=2").content.decode())
+    assert [int(r[0]) for r in second.tables["rejects"]] == list(range(102, 132))
+    assert second.tables["rejects"][-1][3] == "email is not a valid email address: 'broken-130'"
+
+
+def test_an_upload_without_rejects_says_so(acme, ndjson, load, browser):
+    """The errors page of a clean upload shows no table."""
+    upload = load(acme[0], _customers(ndjson, "clean", 2, []))
+    _sign_in(browser, acme[1])
+    html = browser.get(f"/dashboard/uploads/{upload.id}/errors/").content.decode()
+    assert "rejects" not in _Page(html).tables
+    assert '<p class="muted">No rejected rows.</p>' in html
+    assert browser.get("/dashboard/uploads/not-a-uuid/errors/").status_code == 404
+
+
+def _upload(tenant, name: str, **fields) -> Upload:
+    return Upload.objects.create(
+        tenant=tenant, record_type="customers", filename=name, sha256=uid(name), **fields
+    )
+
+
+def test_throughput_spreads_each_uploads_rows_over_the_time_it_ran(acme, globex):
+    """Rows per second per bucket: finished uploads over start..finish, running ones up to
+    their last progress write; other tenants and older uploads stay out."""
+    now = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
+    t = datetime(2026, 1, 1, 11, 56, tzinfo=UTC)  # start of the 5-minute window
+    done = _upload(
+        acme[0],
+        "done",
+        state=UploadState.COMPLETED,
+        rows_done=1200,  # 10 rows/s for 120 s from 11:56:30
+        started_at=t + timedelta(seconds=30),
+        finished_at=t + timedelta(seconds=150),
+    )
+    running = _upload(
+        acme[0],
+        "running",
+        state=UploadState.PROCESSING,
+        rows_done=400,  # 10 rows/s for 40 s from 11:59:40
+        started_at=t + timedelta(seconds=220),
+    )
+    Upload.objects.filter(id=running.id).update(updated_at=t + timedelta(seconds=260))
+    _upload(
+        acme[0],
+        "older",
+        state=UploadState.COMPLETED,
+        rows_done=999,
+        started_at=t - timedelta(hours=1),
+        finished_at=t - timedelta(seconds=1),
+    )
+    _upload(
+        globex[0],
+        "other tenant",
+        state=UploadState.COMPLETED,
+        rows_done=6000,
+        started_at=t,
+        finished_at=t + timedelta(seconds=60),
+    )
+    series = throughput_series(tenant=acme[0], window=timedelta(minutes=5), buckets=5, now=now)
+    assert (series.start, series.end, series.bucket_seconds) == (t, t + timedelta(minutes=5), 60)
+    assert series.rows_per_second == pytest.approx([5, 10, 5, 10 / 3, 10 / 3])
+    everyone = throughput_series(
+        tenant=UNSCOPED_ALL_TENANTS, window=timedelta(minutes=5), buckets=5, now=now
+    )
+    assert everyone.rows_per_second == pytest.approx([105, 10, 5, 10 / 3, 10 / 3])
+    assert done.rows_done == 1200
+
+
+def test_a_selector_without_a_scope_refuses_to_run(db):
+    """Forgetting the tenant is an error, not a silent read of every tenant."""
+    with pytest.raises(TypeError, match="needs a tenant or UNSCOPED_ALL_TENANTS"):
+        throughput_series(tenant=None, window=timedelta(hours=1), buckets=60, now=datetime.now(UTC))
+
+
+def test_the_dashboards_static_files_are_served(db, client):
+    """WhiteNoise serves the script and the stylesheet (under gunicorn as well)."""
+    script = client.get("/static/dashboard/dashboard.js")
+    assert script.status_code == 200
+    assert script["Content-Type"].startswith("text/javascript")
+    assert b"INTERVAL_MS = 2000" in b"".join(script.streaming_content)
+    script.close()
+    style = client.get("/static/dashboard/dashboard.css")
+    assert (style.status_code, style["Content-Type"]) == (200, "text/css; charset=\"utf-8\"")
+    style.close()
