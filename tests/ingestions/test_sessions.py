@@ -369,3 +369,42 @@ def test_the_schema_documents_the_session_endpoints(client):
         "tus_patch",
         "tus_terminate",
     } <= operations
+
+
+def test_a_chunk_while_another_is_being_received_is_409_busy(client):
+    """Two writers on one session: the second is refused (409, the offset so far) rather
+    than interleaving bytes."""
+    import psycopg
+
+    from tests.factories import database_url_of_tests
+
+    token = create(client).json()["token"]
+    with psycopg.connect(database_url_of_tests(), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtextextended('session:' || %s, 0))", (token,))
+        response = send(client, token, DATA, 0)
+    assert (response.status_code, response.json()["code"]) == (409, "session_busy")
+    assert response["Upload-Offset"] == "0"
+    assert UploadSession.objects.get(token=token).offset == 0
+
+
+def test_a_chunk_after_the_last_byte_is_409_complete(client):
+    """The last chunk sent again (its answer was lost) is 409 with the full offset; the
+    session's status gives the upload."""
+    token = create(client).json()["token"]
+    done = send(client, token, DATA, 0)
+    again = send(client, token, DATA, 0)
+    assert (again.status_code, again.json()["code"], again["Upload-Offset"]) == (
+        409,
+        "session_complete",
+        str(len(DATA)),
+    )
+    status = client.get(f"{SESSIONS}{token}/status/").json()
+    assert status["upload_id"] == done.json()["id"]
+
+
+def test_the_session_expiry_job_is_scheduled(settings):
+    """Celery beat runs the expiry job, and the TTL defaults to 24 hours."""
+    entry = settings.CELERY_BEAT_SCHEDULE["session-expire"]
+    assert entry["task"] == "apps.ingestions.tasks.session_expire_task"
+    assert entry["schedule"] <= 3600
+    assert settings.INGEST_SESSION_TTL_SECONDS == 24 * 3600
