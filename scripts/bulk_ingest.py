@@ -309,13 +309,16 @@ def problem_of(response: httpx.Response) -> dict:
     return body if isinstance(body, dict) else {}
 
 
+# 409s that only mean "not now": the same Idempotency-Key, or another chunk of the same
+# session, is still being received
+BUSY_CODES = frozenset({"idempotency_in_flight", "session_busy"})
+
+
 def is_retryable(response: httpx.Response) -> bool:
-    """5xx, 429, and a 409 saying the same Idempotency-Key is still in flight."""
+    """5xx, 429, and a 409 saying an earlier request is still in flight."""
     if response.status_code == 429 or response.status_code >= 500:
         return True
-    return (
-        response.status_code == 409 and problem_of(response).get("code") == "idempotency_in_flight"
-    )
+    return response.status_code == 409 and problem_of(response).get("code") in BUSY_CODES
 
 
 # --- the state file -------------------------------------------------------------------
@@ -386,7 +389,7 @@ class FileResult:
     def state(self) -> str:
         if self.upload is not None and (self.error is None or self.upload["state"] in TERMINAL):
             return self.upload["state"]
-        return "not sent" if self.upload is None else f"{self.upload['state']} (gave up)"
+        return "not sent" if self.upload is None else f"{self.upload['state']} (not waited for)"
 
     def rows(self, name: str) -> int:
         return int((self.upload or {}).get("rows", {}).get(name) or 0)
@@ -661,6 +664,24 @@ class Runner:
                 raise Interrupted
         raise AssertionError("unreachable")
 
+    def post_idempotent(
+        self, job: FileJob, url: str, *, key: str, headers: dict[str, str], **kwargs: Any
+    ) -> httpx.Response:
+        """POST with an Idempotency-Key. When the key was used for other parameters (the
+        same content sent earlier under another file name) a key that adds the name is
+        used instead; the server still recognises the identical bytes."""
+        response = self.request(
+            job, "POST", url, headers={**headers, "Idempotency-Key": key}, **kwargs
+        )
+        if response.status_code == 422 and problem_of(response).get("code") == (
+            "idempotency_mismatch"
+        ):
+            named = f"{key}:{hashlib.sha256(job.path.name.encode()).hexdigest()[:16]}"
+            response = self.request(
+                job, "POST", url, headers={**headers, "Idempotency-Key": named}, **kwargs
+            )
+        return response
+
     def get_upload(self, job: FileJob, upload_id: str) -> dict | None:
         response = self.request(job, "GET", f"{API}/uploads/{upload_id}/")
         if response.status_code == 404:
@@ -694,19 +715,18 @@ class Runner:
         if job.record_type:
             params["type"] = job.record_type
         compressed = job.path.name.lower().endswith((".gz", ".zst"))
-        response = self.request(
+        response = self.post_idempotent(
             job,
-            "POST",
             f"{API}/comprehensive/",
+            key=idempotency_key(
+                tenant_id=job.tenant.tenant_id,
+                record_type=job.record_type,
+                sha256=sha256,
+                route="upload",
+            ),
             body=body,
             params=params,
             headers={
-                "Idempotency-Key": idempotency_key(
-                    tenant_id=job.tenant.tenant_id,
-                    record_type=job.record_type,
-                    sha256=sha256,
-                    route="upload",
-                ),
                 # a generator body is sent chunked unless its length is given
                 "Content-Length": str(job.size),
                 "Content-Type": (
@@ -781,19 +801,17 @@ class Runner:
         if job.record_type:
             payload["type"] = job.record_type
         route = "session" if attempt == 0 else f"session-{attempt}"
-        response = self.request(
+        response = self.post_idempotent(
             job,
-            "POST",
             f"{API}/sessions/",
+            key=idempotency_key(
+                tenant_id=job.tenant.tenant_id,
+                record_type=job.record_type,
+                sha256=sha256,
+                route=route,
+            ),
+            headers={},
             json=payload,
-            headers={
-                "Idempotency-Key": idempotency_key(
-                    tenant_id=job.tenant.tenant_id,
-                    record_type=job.record_type,
-                    sha256=sha256,
-                    route=route,
-                )
-            },
         )
         if response.status_code not in (200, 201):
             raise client_error(response, "creating an upload session")
@@ -845,6 +863,9 @@ class Runner:
                     )
                 if status not in (200, 202, 409):
                     raise client_error(response, f"sending bytes {offset:,}+")
+                if status == 409 and problem_of(response).get("code") == "session_failed":
+                    detail = problem_of(response).get("detail", "")
+                    raise FileFailed(f"the upload session failed: {detail}")
                 body = response.json()
                 if status in (200, 202) and "rows" in body:
                     self.reporter.sending(job, job.size, phase="sent")
@@ -861,8 +882,8 @@ class Runner:
                         raise SessionGone
                     if current["state"] == "complete":
                         return self._session_upload(job, key, current)
-                stalled = stalled + 1 if new_offset <= offset and status != 409 else 0
-                if stalled > 3:
+                stalled = stalled + 1 if new_offset <= offset or status == 409 else 0
+                if stalled > 5:
                     raise FileFailed(f"the server does not take bytes at offset {offset:,}")
                 offset = new_offset
                 self.state.update(key, offset=offset)
