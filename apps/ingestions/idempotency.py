@@ -10,6 +10,7 @@ its parameters, so a retry with a new multipart boundary still matches.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -100,3 +101,28 @@ def idempotency_release(*, row: IdempotencyKey) -> None:
 def idempotency_purge() -> int:
     cutoff = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
     return IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()[0]
+
+
+def idempotency_run(
+    *, tenant: Tenant, key: str | None, fingerprint: str, run: Callable[[], Replay]
+) -> tuple[Replay, bool]:
+    """Answer a request whose fingerprint is known before it runs: `run()` once per key,
+    then replay its answer. Returns (answer, replayed)."""
+    if key is None:
+        return run(), False
+    claim = idempotency_begin(tenant=tenant, key=key)
+    if claim is None:
+        return idempotency_check(tenant=tenant, key=key, fingerprint=fingerprint), True
+    try:
+        answer = run()
+    except BaseException:
+        idempotency_release(row=claim)
+        raise
+    idempotency_finish(
+        row=claim,
+        fingerprint=fingerprint,
+        status_code=answer.status_code,
+        body=answer.body,
+        headers=answer.headers,
+    )
+    return answer, False

@@ -16,13 +16,7 @@ from apps.core.api import TenantApiView, problem_responses
 from apps.core.errors import ApplicationError
 from apps.ingestions.apis.uploads import UploadOutputSerializer, raw_body, upload_data
 from apps.ingestions.engine.records import RECORDS
-from apps.ingestions.idempotency import (
-    idempotency_begin,
-    idempotency_check,
-    idempotency_finish,
-    idempotency_release,
-    request_fingerprint,
-)
+from apps.ingestions.idempotency import Replay, idempotency_run, request_fingerprint
 from apps.ingestions.models import UploadSession
 from apps.ingestions.sessions import (
     session_append,
@@ -163,24 +157,14 @@ class SessionCreateApi(TenantApiView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        key = request.headers.get("Idempotency-Key")
         fingerprint = request_fingerprint(
             method=request.method,
             path=request.path,
             sha256=hashlib.sha256(msgspec.json.encode(values, order="sorted")).hexdigest(),
             params={},
         )
-        claim = None
-        if key is not None:
-            claim = idempotency_begin(tenant=self.tenant, key=key)
-            if claim is None:
-                replay = idempotency_check(tenant=self.tenant, key=key, fingerprint=fingerprint)
-                return Response(
-                    replay.body,
-                    status=replay.status_code,
-                    headers={**replay.headers, "Idempotent-Replayed": "true"},
-                )
-        try:
+
+        def run() -> Replay:
             session = session_create(
                 tenant=self.tenant,
                 filename=values["filename"],
@@ -189,17 +173,18 @@ class SessionCreateApi(TenantApiView):
                 record_type=values.get("type") or "",
                 strict=values["strict"],
             )
-        except BaseException:
-            if claim is not None:
-                idempotency_release(row=claim)
-            raise
-        body = session_data(session, request)
-        headers = {"Location": body["url"], "Upload-Offset": "0"}
-        if claim is not None:
-            idempotency_finish(
-                row=claim, fingerprint=fingerprint, status_code=201, body=body, headers=headers
-            )
-        return Response(body, status=status.HTTP_201_CREATED, headers=headers)
+            body = session_data(session, request)
+            headers = {"Location": body["url"], "Upload-Offset": "0"}
+            return Replay(status_code=status.HTTP_201_CREATED, body=body, headers=headers)
+
+        answer, replayed = idempotency_run(
+            tenant=self.tenant,
+            key=request.headers.get("Idempotency-Key"),
+            fingerprint=fingerprint,
+            run=run,
+        )
+        headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if replayed else {})}
+        return Response(answer.body, status=answer.status_code, headers=headers)
 
 
 class SessionDetailApi(TenantApiView):
