@@ -155,8 +155,9 @@ def _overview(request: HttpRequest, viewer: Viewer) -> dict:
 
 
 def _page(view):
-    """Private, per-viewer pages: never cached, never framed."""
-    return never_cache(xframe_options_deny(_not_found_as_404(view)))
+    """Private, per-viewer pages: never cached, never framed, and CSRF-protected (their
+    sign-out form needs the token of the cookie this sets; no CSRF middleware is on)."""
+    return never_cache(xframe_options_deny(csrf_protect(_not_found_as_404(view))))
 
 
 def _not_found_as_404(view):
@@ -233,7 +234,6 @@ def _next_url(request: HttpRequest) -> str:
 
 
 @_page
-@csrf_protect
 @require_http_methods(["GET", "POST"])
 def sign_in(request: HttpRequest):
     if request.method == "POST":

@@ -79,8 +79,12 @@
     const plotW = width - left - right, plotH = height - top - bottom;
     const values = series.rows_per_second;
     const max = niceMax(Math.max(0, ...values));
-    const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+    const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: max < 10 ? 1 : 0 });
     const nodes = [];
+    if (!values.some(function (value) { return value > 0; })) {
+      nodes.push(svg("text", { x: left + plotW / 2, y: top + plotH / 2, class: "axis",
+        "text-anchor": "middle" }, "no rows processed in this window yet"));
+    }
     for (const fraction of [0, 0.5, 1]) {
       const y = top + plotH * (1 - fraction);
       nodes.push(svg("line", { x1: left, x2: width - right, y1: y, y2: y, class: "rule" }));

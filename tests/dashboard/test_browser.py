@@ -1,0 +1,166 @@
+"""The dashboard in a real browser: headless Chromium (Debian's `chromium` package, never a
+browser download) driven by Playwright, against gunicorn and a Celery worker started as
+processes. Screenshots go to artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
+from apps.tenants.services import tenant_create
+from scripts.stack import ROOT, running_stack
+from tests.factories import database_url_of_tests
+
+CHROMIUM = shutil.which("chromium")
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+ROWS = 150_000  # a few seconds of work for the worker: long enough to watch it run
+BAD_LINES = {2: "email", 149_000: "name"}  # line -> the field it breaks
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no `chromium` on PATH: install Debian's package (`apt-get install chromium`); "
+        ".ci/run installs it",
+    ),
+]
+
+# Records every (state, rows done) the upload's row shows, to prove the page changed by
+# itself, in one document, without a reload.
+_WATCH_ROW = """(uploadId) => {
+  window.__sameDocument = true;
+  window.__seen = [];
+  const record = () => {
+    const row = document.querySelector(`#uploads tr[data-upload-id="${uploadId}"]`);
+    if (!row) return;
+    const seen = row.querySelector("[data-cell=state]").textContent + " "
+      + row.querySelector("[data-cell=rows_done]").textContent;
+    if (window.__seen[window.__seen.length - 1] !== seen) window.__seen.push(seen);
+  };
+  new MutationObserver(record).observe(document.getElementById("uploads"),
+    { subtree: true, childList: true, characterData: true });
+  record();
+}"""
+
+
+def _file() -> bytes:
+    rows = []
+    for line in range(1, ROWS + 1):
+        row = customer_row(customer_id=uid(f"browser-{line}"), email=f"c{line}@example.com")
+        if BAD_LINES.get(line) == "email":
+            row["email"] = "not-an-email"
+        elif BAD_LINES.get(line) == "name":
+            del row["name"]
+        rows.append(row)
+    return ndjson_bytes(rows)
+
+
+def _table(rows) -> list[list[str]]:
+    return [[cell.strip() for cell in row.locator("td").all_text_contents()] for row in rows.all()]
+
+
+def _shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def test_a_tenant_signs_in_and_watches_an_upload_complete_then_reads_its_errors(
+    tmp_path: Path,
+):
+    """Sign in with the API key; an upload sent through the API appears on the page, moves
+    on to its final state with exact counts without a reload, and its errors page lists the
+    two bad rows exactly."""
+    _, issued = tenant_create(name="Browser Shop")
+    data = _file()
+    lines = data.decode().splitlines()
+
+    with (
+        running_stack(
+            env={"DATABASE_URL": database_url_of_tests()}, workers=1, log_dir=tmp_path
+        ) as base,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 800})
+            page.goto(f"{base}/dashboard/")
+            expect(page).to_have_url(re.compile(r"/dashboard/login/\?next=%2Fdashboard%2F$"))
+            page.get_by_label("API key").fill(issued.raw)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page).to_have_url(f"{base}/dashboard/")
+            expect(page.locator("header .who")).to_have_text("Tenant: Browser Shop")
+            expect(page.locator("#no-uploads")).to_be_visible()
+            _shot(page, "1-signed-in.png")
+
+            response = httpx.post(
+                f"{base}/api/v1/ingest/comprehensive/?filename=customers_browser.ndjson",
+                content=data,
+                headers={"X-API-Key": issued.raw, "Content-Type": "application/x-ndjson"},
+                timeout=60,
+            )
+            assert response.status_code == 202, response.text
+            upload_id = response.json()["id"]
+            page.evaluate(_WATCH_ROW, upload_id)
+
+            row = page.locator(f'#uploads tr[data-upload-id="{upload_id}"]')
+            expect(row).to_be_visible(timeout=10_000)
+            state = row.locator("[data-cell=state]")
+            expect(state).not_to_have_text("queued", timeout=60_000)
+            if state.text_content() == "processing":
+                _shot(page, "2-processing.png")
+            expect(state).to_have_text("completed_with_errors", timeout=120_000)
+
+            # the same document all along: no reload, and it saw the upload before the end
+            assert page.evaluate("window.__sameDocument") is True
+            seen = page.evaluate("window.__seen")
+            assert seen[-1] == f"completed_with_errors {ROWS:,}", seen
+            assert seen[0].split()[0] in {"received", "queued", "processing"}, seen
+            cells = {
+                name: row.locator(f"[data-cell={name}]").text_content()
+                for name in ("progress", "rows_done", "inserted", "updated", "rejected", "pending")
+            }
+            assert cells == {
+                "progress": "100%",
+                "rows_done": f"{ROWS:,}",
+                "inserted": f"{ROWS - 2:,}",
+                "updated": "0",
+                "rejected": "2",
+                "pending": "0",
+            }
+            assert _table(page.locator("#reject-codes tr")) == [
+                ["invalid_email", "1"],
+                ["missing_field", "1"],
+            ]
+            assert page.locator("#throughput-chart rect.bar").count() >= 1
+            _shot(page, "3-completed.png")
+
+            row.get_by_role("link", name="errors").click()
+            expect(page).to_have_url(f"{base}/dashboard/uploads/{upload_id}/errors/")
+            expect(page.locator("h2")).to_have_text("2 rejected rows")
+            rejects = page.locator("table.rejects tbody tr")
+            expected = [
+                [
+                    "2",
+                    "email",
+                    "invalid_email",
+                    "email is not a valid email address: 'not-an-email'",
+                    lines[1],
+                ],
+                ["149000", "name", "missing_field", "name is required", lines[148_999]],
+            ]
+            assert _table(rejects) == expected
+            _shot(page, "4-errors.png")
+
+            page.get_by_role("button", name="Sign out").click()
+            expect(page).to_have_url(f"{base}/dashboard/login/")
+            page.goto(f"{base}/dashboard/uploads/{upload_id}/errors/")
+            expect(page).to_have_url(re.compile(r"/dashboard/login/\?next="))
+        finally:
+            browser.close()
