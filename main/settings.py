@@ -81,6 +81,7 @@ LANGUAGE_CODE = "en-us"
 USE_I18N = False
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".data" / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing root
 # The dashboard's few static files are served by WhiteNoise straight from the apps, in
 # production too: no collectstatic step to forget.
 WHITENOISE_USE_FINDERS = True
