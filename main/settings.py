@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from apps.core import logs
 from main import embedded
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "apps.core.middleware.AccessMiddleware",  # outermost: access log and HTTP metrics
     "apps.core.middleware.ProblemJSONMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn too
@@ -184,10 +186,7 @@ INGEST_PENDING_RETENTION_SECONDS = env_int("INGEST_PENDING_RETENTION_SECONDS", 7
 # bytes are deleted by the periodic job.
 INGEST_SESSION_TTL_SECONDS = env_int("INGEST_SESSION_TTL_SECONDS", 24 * 3600)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"pgserver": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
-}
+# Logs (apps/core/logs.py): JSON lines with LOG_FORMAT=json (the default when DEBUG is off),
+# readable lines otherwise; tenant, upload and task ids on every line; LOG_LEVEL.
+LOG_FORMAT = logs.log_format()
+LOGGING = logs.logging_config(fmt=LOG_FORMAT)

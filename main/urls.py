@@ -5,6 +5,7 @@ from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
 from apps.core.api import json_not_found, json_server_error
+from apps.core.metrics import metrics_view
 
 
 def healthz(request):
@@ -46,6 +47,7 @@ class SchemaApi(SpectacularAPIView):
 urlpatterns = [
     path("healthz", healthz),
     path("readyz", readyz),
+    path("metrics", metrics_view),  # Prometheus; no key
     path("api/v1/schema/", SchemaApi.as_view(), name="schema"),
     path("api/v1/ingest/", include("apps.ingestions.urls")),
     path("dashboard/", include("apps.dashboard.urls")),

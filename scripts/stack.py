@@ -1,6 +1,7 @@
 """Start the service's processes for a script: the web server (gunicorn) and a Celery
 worker, on whatever the environment configures (the embedded defaults when nothing is
-set), and stop them again. Used by `make demo` and `make bench`."""
+set), and stop them again. Used by `make demo`, `make bench` and the tests that need real
+processes (`running_processes` starts any commands, e.g. the containers' own)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,52 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def local_command(argv: list[str]) -> list[str]:
+    """A command as a container runs it (`gunicorn ...`, `celery ...`, `python ...`), with
+    the program taken from this virtualenv."""
+    program, *args = argv
+    if program == "python":
+        return [sys.executable, *args]
+    if (BIN / program).exists():
+        return [str(BIN / program), *args]
+    return list(argv)
+
+
+@contextlib.contextmanager
+def running_processes(
+    commands: dict[str, list[str]], *, env: dict | None = None, log_dir: Path
+) -> Iterator[dict[str, subprocess.Popen]]:
+    """Start each command (stdout and stderr to `<log_dir>/<name>.log`) in the repository,
+    yield them by name, and stop them all (SIGTERM, then SIGKILL after 30 s) at the end."""
+    env = {**os.environ, **(env or {})}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    processes: dict[str, subprocess.Popen] = {}
+    logs = []
+    try:
+        for name, command in commands.items():
+            log = (log_dir / f"{name}.log").open("ab")
+            logs.append(log)
+            processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+        yield processes
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+
+
 @contextlib.contextmanager
 def running_stack(
     *, env: dict | None = None, workers: int = 2, log_dir: Path | None = None
 ) -> Iterator[str]:
     """Yield the base URL of a running web server with a worker behind it."""
-    env = {**os.environ, **(env or {})}
     port = free_port()
-    log_dir = log_dir or ROOT / ".data" / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     commands = {
         "web": [
             str(BIN / "gunicorn"),
@@ -56,37 +94,20 @@ def running_stack(
             "WARNING",
         ],
     }
-    processes: dict[str, subprocess.Popen] = {}
-    logs = []
-    try:
-        for name, command in commands.items():
-            log = (log_dir / f"{name}.log").open("ab")
-            logs.append(log)
-            processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    log_dir = log_dir or ROOT / ".data" / "logs"
+    with running_processes(commands, env=env, log_dir=log_dir) as processes:
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, processes)
+        wait_ready(base, processes)
         yield base
-    finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log in logs:
-            log.close()
 
 
-def _wait_ready(base: str, processes: dict[str, subprocess.Popen], timeout: float = 60) -> None:
+def wait_ready(base: str, processes: dict[str, subprocess.Popen], timeout: float = 60) -> None:
+    """Wait until `base`/readyz answers 200; fail early if one of the processes exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for name, process in processes.items():
             if process.poll() is not None:
-                raise RuntimeError(
-                    f"the {name} process exited ({process.returncode}); see .data/logs"
-                )
+                raise RuntimeError(f"the {name} process exited ({process.returncode}); see its log")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                 return

@@ -1,6 +1,13 @@
+import logging
+import time
+
 from django.http import JsonResponse
 
 from apps.core.api import PROBLEM_JSON, problem
+from apps.core.logs import log_fresh, log_reset
+from apps.core.metrics import http_observe
+
+access_logger = logging.getLogger("apps.access")
 
 _TITLES = {
     400: "Bad request",
@@ -10,6 +17,40 @@ _TITLES = {
     413: "Payload too large",
     500: "Server error",
 }
+
+
+class AccessMiddleware:
+    """Outermost: one access log line per request (method, path, status, duration, and the
+    tenant when a key authenticated it), HTTP metrics, and a fresh set of log ids, so lines
+    logged while answering never carry a previous request's tenant or upload."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        token = log_fresh()
+        try:
+            response = self.get_response(request)
+            seconds = time.perf_counter() - started
+            tenant = getattr(request, "auth", None)  # DRF sets it on the Django request too
+            access_logger.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round(seconds * 1000, 1),
+                    "tenant_id": str(tenant.id) if hasattr(tenant, "id") else None,
+                },
+            )
+            http_observe(method=request.method, status=response.status_code, seconds=seconds)
+            return response
+        finally:
+            log_reset(token)
 
 
 class ProblemJSONMiddleware:

@@ -3,8 +3,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, UnknownRecordTypeError, WrongRecordTypeError
+from apps.core.logs import log_bind, log_reset
 from apps.ingestions import engine
 from apps.ingestions.engine.merge import (
     expire_pending,
@@ -122,6 +124,15 @@ def upload_register(
             "state": UploadState.RECEIVED if blob is None else UploadState.QUEUED,
         },
     )
+    log_bind(tenant_id=tenant.id, upload_id=upload.id)  # on the rest of this request's lines
+    if created:
+        logger.info(
+            "upload %s",
+            upload.state,
+            extra={"state": upload.state, "type": record_type, "size_bytes": upload.size_bytes},
+        )
+    else:
+        logger.info("upload already received: same bytes, the original upload answers")
     if created and blob is not None:
         transaction.on_commit(lambda: upload_enqueue(upload_id=upload.id))
     return UploadOutcome(upload=upload, created=created)
@@ -218,11 +229,16 @@ def upload_run(*, upload_id) -> Upload | None:
         upload = Upload.objects.filter(id=upload_id).first()
         if upload is None or upload.is_terminal:
             return upload
+        log_bind(tenant_id=upload.tenant_id, upload_id=upload.id)  # the task unbinds them
         _lock_schedule(upload.tenant_id)
         if _blocked(upload):
-            Upload.objects.filter(id=upload.id, state=UploadState.QUEUED).update(
+            if Upload.objects.filter(id=upload.id, state=UploadState.QUEUED).update(
                 state=UploadState.WAITING
-            )
+            ):
+                logger.info(
+                    "upload waiting for the tenant's earlier uploads",
+                    extra={"state": UploadState.WAITING},
+                )
             return upload
     if upload.blob_id is None:
         _upload_fail(upload_id=upload.id, code="no_data", detail="The upload's bytes are gone.")
@@ -242,6 +258,10 @@ def upload_wake(*, tenant_id) -> int:
             if not _blocked(upload):
                 Upload.objects.filter(id=upload.id).update(state=UploadState.QUEUED)
                 woken.append(upload.id)
+                logger.info(
+                    "upload queued: nothing blocks it any more",
+                    extra={"upload_id": str(upload.id), "state": UploadState.QUEUED},
+                )
         for upload_id in woken:
             transaction.on_commit(lambda upload_id=upload_id: upload_enqueue(upload_id=upload_id))
     return len(woken)
@@ -291,6 +311,7 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
     """Run the engine for one upload. A second run is harmless: a finished upload is left
     alone, one in progress elsewhere is skipped, and stage, merge and the state change
     commit together or not at all."""
+    log_token = log_bind(upload_id=upload_id)
     progress = _ProgressWriter(upload_id)
     try:
         with transaction.atomic():
@@ -299,7 +320,17 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
             upload = Upload.objects.filter(id=upload_id).first()
             if upload is None or upload.is_terminal:
                 return upload
+            log_bind(tenant_id=upload.tenant_id)
             progress.start()
+            started = time.monotonic()
+            logger.info(
+                "upload started",
+                extra={
+                    "state": UploadState.PROCESSING,
+                    "type": upload.record_type,
+                    "size_bytes": upload.size_bytes,
+                },
+            )
             with connection.connection.cursor() as cursor:  # the psycopg connection, in our txn
                 result = engine.load_upload(
                     cursor,
@@ -313,7 +344,18 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
                     max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
                     progress=progress,
                 )
-            _upload_finish(upload=upload, result=result)
+            state = _upload_finish(upload=upload, result=result)
+        seconds = time.monotonic() - started
+        logger.info(
+            "upload %s",
+            state,
+            extra={
+                "state": state,
+                "rows": asdict(result.rows),
+                "duration_s": round(seconds, 3),
+                "rows_per_second": round(result.rows.total / seconds, 1) if seconds else None,
+            },
+        )
         grown = {upload.record_type: result.rows.inserted}
         for resolved in result.resolved:
             grown[resolved.record_type] = grown.get(resolved.record_type, 0) + resolved.inserted
@@ -344,6 +386,7 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
         )
     finally:
         progress.close()
+        log_reset(log_token)
     return Upload.objects.get(id=upload_id)
 
 
@@ -351,9 +394,14 @@ def _upload_fail(*, upload_id, code: str, detail: str) -> None:
     Upload.objects.filter(id=upload_id).update(
         state=UploadState.FAILED, error_code=code, error_detail=detail, finished_at=timezone.now()
     )
+    logger.warning(
+        "upload failed: %s",
+        code,
+        extra={"upload_id": str(upload_id), "state": UploadState.FAILED, "error_code": code},
+    )
 
 
-def _upload_finish(*, upload: Upload, result: engine.LoadResult) -> None:
+def _upload_finish(*, upload: Upload, result: engine.LoadResult) -> str:
     rows = result.rows
     if not result.merged:
         state = UploadState.FAILED
@@ -392,6 +440,7 @@ def _upload_finish(*, upload: Upload, result: engine.LoadResult) -> None:
             rows_updated=F("rows_updated") + resolved.updated,
             rows_unchanged=F("rows_unchanged") + resolved.unchanged,
         )
+    return state
 
 
 def upload_requeue(*, stuck_after: timedelta | None = None) -> int:
