@@ -504,7 +504,7 @@ class Reporter:
         self._update(job, phase="[red]not sent[/]")
 
     def note(self, text: str) -> None:
-        self.progress.console.print(text, markup=False, highlight=False)
+        self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 class Runner:
@@ -1073,7 +1073,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
     args = parse_args(argv)
     width = None if sys.stdout.isatty() else 132  # piped: wide enough for the table
     console = console or Console(highlight=False, width=width)
-    errors = Console(stderr=True, highlight=False, width=width)
+    errors = Console(stderr=True, highlight=False, width=width, soft_wrap=True)
     try:
         tenants = load_tenants(args.data_dir, tenant_id=args.tenant_id, api_key=args.api_key)
         plans = build_plan(tenants, session_threshold=args.session_threshold)
@@ -1128,7 +1128,7 @@ def main(argv: Sequence[str] | None = None, *, console: Console | None = None) -
             return EXIT_FAILED
     seconds = time.perf_counter() - started
     console.print(result_table(results))
-    console.print(summary_line(results, seconds))
+    console.print(summary_line(results, seconds), soft_wrap=True)
     for (tenant, error), labels in failures(results).items():
         which = labels[0] if len(labels) == 1 else f"{tenant} ({len(labels)} files)"
         errors.print(f"[red]{escape(which)}:[/] {escape(error)}")
