@@ -14,8 +14,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-demo: install
-	$(PY) scripts/demo.py
+demo: install  # make demo DEMO_ARGS=--keep-running leaves the web server and worker up
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 test: install
 	$(PY) -m pytest

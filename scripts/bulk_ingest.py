@@ -604,7 +604,7 @@ class Runner:
                 for result in waiting:
                     result.error = "interrupted while the server was processing it"
                 return
-            interval = min(interval * 1.5, 2.0)
+            interval = min(interval * 1.5, 0.5)  # a stage's end is seen soon after
             for result in list(waiting):
                 try:
                     upload = self.get_upload(result.job, result.upload["id"])
