@@ -12,6 +12,7 @@ Two kinds, so the numbers are right however many gunicorn and Celery processes r
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import (
@@ -25,6 +26,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 disable_created_metrics()  # no `*_created` series next to every counter and histogram
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # prometheus_client refuses a missing folder
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 HTTP_REQUESTS = Counter(
     "http_requests", "HTTP requests answered, by method and status code.", ["method", "status"]
