@@ -78,13 +78,17 @@ def test_a_tenant_signs_in_and_watches_an_upload_complete_then_reads_its_errors(
     on to its final state with exact counts without a reload, and its errors page lists the
     two bad rows exactly."""
     _, issued = tenant_create(name="Browser Shop")
+    # as deployed: DEBUG off, so WhiteNoise serves the static files from its startup index
+    production_like = {
+        "DATABASE_URL": database_url_of_tests(),
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": "browser-test-secret",
+    }
     data = _file()
     lines = data.decode().splitlines()
 
     with (
-        running_stack(
-            env={"DATABASE_URL": database_url_of_tests()}, workers=1, log_dir=tmp_path
-        ) as base,
+        running_stack(env=production_like, workers=1, log_dir=tmp_path) as base,
         sync_playwright() as playwright,
     ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -97,6 +101,8 @@ def test_a_tenant_signs_in_and_watches_an_upload_complete_then_reads_its_errors(
             expect(page).to_have_url(f"{base}/dashboard/")
             expect(page.locator("header .who")).to_have_text("Tenant: Browser Shop")
             expect(page.locator("#no-uploads")).to_be_visible()
+            header = "getComputedStyle(document.querySelector('header.top')).backgroundColor"
+            assert page.evaluate(header) == "rgb(29, 35, 48)"  # the stylesheet was served
             _shot(page, "1-signed-in.png")
 
             response = httpx.post(
