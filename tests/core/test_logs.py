@@ -15,7 +15,15 @@ import pytest
 from celery import signals
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from apps.core.logs import ConsoleFormatter, JsonFormatter, log_context, log_format, logging_config
+from apps.core.logs import (
+    ConsoleFormatter,
+    JsonFormatter,
+    log_context,
+    log_format,
+    log_fresh,
+    log_reset,
+    logging_config,
+)
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, order_row, uid
 from apps.ingestions.models import Upload
 from apps.tenants.services import tenant_create
@@ -159,9 +167,14 @@ def test_bound_ids_and_extra_fields_appear_in_both_formats():
     logger = logging.getLogger("tests.logs")
     record = logger.makeRecord("tests.logs", logging.INFO, __file__, 1, "hi %s", ("you",), None)
     record.rows = 3
-    with log_context(tenant_id="t1", upload_id="u1"):
-        line = json.loads(JsonFormatter().format(record))
-        text = ConsoleFormatter().format(record)
+    fresh = log_fresh()  # as a request or task starts: no ids left from earlier code
+    try:
+        with log_context(tenant_id="t1", upload_id="u1"):
+            line = json.loads(JsonFormatter().format(record))
+            text = ConsoleFormatter().format(record)
+        after = json.loads(JsonFormatter().format(record))
+    finally:
+        log_reset(fresh)
     assert (line["message"], line["tenant_id"], line["upload_id"], line["rows"]) == (
         "hi you",
         "t1",
@@ -169,7 +182,7 @@ def test_bound_ids_and_extra_fields_appear_in_both_formats():
         3,
     )
     assert text.endswith("tests.logs: hi you tenant_id=t1 upload_id=u1 rows=3")
-    assert "tenant_id" not in json.loads(JsonFormatter().format(record))
+    assert "tenant_id" not in after
 
 
 def test_a_process_started_with_debug_off_writes_json_lines():
