@@ -1,13 +1,15 @@
 import logging
 import time
 
-from django.http import JsonResponse
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http import Http404, JsonResponse
 
 from apps.core.api import PROBLEM_JSON, problem
 from apps.core.logs import log_fresh, log_reset
 from apps.core.metrics import http_observe
 
 access_logger = logging.getLogger("apps.access")
+error_logger = logging.getLogger("django.request")
 
 _TITLES = {
     400: "Bad request",
@@ -55,14 +57,24 @@ class AccessMiddleware:
 
 class ProblemJSONMiddleware:
     """Errors that never reach a DRF view (unknown URLs, Django's own 4xx/5xx pages, an
-    exception in a plain view) answer as application/problem+json, never an HTML page."""
+    exception in a plain view) answer as application/problem+json, never an HTML page;
+    only a browser on the dashboard (it asks for HTML by name) gets Django's page."""
+
+    HTML_PREFIXES = ("/dashboard/",)
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         response = self.get_response(request)
-        if response.status_code >= 400 and response.get("Content-Type", "").startswith("text/html"):
+        wants_html = request.path.startswith(self.HTML_PREFIXES) and "text/html" in (
+            request.headers.get("Accept", "")
+        )
+        if (
+            response.status_code >= 400
+            and response.get("Content-Type", "").startswith("text/html")
+            and not wants_html
+        ):
             code = response.status_code
             detail = (
                 f"No resource at {request.path}."
@@ -75,7 +87,14 @@ class ProblemJSONMiddleware:
         return response
 
     def process_exception(self, request, exception):
-        return _problem(500, "The server failed to handle this request.")
+        if isinstance(exception, Http404 | PermissionDenied | SuspiciousOperation | BadRequest):
+            return None  # Django answers these with their 4xx; __call__ converts the page
+        error_logger.error(
+            "Internal Server Error: %s", request.path, exc_info=exception, extra={"status": 500}
+        )
+        response = _problem(500, "The server failed to handle this request.")
+        response._has_been_logged = True  # logged above, with the traceback
+        return response
 
 
 def _problem(code: int, detail: str) -> JsonResponse:

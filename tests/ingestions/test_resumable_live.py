@@ -107,7 +107,6 @@ def _send_then_drop(base: str, path: str, headers: dict, body: bytes, declared: 
         head = [f"PATCH {path} HTTP/1.1", f"Host: {url.netloc}", f"Content-Length: {declared}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        time.sleep(0.5)  # let the server store what arrived before the line drops
 
 
 def test_a_session_cut_mid_chunk_resumes_from_what_was_stored(tmp_path):
@@ -139,6 +138,12 @@ def test_a_session_cut_mid_chunk_resumes_from_what_was_stored(tmp_path):
             data[:2_500_000],
             declared=len(data),
         )
+        # the server may still be storing the dropped request's bytes: wait until it is done
+        deadline = time.monotonic() + 30
+        status_url = f"{base}/api/v1/ingest/sessions/{token}/status/"
+        while httpx.get(status_url, headers=key).json()["offset"] < 2_500_000:
+            assert time.monotonic() < deadline, "the bytes that arrived were not all stored"
+            time.sleep(0.1)
         resumed = httpx.post(f"{base}/api/v1/ingest/sessions/{token}/resume/", headers=key)
         assert resumed.status_code == 200, resumed.text
         offset = resumed.json()["offset"]
