@@ -4,6 +4,7 @@ worker on the test database, asserting its exit code, its output and the rows it
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -26,11 +27,13 @@ MODELS = {"customers": Customer, "products": Product, "orders": Order, "order_it
 
 
 def make_data(
-    folder: Path, *, tenants: int = 1, fault_rate: float = 0.0, seed: int = 1
+    folder: Path, *, tenants: int = 1, fault_rate: float = 0.0, seed: int = 1, customers: int = 20
 ) -> tuple[Path, dict[str, list[WrittenFile]]]:
     """A data directory as `generate_data` writes it, small; returns it and the files
     written per tenant id."""
-    sizes = Sizes(customers=20, products=5, orders=40, items_per_order=2, fault_rate=fault_rate)
+    sizes = Sizes(
+        customers=customers, products=5, orders=40, items_per_order=2, fault_rate=fault_rate
+    )
     manifest, written = [], {}
     for n in range(tenants):
         tenant, issued = tenant_create(name=f"cli-{n}")
@@ -135,6 +138,37 @@ def test_an_interrupted_session_upload_resumes_where_it_stopped(tmp_path, live_s
     assert "orders_1.ndjson: resuming session at byte 8,192" in second.stdout
     assert UploadSession.objects.filter(filename="orders_1.ndjson").count() == 1
     assert Upload.objects.filter(record_type="orders").count() == 1
+    assert_loaded_once(written)
+
+
+def test_ctrl_c_stops_the_run_cleanly_and_the_next_run_resumes(tmp_path, live_stack):
+    """SIGINT in the middle of a session upload: exit 2 with a hint, the state saved; the
+    same command then finishes the file from where the server is, loading it once."""
+    data, written = make_data(tmp_path, customers=3000)  # ~570 KiB of customers
+    args = ["--data-dir", str(data), "--api-url", live_stack, "--session-threshold", "64KiB"]
+    state_file = data / ".bulk_ingest_state.json"
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "bulk_ingest.py"), "--no-progress", *args, "--chunk-size=4KiB"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while '"token"' not in (state_file.read_text() if state_file.exists() else ""):
+        assert time.monotonic() < deadline, "no session was started"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 2, out + err
+    assert "interrupted: run the same command again to continue" in err
+    (session,) = UploadSession.objects.all()
+    assert 0 < session.offset < session.size
+    assert session.state == "open"
+
+    second = bulk_ingest(*args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"customers_1.ndjson: resuming session at byte {session.offset:,}" in second.stdout
+    assert UploadSession.objects.count() == 1
     assert_loaded_once(written)
 
 
