@@ -10,6 +10,10 @@ containers run it so). Command-line options and `GUNICORN_CMD_ARGS` override the
 import os
 from pathlib import Path
 
+# Imported now, not in child_exit: that hook runs in a signal handler, and a second worker
+# exiting during the import would find the module half-initialised.
+from prometheus_client import multiprocess
+
 from apps.core.logs import logging_config
 
 logconfig_dict = logging_config()
@@ -31,6 +35,4 @@ def on_starting(server):
 
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(worker.pid)
