@@ -52,23 +52,6 @@ def key_for(tenant) -> str:
     return api_key_rotate(tenant=tenant, revoke_existing=False).raw
 
 
-@pytest.fixture
-def client_for(db):
-    """`client_for(tenant)`: an API client sending a key of that tenant."""
-
-    def make(tenant) -> APIClient:
-        client = APIClient()
-        client.credentials(HTTP_X_API_KEY=key_for(tenant))
-        return client
-
-    return make
-
-
-@pytest.fixture
-def client(client_for, tenant) -> APIClient:
-    return client_for(tenant)
-
-
 def post_file(client, filename, data, *, url=COMPREHENSIVE, headers=None, **fields):
     """A multipart upload with the file in the `file` field."""
     form = {"file": SimpleUploadedFile(filename, data), **fields}

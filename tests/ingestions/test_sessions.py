@@ -10,12 +10,10 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.ingestions.models import Blob, BlobChunk, Upload, UploadSession, UploadState
 from apps.ingestions.sessions import session_expire
-from apps.tenants.services import api_key_rotate
 
 SESSIONS = "/api/v1/ingest/sessions/"
 COMPREHENSIVE = "/api/v1/ingest/comprehensive/"
@@ -30,21 +28,6 @@ DATA = ndjson_bytes(
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def client_for(db):
-    def make(tenant) -> APIClient:
-        client = APIClient()
-        client.credentials(HTTP_X_API_KEY=api_key_rotate(tenant=tenant, revoke_existing=False).raw)
-        return client
-
-    return make
-
-
-@pytest.fixture
-def client(client_for, tenant) -> APIClient:
-    return client_for(tenant)
 
 
 def create(client, **body):

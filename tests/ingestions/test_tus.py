@@ -14,7 +14,6 @@ from rest_framework.test import APIClient
 
 from apps.ingestions.engine.testing import ndjson_bytes, product_row, uid
 from apps.ingestions.models import Blob, BlobChunk, Upload, UploadSession
-from apps.tenants.services import api_key_rotate
 
 TUS = "/api/v1/ingest/tus/"
 SERVER = "http://testserver"
@@ -30,21 +29,6 @@ def b64(text: str) -> str:
 
 def digest(algorithm: str, data: bytes) -> str:
     return f"{algorithm} {base64.b64encode(hashlib.new(algorithm, data).digest()).decode()}"
-
-
-@pytest.fixture
-def client_for(db):
-    def make(tenant) -> APIClient:
-        client = APIClient()
-        client.credentials(HTTP_X_API_KEY=api_key_rotate(tenant=tenant, revoke_existing=False).raw)
-        return client
-
-    return make
-
-
-@pytest.fixture
-def client(client_for, tenant) -> APIClient:
-    return client_for(tenant)
 
 
 def create(client, *, length=None, metadata=None, **headers):
