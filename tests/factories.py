@@ -56,3 +56,18 @@ def database_url_of_tests() -> str:
         auth += ":" + quote(db["PASSWORD"], safe="")
     port = f":{db['PORT']}" if db["PORT"] else ""
     return f"postgresql://{auth}@{quote(host, safe='')}{port}/{quote(db['NAME'], safe='')}"
+
+
+def ingest_stored(tenant, filename: str, data: bytes, *, strict: bool = False) -> Upload:
+    """Receive `data` as the API does (bytes stored in a blob) and process it at once, in
+    the test's transaction; returns the upload."""
+    import io
+
+    from apps.ingestions.services import upload_create, upload_process
+
+    upload = upload_create(
+        tenant=tenant, stream=io.BytesIO(data), filename=filename, strict=strict
+    ).upload
+    upload_process(upload_id=upload.id, stream=io.BytesIO(data))
+    upload.refresh_from_db()
+    return upload

@@ -24,6 +24,7 @@ from apps.ingestions.engine.merge import (
     lock_tenant,
     pending_tenants,
     refresh_statistics,
+    restore_reject_lines,
 )
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.models import Blob, Upload, UploadState
@@ -538,7 +539,29 @@ def pending_expire(*, now=None, retention: timedelta | None = None) -> int:
                     rows_rejected=F("rows_rejected") + expired.rows,
                     state=UploadState.COMPLETED_WITH_ERRORS,
                 )
+                _orphans_show_their_lines(upload_id=expired.upload_id)
     return total
+
+
+def _orphans_show_their_lines(*, upload_id) -> None:
+    """Give an upload's orphan rejects the lines as sent, from its stored bytes (a file
+    ingested from a local path has none: its orphans keep the held values)."""
+    blob_id = Upload.objects.filter(id=upload_id).values_list("blob_id", flat=True).first()
+    if blob_id is None:
+        return
+    # on this connection: inside the expiry's transaction, and visible to it
+    with BlobReader(blob_id, shared=True) as stream, connection.connection.cursor() as cursor:
+        try:
+            restore_reject_lines(
+                cursor,
+                upload_id=str(upload_id),
+                code="orphan",
+                stream=stream,
+                max_line_bytes=settings.INGEST_MAX_LINE_BYTES,
+                max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
+            )
+        except engine.FileError as exc:  # the limits changed since it loaded: keep the values
+            logger.warning("orphans of upload %s keep their held values: %s", upload_id, exc)
 
 
 def upload_retry(*, upload_id) -> bool:

@@ -7,7 +7,7 @@ import hashlib
 from typing import BinaryIO
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 
 from apps.core.errors import PayloadTooLargeError
 from apps.ingestions.models import Blob, BlobChunk
@@ -40,11 +40,14 @@ def blob_store(*, stream: BinaryIO, max_bytes: int | None = None) -> Blob:
 
 class BlobReader:
     """A read-only, rewindable file over a blob's chunks, on a connection of its own (so it
-    can be read while the caller's connection is busy loading)."""
+    can be read while the caller's connection is busy loading), or on the caller's."""
 
-    def __init__(self, blob_id: int):
+    def __init__(self, blob_id: int, *, shared: bool = False):
         self.blob_id = blob_id
-        self._conn = connections.create_connection("default")
+        # shared: read on the default connection (inside its transaction, between its
+        # statements) instead of a connection of its own
+        self._shared = shared
+        self._conn = connection if shared else connections.create_connection("default")
         self._seq = 0
         self._buffer = memoryview(b"")
         self._eof = False
@@ -92,7 +95,8 @@ class BlobReader:
         return 0
 
     def close(self) -> None:
-        self._conn.close()
+        if not self._shared:
+            self._conn.close()
 
     def __enter__(self) -> BlobReader:
         return self

@@ -7,15 +7,18 @@ neither deadlock on each other's rows nor lose an update.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import BinaryIO
 
 import psycopg
 from psycopg import Cursor, sql
 
-from apps.ingestions.engine.records import RECORDS, RecordSpec
+from apps.ingestions.engine.reader import ByteStream, read_lines
+from apps.ingestions.engine.records import RECORDS, RecordSpec, copy_text
 from apps.ingestions.engine.results import ResolvedCounts
-from apps.ingestions.engine.stage import staging_table
+from apps.ingestions.engine.stage import raw_text, staging_table
 
 # Temp tables are always named with pg_temp: an unqualified DROP could hit a real table.
 _DEDUP = sql.Identifier("pg_temp", "_dedup")
@@ -389,6 +392,62 @@ def expire_pending(cursor: Cursor, *, tenant_id: str, older_than: datetime) -> l
         for upload_id, rows in cursor.fetchall():
             expired[upload_id] = expired.get(upload_id, 0) + rows
     return [Expired(u, n) for u, n in expired.items()]
+
+
+def restore_reject_lines(
+    cursor: Cursor,
+    *,
+    upload_id: str,
+    code: str,
+    stream: BinaryIO,
+    max_line_bytes: int,
+    max_decompressed_bytes: int,
+    batch: int = 10_000,
+) -> int:
+    """Put the line as sent back into the `raw` of an upload's rejects with `code`, read
+    again from the upload's bytes. A held row keeps only its staged values, so an `orphan`
+    reject is first written with those re-serialized; this makes it show the physical line
+    like every other reject. `stream` may share the cursor's connection: lines are looked
+    up a batch at a time between the statements. Returns how many rejects were updated."""
+    cursor.execute(
+        "SELECT line FROM rejects WHERE upload_id = %s AND code = %s ORDER BY line",
+        (upload_id, code),
+    )
+    wanted = array("q", (line for (line,) in cursor.fetchall()))
+    if not wanted:
+        return 0
+    cursor.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS ingest_reject_lines (line bigint PRIMARY KEY, raw text)"
+    )
+    cursor.execute("TRUNCATE pg_temp.ingest_reject_lines")
+    source = ByteStream(stream, max_bytes=max_decompressed_bytes)
+    lines = read_lines(source, max_line_bytes=max_line_bytes)
+    targets = iter(wanted)
+    target = next(targets)
+    found: list[str] = []
+
+    def flush() -> None:
+        with cursor.copy("COPY pg_temp.ingest_reject_lines (line, raw) FROM STDIN") as copy:
+            copy.write("".join(found))
+        found.clear()
+
+    for number, data, _too_long in lines:
+        if number != target:
+            continue
+        found.append(f"{number}\t{copy_text(raw_text(data))}\n")
+        target = next(targets, None)
+        if target is None:
+            break
+        if len(found) >= batch:
+            flush()
+    if found:
+        flush()
+    cursor.execute(
+        "UPDATE rejects r SET raw = t.raw FROM pg_temp.ingest_reject_lines t "
+        "WHERE r.upload_id = %s AND r.code = %s AND r.line = t.line",
+        (upload_id, code),
+    )
+    return cursor.rowcount
 
 
 def pending_tenants(cursor: Cursor, *, older_than: datetime) -> list[str]:

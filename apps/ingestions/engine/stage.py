@@ -81,7 +81,8 @@ def _json_error(exc: Exception) -> str:
     return str(exc)
 
 
-def _raw_text(data: bytes) -> str:
+def raw_text(data: bytes) -> str:
+    """A line as a reject's `raw`: UTF-8, undecodable bytes and NULs replaced."""
     return data.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
@@ -120,7 +121,7 @@ def parse_chunks(
                     "",
                     "line_too_long",
                     "the line is longer than the line limit",
-                    _raw_text(data),
+                    raw_text(data),
                 )
             )
         elif not data or data.isspace():
@@ -132,14 +133,14 @@ def parse_chunks(
             except Invalid as exc:
                 rejected += 1
                 parts.append(
-                    _reject_text(number, blanks, exc.field, exc.code, exc.message, _raw_text(data))
+                    _reject_text(number, blanks, exc.field, exc.code, exc.message, raw_text(data))
                 )
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                 # not UTF-8, or nested deeper than any record needs, is not JSON we accept
                 rejected += 1
                 parts.append(
                     _reject_text(
-                        number, blanks, "", "invalid_json", _json_error(exc), _raw_text(data)
+                        number, blanks, "", "invalid_json", _json_error(exc), raw_text(data)
                     )
                 )
             else:

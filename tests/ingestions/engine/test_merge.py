@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from apps.ingestions.engine.testing import (
     customer_row,
+    ndjson_bytes,
     order_item_row,
     order_row,
     product_row,
@@ -30,7 +31,13 @@ from apps.ingestions.models import (
     UploadState,
 )
 from apps.ingestions.services import pending_expire, upload_ingest_path
-from tests.factories import assert_counts_add_up, counts_of, raw_row, rejects_of
+from tests.factories import (
+    assert_counts_add_up,
+    counts_of,
+    ingest_stored,
+    raw_row,
+    rejects_of,
+)
 
 
 def counts(**nonzero: int) -> dict[str, int]:
@@ -362,6 +369,49 @@ def test_held_items_past_the_retention_window_become_orphan_rejects(
     reject = Reject.objects.get(upload=upload)
     assert json.loads(reject.raw)["order_item_id"] == uid("i1")
     assert field in reject.message
+
+
+@pytest.mark.parametrize(
+    ("case", "strict", "compression"),
+    [
+        ("pipelined", False, None),
+        ("whole-file after a repeated id", False, None),
+        ("strict", True, None),
+        ("gzip", False, "gzip"),
+    ],
+)
+def test_an_orphan_reject_shows_the_line_as_sent(tenant, case, strict, compression):
+    """An orphan's `raw` is the physical line the client sent (key order, spacing, decimal
+    strings, offsets), read back from the stored bytes, whichever way the file loaded."""
+    sent = [
+        raw_row(
+            order_row(order_id=uid(f"held-{n}"), customer_id=uid("nobody")),
+            total_amount='"19.90"',
+            order_date='"2024-03-01T10:00:00+02:00"',
+        ).replace('", "', '",  "')
+        for n in range(3)
+    ]
+    if case.startswith("whole-file"):
+        sent.append(sent[0])  # a repeated id sends the load down the whole-file path
+    data = ndjson_bytes(["", *sent], compression=compression)
+    upload = ingest_stored(tenant, "orders_1.ndjson", data, strict=strict)
+    expected = dict(enumerate(sent, start=2))
+    if case.startswith("whole-file"):
+        del expected[2]  # superseded by its later occurrence
+    assert counts_of(upload)["pending"] == len(expected)
+
+    assert pending_expire(retention=timedelta(0)) == len(expected)
+    raws = dict(Reject.objects.filter(upload=upload, code="orphan").values_list("line", "raw"))
+    assert raws == expected
+
+
+def test_an_orphan_of_a_file_ingested_from_a_path_keeps_its_held_values(tenant, ndjson, load):
+    """A local file leaves no stored bytes to read back: the orphan's `raw` is the held
+    row's values as JSON."""
+    upload = load(tenant, ndjson("orders_1.ndjson", [order_row(customer_id=uid("nobody"))]))
+    assert pending_expire(retention=timedelta(0)) == 1
+    raw = json.loads(Reject.objects.get(upload=upload).raw)
+    assert (raw["order_id"], raw["customer_id"]) == (uid("o1"), uid("nobody"))
 
 
 def test_an_expired_order_is_rejected_and_its_parent_arriving_later_loads_nothing(
