@@ -575,6 +575,8 @@ class Runner:
             sha256 = file_sha256(job.path)
             key = f"{job.tenant.tenant_id or job.tenant.name}:{job.record_type}:{sha256}"
             upload = self._known_upload(job, key, sha256)
+            if upload is not None and upload["state"] == "failed":
+                upload = self._rerun_failed(job, key, upload)
             if upload is None:
                 if job.via_session:
                     upload = self.send_session(job, key, sha256)
@@ -698,6 +700,22 @@ class Runner:
             if upload is not None and upload.get("sha256") in (None, "", sha256):
                 return upload
         return None
+
+    def _rerun_failed(self, job: FileJob, key: str, upload: dict) -> dict:
+        """An earlier run's upload failed in processing (a worker lost, a limit since
+        raised): resuming its session runs it again from the stored bytes. Not a strict
+        upload's bad rows, which the same bytes would fail again."""
+        code = (upload.get("error") or {}).get("code")
+        token = self.state.get(key).get("token")
+        if not token or code == "strict_rejected":
+            return upload
+        response = self.request(job, "POST", f"{API}/sessions/{token}/resume/")
+        if response.status_code != 202:
+            return upload
+        self.reporter.note(
+            f"{job.label}: its processing failed last time ({code}); running it again"
+        )
+        return self.get_upload(job, upload["id"]) or upload
 
     # -- one request for the whole file
 

@@ -279,3 +279,39 @@ def test_an_unreachable_server_is_retried_then_reported_with_exit_2(tmp_path):
     assert "ConnectError" in done.stdout
     assert "gave up after 3 attempts (ConnectError" in done.stderr
     assert time.monotonic() - started < 30
+
+
+def test_a_rerun_processes_again_a_session_upload_that_failed(tmp_path):
+    """The first run's gzip customers file fails in the worker (the server's decompressed
+    limit is too low); with the limit raised, the rerun resumes its session, the worker
+    processes the stored bytes again and the run ends with exit 0."""
+    import gzip
+
+    from scripts.stack import running_stack
+    from tests.factories import database_url_of_tests
+
+    data, written = make_data(tmp_path)
+    plain = data / "t0" / "customers_1.ndjson"
+    (data / "t0" / "customers_1.ndjson.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    args = ("--data-dir", str(data), "--session-threshold", "1KiB", "--chunk-size", "4KiB")
+    env = {"DATABASE_URL": database_url_of_tests()}
+
+    with running_stack(
+        env={**env, "INGEST_MAX_DECOMPRESSED_BYTES": "100"}, workers=1, log_dir=tmp_path
+    ) as base:
+        first = bulk_ingest(*args, "--api-url", base)
+    assert first.returncode == 2, first.stdout + first.stderr
+    failed = Upload.objects.get(record_type="customers")
+    assert (failed.state, failed.error_code) == ("failed", "decompression_bomb")
+
+    with running_stack(env=env, workers=1, log_dir=tmp_path) as base:
+        second = bulk_ingest(*args, "--api-url", base)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "customers_1.ndjson.gz: its processing failed last time (decompression_bomb)" in (
+        second.stdout
+    )
+    failed.refresh_from_db()
+    assert (failed.state, failed.error_code) == ("completed", "")
+    assert Upload.objects.filter(record_type="customers").count() == 1
+    assert_loaded_once(written)
