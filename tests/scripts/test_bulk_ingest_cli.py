@@ -295,7 +295,8 @@ def test_a_rerun_processes_again_a_session_upload_that_failed(tmp_path):
     (data / "t0" / "customers_1.ndjson.gz").write_bytes(gzip.compress(plain.read_bytes()))
     plain.unlink()
     args = ("--data-dir", str(data), "--session-threshold", "1KiB", "--chunk-size", "4KiB")
-    env = {"DATABASE_URL": database_url_of_tests()}
+    # a queue of its own: the module's shared stack must not take these uploads
+    env = {"DATABASE_URL": database_url_of_tests(), "CELERY_QUEUE": f"rerun-{tmp_path.name}"}
 
     with running_stack(
         env={**env, "INGEST_MAX_DECOMPRESSED_BYTES": "100"}, workers=1, log_dir=tmp_path
