@@ -164,12 +164,16 @@ def _session_unlock(token: str) -> None:
         cursor.execute("SELECT pg_advisory_unlock(hashtextextended('session:' || %s, 0))", (token,))
 
 
+def _expired_error() -> GoneError:
+    return GoneError(
+        "This upload session has expired and its bytes were deleted; start a new one.",
+        code="session_expired",
+    )
+
+
 def _check_writable(session: UploadSession) -> None:
     if session.state == SessionState.EXPIRED:
-        raise GoneError(
-            "This upload session has expired and its bytes were deleted; start a new one.",
-            code="session_expired",
-        )
+        raise _expired_error()
     if session.state == SessionState.FAILED:
         raise _offset_conflict(
             session, f"This upload session failed: {session.error_detail}", "session_failed"
@@ -371,10 +375,7 @@ def session_resume(*, tenant: Tenant, token: str) -> ResumeOutcome:
     failed is processed again from its stored bytes."""
     session = session_lookup(tenant=tenant, token=token)
     if session.state == SessionState.EXPIRED:
-        raise GoneError(
-            "This upload session has expired and its bytes were deleted; start a new one.",
-            code="session_expired",
-        )
+        raise _expired_error()
     if session.state == SessionState.FAILED:
         raise ConflictError(
             f"This upload session failed ({session.error_detail}); start a new one.",
