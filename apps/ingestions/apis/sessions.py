@@ -14,7 +14,12 @@ from rest_framework.response import Response
 
 from apps.core.api import TenantApiView, problem_responses
 from apps.core.errors import ApplicationError
-from apps.ingestions.apis.uploads import UploadOutputSerializer, raw_body, upload_data
+from apps.ingestions.apis.uploads import (
+    UploadOutputSerializer,
+    int_header,
+    raw_body,
+    upload_data,
+)
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.idempotency import Replay, idempotency_run, request_fingerprint
 from apps.ingestions.models import UploadSession
@@ -72,19 +77,12 @@ def session_data(session: UploadSession, request) -> dict:
 
 
 def _offset_header(request) -> int:
-    raw = request.headers.get("Upload-Offset")
-    if raw is None:
+    offset = int_header(request, "Upload-Offset", code="bad_offset")
+    if offset is None:
         raise ApplicationError(
             "Send the Upload-Offset header: where the chunk starts.", code="no_offset"
         )
-    if not raw.strip().isdigit():
-        raise ApplicationError("Upload-Offset must be a non-negative integer.", code="bad_offset")
-    return int(raw)
-
-
-def _content_length(request) -> int | None:
-    raw = request.META.get("CONTENT_LENGTH")
-    return int(raw) if raw and raw.isdigit() else None
+    return offset
 
 
 def chunk_response(request, *, tenant, token: str) -> Response:
@@ -103,7 +101,7 @@ def chunk_response(request, *, tenant, token: str) -> Response:
         token=token,
         offset=_offset_header(request),
         stream=raw_body(request),
-        content_length=_content_length(request),
+        content_length=int_header(request, "Content-Length"),
     )
     headers = {"Upload-Offset": str(outcome.session.offset)}
     if outcome.upload is None:

@@ -19,7 +19,7 @@ from rest_framework.response import Response
 
 from apps.core.api import TenantApiView, problem_responses
 from apps.core.errors import ApplicationError, GoneError
-from apps.ingestions.apis.uploads import raw_body
+from apps.ingestions.apis.uploads import int_header, raw_body
 from apps.ingestions.models import SessionState, UploadSession
 from apps.ingestions.sessions import (
     CHECKSUM_ALGORITHMS,
@@ -56,15 +56,6 @@ def parse_metadata(header: str) -> dict[str, str]:
             ) from None
         metadata[key] = value
     return metadata
-
-
-def _int_header(request, name: str) -> int | None:
-    raw = request.headers.get(name)
-    if raw is None:
-        return None
-    if not raw.strip().isdigit():
-        raise ApplicationError(f"{name} must be a non-negative integer.", code="bad_header")
-    return int(raw)
 
 
 def _expiry_headers(session: UploadSession) -> dict[str, str]:
@@ -123,7 +114,7 @@ class _TusApi(TenantApiView):
             token=session.token,
             offset=offset,
             stream=raw_body(request),
-            content_length=_int_header(request, "Content-Length"),
+            content_length=int_header(request, "Content-Length"),
             checksum=checksum,
         )
         return outcome.session
@@ -159,7 +150,7 @@ class TusCreateApi(_TusApi):
             raise ApplicationError(
                 "Upload-Defer-Length is not supported: send Upload-Length.", code="defer_length"
             )
-        length = _int_header(request, "Upload-Length")
+        length = int_header(request, "Upload-Length")
         if length is None:
             raise ApplicationError("Send the file's size in Upload-Length.", code="no_length")
         raw_metadata = request.headers.get("Upload-Metadata", "")
@@ -181,7 +172,7 @@ class TusCreateApi(_TusApi):
                 reverse("tus-upload", kwargs={"token": session.token})
             )
         }
-        body_length = _int_header(request, "Content-Length") or 0
+        body_length = int_header(request, "Content-Length") or 0
         if body_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             if (request.content_type or "").split(";")[0].strip() != CHUNK_TYPE:
                 raise UnsupportedMediaType(request.content_type)
@@ -231,7 +222,7 @@ class TusUploadApi(_TusApi):
             raise UnsupportedMediaType(
                 request.content_type, detail=f"A tus PATCH body must be {CHUNK_TYPE}."
             )
-        offset = _int_header(request, "Upload-Offset")
+        offset = int_header(request, "Upload-Offset")
         if offset is None:
             raise ApplicationError("Send the chunk's start in Upload-Offset.", code="no_offset")
         checksum_header = request.headers.get("Upload-Checksum")

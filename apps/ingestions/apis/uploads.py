@@ -23,7 +23,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from apps.core.api import Pagination, TenantApiView, problem_responses
-from apps.core.errors import PayloadTooLargeError
+from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.idempotency import (
     idempotency_begin,
@@ -47,6 +47,16 @@ def _disposition_filename(header: str) -> str:
     message = Message()
     message["Content-Disposition"] = header
     return (message.get_filename() or "").strip().replace("/", "_").replace("\\", "_")
+
+
+def int_header(request, name: str, *, code: str = "bad_header") -> int | None:
+    """A header that must be a non-negative integer; None when absent or empty."""
+    raw = request.headers.get(name)
+    if raw is None or not raw.strip():
+        return None
+    if not raw.strip().isdigit():
+        raise ApplicationError(f"{name} must be a non-negative integer.", code=code)
+    return int(raw)
 
 
 def raw_body(request):
