@@ -49,6 +49,19 @@ def load() -> Callable[..., Upload]:
     return run
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _staging_tables_dropped(django_db_setup, django_db_blocker):
+    """Tests roll their transactions back, and with them the DROP of each load's staging
+    table: drop what they leave once the session ends (the test database is reused)."""
+    yield
+    from django.db import connection, transaction
+
+    from apps.ingestions.engine.stage import staging_drop_stale
+
+    with django_db_blocker.unblock(), transaction.atomic(), connection.cursor() as cursor:
+        staging_drop_stale(cursor.cursor)
+
+
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker):
     """A real Celery worker (in a thread of this process) on the configured broker: Redis in

@@ -27,6 +27,7 @@ from apps.ingestions.engine.merge import (
     restore_reject_lines,
 )
 from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.engine.stage import staging_drop_stale
 from apps.ingestions.models import Blob, Upload, UploadState
 from apps.ingestions.storage import BlobReader, blob_store
 from apps.tenants.models import Tenant
@@ -442,6 +443,16 @@ def _upload_finish(*, upload: Upload, result: engine.LoadResult) -> str:
             rows_unchanged=F("rows_unchanged") + resolved.unchanged,
         )
     return state
+
+
+def staging_purge() -> int:
+    """Drop staging tables left by loads that failed or whose worker died (a re-run would
+    drop its own, but a failed upload is not run again). Called by a periodic job."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        dropped = staging_drop_stale(cursor.cursor)
+    if dropped:
+        logger.info("dropped %d staging table(s) of unfinished loads", len(dropped))
+    return len(dropped)
 
 
 def upload_requeue(*, stuck_after: timedelta | None = None) -> int:

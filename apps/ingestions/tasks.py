@@ -20,9 +20,10 @@ def upload_process_task(upload_id: str) -> None:
 
 @shared_task(ignore_result=True)
 def upload_requeue_task() -> int:
-    from apps.ingestions.services import upload_requeue, upload_stop_hung
+    from apps.ingestions.services import staging_purge, upload_requeue, upload_stop_hung
 
     upload_stop_hung()
+    staging_purge()
     return upload_requeue()
 
 

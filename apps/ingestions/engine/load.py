@@ -3,15 +3,18 @@
 Two ways through, same result:
 
 - pipelined (the usual one): the calling thread parses and validates chunk after chunk
-  while a worker thread COPYs each finished chunk into staging and merges it into the
-  final tables, so Python's parsing and PostgreSQL's merging (foreign-key checks, index
-  inserts) run on two cores at once. A chunk goes in with a plain INSERT, trusting the
-  primary and foreign keys to refuse an id that exists or a parent that does not; once one
-  does, chunks are merged carefully (pending hold, upsert) and their ids tracked, so the
-  first id that repeats in the file stops this path;
-- whole-file (strict uploads, unseekable streams, and files that repeat an id): stage
-  everything, then deduplicate (last occurrence wins) and merge in one go. A file that
-  turned out to repeat an id is rolled back to a savepoint and read again this way.
+  and COPYs each into the staging table over a connection of its own (`Staging`), while
+  a worker thread merges the staged chunks into the final tables in the caller's
+  transaction. Python's parsing, the server's COPY and the merge (foreign-key checks,
+  index inserts) so run at once, and the merge, the slowest, does nothing else. A chunk
+  goes in with a plain INSERT, trusting the primary and foreign keys to refuse an id that
+  exists or a parent that does not; once one does, chunks are merged carefully (pending
+  hold, upsert) and their ids tracked, so the first id that repeats in the file stops
+  this path;
+- whole-file (strict uploads, and files that repeat an id): stage everything, then
+  deduplicate (last occurrence wins) and merge in one go. A file that turned out to repeat
+  an id is rolled back to a savepoint and, once the rest of it is staged, merged this way
+  (it is read only once).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import BinaryIO
 
@@ -43,13 +46,7 @@ from apps.ingestions.engine.merge import (
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import RECORDS, RecordSpec
 from apps.ingestions.engine.results import LoadResult, RowCounts
-from apps.ingestions.engine.stage import (
-    Chunk,
-    copy_chunk,
-    create_staging,
-    parse_chunks,
-    staging_table,
-)
+from apps.ingestions.engine.stage import Chunk, Staging, parse_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +61,13 @@ class _Stopped(Exception):  # noqa: N818 - control flow, not an error
 
 
 class _RepeatedId(Exception):  # noqa: N818 - control flow, not an error
-    """An id occurs twice in the file: the pipelined path cannot keep "last one wins"."""
+    """An id occurs twice in the file: the pipelined path cannot keep "last one wins".
+    Raised again by the parsing thread once the whole file is staged, with its totals."""
+
+    def __init__(self, source: ByteStream | None = None, totals: _Totals | None = None):
+        super().__init__()
+        self.source = source
+        self.totals = totals
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,6 @@ class _Job:
 class _Totals:
     rows: int = 0
     rejected: int = 0
-    merged: list[MergeCounts] = field(default_factory=list)
 
 
 def load_upload(
@@ -118,7 +120,8 @@ def load_upload(
 
     Rejects are written to the `rejects` table under `upload_id`. With `strict`, any reject
     means nothing is merged. Raises `FileError` when the file as a whole cannot be read;
-    the caller then rolls back, so nothing of it is loaded.
+    the caller then rolls back, so nothing of it is loaded. Opens a second connection to
+    the same database for the staging table (see `Staging`) and closes it before returning.
     """
     job = _Job(
         spec=RECORDS[record_type],
@@ -132,22 +135,25 @@ def load_upload(
     )
     started = time.perf_counter()
     lock_tenant(cursor, job.tenant_id)  # before any merge; tenants still run in parallel
-    seekable = getattr(stream, "seekable", lambda: False)()
-    start = stream.tell() if seekable else 0
-    if strict or not seekable:
-        result = _load_whole(cursor, job, strict=strict)
-        mode = "whole-file"
-    else:
-        cursor.execute(sql.SQL("SAVEPOINT {}").format(_SAVEPOINT))
-        try:
-            result = _load_pipelined(cursor, job)
+    staging = Staging(cursor, job.spec, job.upload_id)
+    try:
+        if strict:
+            result = _load_whole(cursor, job, staging)
+            mode = "whole-file"
+        else:
+            cursor.execute(sql.SQL("SAVEPOINT {}").format(_SAVEPOINT))
+            try:
+                result = _load_pipelined(cursor, job, staging)
+                mode = "pipelined"
+            except _RepeatedId as repeated:
+                # everything is staged by now: undo the chunks merged so far, merge it whole
+                cursor.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(_SAVEPOINT))
+                result = _merge_whole(cursor, job, staging, repeated.source, repeated.totals)
+                mode = "whole-file after a repeated id"
             cursor.execute(sql.SQL("RELEASE SAVEPOINT {}").format(_SAVEPOINT))
-            mode = "pipelined"
-        except _RepeatedId:
-            cursor.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(_SAVEPOINT))
-            stream.seek(start)
-            result = _load_whole(cursor, job, strict=False)
-            mode = "whole-file after a repeated id"
+        staging.drop(cursor)
+    finally:
+        staging.close()
     logger.debug(
         "loaded %s rows of %s (%s) in %.2fs",
         result.rows.total,
@@ -158,7 +164,9 @@ def load_upload(
     return result
 
 
-def _store_rejects(cursor: Cursor, spec: RecordSpec, upload_id: str, lines=None) -> None:
+def _store_rejects(
+    cursor: Cursor, stage: sql.Composable, upload_id: str, lines: tuple[int, int] | None = None
+) -> None:
     where = sql.SQL("")
     if lines is not None:
         where = sql.SQL("AND line BETWEEN {} AND {}").format(
@@ -169,45 +177,56 @@ def _store_rejects(cursor: Cursor, spec: RecordSpec, upload_id: str, lines=None)
             "INSERT INTO rejects (upload_id, line, field, code, message, raw) "
             "SELECT %s, line, r_field, r_code, r_message, r_raw FROM {} "
             "WHERE r_code IS NOT NULL {} ORDER BY line"
-        ).format(staging_table(spec), where),
+        ).format(stage, where),
         (upload_id,),
     )
 
 
-def _load_whole(cursor: Cursor, job: _Job, *, strict: bool) -> LoadResult:
-    spec, upload_id = job.spec, job.upload_id
+def _load_whole(cursor: Cursor, job: _Job, staging: Staging) -> LoadResult:
+    """Strict: stage the whole file, then merge it only if no row was rejected."""
     source, chunks = job.read()
-    create_staging(cursor, spec)
-    rows = rejected = 0
+    totals = _Totals()
     for chunk in chunks:
-        copy_chunk(cursor, spec, chunk)
-        rows += chunk.rows
-        rejected += chunk.rejected
-    # Temp tables are never auto-analyzed; without statistics the planner takes a big
-    # staging table for a few rows and picks nested loops over it.
-    cursor.execute(sql.SQL("ANALYZE {}").format(staging_table(spec)))
-    if rejected:
-        _store_rejects(cursor, spec, upload_id)
-    if strict and rejected:
-        counts = RowCounts(total=rows, rejected=rejected)
+        staging.write(chunk)
+        totals.rows += chunk.rows
+        totals.rejected += chunk.rejected
+    if totals.rejected:
+        _store_rejects(cursor, staging.table, job.upload_id)
+        counts = RowCounts(total=totals.rows, rejected=totals.rejected)
         return LoadResult(rows=counts, merged=False, bytes_read=source.bytes_out)
+    return _merge_whole(cursor, job, staging, source, totals)
+
+
+def _merge_whole(
+    cursor: Cursor, job: _Job, staging: Staging, source: ByteStream, totals: _Totals
+) -> LoadResult:
+    """Merge the whole staged file at once (its rejects stored too)."""
+    # Without statistics the planner takes a big staging table for a few rows and picks
+    # nested loops over it.
+    staging.analyze()
+    if totals.rejected:
+        _store_rejects(cursor, staging.table, job.upload_id)
     merged = merge_staged(
         cursor,
-        spec,
+        job.spec,
+        staging.table,
         tenant_id=job.tenant_id,
-        upload_id=upload_id,
-        valid=rows - rejected,
+        upload_id=job.upload_id,
+        valid=totals.rows - totals.rejected,
         now=job.now,
     )
-    return _result(cursor, job.tenant_id, source, rows, rejected, [merged])
+    return _result(cursor, job.tenant_id, source, totals.rows, totals.rejected, [merged])
 
 
-def _load_pipelined(cursor: Cursor, job: _Job) -> LoadResult:
+def _load_pipelined(cursor: Cursor, job: _Job, staging: Staging) -> LoadResult:
     spec, tenant_id, upload_id, now = job.spec, job.tenant_id, job.upload_id, job.now
+    stage = staging.table
     source, parsed = job.read()
-    create_staging(cursor, spec, by_line=True)
-    totals = _Totals()
-    chunks: queue.Queue[Chunk | None] = queue.Queue(maxsize=1)  # one chunk ahead at most
+    staged = _Totals()
+    merged: list[MergeCounts] = []
+    # Chunks wait in the staging table; the queue only says which lines are ready. A short
+    # queue keeps the progress reported (rows parsed) close to the rows merged.
+    chunks: queue.Queue[Chunk | None] = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
 
     # Fast way (plain INSERT, see `insert_new`) until a chunk needs the careful one; then
@@ -218,34 +237,26 @@ def _load_pipelined(cursor: Cursor, job: _Job) -> LoadResult:
 
     def merge_worker() -> None:
         nonlocal careful
-        analyzed = False
         try:
             while (chunk := chunks.get()) is not _DONE:
                 if stop.is_set():
                     raise _Stopped
-                copy_chunk(cursor, spec, chunk)
-                if not analyzed and chunk.rows > chunk.rejected:
-                    # one chunk of rows tells the planner enough about the rest
-                    cursor.execute(sql.SQL("ANALYZE {}").format(staging_table(spec)))
-                    analyzed = True
-                totals.rows += chunk.rows
-                totals.rejected += chunk.rejected
                 if chunk.rejected:
-                    _store_rejects(cursor, spec, upload_id, (chunk.first_line, chunk.last_line))
+                    _store_rejects(cursor, stage, upload_id, (chunk.first_line, chunk.last_line))
                 valid = chunk.rows - chunk.rejected
                 if not valid:
                     continue
-                rows = chunk_source(spec, chunk.first_line, chunk.last_line)
+                rows = chunk_source(spec, stage, chunk.first_line, chunk.last_line)
                 inserted = None if careful else insert_new(cursor, spec, rows, tenant_id=tenant_id)
                 if inserted is not None:
-                    totals.merged.append(MergeCounts(inserted, 0, valid - inserted, 0, 0, ()))
+                    merged.append(MergeCounts(inserted, 0, valid - inserted, 0, 0, ()))
                     continue
                 if not careful:  # from here on, ids are tracked: the fast way no longer
                     careful = True  # proves them new (seed with what it already loaded)
-                    track_ids(cursor, spec, chunk_source(spec, 1, chunk.first_line - 1))
+                    track_ids(cursor, spec, chunk_source(spec, stage, 1, chunk.first_line - 1))
                 if not track_ids(cursor, spec, rows, rows=valid):
                     raise _RepeatedId
-                totals.merged.append(
+                merged.append(
                     merge_rows(
                         cursor,
                         spec,
@@ -263,11 +274,18 @@ def _load_pipelined(cursor: Cursor, job: _Job) -> LoadResult:
 
     worker = threading.Thread(target=merge_worker, name=f"merge-{upload_id}", daemon=True)
     worker.start()
+    analyzed = False
     try:
         for chunk in parsed:
-            if failure:
-                break
-            chunks.put(chunk)
+            if failure and not isinstance(failure[0], _RepeatedId):
+                break  # a repeated id needs the whole file staged; other failures nothing
+            staging.write(chunk)
+            if not analyzed and chunk.rows > chunk.rejected:
+                staging.analyze()  # one chunk of rows tells the planner enough
+                analyzed = True
+            staged.rows += chunk.rows
+            staged.rejected += chunk.rejected
+            chunks.put(replace(chunk, text=""))
     except BaseException:
         # A bad file, or a signal (Ctrl-C, Celery's soft time limit): stop the worker and
         # cancel its statement, so nothing runs on the connection once the caller has it.
@@ -275,8 +293,10 @@ def _load_pipelined(cursor: Cursor, job: _Job) -> LoadResult:
         raise
     _stop_worker(worker, chunks, cursor, None)
     if failure:
+        if isinstance(failure[0], _RepeatedId):
+            raise _RepeatedId(source, staged)
         raise failure[0]
-    return _result(cursor, tenant_id, source, totals.rows, totals.rejected, totals.merged)
+    return _result(cursor, tenant_id, source, staged.rows, staged.rejected, merged)
 
 
 def _stop_worker(worker, chunks, cursor: Cursor, stop: threading.Event | None) -> None:

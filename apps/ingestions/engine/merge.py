@@ -18,7 +18,7 @@ from psycopg import Cursor, sql
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import RECORDS, RecordSpec, copy_text
 from apps.ingestions.engine.results import ResolvedCounts
-from apps.ingestions.engine.stage import raw_text, staging_table
+from apps.ingestions.engine.stage import raw_text
 
 # Temp tables are always named with pg_temp: an unqualified DROP could hit a real table.
 _DEDUP = sql.Identifier("pg_temp", "_dedup")
@@ -109,6 +109,7 @@ def _upsert(spec: RecordSpec, select: sql.Composable) -> sql.Composable:
 def merge_staged(
     cursor: Cursor,
     spec: RecordSpec,
+    stage: sql.Composable,
     *,
     tenant_id: str,
     upload_id: str,
@@ -118,7 +119,6 @@ def merge_staged(
     """Merge all valid staged rows at once: the last occurrence of an id wins, rows whose
     parent is missing are held as pending, the rest are upserted into the final table."""
     key = sql.Identifier(spec.key)
-    stage = staging_table(spec)
     # Deduplicate only when needed: a hash aggregate is much cheaper than sorting and
     # rewriting every row, and most files repeat no id.
     cursor.execute(
@@ -150,14 +150,16 @@ def merge_staged(
     return replace(counts, duplicates=valid - distinct)
 
 
-def chunk_source(spec: RecordSpec, first_line: int, last_line: int) -> sql.Composable:
-    """The valid staged rows of one chunk (lines `first_line..last_line`)."""
+def chunk_source(
+    spec: RecordSpec, stage: sql.Composable, first_line: int, last_line: int
+) -> sql.Composable:
+    """The valid staged rows of one chunk (lines `first_line..last_line`) of `stage`."""
     return sql.SQL(
         "(SELECT line, {cols} FROM {stage} WHERE line BETWEEN {first} AND {last} "
         "AND r_code IS NULL)"
     ).format(
         cols=_ids(spec.columns),
-        stage=staging_table(spec),
+        stage=stage,
         first=sql.Literal(first_line),
         last=sql.Literal(last_line),
     )

@@ -1,5 +1,5 @@
 """Staging: parse and validate lines into COPY text, chunk by chunk, and COPY the chunks
-into a temporary table.
+into a staging table.
 
 Valid rows and rejects travel in the same COPY stream (rejects carry `r_code` and the
 data columns stay NULL), so neither is ever held in memory beyond one chunk, and a file
@@ -10,10 +10,12 @@ boundary cheaply and be written to the server in one call.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
+import psycopg
 from psycopg import Cursor, sql
 
 from apps.ingestions.engine.reader import Line
@@ -31,6 +33,9 @@ CHUNK_ROWS = 20_000
 
 _decode = msgspec.json.Decoder(float_hook=exact_number).decode  # numbers stay exact
 _REJECT_COLUMNS = ("r_field", "r_code", "r_message", "r_raw")
+STAGING_PREFIX = "ingest_stage_"
+_STAGING_LOCK = "SELECT pg_advisory_lock(hashtextextended('ingest-stage:' || %s, 0))"
+_STAGING_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('ingest-stage:' || %s, 0))"
 
 Progress = Callable[[int], None]  # rows done so far
 
@@ -46,31 +51,106 @@ class Chunk:
     rejected: int
 
 
-def staging_table(spec: RecordSpec) -> sql.Identifier:
-    return sql.Identifier("pg_temp", f"_stage_{spec.name}")
+class Staging:
+    """A load's staging table, written through a connection of its own.
 
+    Parsing and COPY happen on one side, merging on the other: COPYing a chunk on the
+    merging connection would put the server's text parsing of every row on the merge's
+    path, which is the slow one (foreign-key checks, index inserts). So chunks go through a
+    second connection, in autocommit, into an unlogged table (no WAL; a crash empties it,
+    and nothing in it is needed after one); the caller's transaction reads each chunk once
+    it is committed there. `drop` removes the table in the caller's transaction, so it goes
+    when the upload commits; a table left by a failed or killed load is dropped on its
+    next run or by `staging_drop_stale`. The second connection holds an advisory lock on
+    the table's name while it lives, which tells `staging_drop_stale` to keep off.
+    """
 
-def create_staging(cursor: Cursor, spec: RecordSpec, *, by_line: bool = False) -> None:
-    """Create the staging table; `by_line` indexes it for reading back chunk by chunk."""
-    columns = [sql.SQL("line bigint")]
-    columns += [
-        sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.sql_type)) for f in spec.fields
-    ]
-    columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in _REJECT_COLUMNS]
-    cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging_table(spec)))
-    cursor.execute(
-        sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-            staging_table(spec), sql.SQL(", ").join(columns)
+    def __init__(self, cursor: Cursor, spec: RecordSpec, upload_id: str) -> None:
+        self.spec = spec
+        self.name = f"{STAGING_PREFIX}{uuid.UUID(upload_id).hex}"
+        self._conn = _sibling(cursor.connection)
+        try:
+            self._create()
+        except BaseException:
+            self._conn.close()
+            raise
+        self.table = sql.Identifier(self._schema, self.name)
+
+    def _create(self) -> None:
+        columns = [sql.SQL("line bigint")]
+        columns += [
+            sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.sql_type))
+            for f in self.spec.fields
+        ]
+        columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in _REJECT_COLUMNS]
+        conn = self._conn
+        conn.execute(_STAGING_LOCK, (self.name,))  # held until this connection closes
+        self._schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        table = sql.Identifier(self._schema, self.name)
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))  # a failed run's
+        conn.execute(
+            sql.SQL("CREATE UNLOGGED TABLE {} ({}) WITH (autovacuum_enabled = off)").format(
+                table, sql.SQL(", ").join(columns)
+            )
         )
+        # chunks are read back by line range, while later ones are still being written
+        conn.execute(sql.SQL("CREATE INDEX ON {} (line)").format(table))
+
+    def write(self, chunk: Chunk) -> None:
+        """COPY one chunk; it is committed (visible to the merge) when this returns."""
+        copy_sql = sql.SQL("COPY {} FROM STDIN").format(self.table)
+        with self._conn.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            copy.write(chunk.text)
+
+    def analyze(self) -> None:
+        """Give the planner the table's statistics (never auto-analyzed: autovacuum is off
+        for it, and a short-lived table would be too late anyway)."""
+        self._conn.execute(sql.SQL("ANALYZE {}").format(self.table))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def drop(self, cursor: Cursor) -> None:
+        """Drop the table in the caller's transaction (the merge has locked it there)."""
+        cursor.execute(sql.SQL("DROP TABLE {}").format(self.table))
+
+
+def _sibling(conn: psycopg.Connection) -> psycopg.Connection:
+    """A new autocommit connection to the same database as `conn`, as the same user."""
+    params = conn.info.get_parameters()
+    if conn.info.password:
+        params["password"] = conn.info.password
+    params.setdefault("port", str(conn.info.port))
+    params["application_name"] = "ingest-staging"
+    return psycopg.connect(**params, autocommit=True)
+
+
+def staging_drop_stale(cursor: Cursor) -> list[str]:
+    """Drop the staging tables that no load uses any more: left by a load that failed or
+    was killed. A table whose load is still staging (its advisory lock is held) or still
+    merging (its transaction has it locked) is left alone. Run it in a transaction of its
+    own: it sets a lock timeout for the rest of it."""
+    cursor.execute("SET LOCAL lock_timeout = '100ms'")
+    cursor.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND c.relpersistence = 'u' AND c.relname LIKE %s",
+        (STAGING_PREFIX.replace("_", r"\_") + "%",),
     )
-    if by_line:
-        # lines only grow, so a BRIN index finds one chunk's rows for next to nothing
-        cursor.execute(sql.SQL("CREATE INDEX ON {} USING brin (line)").format(staging_table(spec)))
-
-
-def copy_chunk(cursor: Cursor, spec: RecordSpec, chunk: Chunk) -> None:
-    with cursor.copy(sql.SQL("COPY {} FROM STDIN").format(staging_table(spec))) as copy:
-        copy.write(chunk.text)
+    dropped = []
+    for schema, name in cursor.fetchall():
+        cursor.execute(_STAGING_TRY_LOCK, (name,))
+        if not cursor.fetchone()[0]:
+            continue  # its load is still writing it
+        cursor.execute("SAVEPOINT staging_drop")
+        try:
+            table = sql.Identifier(schema, name)
+            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+        except psycopg.errors.LockNotAvailable:
+            cursor.execute("ROLLBACK TO SAVEPOINT staging_drop")
+        else:
+            dropped.append(name)
+        cursor.execute("RELEASE SAVEPOINT staging_drop")
+    return dropped
 
 
 def _json_error(exc: Exception) -> str:

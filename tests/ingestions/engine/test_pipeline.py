@@ -1,5 +1,5 @@
 """The pipelined load across many chunks (SPEC 4): the fast plain INSERT, the switch to the
-careful merge, the whole-file re-read of a file that repeats an id, pending rows, rejects,
+careful merge, the whole-file merge of a file that repeats an id, pending rows, rejects,
 strict mode and unseekable streams give exactly the rows and counts of one big chunk.
 
 Chunks are made 3 rows long (`stage.CHUNK_ROWS`, read when a load starts), so a dozen
@@ -44,7 +44,7 @@ from tests.factories import assert_counts_add_up, counts_of, raw_row, rejects_of
 CHUNK_ROWS = 3
 PIPELINED = "pipelined"
 WHOLE_FILE = "whole-file"
-REREAD = "whole-file after a repeated id"
+AFTER_REPEAT = "whole-file after a repeated id"
 
 _LABELS = {
     uuid.UUID(uid(label)): label
@@ -247,12 +247,12 @@ def test_a_file_of_new_rows_over_many_chunks_inserts_every_row(
 def test_an_id_repeated_in_the_fast_way_keeps_its_last_occurrence(
     tenant, ndjson, load, small_chunks, last_path, lines, expected, names
 ):
-    """An id seen again (in a later chunk or in the same one) makes the file be re-read whole:
+    """An id seen again (in a later chunk or in the same one) makes the file be merged whole:
     the last occurrence is stored, the others counted as duplicates, and rows outside the
     file are left as they were."""
     before = load(tenant, ndjson("customers_0.ndjson", [customer("c9", "kept")]))
     upload = load(tenant, ndjson("customers_1.ndjson", lines))
-    assert last_path() == REREAD
+    assert last_path() == AFTER_REPEAT
     assert (upload.state, counts_of(upload)) == (UploadState.COMPLETED, expected)
     assert rejects_of(upload) == []
     stored = {f"c{i}": f"c{i}" for i in range(expected["inserted"])}
@@ -297,7 +297,7 @@ def test_an_id_repeated_after_the_switch_to_careful_keeps_its_last_occurrence(
         + chunk_3
     )
     upload = load(tenant, ndjson("customers_1.ndjson", lines))
-    assert last_path() == REREAD
+    assert last_path() == AFTER_REPEAT
     assert counts_of(upload) == counts(total=9, inserted=7, updated=1, duplicates=1)
     expected = {f"c{i}": f"c{i}" for i in range(7)} | {"c9": "new"}
     assert customers_of(tenant) == {**expected, **names}
@@ -337,7 +337,7 @@ def test_an_order_repeated_after_a_held_one_keeps_its_last_occurrence(
         + [order("o6", "c2"), order("o3", o3_last), order("o7", "c0")]
     )
     upload = load(tenant, ndjson("orders_1.ndjson", lines))
-    assert last_path() == REREAD
+    assert last_path() == AFTER_REPEAT
     assert counts_of(upload) == expected
     others = {"o0": "c0", "o1": "c1", "o2": "c2", "o4": "c0", "o5": "c1", "o6": "c2", "o7": "c0"}
     assert orders_of(tenant) == {**others, **stored}
@@ -469,7 +469,7 @@ REJECTS = [
         pytest.param(
             "c0",
             customer("c2", "last"),
-            REREAD,
+            AFTER_REPEAT,
             counts(total=12, inserted=5, rejected=6, duplicates=1),
             id="repeated-id",
         ),
@@ -479,8 +479,8 @@ def test_rejects_in_several_chunks_are_stored_once_with_their_lines(
     tenant, ndjson, load, small_chunks, last_path, first, line_11, path, expected
 ):
     """Rejects in chunks 1, 2, 3 (all bad) and 4 are stored exactly once with line, field and
-    code, whether the chunks went the fast way, the careful way, or the file was re-read
-    because of a repeated id."""
+    code, whether the chunks went the fast way, the careful way, or the file was merged
+    whole because of a repeated id."""
     load(tenant, ndjson("customers_0.ndjson", [customer("c7")]))
     lines = [
         customer(first),
@@ -504,9 +504,9 @@ def test_rejects_in_several_chunks_are_stored_once_with_their_lines(
     assert Reject.objects.filter(upload=upload).count() == len(REJECTS)
     names = customers_of(tenant)
     assert set(names) == {first, "c2", "c3", "c4", "c5", "c6", "c7"} - (
-        {"c6"} if path == REREAD else set()
+        {"c6"} if path == AFTER_REPEAT else set()
     )
-    assert names["c2"] == ("last" if path == REREAD else "c2")
+    assert names["c2"] == ("last" if path == AFTER_REPEAT else "c2")
 
 
 # --- pending rows from earlier uploads -------------------------------------------------------
@@ -603,8 +603,9 @@ def test_a_strict_upload_with_a_bad_row_in_its_last_chunk_loads_nothing(
 def test_an_unseekable_stream_loads_through_the_whole_file_path(
     tenant, ndjson, load, small_chunks, last_path, compression
 ):
-    """A stream that cannot seek is read once, whole: a repeated id, a reject, an update and
-    an unchanged row over four chunks all come out exact."""
+    """A stream that cannot seek is read once (a repeated id needs no second reading: the
+    whole file is staged by then): a repeated id, a reject, an update and an unchanged row
+    over four chunks all come out exact."""
     load(tenant, ndjson("customers_0.ndjson", [customer("c7"), customer("c8")]))
     lines = [
         customer("c0", "first"),
@@ -628,7 +629,7 @@ def test_an_unseekable_stream_loads_through_the_whole_file_path(
         strict=False,
     )
     upload = upload_process(upload_id=outcome.upload.id, stream=Unseekable(data))
-    assert last_path() == WHOLE_FILE
+    assert last_path() == AFTER_REPEAT
     assert (upload.state, upload.error_code) == (UploadState.COMPLETED_WITH_ERRORS, "")
     assert counts_of(upload) == counts(
         total=10, inserted=6, updated=1, unchanged=1, rejected=1, duplicates=1
@@ -686,7 +687,7 @@ def test_the_outcome_does_not_depend_on_the_chunk_size(
     """The same file (new, changed, unchanged, held, rejected and blank lines, with or without
     a repeated id) loaded in chunks of a few rows and in one default chunk gives the same
     counts, rejects, stored and held rows. Each upload commits, as in production."""
-    path = REREAD if "repeated" in scenario else PIPELINED
+    path = AFTER_REPEAT if "repeated" in scenario else PIPELINED
     snapshots = []
     for owner, size in ((tenant, None), (other_tenant, chunk_rows)):
         if size is not None:
@@ -809,9 +810,10 @@ def _register(tenant, data: bytes, record_type: str = "customers"):
     ).upload
 
 
-def test_a_reread_starts_where_the_stream_started(tenant, small_chunks, last_path):
-    """The engine reads a stream from its current position, also when it has to re-read it:
-    bytes before that position (a header another layer consumed) are never parsed."""
+def test_a_file_merged_whole_starts_where_the_stream_started(tenant, small_chunks, last_path):
+    """The engine reads a stream from its current position, also when a repeated id sends
+    it down the whole-file path: bytes before that position (a header another layer
+    consumed) are never parsed."""
     lines = [customer(f"c{i}") for i in range(5)] + [customer("c1", "last")]
     data = ndjson_bytes(lines)
     header = b"# exported by shop v2\n"
@@ -827,7 +829,7 @@ def test_a_reread_starts_where_the_stream_started(tenant, small_chunks, last_pat
             stream=stream,
             now=timezone.now(),
         )
-    assert last_path() == REREAD
+    assert last_path() == AFTER_REPEAT
     assert rejects_of(upload) == []
     assert (result.rows.total, result.rows.inserted, result.rows.duplicates) == (6, 5, 1)
 

@@ -1,0 +1,145 @@
+"""The staging table (SPEC 4): written over a connection of its own, dropped with the
+upload's transaction, and cleaned up after loads that did not finish, never under a load
+that is still running."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import psycopg
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.ingestions.engine import load_upload
+from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.engine.stage import STAGING_PREFIX, Staging, staging_drop_stale
+from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
+from apps.ingestions.models import Customer
+from apps.ingestions.services import fingerprint, upload_register
+
+
+def _connect() -> psycopg.Connection:
+    """A connection of the test's own to the test database, outside its transaction."""
+    info = connection.connection.info
+    params = info.get_parameters()
+    if info.password:
+        params["password"] = info.password
+    params.setdefault("port", str(info.port))
+    return psycopg.connect(**params, autocommit=True)
+
+
+def _tables(conn) -> set[str]:
+    rows = conn.execute(
+        "SELECT relname FROM pg_class WHERE relname LIKE %s", (STAGING_PREFIX + "%",)
+    ).fetchall()
+    return {name for (name,) in rows}
+
+
+def _janitor() -> list[str]:
+    with _connect() as conn, conn.transaction(), conn.cursor() as cursor:
+        return staging_drop_stale(cursor)
+
+
+def _customers(count: int) -> bytes:
+    return ndjson_bytes([customer_row(customer_id=uid(f"c{i}")) for i in range(count)])
+
+
+def _register(tenant, data: bytes):
+    return upload_register(
+        tenant=tenant,
+        record_type="customers",
+        filename="customers_1.ndjson",
+        fingerprint=fingerprint(io.BytesIO(data)),
+        strict=False,
+    ).upload
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["pipelined", "strict"])
+def test_a_load_drops_its_staging_table_in_the_uploads_transaction(tenant, strict):
+    """The table exists while the load runs and is gone, in the caller's transaction, once
+    the load returns; the rows went through it into the final table."""
+    data = _customers(5)
+    upload = _register(tenant, data)
+    name = f"{STAGING_PREFIX}{upload.id.hex}"
+    with transaction.atomic(), connection.connection.cursor() as cursor:
+        result = load_upload(
+            cursor,
+            tenant_id=str(tenant.id),
+            upload_id=str(upload.id),
+            record_type="customers",
+            stream=io.BytesIO(data),
+            strict=strict,
+            now=timezone.now(),
+        )
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname = %s", (name,))
+        assert cursor.fetchone()[0] == 0
+    assert result.rows.inserted == 5
+    assert Customer.objects.filter(tenant=tenant).count() == 5
+
+
+def test_the_janitor_keeps_a_table_still_being_written_and_drops_it_once_left(db):
+    """While a load's staging connection lives (its advisory lock held) the table is kept;
+    once that connection is gone and no transaction uses the table, it is dropped."""
+    upload_id = str(uuid.uuid4())
+    with connection.cursor() as cursor:
+        staging = Staging(cursor.cursor, RECORDS["customers"], upload_id)
+    name = f"{STAGING_PREFIX}{uuid.UUID(upload_id).hex}"
+    with _connect() as conn:
+        try:
+            assert name in _tables(conn)
+            assert name not in _janitor()
+            assert name in _tables(conn)
+        finally:
+            staging.close()
+        assert name in _janitor()
+        assert name not in _tables(conn)
+
+
+def test_the_janitor_keeps_a_table_a_merging_transaction_still_reads(db):
+    """A table whose staging connection has closed but which an open transaction has read
+    (a merge not yet committed) is not waited for and not dropped."""
+    upload_id = str(uuid.uuid4())
+    with connection.cursor() as cursor:
+        staging = Staging(cursor.cursor, RECORDS["customers"], upload_id)
+    staging.close()
+    name = f"{STAGING_PREFIX}{uuid.UUID(upload_id).hex}"
+    with _connect() as merging, _connect() as conn:
+        with merging.transaction():
+            merging.execute(f"SELECT count(*) FROM {name}")
+            assert name not in _janitor()
+            assert name in _tables(conn)
+        assert name in _janitor()
+        assert name not in _tables(conn)
+
+
+def test_a_failed_load_leaves_its_table_to_the_janitor_and_a_rerun_starts_afresh(tenant):
+    """A load whose transaction rolls back cannot drop its table; the janitor can. A second
+    run of the same upload before that replaces the leftover instead of failing on it."""
+    data = _customers(3)
+    upload = _register(tenant, data)
+    name = f"{STAGING_PREFIX}{upload.id.hex}"
+
+    def run() -> int:
+        with transaction.atomic(), connection.connection.cursor() as cursor:
+            cursor.execute("SAVEPOINT before_load")
+            result = load_upload(
+                cursor,
+                tenant_id=str(tenant.id),
+                upload_id=str(upload.id),
+                record_type="customers",
+                stream=io.BytesIO(data),
+                now=timezone.now(),
+            )
+            cursor.execute("ROLLBACK TO SAVEPOINT before_load")  # as a failed upload does
+            return result.rows.inserted
+
+    with _connect() as conn:
+        assert run() == 3
+        assert name in _tables(conn)
+        assert run() == 3
+        assert name in _tables(conn)
+        assert name in _janitor()
+        assert name not in _tables(conn)
+    assert Customer.objects.filter(tenant=tenant).count() == 0
