@@ -78,4 +78,7 @@ def embedded_broker_options() -> dict:
         "processed_folder": str(root / "processed"),
         "control_folder": str(root / "control"),
         "store_processed": False,
+        # kombu polls the folder once a second by default: each hop of the per-tenant
+        # scheduler (one upload done, the next queued) would wait for that
+        "polling_interval": 0.1,
     }

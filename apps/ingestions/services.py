@@ -347,6 +347,8 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
                     progress=progress,
                 )
             state = _upload_finish(upload=upload, result=result)
+        # The tenant's next upload need not wait for the statistics refresh below.
+        upload_wake(tenant_id=upload.tenant_id)
         seconds = time.monotonic() - started
         logger.info(
             "upload %s",

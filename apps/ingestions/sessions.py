@@ -45,7 +45,7 @@ from apps.ingestions.services import (
     upload_register,
     upload_retry,
 )
-from apps.ingestions.storage import CHUNK_BYTES, HEAD_BYTES
+from apps.ingestions.storage import CHUNK_BYTES, HEAD_BYTES, BlobReader, blob_write_piece
 from apps.tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ def _store_chunk(session: UploadSession, stream: BinaryIO, checksum: ChunkChecks
             seq += 1
             with transaction.atomic():
                 _durable()
-                BlobChunk.objects.create(blob_id=session.blob_id, seq=seq, data=piece)
+                blob_write_piece(session.blob_id, seq, piece)
                 UploadSession.objects.filter(token=session.token).update(
                     offset=F("offset") + len(piece), updated_at=timezone.now()
                 )
@@ -293,18 +293,12 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
     digest = hashlib.sha256()
     head = b""
     size = 0
-    pieces = (
-        BlobChunk.objects.filter(blob_id=session.blob_id)
-        .order_by("seq")
-        .values_list("data", flat=True)
-        .iterator(chunk_size=4)  # a server-side cursor: a few MiB in memory at a time
-    )
-    for piece in pieces:
-        piece = bytes(piece)
-        digest.update(piece)
-        size += len(piece)
-        if len(head) < HEAD_BYTES:
-            head += piece[: HEAD_BYTES - len(head)]
+    with BlobReader(session.blob_id, shared=True) as stream:
+        while piece := stream.read(CHUNK_BYTES):
+            digest.update(piece)
+            size += len(piece)
+            if len(head) < HEAD_BYTES:
+                head += piece[: HEAD_BYTES - len(head)]
     sha256 = digest.hexdigest()
     if size != session.size:  # cannot happen while offsets are checked; never load if it does
         detail = f"stored {size} bytes for a session of {session.size}"

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 from typing import BinaryIO
 
+import psycopg
 from django.conf import settings
 from django.db import connection, connections, transaction
 
 from apps.core.errors import PayloadTooLargeError
-from apps.ingestions.models import Blob, BlobChunk
+from apps.ingestions.models import Blob
 
 CHUNK_BYTES = 1 << 20
 HEAD_BYTES = 256 * 1024  # kept on the blob row: enough to tell a file's type
@@ -31,11 +32,24 @@ def blob_store(*, stream: BinaryIO, max_bytes: int | None = None) -> Blob:
         digest.update(chunk)
         if len(head) < HEAD_BYTES:
             head += chunk[: HEAD_BYTES - len(head)]
-        BlobChunk.objects.create(blob=blob, seq=seq, data=chunk)
+        blob_write_piece(blob.id, seq, chunk)
         seq += 1
     blob.sha256, blob.size_bytes, blob.head = digest.hexdigest(), size, head
     blob.save(update_fields=["sha256", "size_bytes", "head"])
     return blob
+
+
+def blob_write_piece(blob_id: int, seq: int, data: bytes) -> None:
+    """Insert one piece of a blob on the default connection, in its transaction. The bytes
+    go as a binary parameter: through the ORM they would be hex-escaped into the SQL text
+    and parsed back by the server, which made storing an upload about five times slower."""
+    connection.ensure_connection()
+    # a server-side binding cursor (Django's own bind on the client, as SQL text)
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(
+            "INSERT INTO blob_chunks (blob_id, seq, data) VALUES (%s, %s, %b)",
+            (blob_id, seq, data),
+        )
 
 
 class BlobReader:
@@ -54,10 +68,13 @@ class BlobReader:
         self._position = 0
 
     def _fetch(self) -> None:
-        with self._conn.cursor() as cursor:
+        self._conn.ensure_connection()
+        # binary: the bytes as they are, not hex-encoded by the server and decoded here
+        with psycopg.Cursor(self._conn.connection) as cursor:
             cursor.execute(
                 "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq = %s",
                 (self.blob_id, self._seq),
+                binary=True,
             )
             row = cursor.fetchone()
         if row is None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +55,7 @@ DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 20 * 1024**3
 _SAVEPOINT = sql.Identifier("ingest_pipelined")
 _DONE = None  # end of the chunk queue
+_SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
 
 
 class _Stopped(Exception):  # noqa: N818 - control flow, not an error
@@ -273,6 +275,10 @@ def _load_pipelined(cursor: Cursor, job: _Job, staging: Staging) -> LoadResult:
                 pass
 
     worker = threading.Thread(target=merge_worker, name=f"merge-{upload_id}", daemon=True)
+    # The merge thread needs the GIL for a moment per statement, and the parsing thread
+    # holds it; every handover waits up to the switch interval, on the merge's path.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, _SWITCH_INTERVAL))
     worker.start()
     analyzed = False
     try:
@@ -291,6 +297,8 @@ def _load_pipelined(cursor: Cursor, job: _Job, staging: Staging) -> LoadResult:
         # cancel its statement, so nothing runs on the connection once the caller has it.
         _stop_worker(worker, chunks, cursor, stop)
         raise
+    finally:
+        sys.setswitchinterval(switch_interval)
     _stop_worker(worker, chunks, cursor, None)
     if failure:
         if isinstance(failure[0], _RepeatedId):

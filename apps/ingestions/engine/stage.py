@@ -30,6 +30,8 @@ from apps.ingestions.engine.records import (
 # Rows per chunk: the unit of COPY and of merging. Memory is bounded by about four chunks
 # alive at once (one being built, one queued, one being merged, one just merged), ~8 MB each.
 CHUNK_ROWS = 20_000
+# The first chunk is short, so the merge starts early instead of waiting for a full one.
+FIRST_CHUNK_ROWS = 2_000
 
 _decode = msgspec.json.Decoder(float_hook=exact_number).decode  # numbers stay exact
 _REJECT_COLUMNS = ("r_field", "r_code", "r_message", "r_raw")
@@ -178,8 +180,10 @@ def parse_chunks(
     progress: Progress | None = None,
 ) -> Iterator[Chunk]:
     """Validate every line and yield the outcome as COPY text, `chunk_rows` rows at a time
-    (default `CHUNK_ROWS`, which bounds the memory a load needs)."""
+    (default `CHUNK_ROWS`, which bounds the memory a load needs; the first chunk is at
+    most `FIRST_CHUNK_ROWS`)."""
     chunk_rows = chunk_rows or CHUNK_ROWS
+    limit = min(chunk_rows, FIRST_CHUNK_ROWS)
     width = len(spec.fields)
     blanks = "\\N\t" * width
     valid_tail = "\t\\N" * len(_REJECT_COLUMNS) + "\n"
@@ -225,12 +229,13 @@ def parse_chunks(
                 )
             else:
                 parts.append("\t".join(values) + valid_tail)
-        if rows == chunk_rows:
+        if rows == limit:
             total += rows
             yield Chunk(first, number, "".join(parts), rows, rejected)
             if progress is not None:
                 progress(total)
             parts, rows, rejected, first = [], 0, 0, None
+            limit = chunk_rows
     if rows or parts:
         total += rows
         yield Chunk(first or number, number, "".join(parts), rows, rejected)
