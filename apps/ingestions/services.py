@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
@@ -369,8 +370,10 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
     except engine.FileError as exc:
         logger.warning("upload %s failed: %s", upload_id, exc.detail)
         _upload_fail(upload_id=upload_id, code=exc.code, detail=exc.detail)
-    except (OperationalError, InterfaceError):
-        raise  # the database went away: the upload stays as it was, to be run again
+    except (OperationalError, InterfaceError, psycopg.OperationalError):
+        # The database went away, or refused the load's staging connection (too many
+        # clients): the upload stays as it was, to be run again.
+        raise
     except SoftTimeLimitExceeded:
         logger.error("upload %s stopped by the task time limit", upload_id)
         _upload_fail(

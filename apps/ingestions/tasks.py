@@ -1,3 +1,4 @@
+import psycopg
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
@@ -8,7 +9,7 @@ from django.db import InterfaceError, OperationalError
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError),
+    autoretry_for=(OperationalError, InterfaceError, psycopg.OperationalError),
     retry_backoff=True,
     max_retries=5,
 )

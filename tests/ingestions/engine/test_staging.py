@@ -16,8 +16,8 @@ from apps.ingestions.engine import load_upload
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.stage import STAGING_PREFIX, Staging, staging_drop_stale
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
-from apps.ingestions.models import Customer
-from apps.ingestions.services import fingerprint, upload_register
+from apps.ingestions.models import Customer, UploadState
+from apps.ingestions.services import fingerprint, upload_process, upload_register
 
 
 def _connect() -> psycopg.Connection:
@@ -143,3 +143,25 @@ def test_a_failed_load_leaves_its_table_to_the_janitor_and_a_rerun_starts_afresh
         assert name in _janitor()
         assert name not in _tables(conn)
     assert Customer.objects.filter(tenant=tenant).count() == 0
+
+
+def test_an_upload_whose_staging_connection_is_refused_is_left_to_run_again(tenant, monkeypatch):
+    """The server refusing the staging connection (too many clients) is not a verdict on
+    the file: the error propagates for the task to retry, nothing is loaded or failed, and
+    the next run loads the file."""
+    data = _customers(4)
+    upload = _register(tenant, data)
+
+    def refuse(conn):
+        raise psycopg.OperationalError("sorry, too many clients already")
+
+    monkeypatch.setattr("apps.ingestions.engine.stage._sibling", refuse)
+    with pytest.raises(psycopg.OperationalError, match="too many clients"):
+        upload_process(upload_id=upload.id, stream=io.BytesIO(data))
+    upload.refresh_from_db()
+    assert (upload.state, upload.error_code) == (UploadState.RECEIVED, "")
+    assert Customer.objects.filter(tenant=tenant).count() == 0
+    monkeypatch.undo()
+    upload = upload_process(upload_id=upload.id, stream=io.BytesIO(data))
+    assert (upload.state, upload.rows_inserted) == (UploadState.COMPLETED, 4)
+    assert Customer.objects.filter(tenant=tenant).count() == 4
