@@ -123,7 +123,8 @@ def load_upload(
     Rejects are written to the `rejects` table under `upload_id`. With `strict`, any reject
     means nothing is merged. Raises `FileError` when the file as a whole cannot be read;
     the caller then rolls back, so nothing of it is loaded. Opens a second connection to
-    the same database for the staging table (see `Staging`) and closes it before returning.
+    the same database for the staging table (see `Staging`) and closes it before returning;
+    the caller's transaction must be READ COMMITTED to see what that one commits.
     """
     job = _Job(
         spec=RECORDS[record_type],
@@ -136,6 +137,11 @@ def load_upload(
         progress=progress,
     )
     started = time.perf_counter()
+    cursor.execute("SELECT current_setting('transaction_isolation')")
+    isolation = cursor.fetchone()[0]
+    if isolation != "read committed":
+        # a snapshot taken once would never see the chunks the staging connection commits
+        raise ValueError(f"load_upload needs a read committed transaction, not {isolation}")
     lock_tenant(cursor, job.tenant_id)  # before any merge; tenants still run in parallel
     staging = Staging(cursor, job.spec, job.upload_id)
     try:

@@ -165,3 +165,23 @@ def test_an_upload_whose_staging_connection_is_refused_is_left_to_run_again(tena
     upload = upload_process(upload_id=upload.id, stream=io.BytesIO(data))
     assert (upload.state, upload.rows_inserted) == (UploadState.COMPLETED, 4)
     assert Customer.objects.filter(tenant=tenant).count() == 4
+
+
+@pytest.mark.parametrize("level", ["REPEATABLE_READ", "SERIALIZABLE"])
+def test_a_load_refuses_a_transaction_that_would_not_see_the_staged_chunks(tenant, level):
+    """Under one snapshot for the whole transaction, the chunks the staging connection
+    commits would stay invisible and the rows would silently go missing: refused at once."""
+    data = _customers(2)
+    with _connect() as conn:
+        conn.autocommit = False
+        conn.isolation_level = psycopg.IsolationLevel[level]
+        with pytest.raises(ValueError, match="needs a read committed transaction"):
+            load_upload(
+                conn.cursor(),
+                tenant_id=str(tenant.id),
+                upload_id=str(uuid.uuid4()),
+                record_type="customers",
+                stream=io.BytesIO(data),
+                now=timezone.now(),
+            )
+        conn.rollback()
