@@ -30,6 +30,12 @@ _uuid = re.compile(
 ).fullmatch
 _email = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+").fullmatch
 _numeric = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
+# Fast paths for the usual forms, taken only when the value is certainly valid as it is:
+# a plain decimal within numeric(12, 2), and a UTC timestamp PostgreSQL reads unchanged.
+_plain_decimal = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,2})?").fullmatch
+_utc_timestamp = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z"
+).fullmatch
 _json_encode = msgspec.json.Encoder(decimal_format="number").encode
 _needs_escape = re.compile(r"[\\\t\n\r]").search
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -116,6 +122,8 @@ def check_decimal(name: str, value: Any) -> str:
     is ever rounded through binary floating point.
     """
     if type(value) is str:
+        if _plain_decimal(value):
+            return value
         if not _numeric(value):
             raise Invalid(name, "invalid_type", f"{name} must be a decimal number, got {value!r}")
         value = exact_number(value)
@@ -162,6 +170,8 @@ def check_timestamp(name: str, value: Any) -> str:
         raise Invalid(
             name, "invalid_timestamp", f"{name} is not an ISO 8601 timestamp: {value[:64]!r}"
         ) from None
+    if _utc_timestamp(value):
+        return value  # parsed, so a real date and time; already UTC
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # no offset means UTC
     try:

@@ -297,6 +297,10 @@ def test_rejects_keep_their_order_and_line_numbers_in_a_file_with_many(tenant, n
         ("9999999999.99", Decimal("9999999999.99")),
         ('"9999999999.99"', Decimal("9999999999.99")),
         ("0.1e1", Decimal("1.00")),
+        ('"007.50"', Decimal("7.50")),
+        ('"9999999999"', Decimal("9999999999.00")),
+        ('"00000000001.5"', Decimal("1.50")),  # 11 digits, 10 significant
+        ('"\u0661\u0662.\u0665"', Decimal("12.50")),  # Arabic-Indic digits: 12.5
     ],
 )
 def test_decimals_are_stored_exactly(tenant, ndjson, load, literal, stored):
@@ -346,6 +350,9 @@ def test_line_total_within_a_cent_of_quantity_times_unit_price_is_kept(
         ("2024-01-02T03:04:05", datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)),
         ("2024-01-02T03:04:05.123456", datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
         ("2024-01-02T23:30:00.5+14:00", datetime(2024, 1, 2, 9, 30, 0, 500000, tzinfo=UTC)),
+        ("2024-02-29T23:59:59.123456Z", datetime(2024, 2, 29, 23, 59, 59, 123456, tzinfo=UTC)),
+        ("2024-01-02T03:04:05.5Z", datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)),
+        ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=UTC)),
     ],
 )
 def test_timestamps_keep_their_instant_and_no_offset_means_utc(tenant, ndjson, load, text, instant):
