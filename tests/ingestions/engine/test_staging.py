@@ -185,3 +185,17 @@ def test_a_load_refuses_a_transaction_that_would_not_see_the_staged_chunks(tenan
                 now=timezone.now(),
             )
         conn.rollback()
+
+
+def test_the_every_minute_job_drops_a_leftover_staging_table(db):
+    """The periodic re-queue job runs the janitor too."""
+    from apps.ingestions.tasks import upload_requeue_task
+
+    upload_id = str(uuid.uuid4())
+    with connection.cursor() as cursor:
+        Staging(cursor.cursor, RECORDS["orders"], upload_id).close()  # as a killed load leaves it
+    name = f"{STAGING_PREFIX}{uuid.UUID(upload_id).hex}"
+    upload_requeue_task()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname = %s", (name,))
+        assert cursor.fetchone()[0] == 0
