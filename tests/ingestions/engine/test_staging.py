@@ -56,6 +56,18 @@ def _register(tenant, data: bytes):
     ).upload
 
 
+def _load(cursor, upload, data: bytes, **options):
+    return load_upload(
+        cursor,
+        tenant_id=str(upload.tenant_id),
+        upload_id=str(upload.id),
+        record_type="customers",
+        stream=io.BytesIO(data),
+        now=timezone.now(),
+        **options,
+    )
+
+
 @pytest.mark.parametrize("strict", [False, True], ids=["pipelined", "strict"])
 def test_a_load_drops_its_staging_table_in_the_uploads_transaction(tenant, strict):
     """The table exists while the load runs and is gone, in the caller's transaction, once
@@ -64,15 +76,7 @@ def test_a_load_drops_its_staging_table_in_the_uploads_transaction(tenant, stric
     upload = _register(tenant, data)
     name = f"{STAGING_PREFIX}{upload.id.hex}"
     with transaction.atomic(), connection.connection.cursor() as cursor:
-        result = load_upload(
-            cursor,
-            tenant_id=str(tenant.id),
-            upload_id=str(upload.id),
-            record_type="customers",
-            stream=io.BytesIO(data),
-            strict=strict,
-            now=timezone.now(),
-        )
+        result = _load(cursor, upload, data, strict=strict)
         cursor.execute("SELECT count(*) FROM pg_class WHERE relname = %s", (name,))
         assert cursor.fetchone()[0] == 0
     assert result.rows.inserted == 5
@@ -124,14 +128,7 @@ def test_a_failed_load_leaves_its_table_to_the_janitor_and_a_rerun_starts_afresh
     def run() -> int:
         with transaction.atomic(), connection.connection.cursor() as cursor:
             cursor.execute("SAVEPOINT before_load")
-            result = load_upload(
-                cursor,
-                tenant_id=str(tenant.id),
-                upload_id=str(upload.id),
-                record_type="customers",
-                stream=io.BytesIO(data),
-                now=timezone.now(),
-            )
+            result = _load(cursor, upload, data)
             cursor.execute("ROLLBACK TO SAVEPOINT before_load")  # as a failed upload does
             return result.rows.inserted
 
