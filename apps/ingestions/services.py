@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, connections, transaction
@@ -370,7 +369,7 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
     except engine.FileError as exc:
         logger.warning("upload %s failed: %s", upload_id, exc.detail)
         _upload_fail(upload_id=upload_id, code=exc.code, detail=exc.detail)
-    except (OperationalError, InterfaceError, psycopg.OperationalError):
+    except (OperationalError, InterfaceError, engine.StagingUnavailable):
         # The database went away, or refused the load's staging connection (too many
         # clients): the upload stays as it was, to be run again.
         raise

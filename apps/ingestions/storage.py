@@ -44,8 +44,9 @@ def blob_write_piece(blob_id: int, seq: int, data: bytes) -> None:
     go as a binary parameter: through the ORM they would be hex-escaped into the SQL text
     and parsed back by the server, which made storing an upload about five times slower."""
     connection.ensure_connection()
-    # a server-side binding cursor (Django's own bind on the client, as SQL text)
-    with psycopg.Cursor(connection.connection) as cursor:
+    # a server-side binding cursor (Django's own bind on the client, as SQL text); errors
+    # come out as Django's, and mark the connection as Django's own cursors would
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         cursor.execute(
             "INSERT INTO blob_chunks (blob_id, seq, data) VALUES (%s, %s, %b)",
             (blob_id, seq, data),
@@ -70,7 +71,7 @@ class BlobReader:
     def _fetch(self) -> None:
         self._conn.ensure_connection()
         # binary: the bytes as they are, not hex-encoded by the server and decoded here
-        with psycopg.Cursor(self._conn.connection) as cursor:
+        with self._conn.wrap_database_errors, psycopg.Cursor(self._conn.connection) as cursor:
             cursor.execute(
                 "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq = %s",
                 (self.blob_id, self._seq),

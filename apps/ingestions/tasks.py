@@ -1,6 +1,11 @@
-import psycopg
+import logging
+
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
+
+from apps.ingestions.engine import StagingUnavailable
+
+logger = logging.getLogger(__name__)
 
 # Services import this module (to enqueue), so tasks import services inside the function.
 
@@ -9,7 +14,7 @@ from django.db import InterfaceError, OperationalError
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError, psycopg.OperationalError),
+    autoretry_for=(OperationalError, InterfaceError, StagingUnavailable),
     retry_backoff=True,
     max_retries=5,
 )
@@ -24,8 +29,12 @@ def upload_requeue_task() -> int:
     from apps.ingestions.services import staging_purge, upload_requeue, upload_stop_hung
 
     upload_stop_hung()
-    staging_purge()
-    return upload_requeue()
+    sent = upload_requeue()
+    try:  # housekeeping: never in the way of the re-queueing above
+        staging_purge()
+    except Exception:
+        logger.exception("dropping leftover staging tables failed")
+    return sent
 
 
 @shared_task(ignore_result=True)

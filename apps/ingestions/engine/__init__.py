@@ -21,8 +21,16 @@ from apps.ingestions.engine.load import (
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import RECORDS, type_from_filename, type_from_keys
 from apps.ingestions.engine.results import FileError, LoadResult, RowCounts
+from apps.ingestions.engine.stage import StagingUnavailable
 
-__all__ = ["FileError", "LoadResult", "RowCounts", "detect_record_type", "load_upload"]
+__all__ = [
+    "FileError",
+    "LoadResult",
+    "RowCounts",
+    "StagingUnavailable",
+    "detect_record_type",
+    "load_upload",
+]
 
 
 def detect_record_type(*, filename: str, explicit: str | None, stream: BinaryIO) -> str | None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import BinaryIO
 
+import psycopg
 from psycopg import Cursor, sql
 
 from apps.ingestions.engine.merge import (
@@ -142,9 +143,10 @@ def load_upload(
     if isolation != "read committed":
         # a snapshot taken once would never see the chunks the staging connection commits
         raise ValueError(f"load_upload needs a read committed transaction, not {isolation}")
-    lock_tenant(cursor, job.tenant_id)  # before any merge; tenants still run in parallel
-    staging = Staging(cursor, job.spec, job.upload_id)
+    staging = None
     try:
+        lock_tenant(cursor, job.tenant_id)  # before any merge; tenants still run in parallel
+        staging = Staging(cursor, job.spec, job.upload_id)
         if strict:
             result = _load_whole(cursor, job, staging)
             mode = "whole-file"
@@ -160,8 +162,16 @@ def load_upload(
                 mode = "whole-file after a repeated id"
             cursor.execute(sql.SQL("RELEASE SAVEPOINT {}").format(_SAVEPOINT))
         staging.drop(cursor)
+    except BaseException as exc:
+        if not isinstance(exc, psycopg.Error):
+            # An interrupt (Celery's soft time limit, Ctrl-C) may have come in the middle
+            # of a statement of this thread: do not leave it running on the server.
+            with contextlib.suppress(Exception):
+                cursor.connection.cancel_safe(timeout=5)
+        raise
     finally:
-        staging.close()
+        if staging is not None:
+            staging.close()
     logger.debug(
         "loaded %s rows of %s (%s) in %.2fs",
         result.rows.total,
@@ -281,36 +291,56 @@ def _load_pipelined(cursor: Cursor, job: _Job, staging: Staging) -> LoadResult:
                 pass
 
     worker = threading.Thread(target=merge_worker, name=f"merge-{upload_id}", daemon=True)
-    # The merge thread needs the GIL for a moment per statement, and the parsing thread
-    # holds it; every handover waits up to the switch interval, on the merge's path.
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch_interval, _SWITCH_INTERVAL))
-    worker.start()
-    analyzed = False
-    try:
-        for chunk in parsed:
-            if failure and not isinstance(failure[0], _RepeatedId):
-                break  # a repeated id needs the whole file staged; other failures nothing
-            staging.write(chunk)
-            if not analyzed and chunk.rows > chunk.rejected:
-                staging.analyze()  # one chunk of rows tells the planner enough
-                analyzed = True
-            staged.rows += chunk.rows
-            staged.rejected += chunk.rejected
-            chunks.put(replace(chunk, text=""))
-    except BaseException:
-        # A bad file, or a signal (Ctrl-C, Celery's soft time limit): stop the worker and
-        # cancel its statement, so nothing runs on the connection once the caller has it.
-        _stop_worker(worker, chunks, cursor, stop)
-        raise
-    finally:
-        sys.setswitchinterval(switch_interval)
-    _stop_worker(worker, chunks, cursor, None)
+    with _short_switch_interval():
+        worker.start()
+        analyzed = False
+        try:
+            for chunk in parsed:
+                if failure and not isinstance(failure[0], _RepeatedId):
+                    break  # a repeated id needs the whole file staged; other failures nothing
+                staging.write(chunk)
+                if not analyzed and chunk.rows > chunk.rejected:
+                    staging.analyze()  # one chunk of rows tells the planner enough
+                    analyzed = True
+                staged.rows += chunk.rows
+                staged.rejected += chunk.rejected
+                chunks.put(replace(chunk, text=""))
+        except BaseException:
+            # A bad file, or a signal (Ctrl-C, Celery's soft time limit): stop the worker and
+            # cancel its statement, so nothing runs on the connection once the caller has it.
+            _stop_worker(worker, chunks, cursor, stop)
+            raise
+        _stop_worker(worker, chunks, cursor, None)
     if failure:
         if isinstance(failure[0], _RepeatedId):
             raise _RepeatedId(source, staged)
         raise failure[0]
     return _result(cursor, tenant_id, source, staged.rows, staged.rejected, merged)
+
+
+_switch = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+@contextlib.contextmanager
+def _short_switch_interval() -> Iterator[None]:
+    """Python's switch interval at `_SWITCH_INTERVAL` while any pipelined load of this
+    process runs. The merge thread needs the GIL for a moment per statement while the
+    parsing thread holds it; each handover waits up to the interval, on the merge's path."""
+    global _switch_users, _switch_saved
+    with _switch:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_saved, _SWITCH_INTERVAL))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 def _stop_worker(worker, chunks, cursor: Cursor, stop: threading.Event | None) -> None:

@@ -3,9 +3,10 @@ into a staging table.
 
 Valid rows and rejects travel in the same COPY stream (rejects carry `r_code` and the
 data columns stay NULL), so neither is ever held in memory beyond one chunk, and a file
-of any size needs one pass. The staging table lives until the end of the transaction.
-Rows are formatted here, in Python, so that a chunk is one string: it can cross a thread
-boundary cheaply and be written to the server in one call.
+of any size needs one pass. The staging table (`Staging`) is the upload's own, written
+over a connection of its own and dropped with the upload's transaction. Rows are
+formatted here, in Python, so that a chunk is one string, written to the server in one
+call.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from apps.ingestions.engine.records import (
     validate_record,
 )
 
-# Rows per chunk: the unit of COPY and of merging. Memory is bounded by about four chunks
-# alive at once (one being built, one queued, one being merged, one just merged), ~8 MB each.
+# Rows per chunk: the unit of COPY and of merging. Memory is bounded by the chunk being
+# built and the one being COPYed (~8 MB each); once staged, a chunk is only its line range.
 CHUNK_ROWS = 20_000
 # The first chunk is short, so the merge starts early instead of waiting for a full one.
 FIRST_CHUNK_ROWS = 2_000
@@ -37,6 +38,10 @@ _decode = msgspec.json.Decoder(float_hook=exact_number).decode  # numbers stay e
 _REJECT_COLUMNS = ("r_field", "r_code", "r_message", "r_raw")
 STAGING_PREFIX = "ingest_stage_"
 _STAGING_LOCK = "SELECT pg_advisory_lock(hashtextextended('ingest-stage:' || %s, 0))"
+# The staging connection's waits (its advisory lock, dropping a failed run's table) are
+# short unless something is wrong, such as the same upload loading twice at once; and the
+# caller may be the one it waits for, which PostgreSQL cannot see as a deadlock.
+_STAGING_LOCK_TIMEOUT = "30s"
 _STAGING_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('ingest-stage:' || %s, 0))"
 
 Progress = Callable[[int], None]  # rows done so far
@@ -86,8 +91,15 @@ class Staging:
         ]
         columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in _REJECT_COLUMNS]
         conn = self._conn
-        conn.execute(_STAGING_LOCK, (self.name,))  # held until this connection closes
+        try:
+            conn.execute(_STAGING_LOCK, (self.name,))  # held until this connection closes
+        except psycopg.errors.LockNotAvailable:
+            raise RuntimeError(
+                f"another load of upload {self.name.removeprefix(STAGING_PREFIX)} is running"
+            ) from None
         self._schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        if self._schema is None:
+            raise RuntimeError("no schema to create the staging table in (see search_path)")
         table = sql.Identifier(self._schema, self.name)
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))  # a failed run's
         conn.execute(
@@ -124,10 +136,23 @@ def _sibling(conn: psycopg.Connection) -> psycopg.Connection:
         params["password"] = conn.info.password
     params.setdefault("port", str(conn.info.port))
     params["application_name"] = "ingest-staging"
-    conn = psycopg.connect(**params, autocommit=True)
-    # Its commits need not wait for the disk: a crash empties an unlogged table anyway.
-    conn.execute("SET synchronous_commit = off")
-    return conn
+    try:
+        sibling = psycopg.connect(**params, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise StagingUnavailable(f"the staging connection was refused: {exc}") from exc
+    try:
+        # Its commits need not wait for the disk: a crash empties an unlogged table anyway.
+        sibling.execute("SET synchronous_commit = off")
+        sibling.execute("SELECT set_config('lock_timeout', %s, false)", (_STAGING_LOCK_TIMEOUT,))
+    except BaseException:
+        sibling.close()
+        raise
+    return sibling
+
+
+class StagingUnavailable(Exception):  # noqa: N818 - reads better at the raise site
+    """The server refused the staging connection (too many clients, shutting down): a
+    passing condition, not a verdict on the file. Worth running the load again later."""
 
 
 def staging_drop_stale(cursor: Cursor) -> list[str]:
@@ -148,9 +173,9 @@ def staging_drop_stale(cursor: Cursor) -> list[str]:
             continue  # its load is still writing it
         cursor.execute("SAVEPOINT staging_drop")
         try:
-            table = sql.Identifier(schema, name)
-            cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-        except psycopg.errors.LockNotAvailable:
+            cursor.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(schema, name)))
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.UndefinedTable):
+            # still in use; or gone meanwhile, with the transaction of the load it was for
             cursor.execute("ROLLBACK TO SAVEPOINT staging_drop")
         else:
             dropped.append(name)

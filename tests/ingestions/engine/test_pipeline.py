@@ -849,12 +849,20 @@ def _backend_state(pid: int) -> str:
         other.close()
 
 
-def test_no_statement_of_a_load_still_runs_after_it_was_interrupted(tenant, small_chunks):
-    """When load_upload is interrupted, its merging thread has stopped using the connection
-    by the time the exception reaches the caller."""
+@pytest.mark.parametrize(
+    "first",
+    [
+        [customer("c0"), customer("c1"), customer("c2")],
+        [customer("c0"), customer("c0", "again"), customer("c2")],
+    ],
+    ids=["merge-thread", "whole-file"],
+)
+def test_no_statement_of_a_load_still_runs_after_it_was_interrupted(tenant, small_chunks, first):
+    """When load_upload is interrupted, no statement of it still runs on the connection by
+    the time the exception reaches the caller: neither the merging thread's, nor one of
+    the calling thread (the whole-file merge after a repeated id, in the second case)."""
     _trigger_on_customers("IF NEW.name = 'slow' THEN PERFORM pg_sleep(3); END IF;")
-    lines = [customer(f"c{i}") for i in range(3)] + [customer("c3", "slow"), customer("c4")]
-    data = ndjson_bytes(lines)
+    data = ndjson_bytes([*first, customer("c3", "slow"), customer("c4")])
     upload = _register(tenant, data)
     pid = connection.connection.info.backend_pid
 

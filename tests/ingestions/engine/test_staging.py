@@ -14,7 +14,12 @@ from django.utils import timezone
 
 from apps.ingestions.engine import load_upload
 from apps.ingestions.engine.records import RECORDS
-from apps.ingestions.engine.stage import STAGING_PREFIX, Staging, staging_drop_stale
+from apps.ingestions.engine.stage import (
+    STAGING_PREFIX,
+    Staging,
+    StagingUnavailable,
+    staging_drop_stale,
+)
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.ingestions.models import Customer, UploadState
 from apps.ingestions.services import fingerprint, upload_process, upload_register
@@ -149,11 +154,15 @@ def test_an_upload_whose_staging_connection_is_refused_is_left_to_run_again(tena
     data = _customers(4)
     upload = _register(tenant, data)
 
-    def refuse(conn):
-        raise psycopg.OperationalError("sorry, too many clients already")
+    real_connect = psycopg.connect
 
-    monkeypatch.setattr("apps.ingestions.engine.stage._sibling", refuse)
-    with pytest.raises(psycopg.OperationalError, match="too many clients"):
+    def refuse(*args, **kwargs):
+        if kwargs.get("application_name") == "ingest-staging":
+            raise psycopg.OperationalError("sorry, too many clients already")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr("apps.ingestions.engine.stage.psycopg.connect", refuse)
+    with pytest.raises(StagingUnavailable, match="too many clients"):
         upload_process(upload_id=upload.id, stream=io.BytesIO(data))
     upload.refresh_from_db()
     assert (upload.state, upload.error_code) == (UploadState.RECEIVED, "")
@@ -196,3 +205,27 @@ def test_the_every_minute_job_drops_a_leftover_staging_table(db):
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_class WHERE relname = %s", (name,))
         assert cursor.fetchone()[0] == 0
+
+
+def test_a_statement_timeout_fails_the_upload_instead_of_retrying_it(tenant):
+    """Only a refused staging connection is left for a retry; the server cancelling a
+    statement of the load (here its statement_timeout) fails the upload like any error."""
+    data = _customers(3)
+    upload = _register(tenant, data)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION pg_temp.slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER slow BEFORE INSERT ON customers "
+            "FOR EACH ROW EXECUTE FUNCTION pg_temp.slow()"
+        )
+        cursor.execute("SET statement_timeout = '500ms'")
+    try:
+        upload = upload_process(upload_id=upload.id, stream=io.BytesIO(data))
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 0")
+    assert (upload.state, upload.error_code) == (UploadState.FAILED, "internal_error")
+    assert Customer.objects.filter(tenant=tenant).count() == 0
