@@ -20,6 +20,7 @@ Two ways through, same result:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import queue
 import sys
@@ -48,7 +49,7 @@ from apps.ingestions.engine.merge import (
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import RECORDS, RecordSpec
 from apps.ingestions.engine.results import LoadResult, RowCounts
-from apps.ingestions.engine.stage import Chunk, Staging, parse_chunks
+from apps.ingestions.engine.stage import Chunk, LocalStaging, Staging, parse_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ DEFAULT_MAX_LINE_BYTES = 1024 * 1024
 DEFAULT_MAX_DECOMPRESSED_BYTES = 20 * 1024**3
 _SAVEPOINT = sql.Identifier("ingest_pipelined")
 _DONE = None  # end of the chunk queue
+_Staging = Staging | LocalStaging
 _SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
 
 
@@ -146,14 +148,21 @@ def load_upload(
     staging = None
     try:
         lock_tenant(cursor, job.tenant_id)  # before any merge; tenants still run in parallel
-        staging = Staging(cursor, job.spec, job.upload_id)
+        source, chunks = job.read()
+        first = next(chunks, None)
+        if first is None or first.last:
+            staging = LocalStaging(cursor, job.spec, first)  # one chunk: nothing to overlap
+        else:
+            staging = Staging(cursor, job.spec, job.upload_id)
+        if first is not None:
+            chunks = itertools.chain([first], chunks)
         if strict:
-            result = _load_whole(cursor, job, staging)
+            result = _load_whole(cursor, job, staging, source, chunks)
             mode = "whole-file"
         else:
             cursor.execute(sql.SQL("SAVEPOINT {}").format(_SAVEPOINT))
             try:
-                result = _load_pipelined(cursor, job, staging)
+                result = _load_pipelined(cursor, job, staging, source, chunks)
                 mode = "pipelined"
             except _RepeatedId as repeated:
                 # everything is staged by now: undo the chunks merged so far, merge it whole
@@ -200,9 +209,10 @@ def _store_rejects(
     )
 
 
-def _load_whole(cursor: Cursor, job: _Job, staging: Staging) -> LoadResult:
+def _load_whole(
+    cursor: Cursor, job: _Job, staging: _Staging, source: ByteStream, chunks: Iterator[Chunk]
+) -> LoadResult:
     """Strict: stage the whole file, then merge it only if no row was rejected."""
-    source, chunks = job.read()
     totals = _Totals()
     for chunk in chunks:
         staging.write(chunk)
@@ -216,7 +226,7 @@ def _load_whole(cursor: Cursor, job: _Job, staging: Staging) -> LoadResult:
 
 
 def _merge_whole(
-    cursor: Cursor, job: _Job, staging: Staging, source: ByteStream, totals: _Totals
+    cursor: Cursor, job: _Job, staging: _Staging, source: ByteStream, totals: _Totals
 ) -> LoadResult:
     """Merge the whole staged file at once (its rejects stored too)."""
     # Without statistics the planner takes a big staging table for a few rows and picks
@@ -236,10 +246,11 @@ def _merge_whole(
     return _result(cursor, job.tenant_id, source, totals.rows, totals.rejected, [merged])
 
 
-def _load_pipelined(cursor: Cursor, job: _Job, staging: Staging) -> LoadResult:
+def _load_pipelined(
+    cursor: Cursor, job: _Job, staging: _Staging, source: ByteStream, parsed: Iterator[Chunk]
+) -> LoadResult:
     spec, tenant_id, upload_id, now = job.spec, job.tenant_id, job.upload_id, job.now
     stage = staging.table
-    source, parsed = job.read()
     staged = _Totals()
     merged: list[MergeCounts] = []
     # Chunks wait in the staging table; the queue only says which lines are ready. A short

@@ -56,6 +56,16 @@ class Chunk:
     text: str
     rows: int  # non-blank lines
     rejected: int
+    last: bool = False  # known to end the file (a full chunk at the very end is not marked)
+
+
+def _columns(spec: RecordSpec) -> sql.Composable:
+    columns = [sql.SQL("line bigint")]
+    columns += [
+        sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.sql_type)) for f in spec.fields
+    ]
+    columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in _REJECT_COLUMNS]
+    return sql.SQL(", ").join(columns)
 
 
 class Staging:
@@ -84,12 +94,6 @@ class Staging:
         self.table = sql.Identifier(self._schema, self.name)
 
     def _create(self) -> None:
-        columns = [sql.SQL("line bigint")]
-        columns += [
-            sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.sql_type))
-            for f in self.spec.fields
-        ]
-        columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in _REJECT_COLUMNS]
         conn = self._conn
         try:
             conn.execute(_STAGING_LOCK, (self.name,))  # held until this connection closes
@@ -104,7 +108,7 @@ class Staging:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))  # a failed run's
         conn.execute(
             sql.SQL("CREATE UNLOGGED TABLE {} ({}) WITH (autovacuum_enabled = off)").format(
-                table, sql.SQL(", ").join(columns)
+                table, _columns(self.spec)
             )
         )
         # chunks are read back by line range, while later ones are still being written
@@ -126,6 +130,40 @@ class Staging:
 
     def drop(self, cursor: Cursor) -> None:
         """Drop the table in the caller's transaction (the merge has locked it there)."""
+        cursor.execute(sql.SQL("DROP TABLE {}").format(self.table))
+
+
+class LocalStaging:
+    """Staging for a file of one chunk (or none): nothing to overlap, so no second
+    connection, and no table to create for one, which costs more than such a file's merge.
+    A temporary table on the caller's connection, in the caller's transaction.
+
+    The chunk is staged here, at once: before any savepoint the load may roll back to, so
+    it survives that as rows staged over the second connection do; `write` has nothing
+    left to do."""
+
+    def __init__(self, cursor: Cursor, spec: RecordSpec, chunk: Chunk | None) -> None:
+        self._cursor = cursor
+        self.table = sql.Identifier("pg_temp", f"_stage_{spec.name}")
+        cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table))
+        cursor.execute(
+            sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(self.table, _columns(spec))
+        )
+        if chunk is not None:
+            copy_sql = sql.SQL("COPY {} FROM STDIN").format(self.table)
+            with cursor.copy(copy_sql) as copy:
+                copy.write(chunk.text)
+
+    def write(self, chunk: Chunk) -> None:
+        pass  # staged at creation
+
+    def analyze(self) -> None:
+        self._cursor.execute(sql.SQL("ANALYZE {}").format(self.table))
+
+    def close(self) -> None:
+        pass
+
+    def drop(self, cursor: Cursor) -> None:
         cursor.execute(sql.SQL("DROP TABLE {}").format(self.table))
 
 
@@ -266,6 +304,6 @@ def parse_chunks(
             limit = chunk_rows
     if rows or parts:
         total += rows
-        yield Chunk(first or number, number, "".join(parts), rows, rejected)
+        yield Chunk(first or number, number, "".join(parts), rows, rejected, last=True)
     if progress is not None:
         progress(total)

@@ -47,6 +47,13 @@ def _janitor() -> list[str]:
         return staging_drop_stale(cursor)
 
 
+@pytest.fixture(autouse=True)
+def _two_rows_a_chunk(monkeypatch):
+    """Files of several chunks (two rows each), which stage over the second connection."""
+    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", 2)
+    monkeypatch.setattr("apps.ingestions.engine.stage.FIRST_CHUNK_ROWS", 2)
+
+
 def _customers(count: int) -> bytes:
     return ndjson_bytes([customer_row(customer_id=uid(f"c{i}")) for i in range(count)])
 
@@ -126,7 +133,7 @@ def test_the_janitor_keeps_a_table_a_merging_transaction_still_reads(db):
 def test_a_failed_load_leaves_its_table_to_the_janitor_and_a_rerun_starts_afresh(tenant):
     """A load whose transaction rolls back cannot drop its table; the janitor can. A second
     run of the same upload before that replaces the leftover instead of failing on it."""
-    data = _customers(3)
+    data = _customers(5)
     upload = _register(tenant, data)
     name = f"{STAGING_PREFIX}{upload.id.hex}"
 
@@ -138,9 +145,9 @@ def test_a_failed_load_leaves_its_table_to_the_janitor_and_a_rerun_starts_afresh
             return result.rows.inserted
 
     with _connect() as conn:
-        assert run() == 3
+        assert run() == 5
         assert name in _tables(conn)
-        assert run() == 3
+        assert run() == 5
         assert name in _tables(conn)
         assert name in _janitor()
         assert name not in _tables(conn)
@@ -229,3 +236,31 @@ def test_a_statement_timeout_fails_the_upload_instead_of_retrying_it(tenant):
             cursor.execute("SET statement_timeout = 0")
     assert (upload.state, upload.error_code) == (UploadState.FAILED, "internal_error")
     assert Customer.objects.filter(tenant=tenant).count() == 0
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2], ids=["empty", "one-row", "a-full-chunk"])
+def test_a_file_of_one_chunk_needs_no_second_connection(tenant, monkeypatch, rows):
+    """A file that ends within its first chunk is staged on the load's own connection:
+    with the staging connection refused it still loads. (A file that ends exactly at the
+    end of a full first chunk cannot be told from a longer one: it takes the usual way.)"""
+    data = _customers(rows)
+    upload = _register(tenant, data)
+    real_connect = psycopg.connect
+    opened = []
+
+    def watch(*args, **kwargs):
+        if kwargs.get("application_name") == "ingest-staging":
+            opened.append(kwargs)
+            raise psycopg.OperationalError("no staging connection in this test")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr("apps.ingestions.engine.stage.psycopg.connect", watch)
+    if rows < 2:
+        upload = upload_process(upload_id=upload.id, stream=io.BytesIO(data))
+        assert (upload.rows_total, upload.rows_inserted) == (rows, rows)
+        assert opened == []
+    else:
+        with pytest.raises(StagingUnavailable):
+            upload_process(upload_id=upload.id, stream=io.BytesIO(data))
+        assert len(opened) == 1
+    assert Customer.objects.filter(tenant=tenant).count() == (rows if rows < 2 else 0)
