@@ -9,6 +9,7 @@ between processes on one machine.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -33,11 +34,7 @@ def embedded_database_url() -> str:
     """Start (or attach to) the embedded PostgreSQL and return a URL for its database."""
     import logging
 
-    # pgserver keeps a lock file in the runtime dir; give it a private one (CI and root
-    # shells have no XDG_RUNTIME_DIR, and platformdirs warns about that).
-    runtime = DATA_DIR / "run"
-    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    _private_runtime_dir()
     import pgserver  # imported lazily: only needed when no DATABASE_URL is given
 
     # pgserver logs every start, attach and stop at INFO; keep commands' output clean.
@@ -48,6 +45,7 @@ def embedded_database_url() -> str:
     # cleanup_mode="stop": the server stops when the last process using it exits, so no
     # stray postgres is left behind after `make test` or `make demo`.
     fresh = not (pgdata / "PG_VERSION").exists()
+    forget_dead_users(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     if EMBEDDED_SETTINGS["shared_buffers"] not in server.psql("SHOW shared_buffers;"):
         for name, value in EMBEDDED_SETTINGS.items():
@@ -60,6 +58,34 @@ def embedded_database_url() -> str:
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DB_NAME};")
     return server.get_uri(EMBEDDED_DB_NAME)
+
+
+def _private_runtime_dir() -> None:
+    # pgserver keeps a lock file in the runtime dir (read when it is imported); give it a
+    # private one (CI and root shells have no XDG_RUNTIME_DIR, and platformdirs warns).
+    runtime = DATA_DIR / "run"
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+
+
+def forget_dead_users(pgdata: Path) -> list[int]:
+    """Drop the processes that died without saying so (SIGKILL, SIGTERM) from pgserver's
+    list of the server's users, and return them. pgserver stops the server when its last
+    listed user exits; one dead entry would keep it running after every later command."""
+    import psutil
+
+    _private_runtime_dir()
+    from pgserver.postgres_server import PostgresServer  # its lock: pgserver 0.1.4 inside
+
+    listed = pgdata / ".handle_pids.json"
+    with PostgresServer._lock:
+        if not listed.exists():
+            return []
+        pids = json.loads(listed.read_text() or "[]")
+        dead = [pid for pid in pids if not psutil.pid_exists(pid)]
+        if dead:
+            listed.write_text(json.dumps([pid for pid in pids if pid not in dead]))
+    return dead
 
 
 def embedded_broker_url() -> str:
