@@ -5,8 +5,9 @@ Two ways through, same result:
 - pipelined (the usual one): the calling thread parses and validates chunk after chunk
   and COPYs each into the staging table over a connection of its own (`Staging`), while
   a worker thread merges the staged chunks into the final tables in the caller's
-  transaction. Python's parsing, the server's COPY and the merge (foreign-key checks,
-  index inserts) so run at once, and the merge, the slowest, does nothing else. A chunk
+  transaction. Parsing (taking turns with the COPY) and the merge (foreign-key checks,
+  index inserts) so run at once, and the merge, the slowest, does nothing else; a file of
+  one chunk stages on the caller's connection instead (`LocalStaging`). A chunk
   goes in with a plain INSERT, trusting the primary and foreign keys to refuse an id that
   exists or a parent that does not; once one does, chunks are merged carefully (pending
   hold, upsert) and their ids tracked, so the first id that repeats in the file stops
