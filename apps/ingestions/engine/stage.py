@@ -167,12 +167,18 @@ class LocalStaging:
         cursor.execute(sql.SQL("DROP TABLE {}").format(self.table))
 
 
-def _sibling(conn: psycopg.Connection) -> psycopg.Connection:
-    """A new autocommit connection to the same database as `conn`, as the same user."""
+def connection_params(conn: psycopg.Connection) -> dict[str, str]:
+    """What `psycopg.connect` needs to reach the same database as `conn`, as the same user."""
     params = conn.info.get_parameters()
     if conn.info.password:
         params["password"] = conn.info.password
     params.setdefault("port", str(conn.info.port))
+    return params
+
+
+def _sibling(conn: psycopg.Connection) -> psycopg.Connection:
+    """A new autocommit connection to the same database as `conn`, as the same user."""
+    params = connection_params(conn)
     params["application_name"] = "ingest-staging"
     try:
         sibling = psycopg.connect(**params, autocommit=True)

@@ -18,6 +18,7 @@ from apps.ingestions.engine.stage import (
     STAGING_PREFIX,
     Staging,
     StagingUnavailable,
+    connection_params,
     staging_drop_stale,
 )
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
@@ -27,12 +28,7 @@ from apps.ingestions.services import fingerprint, upload_process, upload_registe
 
 def _connect() -> psycopg.Connection:
     """A connection of the test's own to the test database, outside its transaction."""
-    info = connection.connection.info
-    params = info.get_parameters()
-    if info.password:
-        params["password"] = info.password
-    params.setdefault("port", str(info.port))
-    return psycopg.connect(**params, autocommit=True)
+    return psycopg.connect(**connection_params(connection.connection), autocommit=True)
 
 
 def _tables(conn) -> set[str]:
