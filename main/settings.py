@@ -188,6 +188,10 @@ UPLOAD_HUNG_SECONDS = env_int("UPLOAD_HUNG_SECONDS", 30 * 60)
 INGEST_MAX_LINE_BYTES = env_int("INGEST_MAX_LINE_BYTES", 1024 * 1024)
 INGEST_MAX_DECOMPRESSED_BYTES = env_int("INGEST_MAX_DECOMPRESSED_BYTES", 20 * 1024**3)
 INGEST_PENDING_RETENTION_SECONDS = env_int("INGEST_PENDING_RETENTION_SECONDS", 7 * 24 * 3600)
+# New rows' foreign keys checked by the engine once per chunk (parents locked FOR KEY SHARE,
+# the INSERT run without PostgreSQL's per-row checks) where the database role may set
+# session_replication_role; off, PostgreSQL checks every row. Same result, see engine/keys.py.
+INGEST_SETWISE_KEY_CHECKS = env_bool("INGEST_SETWISE_KEY_CHECKS", True)
 # A resumable upload session (and a tus upload) left unfinished this long expires and its
 # bytes are deleted by the periodic job.
 INGEST_SESSION_TTL_SECONDS = env_int("INGEST_SESSION_TTL_SECONDS", 24 * 3600)

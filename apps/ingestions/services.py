@@ -345,6 +345,7 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
                     max_line_bytes=settings.INGEST_MAX_LINE_BYTES,
                     max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
                     progress=progress,
+                    setwise_key_checks=settings.INGEST_SETWISE_KEY_CHECKS,
                 )
             state = _upload_finish(upload=upload, result=result)
         # The tenant's next upload need not wait for the statistics refresh below.

@@ -15,6 +15,7 @@ from typing import BinaryIO
 import psycopg
 from psycopg import Cursor, sql
 
+from apps.ingestions.engine.keys import ParentLocks
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import RECORDS, RecordSpec, copy_text
 from apps.ingestions.engine.results import ResolvedCounts
@@ -115,6 +116,7 @@ def merge_staged(
     upload_id: str,
     valid: int,
     now: datetime,
+    parents: ParentLocks | None = None,
 ) -> MergeCounts:
     """Merge all valid staged rows at once: the last occurrence of an id wins, rows whose
     parent is missing are held as pending, the rest are upserted into the final table."""
@@ -145,7 +147,14 @@ def merge_staged(
             cols=_ids(spec.columns), stage=stage
         )
     counts = merge_rows(
-        cursor, spec, source, rows=distinct, tenant_id=tenant_id, upload_id=upload_id, now=now
+        cursor,
+        spec,
+        source,
+        rows=distinct,
+        tenant_id=tenant_id,
+        upload_id=upload_id,
+        now=now,
+        parents=parents,
     )
     return replace(counts, duplicates=valid - distinct)
 
@@ -198,26 +207,39 @@ def track_ids(
 
 
 def insert_new(
-    cursor: Cursor, spec: RecordSpec, source: sql.Composable, *, tenant_id: str
+    cursor: Cursor,
+    spec: RecordSpec,
+    source: sql.Composable,
+    *,
+    tenant_id: str,
+    parents: ParentLocks | None = None,
 ) -> int | None:
     """The fast way in: a plain INSERT of rows with new ids whose parents all exist.
 
     This relies on the composite foreign keys being checked at the end of each statement
     (they are not DEFERRABLE, migration 0002): a deferred check would fail at commit
-    instead, after the chance to take the careful way had passed.
+    instead, after the chance to take the careful way had passed. With `parents`, the
+    engine checks them itself for the whole chunk first (see `keys`).
 
-    Nothing is checked beforehand: the primary and foreign keys check every row anyway.
-    When one fails (an id that exists, a parent that does not), the INSERT is rolled back
-    to a savepoint and None returned, and the caller takes the careful way (`merge_rows`).
+    Nothing else is checked beforehand: the primary key checks every row anyway. When a
+    key fails (an id that exists, a parent that does not), the INSERT is rolled back to a
+    savepoint and None returned, and the caller takes the careful way (`merge_rows`).
     """
+    insert = _insert(spec, _select(spec, source))
+    params = {"tenant": tenant_id}
     cursor.execute("SAVEPOINT ingest_chunk")
     try:
-        cursor.execute(_insert(spec, _select(spec, source)), {"tenant": tenant_id})
+        if parents is None:
+            cursor.execute(insert, params)
+            inserted = cursor.rowcount
+        elif parents.lock(cursor, source, tenant_id):
+            inserted = parents.insert(cursor, insert, params)
+        else:
+            inserted = None
     except psycopg.errors.IntegrityError:
+        inserted = None
+    if inserted is None:
         cursor.execute("ROLLBACK TO SAVEPOINT ingest_chunk")
-        cursor.execute("RELEASE SAVEPOINT ingest_chunk")
-        return None
-    inserted = cursor.rowcount
     cursor.execute("RELEASE SAVEPOINT ingest_chunk")
     return inserted
 
@@ -231,14 +253,19 @@ def merge_rows(
     tenant_id: str,
     upload_id: str,
     now: datetime,
+    parents: ParentLocks | None = None,
 ) -> MergeCounts:
     """Merge `rows` rows with distinct ids from `source` (a table or subquery with `line`
-    and the spec's columns): hold the ones whose parent is missing, write the others."""
+    and the spec's columns): hold the ones whose parent is missing, write the others.
+    With `parents`, new rows' parents are checked per chunk by the engine (see `keys`)."""
     params = {"tenant": tenant_id, "upload": upload_id, "now": now}
     key = sql.Identifier(spec.key)
     final = sql.Identifier(spec.table)
     superseded: tuple[tuple[str, int], ...] = ()
     pending = 0
+    # With `parents`, the parents that exist are locked first, so none of them can go away
+    # between the hold below and the write; when all are there, nothing can be held.
+    all_there = parents is not None and parents.lock(cursor, source, tenant_id)
     if spec.parents:
         # An older upload's held row for the same id is replaced by this one.
         cursor.execute(
@@ -250,6 +277,7 @@ def merge_rows(
             params,
         )
         superseded = tuple((u, n) for u, n in cursor.fetchall())
+    if spec.parents and not all_there:
         cursor.execute(
             sql.SQL(
                 "INSERT INTO {pending} (tenant_id, {cols}, upload_id, line, raw, held_at) "
@@ -290,7 +318,11 @@ def merge_rows(
             params,
         )
         inserted, updated = cursor.fetchone()
-    else:
+    elif parents is not None and (
+        all_there or parents.lock(cursor, _written(spec, source, pending), tenant_id)
+    ):
+        inserted, updated = parents.insert(cursor, _insert(spec, select), params), 0
+    else:  # PostgreSQL checks each row
         cursor.execute(_insert(spec, select), params)
         inserted, updated = cursor.rowcount, 0
     return MergeCounts(
@@ -301,6 +333,13 @@ def merge_rows(
         duplicates=0,
         superseded=superseded,
     )
+
+
+def _written(spec: RecordSpec, source: sql.Composable, pending: int) -> sql.Composable:
+    """The rows of `source` that `merge_rows` writes: those not held as pending."""
+    if not pending:
+        return source
+    return sql.SQL("(SELECT * FROM {} d WHERE {})").format(source, _parents_exist(spec, "d"))
 
 
 def resolve_pending(cursor: Cursor, *, tenant_id: str) -> list[ResolvedCounts]:

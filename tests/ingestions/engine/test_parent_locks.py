@@ -1,0 +1,306 @@
+"""Foreign keys checked per chunk by the engine (engine/keys.py): used only where the result
+is exactly PostgreSQL's own per-row check, and then just as safe: every parent is locked
+until the upload commits, a missing one holds its rows as pending, and nothing the
+database would have run on INSERT (a trigger, a rule) is skipped."""
+
+from __future__ import annotations
+
+import io
+import threading
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from apps.ingestions.engine import load_upload
+from apps.ingestions.engine.keys import ParentLocks, _Key
+from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.engine.stage import connection_params
+from apps.ingestions.engine.testing import ndjson_bytes, uid
+from apps.ingestions.models import Order, OrderItem, PendingOrderItem, UploadState
+from apps.ingestions.services import fingerprint, upload_register
+from tests.factories import counts_of, rejects_of
+from tests.ingestions.engine.test_pipeline import counts, customer, item, order, product
+
+ITEMS = RECORDS["order_items"]
+
+
+def _prepare(record_type: str) -> ParentLocks | None:
+    with connection.cursor() as cursor:
+        return ParentLocks.prepare(cursor.cursor, RECORDS[record_type])
+
+
+def _role() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW session_replication_role")
+        return cursor.fetchone()[0]
+
+
+def _parents(tenant, load, ndjson) -> None:
+    load(tenant, ndjson("customers_0.ndjson", [customer("c0")]))
+    load(tenant, ndjson("products_0.ndjson", [product("p0"), product("p1")]))
+    load(tenant, ndjson("orders_0.ndjson", [order("o0", "c0"), order("o1", "c0")]))
+
+
+ITEMS_FILE = [item(f"i{i}", f"o{i % 2}", f"p{i % 2}") for i in range(6)]
+
+
+# --- where the engine checks keys itself -------------------------------------------------------
+
+
+def test_each_final_tables_keys_are_read_from_the_catalog(db):
+    """The keys come from PostgreSQL's catalog, not from the engine's own idea of them."""
+    assert _prepare("order_items") == ParentLocks(
+        "order_items",
+        (
+            _Key("orders", "order_id", (("tenant_id", "tenant"), ("order_id", "column"))),
+            _Key("products", "product_id", (("tenant_id", "tenant"), ("product_id", "column"))),
+        ),
+    )
+    assert _prepare("orders") == ParentLocks(
+        "orders",
+        (_Key("customers", "customer_id", (("tenant_id", "tenant"), ("customer_id", "column"))),),
+    )
+    for record_type in ("customers", "products"):
+        (key,) = _prepare(record_type).keys
+        assert (key.parent, key.column, key.match) == ("tenants", None, (("id", "tenant"),))
+
+
+@pytest.mark.parametrize(
+    ("enable", "prepared", "fired"),
+    [
+        ("ENABLE TRIGGER", False, 6),  # fires in origin mode only: replica would skip it
+        ("ENABLE REPLICA TRIGGER", False, 0),  # fires in replica mode only: never here
+        ("ENABLE ALWAYS TRIGGER", True, 6),  # fires either way: no reason to refuse
+        ("DISABLE TRIGGER", True, 0),
+    ],
+)
+def test_a_trigger_on_the_table_runs_exactly_as_it_would_without_the_engines_checks(
+    tenant, ndjson, load, enable, prepared, fired
+):
+    """A trigger someone added to a final table is never skipped, nor started, by the
+    engine's own checks: where replica mode would change what fires, PostgreSQL checks."""
+    _parents(tenant, load, ndjson)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE test_fired (order_item_id uuid)")
+        cursor.execute(
+            "CREATE FUNCTION test_log_item() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO test_fired VALUES (NEW.order_item_id); RETURN NEW; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER test_log AFTER INSERT ON order_items "
+            "FOR EACH ROW EXECUTE FUNCTION test_log_item()"
+        )
+        cursor.execute(f"ALTER TABLE order_items {enable} test_log")
+    assert (_prepare("order_items") is not None) is prepared
+    upload = load(tenant, ndjson("order_items_1.ndjson", ITEMS_FILE))
+    assert counts_of(upload) == counts(total=6, inserted=6)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM test_fired")
+        assert cursor.fetchone()[0] == fired
+    assert _role() == "origin"
+
+
+def test_an_insert_rule_on_the_table_makes_postgres_check_every_row(tenant, ndjson, load):
+    _parents(tenant, load, ndjson)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE test_seen (order_item_id uuid)")
+        cursor.execute(
+            "CREATE RULE test_seen AS ON INSERT TO order_items "
+            "DO ALSO INSERT INTO test_seen VALUES (NEW.order_item_id)"
+        )
+    assert _prepare("order_items") is None
+    upload = load(tenant, ndjson("order_items_1.ndjson", ITEMS_FILE))
+    assert counts_of(upload) == counts(total=6, inserted=6)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM test_seen")
+        assert cursor.fetchone()[0] == 6
+
+
+def test_a_role_without_the_right_to_skip_per_row_checks_gets_them(db):
+    """Setting session_replication_role needs a superuser or, since PostgreSQL 15,
+    GRANT SET ON PARAMETER; without it PostgreSQL checks every row."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE ROLE test_loader NOSUPERUSER")
+        cursor.execute("GRANT INSERT ON order_items TO test_loader")
+        cursor.execute("SET LOCAL ROLE test_loader")
+        assert _prepare("order_items") is None
+        cursor.execute("RESET ROLE")
+        cursor.execute("GRANT SET ON PARAMETER session_replication_role TO test_loader")
+        cursor.execute("SET LOCAL ROLE test_loader")
+        assert _prepare("order_items") is not None
+        cursor.execute("RESET ROLE")
+
+
+def test_a_session_not_in_origin_mode_gets_postgres_checks(db):
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = local")
+        assert _prepare("order_items") is None
+
+
+# --- the outcome is PostgreSQL's ---------------------------------------------------------------
+
+
+def _scenario(tenant, load, ndjson) -> dict[str, Any]:
+    """Items over several chunks: new rows, a missing order and a missing product (held),
+    an id repeated across chunks, a re-upload with one change; all counts and rows."""
+    _parents(tenant, load, ndjson)
+    first = [
+        *ITEMS_FILE,
+        item("i10", "o9", "p0"),  # no such order: held
+        item("i11", "o0", "p9"),  # no such product: held
+        item("i12", "o1", "p1"),
+    ]
+    again = [item("i0", "o1", "p1"), item("i1", "o1", "p1"), item("i13", "o0", "p0")]
+    repeated = [item("i20", "o0", "p0"), item("i21", "o1", "p1"), item("i20", "o1", "p0")]
+    uploads = [
+        load(tenant, ndjson("order_items_1.ndjson", first)),
+        load(tenant, ndjson("order_items_2.ndjson", again)),
+        load(tenant, ndjson("order_items_3.ndjson", repeated)),
+    ]
+    fields = ("order_item_id", "order_id", "product_id", "quantity", "unit_price")
+    return {
+        "counts": [counts_of(u) for u in uploads],
+        "states": [u.state for u in uploads],
+        "rejects": [rejects_of(u) for u in uploads],
+        "items": sorted(OrderItem.objects.filter(tenant=tenant).values_list(*fields)),
+        "held": sorted(
+            PendingOrderItem.objects.filter(tenant=tenant).values_list("order_item_id", "line")
+        ),
+    }
+
+
+def test_the_outcome_is_the_same_with_and_without_the_engines_checks(
+    tenant, other_tenant, ndjson, load, small_chunks, settings
+):
+    with_engine = _scenario(tenant, load, ndjson)
+    settings.INGEST_SETWISE_KEY_CHECKS = False
+    by_postgres = _scenario(other_tenant, load, ndjson)
+    assert with_engine == by_postgres
+    assert with_engine["counts"] == [
+        counts(total=9, inserted=7, pending=2),
+        counts(total=3, inserted=1, updated=1, unchanged=1),
+        counts(total=3, inserted=2, duplicates=1),
+    ]
+    assert sorted(line for _, line in with_engine["held"]) == [7, 8]
+    assert _role() == "origin"
+
+
+def test_no_row_of_another_tenant_counts_as_a_parent(tenant, other_tenant, ndjson, load):
+    """The lock looks for parents under the loading tenant only."""
+    _parents(other_tenant, load, ndjson)
+    load(tenant, ndjson("products_0.ndjson", [product("p0"), product("p1")]))
+    upload = load(tenant, ndjson("order_items_1.ndjson", ITEMS_FILE))
+    assert counts_of(upload) == counts(total=6, pending=6)
+    assert not OrderItem.objects.filter(tenant=tenant).exists()
+
+
+def test_orders_of_a_missing_customer_are_held(tenant, ndjson, load):
+    load(tenant, ndjson("customers_0.ndjson", [customer("c0")]))
+    rows = [order("o0", "c0"), order("o1", "c9"), order("o2", "c0")]
+    upload = load(tenant, ndjson("orders_1.ndjson", rows))
+    assert counts_of(upload) == counts(total=3, inserted=2, pending=1)
+    assert set(Order.objects.filter(tenant=tenant).values_list("customer_id", flat=True)) == {
+        uuid_of("c0")
+    }
+
+
+def uuid_of(label: str) -> uuid.UUID:
+    return uuid.UUID(uid(label))
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", 3)
+
+
+# --- the parents stay locked until the upload commits -------------------------------------------
+
+
+def _connect() -> psycopg.Connection:
+    return psycopg.connect(**connection_params(connection.connection), autocommit=True)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("setwise", [True, False], ids=["engine-checks", "postgres-checks"])
+def test_a_parent_cannot_be_deleted_under_an_upload_nor_after_it(tenant, ndjson, load, setwise):
+    """While an upload of items is open, deleting their order waits (and times out here);
+    once the upload commits, the delete is refused by the key: no item is left orphaned."""
+    _parents(tenant, load, ndjson)
+    data = ndjson_bytes(ITEMS_FILE)
+    upload = upload_register(
+        tenant=tenant,
+        record_type="order_items",
+        filename="order_items_1.ndjson",
+        fingerprint=fingerprint(io.BytesIO(data)),
+        strict=False,
+    ).upload
+    delete = "DELETE FROM orders WHERE tenant_id = %s AND order_id = %s"
+    with _connect() as loader, _connect() as other:
+        other.execute("SET lock_timeout = '300ms'")
+        with loader.transaction(), loader.cursor() as cursor:
+            result = load_upload(
+                cursor,
+                tenant_id=str(tenant.id),
+                upload_id=str(upload.id),
+                record_type="order_items",
+                stream=io.BytesIO(data),
+                now=timezone.now(),
+                setwise_key_checks=setwise,
+            )
+            assert result.rows.inserted == 6
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute(delete, (tenant.id, uid("o0")))
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            other.execute(delete, (tenant.id, uid("o0")))
+    assert OrderItem.objects.filter(tenant=tenant).count() == 6
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("setwise", [True, False], ids=["engine-checks", "postgres-checks"])
+def test_a_parent_deleted_before_the_lock_sends_its_rows_to_pending(
+    tenant, ndjson, load, settings, setwise
+):
+    """A parent another transaction deletes (and commits) while the upload waits for its
+    lock is not counted: its rows are held, not inserted without a parent."""
+    settings.INGEST_SETWISE_KEY_CHECKS = setwise
+    _parents(tenant, load, ndjson)
+    upload = None
+    with _connect() as deleter:
+        deleter.execute("BEGIN")
+        deleter.execute(
+            "DELETE FROM orders WHERE tenant_id = %s AND order_id = %s", (tenant.id, uid("o1"))
+        )
+        finished = threading.Event()
+
+        def upload_items():
+            nonlocal upload
+            try:
+                upload = load(tenant, ndjson("order_items_1.ndjson", ITEMS_FILE))
+            finally:
+                connections.close_all()  # this thread's own
+                finished.set()
+
+        worker = threading.Thread(target=upload_items)
+        worker.start()
+        assert not finished.wait(1.0), "the upload should wait for the deleted order's lock"
+        deleter.execute("COMMIT")
+        worker.join(30)
+    assert counts_of(upload) == counts(total=6, inserted=3, pending=3)
+    assert upload.state == UploadState.COMPLETED
+    orders = set(OrderItem.objects.filter(tenant=tenant).values_list("order_id", flat=True))
+    assert orders == {uuid_of("o0")}
+
+
+def test_a_failed_chunk_leaves_the_session_in_origin_mode(tenant, ndjson, load):
+    """An INSERT that hits an existing id rolls back to its savepoint, which also undoes
+    the replica setting; the careful way then updates the row as usual."""
+    _parents(tenant, load, ndjson)
+    load(tenant, ndjson("order_items_1.ndjson", ITEMS_FILE[:1]))
+    with transaction.atomic():
+        upload = load(tenant, ndjson("order_items_2.ndjson", ITEMS_FILE))
+        assert _role() == "origin"
+    assert counts_of(upload) == counts(total=6, inserted=5, unchanged=1)
