@@ -2,16 +2,16 @@
 
 Two ways through, same result:
 
-- pipelined (the usual one): the calling thread parses and validates chunk after chunk
-  and COPYs each into the staging table over a connection of its own (`Staging`), while
-  a worker thread merges the staged chunks into the final tables in the caller's
-  transaction. Parsing (taking turns with the COPY) and the merge (foreign-key checks,
-  index inserts) so run at once, and the merge, the slowest, does nothing else; a file of
-  one chunk stages on the caller's connection instead (`LocalStaging`). A chunk
-  goes in with a plain INSERT, trusting the primary and foreign keys to refuse an id that
-  exists or a parent that does not; once one does, chunks are merged carefully (pending
-  hold, upsert) and their ids tracked, so the first id that repeats in the file stops
-  this path;
+- pipelined (the usual one): the calling thread parses and validates chunk after chunk,
+  a staging thread COPYs each into the staging table over a connection of its own
+  (`Staging`), and a merge thread merges the staged chunks into the final tables in the
+  caller's transaction. Parsing, the server's reading of the COPY and the merge (key
+  checks, index inserts) so run at once, and the merge, the slowest, does nothing else; a
+  file of one chunk stages on the caller's connection instead (`LocalStaging`). A chunk
+  goes in with a plain INSERT, trusting the primary key to refuse an id that exists and
+  the foreign keys (checked per chunk by `keys` where allowed, else per row) a parent that
+  does not; once one does, chunks are merged carefully (pending hold, upsert) and their
+  ids tracked, so the first id that repeats in the file stops this path;
 - whole-file (strict uploads, and files that repeat an id): stage everything, then
   deduplicate (last occurrence wins) and merge in one go. A file that turned out to repeat
   an id is rolled back to a savepoint and, once the rest of it is staged, merged this way
@@ -264,8 +264,12 @@ def _load_pipelined(
     stage = staging.table
     staged = _Totals()
     merged: list[MergeCounts] = []
-    # Chunks wait in the staging table; the queue only says which lines are ready. A short
-    # queue keeps the progress reported (rows parsed) close to the rows merged.
+    # Three threads, one chunk at a time each: this one parses, the staging thread COPYs
+    # (waiting on the server's parsing of the text, which then overlaps ours), the merge
+    # thread merges. Chunks wait in the staging table; the merge queue only says which
+    # lines are ready. Short queues bound memory (a parsed chunk is ~8 MB of text at most)
+    # and keep the progress reported (rows parsed) close to the rows merged.
+    to_stage: queue.Queue[Chunk | None] = queue.Queue(maxsize=1)
     chunks: queue.Queue[Chunk | None] = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
 
@@ -274,6 +278,26 @@ def _load_pipelined(
     careful = has_pending(cursor, spec, tenant_id=tenant_id)
     ids_reset(cursor)
     stop = threading.Event()  # set when the parsing thread gives up: no new statement
+
+    def stage_worker() -> None:
+        analyzed = False
+        try:
+            while (chunk := to_stage.get()) is not _DONE:
+                if stop.is_set():
+                    raise _Stopped
+                staging.write(chunk)
+                if not analyzed and chunk.rows > chunk.rejected:
+                    staging.analyze()  # one chunk of rows tells the planner enough
+                    analyzed = True
+                staged.rows += chunk.rows
+                staged.rejected += chunk.rejected
+                chunks.put(replace(chunk, text=""))
+        except BaseException as exc:  # handed to the parsing thread, which re-raises it
+            failure.append(exc)
+            while to_stage.get() is not _DONE:  # drain, so the parser never blocks forever
+                pass
+        finally:
+            chunks.put(_DONE)  # the merge thread takes chunks until this, whatever happens
 
     def merge_worker() -> None:
         nonlocal careful
@@ -314,35 +338,39 @@ def _load_pipelined(
                 )
         except BaseException as exc:  # handed to the parsing thread, which re-raises it
             failure.append(exc)
-            while chunks.get() is not _DONE:  # drain, so the parser never blocks forever
+            while chunks.get() is not _DONE:  # drain, so the stager never blocks forever
                 pass
 
-    worker = threading.Thread(target=merge_worker, name=f"merge-{upload_id}", daemon=True)
+    workers = _Workers(
+        threading.Thread(target=stage_worker, name=f"stage-{upload_id}", daemon=True),
+        threading.Thread(target=merge_worker, name=f"merge-{upload_id}", daemon=True),
+        to_stage,
+        cursor,
+        staging,
+    )
     with _short_switch_interval():
-        worker.start()
-        analyzed = False
+        workers.start()
         try:
             for chunk in parsed:
-                if failure and not isinstance(failure[0], _RepeatedId):
+                if _fatal(failure):
                     break  # a repeated id needs the whole file staged; other failures nothing
-                staging.write(chunk)
-                if not analyzed and chunk.rows > chunk.rejected:
-                    staging.analyze()  # one chunk of rows tells the planner enough
-                    analyzed = True
-                staged.rows += chunk.rows
-                staged.rejected += chunk.rejected
-                chunks.put(replace(chunk, text=""))
+                to_stage.put(chunk)
         except BaseException:
-            # A bad file, or a signal (Ctrl-C, Celery's soft time limit): stop the worker and
-            # cancel its statement, so nothing runs on the connection once the caller has it.
-            _stop_worker(worker, chunks, cursor, stop)
+            # A bad file, or a signal (Ctrl-C, Celery's soft time limit): stop the workers
+            # and cancel their statements, so nothing runs once the caller has the connection.
+            workers.stop(stop)
             raise
-        _stop_worker(worker, chunks, cursor, None)
-    if failure:
-        if isinstance(failure[0], _RepeatedId):
-            raise _RepeatedId(source, staged)
-        raise failure[0]
+        workers.stop(None)
+    if (fatal := _fatal(failure)) is not None:
+        raise fatal
+    if failure:  # a repeated id, and the whole file staged
+        raise _RepeatedId(source, staged)
     return _result(cursor, tenant_id, source, staged.rows, staged.rejected, merged)
+
+
+def _fatal(failure: list[BaseException]) -> BaseException | None:
+    """The first failure of a worker that is not a repeated id."""
+    return next((f for f in failure if not isinstance(f, _RepeatedId)), None)
 
 
 _switch = threading.Lock()
@@ -370,29 +398,48 @@ def _short_switch_interval() -> Iterator[None]:
                 sys.setswitchinterval(_switch_saved)
 
 
-def _stop_worker(worker, chunks, cursor: Cursor, stop: threading.Event | None) -> None:
-    """End the merge thread and wait for it; with `stop`, cut its work short. An exception
-    raised meanwhile (a second signal) still waits for the thread before it propagates."""
-    if stop is not None:
-        stop.set()
+@dataclass
+class _Workers:
+    """The staging and merge threads of a pipelined load, and how to end them."""
+
+    stager: threading.Thread
+    merger: threading.Thread
+    to_stage: queue.Queue
+    cursor: Cursor  # the merge thread's
+    staging: _Staging
+
+    def start(self) -> None:
+        self.merger.start()
+        self.stager.start()
+
+    def _cancel(self) -> None:
         with contextlib.suppress(Exception):
-            cursor.connection.cancel_safe(timeout=5)
-    while True:
+            self.cursor.connection.cancel_safe(timeout=5)
+        self.staging.cancel()
+
+    def stop(self, stop: threading.Event | None) -> None:
+        """End both threads (the end of the chunks goes through the staging thread to the
+        merge thread) and wait for them; with `stop`, cut their work short and cancel
+        their statements. An exception raised meanwhile (a second signal) still waits
+        for the threads before it propagates."""
+        if stop is not None:
+            stop.set()
+            self._cancel()
         try:
-            while worker.is_alive():
+            while self.stager.is_alive():
                 try:
-                    chunks.put(_DONE, timeout=0.1)
+                    self.to_stage.put(_DONE, timeout=0.1)
                     break
                 except queue.Full:
                     continue
-            worker.join()
-            return
+            self.stager.join()
+            self.merger.join()
         except BaseException:
             if stop is not None and not stop.is_set():
                 stop.set()
-            with contextlib.suppress(Exception):
-                cursor.connection.cancel_safe(timeout=5)
-            worker.join()
+            self._cancel()
+            self.stager.join()
+            self.merger.join()
             raise
 
 

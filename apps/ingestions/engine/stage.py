@@ -11,6 +11,7 @@ call.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -125,6 +126,11 @@ class Staging:
         for it, and a short-lived table would be too late anyway)."""
         self._conn.execute(sql.SQL("ANALYZE {}").format(self.table))
 
+    def cancel(self) -> None:
+        """Cancel the statement running on the staging connection, if any."""
+        with contextlib.suppress(Exception):
+            self._conn.cancel_safe(timeout=5)
+
     def close(self) -> None:
         self._conn.close()
 
@@ -159,6 +165,9 @@ class LocalStaging:
 
     def analyze(self) -> None:
         self._cursor.execute(sql.SQL("ANALYZE {}").format(self.table))
+
+    def cancel(self) -> None:
+        pass  # its only statements run on the caller's connection, cancelled with it
 
     def close(self) -> None:
         pass

@@ -11,10 +11,12 @@ import io
 import logging
 import re
 import signal
+import threading
 import time
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
@@ -761,6 +763,52 @@ def test_a_database_error_in_a_later_chunk_fails_the_upload_and_loads_nothing(
     assert (upload.state, upload.error_code) == (UploadState.FAILED, "internal_error")
     assert customers_of(tenant) == {"c9": "kept"}
     assert Reject.objects.filter(upload=upload).count() == 0
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [customer(f"c{i}") for i in range(9)],
+        [customer("c0"), customer("c1"), customer("c2"), customer("c0", "again")]
+        + [customer(f"c{i}") for i in range(3, 9)],
+    ],
+    ids=["while-merging", "after-a-repeated-id"],
+)
+def test_a_staging_failure_in_a_later_chunk_fails_the_load_and_ends_its_threads(
+    tenant, small_chunks, monkeypatch, lines
+):
+    """The staging thread's error on chunk 3 reaches the caller as it is, also after the
+    merge thread met a repeated id (no whole-file merge of a partly staged file), and no
+    thread of the load is left running."""
+    from apps.ingestions.engine.stage import Staging
+
+    written = []
+    original = Staging.write
+
+    def failing_write(self, chunk):
+        if len(written) == 2:
+            raise psycopg.OperationalError("the staging connection broke")
+        written.append(chunk.first_line)
+        original(self, chunk)
+
+    monkeypatch.setattr(Staging, "write", failing_write)
+    data = ndjson_bytes(lines)
+    upload = _register(tenant, data)
+    with (
+        pytest.raises(psycopg.OperationalError, match="staging connection broke"),
+        connection.connection.cursor() as cursor,
+    ):
+        load_upload(
+            cursor,
+            tenant_id=str(tenant.id),
+            upload_id=str(upload.id),
+            record_type="customers",
+            stream=io.BytesIO(data),
+            now=timezone.now(),
+        )
+    assert written == [1, 4]
+    alive = [t.name for t in threading.enumerate() if t.name.endswith(str(upload.id))]
+    assert alive == []
 
 
 # --- bugs ------------------------------------------------------------------------------------
