@@ -15,49 +15,68 @@ count sends the chunk the careful way, which holds such rows as pending.
 Used only where that is exactly what PostgreSQL would have done (`ParentLocks.prepare`):
 the role may set `session_replication_role` (a superuser, or `GRANT SET ON PARAMETER` on
 PostgreSQL 15 and newer), the session runs it as `origin`, the table is not partitioned,
-every foreign key of the table has a shape this module checks, and no trigger or rule other
-than those keys' own checks would be skipped (or started) on INSERT. Otherwise, or when the
-caller turns it off, every row is checked by PostgreSQL as before; the result is the same.
+every foreign key of the table has a shape this module checks, its parents are plain
+tables (no inheritance children, no row security) the role may lock, and no trigger or
+rule at all fires on INSERT besides those keys' own checks (one that fires "always" would
+run in replica mode, where the keys of whatever it writes go unchecked). Otherwise, or
+when the caller turns it off, every row is checked by PostgreSQL as before; the result is
+the same.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
+import psycopg
 from psycopg import Cursor, sql
 
 from apps.ingestions.engine.records import RecordSpec
 
 _TENANT = "tenant_id"
 
-# One row per foreign key of the table: the parent, and child and parent columns in order.
+# Sources of at most this many rows lock their parents through one array of ids (one index
+# scan); bigger ones (a whole file) through a join, which needs no array in memory.
+ARRAY_ROWS = 100_000
+
+# One row per foreign key of the table: whether its parent is a plain table the role may
+# lock `FOR KEY SHARE` (which needs UPDATE) and sees whole (no row security, no inheritance
+# children: PostgreSQL checks `ONLY` the parent), the parent, and the child and parent
+# columns in order.
 _FOREIGN_KEYS = """
-SELECT c.confrelid::regclass::text, c.confmatchtype,
+SELECT
+  p.relkind = 'r' AND NOT p.relrowsecurity
+    AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = p.oid)
+    AND has_table_privilege(p.oid, 'SELECT') AND has_any_column_privilege(p.oid, 'UPDATE'),
+  c.confrelid::regclass::text, c.confmatchtype,
   array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
   array(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
         JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
-FROM pg_constraint c WHERE c.conrelid = %(table)s::regclass AND c.contype = 'f'
+FROM pg_constraint c JOIN pg_class p ON p.oid = c.confrelid
+WHERE c.conrelid = %(table)s::regclass AND c.contype = 'f'
 ORDER BY c.conname
 """
 
 # What replica mode would change for an INSERT into the table, besides its foreign keys'
-# own checks: triggers and rules that fire in `origin` mode only ('O') or in `replica`
-# mode only ('R'). 4 is TRIGGER_TYPE_INSERT.
+# own checks: any trigger or rule on INSERT that is not disabled ('D'). One enabled in
+# `origin` mode ('O') would be skipped, one in `replica` mode ('R') started; one that
+# fires always ('A') would run in replica mode, where the foreign keys of whatever it
+# writes go unchecked. 4 is TRIGGER_TYPE_INSERT.
 _OTHERS = """
 SELECT
   has_parameter_privilege('session_replication_role', 'SET')
     AND current_setting('session_replication_role') = 'origin',
   (SELECT relkind = 'p' FROM pg_class WHERE oid = %(table)s::regclass),
   EXISTS (SELECT 1 FROM pg_trigger t
-          WHERE t.tgrelid = %(table)s::regclass AND t.tgenabled IN ('O', 'R')
+          WHERE t.tgrelid = %(table)s::regclass AND t.tgenabled <> 'D'
             AND t.tgtype & 4 <> 0
             AND NOT (t.tgisinternal AND t.tgconstraint IN (
               SELECT oid FROM pg_constraint
               WHERE conrelid = %(table)s::regclass AND contype = 'f'))),
   EXISTS (SELECT 1 FROM pg_rewrite r
           WHERE r.ev_class = %(table)s::regclass AND r.ev_type = '3'
-            AND r.ev_enabled IN ('O', 'R'))
+            AND r.ev_enabled <> 'D')
 """
 
 
@@ -93,31 +112,42 @@ class ParentLocks:
             return None
         cursor.execute(_FOREIGN_KEYS, params)
         keys = []
-        for parent, match_type, columns, refs in cursor.fetchall():
-            key = _key(spec, parent, match_type, columns, refs)
+        for usable, parent, match_type, columns, refs in cursor.fetchall():
+            key = _key(spec, parent, match_type, columns, refs) if usable else None
             if key is None:
                 return None
             keys.append(key)
         return cls(spec.table, tuple(keys))
 
-    def lock(self, cursor: Cursor, source: sql.Composable, tenant_id: str) -> bool:
-        """Lock the parents of the rows of `source` (aliased `d` inside) FOR KEY SHARE;
-        True when every one of them exists (and is now locked until the transaction ends)."""
+    def lock(self, cursor: Cursor, source: sql.Composable, tenant_id: str, *, rows: int) -> bool:
+        """Lock the parents of the `rows` rows of `source` (aliased `d` inside) FOR KEY
+        SHARE; True when every one of them exists (and is now locked until the
+        transaction ends)."""
         if not self.keys:
             return True
-        checks = sql.SQL(" AND ").join(_check(key, source) for key in self.keys)
+        many = rows > ARRAY_ROWS
+        checks = sql.SQL(" AND ").join(_check(key, source, many=many) for key in self.keys)
         cursor.execute(sql.SQL("SELECT {}").format(checks), {"tenant": tenant_id})
         return bool(cursor.fetchone()[0])
 
     def insert(self, cursor: Cursor, statement: sql.Composable, params: dict) -> int:
         """Run an INSERT of rows whose parents `lock` found, without PostgreSQL's per-row
-        checks; its row count. On an error the caller rolls back (to a savepoint or
-        whole), which also undoes the setting."""
-        cursor.execute("SELECT set_config('session_replication_role', 'replica', true)")
-        cursor.execute(statement, params)
-        rows = cursor.rowcount
-        cursor.execute("SELECT set_config('session_replication_role', 'origin', true)")
-        return rows
+        checks; its row count.
+
+        The setting, the INSERT and the setting back go to the server as one message, so
+        no exception on this side (a signal, say) can come between them and leave the
+        session in replica mode. An error on the server aborts the transaction (or the
+        caller's savepoint), which undoes the setting too.
+        """
+        params = {**params, "tenant": uuid.UUID(str(params["tenant"]))}  # a typed literal
+        text = psycopg.ClientCursor(cursor.connection).mogrify(statement, params)
+        cursor.execute(f"{_REPLICA}; {text}; {_ORIGIN}")
+        cursor.nextset()
+        return cursor.rowcount
+
+
+_REPLICA = "SELECT set_config('session_replication_role', 'replica', true)"
+_ORIGIN = "SELECT set_config('session_replication_role', 'origin', true)"
 
 
 def _key(spec: RecordSpec, parent, match_type, columns, refs) -> _Key | None:
@@ -135,25 +165,42 @@ def _key(spec: RecordSpec, parent, match_type, columns, refs) -> _Key | None:
     return _Key(parent=parent, column=others[0] if others else None, match=match)
 
 
-def _check(key: _Key, source: sql.Composable) -> sql.Composable:
+def _check(key: _Key, source: sql.Composable, *, many: bool) -> sql.Composable:
     """TRUE when every distinct parent the rows of `source` name exists; locks them."""
+    ids = sql.SQL("w.ids") if not many else None
     where = sql.SQL(" AND ").join(
         sql.SQL("p.{} = %(tenant)s").format(sql.Identifier(ref))
         if kind == "tenant"
-        else sql.SQL("p.{} = ANY(w.ids)").format(sql.Identifier(ref))
+        else (
+            sql.SQL("p.{} = ANY({})").format(sql.Identifier(ref), ids)
+            if not many
+            else sql.SQL("p.{} = w.id").format(sql.Identifier(ref))
+        )
         for ref, kind in key.match
     )
-    parent = sql.SQL(key.parent)  # a regclass name: already quoted where needed
+    parent = sql.SQL("ONLY {}").format(sql.SQL(key.parent))  # regclass text: quoted already
     if key.column is None:  # the tenant alone: one parent row for every row of the chunk
         return sql.SQL(
             "((SELECT count(*) FROM (SELECT 1 FROM {parent} p WHERE {where} FOR KEY SHARE) x) = 1)"
         ).format(parent=parent, where=where)
-    # The ids as one array: a single index scan probes them all (no per-row subquery),
-    # and it never turns into a hash join over the tenant's whole parent table.
     column = sql.Identifier("d", key.column)
+    distinct = sql.SQL(
+        "SELECT DISTINCT {column} FROM {source} d WHERE {column} IS NOT NULL"
+    ).format(column=column, source=source)
+    if not many:
+        # The ids as one array: a single index scan probes them all (no per-row
+        # subquery), and it never turns into a hash join over the tenant's whole parent
+        # table, which would make a file's chunks quadratic.
+        return sql.SQL(
+            "(WITH w AS MATERIALIZED (SELECT array({distinct}) AS ids) "
+            "SELECT (SELECT cardinality(ids) FROM w) = (SELECT count(*) FROM "
+            "(SELECT 1 FROM w, {parent} p WHERE {where} FOR KEY SHARE OF p) x))"
+        ).format(distinct=distinct, parent=parent, where=where)
+    # A whole file, once: a join (hash or nested loop, as the planner likes) over the ids
+    # kept in a tuplestore, which goes to disk rather than grow without bound.
     return sql.SQL(
-        "(WITH w AS MATERIALIZED (SELECT array(SELECT DISTINCT {column} FROM {source} d "
-        "WHERE {column} IS NOT NULL) AS ids) "
-        "SELECT (SELECT cardinality(ids) FROM w) = (SELECT count(*) FROM "
-        "(SELECT 1 FROM w, {parent} p WHERE {where} FOR KEY SHARE OF p) x))"
-    ).format(column=column, source=source, parent=parent, where=where)
+        "(WITH w AS MATERIALIZED ({distinct}) "
+        "SELECT (SELECT count(*) FROM w) = (SELECT count(*) FROM "
+        "(SELECT 1 FROM (SELECT {column} AS id FROM w d) w JOIN {parent} p ON {where} "
+        "FOR KEY SHARE OF p) x))"
+    ).format(distinct=distinct, column=column, parent=parent, where=where)

@@ -314,7 +314,9 @@ def _load_pipelined(
                 inserted = (
                     None
                     if careful
-                    else insert_new(cursor, spec, rows, tenant_id=tenant_id, parents=job.parents)
+                    else insert_new(
+                        cursor, spec, rows, rows=valid, tenant_id=tenant_id, parents=job.parents
+                    )
                 )
                 if inserted is not None:
                     merged.append(MergeCounts(inserted, 0, valid - inserted, 0, 0, ()))

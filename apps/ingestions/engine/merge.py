@@ -211,6 +211,7 @@ def insert_new(
     spec: RecordSpec,
     source: sql.Composable,
     *,
+    rows: int,
     tenant_id: str,
     parents: ParentLocks | None = None,
 ) -> int | None:
@@ -232,7 +233,7 @@ def insert_new(
         if parents is None:
             cursor.execute(insert, params)
             inserted = cursor.rowcount
-        elif parents.lock(cursor, source, tenant_id):
+        elif parents.lock(cursor, source, tenant_id, rows=rows):
             inserted = parents.insert(cursor, insert, params)
         else:
             inserted = None
@@ -265,7 +266,7 @@ def merge_rows(
     pending = 0
     # With `parents`, the parents that exist are locked first, so none of them can go away
     # between the hold below and the write; when all are there, nothing can be held.
-    all_there = parents is not None and parents.lock(cursor, source, tenant_id)
+    all_there = parents is not None and parents.lock(cursor, source, tenant_id, rows=rows)
     if spec.parents:
         # An older upload's held row for the same id is replaced by this one.
         cursor.execute(
@@ -297,8 +298,10 @@ def merge_rows(
         return MergeCounts(0, 0, 0, pending, 0, superseded)
 
     # When every parent is there (the usual case) the row filter is left out: the foreign
-    # keys check each row anyway, and the filter would cost a second lookup per row.
-    select = _select(spec, source, _parents_exist(spec, "d") if pending else None)
+    # keys check each row anyway, and the filter would cost a second lookup per row. Else
+    # it keeps out exactly the rows just held, whatever arrived since.
+    written = _written(spec, source, pending)
+    select = _select(spec, written)
     # A plain INSERT when none of the ids exists yet (first loads, append-only feeds):
     # ON CONFLICT's speculative insertion costs ~20% more per row. Safe: the tenant's merge
     # lock keeps every other writer of these ids out until we commit.
@@ -319,7 +322,7 @@ def merge_rows(
         )
         inserted, updated = cursor.fetchone()
     elif parents is not None and (
-        all_there or parents.lock(cursor, _written(spec, source, pending), tenant_id)
+        all_there or parents.lock(cursor, written, tenant_id, rows=rows - pending)
     ):
         inserted, updated = parents.insert(cursor, _insert(spec, select), params), 0
     else:  # PostgreSQL checks each row
@@ -336,10 +339,17 @@ def merge_rows(
 
 
 def _written(spec: RecordSpec, source: sql.Composable, pending: int) -> sql.Composable:
-    """The rows of `source` that `merge_rows` writes: those not held as pending."""
+    """The rows of `source` that `merge_rows` writes: all, or with `pending`, those it did
+    not just hold. Not "those whose parents exist": a parent committed since the hold
+    would then let a held row in as well, unlocked, and counted twice."""
     if not pending:
         return source
-    return sql.SQL("(SELECT * FROM {} d WHERE {})").format(source, _parents_exist(spec, "d"))
+    return sql.SQL(
+        "(SELECT * FROM {source} d WHERE NOT EXISTS (SELECT 1 FROM {pending} h "
+        "WHERE h.tenant_id = %(tenant)s AND h.{key} = d.{key}))"
+    ).format(
+        source=source, pending=sql.Identifier(spec.pending_table), key=sql.Identifier(spec.key)
+    )
 
 
 def resolve_pending(cursor: Cursor, *, tenant_id: str) -> list[ResolvedCounts]:

@@ -74,7 +74,9 @@ def test_each_final_tables_keys_are_read_from_the_catalog(db):
     [
         ("ENABLE TRIGGER", False, 6),  # fires in origin mode only: replica would skip it
         ("ENABLE REPLICA TRIGGER", False, 0),  # fires in replica mode only: never here
-        ("ENABLE ALWAYS TRIGGER", True, 6),  # fires either way: no reason to refuse
+        # fires either way, but would run in replica mode, where the keys of whatever it
+        # writes go unchecked: PostgreSQL checks
+        ("ENABLE ALWAYS TRIGGER", False, 6),
         ("DISABLE TRIGGER", True, 0),
     ],
 )
@@ -126,6 +128,7 @@ def test_a_role_without_the_right_to_skip_per_row_checks_gets_them(db):
     with connection.cursor() as cursor:
         cursor.execute("CREATE ROLE test_loader NOSUPERUSER")
         cursor.execute("GRANT INSERT ON order_items TO test_loader")
+        cursor.execute("GRANT SELECT, UPDATE ON orders, products TO test_loader")
         cursor.execute("SET LOCAL ROLE test_loader")
         assert _prepare("order_items") is None
         cursor.execute("RESET ROLE")
@@ -133,6 +136,38 @@ def test_a_role_without_the_right_to_skip_per_row_checks_gets_them(db):
         cursor.execute("SET LOCAL ROLE test_loader")
         assert _prepare("order_items") is not None
         cursor.execute("RESET ROLE")
+
+
+def test_a_role_that_may_not_lock_a_parent_gets_postgres_checks(db):
+    """FOR KEY SHARE needs UPDATE on the parent; PostgreSQL's own check (run as the
+    table's owner) does not."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE ROLE test_loader NOSUPERUSER")
+        cursor.execute("GRANT INSERT ON order_items TO test_loader")
+        cursor.execute("GRANT SELECT ON orders, products TO test_loader")
+        cursor.execute("GRANT SET ON PARAMETER session_replication_role TO test_loader")
+        cursor.execute("SET LOCAL ROLE test_loader")
+        assert _prepare("order_items") is None
+        cursor.execute("RESET ROLE")
+        cursor.execute("GRANT UPDATE ON orders, products TO test_loader")
+        cursor.execute("SET LOCAL ROLE test_loader")
+        assert _prepare("order_items") is not None
+        cursor.execute("RESET ROLE")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "CREATE TABLE test_old_orders () INHERITS (orders)",  # PostgreSQL checks ONLY orders
+        "ALTER TABLE orders ENABLE ROW LEVEL SECURITY",  # the lock would see a filtered table
+    ],
+    ids=["inheritance-child", "row-security"],
+)
+def test_a_parent_the_lock_would_see_otherwise_gets_postgres_checks(db, change):
+    with connection.cursor() as cursor:
+        cursor.execute(change)
+    assert _prepare("order_items") is None
+    assert _prepare("customers") is not None
 
 
 def test_a_session_not_in_origin_mode_gets_postgres_checks(db):
@@ -173,9 +208,13 @@ def _scenario(tenant, load, ndjson) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("array_rows", [100_000, 0], ids=["array", "join"])
 def test_the_outcome_is_the_same_with_and_without_the_engines_checks(
-    tenant, other_tenant, ndjson, load, small_chunks, settings
+    tenant, other_tenant, ndjson, load, small_chunks, settings, monkeypatch, array_rows
 ):
+    """Both ways of locking parents (an array of ids per chunk; a join for a whole file,
+    forced here for every source) give exactly PostgreSQL's outcome."""
+    monkeypatch.setattr("apps.ingestions.engine.keys.ARRAY_ROWS", array_rows)
     with_engine = _scenario(tenant, load, ndjson)
     settings.INGEST_SETWISE_KEY_CHECKS = False
     by_postgres = _scenario(other_tenant, load, ndjson)
@@ -293,6 +332,80 @@ def test_a_parent_deleted_before_the_lock_sends_its_rows_to_pending(
     assert upload.state == UploadState.COMPLETED
     orders = set(OrderItem.objects.filter(tenant=tenant).values_list("order_id", flat=True))
     assert orders == {uuid_of("o0")}
+
+
+class _ParentArrivesBeforeInsert:
+    """A cursor that commits a missing order (on another connection) just before the load's
+    INSERT into order_items: after the hold of the row that needed it, before the write."""
+
+    def __init__(self, cursor, arrive):
+        self._cursor = cursor
+        self._arrive = arrive
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+    def execute(self, query, params=None, **kwargs):
+        text = query.as_string(self._cursor) if hasattr(query, "as_string") else str(query)
+        if 'INSERT INTO "order_items"' in text and self._arrive is not None:
+            self._arrive()
+            self._arrive = None
+        return self._cursor.execute(query, params, **kwargs)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("setwise", [True, False], ids=["engine-checks", "postgres-checks"])
+def test_a_held_row_whose_parent_arrives_before_the_write_stays_held_only(
+    tenant, ndjson, load, setwise
+):
+    """Rows held for a missing parent are kept out of the write by what was held, not by
+    looking for parents again: a parent arriving in between neither lets the row in
+    unlocked nor counts it twice (inserted and held). The held row is then resolved at the
+    end of the upload like any other, with its parent checked."""
+    _parents(tenant, load, ndjson)
+    rows = [item("i0", "o0", "p0"), item("i1", "o9", "p0")]
+    data = ndjson_bytes(rows)
+    upload = upload_register(
+        tenant=tenant,
+        record_type="order_items",
+        filename="order_items_1.ndjson",
+        fingerprint=fingerprint(io.BytesIO(data)),
+        strict=True,
+    ).upload
+    with _connect() as other, _connect() as loader:
+
+        def arrive():
+            other.execute(
+                "INSERT INTO orders (tenant_id, order_id, external_order_id, customer_id, "
+                "customer_name_snapshot, customer_email_snapshot, total_amount, currency, "
+                "order_status, order_date, created_at) SELECT tenant_id, %s, 'late', "
+                "customer_id, 'n', 'a@b.co', 1, 'EUR', 'paid', now(), now() FROM orders "
+                "WHERE tenant_id = %s AND order_id = %s",
+                (uid("o9"), tenant.id, uid("o0")),
+            )
+
+        with loader.transaction(), loader.cursor() as cursor:
+            result = load_upload(
+                _ParentArrivesBeforeInsert(cursor, arrive),
+                tenant_id=str(tenant.id),
+                upload_id=str(upload.id),
+                record_type="order_items",
+                stream=io.BytesIO(data),
+                strict=True,
+                now=timezone.now(),
+                setwise_key_checks=setwise,
+            )
+        assert (result.rows.inserted, result.rows.pending, result.rows.unchanged) == (1, 1, 0)
+        # the held row is loaded at the end of the same upload, its parent being there now
+        assert [(r.record_type, r.inserted) for r in result.resolved] == [("order_items", 1)]
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            other.execute(
+                "DELETE FROM orders WHERE tenant_id = %s AND order_id = %s",
+                (tenant.id, uid("o9")),
+            )
+    items = OrderItem.objects.filter(tenant=tenant).values_list("order_item_id", "order_id")
+    assert sorted(items) == sorted([(uuid_of("i0"), uuid_of("o0")), (uuid_of("i1"), uuid_of("o9"))])
+    assert not PendingOrderItem.objects.filter(tenant=tenant).exists()
 
 
 def test_a_failed_chunk_leaves_the_session_in_origin_mode(tenant, ndjson, load):
