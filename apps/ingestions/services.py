@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -226,27 +228,32 @@ def _blocked(upload: Upload) -> bool:
 def upload_run(*, upload_id) -> Upload | None:
     """What a worker does with a queued upload: wait (state `waiting`) while the tenant has
     unfinished uploads of the types it depends on, else process it from its stored bytes,
-    then wake the tenant's uploads that were waiting for it."""
-    with transaction.atomic():
-        upload = Upload.objects.filter(id=upload_id).first()
-        if upload is None or upload.is_terminal:
-            return upload
-        log_bind(tenant_id=upload.tenant_id, upload_id=upload.id)  # the task unbinds them
-        _lock_schedule(upload.tenant_id)
-        if _blocked(upload):
-            if Upload.objects.filter(id=upload.id, state=UploadState.QUEUED).update(
-                state=UploadState.WAITING
-            ):
-                logger.info(
-                    "upload waiting for the tenant's earlier uploads",
-                    extra={"state": UploadState.WAITING},
-                )
-            return upload
-    if upload.blob_id is None:
-        _upload_fail(upload_id=upload.id, code="no_data", detail="The upload's bytes are gone.")
-    else:
+    then wake the tenant's uploads that were waiting for it. An upload that gave way to
+    one of its parents' uploads that arrived meanwhile (see `upload_process`) is back in
+    the queue: it is looked at again at once, and waits for them."""
+    while True:
+        with transaction.atomic():
+            upload = Upload.objects.filter(id=upload_id).first()
+            if upload is None or upload.is_terminal:
+                return upload
+            log_bind(tenant_id=upload.tenant_id, upload_id=upload.id)  # the task unbinds them
+            _lock_schedule(upload.tenant_id)
+            if _blocked(upload):
+                if Upload.objects.filter(id=upload.id, state=UploadState.QUEUED).update(
+                    state=UploadState.WAITING
+                ):
+                    logger.info(
+                        "upload waiting for the tenant's earlier uploads",
+                        extra={"state": UploadState.WAITING},
+                    )
+                return upload
+        if upload.blob_id is None:
+            _upload_fail(upload_id=upload.id, code="no_data", detail="The upload's bytes are gone.")
+            break
         with BlobReader(upload.blob_id) as stream:
-            upload_process(upload_id=upload.id, stream=stream)
+            processed = upload_process(upload_id=upload.id, stream=stream)
+        if processed is None or processed.state != UploadState.QUEUED:
+            break  # done (or another worker has it)
     upload_wake(tenant_id=upload.tenant_id)
     return Upload.objects.get(id=upload.id)
 
@@ -276,10 +283,29 @@ class _ProgressWriter:
     def __init__(self, upload_id):
         self.upload_id = upload_id
         self._conn = connections.create_connection("default")
+        # the merge thread asks `parents_coming` on it too, one statement at a time
+        self._conn.inc_thread_sharing()
+        self._lock = threading.Lock()
 
     def _write(self, sql: str, params: tuple) -> None:
-        with self._conn.cursor() as cursor:
+        with self._lock, self._conn.cursor() as cursor:
             cursor.execute(sql, params)
+
+    def parents_coming(self, upload: Upload) -> bool:
+        """Has an upload of a type this one depends on arrived for the tenant since this
+        one started (it would have waited for it otherwise), and not finished yet?"""
+        with self._lock, self._conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %s "
+                "AND record_type = ANY(%s) AND state = ANY(%s) AND id <> %s)",
+                (
+                    upload.tenant_id,
+                    list(_BLOCKED_BY[upload.record_type]),
+                    [str(state) for state in _ACTIVE],
+                    upload.id,
+                ),
+            )
+            return cursor.fetchone()[0]
 
     def start(self) -> None:
         self._write(
@@ -346,6 +372,7 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
                     max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
                     progress=progress,
                     setwise_key_checks=settings.INGEST_SETWISE_KEY_CHECKS,
+                    parents_coming=functools.partial(progress.parents_coming, upload),
                 )
             state = _upload_finish(upload=upload, result=result)
         # The tenant's next upload need not wait for the statistics refresh below.
@@ -367,6 +394,15 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
         with connection.cursor() as cursor:
             for record_type, inserted in grown.items():
                 refresh_statistics(cursor.cursor, record_type=record_type, inserted=inserted)
+    except engine.ParentsComing:
+        # Rolled back: back in the queue, where it waits for those parents (`upload_run`).
+        Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
+            state=UploadState.QUEUED, updated_at=timezone.now()
+        )
+        logger.info(
+            "upload put back: an upload of the parents its rows need has arrived",
+            extra={"state": UploadState.QUEUED},
+        )
     except engine.FileError as exc:
         logger.warning("upload %s failed: %s", upload_id, exc.detail)
         _upload_fail(upload_id=upload_id, code=exc.code, detail=exc.detail)

@@ -10,6 +10,7 @@ import json
 import threading
 from datetime import datetime
 
+import psycopg
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections, transaction
@@ -38,6 +39,7 @@ from apps.ingestions.services import upload_enqueue, upload_run, upload_wake
 from apps.ingestions.storage import blob_store
 from apps.tenants.services import tenant_create
 from tests.conftest import wait_for
+from tests.factories import database_url_of_tests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -192,6 +194,37 @@ def test_an_orders_upload_waits_while_a_customers_upload_is_unfinished(
     assert customers.finished_at <= at(done["started_at"])
     assert Order.objects.filter(tenant=tenant).count() == 2
     assert PendingOrder.objects.filter(tenant=tenant).count() == 0
+
+
+def test_a_child_upload_gives_way_to_its_parents_upload_that_arrives_while_it_runs(
+    celery_worker, tenant_client
+):
+    """Items start (no orders upload yet), then the orders upload arrives before they merge:
+    instead of holding every item for orders that are on their way, the items upload is
+    rolled back and waits; the orders load, then the items, all inserted, none held."""
+    tenant, client = tenant_client()
+    post(client, "customers_1.ndjson", ndjson_bytes(CUSTOMERS))
+    post(client, "products_1.ndjson", ndjson_bytes(PRODUCTS))
+    wait_for(lambda: not Upload.objects.filter(tenant=tenant).exclude(state="completed").exists())
+    # The test holds the tenant's merge lock: the items load starts, then waits for it.
+    with psycopg.connect(database_url_of_tests(), autocommit=True) as gate:
+        gate.execute(
+            "SELECT pg_advisory_lock(hashtextextended('ingest:' || %s, 0))", (str(tenant.id),)
+        )
+        items = post(client, "order_items_1.ndjson", ndjson_bytes(ORDER_ITEMS))
+        wait_for(lambda: client.get(items["url"]).json()["state"] == "processing")
+        orders = post(client, "orders_1.ndjson", ndjson_bytes(ORDERS))
+        gate.execute(
+            "SELECT pg_advisory_unlock(hashtextextended('ingest:' || %s, 0))", (str(tenant.id),)
+        )
+        done_items = finished(client, items)
+    done_orders = finished(client, orders)
+    assert done_orders["rows"] == rows(2, inserted=2)
+    assert done_items["state"] == "completed"
+    assert done_items["rows"] == rows(3, inserted=3)
+    assert at(done_items["started_at"]) >= at(done_orders["finished_at"])
+    assert OrderItem.objects.filter(tenant=tenant).count() == 3
+    assert PendingOrderItem.objects.filter(tenant=tenant).count() == 0
 
 
 def test_a_waiting_upload_is_woken_when_its_blocker_fails(celery_worker, tenant_client):

@@ -20,12 +20,13 @@ from apps.ingestions.engine.load import (
 )
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import RECORDS, type_from_filename, type_from_keys
-from apps.ingestions.engine.results import FileError, LoadResult, RowCounts
+from apps.ingestions.engine.results import FileError, LoadResult, ParentsComing, RowCounts
 from apps.ingestions.engine.stage import StagingUnavailable
 
 __all__ = [
     "FileError",
     "LoadResult",
+    "ParentsComing",
     "RowCounts",
     "StagingUnavailable",
     "detect_record_type",

@@ -90,6 +90,7 @@ class _Job:
     max_decompressed_bytes: int
     progress: Callable[[int, int], None] | None
     parents: ParentLocks | None = None  # set once the tenant's merge lock is held
+    parents_coming: Callable[[], bool] | None = None
 
     def read(self) -> tuple[ByteStream, Iterator[Chunk]]:
         """The byte source (for its counters) and the file's chunks of COPY text."""
@@ -124,6 +125,7 @@ def load_upload(
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
     progress: Callable[[int, int], None] | None = None,
     setwise_key_checks: bool = True,
+    parents_coming: Callable[[], bool] | None = None,
 ) -> LoadResult:
     """Load one file of one record type for one tenant, inside the caller's transaction.
 
@@ -146,6 +148,7 @@ def load_upload(
         max_line_bytes=max_line_bytes,
         max_decompressed_bytes=max_decompressed_bytes,
         progress=progress,
+        parents_coming=parents_coming,
     )
     started = time.perf_counter()
     cursor.execute("SELECT current_setting('transaction_isolation')")
@@ -253,6 +256,7 @@ def _merge_whole(
         valid=totals.rows - totals.rejected,
         now=job.now,
         parents=job.parents,
+        parents_coming=job.parents_coming,
     )
     return _result(cursor, job.tenant_id, source, totals.rows, totals.rejected, [merged])
 
@@ -336,6 +340,7 @@ def _load_pipelined(
                         upload_id=upload_id,
                         now=now,
                         parents=job.parents,
+                        parents_coming=job.parents_coming,
                     )
                 )
         except BaseException as exc:  # handed to the parsing thread, which re-raises it

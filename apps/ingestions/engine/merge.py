@@ -8,6 +8,7 @@ neither deadlock on each other's rows nor lose an update.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import BinaryIO
@@ -18,7 +19,7 @@ from psycopg import Cursor, sql
 from apps.ingestions.engine.keys import ParentLocks
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import RECORDS, RecordSpec, copy_text
-from apps.ingestions.engine.results import ResolvedCounts
+from apps.ingestions.engine.results import ParentsComing, ResolvedCounts
 from apps.ingestions.engine.stage import raw_text
 
 # Temp tables are always named with pg_temp: an unqualified DROP could hit a real table.
@@ -117,6 +118,7 @@ def merge_staged(
     valid: int,
     now: datetime,
     parents: ParentLocks | None = None,
+    parents_coming: Callable[[], bool] | None = None,
 ) -> MergeCounts:
     """Merge all valid staged rows at once: the last occurrence of an id wins, rows whose
     parent is missing are held as pending, the rest are upserted into the final table."""
@@ -155,6 +157,7 @@ def merge_staged(
         upload_id=upload_id,
         now=now,
         parents=parents,
+        parents_coming=parents_coming,
     )
     return replace(counts, duplicates=valid - distinct)
 
@@ -255,10 +258,13 @@ def merge_rows(
     upload_id: str,
     now: datetime,
     parents: ParentLocks | None = None,
+    parents_coming: Callable[[], bool] | None = None,
 ) -> MergeCounts:
     """Merge `rows` rows with distinct ids from `source` (a table or subquery with `line`
     and the spec's columns): hold the ones whose parent is missing, write the others.
-    With `parents`, new rows' parents are checked per chunk by the engine (see `keys`)."""
+    With `parents`, new rows' parents are checked per chunk by the engine (see `keys`).
+    When rows were held and `parents_coming()` says their parents are on the way, raises
+    `ParentsComing` (the caller rolls back)."""
     params = {"tenant": tenant_id, "upload": upload_id, "now": now}
     key = sql.Identifier(spec.key)
     final = sql.Identifier(spec.table)
@@ -294,6 +300,8 @@ def merge_rows(
             params,
         )
         pending = cursor.rowcount
+        if pending and parents_coming is not None and parents_coming():
+            raise ParentsComing
     if pending == rows:
         return MergeCounts(0, 0, 0, pending, 0, superseded)
 

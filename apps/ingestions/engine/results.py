@@ -51,3 +51,9 @@ class FileError(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+class ParentsComing(Exception):  # noqa: N818 - a decision, not an error
+    """The load was given up, nothing of it merged: rows were about to be held for missing
+    parents that the caller says are on their way (an upload of theirs has arrived), so
+    the file is better loaded after them than held and resolved."""

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from apps.ingestions.engine import load_upload
+from apps.ingestions.engine import ParentsComing, load_upload
 from apps.ingestions.engine.keys import ParentLocks, _Key
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.stage import connection_params
@@ -417,3 +417,66 @@ def test_a_failed_chunk_leaves_the_session_in_origin_mode(tenant, ndjson, load):
         upload = load(tenant, ndjson("order_items_2.ndjson", ITEMS_FILE))
         assert _role() == "origin"
     assert counts_of(upload) == counts(total=6, inserted=5, unchanged=1)
+
+
+# --- giving way to parents on their way ---------------------------------------------------------
+
+
+def _load_items(tenant, rows, *, strict=False, parents_coming=None):
+    data = ndjson_bytes(rows)
+    upload = upload_register(
+        tenant=tenant,
+        record_type="order_items",
+        filename="order_items_1.ndjson",
+        fingerprint=fingerprint(io.BytesIO(data)),
+        strict=strict,
+    ).upload
+    with connection.cursor() as cursor:
+        return load_upload(
+            cursor.cursor,
+            tenant_id=str(tenant.id),
+            upload_id=str(upload.id),
+            record_type="order_items",
+            stream=io.BytesIO(data),
+            strict=strict,
+            now=timezone.now(),
+            parents_coming=parents_coming,
+        )
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["pipelined", "strict"])
+def test_a_load_about_to_hold_rows_gives_way_when_their_parents_are_coming(
+    tenant, ndjson, load, small_chunks, strict
+):
+    """Asked before rows are held, and told the parents are on their way, the load raises
+    ParentsComing; the caller rolls back, so nothing of the file remains."""
+    _parents(tenant, load, ndjson)
+    asked = []
+
+    def coming() -> bool:
+        asked.append(True)
+        return True
+
+    rows = [*ITEMS_FILE, item("i10", "o9", "p0")]  # the last one's order is missing
+    with pytest.raises(ParentsComing), transaction.atomic():
+        _load_items(tenant, rows, strict=strict, parents_coming=coming)
+    assert asked == [True]
+    assert not OrderItem.objects.filter(tenant=tenant).exists()
+    assert not PendingOrderItem.objects.filter(tenant=tenant).exists()
+
+
+def test_a_load_holds_rows_when_no_parents_are_coming(tenant, ndjson, load, small_chunks):
+    _parents(tenant, load, ndjson)
+    asked = []
+    rows = [*ITEMS_FILE, item("i10", "o9", "p0")]
+    result = _load_items(tenant, rows, parents_coming=lambda: asked.append(1) or False)
+    assert (result.rows.inserted, result.rows.pending) == (6, 1)
+    assert asked == [1]
+
+
+def test_a_load_that_holds_nothing_never_asks(tenant, ndjson, load, small_chunks):
+    _parents(tenant, load, ndjson)
+    asked = []
+    result = _load_items(tenant, ITEMS_FILE, parents_coming=lambda: asked.append(1) or True)
+    assert result.rows.inserted == 6
+    assert asked == []
