@@ -89,6 +89,7 @@ class _Job:
     max_line_bytes: int
     max_decompressed_bytes: int
     progress: Callable[[int, int], None] | None
+    setwise_key_checks: bool = True
     parents: ParentLocks | None = None  # set once the tenant's merge lock is held
     parents_coming: Callable[[], bool] | None = None
 
@@ -148,6 +149,7 @@ def load_upload(
         max_line_bytes=max_line_bytes,
         max_decompressed_bytes=max_decompressed_bytes,
         progress=progress,
+        setwise_key_checks=setwise_key_checks,
         parents_coming=parents_coming,
     )
     started = time.perf_counter()
@@ -258,7 +260,7 @@ def _merge_whole(
         parents=job.parents,
         parents_coming=job.parents_coming,
     )
-    return _result(cursor, job.tenant_id, source, totals.rows, totals.rejected, [merged])
+    return _result(cursor, job, source, totals.rows, totals.rejected, [merged])
 
 
 def _load_pipelined(
@@ -372,7 +374,7 @@ def _load_pipelined(
         raise fatal
     if failure:  # a repeated id, and the whole file staged
         raise _RepeatedId(source, staged)
-    return _result(cursor, tenant_id, source, staged.rows, staged.rejected, merged)
+    return _result(cursor, job, source, staged.rows, staged.rejected, merged)
 
 
 def _fatal(failure: list[BaseException]) -> BaseException | None:
@@ -450,8 +452,13 @@ class _Workers:
             raise
 
 
-def _result(cursor, tenant_id, source, rows, rejected, merged: list[MergeCounts]) -> LoadResult:
-    resolved = resolve_pending(cursor, tenant_id=tenant_id)
+def _result(cursor, job: _Job, source, rows, rejected, merged: list[MergeCounts]) -> LoadResult:
+    resolved = resolve_pending(
+        cursor,
+        tenant_id=job.tenant_id,
+        arrived=job.spec.name,
+        setwise_key_checks=job.setwise_key_checks,
+    )
     counts = RowCounts(
         total=rows,
         inserted=sum(m.inserted for m in merged),

@@ -18,7 +18,7 @@ from psycopg import Cursor, sql
 
 from apps.ingestions.engine.keys import ParentLocks
 from apps.ingestions.engine.reader import ByteStream, read_lines
-from apps.ingestions.engine.records import RECORDS, RecordSpec, copy_text
+from apps.ingestions.engine.records import CHILDREN, RECORDS, RecordSpec, copy_text
 from apps.ingestions.engine.results import ParentsComing, ResolvedCounts
 from apps.ingestions.engine.stage import raw_text
 
@@ -360,11 +360,25 @@ def _written(spec: RecordSpec, source: sql.Composable, pending: int) -> sql.Comp
     )
 
 
-def resolve_pending(cursor: Cursor, *, tenant_id: str) -> list[ResolvedCounts]:
+def resolve_pending(
+    cursor: Cursor,
+    *,
+    tenant_id: str,
+    arrived: str | None = None,
+    setwise_key_checks: bool = False,
+) -> list[ResolvedCounts]:
     """Load every held row of the tenant whose parents have all arrived, in dependency order
-    (orders before order_items, so items of a just-resolved order follow it at once)."""
+    (orders before order_items, so items of a just-resolved order follow it at once).
+
+    With `arrived` (the record type just loaded), only that type and the held types it can
+    be a parent of, directly or through resolved orders, are looked at (its own held rows
+    may have seen their parents arrive from another writer meanwhile). With `setwise_key_checks`, rows whose ids are all new go in with a plain
+    INSERT, their parents checked per statement by the engine where allowed (see `keys`).
+    """
     resolved: list[ResolvedCounts] = []
     for spec in (RECORDS["orders"], RECORDS["order_items"]):
+        if arrived is not None and spec.name not in {arrived, *_resolvable_after(arrived)}:
+            continue
         pending = sql.Identifier(spec.pending_table)
         key = sql.Identifier(spec.key)
         # Move the resolvable rows out of the hold into temp tables first: joining two CTEs
@@ -382,9 +396,17 @@ def resolve_pending(cursor: Cursor, *, tenant_id: str) -> list[ResolvedCounts]:
             ).format(pending=pending, exists=_parents_exist(spec, "m")),
             {"tenant": tenant_id},
         )
-        if cursor.rowcount == 0:
+        moved = cursor.rowcount
+        if moved == 0:
             continue
         cursor.execute("ANALYZE pg_temp._moved")
+        source = sql.Identifier("pg_temp", "_moved")
+        if _insert_all_new(cursor, spec, source, moved, tenant_id, setwise_key_checks):
+            cursor.execute(
+                "SELECT upload_id::text, count(*) FROM pg_temp._moved GROUP BY upload_id"
+            )
+            resolved += [ResolvedCounts(u, spec.name, n, 0, 0) for u, n in cursor.fetchall()]
+            continue
         select = sql.SQL("SELECT tenant_id, {cols} FROM pg_temp._moved").format(
             cols=_ids(spec.columns)
         )
@@ -411,6 +433,48 @@ def resolve_pending(cursor: Cursor, *, tenant_id: str) -> list[ResolvedCounts]:
         )
         resolved += [ResolvedCounts(u, spec.name, i, up, un) for u, i, up, un in cursor.fetchall()]
     return resolved
+
+
+def _resolvable_after(record_type: str) -> set[str]:
+    """The held types that rows of `record_type` arriving can make loadable."""
+    found: set[str] = set()
+    todo = list(CHILDREN[record_type])
+    while todo:
+        child = todo.pop()
+        if child not in found:
+            found.add(child)
+            todo.extend(CHILDREN[child])
+    return found
+
+
+def _insert_all_new(
+    cursor: Cursor,
+    spec: RecordSpec,
+    source: sql.Composable,
+    rows: int,
+    tenant_id: str,
+    setwise_key_checks: bool,
+) -> bool:
+    """Insert the `rows` rows of `source` with a plain INSERT when none of their ids is in
+    the final table yet and the engine may check their parents itself; False (nothing
+    done) otherwise, for the upsert to do it."""
+    if not setwise_key_checks:
+        return False
+    params = {"tenant": tenant_id}
+    cursor.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {source} d WHERE EXISTS (SELECT 1 FROM {final} f "
+            "WHERE f.tenant_id = %(tenant)s AND f.{key} = d.{key} OFFSET 0))"
+        ).format(source=source, final=sql.Identifier(spec.table), key=sql.Identifier(spec.key)),
+        params,
+    )
+    if cursor.fetchone()[0]:
+        return False
+    parents = ParentLocks.prepare(cursor, spec)
+    if parents is None or not parents.lock(cursor, source, tenant_id, rows=rows):
+        return False
+    parents.insert(cursor, _insert(spec, _select(spec, source)), params)
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -228,6 +228,45 @@ def test_the_outcome_is_the_same_with_and_without_the_engines_checks(
     assert _role() == "origin"
 
 
+def _resolution(tenant, load, ndjson, *, all_new: bool) -> dict[str, Any]:
+    """Items held for orders that arrive later; with `all_new`, none of their ids is in the
+    final table yet (a plain INSERT resolves them), else one is (an upsert does)."""
+    _parents(tenant, load, ndjson)
+    first = [item("i0", "o0", "p0"), item("i1", "o9", "p0"), item("i2", "o8", "p1")]
+    uploads = [load(tenant, ndjson("order_items_1.ndjson", first))]
+    if not all_new:  # i0 moves to an order that has not arrived: held, and also stored
+        uploads.append(load(tenant, ndjson("order_items_2.ndjson", [item("i0", "o8", "p1")])))
+    orders = [order("o8", "c0"), order("o9", "c0")]
+    uploads.append(load(tenant, ndjson("orders_1.ndjson", orders)))
+    fields = ("order_item_id", "order_id", "product_id")
+    return {
+        "counts": [counts_of(u) for u in uploads],
+        "items": sorted(OrderItem.objects.filter(tenant=tenant).values_list(*fields)),
+        "held": PendingOrderItem.objects.filter(tenant=tenant).count(),
+    }
+
+
+@pytest.mark.parametrize("all_new", [True, False], ids=["insert", "upsert"])
+def test_held_rows_resolve_the_same_with_and_without_the_engines_checks(
+    tenant, other_tenant, ndjson, load, settings, all_new
+):
+    with_engine = _resolution(tenant, load, ndjson, all_new=all_new)
+    settings.INGEST_SETWISE_KEY_CHECKS = False
+    by_postgres = _resolution(other_tenant, load, ndjson, all_new=all_new)
+    assert with_engine == by_postgres
+    assert with_engine["held"] == 0
+    expected = [
+        (uuid_of("i0"), uuid_of("o0" if all_new else "o8"), uuid_of("p0" if all_new else "p1"))
+    ]
+    expected += [(uuid_of("i1"), uuid_of("o9"), uuid_of("p0"))]
+    expected += [(uuid_of("i2"), uuid_of("o8"), uuid_of("p1"))]
+    assert with_engine["items"] == sorted(expected)
+    # resolved rows count for the uploads that brought them
+    assert with_engine["counts"][0] == counts(total=3, inserted=3)
+    if not all_new:
+        assert with_engine["counts"][1] == counts(total=1, updated=1)
+
+
 def test_no_row_of_another_tenant_counts_as_a_parent(tenant, other_tenant, ndjson, load):
     """The lock looks for parents under the loading tenant only."""
     _parents(other_tenant, load, ndjson)
