@@ -288,8 +288,8 @@ def merge_rows(
         cursor.execute(
             sql.SQL(
                 "INSERT INTO {pending} (tenant_id, {cols}, upload_id, line, raw, held_at) "
-                "SELECT %(tenant)s, {dcols}, %(upload)s, d.line, (to_jsonb(d) - 'line')::text, "
-                "%(now)s FROM {source} d WHERE NOT ({exists})"
+                "SELECT %(tenant)s, {dcols}, %(upload)s, d.line, '', %(now)s "
+                "FROM {source} d WHERE NOT ({exists})"
             ).format(
                 pending=sql.Identifier(spec.pending_table),
                 cols=_ids(spec.columns),
@@ -372,8 +372,9 @@ def resolve_pending(
 
     With `arrived` (the record type just loaded), only that type and the held types it can
     be a parent of, directly or through resolved orders, are looked at (its own held rows
-    may have seen their parents arrive from another writer meanwhile). With `setwise_key_checks`, rows whose ids are all new go in with a plain
-    INSERT, their parents checked per statement by the engine where allowed (see `keys`).
+    may have seen their parents arrive from another writer meanwhile). With
+    `setwise_key_checks`, rows whose ids are all new go in with a plain INSERT, their
+    parents checked per statement by the engine where allowed (see `keys`).
     """
     resolved: list[ResolvedCounts] = []
     for spec in (RECORDS["orders"], RECORDS["order_items"]):
@@ -477,6 +478,14 @@ def _insert_all_new(
     return True
 
 
+# A held row's values as JSON, for its orphan reject: made when it expires, not when it is
+# held (most held rows never expire). Rows held by older versions carry it already.
+_HELD_RAW = sql.SQL(
+    "CASE WHEN g.raw <> '' THEN g.raw ELSE "
+    "(to_jsonb(g) - 'tenant_id' - 'upload_id' - 'line' - 'raw' - 'held_at')::text END"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Expired:
     upload_id: str
@@ -502,14 +511,14 @@ def expire_pending(cursor: Cursor, *, tenant_id: str, older_than: datetime) -> l
             sql.SQL(
                 "WITH gone AS (DELETE FROM {pending} WHERE tenant_id = %(tenant)s "
                 "AND held_at < %(cutoff)s RETURNING *), "
-                "r AS (SELECT g.upload_id, g.line, g.raw, CASE {missing} ELSE '' END AS field, "
-                "g.tenant_id FROM gone g), "
+                "r AS (SELECT g.upload_id, g.line, {raw} AS raw, "
+                "CASE {missing} ELSE '' END AS field, g.tenant_id FROM gone g), "
                 "ins AS (INSERT INTO rejects (upload_id, line, field, code, message, raw) "
                 "SELECT upload_id, line, field, 'orphan', "
                 "'its parent (' || field || ') did not arrive within the retention window', raw "
                 "FROM r RETURNING upload_id) "
                 "SELECT upload_id::text, count(*) FROM ins GROUP BY upload_id"
-            ).format(pending=sql.Identifier(spec.pending_table), missing=missing),
+            ).format(pending=sql.Identifier(spec.pending_table), missing=missing, raw=_HELD_RAW),
             {"tenant": tenant_id, "cutoff": older_than},
         )
         for upload_id, rows in cursor.fetchall():

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.testing import (
     customer_row,
     ndjson_bytes,
@@ -412,6 +413,7 @@ def test_an_orphan_of_a_file_ingested_from_a_path_keeps_its_held_values(tenant, 
     assert pending_expire(retention=timedelta(0)) == 1
     raw = json.loads(Reject.objects.get(upload=upload).raw)
     assert (raw["order_id"], raw["customer_id"]) == (uid("o1"), uid("nobody"))
+    assert set(raw) == set(RECORDS["orders"].columns)  # the row's fields, nothing of the hold
 
 
 def test_an_expired_order_is_rejected_and_its_parent_arriving_later_loads_nothing(
