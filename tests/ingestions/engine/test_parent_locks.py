@@ -13,17 +13,23 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import connection, connections, transaction
-from django.utils import timezone
 
-from apps.ingestions.engine import ParentsComing, load_upload
+from apps.ingestions.engine import ParentsComing
 from apps.ingestions.engine.keys import ParentLocks, _Key
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.stage import connection_params
 from apps.ingestions.engine.testing import ndjson_bytes, uid
 from apps.ingestions.models import Order, OrderItem, PendingOrderItem, UploadState
-from apps.ingestions.services import fingerprint, upload_register
 from tests.factories import counts_of, rejects_of
-from tests.ingestions.engine.test_pipeline import counts, customer, item, order, product
+from tests.ingestions.engine.test_pipeline import (
+    _register,
+    counts,
+    customer,
+    item,
+    load_registered,
+    order,
+    product,
+)
 
 ITEMS = RECORDS["order_items"]
 
@@ -309,26 +315,12 @@ def test_a_parent_cannot_be_deleted_under_an_upload_nor_after_it(tenant, ndjson,
     once the upload commits, the delete is refused by the key: no item is left orphaned."""
     _parents(tenant, load, ndjson)
     data = ndjson_bytes(ITEMS_FILE)
-    upload = upload_register(
-        tenant=tenant,
-        record_type="order_items",
-        filename="order_items_1.ndjson",
-        fingerprint=fingerprint(io.BytesIO(data)),
-        strict=False,
-    ).upload
+    upload = _register(tenant, data, "order_items")
     delete = "DELETE FROM orders WHERE tenant_id = %s AND order_id = %s"
     with _connect() as loader, _connect() as other:
         other.execute("SET lock_timeout = '300ms'")
         with loader.transaction(), loader.cursor() as cursor:
-            result = load_upload(
-                cursor,
-                tenant_id=str(tenant.id),
-                upload_id=str(upload.id),
-                record_type="order_items",
-                stream=io.BytesIO(data),
-                now=timezone.now(),
-                setwise_key_checks=setwise,
-            )
+            result = load_registered(cursor, upload, io.BytesIO(data), setwise_key_checks=setwise)
             assert result.rows.inserted == 6
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 other.execute(delete, (tenant.id, uid("o0")))
@@ -404,13 +396,7 @@ def test_a_held_row_whose_parent_arrives_before_the_write_stays_held_only(
     _parents(tenant, load, ndjson)
     rows = [item("i0", "o0", "p0"), item("i1", "o9", "p0")]
     data = ndjson_bytes(rows)
-    upload = upload_register(
-        tenant=tenant,
-        record_type="order_items",
-        filename="order_items_1.ndjson",
-        fingerprint=fingerprint(io.BytesIO(data)),
-        strict=True,
-    ).upload
+    upload = _register(tenant, data, "order_items", strict=True)
     with _connect() as other, _connect() as loader:
 
         def arrive():
@@ -424,14 +410,10 @@ def test_a_held_row_whose_parent_arrives_before_the_write_stays_held_only(
             )
 
         with loader.transaction(), loader.cursor() as cursor:
-            result = load_upload(
+            result = load_registered(
                 _ParentArrivesBeforeInsert(cursor, arrive),
-                tenant_id=str(tenant.id),
-                upload_id=str(upload.id),
-                record_type="order_items",
-                stream=io.BytesIO(data),
-                strict=True,
-                now=timezone.now(),
+                upload,
+                io.BytesIO(data),
                 setwise_key_checks=setwise,
             )
         assert (result.rows.inserted, result.rows.pending, result.rows.unchanged) == (1, 1, 0)
@@ -463,23 +445,10 @@ def test_a_failed_chunk_leaves_the_session_in_origin_mode(tenant, ndjson, load):
 
 def _load_items(tenant, rows, *, strict=False, parents_coming=None):
     data = ndjson_bytes(rows)
-    upload = upload_register(
-        tenant=tenant,
-        record_type="order_items",
-        filename="order_items_1.ndjson",
-        fingerprint=fingerprint(io.BytesIO(data)),
-        strict=strict,
-    ).upload
+    upload = _register(tenant, data, "order_items", strict=strict)
     with connection.cursor() as cursor:
-        return load_upload(
-            cursor.cursor,
-            tenant_id=str(tenant.id),
-            upload_id=str(upload.id),
-            record_type="order_items",
-            stream=io.BytesIO(data),
-            strict=strict,
-            now=timezone.now(),
-            parents_coming=parents_coming,
+        return load_registered(
+            cursor.cursor, upload, io.BytesIO(data), parents_coming=parents_coming
         )
 
 

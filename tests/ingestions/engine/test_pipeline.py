@@ -798,14 +798,7 @@ def test_a_staging_failure_in_a_later_chunk_fails_the_load_and_ends_its_threads(
         pytest.raises(psycopg.OperationalError, match="staging connection broke"),
         connection.connection.cursor() as cursor,
     ):
-        load_upload(
-            cursor,
-            tenant_id=str(tenant.id),
-            upload_id=str(upload.id),
-            record_type="customers",
-            stream=io.BytesIO(data),
-            now=timezone.now(),
-        )
+        load_registered(cursor, upload, io.BytesIO(data))
     assert written == [1, 4]
     alive = [t.name for t in threading.enumerate() if t.name.endswith(str(upload.id))]
     assert alive == []
@@ -848,14 +841,28 @@ def test_a_timestamp_with_an_offset_postgres_refuses_does_not_fail_the_upload(
     assert Customer.objects.filter(tenant=tenant).count() >= 4
 
 
-def _register(tenant, data: bytes, record_type: str = "customers"):
+def _register(tenant, data: bytes, record_type: str = "customers", *, strict: bool = False):
     return upload_register(
         tenant=tenant,
         record_type=record_type,
         filename=f"{record_type}_1.ndjson",
         fingerprint=fingerprint(io.BytesIO(data)),
-        strict=False,
+        strict=strict,
     ).upload
+
+
+def load_registered(cursor, upload, stream, **options):
+    """`load_upload` of a registered upload's bytes (a stream), in the caller's cursor."""
+    return load_upload(
+        cursor,
+        tenant_id=str(upload.tenant_id),
+        upload_id=str(upload.id),
+        record_type=upload.record_type,
+        stream=stream,
+        strict=upload.strict,
+        now=timezone.now(),
+        **options,
+    )
 
 
 def test_a_file_merged_whole_starts_where_the_stream_started(tenant, small_chunks, last_path):
@@ -869,14 +876,7 @@ def test_a_file_merged_whole_starts_where_the_stream_started(tenant, small_chunk
     stream.read(len(header))
     upload = _register(tenant, data)
     with transaction.atomic(), connection.connection.cursor() as cursor:
-        result = load_upload(
-            cursor,
-            tenant_id=str(tenant.id),
-            upload_id=str(upload.id),
-            record_type="customers",
-            stream=stream,
-            now=timezone.now(),
-        )
+        result = load_registered(cursor, upload, stream)
     assert last_path() == AFTER_REPEAT
     assert rejects_of(upload) == []
     assert (result.rows.total, result.rows.inserted, result.rows.duplicates) == (6, 5, 1)
@@ -921,14 +921,7 @@ def test_no_statement_of_a_load_still_runs_after_it_was_interrupted(tenant, smal
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.5)
         with pytest.raises(_Interrupted), connection.connection.cursor() as cursor:
-            load_upload(
-                cursor,
-                tenant_id=str(tenant.id),
-                upload_id=str(upload.id),
-                record_type="customers",
-                stream=io.BytesIO(data),
-                now=timezone.now(),
-            )
+            load_registered(cursor, upload, io.BytesIO(data))
         state = _backend_state(pid)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
