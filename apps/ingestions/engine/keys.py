@@ -33,8 +33,6 @@ from psycopg import Cursor, sql
 
 from apps.ingestions.engine.records import RecordSpec
 
-_TENANT = "tenant_id"
-
 # Sources of at most this many rows lock their parents through one array of ids (one index
 # scan); bigger ones (a whole file) through a join, which needs no array in memory.
 ARRAY_ROWS = 100_000
@@ -83,51 +81,68 @@ SELECT
 @dataclass(frozen=True, slots=True)
 class _Key:
     parent: str  # the parent table, as PostgreSQL names it (schema-qualified if needed)
-    column: str | None  # the row's column that references the parent; None: the tenant only
-    match: tuple[tuple[str, str], ...]  # (parent column, "tenant" or "column")
+    column: str | None  # the row's column that references the parent; None: constants only
+    match: tuple[tuple[str, str], ...]  # (parent column, the row's column), in key order
+
+
+# The columns an INSERT fills with one value for all its rows, and the statement
+# parameters that carry it: the tenant on every table, and the upload on the pending ones.
+FINAL = (("tenant_id", "tenant"),)
+HELD = (("tenant_id", "tenant"), ("upload_id", "upload"))
 
 
 @dataclass(frozen=True, slots=True)
 class ParentLocks:
-    """The foreign keys of one final table, in a form the engine checks per chunk."""
+    """The foreign keys of one table the engine inserts into (a final table, or a pending
+    one), in a form it checks per chunk."""
 
     table: str
     keys: tuple[_Key, ...]
+    constants: tuple[tuple[str, str], ...] = FINAL
 
     @classmethod
-    def prepare(cls, cursor: Cursor, spec: RecordSpec) -> ParentLocks | None:
-        """The table's keys when the engine may check them itself, else None.
+    def prepare(
+        cls,
+        cursor: Cursor,
+        spec: RecordSpec,
+        *,
+        table: str | None = None,
+        constants: tuple[tuple[str, str], ...] = FINAL,
+    ) -> ParentLocks | None:
+        """The keys of `table` (the spec's final table by default) when the engine may
+        check them itself, else None. `constants`: see `FINAL` and `HELD`.
 
         Takes the table's ROW EXCLUSIVE lock first (the one its INSERT takes anyway): no
         trigger, rule or key can then be added or changed until the transaction ends, so
         what is read here stays true for the whole upload.
         """
-        params = {"table": spec.table}
-        cursor.execute(
-            sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(sql.Identifier(spec.table))
-        )
+        table = table or spec.table
+        params = {"table": table}
+        cursor.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(sql.Identifier(table)))
         cursor.execute(_OTHERS, params)
         allowed, partitioned, triggers, rules = cursor.fetchone()
         if not allowed or partitioned or triggers or rules:
             return None
         cursor.execute(_FOREIGN_KEYS, params)
         keys = []
+        fixed = dict(constants)
         for usable, parent, match_type, columns, refs in cursor.fetchall():
-            key = _key(spec, parent, match_type, columns, refs) if usable else None
+            key = _key(spec, fixed, parent, match_type, columns, refs) if usable else None
             if key is None:
                 return None
             keys.append(key)
-        return cls(spec.table, tuple(keys))
+        return cls(table, tuple(keys), constants)
 
-    def lock(self, cursor: Cursor, source: sql.Composable, tenant_id: str, *, rows: int) -> bool:
+    def lock(self, cursor: Cursor, source: sql.Composable, params: dict, *, rows: int) -> bool:
         """Lock the parents of the `rows` rows of `source` (aliased `d` inside) FOR KEY
         SHARE; True when every one of them exists (and is now locked until the
-        transaction ends)."""
+        transaction ends). `params` has the constants' values."""
         if not self.keys:
             return True
         many = rows > ARRAY_ROWS
-        checks = sql.SQL(" AND ").join(_check(key, source, many=many) for key in self.keys)
-        cursor.execute(sql.SQL("SELECT {}").format(checks), {"tenant": tenant_id})
+        fixed = dict(self.constants)
+        checks = sql.SQL(" AND ").join(_check(key, source, fixed, many=many) for key in self.keys)
+        cursor.execute(sql.SQL("SELECT {}").format(checks), params)
         return bool(cursor.fetchone()[0])
 
     def insert(self, cursor: Cursor, statement: sql.Composable, params: dict) -> int:
@@ -139,7 +154,8 @@ class ParentLocks:
         session in replica mode. An error on the server aborts the transaction (or the
         caller's savepoint), which undoes the setting too.
         """
-        params = {**params, "tenant": uuid.UUID(str(params["tenant"]))}  # a typed literal
+        # the constants as uuid literals: an untyped one would be text in a SELECT list
+        params = {**params, **{name: uuid.UUID(str(params[name])) for _, name in self.constants}}
         text = psycopg.ClientCursor(cursor.connection).mogrify(statement, params)
         cursor.execute(f"{_REPLICA}; {text}; {_ORIGIN}")
         cursor.nextset()
@@ -150,36 +166,32 @@ _REPLICA = "SELECT set_config('session_replication_role', 'replica', true)"
 _ORIGIN = "SELECT set_config('session_replication_role', 'origin', true)"
 
 
-def _key(spec: RecordSpec, parent, match_type, columns, refs) -> _Key | None:
+def _key(spec: RecordSpec, fixed: dict[str, str], parent, match_type, columns, refs) -> _Key | None:
     """A foreign key as `_Key`, or None when its shape is not one this module checks:
-    MATCH SIMPLE on the tenant and at most one other column of the record."""
-    if match_type != "s" or columns.count(_TENANT) > 1:
+    MATCH SIMPLE on constants (`fixed`) and at most one column of the record."""
+    if match_type != "s" or len(set(columns)) != len(columns):
         return None
-    others = [c for c in columns if c != _TENANT]
+    others = [c for c in columns if c not in fixed]
     if len(others) > 1 or (others and others[0] not in spec.columns):
         return None
-    match = tuple(
-        (ref, "tenant" if col == _TENANT else "column")
-        for col, ref in zip(columns, refs, strict=True)
-    )
+    match = tuple(zip(refs, columns, strict=True))
     return _Key(parent=parent, column=others[0] if others else None, match=match)
 
 
-def _check(key: _Key, source: sql.Composable, *, many: bool) -> sql.Composable:
+def _check(
+    key: _Key, source: sql.Composable, fixed: dict[str, str], *, many: bool
+) -> sql.Composable:
     """TRUE when every distinct parent the rows of `source` name exists; locks them."""
-    ids = sql.SQL("w.ids") if not many else None
     where = sql.SQL(" AND ").join(
-        sql.SQL("p.{} = %(tenant)s").format(sql.Identifier(ref))
-        if kind == "tenant"
-        else (
-            sql.SQL("p.{} = ANY({})").format(sql.Identifier(ref), ids)
-            if not many
-            else sql.SQL("p.{} = w.id").format(sql.Identifier(ref))
+        sql.SQL("p.{} = {}").format(sql.Identifier(ref), sql.Placeholder(fixed[col]))
+        if col in fixed
+        else sql.SQL("p.{} = {}").format(
+            sql.Identifier(ref), sql.SQL("w.id" if many else "ANY(w.ids)")
         )
-        for ref, kind in key.match
+        for ref, col in key.match
     )
     parent = sql.SQL("ONLY {}").format(sql.SQL(key.parent))  # regclass text: quoted already
-    if key.column is None:  # the tenant alone: one parent row for every row of the chunk
+    if key.column is None:  # constants only: one parent row for every row
         return sql.SQL(
             "((SELECT count(*) FROM (SELECT 1 FROM {parent} p WHERE {where} FOR KEY SHARE) x) = 1)"
         ).format(parent=parent, where=where)

@@ -35,7 +35,7 @@ from typing import BinaryIO
 import psycopg
 from psycopg import Cursor, sql
 
-from apps.ingestions.engine.keys import ParentLocks
+from apps.ingestions.engine.keys import HELD, ParentLocks
 from apps.ingestions.engine.merge import (
     MergeCounts,
     chunk_source,
@@ -91,6 +91,7 @@ class _Job:
     progress: Callable[[int, int], None] | None
     setwise_key_checks: bool = True
     parents: ParentLocks | None = None  # set once the tenant's merge lock is held
+    held: ParentLocks | None = None  # the same, for the type's pending table
     parents_coming: Callable[[], bool] | None = None
 
     def read(self) -> tuple[ByteStream, Iterator[Chunk]]:
@@ -163,6 +164,10 @@ def load_upload(
         lock_tenant(cursor, job.tenant_id)  # before any merge; tenants still run in parallel
         if setwise_key_checks:
             job = replace(job, parents=ParentLocks.prepare(cursor, job.spec))
+            if job.spec.parents:
+                table = job.spec.pending_table
+                held = ParentLocks.prepare(cursor, job.spec, table=table, constants=HELD)
+                job = replace(job, held=held)
         source, chunks = job.read()
         first = next(chunks, None)
         if first is None or first.last:
@@ -258,6 +263,7 @@ def _merge_whole(
         valid=totals.rows - totals.rejected,
         now=job.now,
         parents=job.parents,
+        held=job.held,
         parents_coming=job.parents_coming,
     )
     return _result(cursor, job, source, totals.rows, totals.rejected, [merged])
@@ -281,7 +287,7 @@ def _load_pipelined(
 
     # Fast way (plain INSERT, see `insert_new`) until a chunk needs the careful one; then
     # careful for the rest of the file, which likely looks the same.
-    careful = has_pending(cursor, spec, tenant_id=tenant_id)
+    older_held = careful = has_pending(cursor, spec, tenant_id=tenant_id)
     ids_reset(cursor)
     stop = threading.Event()  # set when the parsing thread gives up: no new statement
 
@@ -342,7 +348,9 @@ def _load_pipelined(
                         upload_id=upload_id,
                         now=now,
                         parents=job.parents,
+                        held=job.held,
                         parents_coming=job.parents_coming,
+                        older_held=older_held,
                     )
                 )
         except BaseException as exc:  # handed to the parsing thread, which re-raises it

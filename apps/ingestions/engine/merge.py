@@ -118,6 +118,7 @@ def merge_staged(
     valid: int,
     now: datetime,
     parents: ParentLocks | None = None,
+    held: ParentLocks | None = None,
     parents_coming: Callable[[], bool] | None = None,
 ) -> MergeCounts:
     """Merge all valid staged rows at once: the last occurrence of an id wins, rows whose
@@ -157,6 +158,7 @@ def merge_staged(
         upload_id=upload_id,
         now=now,
         parents=parents,
+        held=held,
         parents_coming=parents_coming,
     )
     return replace(counts, duplicates=valid - distinct)
@@ -236,7 +238,7 @@ def insert_new(
         if parents is None:
             cursor.execute(insert, params)
             inserted = cursor.rowcount
-        elif parents.lock(cursor, source, tenant_id, rows=rows):
+        elif parents.lock(cursor, source, params, rows=rows):
             inserted = parents.insert(cursor, insert, params)
         else:
             inserted = None
@@ -258,11 +260,15 @@ def merge_rows(
     upload_id: str,
     now: datetime,
     parents: ParentLocks | None = None,
+    held: ParentLocks | None = None,
     parents_coming: Callable[[], bool] | None = None,
+    older_held: bool = True,
 ) -> MergeCounts:
     """Merge `rows` rows with distinct ids from `source` (a table or subquery with `line`
     and the spec's columns): hold the ones whose parent is missing, write the others.
-    With `parents`, new rows' parents are checked per chunk by the engine (see `keys`).
+    With `parents` (and `held`, for the pending table), new rows' parents are checked per
+    chunk by the engine (see `keys`). Without `older_held` (the tenant held no rows of this
+    type when the upload began), there is no older held row to replace.
     When rows were held and `parents_coming()` says their parents are on the way, raises
     `ParentsComing` (the caller rolls back)."""
     params = {"tenant": tenant_id, "upload": upload_id, "now": now}
@@ -272,8 +278,8 @@ def merge_rows(
     pending = 0
     # With `parents`, the parents that exist are locked first, so none of them can go away
     # between the hold below and the write; when all are there, nothing can be held.
-    all_there = parents is not None and parents.lock(cursor, source, tenant_id, rows=rows)
-    if spec.parents:
+    all_there = parents is not None and parents.lock(cursor, source, params, rows=rows)
+    if spec.parents and older_held:
         # An older upload's held row for the same id is replaced by this one.
         cursor.execute(
             sql.SQL(
@@ -285,21 +291,23 @@ def merge_rows(
         )
         superseded = tuple((u, n) for u, n in cursor.fetchall())
     if spec.parents and not all_there:
-        cursor.execute(
-            sql.SQL(
-                "INSERT INTO {pending} (tenant_id, {cols}, upload_id, line, raw, held_at) "
-                "SELECT %(tenant)s, {dcols}, %(upload)s, d.line, '', %(now)s "
-                "FROM {source} d WHERE NOT ({exists})"
-            ).format(
-                pending=sql.Identifier(spec.pending_table),
-                cols=_ids(spec.columns),
-                dcols=_prefixed("d", spec.columns),
-                source=source,
-                exists=_parents_exist(spec, "d"),
-            ),
-            params,
+        hold = sql.SQL(
+            "INSERT INTO {pending} (tenant_id, {cols}, upload_id, line, raw, held_at) "
+            "SELECT %(tenant)s, {dcols}, %(upload)s, d.line, '', %(now)s "
+            "FROM {source} d WHERE NOT ({exists})"
+        ).format(
+            pending=sql.Identifier(spec.pending_table),
+            cols=_ids(spec.columns),
+            dcols=_prefixed("d", spec.columns),
+            source=source,
+            exists=_parents_exist(spec, "d"),
         )
-        pending = cursor.rowcount
+        # the hold's own keys (its tenant, this upload) are one parent row each
+        if held is not None and held.lock(cursor, source, params, rows=rows):
+            pending = held.insert(cursor, hold, params)
+        else:
+            cursor.execute(hold, params)
+            pending = cursor.rowcount
         if pending and parents_coming is not None and parents_coming():
             raise ParentsComing
     if pending == rows:
@@ -330,7 +338,7 @@ def merge_rows(
         )
         inserted, updated = cursor.fetchone()
     elif parents is not None and (
-        all_there or parents.lock(cursor, written, tenant_id, rows=rows - pending)
+        all_there or parents.lock(cursor, written, params, rows=rows - pending)
     ):
         inserted, updated = parents.insert(cursor, _insert(spec, select), params), 0
     else:  # PostgreSQL checks each row
@@ -472,7 +480,7 @@ def _insert_all_new(
     if cursor.fetchone()[0]:
         return False
     parents = ParentLocks.prepare(cursor, spec)
-    if parents is None or not parents.lock(cursor, source, tenant_id, rows=rows):
+    if parents is None or not parents.lock(cursor, source, params, rows=rows):
         return False
     parents.insert(cursor, _insert(spec, _select(spec, source)), params)
     return True

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 from apps.ingestions.engine import ParentsComing
-from apps.ingestions.engine.keys import ParentLocks, _Key
+from apps.ingestions.engine.keys import HELD, ParentLocks, _Key
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.stage import connection_params
 from apps.ingestions.engine.testing import ndjson_bytes, uid
@@ -62,17 +62,37 @@ def test_each_final_tables_keys_are_read_from_the_catalog(db):
     assert _prepare("order_items") == ParentLocks(
         "order_items",
         (
-            _Key("orders", "order_id", (("tenant_id", "tenant"), ("order_id", "column"))),
-            _Key("products", "product_id", (("tenant_id", "tenant"), ("product_id", "column"))),
+            _Key("orders", "order_id", (("tenant_id", "tenant_id"), ("order_id", "order_id"))),
+            _Key(
+                "products", "product_id", (("tenant_id", "tenant_id"), ("product_id", "product_id"))
+            ),
         ),
     )
     assert _prepare("orders") == ParentLocks(
         "orders",
-        (_Key("customers", "customer_id", (("tenant_id", "tenant"), ("customer_id", "column"))),),
+        (
+            _Key(
+                "customers",
+                "customer_id",
+                (("tenant_id", "tenant_id"), ("customer_id", "customer_id")),
+            ),
+        ),
     )
     for record_type in ("customers", "products"):
         (key,) = _prepare(record_type).keys
-        assert (key.parent, key.column, key.match) == ("tenants", None, (("id", "tenant"),))
+        assert (key.parent, key.column, key.match) == ("tenants", None, (("id", "tenant_id"),))
+
+
+def test_a_pending_tables_keys_are_its_tenant_and_its_upload(db):
+    with connection.cursor() as cursor:
+        held = ParentLocks.prepare(
+            cursor.cursor, ITEMS, table="pending_order_items", constants=HELD
+        )
+    assert held is not None
+    assert sorted((k.parent, k.column, k.match) for k in held.keys) == [
+        ("tenants", None, (("id", "tenant_id"),)),
+        ("uploads", None, (("id", "upload_id"),)),
+    ]
 
 
 @pytest.mark.parametrize(
