@@ -203,6 +203,9 @@ _BLOCKED_BY = {
     "order_items": ("customers", "products", "orders"),
 }
 _ACTIVE = (UploadState.RECEIVED, UploadState.QUEUED, UploadState.WAITING, UploadState.PROCESSING)
+# An upload about to hold rows gives way to an upload of their parents' type received at
+# most this long after it: files sent together load in dependency order (see `upload_run`).
+_GIVE_WAY_SECONDS = 300
 
 
 def _lock_schedule(tenant_id) -> None:
@@ -251,7 +254,7 @@ def upload_run(*, upload_id) -> Upload | None:
             _upload_fail(upload_id=upload.id, code="no_data", detail="The upload's bytes are gone.")
             break
         with BlobReader(upload.blob_id) as stream:
-            processed = upload_process(upload_id=upload.id, stream=stream)
+            processed = upload_process(upload_id=upload.id, stream=stream, give_way=True)
         if processed is None or processed.state != UploadState.QUEUED:
             break  # done (or another worker has it)
     upload_wake(tenant_id=upload.tenant_id)
@@ -293,16 +296,21 @@ class _ProgressWriter:
 
     def parents_coming(self, upload: Upload) -> bool:
         """Has an upload of a type this one depends on arrived for the tenant since this
-        one started (it would have waited for it otherwise), and not finished yet?"""
+        one started (it would have waited for it otherwise), not finished yet, and been
+        sent with this one (received at most `_GIVE_WAY_SECONDS` after it)? Uploads sent
+        later do not count: an upload gives way a bounded number of times, and is never
+        starved by a tenant that keeps sending parents."""
         with self._lock, self._conn.cursor() as cursor:
             cursor.execute(
                 "SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %s "
-                "AND record_type = ANY(%s) AND state = ANY(%s) AND id <> %s)",
+                "AND record_type = ANY(%s) AND state = ANY(%s) AND id <> %s "
+                "AND created_at <= %s)",
                 (
                     upload.tenant_id,
                     list(_BLOCKED_BY[upload.record_type]),
                     [str(state) for state in _ACTIVE],
                     upload.id,
+                    upload.created_at + timedelta(seconds=_GIVE_WAY_SECONDS),
                 ),
             )
             return cursor.fetchone()[0]
@@ -335,10 +343,12 @@ def _upload_try_lock(upload_id) -> bool:
         return cursor.fetchone()[0]
 
 
-def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
+def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Upload | None:
     """Run the engine for one upload. A second run is harmless: a finished upload is left
     alone, one in progress elsewhere is skipped, and stage, merge and the state change
-    commit together or not at all."""
+    commit together or not at all. With `give_way` (a worker's run from stored bytes, which
+    can run again), an upload about to hold rows for parents whose upload was sent with it
+    is rolled back and put back in the queue instead (see `upload_run`)."""
     log_token = log_bind(upload_id=upload_id)
     progress = _ProgressWriter(upload_id)
     try:
@@ -372,7 +382,9 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
                     max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
                     progress=progress,
                     setwise_key_checks=settings.INGEST_SETWISE_KEY_CHECKS,
-                    parents_coming=functools.partial(progress.parents_coming, upload),
+                    parents_coming=(
+                        functools.partial(progress.parents_coming, upload) if give_way else None
+                    ),
                 )
             state = _upload_finish(upload=upload, result=result)
         # The tenant's next upload need not wait for the statistics refresh below.
@@ -395,10 +407,17 @@ def upload_process(*, upload_id, stream: BinaryIO) -> Upload | None:
             for record_type, inserted in grown.items():
                 refresh_statistics(cursor.cursor, record_type=record_type, inserted=inserted)
     except engine.ParentsComing:
-        # Rolled back: back in the queue, where it waits for those parents (`upload_run`).
-        Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
-            state=UploadState.QUEUED, updated_at=timezone.now()
-        )
+        # Rolled back: back in the queue as it was, where it waits for those parents
+        # (`upload_run`); unless another worker has taken it meanwhile.
+        with transaction.atomic():
+            if _upload_try_lock(upload_id):
+                Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
+                    state=UploadState.QUEUED,
+                    started_at=None,
+                    bytes_done=0,
+                    rows_done=0,
+                    updated_at=timezone.now(),
+                )
         logger.info(
             "upload put back: an upload of the parents its rows need has arrived",
             extra={"state": UploadState.QUEUED},

@@ -61,6 +61,7 @@ _SAVEPOINT = sql.Identifier("ingest_pipelined")
 _DONE = None  # end of the chunk queue
 _Staging = Staging | LocalStaging
 _SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
+_POLL = 0.1  # seconds: how often a waiting worker thread looks whether the load stopped
 
 
 class _Stopped(Exception):  # noqa: N818 - control flow, not an error
@@ -176,6 +177,7 @@ def load_upload(
             staging = Staging(cursor, job.spec, job.upload_id)
         if first is not None:
             chunks = itertools.chain([first], chunks)
+            first = None  # the chain has it: its text goes once it is staged
         if strict:
             result = _load_whole(cursor, job, staging, source, chunks)
             mode = "whole-file"
@@ -291,10 +293,28 @@ def _load_pipelined(
     ids_reset(cursor)
     stop = threading.Event()  # set when the parsing thread gives up: no new statement
 
+    def take(source: queue.Queue) -> Chunk | None:
+        """The next item, or the end once the load is being stopped (nothing more comes)."""
+        while True:
+            try:
+                return source.get(timeout=_POLL)
+            except queue.Empty:
+                if stop.is_set():
+                    return _DONE
+
+    def hand(target: queue.Queue, item: Chunk | None) -> None:
+        """Queue an item, unless the load is being stopped (nobody would take it)."""
+        while not stop.is_set():
+            try:
+                target.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
+
     def stage_worker() -> None:
         analyzed = False
         try:
-            while (chunk := to_stage.get()) is not _DONE:
+            while (chunk := take(to_stage)) is not _DONE:
                 if stop.is_set():
                     raise _Stopped
                 staging.write(chunk)
@@ -303,18 +323,20 @@ def _load_pipelined(
                     analyzed = True
                 staged.rows += chunk.rows
                 staged.rejected += chunk.rejected
-                chunks.put(replace(chunk, text=""))
+                ready = replace(chunk, text="")
+                chunk = None  # staged: its text goes now, not after the merge takes it
+                hand(chunks, ready)
         except BaseException as exc:  # handed to the parsing thread, which re-raises it
             failure.append(exc)
-            while to_stage.get() is not _DONE:  # drain, so the parser never blocks forever
+            while take(to_stage) is not _DONE:  # drain, so the parser never blocks forever
                 pass
         finally:
-            chunks.put(_DONE)  # the merge thread takes chunks until this, whatever happens
+            hand(chunks, _DONE)  # the merge thread takes chunks until this, whatever happens
 
     def merge_worker() -> None:
         nonlocal careful
         try:
-            while (chunk := chunks.get()) is not _DONE:
+            while (chunk := take(chunks)) is not _DONE:
                 if stop.is_set():
                     raise _Stopped
                 if chunk.rejected:
@@ -355,7 +377,7 @@ def _load_pipelined(
                 )
         except BaseException as exc:  # handed to the parsing thread, which re-raises it
             failure.append(exc)
-            while chunks.get() is not _DONE:  # drain, so the stager never blocks forever
+            while take(chunks) is not _DONE:  # drain, so the stager never blocks forever
                 pass
 
     workers = _Workers(
@@ -364,20 +386,22 @@ def _load_pipelined(
         to_stage,
         cursor,
         staging,
+        stop,
     )
     with _short_switch_interval():
-        workers.start()
         try:
+            workers.start()
             for chunk in parsed:
                 if _fatal(failure):
                     break  # a repeated id needs the whole file staged; other failures nothing
                 to_stage.put(chunk)
+            workers.finish()
         except BaseException:
-            # A bad file, or a signal (Ctrl-C, Celery's soft time limit): stop the workers
-            # and cancel their statements, so nothing runs once the caller has the connection.
-            workers.stop(stop)
+            # A bad file, or a signal (Ctrl-C, Celery's soft time limit), even one that came
+            # while the workers were finishing: stop them and cancel their statements, so
+            # nothing runs once the caller has the connection.
+            workers.abort()
             raise
-        workers.stop(None)
     if (fatal := _fatal(failure)) is not None:
         raise fatal
     if failure:  # a repeated id, and the whole file staged
@@ -417,47 +441,50 @@ def _short_switch_interval() -> Iterator[None]:
 
 @dataclass
 class _Workers:
-    """The staging and merge threads of a pipelined load, and how to end them."""
+    """The staging and merge threads of a pipelined load, and how to end them. Every wait
+    of theirs gives up within `_POLL` once `stop` is set, so ending them never depends on
+    a message getting through."""
 
     stager: threading.Thread
     merger: threading.Thread
     to_stage: queue.Queue
     cursor: Cursor  # the merge thread's
     staging: _Staging
+    stop: threading.Event
 
     def start(self) -> None:
         self.merger.start()
         self.stager.start()
 
-    def _cancel(self) -> None:
+    def finish(self) -> None:
+        """The file is read: let the threads do what is queued, then end (the end goes
+        through the staging thread to the merge thread), and wait for them."""
+        while self.stager.is_alive():
+            try:
+                self.to_stage.put(_DONE, timeout=_POLL)
+                break
+            except queue.Full:
+                continue
+        self._join()
+
+    def abort(self) -> None:
+        """Stop both threads now, cancel their statements and wait for them. A further
+        signal meanwhile does not cut the wait short (the caller then raises the first)."""
+        self.stop.set()
         with contextlib.suppress(Exception):
             self.cursor.connection.cancel_safe(timeout=5)
         self.staging.cancel()
+        while True:
+            try:
+                self._join()
+                return
+            except BaseException:
+                continue
 
-    def stop(self, stop: threading.Event | None) -> None:
-        """End both threads (the end of the chunks goes through the staging thread to the
-        merge thread) and wait for them; with `stop`, cut their work short and cancel
-        their statements. An exception raised meanwhile (a second signal) still waits
-        for the threads before it propagates."""
-        if stop is not None:
-            stop.set()
-            self._cancel()
-        try:
-            while self.stager.is_alive():
-                try:
-                    self.to_stage.put(_DONE, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            self.stager.join()
-            self.merger.join()
-        except BaseException:
-            if stop is not None and not stop.is_set():
-                stop.set()
-            self._cancel()
-            self.stager.join()
-            self.merger.join()
-            raise
+    def _join(self) -> None:
+        for thread in (self.stager, self.merger):
+            if thread.ident is not None:  # started
+                thread.join()
 
 
 def _result(cursor, job: _Job, source, rows, rejected, merged: list[MergeCounts]) -> LoadResult:

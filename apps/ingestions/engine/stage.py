@@ -29,9 +29,11 @@ from apps.ingestions.engine.records import (
     validate_record,
 )
 
-# Rows per chunk: the unit of COPY and of merging. Memory is bounded by the chunk being
-# built and the one being COPYed (~8 MB each); once staged, a chunk is only its line range.
+# Rows per chunk: the unit of COPY and of merging. A chunk also ends once its text reaches
+# CHUNK_CHARS, whatever the rows' width: memory is bounded by the few chunks a load holds
+# at once (being built, queued, being COPYed); once staged, a chunk is only its line range.
 CHUNK_ROWS = 20_000
+CHUNK_CHARS = 8 << 20
 # The first chunk is short, so the merge starts early instead of waiting for a full one.
 FIRST_CHUNK_ROWS = 2_000
 
@@ -261,8 +263,8 @@ def parse_chunks(
     progress: Progress | None = None,
 ) -> Iterator[Chunk]:
     """Validate every line and yield the outcome as COPY text, `chunk_rows` rows at a time
-    (default `CHUNK_ROWS`, which bounds the memory a load needs; the first chunk is at
-    most `FIRST_CHUNK_ROWS`)."""
+    (default `CHUNK_ROWS`; the first chunk is at most `FIRST_CHUNK_ROWS`), or fewer once
+    a chunk's text reaches `CHUNK_CHARS`: together they bound the memory a load needs."""
     chunk_rows = chunk_rows or CHUNK_ROWS
     limit = min(chunk_rows, FIRST_CHUNK_ROWS)
     width = len(spec.fields)
@@ -270,7 +272,8 @@ def parse_chunks(
     valid_tail = "\t\\N" * len(_REJECT_COLUMNS) + "\n"
     decode = _decode
     parts: list[str] = []
-    rows = rejected = total = 0
+    rows = rejected = total = size = 0
+    max_size = CHUNK_CHARS
     first = None
     number = 0
     for number, data, too_long in lines:
@@ -310,12 +313,13 @@ def parse_chunks(
                 )
             else:
                 parts.append("\t".join(values) + valid_tail)
-        if rows == limit:
+        size += len(parts[-1])
+        if rows == limit or size >= max_size:
             total += rows
             yield Chunk(first, number, "".join(parts), rows, rejected)
             if progress is not None:
                 progress(total)
-            parts, rows, rejected, first = [], 0, 0, None
+            parts, rows, rejected, first, size = [], 0, 0, None, 0
             limit = chunk_rows
     if rows or parts:
         total += rows

@@ -905,12 +905,18 @@ def _backend_state(pid: int) -> str:
     ],
     ids=["merge-thread", "whole-file"],
 )
-def test_no_statement_of_a_load_still_runs_after_it_was_interrupted(tenant, small_chunks, first):
+@pytest.mark.parametrize("more", [0, 12], ids=["short", "queued-chunks"])
+def test_no_statement_of_a_load_still_runs_after_it_was_interrupted(
+    tenant, small_chunks, first, more
+):
     """When load_upload is interrupted, no statement of it still runs on the connection by
     the time the exception reaches the caller: neither the merging thread's, nor one of
     the calling thread (the whole-file merge after a repeated id, in the second case)."""
     _trigger_on_customers("IF NEW.name = 'slow' THEN PERFORM pg_sleep(3); END IF;")
-    data = ndjson_bytes([*first, customer("c3", "slow"), customer("c4")])
+    # with `more` rows the file is parsed long before the slow merge is done: the signal
+    # comes while the calling thread waits to hand over the last chunks or the end
+    extra = [customer(f"c{5 + i}") for i in range(more)]
+    data = ndjson_bytes([*first, customer("c3", "slow"), customer("c4"), *extra])
     upload = _register(tenant, data)
     pid = connection.connection.info.backend_pid
 
@@ -923,6 +929,7 @@ def test_no_statement_of_a_load_still_runs_after_it_was_interrupted(tenant, smal
         with pytest.raises(_Interrupted), connection.connection.cursor() as cursor:
             load_registered(cursor, upload, io.BytesIO(data))
         state = _backend_state(pid)
+        threads = [t.name for t in threading.enumerate() if t.name.endswith(str(upload.id))]
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -930,6 +937,7 @@ def test_no_statement_of_a_load_still_runs_after_it_was_interrupted(tenant, smal
         while _backend_state(pid) == "active" and time.monotonic() < deadline:
             time.sleep(0.1)
     assert state != "active"
+    assert threads == []
 
 
 def test_ids_of_an_earlier_load_in_the_same_transaction_are_not_repeated_ids(

@@ -260,3 +260,22 @@ def test_a_file_of_one_chunk_needs_no_second_connection(tenant, monkeypatch, row
             upload_process(upload_id=upload.id, stream=io.BytesIO(data))
         assert len(opened) == 1
     assert Customer.objects.filter(tenant=tenant).count() == (rows if rows < 2 else 0)
+
+
+def test_a_chunk_ends_at_its_size_limit_whatever_the_width_of_its_rows(monkeypatch):
+    """Wide rows make short chunks: a chunk closes once its text reaches CHUNK_CHARS, so
+    the memory a load holds does not grow with the rows' width (20,000 rows of 1 MiB
+    would otherwise be one chunk)."""
+    from apps.ingestions.engine.reader import ByteStream, read_lines
+    from apps.ingestions.engine.stage import parse_chunks
+
+    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_CHARS", 2_000)
+    wide = [customer_row(customer_id=uid(f"c{i}"), name="x" * 240) for i in range(20)]
+    lines = read_lines(
+        ByteStream(io.BytesIO(ndjson_bytes(wide)), max_bytes=1 << 30), max_line_bytes=1 << 20
+    )
+    chunks = list(parse_chunks(RECORDS["customers"], lines, chunk_rows=1_000))
+    assert sum(c.rows for c in chunks) == 20
+    assert len(chunks) > 3
+    assert all(len(c.text) < 2_000 + 500 for c in chunks)  # at most one row past the limit
+    assert [c.first_line for c in chunks[1:]] == [c.last_line + 1 for c in chunks[:-1]]

@@ -1,0 +1,90 @@
+"""An upload about to hold rows for parents whose upload was sent with it gives way (SPEC 4:
+dependency order among the uploads the server has): rolled back, back in the queue as if
+never started, loaded after them. Bounded: only uploads received with it count, and only a
+worker's run from stored bytes (which can run again) gives way."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+
+from apps.ingestions.engine.testing import (
+    customer_row,
+    ndjson_bytes,
+    order_item_row,
+    order_row,
+    product_row,
+    uid,
+)
+from apps.ingestions.models import OrderItem, PendingOrderItem, Upload, UploadState
+from apps.ingestions.services import upload_ingest_path, upload_process
+from apps.ingestions.storage import BlobReader, blob_store
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ITEMS = [
+    order_item_row(order_item_id=uid("i1"), order_id=uid("o1"), product_id=uid("p1")),
+    order_item_row(order_item_id=uid("i2"), order_id=uid("o1"), product_id=uid("p1")),
+]
+
+
+def _stored(tenant, record_type: str, rows: list) -> Upload:
+    """An upload received and queued, its bytes stored, that no worker has taken yet."""
+    blob = blob_store(stream=io.BytesIO(ndjson_bytes(rows)))
+    return Upload.objects.create(
+        tenant=tenant,
+        record_type=record_type,
+        filename=f"{record_type}_1.ndjson",
+        sha256=blob.sha256,
+        size_bytes=blob.size_bytes,
+        blob=blob,
+        state=UploadState.QUEUED,
+    )
+
+
+@pytest.fixture
+def parents_but_orders(tenant, ndjson):
+    upload_ingest_path(tenant=tenant, path=ndjson("customers_0.ndjson", [customer_row()]))
+    upload_ingest_path(tenant=tenant, path=ndjson("products_0.ndjson", [product_row()]))
+
+
+def _run(upload: Upload) -> Upload:
+    with BlobReader(upload.blob_id) as stream:
+        return upload_process(upload_id=upload.id, stream=stream, give_way=True)
+
+
+def test_an_upload_gives_way_to_its_parents_upload_sent_with_it(tenant, parents_but_orders):
+    items = _stored(tenant, "order_items", ITEMS)
+    _stored(tenant, "orders", [order_row()])  # received just after the items
+    after = _run(items)
+    assert after.state == UploadState.QUEUED
+    assert (after.started_at, after.finished_at, after.rows_done, after.bytes_done) == (
+        None,
+        None,
+        0,
+        0,
+    )
+    assert after.row_counts == dict.fromkeys(after.row_counts, 0)
+    assert not OrderItem.objects.filter(tenant=tenant).exists()
+    assert not PendingOrderItem.objects.filter(tenant=tenant).exists()
+
+
+def test_a_parents_upload_sent_much_later_is_not_waited_for(tenant, parents_but_orders):
+    """A tenant that keeps sending parent files cannot starve a child upload."""
+    items = _stored(tenant, "order_items", ITEMS)
+    orders = _stored(tenant, "orders", [order_row()])
+    Upload.objects.filter(id=orders.id).update(created_at=items.created_at + timedelta(hours=1))
+    after = _run(items)
+    assert after.state == UploadState.COMPLETED
+    assert after.rows_pending == 2
+    assert PendingOrderItem.objects.filter(tenant=tenant).count() == 2
+
+
+def test_a_file_ingested_from_a_path_never_gives_way(tenant, parents_but_orders, ndjson):
+    """It has no stored bytes to run again from: it loads now, holding what it must."""
+    _stored(tenant, "orders", [order_row()])
+    upload = upload_ingest_path(tenant=tenant, path=ndjson("order_items_1.ndjson", ITEMS)).upload
+    assert upload.state == UploadState.COMPLETED
+    assert upload.rows_pending == 2
