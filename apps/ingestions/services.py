@@ -203,9 +203,10 @@ _BLOCKED_BY = {
     "order_items": ("customers", "products", "orders"),
 }
 _ACTIVE = (UploadState.RECEIVED, UploadState.QUEUED, UploadState.WAITING, UploadState.PROCESSING)
-# An upload about to hold rows gives way to an upload of their parents' type received at
-# most this long after it: files sent together load in dependency order (see `upload_run`).
-_GIVE_WAY_SECONDS = 300
+# Uploads received at most this long after an upload count as sent with it: it waits for
+# those of the types it depends on (and gives way to them, see `upload_run`), not for ones
+# sent later, so a tenant that keeps sending parent files can never starve it.
+_SENT_TOGETHER_SECONDS = 300
 
 
 def _lock_schedule(tenant_id) -> None:
@@ -217,11 +218,14 @@ def _lock_schedule(tenant_id) -> None:
 
 
 def _blocked(upload: Upload) -> bool:
+    """Does an unfinished upload of a type this one depends on, sent with it or before it,
+    hold it back?"""
     return (
         Upload.objects.filter(
             tenant_id=upload.tenant_id,
             record_type__in=_BLOCKED_BY[upload.record_type],
             state__in=_ACTIVE,
+            created_at__lte=upload.created_at + timedelta(seconds=_SENT_TOGETHER_SECONDS),
         )
         .exclude(id=upload.id)
         .exists()
@@ -297,7 +301,7 @@ class _ProgressWriter:
     def parents_coming(self, upload: Upload) -> bool:
         """Has an upload of a type this one depends on arrived for the tenant since this
         one started (it would have waited for it otherwise), not finished yet, and been
-        sent with this one (received at most `_GIVE_WAY_SECONDS` after it)? Uploads sent
+        sent with this one (received at most `_SENT_TOGETHER_SECONDS` after it)? Uploads sent
         later do not count: an upload gives way a bounded number of times, and is never
         starved by a tenant that keeps sending parents."""
         with self._lock, self._conn.cursor() as cursor:
@@ -310,7 +314,7 @@ class _ProgressWriter:
                     list(_BLOCKED_BY[upload.record_type]),
                     [str(state) for state in _ACTIVE],
                     upload.id,
-                    upload.created_at + timedelta(seconds=_GIVE_WAY_SECONDS),
+                    upload.created_at + timedelta(seconds=_SENT_TOGETHER_SECONDS),
                 ),
             )
             return cursor.fetchone()[0]

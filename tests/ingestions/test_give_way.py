@@ -19,7 +19,7 @@ from apps.ingestions.engine.testing import (
     uid,
 )
 from apps.ingestions.models import OrderItem, PendingOrderItem, Upload, UploadState
-from apps.ingestions.services import upload_ingest_path, upload_process
+from apps.ingestions.services import upload_ingest_path, upload_process, upload_run
 from apps.ingestions.storage import BlobReader, blob_store
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -88,3 +88,21 @@ def test_a_file_ingested_from_a_path_never_gives_way(tenant, parents_but_orders,
     upload = upload_ingest_path(tenant=tenant, path=ndjson("order_items_1.ndjson", ITEMS)).upload
     assert upload.state == UploadState.COMPLETED
     assert upload.rows_pending == 2
+
+
+def test_a_waiting_upload_waits_only_for_parents_sent_with_it(tenant, ndjson):
+    """A parent upload received long after this one does not hold it back: it runs (here
+    holding its orders, whose customer is in neither), instead of waiting for as long as
+    the tenant keeps sending parent files."""
+    orders = _stored(tenant, "orders", [order_row()])
+    later = _stored(tenant, "customers", [customer_row(customer_id=uid("someone else"))])
+    Upload.objects.filter(id=later.id).update(created_at=orders.created_at + timedelta(hours=1))
+    assert upload_run(upload_id=orders.id).state == UploadState.COMPLETED
+    assert Upload.objects.get(id=orders.id).rows_pending == 1
+
+
+def test_a_parent_upload_sent_with_it_holds_an_upload_back(tenant):
+    orders = _stored(tenant, "orders", [order_row()])
+    _stored(tenant, "customers", [customer_row()])
+    upload_run(upload_id=orders.id)
+    assert Upload.objects.get(id=orders.id).state == UploadState.WAITING

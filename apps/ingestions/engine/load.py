@@ -469,17 +469,23 @@ class _Workers:
 
     def abort(self) -> None:
         """Stop both threads now, cancel their statements and wait for them. A further
-        signal meanwhile does not cut the wait short (the caller then raises the first)."""
+        signal meanwhile does not cut this short (the caller then raises the first)."""
         self.stop.set()
-        with contextlib.suppress(Exception):
-            self.cursor.connection.cancel_safe(timeout=5)
-        self.staging.cancel()
+        for cancel in (self._cancel_merge, self.staging.cancel):
+            try:
+                cancel()
+            except BaseException:  # a second signal: the threads are stopped first
+                continue
         while True:
             try:
                 self._join()
                 return
             except BaseException:
                 continue
+
+    def _cancel_merge(self) -> None:
+        with contextlib.suppress(Exception):
+            self.cursor.connection.cancel_safe(timeout=5)
 
     def _join(self) -> None:
         for thread in (self.stager, self.merger):
