@@ -273,7 +273,6 @@ def merge_rows(
     `ParentsComing` (the caller rolls back)."""
     params = {"tenant": tenant_id, "upload": upload_id, "now": now}
     key = sql.Identifier(spec.key)
-    final = sql.Identifier(spec.table)
     superseded: tuple[tuple[str, int], ...] = ()
     pending = 0
     # With `parents`, the parents that exist are locked first, so none of them can go away
@@ -321,14 +320,7 @@ def merge_rows(
     # A plain INSERT when none of the ids exists yet (first loads, append-only feeds):
     # ON CONFLICT's speculative insertion costs ~20% more per row. Safe: the tenant's merge
     # lock keeps every other writer of these ids out until we commit.
-    cursor.execute(
-        sql.SQL(
-            "SELECT EXISTS (SELECT 1 FROM {source} d WHERE EXISTS (SELECT 1 FROM {final} f "
-            "WHERE f.tenant_id = %(tenant)s AND f.{key} = d.{key} OFFSET 0))"
-        ).format(source=source, final=final, key=key),
-        params,
-    )
-    if cursor.fetchone()[0]:
+    if _any_stored(cursor, spec, source, tenant_id):
         cursor.execute(
             sql.SQL(
                 "WITH ins AS ({upsert}) SELECT count(*) FILTER (WHERE inserted), "
@@ -352,6 +344,18 @@ def merge_rows(
         duplicates=0,
         superseded=superseded,
     )
+
+
+def _any_stored(cursor: Cursor, spec: RecordSpec, source: sql.Composable, tenant_id: str) -> bool:
+    """Is the id of any row of `source` in the tenant's final table already?"""
+    cursor.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {source} d WHERE EXISTS (SELECT 1 FROM {final} f "
+            "WHERE f.tenant_id = %(tenant)s AND f.{key} = d.{key} OFFSET 0))"
+        ).format(source=source, final=sql.Identifier(spec.table), key=sql.Identifier(spec.key)),
+        {"tenant": tenant_id},
+    )
+    return cursor.fetchone()[0]
 
 
 def _written(spec: RecordSpec, source: sql.Composable, pending: int) -> sql.Composable:
@@ -469,16 +473,9 @@ def _insert_all_new(
     done) otherwise, for the upsert to do it."""
     if not setwise_key_checks:
         return False
-    params = {"tenant": tenant_id}
-    cursor.execute(
-        sql.SQL(
-            "SELECT EXISTS (SELECT 1 FROM {source} d WHERE EXISTS (SELECT 1 FROM {final} f "
-            "WHERE f.tenant_id = %(tenant)s AND f.{key} = d.{key} OFFSET 0))"
-        ).format(source=source, final=sql.Identifier(spec.table), key=sql.Identifier(spec.key)),
-        params,
-    )
-    if cursor.fetchone()[0]:
+    if _any_stored(cursor, spec, source, tenant_id):
         return False
+    params = {"tenant": tenant_id}
     parents = ParentLocks.prepare(cursor, spec)
     if parents is None or not parents.lock(cursor, source, params, rows=rows):
         return False
