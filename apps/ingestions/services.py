@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -217,15 +217,24 @@ def _lock_schedule(tenant_id) -> None:
         )
 
 
+def _blockers(upload: Upload) -> tuple[list[str], list[str], datetime]:
+    """What holds an upload back: an upload of the tenant of one of these types, in one of
+    these states, received up to this moment (before it, or sent with it)."""
+    return (
+        list(_BLOCKED_BY[upload.record_type]),
+        [str(state) for state in _ACTIVE],
+        upload.created_at + timedelta(seconds=_SENT_TOGETHER_SECONDS),
+    )
+
+
 def _blocked(upload: Upload) -> bool:
-    """Does an unfinished upload of a type this one depends on, sent with it or before it,
-    hold it back?"""
+    types, states, until = _blockers(upload)
     return (
         Upload.objects.filter(
             tenant_id=upload.tenant_id,
-            record_type__in=_BLOCKED_BY[upload.record_type],
-            state__in=_ACTIVE,
-            created_at__lte=upload.created_at + timedelta(seconds=_SENT_TOGETHER_SECONDS),
+            record_type__in=types,
+            state__in=states,
+            created_at__lte=until,
         )
         .exclude(id=upload.id)
         .exists()
@@ -304,18 +313,13 @@ class _ProgressWriter:
         sent with this one (received at most `_SENT_TOGETHER_SECONDS` after it)? Uploads sent
         later do not count: an upload gives way a bounded number of times, and is never
         starved by a tenant that keeps sending parents."""
+        types, states, until = _blockers(upload)  # `_blocked`, on this connection
         with self._lock, self._conn.cursor() as cursor:
             cursor.execute(
                 "SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %s "
-                "AND record_type = ANY(%s) AND state = ANY(%s) AND id <> %s "
-                "AND created_at <= %s)",
-                (
-                    upload.tenant_id,
-                    list(_BLOCKED_BY[upload.record_type]),
-                    [str(state) for state in _ACTIVE],
-                    upload.id,
-                    upload.created_at + timedelta(seconds=_SENT_TOGETHER_SECONDS),
-                ),
+                "AND record_type = ANY(%s) AND state = ANY(%s) AND created_at <= %s "
+                "AND id <> %s)",
+                (upload.tenant_id, types, states, until, upload.id),
             )
             return cursor.fetchone()[0]
 
