@@ -30,4 +30,4 @@ RUN DATABASE_URL=postgresql://build@localhost/build CELERY_BROKER_URL=redis://lo
 USER app
 EXPOSE 8000
 # Health checks: scripts/healthcheck.py web|worker|beat (docker-compose.yml runs them).
-CMD ["gunicorn", "main.wsgi", "--config", "python:main.gunicorn_conf", "--bind", "0.0.0.0:8000"]
+CMD ["gunicorn", "main.wsgi", "--bind", "0.0.0.0:8000"]

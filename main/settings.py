@@ -47,7 +47,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "apps.core.middleware.AccessMiddleware",  # outermost: access log and HTTP metrics
+    "apps.core.middleware.HeadMiddleware",  # outermost: no HEAD answer carries a body
+    "apps.core.middleware.AccessMiddleware",  # access log and HTTP metrics
     "apps.core.middleware.ProblemJSONMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn too
@@ -76,7 +77,13 @@ TEMPLATES = [
 
 # Database: DATABASE_URL, or the embedded PostgreSQL (main/embedded.py) when unset.
 DATABASE_URL = os.environ.get("DATABASE_URL") or embedded.embedded_database_url()
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Seconds a connection is kept between requests; gunicorn.conf.py sets 0 for its gevent
+# worker (a connection per greenlet would otherwise outlive the request).
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60)
+    )
+}
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

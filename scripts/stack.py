@@ -78,11 +78,7 @@ def running_stack(
             str(BIN / "gunicorn"),
             "main.wsgi",
             "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-            "--timeout",
-            "600",
+            f"127.0.0.1:{port}",  # the rest from gunicorn.conf.py
         ],
         "worker": [
             str(BIN / "celery"),

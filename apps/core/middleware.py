@@ -2,11 +2,12 @@ import logging
 import time
 
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
-from django.http import Http404, JsonResponse
+from django.http import Http404, JsonResponse, UnreadablePostError
 
 from apps.core.api import PROBLEM_JSON, problem
 from apps.core.logs import log_fresh, log_reset
 from apps.core.metrics import http_observe
+from apps.core.wsgi import IncompleteBodyError
 
 access_logger = logging.getLogger("apps.access")
 error_logger = logging.getLogger("django.request")
@@ -19,6 +20,29 @@ _TITLES = {
     413: "Payload too large",
     500: "Server error",
 }
+
+
+class HeadMiddleware:
+    """Outermost: a HEAD answer is the GET answer's status and headers without a body
+    (RFC 9110 9.3.2), whatever view, middleware or error page made it. gunicorn sends any
+    body it is given, and on a kept-alive connection the client would read that body as
+    the next answer. Content-Length stays the GET answer's length, as HEAD may tell."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if request.method != "HEAD":
+            return response
+        if response.streaming:
+            # never iterated: the view's generator or file is only closed (with the response)
+            response.streaming_content = ()
+        else:
+            if not response.has_header("Content-Length"):
+                response["Content-Length"] = str(len(response.content))
+            response.content = b""
+        return response
 
 
 class AccessMiddleware:
@@ -89,6 +113,12 @@ class ProblemJSONMiddleware:
     def process_exception(self, request, exception):
         if isinstance(exception, Http404 | PermissionDenied | SuspiciousOperation | BadRequest):
             return None  # Django answers these with their 4xx; __call__ converts the page
+        if isinstance(exception, UnreadablePostError | IncompleteBodyError):
+            # The client sent less than it announced or went away mid-body: its request is
+            # refused, and the transaction that was storing it has rolled back.
+            return _problem(
+                400, str(exception) or "The request body could not be read.", code="incomplete_body"
+            )
         error_logger.error(
             "Internal Server Error: %s", request.path, exc_info=exception, extra={"status": 500}
         )
@@ -97,7 +127,9 @@ class ProblemJSONMiddleware:
         return response
 
 
-def _problem(code: int, detail: str) -> JsonResponse:
-    title = _TITLES.get(code, "Error")
-    slug = title.lower().replace(" ", "_")
-    return JsonResponse(problem(code, title, detail, slug), status=code, content_type=PROBLEM_JSON)
+def _problem(status: int, detail: str, *, code: str | None = None) -> JsonResponse:
+    title = _TITLES.get(status, "Error")
+    slug = code or title.lower().replace(" ", "_")
+    return JsonResponse(
+        problem(status, title, detail, slug), status=status, content_type=PROBLEM_JSON
+    )

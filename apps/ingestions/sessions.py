@@ -192,9 +192,14 @@ def session_append(
     stream: BinaryIO,
     content_length: int | None,
     checksum: ChunkChecksum | None = None,
+    keep_partial: bool = False,
 ) -> ChunkOutcome:
     """Store a chunk that starts at `offset`; the chunk that completes the file creates
-    and queues its upload. A wrong offset is a 409 that tells the offset to send from."""
+    and queues its upload. A wrong offset is a 409 that tells the offset to send from.
+
+    A chunk is stored whole or not at all, except with `keep_partial` (tus, whose clients
+    ask the offset and resume from it): then each piece that arrived whole is kept and
+    counted when the chunk breaks off, and never a byte that did not arrive."""
     if not _session_lock(token):
         session = session_lookup(tenant=tenant, token=token)
         raise _offset_conflict(
@@ -216,7 +221,7 @@ def session_append(
                 f"of {session.size} bytes.",
                 code="past_declared_size",
             )
-        _store_chunk(session, stream, checksum)
+        _store_chunk(session, stream, checksum, whole=not keep_partial or checksum is not None)
         session.refresh_from_db()
         upload = None
         if session.offset == session.size:
@@ -227,21 +232,28 @@ def session_append(
         _session_unlock(token)
 
 
-def _store_chunk(session: UploadSession, stream: BinaryIO, checksum: ChunkChecksum | None) -> None:
+def _store_chunk(
+    session: UploadSession, stream: BinaryIO, checksum: ChunkChecksum | None, *, whole: bool
+) -> None:
     """Write the chunk's bytes as blob pieces, advancing the session's offset with each
-    committed piece (or once, for a checksummed chunk: all or nothing)."""
+    piece; `whole` makes it one transaction (all or nothing)."""
     last = BlobChunk.objects.filter(blob_id=session.blob_id).aggregate(last=Max("seq"))["last"]
     seq = -1 if last is None else last
     offset = session.offset
     hasher = hashlib.new(checksum.algorithm) if checksum else None
-    with transaction.atomic() if checksum else nullcontext():
+    with transaction.atomic() if whole else nullcontext():
         while True:
             try:
                 piece = stream.read(CHUNK_BYTES)
-            except OSError as exc:  # the client went away mid-chunk
+            except OSError as exc:  # the client went away, or sent less than announced
+                kept = session.offset if whole else offset
                 raise ApplicationError(
-                    f"The chunk was cut short after {offset - session.offset} bytes.",
+                    f"The chunk broke off after {offset - session.offset} bytes"
+                    + (" and was not stored" if whole else "")
+                    + f": send from offset {kept}.",
                     code="chunk_incomplete",
+                    extra={"offset": kept},
+                    headers={"Upload-Offset": str(kept)},
                 ) from exc
             if not piece:
                 break

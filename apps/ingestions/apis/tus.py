@@ -116,6 +116,7 @@ class _TusApi(TenantApiView):
             stream=raw_body(request),
             content_length=int_header(request, "Content-Length"),
             checksum=checksum,
+            keep_partial=True,  # tus: what arrived is kept, and HEAD tells the client
         )
         return outcome.session
 

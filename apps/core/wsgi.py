@@ -1,0 +1,81 @@
+"""WSGI-level guards around the Django application (`main/wsgi.py` applies them): a request
+body is read whole or refused, whatever server runs the application.
+
+A WSGI server hands the application the body as announced by `Content-Length`, and when the
+client stops early (half-closes its socket, or its connection drops) the stream simply ends:
+gunicorn and wsgiref both return the bytes that did arrive and then `b""`. Without a check, a
+cut upload would be stored and loaded as if it were the whole file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+
+class IncompleteBodyError(OSError):
+    """The request body ended before its `Content-Length` (or a chunked body broke off).
+
+    An `OSError`, like the errors of a socket read, so code that already treats a failed
+    read as a client gone away (and Django, which wraps it as `UnreadablePostError`) handles
+    it the same way."""
+
+
+class _ExactBody:
+    """`wsgi.input` that raises `IncompleteBodyError` when it ends short of `length`, or when
+    the server's own reader fails (a chunked body without its terminating chunk)."""
+
+    def __init__(self, stream: Any, length: int | None):
+        self._stream = stream
+        self._length = length
+        self._seen = 0
+
+    def _checked(self, read: Callable[..., bytes], size: int | None) -> bytes:
+        try:
+            data = read() if size is None or size < 0 else read(size)
+        except IncompleteBodyError:
+            raise
+        except Exception as exc:  # gunicorn's parser errors, a reset connection
+            reason = str(exc) or type(exc).__name__
+            raise IncompleteBodyError(
+                f"The request body broke off after {self._seen} bytes ({reason})."
+            ) from exc
+        self._seen += len(data)
+        if not data and size != 0 and self._length is not None and self._seen < self._length:
+            raise IncompleteBodyError(
+                f"The request body ended after {self._seen} of the {self._length} bytes its "
+                "Content-Length announced."
+            )
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._checked(self._stream.read, size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._checked(self._stream.readline, size)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+
+def _content_length(environ: dict) -> int | None:
+    raw = environ.get("CONTENT_LENGTH") or ""
+    # the server already refused a malformed header; anything else means "no length"
+    return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
+class RequestBodyGuard:
+    """WSGI middleware: wrap `wsgi.input` so that a body shorter than announced raises
+    instead of looking like a complete (shorter) body."""
+
+    def __init__(self, application: Callable):
+        self.application = application
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        body = environ.get("wsgi.input")
+        if body is not None:
+            environ["wsgi.input"] = _ExactBody(body, _content_length(environ))
+        return self.application(environ, start_response)

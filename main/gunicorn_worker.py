@@ -1,0 +1,44 @@
+"""gunicorn's gevent worker, with the errors gunicorn answers by itself (a malformed request
+line, headers too large, a bad Content-Length, Content-Length beside chunked) written as
+application/problem+json like every other error of the service, instead of an HTML page."""
+
+from __future__ import annotations
+
+import json
+
+from gunicorn import util
+from gunicorn.workers.ggevent import GeventWorker
+
+_CODES = {400: "bad_request", 403: "forbidden", 431: "header_too_large", 501: "not_implemented"}
+
+
+def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
+    """`gunicorn.util.write_error`'s job, as an RFC 9457 problem document."""
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": reason,
+            "status": status_int,
+            "detail": mesg or reason,
+            "code": _CODES.get(status_int, "server_error" if status_int >= 500 else "error"),
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+class ProblemGeventWorker(GeventWorker):
+    """gevent: every connection is a greenlet, so slow or idle clients cost a little memory
+    each instead of a whole worker (a sync worker serves one client at a time, a gthread
+    worker one per thread). psycopg 3 waits cooperatively under gevent by itself."""
+
+    def init_process(self):
+        # gunicorn has no hook for the pages it writes itself; its handle_error calls
+        # util.write_error at call time, so replacing it in this worker process is enough.
+        util.write_error = write_problem
+        super().init_process()

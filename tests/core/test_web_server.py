@@ -1,0 +1,297 @@
+"""The service behind the web server users run (`gunicorn main.wsgi` from the project root,
+which reads gunicorn.conf.py), probed over raw sockets: bodies cut short of their
+Content-Length, slow and idle clients beside a fast one, and the errors gunicorn answers by
+itself. Django's test client cannot show any of this."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from apps.ingestions.engine.testing import customer_row, ndjson_bytes, order_row, uid
+from apps.ingestions.models import Blob, BlobChunk, IdempotencyKey, Upload, UploadSession
+from apps.tenants.services import tenant_create
+from scripts.stack import BIN, free_port, running_processes, wait_ready
+from tests.factories import database_url_of_tests
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+DATA = ndjson_bytes(
+    [customer_row(customer_id=uid(f"cut-{n}"), email=f"cut{n}@example.com") for n in range(40)]
+)
+ORDERS = ndjson_bytes([order_row(order_id=uid(f"cut-order-{n}")) for n in range(20)])
+
+
+@contextlib.contextmanager
+def gunicorn(tmp_path, *extra: str) -> Iterator[tuple[str, int]]:
+    """`gunicorn main.wsgi` from the project root on a free port (plus `extra` flags)."""
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}", *extra]
+    env = {"DATABASE_URL": database_url_of_tests()}
+    with running_processes({"web": command}, env=env, log_dir=tmp_path) as processes:
+        wait_ready(f"http://127.0.0.1:{port}", processes)
+        yield f"http://127.0.0.1:{port}", port
+
+
+@pytest.fixture(scope="module")
+def server(django_db_setup, django_db_blocker, tmp_path_factory):
+    with django_db_blocker.unblock(), gunicorn(tmp_path_factory.mktemp("web")) as running:
+        yield running
+
+
+def exchange(port: int, head: str, body: bytes = b"", *, half_close: bool = True) -> tuple:
+    """Send a request head and `body` on a fresh socket, half-close it, and return the
+    (status, headers, parsed JSON body) of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(head.encode("latin-1") + body)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+            if b"\r\n\r\n" in raw:
+                head_part, _, rest = raw.partition(b"\r\n\r\n")
+                lines = head_part.decode("latin-1").split("\r\n")
+                headers = dict(line.split(": ", 1) for line in lines[1:])
+                if len(rest) >= int(headers.get("Content-Length", "0")):
+                    break
+    head_part, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head_part.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, json.loads(rest) if rest else None
+
+
+def request_head(method: str, path: str, headers: dict) -> str:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+def multipart(data: bytes, filename: str) -> tuple[str, bytes]:
+    boundary = "cutboundary42"
+    body = (
+        (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/x-ndjson\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "cut"),
+    [
+        ("/api/v1/ingest/comprehensive/?filename=customers_cut.ndjson", False, 0.5),
+        ("/api/v1/ingest/comprehensive/?filename=customers_cut.ndjson", False, 0.999),
+        ("/api/v1/ingest/comprehensive/", True, 0.5),
+        ("/api/v1/ingest/comprehensive/", True, 0.999),  # only the closing boundary missing
+        ("/api/v1/ingest/orders/?filename=orders_cut.ndjson", False, 0.5),  # legacy
+    ],
+)
+def test_a_body_cut_short_of_its_content_length_is_refused_stored_nowhere_and_its_key_freed(
+    server, path, form, cut
+):
+    """The client announces the whole file, sends part of it and half-closes: 400
+    incomplete_body, no blob, no upload, and the same Idempotency-Key then accepts the
+    whole file (202) instead of answering 422."""
+    base, port = server
+    _, issued = tenant_create(name="cut")
+    data = ORDERS if "orders" in path else DATA
+    content_type, body = (
+        multipart(data, "customers_cut.ndjson") if form else ("application/x-ndjson", data)
+    )
+    headers = {"X-API-Key": issued.raw, "Idempotency-Key": "same-key", "Content-Type": content_type}
+    sent = int(len(body) * cut)
+    status, answer_headers, problem = exchange(
+        port, request_head("POST", path, {**headers, "Content-Length": len(body)}), body[:sent]
+    )
+    assert (status, answer_headers["content-type"]) == (400, "application/problem+json")
+    assert problem["code"] == "incomplete_body"
+    assert f"after {sent} of the {len(body)} bytes" in problem["detail"]
+    assert (Upload.objects.count(), Blob.objects.count(), BlobChunk.objects.count()) == (0, 0, 0)
+    assert not IdempotencyKey.objects.exists()
+
+    whole = httpx.post(f"{base}{path}", content=body, headers=headers, timeout=30)
+    assert whole.status_code == 202, whole.text
+    assert Upload.objects.get().size_bytes == len(data)
+
+
+def test_a_session_chunk_cut_short_stores_nothing_and_says_where_to_resume(server):
+    """A resumable session's chunk is stored whole or not at all: cut after half, it is
+    400 with Upload-Offset at the last whole chunk, and the session's offset is unchanged."""
+    base, port = server
+    _, issued = tenant_create(name="cut-session")
+    key = {"X-API-Key": issued.raw}
+    created = httpx.post(
+        f"{base}/api/v1/ingest/sessions/",
+        json={"filename": "customers_s.ndjson", "size": len(DATA)},
+        headers=key,
+    ).json()
+    first = httpx.post(
+        f"{base}/api/v1/ingest/comprehensive/",
+        content=DATA[:1000],
+        headers={
+            **key,
+            "Upload-Token": created["token"],
+            "Upload-Offset": "0",
+            "Content-Type": "application/octet-stream",
+        },
+    )
+    assert (first.status_code, first.headers["Upload-Offset"]) == (200, "1000")
+    head = request_head(
+        "POST",
+        "/api/v1/ingest/comprehensive/",
+        {
+            **key,
+            "Upload-Token": created["token"],
+            "Upload-Offset": "1000",
+            "Content-Type": "application/octet-stream",
+            "Content-Length": len(DATA) - 1000,
+        },
+    )
+    status, headers, problem = exchange(port, head, DATA[1000:3000])
+    assert (status, problem["code"], headers["upload-offset"]) == (400, "chunk_incomplete", "1000")
+    assert UploadSession.objects.get(token=created["token"]).offset == 1000
+    assert not Upload.objects.exists()
+
+
+def test_a_tus_patch_cut_short_keeps_what_arrived_and_counts_nothing_more(server):
+    """tus: the bytes that did arrive are kept (HEAD tells the client where to resume),
+    never the bytes the Content-Length only announced."""
+    base, port = server
+    _, issued = tenant_create(name="cut-tus")
+    tus = {"X-API-Key": issued.raw, "Tus-Resumable": "1.0.0"}
+    created = httpx.post(
+        f"{base}/api/v1/ingest/tus/",
+        headers={
+            **tus,
+            "Upload-Length": str(len(DATA)),
+            "Upload-Metadata": "filename Y3VzdG9tZXJzX3QubmRqc29u",
+        },
+    )
+    assert created.status_code == 201, created.text
+    path = httpx.URL(created.headers["Location"]).path
+    head = request_head(
+        "PATCH",
+        path,
+        {
+            **tus,
+            "Upload-Offset": "0",
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": len(DATA),
+        },
+    )
+    status, headers, problem = exchange(port, head, DATA[:1500])
+    assert (status, problem["code"], headers["upload-offset"]) == (400, "chunk_incomplete", "1500")
+    assert httpx.head(f"{base}{path}", headers=tus).headers["Upload-Offset"] == "1500"
+    rest = httpx.patch(
+        f"{base}{path}",
+        content=DATA[1500:],
+        headers={**tus, "Upload-Offset": "1500", "Content-Type": "application/offset+octet-stream"},
+    )
+    assert (rest.status_code, rest.headers["Upload-Offset"]) == (204, str(len(DATA)))
+    upload = Upload.objects.get()
+    assert upload.sha256 == hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        ("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + "a" * 100_000 + "\r\n\r\n", 431),
+        ("POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
+        ("POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+        (
+            "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        ("GET /" + "p" * 5000 + " HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        ("GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+    ],
+    ids=[
+        "header-100KB",
+        "length-abc",
+        "length-negative",
+        "length-and-chunked",
+        "path-5000",
+        "version",
+    ],
+)
+def test_errors_gunicorn_answers_itself_are_problem_json(server, head, status):
+    """A request gunicorn refuses before Django sees it still gets problem+json."""
+    _, port = server
+    got, headers, problem = exchange(port, head)
+    assert (got, headers["content-type"]) == (status, "application/problem+json")
+    assert (problem["status"], problem["type"]) == (status, "about:blank")
+    assert problem["detail"]
+
+
+def _hold_slow_clients(port: int, idle: int, trickle: int, stop: threading.Event) -> list:
+    """Open `idle` sockets that send half a request line and wait, and `trickle` uploads
+    that send a byte every 0.2 s; keep them open until `stop`."""
+    sockets = []
+    for n in range(idle):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"GET /healthz HT" if n % 2 else b"")
+        sockets.append(sock)
+    uploads = []
+    for _ in range(trickle):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(
+            b"POST /api/v1/ingest/comprehensive/ HTTP/1.1\r\nHost: x\r\n"
+            b"X-API-Key: nope\r\nContent-Length: 100000\r\n\r\n"
+        )
+        uploads.append(sock)
+
+    def trickle_bytes():
+        while not stop.wait(0.2):
+            for sock in uploads:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"x")
+
+    threading.Thread(target=trickle_bytes, daemon=True).start()
+    return sockets + uploads
+
+
+@pytest.mark.parametrize(
+    "flags", [(), ("--workers", "1", "--threads", "2")], ids=["conf", "threads-flag"]
+)
+def test_slow_and_idle_clients_never_stop_a_fast_one(tmp_path, flags):
+    """300 idle connections and 20 uploads trickling a byte at a time hold sockets open;
+    a fast client still gets /healthz and a whole upload answered at once, also when
+    gunicorn is started with `--workers 1 --threads 2` added on the command line."""
+    _, issued = tenant_create(name="fast")
+    stop = threading.Event()
+    with gunicorn(tmp_path, *flags) as (base, port):
+        held = _hold_slow_clients(port, idle=300, trickle=20, stop=stop)
+        try:
+            time.sleep(1)  # let the server take them all in
+            started = time.monotonic()
+            assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
+            upload = httpx.post(
+                f"{base}/api/v1/ingest/comprehensive/?filename=customers_fast.ndjson",
+                content=DATA,
+                headers={"X-API-Key": issued.raw},
+                timeout=10,
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            stop.set()
+            for sock in held:
+                sock.close()
+    assert upload.status_code == 202, upload.text
+    assert elapsed < 3, f"the fast client waited {elapsed:.1f}s behind slow ones"
