@@ -17,7 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_protect
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from apps.core.api import json_not_found
 from apps.dashboard.auth import Viewer, sign_in_tenant, sign_out, viewer_of, viewer_required
@@ -174,7 +174,7 @@ def _not_found_as_404(view):
 
 
 @_page
-@require_GET
+@require_safe
 @viewer_required()
 def dashboard_index(request: HttpRequest, viewer: Viewer):
     overview = _overview(request, viewer)
@@ -195,14 +195,14 @@ def dashboard_index(request: HttpRequest, viewer: Viewer):
 
 @never_cache
 @_not_found_as_404
-@require_GET
+@require_safe
 @viewer_required(json=True)
 def dashboard_data(request: HttpRequest, viewer: Viewer):
     return JsonResponse(_overview(request, viewer)["data"])
 
 
 @_page
-@require_GET
+@require_safe
 @viewer_required()
 def upload_errors(request: HttpRequest, viewer: Viewer, upload_id: str):
     scope = viewer.tenant or UNSCOPED_ALL_TENANTS
@@ -234,7 +234,7 @@ def _next_url(request: HttpRequest) -> str:
 
 
 @_page
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def sign_in(request: HttpRequest):
     if request.method == "POST":
         form = ApiKeySignInForm(request.POST)
