@@ -143,7 +143,7 @@ def logging_config(
             "django": {"handlers": [], "propagate": True},
             "pgserver": {"level": "WARNING"},
             "httpx": {"level": "WARNING"},
-            # gunicorn's own lines go through the root handler too (main/gunicorn_conf.py);
+            # gunicorn's own lines go through the root handler too (gunicorn.conf.py);
             # its access lines are off: AccessMiddleware writes one per request, with ids
             "gunicorn.error": {"handlers": [], "propagate": True},
             "gunicorn.access": {"handlers": [], "propagate": False},
