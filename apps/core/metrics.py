@@ -54,15 +54,25 @@ class _ThisProcess:
         return REGISTRY.collect()
 
 
-def metrics_registry() -> CollectorRegistry:
-    from apps.ingestions.metrics import UploadCollector  # core must not import ingestions early
+# Collectors a feature app adds to every scrape (registered from its AppConfig.ready(), so
+# core never imports a feature app).
+_SCRAPE_COLLECTORS: list = []
 
+
+def metrics_collector_register(collector) -> None:
+    """Add a collector (an object with `collect()`) to every scrape of /metrics."""
+    if collector not in _SCRAPE_COLLECTORS:
+        _SCRAPE_COLLECTORS.append(collector)
+
+
+def metrics_registry() -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())
-    registry.register(UploadCollector())
+    for collector in _SCRAPE_COLLECTORS:
+        registry.register(collector)
     return registry
 
 
