@@ -1,53 +1,72 @@
 import json
+import sys
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.errors import ApplicationError
+from apps.ingestions.apis.uploads import UploadOutputSerializer
 from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.models import Upload, UploadState
 from apps.ingestions.services import upload_ingest_path
 from apps.tenants.management.commands._common import tenant_or_error
 
+# The bulk CLI's exit statuses (SPEC 6).
+EXIT_OK, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
+
+
+def exit_code(upload: Upload) -> int:
+    """0 completed with no rejected or pending rows; 1 processed, but some rows rejected or
+    still pending; 2 failed (or not processed: an earlier upload of the same bytes that is
+    still running elsewhere)."""
+    if upload.state not in (UploadState.COMPLETED, UploadState.COMPLETED_WITH_ERRORS):
+        return EXIT_FAILED
+    if upload.state != UploadState.COMPLETED or upload.rows_rejected or upload.rows_pending:
+        return EXIT_REJECTED
+    return EXIT_OK
+
 
 class Command(BaseCommand):
-    help = "Ingest one NDJSON file for a tenant, synchronously, and print the counts."
+    help = (
+        "Ingest one NDJSON file for a tenant, synchronously, and print the counts (logs go to "
+        "stderr). Exit status: 0 completed with no rejected or pending rows, 1 processed with "
+        "rows rejected or pending, 2 failed or could not be read."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path)
         parser.add_argument("--tenant", required=True, help="tenant id")
         parser.add_argument("--type", choices=sorted(RECORDS), help="record type (else detected)")
         parser.add_argument("--strict", action="store_true", help="all-or-nothing")
-        parser.add_argument("--json", action="store_true", help="print one JSON object")
+        parser.add_argument(
+            "--json", action="store_true", help="print the upload as the API shows it"
+        )
 
     def handle(self, *args, path, tenant, type, strict, **options):
-        tenant_obj = tenant_or_error(tenant)
+        try:
+            tenant_obj = tenant_or_error(tenant)
+        except CommandError as exc:
+            raise CommandError(str(exc), returncode=EXIT_FAILED) from exc
         try:
             outcome = upload_ingest_path(
                 tenant=tenant_obj, path=path, record_type=type, strict=strict
             )
         except ApplicationError as exc:
-            raise CommandError(exc.detail) from exc
+            raise CommandError(exc.detail, returncode=EXIT_FAILED) from exc
+        except OSError as exc:  # unreadable: a folder, no permission, a read error
+            raise CommandError(f"Cannot read {path}: {exc}", returncode=EXIT_FAILED) from exc
         up = outcome.upload
-        counts = up.row_counts
         if options["json"]:
-            self.stdout.write(
-                json.dumps(
-                    {
-                        "upload_id": str(up.id),
-                        "type": up.record_type,
-                        "state": up.state,
-                        "already_received": not outcome.created,
-                        "rows": counts,
-                        "error": {"code": up.error_code, "detail": up.error_detail}
-                        if up.error_code
-                        else None,
-                    }
-                )
-            )
-            return
-        if not outcome.created:
-            self.stdout.write(f"already received as upload {up.id}; not processed again")
-        self.stdout.write(f"upload={up.id} type={up.record_type} state={up.state}")
-        self.stdout.write(" ".join(f"{k}={v}" for k, v in counts.items()))
-        if up.error_code:
-            self.stdout.write(f"error={up.error_code}: {up.error_detail}")
+            data = {**UploadOutputSerializer(up).data, "already_received": not outcome.created}
+            self.stdout.write(json.dumps(data))
+        else:
+            if not outcome.created:
+                self.stdout.write(f"already received as upload {up.id}; not processed again")
+            self.stdout.write(f"upload={up.id} type={up.record_type} state={up.state}")
+            self.stdout.write(" ".join(f"{k}={v}" for k, v in up.row_counts.items()))
+            if up.error_code:
+                self.stdout.write(f"error={up.error_code}: {up.error_detail}")
+        code = exit_code(up)
+        if code != EXIT_OK:
+            self.stdout.flush()
+            sys.exit(code)  # as `makemigrations --check` does: the result is printed above
