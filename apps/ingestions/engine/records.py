@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from typing import Any
 
 import msgspec
@@ -21,15 +21,23 @@ import pycountry
 # "XXX" (no currency) and "XTS" (testing) are codes, but never a price's currency.
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies) - {"XXX", "XTS"}
 MAX_INT = 2**31 - 1
-DECIMAL_LIMIT = Decimal(10) ** 10  # numeric(12, 2): at most 10 integer digits
+DECIMAL_LIMIT = 10**10  # numeric(12, 2): at most 10 integer digits
+# The most decimal places a decimal may be written with (trailing zeros: "1.500" is 1.50),
+# PostgreSQL numeric's own limit. Past it ("0e-99999999999") a value is out of range,
+# decided from its exponent: written out in full, that zero alone takes 100 GB.
+DECIMAL_MAX_PLACES = 16383
 CENT = Decimal("0.01")
+# Quantizing to cents: a value with nonzero digits past the cents raises Inexact.
+_CENTS = Context(prec=28, traps=[Inexact, InvalidOperation])
 LINE_TOTAL_TOLERANCE = Decimal("0.01")
 
 _uuid = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ).fullmatch
 _email = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+").fullmatch
-_numeric = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?").fullmatch
+# Possessive: a long run of digits that does not match is refused in linear time (an
+# ordinary `\d+\.?\d*` tries every split of the run: quadratic).
+_numeric = re.compile(r"-?(?:\d++(?:\.\d*+)?|\.\d++)(?:[eE][-+]?\d++)?").fullmatch
 # Fast paths for the usual forms, taken only when the value is certainly valid as it is:
 # a plain decimal within numeric(12, 2), and a UTC timestamp PostgreSQL reads unchanged.
 _plain_decimal = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,2})?").fullmatch
@@ -115,43 +123,81 @@ def check_email(name: str, value: Any) -> str:
 _check_str_254 = check_str(254)
 
 
+def _shown(value: Any) -> str:
+    """A value as a reject's message quotes it: its first 64 characters."""
+    text = str(value)
+    return text if len(text) <= 64 else f"{text[:64]}..."
+
+
 def check_decimal(name: str, value: Any) -> str:
     """A number or numeric string, >= 0, at most 10 integer digits and 2 decimal places.
 
     The decoder hands JSON numbers over as Decimal (or int), never as float, so no value
-    is ever rounded through binary floating point.
+    is ever rounded through binary floating point. The usual forms are taken as they come;
+    the rest go through `_cents`.
     """
-    if type(value) is str:
+    kind = type(value)
+    if kind is str:
         if _plain_decimal(value):
             return value
         if not _numeric(value):
-            raise Invalid(name, "invalid_type", f"{name} must be a decimal number, got {value!r}")
-        value = exact_number(value)
-    if type(value) is OutOfRangeNumber:
-        raise Invalid(name, "out_of_range", f"{name} is out of range: {value[:64]}")
-    if type(value) is int:
-        value = Decimal(value)
-    if type(value) is not Decimal:
-        raise _wrong(name, value, "a decimal number or numeric string")
-    try:
-        if value < 0:
-            raise Invalid(name, "out_of_range", f"{name} must be >= 0, got {value}")
-        if value >= DECIMAL_LIMIT or value != value.quantize(CENT):
             raise Invalid(
-                name,
-                "out_of_range",
-                f"{name} allows 10 integer digits and 2 decimal places, got {value}",
+                name, "invalid_type", f"{name} must be a decimal number, got {_shown(value)!r}"
             )
-    except InvalidOperation as exc:
-        raise Invalid(name, "out_of_range", f"{name} is out of range: {value}") from exc
-    return format(value, "f")
+        value = exact_number(value)
+    elif kind is Decimal:
+        text = str(value)  # scientific (so never plain) for a large or very small exponent
+        if _plain_decimal(text):
+            return text
+    elif kind is int:
+        if 0 <= value < DECIMAL_LIMIT:
+            return str(value)
+        value = Decimal(value)  # at most 4300 digits: the decoder makes no longer int
+    elif kind is not OutOfRangeNumber:
+        raise _wrong(name, value, "a decimal number or numeric string")
+    return _cents(name, value)
 
 
-def check_quantity(name: str, value: Any) -> int:
+def _cents(name: str, value: Decimal | OutOfRangeNumber) -> str:
+    """`value` as COPY text with two decimal places, or `Invalid`.
+
+    The bounds come from the sign, `adjusted()` and the exponent of `as_tuple()` first: only
+    a value within them reaches arithmetic (the quantize), so none ever works on an exponent
+    such as -99999999999 (formatting that zero takes 100 GB). The text staged always has
+    two decimal places, never the digits the value was written with.
+    """
+    if type(value) is OutOfRangeNumber or not value.is_finite():
+        raise Invalid(name, "out_of_range", f"{name} is out of range: {_shown(value)}")
+    if value.is_zero():
+        if value.adjusted() < -DECIMAL_MAX_PLACES:  # adjusted() of zero: its exponent
+            raise _decimal_out_of_range(name, value)
+        return "0.00"  # -0 and 0E+999999999 too
+    if value.is_signed():
+        raise Invalid(name, "out_of_range", f"{name} must be >= 0, got {_shown(value)}")
+    # adjusted(): the exponent of the leading digit; as_tuple() only once that is bounded
+    if value.adjusted() >= 10 or value.as_tuple().exponent < -DECIMAL_MAX_PLACES:
+        raise _decimal_out_of_range(name, value)
+    try:
+        return format(value.quantize(CENT, context=_CENTS), "f")
+    except Inexact:  # nonzero digits past the cents
+        raise _decimal_out_of_range(name, value) from None
+
+
+def _decimal_out_of_range(name: str, value: Decimal) -> Invalid:
+    return Invalid(
+        name,
+        "out_of_range",
+        f"{name} allows 10 integer digits and 2 decimal places, got {_shown(value)}",
+    )
+
+
+def check_quantity(name: str, value: Any) -> str:
     if type(value) is not int:
         raise _wrong(name, value, "an integer")
     if not 1 <= value <= MAX_INT:
-        raise Invalid(name, "out_of_range", f"{name} must be between 1 and {MAX_INT}, got {value}")
+        raise Invalid(
+            name, "out_of_range", f"{name} must be between 1 and {MAX_INT}, got {_shown(value)}"
+        )
     return str(value)
 
 

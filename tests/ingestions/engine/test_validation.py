@@ -3,7 +3,10 @@ types clients rely on, and what valid rows are stored as."""
 
 from __future__ import annotations
 
+import gc
 import json
+import time
+import tracemalloc
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -72,6 +75,9 @@ def line(record_type: str, text: str | bytes):
 
 _DEEP = "[" * 100_000
 _HUGE_EXPONENT = "1e99999999999999999999"  # beyond what decimal.Decimal can represent
+# Zero written with 99999999999 decimal places: a Decimal holds it in a few bytes, but
+# written out positionally it takes 100 GB.
+_ZERO_HUGE_SCALE = "0e-99999999999"
 
 REJECTS = [
     # invalid_json
@@ -180,6 +186,73 @@ REJECTS = [
         "out_of_range",
         id="price-number-huge-exponent",
     ),
+    # out_of_range: exponents and lengths no decimal(12, 2) needs, in every numeric field and
+    # in both forms (string, JSON number); bounded from the exponent, before any arithmetic
+    pytest.param(*P(price=_ZERO_HUGE_SCALE), "price", "out_of_range", id="price-zero-huge-scale"),
+    pytest.param(
+        *raw("products", price=_ZERO_HUGE_SCALE),
+        "price",
+        "out_of_range",
+        id="price-number-zero-huge-scale",
+    ),
+    pytest.param(*P(price="0e-16384"), "price", "out_of_range", id="price-zero-scale-16384"),
+    pytest.param(*raw("products", price="0E-30000000"), "price", "out_of_range", id="price-0e-3e7"),
+    pytest.param(*raw("products", price="-0e-99999"), "price", "out_of_range", id="price-neg-zero"),
+    pytest.param(*raw("products", price="1.5e-99999"), "price", "out_of_range", id="price-tiny"),
+    pytest.param(*raw("products", price="1e999999999"), "price", "out_of_range", id="price-1e9e8"),
+    pytest.param(*raw("products", price="-1e999999999"), "price", "out_of_range", id="price-neg"),
+    pytest.param(*raw("products", price="1E+400"), "price", "out_of_range", id="price-1E+400"),
+    pytest.param(*P(price="1E+400"), "price", "out_of_range", id="price-string-1E+400"),
+    pytest.param(*P(price="1" * 100_000), "price", "out_of_range", id="price-100k-digits"),
+    pytest.param(*raw("products", price="9" * 4300), "price", "out_of_range", id="price-big-int"),
+    pytest.param(
+        *P(price="0." + "0" * 99_999 + "1"), "price", "out_of_range", id="price-long-frac"
+    ),
+    pytest.param(*P(price="\u0661" * 11), "price", "out_of_range", id="price-11-arabic-digits"),
+    pytest.param(
+        *O(total_amount=_ZERO_HUGE_SCALE), "total_amount", "out_of_range", id="total-huge-scale"
+    ),
+    pytest.param(
+        *raw("orders", total_amount="1e999999999"), "total_amount", "out_of_range", id="total-1e9e8"
+    ),
+    pytest.param(
+        *raw("order_items", unit_price=_ZERO_HUGE_SCALE),
+        "unit_price",
+        "out_of_range",
+        id="unit-price-huge-scale",
+    ),
+    pytest.param(
+        *I(unit_price="0e-30000000", line_total="0"),
+        "unit_price",
+        "out_of_range",
+        id="unit-price-string-huge-scale",
+    ),
+    pytest.param(
+        *raw("order_items", line_total=_ZERO_HUGE_SCALE, unit_price="0"),
+        "line_total",
+        "out_of_range",
+        id="line-total-huge-scale",
+    ),
+    pytest.param(
+        *raw("order_items", line_total="1E+400"), "line_total", "out_of_range", id="line-total-big"
+    ),
+    pytest.param(
+        *raw("order_items", quantity="9" * 4300), "quantity", "out_of_range", id="qty-big"
+    ),
+    pytest.param(
+        *raw("order_items", quantity="1e999999999"), "quantity", "invalid_type", id="qty-1e9e8"
+    ),
+    pytest.param(*raw("order_items", quantity="2e0"), "quantity", "invalid_type", id="qty-2e0"),
+    # past the 4300 digits Python makes an int of, the decoder refuses the whole line
+    pytest.param(*raw("products", price="9" * 4301), "", "invalid_json", id="price-huger-int"),
+    # invalid_type: not a number, whatever the digits
+    pytest.param(*P(price="NaN"), "price", "invalid_type", id="price-string-nan"),
+    pytest.param(*P(price="Infinity"), "price", "invalid_type", id="price-string-infinity"),
+    pytest.param(*P(price="-Infinity"), "price", "invalid_type", id="price-string-neg-inf"),
+    pytest.param(*P(price="sNaN"), "price", "invalid_type", id="price-string-snan"),
+    pytest.param(*P(price="1_000"), "price", "invalid_type", id="price-underscore"),
+    pytest.param(*P(price=" 1.5"), "price", "invalid_type", id="price-space"),
+    pytest.param(*P(price="1" * 1000 + "x"), "price", "invalid_type", id="price-digits-then-x"),
     # invalid_email
     pytest.param(*C(email="ada.example.com"), "email", "invalid_email", id="email-no-at"),
     pytest.param(*C(email="ada@example"), "email", "invalid_email", id="email-undotted"),
@@ -258,6 +331,68 @@ def test_a_bad_row_is_rejected_with_its_line_field_and_code(
         assert reject.raw == expected_raw.replace("\x00", "\ufffd")
 
 
+def test_a_huge_exponent_is_one_reject_and_memory_stays_flat(tenant, ndjson, load):
+    """Five prices of zero written with 30 million decimal places (a 1 KB file) are five
+    `out_of_range` rejects, the good rows load, and no value is ever written out in full."""
+    bad = [raw_row(product_row(product_id=uid(f"bad{i}")), price="0e-30000000") for i in range(5)]
+    good = [product_row(product_id=uid("good1")), product_row(product_id=uid("good2"))]
+    path = ndjson("products_1.ndjson", [good[0], *bad, good[1]])
+    gc.collect()
+    tracemalloc.start()
+    try:
+        upload = load(tenant, path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rejects_of(upload) == [(line, "price", "out_of_range") for line in range(2, 7)]
+    assert (upload.state, upload.rows_inserted) == ("completed_with_errors", 2)
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 1024 / 1024:.1f} MiB"
+    message = Reject.objects.filter(upload=upload).first().message
+    assert message == "price allows 10 integer digits and 2 decimal places, got 0E-30000000"
+
+
+@pytest.mark.parametrize(
+    ("record_type", "row"),
+    [
+        ("products", raw_row(product_row(product_id=uid("bad")), price=_ZERO_HUGE_SCALE)),
+        ("products", product_row(product_id=uid("bad"), price=_ZERO_HUGE_SCALE)),
+        ("orders", order_row(order_id=uid("bad"), total_amount="1e999999999")),
+        (
+            "order_items",
+            raw_row(order_item_row(order_item_id=uid("bad")), line_total=_ZERO_HUGE_SCALE),
+        ),
+    ],
+)
+def test_a_strict_upload_with_a_huge_exponent_is_refused_not_crashed(
+    tenant, ndjson, load, record_type, row
+):
+    """strict=true: the row is an `out_of_range` reject and the upload is refused as strict
+    uploads with a reject are (nothing merged), not failed with an internal error."""
+    good = _row(record_type, "good")
+    upload = load(tenant, ndjson(f"{record_type}_1.ndjson", [good, row]), strict=True)
+    field = {"products": "price", "orders": "total_amount", "order_items": "line_total"}
+    assert rejects_of(upload) == [(2, field[record_type], "out_of_range")]
+    assert (upload.state, upload.error_code) == ("failed", "strict_rejected")
+    assert upload.rows_inserted == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "literal"),
+    [("price", '"' + "1" * 60_000 + 'x"'), ("price", '"' + "1" * 60_000 + '.5x"')],
+)
+def test_a_long_numeric_string_is_checked_in_linear_time(tenant, ndjson, load, field, literal):
+    """A string of 60 000 digits and a stray character is an `invalid_type` reject found in
+    linear time (the check once backtracked quadratically: tens of seconds per value), and
+    the message quotes only its start."""
+    row = raw_row(product_row(product_id=uid("bad")), **{field: literal})
+    started = time.monotonic()
+    upload = load(tenant, ndjson("products_1.ndjson", [product_row(), row]))
+    elapsed = time.monotonic() - started
+    assert rejects_of(upload) == [(2, field, "invalid_type")]
+    assert elapsed < 5, f"took {elapsed:.1f} s"
+    assert len(Reject.objects.get(upload=upload).message) < 200
+
+
 def test_rejects_keep_their_order_and_line_numbers_in_a_file_with_many(tenant, ndjson, load):
     """Several bad rows in one file each get their own physical line number."""
     rows = [
@@ -301,6 +436,21 @@ def test_rejects_keep_their_order_and_line_numbers_in_a_file_with_many(tenant, n
         ('"9999999999"', Decimal("9999999999.00")),
         ('"00000000001.5"', Decimal("1.50")),  # 11 digits, 10 significant
         ('"\u0661\u0662.\u0665"', Decimal("12.50")),  # Arabic-Indic digits: 12.5
+        ('"' + "\u0669" * 10 + '.\u0669\u0669"', Decimal("9999999999.99")),
+        # trailing zeros, negative zero and exponents keep their value, within bounds
+        ('"1.500"', Decimal("1.50")),
+        ("1.500", Decimal("1.50")),
+        ("9999999999.990", Decimal("9999999999.99")),
+        ('"1.5' + "0" * 16382 + '"', Decimal("1.50")),  # 16383 decimal places, the most
+        ('"0e-16383"', Decimal("0.00")),
+        ("0E-16383", Decimal("0.00")),
+        ("-0e-5", Decimal("0.00")),
+        ("-0.0", Decimal("0.00")),
+        ('"-0"', Decimal("0.00")),
+        ("0e999999999", Decimal("0.00")),
+        ("1.5E+9", Decimal("1500000000.00")),
+        ("12345e-2", Decimal("123.45")),
+        ("9999999999", Decimal("9999999999.00")),
     ],
 )
 def test_decimals_are_stored_exactly(tenant, ndjson, load, literal, stored):
@@ -324,6 +474,10 @@ def test_decimals_are_stored_exactly(tenant, ndjson, load, literal, stored):
         (3, "0.33", "0.98"),
         (1, 0, 0),
         (2**31 - 1, "0.00", "0.00"),
+        (2, "1.500", "3.000"),
+        (4, "2.5e0", "1e1"),
+        (3, "0e-16383", "0E+9"),
+        (2**31 - 1, "4.65", "9985798958.55"),
     ],
 )
 def test_line_total_within_a_cent_of_quantity_times_unit_price_is_kept(
