@@ -238,12 +238,26 @@ def staging_drop_stale(cursor: Cursor) -> list[str]:
     return dropped
 
 
-def _json_error(exc: Exception) -> str:
+def _json_error(exc: Exception, data: bytes) -> str:
     if isinstance(exc, UnicodeDecodeError):
-        return f"the line is not valid UTF-8 (byte {exc.start})"
+        return _utf8_error(data)
     if isinstance(exc, RecursionError):
         return "JSON nested too deeply"
     return str(exc)
+
+
+def _utf8_error(data: bytes) -> str:
+    """Where a line stops being UTF-8. The JSON decoder's error counts from the start of
+    the string it was reading, not of the line: decoding the line again tells."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = " ".join(f"0x{byte:02x}" for byte in data[exc.start : exc.end])
+        return (
+            f"the line is not valid UTF-8 at byte offset {exc.start} "
+            f"(the line's first byte is offset 0): {bad}, {exc.reason}"
+        )
+    return "the line is not valid UTF-8"
 
 
 def raw_text(data: bytes) -> str:
@@ -308,7 +322,7 @@ def parse_chunks(
                 rejected += 1
                 parts.append(
                     _reject_text(
-                        number, blanks, "", "invalid_json", _json_error(exc), raw_text(data)
+                        number, blanks, "", "invalid_json", _json_error(exc, data), raw_text(data)
                     )
                 )
             else:

@@ -221,6 +221,44 @@ def test_blank_lines_count_as_lines_but_not_rows(tenant, ndjson, load):
     assert_counts_add_up(upload)
 
 
+_C9 = uid("c9").encode()
+
+
+@pytest.mark.parametrize(
+    ("line", "offset", "bad", "reason"),
+    [
+        (b'{"customer_id": "\xff\xfe", "name": "x"}', 17, b"\xff", "invalid start byte"),
+        (
+            b'{"customer_id": "' + _C9 + b'", "name": "Ada \xc3"}',
+            69,
+            b"\xc3",
+            "invalid continuation byte",
+        ),
+        (
+            b'{"customer_id": "' + _C9 + b'", "name": "\xe2\x82"}',
+            65,
+            b"\xe2\x82",
+            "invalid continuation byte",
+        ),
+        (b'{"name\xe9": "x"}', 6, b"\xe9", "invalid continuation byte"),
+        (b'{"name": "caf\xc3\xa9", "email": "a\x80b"}', 29, b"\x80", "invalid start byte"),
+    ],
+)
+def test_an_invalid_utf8_reject_gives_the_offset_of_the_bad_byte_in_its_line(
+    tenant, ndjson, load, line, offset, bad, reason
+):
+    """The message of a line that is not UTF-8 names the offset of its first bad byte from
+    the start of the line (the decoder's own counts from the start of the JSON string)."""
+    assert line[offset : offset + len(bad)] == bad
+    upload = load(tenant, ndjson("customers_1.ndjson", [customer_row(), line]))
+    assert rejects_of(upload) == [(2, "", "invalid_json")]
+    shown = " ".join(f"0x{byte:02x}" for byte in bad)
+    assert Reject.objects.get(upload=upload).message == (
+        f"the line is not valid UTF-8 at byte offset {offset} "
+        f"(the line's first byte is offset 0): {shown}, {reason}"
+    )
+
+
 def test_reject_line_numbers_are_physical_lines_of_the_decompressed_file(tenant, ndjson, load):
     """In a gzip file, a bad row's line number counts the decompressed lines, blanks too."""
     c1, c2 = customers(2)
