@@ -3,7 +3,7 @@
 Migrates the database (the embedded PostgreSQL when DATABASE_URL is unset), starts the web
 server and a Celery worker (scripts/stack.py), creates two tenants and their sample data with
 a few bad lines of every kind (`manage.py generate_data`), uploads it with the bulk CLI
-(scripts/bulk_ingest.py: dependency order, resumable sessions for the large files), which
+(ingest_client: dependency order, resumable sessions for the large files), which
 prints a table per file and the overall rows/s, and stops what it started.
 `--keep-running` leaves the web server and worker up until Ctrl-C.
 """
@@ -43,8 +43,8 @@ def main() -> int:
     django.setup()
     from django.core.management import call_command
 
-    from scripts.bulk_ingest import EXIT_FAILED
-    from scripts.bulk_ingest import main as bulk_ingest
+    from ingest_client import EXIT_FAILED
+    from ingest_client import main as bulk_ingest
     from scripts.stack import running_stack
 
     started = time.perf_counter()

@@ -23,6 +23,11 @@ from scripts.stack import free_port
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
+# the command through its main(), with the test hook set (-c: the project is on sys.path)
+HOOKED = (
+    "import sys; from ingest_client import main; "
+    "sys.exit(main(sys.argv[1:], prog='bulk_ingest.py', stop_after_chunks={chunks}))"
+)
 MODELS = {"customers": Customer, "products": Product, "orders": Order, "order_items": OrderItem}
 
 
@@ -45,13 +50,20 @@ def make_data(
     return folder, written
 
 
-def bulk_ingest(*args: str) -> subprocess.CompletedProcess:
+def bulk_ingest(*args: str, stop_after_chunks: int | None = None) -> subprocess.CompletedProcess:
+    """`python bulk_ingest.py --no-progress ARGS`. With `stop_after_chunks`, the same
+    command's main() is run with that test hook (it is no option of the command): the run
+    stops as if interrupted after that many session chunks."""
+    command = [sys.executable, str(ROOT / "bulk_ingest.py")]
+    if stop_after_chunks is not None:
+        command = [sys.executable, "-c", HOOKED.format(chunks=stop_after_chunks)]
     return subprocess.run(
-        [sys.executable, str(ROOT / "bulk_ingest.py"), "--no-progress", *args],
+        [*command, "--no-progress", *args],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
+        cwd=ROOT,
     )
 
 
@@ -122,7 +134,7 @@ def test_an_interrupted_session_upload_resumes_where_it_stopped(tmp_path, live_s
         "--chunk-size",
         "4KiB",
     )
-    first = bulk_ingest(*args, "--stop-after-chunks", "2")
+    first = bulk_ingest(*args, stop_after_chunks=2)
     assert first.returncode == 2
     assert "interrupted: run the same command again to continue" in first.stderr
     (session,) = UploadSession.objects.all()
@@ -181,7 +193,7 @@ class FlakyProxy:
         self.faults = list(faults)
         self.log: list[tuple[float, str, str, int]] = []
         proxy = self
-        client = httpx.Client(base_url=upstream, timeout=60)
+        self.client = client = httpx.Client(base_url=upstream, timeout=60)
 
         class Handler(BaseHTTPRequestHandler):
             def handle_one(self) -> None:
@@ -229,6 +241,7 @@ class FlakyProxy:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.client.close()  # its kept-alive sockets, else closed (and warned of) by the GC
 
 
 def test_a_429_with_retry_after_and_a_503_are_retried(tmp_path, live_stack):

@@ -1,7 +1,7 @@
-"""The CLI's resumable-session client logic against an in-memory stand-in that follows the
+"""Sending a file through resumable sessions, against an in-memory stand-in that follows the
 sessions contract (create, PATCH chunks at offsets, 409 with the offset, 410, 422, status,
 resume), so the paths a real server rarely shows on cue are exercised: a lost answer, an
-expired session, a stale saved offset. The real server is tested in test_bulk_ingest_cli."""
+expired session, a stale saved offset. The real server is tested in test_bulk_runs."""
 
 from __future__ import annotations
 
@@ -16,15 +16,12 @@ import httpx
 import pytest
 from rich.console import Console
 
-from scripts.bulk_ingest import (
-    FileJob,
-    Options,
-    Reporter,
-    RetryPolicy,
-    Runner,
-    StateFile,
-    Tenant,
-)
+from ingest_client.plan import FileJob, Tenant
+from ingest_client.report import Reporter
+from ingest_client.runner import Options, Runner
+from ingest_client.state import StateFile
+from ingest_client.transport import RetryPolicy
+from ingest_client.upload import offset_of
 
 
 class SessionServer:
@@ -198,8 +195,7 @@ def test_a_stale_saved_offset_is_corrected_by_the_servers_409(server, job, tmp_p
     runner, state, _ = _runner(server, tmp_path, stop_after_chunks=4)
     runner.send(job)
     server.sessions["tok1"]["data"] += job.path.read_bytes()[4096:5120]  # arrived, unrecorded
-    runner, _, _ = _runner(server, tmp_path)
-    runner.options = Options(chunk_size=1024)  # the resume answer is the truth anyway
+    runner, _, _ = _runner(server, tmp_path)  # the resume answer is the truth
     assert runner.send(job).error is None
     assert server.patches == [0, 1024, 2048, 3072, *range(5120, 10_240, 1024)]
 
@@ -255,3 +251,10 @@ def test_a_rerun_after_completion_sends_nothing(server, job, tmp_path):
     assert (result.upload, result.fresh) == (first, False)
     assert len(server.patches) == 10
     assert list(server.sessions) == ["tok1"]
+
+
+def test_the_servers_offset_comes_from_the_header_or_the_body():
+    """A 409 says where to continue: Upload-Offset, else `offset` in the problem body."""
+    assert offset_of(httpx.Response(409, headers={"Upload-Offset": "42"}, json={})) == 42
+    assert offset_of(httpx.Response(409, json={"offset": 7})) == 7
+    assert offset_of(httpx.Response(409, json={})) is None

@@ -1,0 +1,209 @@
+"""The bulk ingestion command: its options (argparse) and `main()`, which runs a plan.
+
+    bulk-ingest --data-dir generated_data --api-url http://localhost:8000
+
+also reachable as `python bulk_ingest.py`, `scripts/bulk_ingest.py` and
+`python -m ingest_client`. Exit codes: see `ingest_client.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from ingest_client.plan import ConfigError, TenantPlan, build_plan, load_tenants
+from ingest_client.report import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Reporter,
+    exit_code,
+    plan_summary,
+    plan_table,
+    print_results,
+)
+from ingest_client.runner import Options, Runner
+from ingest_client.state import STATE_FILE_NAME, MiB, StateFile
+from ingest_client.transport import RetryPolicy, open_client
+
+
+def parse_size(text: str) -> int:
+    """`8MiB`, `512k`, `1048576` -> bytes (binary units)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmg]?)(i?b)?\s*", text.lower())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 8MiB, 512KiB, 1048576)")
+    number, unit = int(match.group(1)), match.group(2)
+    return number * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
+
+
+def _add_what_to_send(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("generated_data"),
+        help="one folder per tenant and tenants.json (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("INGEST_API_URL", "http://localhost:8000"),
+        help="the service's base URL (default: $INGEST_API_URL or %(default)s)",
+    )
+    parser.add_argument(
+        "--tenant-id", help="upload only this tenant (its id or its name in tenants.json)"
+    )
+    parser.add_argument(
+        "--api-key",
+        help="use this API key instead of the manifest's (without tenants.json: upload the "
+        "files of --data-dir itself for this key)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan in order and upload nothing"
+    )
+
+
+def _add_how_to_send(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--parallel", type=int, default=4, help="files sent at once (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--session-threshold",
+        type=parse_size,
+        default=8 * MiB,
+        help="files larger than this go through resumable sessions (default: 8MiB)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=parse_size,
+        default=4 * MiB,
+        help="bytes per session chunk (default: 4MiB)",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        help=f"where the resume state is kept (default: DATA_DIR/{STATE_FILE_NAME})",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=8,
+        help="attempts per request on connection errors, 5xx and 429 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for one HTTP response (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds to wait for a stage's uploads to be processed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (the table still prints)"
+    )
+
+
+def parse_args(argv: Sequence[str] | None, *, prog: str | None = None) -> argparse.Namespace:
+    """The command's options; `prog` names the command in --help (default: argv[0])."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Upload a data directory (one folder per tenant and tenants.json) through "
+        "the HTTP API, in dependency order, resumably and idempotently.",
+        epilog="Exit codes: 0 every file completed with no rejected or pending rows; 1 every "
+        "file was processed but some rows were rejected or are pending; 2 a file failed or "
+        "could not be sent (a refused API key included), or the run was interrupted.",
+    )
+    _add_what_to_send(parser)
+    _add_how_to_send(parser)
+    args = parser.parse_args(argv)
+    if args.parallel < 1 or args.retries < 1 or args.chunk_size < 1:
+        parser.error("--parallel, --retries and --chunk-size must be at least 1")
+    return args
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    console: Console | None = None,
+    prog: str | None = None,
+    stop_after_chunks: int | None = None,
+) -> int:
+    """Run the command; returns the exit code. `stop_after_chunks` is a test hook, not an
+    option: the run stops as if interrupted after that many session chunks."""
+    args = parse_args(argv, prog=prog)
+    width = None if sys.stdout.isatty() else 132  # piped: wide enough for the table
+    console = console or Console(highlight=False, width=width)
+    errors = Console(stderr=True, highlight=False, width=width, soft_wrap=True)
+    try:
+        tenants = load_tenants(args.data_dir, tenant_id=args.tenant_id, api_key=args.api_key)
+        plans = build_plan(tenants, session_threshold=args.session_threshold)
+    except (ConfigError, OSError) as exc:
+        errors.print(f"[red]error:[/] {escape(str(exc))}")
+        return EXIT_FAILED
+    if not any(plan.jobs for plan in plans):
+        where = escape(str(args.data_dir))
+        errors.print(f"[red]error:[/] no .ndjson or .jsonl files (or .gz, .zst) in {where}")
+        return EXIT_FAILED
+    if args.dry_run:
+        console.print(plan_table(plans, chunk_size=args.chunk_size))
+        console.print(plan_summary(plans))
+        return EXIT_OK
+    options = Options(
+        parallel=args.parallel,
+        chunk_size=args.chunk_size,
+        session_threshold=args.session_threshold,
+        wait_timeout=args.wait_timeout,
+        stop_after_chunks=stop_after_chunks,
+    )
+    return _upload(plans, args, options, console=console, errors=errors)
+
+
+def _upload(
+    plans: Sequence[TenantPlan],
+    args: argparse.Namespace,
+    options: Options,
+    *,
+    console: Console,
+    errors: Console,
+) -> int:
+    """Run the plans with progress bars, then print the results; the exit code."""
+    stop = threading.Event()
+    state = StateFile(args.state_file or args.data_dir / STATE_FILE_NAME)
+    started = time.perf_counter()
+    with (
+        open_client(args.api_url, timeout=args.timeout, connections=4 * args.parallel) as client,
+        Reporter(console, enabled=not args.no_progress) as reporter,
+    ):
+        for plan in plans:
+            for job in plan.jobs:
+                reporter.add(job)
+        runner = Runner(
+            client=client,
+            policy=RetryPolicy(attempts=args.retries),
+            state=state,
+            reporter=reporter,
+            options=options,
+            stop=stop,
+        )
+        try:
+            results = runner.run(plans)
+        except KeyboardInterrupt:
+            errors.print("[red]stopped.[/] Run the same command again to continue.")
+            return EXIT_FAILED
+    print_results(results, time.perf_counter() - started, console=console, errors=errors)
+    if stop.is_set():
+        errors.print(
+            f"[yellow]interrupted:[/] run the same command again to continue "
+            f"(state: {escape(str(state.path))})"
+        )
+    return exit_code(results)
