@@ -50,6 +50,7 @@ MIDDLEWARE = [
     "apps.core.middleware.HeadMiddleware",  # outermost: no HEAD answer carries a body
     "apps.core.middleware.AccessMiddleware",  # access log and HTTP metrics
     "apps.core.middleware.ProblemJSONMiddleware",
+    "apps.core.middleware.TrailingSlashMiddleware",  # before CommonMiddleware's APPEND_SLASH
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn too
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -147,6 +148,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "apps.core.api.problem_exception_handler",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "apps.core.negotiation.ContentNegotiation",
     "DEFAULT_THROTTLE_RATES": {"api_key": os.environ.get("API_RATE_LIMIT", "600/min")},
     "UNAUTHENTICATED_USER": None,
 }

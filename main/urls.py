@@ -1,6 +1,7 @@
 from django.db import connection
 from django.http import JsonResponse
 from django.urls import include, path
+from django.views.decorators.http import require_safe
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
@@ -8,10 +9,12 @@ from apps.core.api import json_not_found, json_server_error
 from apps.core.metrics import metrics_view
 
 
+@require_safe
 def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
+@require_safe
 def readyz(request):
     """Ready when the database answers and the broker accepts a connection."""
     from main.celery import app
@@ -47,7 +50,7 @@ class SchemaApi(SpectacularAPIView):
 urlpatterns = [
     path("healthz", healthz),
     path("readyz", readyz),
-    path("metrics", metrics_view),  # Prometheus; no key
+    path("metrics", require_safe(metrics_view)),  # Prometheus; no key
     path("api/v1/schema/", SchemaApi.as_view(), name="schema"),
     path("api/v1/ingest/", include("apps.ingestions.urls")),
     path("dashboard/", include("apps.dashboard.urls")),

@@ -3,6 +3,7 @@ pagination and throttles."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.http import JsonResponse
@@ -84,12 +85,20 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     }.get(response.status_code, "Bad request" if response.status_code < 500 else "Server error")
     extra = {}
     if isinstance(exc, exceptions.ValidationError) and isinstance(response.data, dict):
-        extra["errors"] = response.data
+        extra["errors"] = _plain(response.data)  # plain str: any renderer can write it
     body = problem(response.status_code, title, str(detail), code, **extra)
     headers = {
         k: v for k, v in response.items() if k in ("Retry-After", "WWW-Authenticate", "Allow")
     }
     return _problem_response(body, headers)
+
+
+def _plain(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {str(k): _plain(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain(v) for v in data]
+    return str(data)
 
 
 def _flatten(data: Any) -> str:
@@ -131,9 +140,67 @@ class KeyRateThrottle(SimpleRateThrottle):
         }
 
 
+_DIGITS = re.compile(r"[0-9]{1,18}")  # 18 digits always fit a bigint
+
+
+def ascii_int(text: str) -> int | None:
+    """The one reading of a number a client wrote (a header, a query parameter): ASCII
+    digits only, at most 18 of them, else None. `'²'.isdigit()` is True (and int() then
+    fails), and int() reads '٣' as 3 and '1_0' as 10."""
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
+def single_value(params, name: str) -> str | None:
+    """A query parameter or form field (of a QueryDict) that takes one value: None when
+    absent, 400 when given twice (which of the two was meant is anyone's guess)."""
+    values = params.getlist(name)
+    if len(values) > 1:
+        raise exceptions.ValidationError({name: [f"Give {name} once, not {len(values)} times."]})
+    return values[0] if values else None
+
+
+def query_params(serializer_class: type[serializers.Serializer], request) -> dict:
+    """The query parameters `serializer_class` declares, validated: an unknown value is a
+    400 that names the parameter and the values it takes (see `choice_param`)."""
+    fields = serializer_class().fields
+    values = {name: single_value(request.query_params, name) for name in fields}
+    data = {name: value for name, value in values.items() if value is not None}
+    params = serializer_class(data=data)
+    params.is_valid(raise_exception=True)
+    return params.validated_data
+
+
+def choice_param(choices, **kwargs) -> serializers.ChoiceField:
+    """An optional query parameter with a fixed set of values; its 400 lists them."""
+    choices = list(choices)
+    message = f'"{{input}}" is not one of: {", ".join(choices)}.'
+    return serializers.ChoiceField(
+        choices=choices, required=False, error_messages={"invalid_choice": message}, **kwargs
+    )
+
+
 class Pagination(LimitOffsetPagination):
+    """`limit` (1 to 1000, default 50) and `offset`; anything else given for them is a 400,
+    not quietly the default."""
+
     default_limit = 50
     max_limit = 1000
+
+    def get_limit(self, request) -> int:
+        return self._number(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
+
+    def get_offset(self, request) -> int:
+        return self._number(request, self.offset_query_param, 0, 0, None)
+
+    def _number(self, request, name: str, default: int, low: int, high: int | None) -> int:
+        raw = single_value(request.query_params, name)
+        if raw is None:
+            return default
+        value = ascii_int(raw)
+        if value is None or value < low or (high is not None and value > high):
+            wanted = f"an integer from {low} to {high}" if high else "a non-negative integer"
+            raise exceptions.ValidationError({name: [f"Must be {wanted}, not {raw!r}."]})
+        return value
 
 
 class TenantApiView(APIView):
@@ -146,4 +213,13 @@ class TenantApiView(APIView):
         return self.request.auth
 
 
-__all__ = ["TenantApiView", "Pagination", "problem", "status"]
+__all__ = [
+    "Pagination",
+    "TenantApiView",
+    "ascii_int",
+    "choice_param",
+    "problem",
+    "query_params",
+    "single_value",
+    "status",
+]

@@ -3,6 +3,7 @@ import time
 
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.http import Http404, JsonResponse, UnreadablePostError
+from django.urls import is_valid_path
 
 from apps.core.api import PROBLEM_JSON, problem
 from apps.core.logs import log_fresh, log_reset
@@ -79,6 +80,31 @@ class AccessMiddleware:
             log_reset(token)
 
 
+class TrailingSlashMiddleware:
+    """A path that names a route only once its trailing slash is added (or removed) is
+    answered by that route. APPEND_SLASH would redirect instead, which drops a POST's body
+    (and in debug mode Django refuses with a 500); only a GET or HEAD outside the API is
+    still redirected, so a dashboard page keeps one address."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        path = request.path_info
+        urlconf = getattr(request, "urlconf", None)
+        if path != "/" and not is_valid_path(path, urlconf):
+            other = path[:-1] if path.endswith("/") else f"{path}/"
+            redirected = (
+                request.method in ("GET", "HEAD")
+                and other.endswith("/")
+                and not path.startswith("/api/")
+            )
+            if not redirected and is_valid_path(other, urlconf):
+                request.path = request.path.removesuffix(path) + other
+                request.path_info = other
+        return self.get_response(request)
+
+
 class ProblemJSONMiddleware:
     """Errors that never reach a DRF view (unknown URLs, Django's own 4xx/5xx pages, an
     exception in a plain view) answer as application/problem+json, never an HTML page;
@@ -103,11 +129,17 @@ class ProblemJSONMiddleware:
             detail = (
                 f"No resource at {request.path}."
                 if code == 404
+                else f'Method "{request.method}" not allowed.'
+                if code == 405
                 else "The server failed to handle this request."
                 if code >= 500
                 else "The request was refused."
             )
-            return _problem(code, detail)
+            problem_response = _problem(code, detail)
+            for name in _KEPT_HEADERS:  # a 405 must say what is allowed
+                if name in response:
+                    problem_response[name] = response[name]
+            return problem_response
         return response
 
     def process_exception(self, request, exception):
@@ -125,6 +157,9 @@ class ProblemJSONMiddleware:
         response = _problem(500, "The server failed to handle this request.")
         response._has_been_logged = True  # logged above, with the traceback
         return response
+
+
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
 def _problem(status: int, detail: str, *, code: str | None = None) -> JsonResponse:

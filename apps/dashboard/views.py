@@ -4,6 +4,7 @@ polls to refresh itself. Every number is formatted here, once, for both."""
 from __future__ import annotations
 
 import functools
+import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -19,7 +20,7 @@ from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from apps.core.api import json_not_found
+from apps.core.api import PROBLEM_JSON, ascii_int, json_not_found, problem
 from apps.dashboard.auth import Viewer, sign_in_tenant, sign_out, viewer_of, viewer_required
 from apps.dashboard.forms import ApiKeySignInForm, StaffSignInForm
 from apps.dashboard.selectors import (
@@ -118,6 +119,15 @@ class _NotFound(Exception):
     pass
 
 
+class _BadQuery(Exception):
+    """A query parameter with a value it does not take: 400, naming it and what it takes."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
 def _scope(request: HttpRequest, viewer: Viewer) -> tuple[Scope, str]:
     """A tenant sees itself; staff see every tenant, or the one `?tenant=` names."""
     if viewer.tenant is not None:
@@ -125,6 +135,10 @@ def _scope(request: HttpRequest, viewer: Viewer) -> tuple[Scope, str]:
     tenant_id = request.GET.get("tenant", "")
     if not tenant_id:
         return UNSCOPED_ALL_TENANTS, ""
+    try:
+        uuid.UUID(tenant_id)
+    except ValueError:
+        raise _BadQuery("tenant", f"{tenant_id!r} is not a tenant id (a UUID).") from None
     tenant = tenant_find(tenant_id=tenant_id)
     if tenant is None:
         raise _NotFound
@@ -135,7 +149,7 @@ def _overview(request: HttpRequest, viewer: Viewer) -> dict:
     scope, tenant_filter = _scope(request, viewer)
     window = request.GET.get("window", DEFAULT_WINDOW)
     if window not in WINDOWS:
-        window = DEFAULT_WINDOW
+        raise _BadQuery("window", f"{window!r} is not one of: {', '.join(WINDOWS)}.")
     length, buckets = WINDOWS[window]
     uploads = upload_recent(tenant=scope, limit=UPLOADS_SHOWN)
     series = throughput_series(tenant=scope, window=length, buckets=buckets, now=timezone.now())
@@ -157,18 +171,23 @@ def _overview(request: HttpRequest, viewer: Viewer) -> dict:
 def _page(view):
     """Private, per-viewer pages: never cached, never framed, and CSRF-protected (their
     sign-out form needs the token of the cookie this sets; no CSRF middleware is on)."""
-    return never_cache(xframe_options_deny(csrf_protect(_not_found_as_404(view))))
+    return never_cache(xframe_options_deny(csrf_protect(_client_errors(view))))
 
 
-def _not_found_as_404(view):
-    # answered here, as the API's problem+json 404: an exception escaping a plain view is
-    # turned into a 500 by the problem+json middleware
+def _client_errors(view):
+    # answered here, as the API's problem+json 404 and 400: an exception escaping a plain
+    # view is turned into a 500 by the problem+json middleware
     @functools.wraps(view)
     def wrapped(request, *args, **kwargs):
         try:
             return view(request, *args, **kwargs)
         except _NotFound:
             return json_not_found(request)
+        except _BadQuery as exc:
+            body = problem(
+                400, "Bad request", str(exc), "invalid", errors={exc.name: [exc.message]}
+            )
+            return JsonResponse(body, status=400, content_type=PROBLEM_JSON)
 
     return wrapped
 
@@ -194,7 +213,7 @@ def dashboard_index(request: HttpRequest, viewer: Viewer):
 
 
 @never_cache
-@_not_found_as_404
+@_client_errors
 @require_safe
 @viewer_required(json=True)
 def dashboard_data(request: HttpRequest, viewer: Viewer):
@@ -204,13 +223,16 @@ def dashboard_data(request: HttpRequest, viewer: Viewer):
 @_page
 @require_safe
 @viewer_required()
-def upload_errors(request: HttpRequest, viewer: Viewer, upload_id: str):
+def upload_errors(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
     scope = viewer.tenant or UNSCOPED_ALL_TENANTS
     upload = upload_find(tenant=scope, upload_id=upload_id)
     if upload is None:
         raise _NotFound
     paginator = Paginator(reject_list(tenant=scope, upload=upload), REJECTS_PER_PAGE)
-    page = paginator.get_page(request.GET.get("page"))
+    number = ascii_int(request.GET.get("page", "1"))
+    if not number:
+        raise _BadQuery("page", "Must be a page number from 1.")
+    page = paginator.get_page(number)  # past the last page: the last, as a pager expects
     context = {
         "viewer": viewer,
         "upload": _upload_json(upload),

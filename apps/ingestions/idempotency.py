@@ -10,6 +10,7 @@ its parameters, so a retry with a new multipart boundary still matches.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,11 +19,12 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.core.errors import ConflictError, UnprocessableError
+from apps.core.errors import ApplicationError, ConflictError, UnprocessableError
 from apps.ingestions.models import IdempotencyKey
 from apps.tenants.models import Tenant
 
 IN_FLIGHT_ABANDONED_AFTER = timedelta(minutes=15)  # a crashed request frees its key
+_KEY = re.compile(r"[\x20-\x7e]{1,255}")  # an RFC 8941 string's characters; never a NUL
 
 
 def request_fingerprint(*, method: str, path: str, sha256: str, params: dict) -> str:
@@ -46,8 +48,10 @@ def _expired(row: IdempotencyKey) -> bool:
 def idempotency_begin(*, tenant: Tenant, key: str) -> IdempotencyKey | None:
     """Claim the key for a new request. Returns None when the key is already taken (done
     or in flight); `idempotency_check` then says what to answer."""
-    if len(key) > 255 or not key.strip():
-        raise UnprocessableError("Idempotency-Key must be 1 to 255 characters.", code="bad_key")
+    if not _KEY.fullmatch(key) or not key.strip():
+        raise ApplicationError(
+            "Idempotency-Key must be 1 to 255 printable ASCII characters.", code="bad_key"
+        )
     try:
         with transaction.atomic():
             return IdempotencyKey.objects.create(tenant=tenant, key=key, fingerprint="")

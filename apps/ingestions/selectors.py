@@ -34,8 +34,11 @@ def upload_get(*, tenant: Tenant, upload_id) -> Upload | None:
     return Upload.objects.filter(tenant=tenant, id=parsed).first()
 
 
-def reject_list(*, tenant: Tenant, upload: Upload) -> QuerySet[Reject]:
-    return Reject.objects.filter(upload=upload, upload__tenant=tenant).order_by("line", "id")
+def reject_list(*, tenant: Tenant, upload: Upload, code: str | None = None) -> QuerySet[Reject]:
+    rejects = Reject.objects.filter(upload=upload, upload__tenant=tenant)
+    if code:
+        rejects = rejects.filter(code=code)
+    return rejects.order_by("line", "id")
 
 
 def session_get(*, tenant: Tenant, token: str) -> UploadSession | None:

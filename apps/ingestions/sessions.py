@@ -51,6 +51,9 @@ from apps.tenants.models import Tenant
 logger = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# What `secrets.token_hex(16)` makes: the session and tus URLs route only this, and a
+# token header of any other form is no session (no lock is taken for it, nothing queried).
+SESSION_TOKEN = re.compile(r"[0-9a-f]{32}")
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 
 
@@ -127,7 +130,7 @@ def session_create(
     with transaction.atomic():
         blob = Blob.objects.create(sha256="", size_bytes=0)
         return UploadSession.objects.create(
-            token=secrets.token_hex(16),
+            token=secrets.token_hex(16),  # SESSION_TOKEN
             tenant=tenant,
             filename=filename,
             size=size,
@@ -200,6 +203,8 @@ def session_append(
     A chunk is stored whole or not at all, except with `keep_partial` (tus, whose clients
     ask the offset and resume from it): then each piece that arrived whole is kept and
     counted when the chunk breaks off, and never a byte that did not arrive."""
+    if not SESSION_TOKEN.fullmatch(token):
+        raise _not_found()
     if not _session_lock(token):
         session = session_lookup(tenant=tenant, token=token)
         raise _offset_conflict(
@@ -362,12 +367,16 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
 def session_lookup(*, tenant: Tenant, token: str) -> UploadSession:
     """The tenant's session (404 for anyone else's); an open one past its expiry is
     expired on the spot, without waiting for the periodic job."""
-    session = session_get(tenant=tenant, token=token)
+    session = session_get(tenant=tenant, token=token) if SESSION_TOKEN.fullmatch(token) else None
     if session is None:
-        raise NotFoundError("No such upload session.", code="not_found")
+        raise _not_found()
     if session.state == SessionState.OPEN and session.expires_at <= timezone.now():
         _session_mark_expired(session)
     return session
+
+
+def _not_found() -> NotFoundError:
+    return NotFoundError("No such upload session.", code="not_found")
 
 
 @dataclass(frozen=True)
@@ -447,6 +456,7 @@ def session_expire(*, now=None) -> int:
 
 
 __all__ = [
+    "SESSION_TOKEN",
     "ChecksumMismatchError",
     "ChunkChecksum",
     "ChunkOutcome",

@@ -1,17 +1,36 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from apps.ingestions import apis
+from apps.ingestions.sessions import SESSION_TOKEN
 
+
+class SessionTokenConverter:
+    """A session token as sessions are given them; any other path is no route (404), so
+    nothing a client wrote there (a NUL byte, say) reaches a query."""
+
+    regex = SESSION_TOKEN.pattern
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(SessionTokenConverter, "token")
+
+# Each path also answers without (or, for tus, with) its trailing slash:
+# apps.core.middleware.TrailingSlashMiddleware.
 urlpatterns = [
     path("comprehensive/", apis.UploadCreateApi.as_view(), name="ingest-comprehensive"),
     path("orders/", apis.LegacyOrdersUploadApi.as_view(), name="ingest-orders-legacy"),
     path("uploads/", apis.UploadListApi.as_view(), name="upload-list"),
-    path("uploads/<str:upload_id>/", apis.UploadDetailApi.as_view(), name="upload-detail"),
-    path("uploads/<str:upload_id>/errors/", apis.UploadErrorsApi.as_view(), name="upload-errors"),
+    path("uploads/<uuid:upload_id>/", apis.UploadDetailApi.as_view(), name="upload-detail"),
+    path("uploads/<uuid:upload_id>/errors/", apis.UploadErrorsApi.as_view(), name="upload-errors"),
     path("sessions/", apis.SessionCreateApi.as_view(), name="session-create"),
-    path("sessions/<str:token>/", apis.SessionDetailApi.as_view(), name="session-detail"),
-    path("sessions/<str:token>/status/", apis.SessionStatusApi.as_view(), name="session-status"),
-    path("sessions/<str:token>/resume/", apis.SessionResumeApi.as_view(), name="session-resume"),
+    path("sessions/<token:token>/", apis.SessionDetailApi.as_view(), name="session-detail"),
+    path("sessions/<token:token>/status/", apis.SessionStatusApi.as_view(), name="session-status"),
+    path("sessions/<token:token>/resume/", apis.SessionResumeApi.as_view(), name="session-resume"),
     path("tus/", apis.TusCreateApi.as_view(), name="tus-create"),
-    path("tus/<str:token>", apis.TusUploadApi.as_view(), name="tus-upload"),
+    path("tus/<token:token>", apis.TusUploadApi.as_view(), name="tus-upload"),
 ]

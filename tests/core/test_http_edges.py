@@ -5,11 +5,16 @@ gunicorn on a kept-alive connection: Django's test client strips HEAD bodies by 
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import socket
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
+from apps.ingestions.models import Blob, Upload
 from apps.tenants.services import tenant_create
 from scripts.stack import BIN, free_port, running_processes, wait_ready
 from tests.factories import database_url_of_tests, ingest_stored
@@ -188,3 +193,424 @@ def test_a_tus_head_error_has_no_body(connect, stored, headers, status):
     assert connection.nothing_more()
     connection.send("GET", "/healthz")
     assert connection.answer()[0] == 200
+
+
+# --- through Django's test client ------------------------------------------------------------
+
+UPLOADS = "/api/v1/ingest/uploads/"
+SESSIONS = "/api/v1/ingest/sessions/"
+TUS = "/api/v1/ingest/tus/"
+COMPREHENSIVE = "/api/v1/ingest/comprehensive/"
+CHUNK = "application/offset+octet-stream"
+V = {"Tus-Resumable": "1.0.0"}
+CUSTOMERS = ndjson_bytes([customer_row()])
+
+
+@pytest.fixture
+def api(db):
+    """A DRF test client sending a key of a fresh tenant."""
+    from rest_framework.test import APIClient
+
+    tenant, issued = tenant_create(name="Edges")
+    client = APIClient(raise_request_exception=False)
+    client.credentials(HTTP_X_API_KEY=issued.raw)
+    client.tenant = tenant
+    return client
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def session_of(api, **body) -> str:
+    body = {"filename": "customers_1.ndjson", "size": len(CUSTOMERS), **body}
+    response = api.post(SESSIONS, body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()["token"]
+
+
+def assert_problem(response, status: int) -> dict:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    return body
+
+
+def send(api, method: str, path: str, *, data=b"", content_type=CHUNK, headers=None):
+    return api.generic(method, path, data, content_type=content_type, headers=headers or {})
+
+
+# NUL bytes wherever a client's string could reach a text column: 400 or 404, never 500.
+NUL_REQUESTS = [
+    ("GET", f"{UPLOADS}?state=%00", {}, 400),
+    ("GET", f"{UPLOADS}?type=%00", {}, 400),
+    ("GET", f"{UPLOADS}%00/", {}, 404),
+    ("GET", f"{UPLOADS}%00/errors/", {}, 404),
+    ("GET", f"{UPLOADS}{UPLOAD_ID}/errors/?code=%00", {}, 400),
+    ("GET", f"{SESSIONS}%00/", {}, 404),
+    ("PATCH", f"{SESSIONS}%00/", {"Upload-Offset": "0"}, 404),
+    ("DELETE", f"{SESSIONS}%00/", {}, 404),
+    ("GET", f"{SESSIONS}%00/status/", {}, 404),
+    ("POST", f"{SESSIONS}%00/resume/", {}, 404),
+    ("HEAD", f"{TUS}%00", V, 404),
+    ("PATCH", f"{TUS}%00", {**V, "Upload-Offset": "0"}, 404),
+    ("DELETE", f"{TUS}%00", V, 404),
+    ("POST", f"{COMPREHENSIVE}?filename=customers_a%00b.ndjson", {}, 400),
+    ("POST", f"{COMPREHENSIVE}?filename=customers_a%01b.ndjson", {}, 400),
+    ("POST", f"{COMPREHENSIVE}?type=%00", {}, 400),
+    (
+        "POST",
+        COMPREHENSIVE,
+        {"Content-Disposition": "attachment; filename*=UTF-8''customers_a%00b.ndjson"},
+        400,
+    ),
+    ("POST", COMPREHENSIVE, {"Idempotency-Key": "a\x00b"}, 400),
+    ("POST", COMPREHENSIVE, {"Upload-Token": "\x00", "Upload-Offset": "0"}, 404),
+    ("POST", COMPREHENSIVE, {"Upload-Token": TOKEN[:-1] + "\x00", "Upload-Offset": "0"}, 404),
+    ("POST", TUS, {**V, "Upload-Length": "9", "Upload-Metadata": "filename YQBiLm5kanNvbg=="}, 400),
+    ("POST", TUS, {**V, "Upload-Length": "9", "Upload-Metadata": "file\x00name YQ=="}, 400),
+    ("GET", UPLOADS, {"X-API-Key": "ck_\x00_x"}, 401),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "status"), NUL_REQUESTS)
+def test_a_nul_byte_anywhere_is_a_client_error(api, method, path, headers, status):
+    """NUL bytes (PostgreSQL refuses them in text) are 400 or 404 problem+json, never 500."""
+    chunk = "tus" in path or "sessions" in path or "Upload-Token" in headers
+    if "X-API-Key" in headers:
+        api.credentials()
+    content_type = CHUNK if chunk else "application/x-ndjson"
+    response = send(api, method, path, data=CUSTOMERS, content_type=content_type, headers=headers)
+    assert response.status_code == status, response.content
+    if method != "HEAD":
+        assert response["Content-Type"] == PROBLEM
+
+
+@pytest.mark.parametrize("filename", ["a\x00b.ndjson", "a\x01b.ndjson", "a\nb.ndjson"])
+def test_a_control_character_in_a_session_file_name_is_400(api, filename):
+    """The session JSON's file name is checked like every other file name."""
+    response = api.post(SESSIONS, {"filename": filename, "size": 9}, format="json")
+    assert_problem(response, 400)
+
+
+@pytest.mark.parametrize(
+    ("via", "detail"),
+    [
+        ("session", "Upload-Offset must be a non-negative integer."),
+        ("comprehensive", "Upload-Offset must be a non-negative integer."),
+        ("tus", "Upload-Offset must be a non-negative integer."),
+    ],
+)
+@pytest.mark.parametrize("digits", ["²", "٣", "-1", "1.0", " 1 2", "9" * 30])
+def test_a_non_ascii_digit_in_upload_offset_is_400(api, via, detail, digits):
+    """Only ASCII digits make a number: `'²'.isdigit()` is True and `int('٣')` is 3."""
+    if via == "tus":
+        created = api.post(
+            TUS, headers={**V, "Upload-Length": "9", "Upload-Metadata": "filename YQ=="}
+        )
+        path, headers = created["Location"], {**V, "Upload-Offset": digits}
+        response = send(api, "PATCH", path, headers=headers, data=b"x")
+    elif via == "session":
+        token = session_of(api)
+        response = send(api, "PATCH", f"{SESSIONS}{token}/", headers={"Upload-Offset": digits})
+    else:
+        token = session_of(api)
+        headers = {"Upload-Offset": digits, "Upload-Token": token}
+        response = send(api, "POST", COMPREHENSIVE, headers=headers, data=b"x")
+    assert assert_problem(response, 400)["detail"].startswith(detail.removesuffix("."))
+
+
+@pytest.mark.parametrize("digits", ["²", "٣", "-1", "", "1e3"])
+def test_a_non_ascii_digit_in_upload_length_is_400(api, digits):
+    response = api.post(
+        TUS, headers={**V, "Upload-Length": digits, "Upload-Metadata": "filename YQ=="}
+    )
+    assert_problem(response, 400)
+
+
+@pytest.mark.parametrize("digits", ["²", "٣", "x"])
+def test_a_non_ascii_digit_in_content_length_is_400(api, digits):
+    """A Content-Length that is no number (gunicorn refuses it first; the app must too)."""
+    response = api.generic(
+        "POST",
+        f"{COMPREHENSIVE}?filename=customers_1.ndjson",
+        CUSTOMERS,
+        content_type="application/x-ndjson",
+        CONTENT_LENGTH=digits,
+    )
+    assert_problem(response, 400)
+
+
+# --- paths with or without their trailing slash ------------------------------------------------
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_a_post_without_the_trailing_slash_is_answered_like_with_it(api, settings, debug):
+    """No redirect that would drop the body, and no 500 in debug mode."""
+    settings.DEBUG = debug
+    response = api.post(
+        COMPREHENSIVE.rstrip("/"),
+        {"file": SimpleUploadedFile("customers_1.ndjson", CUSTOMERS)},
+        format="multipart",
+    )
+    assert response.status_code == 202, response.content
+    assert response.json()["url"].endswith(f"{UPLOADS}{response.json()['id']}/")
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_every_api_route_answers_with_and_without_its_trailing_slash(api, settings, debug):
+    """Each API operation works from both spellings of its path: same status as the
+    canonical one, never a redirect or a 5xx."""
+    settings.DEBUG = debug
+    token = session_of(api)
+    upload = ingest_stored(api.tenant, "customers_1.ndjson", CUSTOMERS)
+    for method, path, kwargs, status in [
+        ("GET", UPLOADS, {}, 200),
+        ("GET", f"{UPLOADS}{upload.id}/", {}, 200),
+        ("GET", f"{UPLOADS}{upload.id}/errors/", {}, 200),
+        ("GET", f"{SESSIONS}{token}/", {}, 200),
+        ("GET", f"{SESSIONS}{token}/status/", {}, 200),
+        ("POST", f"{SESSIONS}{token}/resume/", {}, 200),
+        ("POST", SESSIONS, {"data": {"filename": "customers_1.ndjson", "size": 3}}, 201),
+        ("GET", "/api/v1/schema/", {}, 200),
+        ("HEAD", f"{TUS}{token}", {"headers": V}, 200),
+        ("POST", "/api/v1/ingest/orders/", {"data": {}}, 400),
+    ]:
+        for spelling in (path, path.rstrip("/") if path.endswith("/") else path + "/"):
+            format = "json" if "data" in kwargs else None
+            response = api.generic(method, spelling, **_body(kwargs, format))
+            assert response.status_code == status, (method, spelling, response.content)
+
+
+def _body(kwargs: dict, format: str | None) -> dict:
+    if format == "json":
+        return {
+            "data": json.dumps(kwargs["data"]),
+            "content_type": "application/json",
+            **{k: v for k, v in kwargs.items() if k != "data"},
+        }
+    return kwargs
+
+
+def test_a_form_post_to_the_dashboard_without_its_slash_is_no_500(client, settings):
+    """The sign-in form posted to /dashboard/login (no slash), in debug mode."""
+    settings.DEBUG = True
+    response = client.post("/dashboard/login", {"api_key": "nope"})
+    assert response.status_code == 200
+    assert b"The API key is unknown or revoked." in response.content
+
+
+def test_a_get_on_the_dashboard_without_its_slash_still_redirects(db, client):
+    assert client.get("/dashboard").status_code == 301
+
+
+# --- unknown filter values, pagination -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "allowed"),
+    [
+        ("state=bogus", "state", "received, queued, waiting, processing, completed"),
+        ("type=order", "type", "customers, products, orders, order_items"),
+        ("state=queued&state=failed", "state", "once"),
+    ],
+)
+def test_an_unknown_filter_value_on_the_uploads_list_is_400(api, query, name, allowed):
+    """The problem names the parameter and the values it takes."""
+    body = assert_problem(api.get(f"{UPLOADS}?{query}"), 400)
+    assert body["detail"].startswith(f"{name}: ")
+    assert allowed in body["detail"]
+    assert body["errors"][name]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=abc",
+        "limit=-1",
+        "limit=0",
+        "limit=1001",
+        "limit=٣",
+        "limit=²",
+        "limit=",
+        "offset=x",
+        "offset=-1",
+        "offset=٣",
+        "offset=1.5",
+        "limit=1&limit=2",
+    ],
+)
+@pytest.mark.parametrize("path", [UPLOADS, f"{UPLOADS}{{upload}}/errors/"])
+def test_a_bad_limit_or_offset_is_400(api, query, path):
+    upload = ingest_stored(api.tenant, "customers_1.ndjson", CUSTOMERS)
+    body = assert_problem(api.get(f"{path.format(upload=upload.id)}?{query}"), 400)
+    assert body["detail"].startswith(query.split("=")[0] + ": ")
+
+
+def test_good_limits_and_offsets_page_through(api):
+    ingest_stored(api.tenant, "customers_1.ndjson", CUSTOMERS)
+    ingest_stored(api.tenant, "customers_2.ndjson", ndjson_bytes([customer_row(email="z@x.io")]))
+    page = api.get(f"{UPLOADS}?limit=1&offset=1").json()
+    assert (page["count"], len(page["results"])) == (2, 1)
+    assert api.get(f"{UPLOADS}?limit=1000&offset=0").status_code == 200
+
+
+BAD_EMAIL = customer_row(customer_id=uid("bad-email"), email="nope")
+
+
+@pytest.mark.parametrize("ndjson_format", [False, True])
+def test_the_errors_list_filters_by_reject_code_and_refuses_unknown_codes(api, ndjson_format):
+    """`?code=` keeps the rejects of one code; an unknown code is 400 naming the codes."""
+    rows = [customer_row(customer_id="nope"), BAD_EMAIL, customer_row(customer_id=uid("ok"))]
+    upload = ingest_stored(api.tenant, "customers_1.ndjson", ndjson_bytes(rows))
+    url = f"{UPLOADS}{upload.id}/errors/?" + ("format=ndjson&" if ndjson_format else "")
+    response = api.get(url + "code=invalid_email")
+    assert response.status_code == 200
+    lines = (
+        [json.loads(line) for line in response.getvalue().splitlines()]
+        if ndjson_format
+        else response.json()["results"]
+    )
+    assert [(r["line"], r["code"]) for r in lines] == [(2, "invalid_email")]
+    body = assert_problem(api.get(url + "code=bogus"), 400)
+    assert body["detail"].startswith("code: ")
+    assert "invalid_json, not_an_object" in body["detail"]
+
+
+def test_an_unknown_format_on_the_errors_list_is_400(api):
+    upload = ingest_stored(api.tenant, "customers_1.ndjson", CUSTOMERS)
+    body = assert_problem(api.get(f"{UPLOADS}{upload.id}/errors/?format=xml"), 400)
+    assert body["detail"].startswith("format: ")
+    assert "json, ndjson" in body["detail"]
+
+
+# --- multipart ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "two_files",
+        "file_and_other_file",
+        "two_types",
+    ],
+)
+def test_a_form_that_is_not_one_file_is_400(api, form):
+    """Two `file` parts (the first would be dropped silently), a file under another
+    name, or a form field given twice: 400, nothing stored."""
+    first = SimpleUploadedFile("customers_1.ndjson", CUSTOMERS)
+    second = SimpleUploadedFile("customers_2.ndjson", CUSTOMERS)
+    body = {
+        "two_files": {"file": [first, second]},
+        "file_and_other_file": {"file": first, "other": second},
+        "two_types": {"file": first, "type": ["customers", "products"]},
+    }[form]
+    response = api.post(COMPREHENSIVE, body, format="multipart")
+    assert_problem(response, 400)
+    assert not Upload.objects.exists()
+    assert not Blob.objects.exists()
+
+
+# --- wrong methods -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("POST", "/healthz", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("PUT", "/readyz", "GET, HEAD"),
+        ("POST", "/dashboard/", "GET, HEAD"),
+        ("DELETE", "/dashboard/data/", "GET, HEAD"),
+        ("GET", "/dashboard/logout/", "POST"),
+        ("POST", f"/dashboard/uploads/{UPLOAD_ID}/errors/", "GET, HEAD"),
+        ("GET", COMPREHENSIVE, "POST, OPTIONS"),
+        ("DELETE", UPLOADS, "GET, HEAD, OPTIONS"),
+        ("POST", "/api/v1/schema/", "GET, HEAD, OPTIONS"),
+    ],
+)
+def test_a_wrong_method_is_405_with_allow_as_problem_json(api, method, path, allow):
+    response = api.generic(method, path)
+    body = assert_problem(response, 405)
+    assert response["Allow"] == allow
+    assert body["detail"] == f'Method "{method}" not allowed.'
+
+
+def test_a_browser_on_the_dashboard_gets_its_405_as_html_with_allow(db):
+    from django.test import Client
+
+    response = Client().get("/dashboard/logout/", headers={"Accept": "text/html"})
+    assert (response.status_code, response["Allow"]) == (405, "POST")
+
+
+@pytest.fixture
+def staff_browser(db, client):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user("staff", password="a-staff-password-1")
+    user.is_staff = True
+    user.save()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/dashboard/?window=2h", "window"),
+        ("/dashboard/data/?window=%00", "window"),
+        ("/dashboard/?tenant=acme", "tenant"),
+        ("/dashboard/data/?tenant=%00", "tenant"),
+        ("/dashboard/uploads/{upload}/errors/?page=abc", "page"),
+        ("/dashboard/uploads/{upload}/errors/?page=0", "page"),
+        ("/dashboard/uploads/{upload}/errors/?page=٣", "page"),
+    ],
+)
+def test_an_unknown_dashboard_filter_value_is_400(staff_browser, path, name):
+    """The dashboard's filters refuse what they do not know, as the API's do."""
+    tenant, _ = tenant_create(name="Shown")
+    upload = ingest_stored(tenant, "customers_1.ndjson", CUSTOMERS)
+    body = assert_problem(staff_browser.get(path.format(upload=upload.id)), 400)
+    assert body["detail"].startswith(f"{name}: ")
+    assert staff_browser.get(f"/dashboard/uploads/{upload.id}/errors/?page=9").status_code == 200
+
+
+def _routes() -> list[str]:
+    """Every path of the URL configuration, its converters filled with well-formed values."""
+    from django.urls import URLResolver, get_resolver
+
+    samples = {"uuid": UPLOAD_ID, "token": TOKEN, "str": "x"}
+
+    def walk(patterns, prefix: str):
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern)
+            if isinstance(pattern, URLResolver):
+                yield from walk(pattern.url_patterns, route)
+            else:
+                yield "/" + re.sub(r"<(\w+):\w+>", lambda m: samples[m[1]], route)
+
+    return list(walk(get_resolver().url_patterns, ""))
+
+
+def test_every_route_answers_every_method_without_a_5xx_and_each_405_says_allow(api):
+    """Walks the URL configuration: HEAD answers as GET wherever GET is allowed, a 405
+    carries Allow (and problem+json), and no method on any route is a server error."""
+    wrong = []
+    for path in _routes():
+        answers = {method: api.generic(method, path) for method in METHODS}
+        for method, response in answers.items():
+            if response.status_code >= 500:
+                wrong.append(f"{method} {path}: {response.status_code}")
+            if response.status_code == 405 and not (
+                response.get("Allow") and response["Content-Type"] == PROBLEM
+            ):
+                wrong.append(f"{method} {path}: a 405 without Allow or not problem+json")
+        if answers["GET"].status_code != 405 and (
+            answers["HEAD"].status_code != answers["GET"].status_code
+        ):
+            wrong.append(f"HEAD {path}: {answers['HEAD'].status_code}, GET {answers['GET']}")
+    assert wrong == []
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

@@ -158,11 +158,12 @@ def _expected_cells(upload: Upload, **cells: str) -> dict[str, str]:
 
 def test_a_visitor_who_is_not_signed_in_is_sent_to_the_sign_in_form(db, client):
     """Pages redirect to the sign-in form (and back after it); the JSON document is 401."""
-    response = client.get("/dashboard/uploads/x/errors/?page=2")
+    upload_id = uid("any")
+    response = client.get(f"/dashboard/uploads/{upload_id}/errors/?page=2")
     assert response.status_code == 302
     assert (
         response["Location"]
-        == "/dashboard/login/?next=%2Fdashboard%2Fuploads%2Fx%2Ferrors%2F%3Fpage%3D2"
+        == f"/dashboard/login/?next=%2Fdashboard%2Fuploads%2F{upload_id}%2Ferrors%2F%3Fpage%3D2"
     )
     response = client.get("/dashboard/data/")
     assert response.status_code == 401

@@ -214,11 +214,19 @@ def test_another_tenants_upload_is_not_found_on_detail_and_errors(client_for, te
     assert json.loads(ndjson.content)["code"] == "not_found"
 
 
-@pytest.mark.parametrize("upload_id", ["not-a-uuid", "123", uid("never-created")])
-def test_a_malformed_or_unknown_upload_id_is_not_found(client, upload_id):
+@pytest.mark.parametrize(
+    ("upload_id", "detail"),
+    [
+        ("not-a-uuid", "No resource at {path}."),  # no route: only a UUID is an upload id
+        ("123", "No resource at {path}."),
+        (uid("never-created"), "No such upload."),
+    ],
+)
+def test_a_malformed_or_unknown_upload_id_is_not_found(client, upload_id, detail):
     """A malformed or unknown id is 404 problem+json on detail and errors, never a 500."""
     for path in (f"{UPLOADS}{upload_id}/", f"{UPLOADS}{upload_id}/errors/"):
-        assert_problem(client.get(path), 404, "Not found", "No such upload.", "not_found")
+        response = client.get(path)
+        assert_problem(response, 404, "Not found", detail.format(path=path), "not_found")
 
 
 def test_the_list_shows_only_the_tenants_own_uploads(client_for, tenant, other_tenant):
@@ -678,16 +686,16 @@ def test_a_key_also_replays_a_duplicate_upload_answer(client):
     assert again.json() == first.json() == original.json()
 
 
-def test_an_overlong_idempotency_key_is_refused(client):
-    """A key over 255 characters is a client error in problem+json."""
-    response = post_file(
-        client, "customers_1.ndjson", CUSTOMERS, headers={"Idempotency-Key": "k" * 256}
-    )
+@pytest.mark.parametrize("key", ["k" * 256, "a\x00b", "a\x7fb", "caf\xe9"])
+def test_an_overlong_or_unprintable_idempotency_key_is_refused(client, key):
+    """A key over 255 characters, or with a character outside printable ASCII (a NUL
+    would reach the database), is a 400 in problem+json."""
+    response = post_file(client, "customers_1.ndjson", CUSTOMERS, headers={"Idempotency-Key": key})
     assert_problem(
         response,
-        422,
-        "Unprocessable request",
-        "Idempotency-Key must be 1 to 255 characters.",
+        400,
+        "Bad request",
+        "Idempotency-Key must be 1 to 255 printable ASCII characters.",
         "bad_key",
     )
     assert Upload.objects.count() == 0

@@ -16,6 +16,7 @@ from apps.core.api import TenantApiView, problem_responses
 from apps.core.errors import ApplicationError
 from apps.ingestions.apis.uploads import (
     UploadOutputSerializer,
+    filename_clean,
     int_header,
     raw_body,
     upload_data,
@@ -136,6 +137,9 @@ class SessionCreateApi(TenantApiView):
         sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, allow_blank=True)
         type = serializers.ChoiceField(choices=list(RECORDS), required=False, allow_blank=True)
         strict = serializers.BooleanField(required=False, default=False)
+
+        def validate_filename(self, value: str) -> str:
+            return filename_clean(value)
 
     @extend_schema(
         operation_id="sessions_create",

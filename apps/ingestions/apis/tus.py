@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from django.conf import settings
 from django.urls import reverse
@@ -19,7 +20,7 @@ from rest_framework.response import Response
 
 from apps.core.api import TenantApiView, problem_responses
 from apps.core.errors import ApplicationError, GoneError
-from apps.ingestions.apis.uploads import int_header, raw_body
+from apps.ingestions.apis.uploads import filename_clean, int_header, raw_body
 from apps.ingestions.models import SessionState, UploadSession
 from apps.ingestions.sessions import (
     CHECKSUM_ALGORITHMS,
@@ -42,8 +43,16 @@ class TusVersionError(ApplicationError):
     title = "Precondition failed"
 
 
+_METADATA = re.compile(r"[\x20-\x7e]*")  # keys and base64: printable ASCII, echoed by HEAD
+
+
 def parse_metadata(header: str) -> dict[str, str]:
     """`Upload-Metadata: key base64value,key2 base64value2` (a value may be absent)."""
+    if not _METADATA.fullmatch(header):
+        raise ApplicationError(
+            "Upload-Metadata must be printable ASCII: keys and base64-encoded values.",
+            code="bad_metadata",
+        )
     metadata = {}
     for pair in filter(None, (p.strip() for p in header.split(","))):
         key, _, encoded = pair.partition(" ")
@@ -161,7 +170,7 @@ class TusCreateApi(_TusApi):
             record_type = ""
         session = session_create(
             tenant=self.tenant,
-            filename=metadata.get("filename") or metadata.get("name") or "",
+            filename=filename_clean(metadata.get("filename") or metadata.get("name") or ""),
             size=length,
             sha256=metadata.get("sha256", ""),
             record_type=record_type,

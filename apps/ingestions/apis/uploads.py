@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from contextlib import contextmanager
 from email.message import Message
 from email.utils import format_datetime
 
 import msgspec
 from django.conf import settings
-from django.http import StreamingHttpResponse
+from django.http import QueryDict, StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -22,7 +23,15 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from apps.core.api import Pagination, TenantApiView, problem_responses
+from apps.core.api import (
+    Pagination,
+    TenantApiView,
+    ascii_int,
+    choice_param,
+    problem_responses,
+    query_params,
+    single_value,
+)
 from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.idempotency import (
@@ -36,7 +45,36 @@ from apps.ingestions.models import RecordType, Upload, UploadState
 from apps.ingestions.selectors import reject_list, upload_get, upload_list
 from apps.ingestions.services import upload_create
 
-_TRUE = {"1", "true", "yes", "on"}
+# Reject codes (SPEC 5), the values of the errors list's `code` filter.
+REJECT_CODES = (
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "invalid_type",
+    "invalid_uuid",
+    "too_long",
+    "out_of_range",
+    "invalid_email",
+    "invalid_currency",
+    "invalid_timestamp",
+    "line_total_mismatch",
+    "line_too_long",
+    "orphan",
+)
+# C0 and C1 controls (NUL among them: PostgreSQL text refuses it) and lone surrogates (a
+# JSON body may carry one; it has no UTF-8 form).
+_NOT_IN_A_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def filename_clean(raw: str) -> str:
+    """A file name as a client gave it (query, Content-Disposition, multipart, session,
+    tus metadata), as it is stored: path separators become `_`, at most 255 characters.
+    A control character in it is a 400."""
+    if _NOT_IN_A_NAME.search(raw):
+        raise ApplicationError(
+            f"The file name {raw!r} contains a control character.", code="bad_filename"
+        )
+    return raw.strip().replace("/", "_").replace("\\", "_")[:255]
 
 
 def _disposition_filename(header: str) -> str:
@@ -46,17 +84,22 @@ def _disposition_filename(header: str) -> str:
         return ""
     message = Message()
     message["Content-Disposition"] = header
-    return (message.get_filename() or "").strip().replace("/", "_").replace("\\", "_")
+    return filename_clean(message.get_filename() or "")
 
 
 def int_header(request, name: str, *, code: str = "bad_header") -> int | None:
-    """A header that must be a non-negative integer; None when absent or empty."""
+    """A header that must be a non-negative integer (ASCII digits, see `ascii_int`);
+    None when absent or empty."""
     raw = request.headers.get(name)
     if raw is None or not raw.strip():
         return None
-    if not raw.strip().isdigit():
-        raise ApplicationError(f"{name} must be a non-negative integer.", code=code)
-    return int(raw)
+    value = ascii_int(raw.strip())
+    if value is None:
+        raise ApplicationError(
+            f"{name} must be a non-negative integer (ASCII digits, at most 18), not {raw!r}.",
+            code=code,
+        )
+    return value
 
 
 def raw_body(request):
@@ -159,6 +202,14 @@ _UPLOAD_RESPONSES = {
     **problem_responses(400, 401, 409, 413, 422, 429),
 }
 _READ_RESPONSES = problem_responses(401, 404, 429)
+_PAGE_PARAMS = [
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": Pagination.max_limit},
+        description=f"rows per page (default {Pagination.default_limit})",
+    ),
+    OpenApiParameter("offset", {"type": "integer", "minimum": 0}, description="rows to skip"),
+]
 
 
 class UploadCreateApi(TenantApiView):
@@ -179,7 +230,7 @@ class UploadCreateApi(TenantApiView):
             from apps.ingestions.apis.sessions import chunk_response
 
             return chunk_response(request, tenant=self.tenant, token=token.strip())
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        length = int_header(request, "Content-Length") or 0
         if length > settings.INGEST_MAX_UPLOAD_BYTES:
             raise PayloadTooLargeError(
                 f"The request body is {length} bytes; the limit is "
@@ -241,35 +292,53 @@ class UploadCreateApi(TenantApiView):
             headers={**replay.headers, "Idempotent-Replayed": "true"},
         )
 
+    class ParamsSerializer(serializers.Serializer):
+        type = serializers.CharField(required=False, allow_blank=True)  # checked by the service
+        strict = serializers.BooleanField(required=False, default=False)
+
     @contextmanager
     def _body(self, request):
         """(stream, filename, params) of a multipart or raw-body upload."""
         content_type = request.content_type or ""
         if content_type.startswith("multipart/form-data"):
-            upload = request.FILES.get("file")
-            if upload is None:
+            files = request.FILES
+            if "file" not in files:
                 raise ParseError("The multipart body has no `file` field.")
-            params = self._params(request, request.data)
+            if len(files.getlist("file")) > 1 or set(files) != {"file"}:
+                raise ParseError("Send one file per request, in the `file` field.")
+            upload = files["file"]
             try:
-                yield upload, upload.name or "upload", params
+                params = self._params(request, request.data)
+                yield upload, filename_clean(upload.name or "") or "upload", params
             finally:
                 upload.close()
             return
         if content_type.startswith("application/x-www-form-urlencoded"):
             raise ParseError("Send the file as multipart/form-data or as the raw request body.")
-        if not int(
-            request.META.get("CONTENT_LENGTH") or 0
-        ) and "chunked" not in request.headers.get("Transfer-Encoding", ""):
+        params = self._params(request, QueryDict())
+        filename = filename_clean(single_value(request.query_params, "filename") or "")
+        filename = filename or _disposition_filename(request.headers.get("Content-Disposition", ""))
+        if not int_header(request, "Content-Length") and "chunked" not in request.headers.get(
+            "Transfer-Encoding", ""
+        ):
             raise ParseError("The request body is empty: send an NDJSON file.")
-        filename = request.query_params.get("filename") or _disposition_filename(
-            request.headers.get("Content-Disposition", "")
-        )
-        yield raw_body(request), filename or "upload", self._params(request, {})
+        yield raw_body(request), filename or "upload", params
 
-    def _params(self, request, form) -> dict:
-        record_type = (form.get("type") or request.query_params.get("type") or "").strip()
-        strict = (form.get("strict") or request.query_params.get("strict") or "").strip().lower()
-        return {"type": record_type, "strict": strict in _TRUE}
+    def _params(self, request, form: QueryDict) -> dict:
+        """`type` and `strict`, from the form or else the query; each at most once."""
+        data = {}
+        for name in ("type", "strict"):
+            value = single_value(form, name)
+            if value is None:
+                value = single_value(request.query_params, name)
+            if value is not None:
+                data[name] = value.strip()
+        params = self.ParamsSerializer(data=data)
+        params.is_valid(raise_exception=True)
+        return {
+            "type": params.validated_data.get("type", ""),
+            "strict": params.validated_data["strict"],
+        }
 
 
 class LegacyOrdersUploadApi(UploadCreateApi):
@@ -297,20 +366,25 @@ class LegacyOrdersUploadApi(UploadCreateApi):
 
 
 class UploadListApi(TenantApiView):
+    pagination_class = Pagination  # documents the paginated answer
+
+    class FilterSerializer(serializers.Serializer):
+        state = choice_param(UploadState.values)
+        type = choice_param(RECORDS)
+
     @extend_schema(
         operation_id="uploads_list",
         parameters=[
-            OpenApiParameter("state", str, enum=list(UploadState.values)),
-            OpenApiParameter("type", str, enum=list(RECORDS)),
+            FilterSerializer,
+            *_PAGE_PARAMS,
             OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
         ],
-        responses={200: UploadOutputSerializer(many=True), **problem_responses(401, 429)},
+        responses={200: UploadOutputSerializer(many=True), **problem_responses(400, 401, 429)},
     )
     def get(self, request):
+        filters = query_params(self.FilterSerializer, request)
         uploads = upload_list(
-            tenant=self.tenant,
-            state=request.query_params.get("state"),
-            record_type=request.query_params.get("type"),
+            tenant=self.tenant, state=filters.get("state"), record_type=filters.get("type")
         )
         paginator = Pagination()
         page = paginator.paginate_queryset(uploads, request, view=self)
@@ -348,20 +422,31 @@ class RejectOutputSerializer(serializers.Serializer):
 
 class UploadErrorsApi(TenantApiView):
     renderer_classes = [JSONRenderer, NDJSONRenderer]
+    pagination_class = Pagination  # documents the paginated answer
+
+    class FilterSerializer(serializers.Serializer):
+        code = choice_param(REJECT_CODES)
 
     @extend_schema(
         operation_id="uploads_errors",
         parameters=[
+            FilterSerializer,
+            *_PAGE_PARAMS,
             OpenApiParameter("format", str, enum=["json", "ndjson"]),
             OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
         ],
-        responses={200: RejectOutputSerializer(many=True), **_READ_RESPONSES},
+        responses={
+            200: RejectOutputSerializer(many=True),
+            **_READ_RESPONSES,
+            **problem_responses(400),
+        },
     )
     def get(self, request, upload_id):
+        filters = query_params(self.FilterSerializer, request)
         upload = upload_get(tenant=self.tenant, upload_id=upload_id)
         if upload is None:
             raise NotFound("No such upload.")
-        rejects = reject_list(tenant=self.tenant, upload=upload).values(
+        rejects = reject_list(tenant=self.tenant, upload=upload, code=filters.get("code")).values(
             "line", "field", "code", "message", "raw"
         )
         if request.accepted_renderer.format == "ndjson":

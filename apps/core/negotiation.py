@@ -1,0 +1,19 @@
+"""Content negotiation (REST_FRAMEWORK's DEFAULT_CONTENT_NEGOTIATION_CLASS): a module of its
+own, since DRF's APIView reads that setting as it is defined, before apps.core.api is."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions
+from rest_framework.negotiation import DefaultContentNegotiation
+
+
+class ContentNegotiation(DefaultContentNegotiation):
+    """`?format=` with no renderer of that name is a 400 naming the formats there are
+    (DRF answers 404, as if the resource were missing)."""
+
+    def filter_renderers(self, renderers, format):
+        found = [renderer for renderer in renderers if renderer.format == format]
+        if not found:
+            names = ", ".join(dict.fromkeys(renderer.format for renderer in renderers))
+            raise exceptions.ValidationError({"format": [f'"{format}" is not one of: {names}.']})
+        return found
