@@ -1,13 +1,61 @@
+import logging
 import os
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 from apps.core.logs import connect_celery_signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "main.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("main")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 # Task ids on every log line a task writes; Celery keeps Django's LOGGING (JSON or console).
 connect_celery_signals()
+
+UPLOAD_REQUEUE_TASK = "apps.ingestions.tasks.upload_requeue_task"
+
+
+class Housekeeping(bootsteps.StartStopStep):
+    """Every worker sends the re-queue job to a queue it reads, once connected and then every
+    `WORKER_HOUSEKEEPING_SECONDS`, so an upload a dead worker left is picked up again where
+    no beat runs too. Sent, not run here: this is the main process, which forks the pool and
+    keeps no database connection. Several workers sending it at once is harmless (see
+    `upload_recover`); a copy left unread past the next one expires unrun."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)  # the task queues are declared
+
+    def __init__(self, c, **kwargs):
+        from django.conf import settings
+
+        self.interval = settings.WORKER_HOUSEKEEPING_SECONDS
+        self.timer_entry = None
+        super().__init__(c, **kwargs)
+
+    def include_if(self, c) -> bool:
+        return self.interval > 0
+
+    def start(self, c) -> None:
+        self.send(c)
+        self.timer_entry = c.timer.call_repeatedly(self.interval, self.send, (c,), priority=10)
+
+    def stop(self, c) -> None:
+        if self.timer_entry is not None:
+            self.timer_entry.cancel()
+            self.timer_entry = None
+
+    shutdown = stop
+
+    def send(self, c) -> None:
+        queues = list(c.app.amqp.queues.consume_from)
+        default = c.app.conf.task_default_queue
+        queue = default if default in queues or not queues else queues[0]
+        try:
+            c.app.send_task(UPLOAD_REQUEUE_TASK, queue=queue, expires=self.interval)
+        except Exception:  # the broker is away: the consumer reconnects, and this runs again
+            logger.warning("could not send the re-queue job", exc_info=True)
+
+
+app.steps["consumer"].add(Housekeeping)

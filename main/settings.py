@@ -186,8 +186,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # non-file form fields and JSON 
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # bigger files spool to a temp file
 IDEMPOTENCY_TTL_SECONDS = env_int("IDEMPOTENCY_TTL_SECONDS", 24 * 3600)
 # An upload left `processing` by a dead worker (or `queued` while the broker was down) is
-# sent again after this long; the re-queue job runs every minute.
+# sent again after this long, by the re-queue job, which every worker sends itself every
+# WORKER_HOUSEKEEPING_SECONDS (0: never; beat sends it every minute where it runs), so it is
+# picked up again within UPLOAD_STUCK_SECONDS + WORKER_HOUSEKEEPING_SECONDS with no beat.
 UPLOAD_STUCK_SECONDS = env_int("UPLOAD_STUCK_SECONDS", 3 * 60)
+WORKER_HOUSEKEEPING_SECONDS = env_int("WORKER_HOUSEKEEPING_SECONDS", 60)
 # An upload a live worker holds without writing progress this long is stopped and failed
 # ("hung"); progress is written every chunk, and no single statement of a healthy load
 # runs anywhere near this long.

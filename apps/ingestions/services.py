@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,14 @@ from typing import BinaryIO
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, connections, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 
@@ -539,9 +547,11 @@ def upload_requeue(*, stuck_after: timedelta | None = None) -> int:
         with transaction.atomic():
             if not _upload_try_lock(upload_id):
                 continue  # a worker is on it right now
-            updated = Upload.objects.filter(id=upload_id, state=state).update(
-                state=UploadState.QUEUED, updated_at=timezone.now()
-            )
+            # still as it was seen: a run of this job in another worker that got here first
+            # has touched `updated_at`, and the upload is not sent a second time
+            updated = Upload.objects.filter(
+                id=upload_id, state=state, updated_at__lt=cutoff
+            ).update(state=UploadState.QUEUED, updated_at=timezone.now())
         if updated and upload_enqueue(upload_id=upload_id):
             logger.info("upload %s re-queued (was %s)", upload_id, state)
             sent += 1
@@ -552,6 +562,44 @@ def upload_requeue(*, stuck_after: timedelta | None = None) -> int:
     ):
         sent += upload_wake(tenant_id=tenant_id)
     return sent
+
+
+def upload_recover() -> int:
+    """The re-queue job: stop hung uploads (`upload_stop_hung`), send again those no worker
+    runs (`upload_requeue`), drop leftover staging tables (`staging_purge`); returns how many
+    uploads were sent. Every worker sends it every `WORKER_HOUSEKEEPING_SECONDS` (beat, where
+    it runs, every minute too): a run that finds another one going does nothing."""
+    with _job_lock("upload_recover") as ours:
+        if not ours:
+            return 0
+        upload_stop_hung()
+        sent = upload_requeue()
+        try:  # housekeeping: never in the way of the re-queueing above
+            staging_purge()
+        except Exception:
+            logger.exception("dropping leftover staging tables failed")
+    return sent
+
+
+@contextlib.contextmanager
+def _job_lock(name: str) -> Iterator[bool]:
+    """Yield whether this process got the job's lock (a session-level advisory lock, gone
+    with the connection if the process dies), and free it afterwards."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(hashtextextended('job:' || %s, 0))", (name,))
+        ours = cursor.fetchone()[0]
+    try:
+        yield ours
+    finally:
+        if ours:
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended('job:' || %s, 0))", (name,)
+                    )
+            except DatabaseError:  # the job's error is the one to see
+                if not connection.in_atomic_block:
+                    connection.close()  # and the lock goes with the session
 
 
 def _upload_lock_holder(upload_id) -> int | None:

@@ -1,11 +1,7 @@
-import logging
-
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from apps.ingestions.engine import StagingUnavailable
-
-logger = logging.getLogger(__name__)
 
 # Services import this module (to enqueue), so tasks import services inside the function.
 
@@ -24,17 +20,13 @@ def upload_process_task(upload_id: str) -> None:
     upload_run(upload_id=upload_id)
 
 
-@shared_task(ignore_result=True)
+# Sent by every worker (main/celery.py) and by beat; acknowledged on receipt: a lost run is
+# simply the next one.
+@shared_task(ignore_result=True, acks_late=False)
 def upload_requeue_task() -> int:
-    from apps.ingestions.services import staging_purge, upload_requeue, upload_stop_hung
+    from apps.ingestions.services import upload_recover
 
-    upload_stop_hung()
-    sent = upload_requeue()
-    try:  # housekeeping: never in the way of the re-queueing above
-        staging_purge()
-    except Exception:
-        logger.exception("dropping leftover staging tables failed")
-    return sent
+    return upload_recover()
 
 
 @shared_task(ignore_result=True)
