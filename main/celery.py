@@ -23,7 +23,11 @@ class Housekeeping(bootsteps.StartStopStep):
     `WORKER_HOUSEKEEPING_SECONDS`, so an upload a dead worker left is picked up again where
     no beat runs too. Sent, not run here: this is the main process, which forks the pool and
     keeps no database connection. Several workers sending it at once is harmless (see
-    `upload_recover`); a copy left unread past the next one expires unrun."""
+    `upload_recover`); a copy left unread past the next one expires unrun.
+
+    Only this job: it is what a worker's death leaves undone, and an upload must not hang
+    for want of a beat. The others (pending expiry, idempotency, session and blob purges)
+    work on hours and days, and stay beat's, as one schedule for the whole deployment."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)  # the task queues are declared
 
