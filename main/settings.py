@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from apps.core import logs
+from apps.core import logs, ratelimit
 from main import embedded
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -149,7 +149,6 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "apps.core.api.problem_exception_handler",
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "apps.core.negotiation.ContentNegotiation",
-    "DEFAULT_THROTTLE_RATES": {"api_key": os.environ.get("API_RATE_LIMIT", "600/min")},
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -163,8 +162,8 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Cache (rate limits, idempotency in-flight markers): Redis when REDIS_URL (or a redis
-# broker) is configured, else the database, so several processes share one view.
+# Redis when REDIS_URL (or a redis broker) is configured: the rate limits' counters
+# (apps/core/ratelimit.py; PostgreSQL without it) and the cache (else the database).
 REDIS_URL = os.environ.get("REDIS_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else ""
 )
@@ -181,6 +180,10 @@ else:
     }
 
 # Request limits.
+# Requests per API key, "<n>/<period>" (s, min, hour, day; "50/10s" counts the period): a
+# fixed window per key, counted atomically in Redis or PostgreSQL (apps/core/ratelimit.py).
+API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/min")
+ratelimit.parse_rate(API_RATE_LIMIT)  # a malformed rate stops the start, not each request
 INGEST_MAX_UPLOAD_BYTES = env_int("INGEST_MAX_UPLOAD_BYTES", 5 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # non-file form fields and JSON bodies
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # bigger files spool to a temp file

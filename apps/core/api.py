@@ -6,15 +6,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.conf import settings
 from django.http import JsonResponse
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView, exception_handler
 
 from apps.core.errors import ApplicationError
+from apps.core.ratelimit import parse_rate, rate_limit_hit
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -125,19 +127,30 @@ def json_server_error(request) -> JsonResponse:
     )
 
 
-class KeyRateThrottle(SimpleRateThrottle):
-    """Requests per API key (the tenant), backed by the configured cache."""
+class KeyRateThrottle(BaseThrottle):
+    """API_RATE_LIMIT per API key (its public prefix, never the secret), counted atomically
+    by apps.core.ratelimit. Throttles run after authentication, so a wrong key is a cheap
+    401 and spends nothing of the real key's quota; the outcome is kept on the request for
+    the RateLimit-* headers (TenantApiView.finalize_response)."""
 
-    scope = "api_key"
+    def allow_request(self, request, view) -> bool:
+        raw = request.META.get("HTTP_X_API_KEY", "").strip()
+        parts = raw.split("_", 2)
+        if request.auth is None or len(parts) < 3:
+            return True  # not a keyed request: nothing to count it against
+        state = rate_limit_hit(
+            key=f"api_key:{parts[1]}",
+            rate=parse_rate(settings.API_RATE_LIMIT),
+            redis_url=settings.REDIS_URL,
+        )
+        if state is None:
+            return True  # the store is unreachable (logged): let it through
+        request.rate_limit = state
+        self._wait = state.reset
+        return state.allowed
 
-    def get_cache_key(self, request, view) -> str | None:
-        key = request.META.get("HTTP_X_API_KEY")
-        if not key:
-            return None
-        return self.cache_format % {
-            "scope": self.scope,
-            "ident": key.split("_")[1] if "_" in key else key,
-        }
+    def wait(self) -> float:
+        return self._wait
 
 
 _DIGITS = re.compile(r"[0-9]{1,18}")  # 18 digits always fit a bigint
@@ -211,6 +224,14 @@ class TenantApiView(APIView):
     @property
     def tenant(self):
         return self.request.auth
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        state = getattr(request, "rate_limit", None)  # set by KeyRateThrottle
+        if state is not None:
+            for name, value in state.headers.items():
+                response[name] = value
+        return response
 
 
 __all__ = [

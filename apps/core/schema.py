@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 _HEADER = {"schema": {"type": "string"}}
 _UPLOAD_OPERATIONS = {"ingest_comprehensive", "ingest_orders_legacy"}
 _OFFSET_OPERATIONS = {
@@ -19,14 +21,49 @@ def _header(description: str) -> dict:
     return {**_HEADER, "description": description}
 
 
+# Answered before the API key is looked at (a missing or wrong key; tus's version check):
+# these carry no rate-limit headers, every other answer of a keyed operation does.
+_UNLIMITED_STATUSES = {"401", "412"}
+_RATE_LIMIT_HEADERS = {
+    "RateLimit-Limit": {
+        "schema": {"type": "integer"},
+        "description": "requests allowed per window for this API key (API_RATE_LIMIT)",
+    },
+    "RateLimit-Remaining": {
+        "schema": {"type": "integer"},
+        "description": "requests left in the current window",
+    },
+    "RateLimit-Reset": {
+        "schema": {"type": "integer"},
+        "description": "seconds until the current window ends and the quota is whole again",
+    },
+    "RateLimit-Policy": _header("`<limit>;w=<window seconds>`: the quota and its fixed window"),
+}
+
+
+def _is_keyed(operation: dict) -> bool:
+    return any(
+        p.get("in") == "header" and p.get("name") == "X-API-Key"
+        for p in operation.get("parameters", [])
+    )
+
+
 def add_response_headers(result, generator, request, public):
+    has_problem = "Problem" in result.get("components", {}).get("schemas", {})
     for path, operations in result.get("paths", {}).items():
         if path.startswith("/api/v1/ingest/tus/{") and "patch" in operations:
             operations["head"] = _tus_head(operations["patch"])
         for operation in operations.values():
             operation_id = operation.get("operationId", "")
+            keyed = _is_keyed(operation)
+            if keyed and has_problem:
+                # Any keyed request may be over its key's rate, whatever the view lists.
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("429", copy.deepcopy(_TOO_MANY_REQUESTS))
             for status, response in operation.get("responses", {}).items():
                 headers = response.setdefault("headers", {})
+                if keyed and status not in _UNLIMITED_STATUSES:
+                    headers.update(copy.deepcopy(_RATE_LIMIT_HEADERS))
                 if status == "429":
                     headers["Retry-After"] = _header("seconds to wait before retrying")
                 if operation_id in _UPLOAD_OPERATIONS and status in ("200", "202"):
@@ -50,6 +87,10 @@ def add_response_headers(result, generator, request, public):
 
 
 _OFFSET_STATUSES = {"200", "201", "202", "204", "409"}
+_TOO_MANY_REQUESTS = {
+    "description": "over the API key's request rate (API_RATE_LIMIT)",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
 
 
 def _tus_head(patch: dict) -> dict:

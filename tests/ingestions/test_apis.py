@@ -17,7 +17,6 @@ from django.test.client import encode_multipart
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from apps.core.api import KeyRateThrottle
 from apps.ingestions.engine.testing import (
     customer_row,
     ndjson_bytes,
@@ -1010,10 +1009,10 @@ def test_an_orphan_reject_keeps_the_line_as_sent(client, orphaned):
 
 
 def test_requests_over_the_rate_limit_get_429_with_retry_after(
-    client_for, tenant, other_tenant, monkeypatch
+    client_for, tenant, other_tenant, settings
 ):
     """Per key: past the limit, 429 problem+json with Retry-After; other keys are unaffected."""
-    monkeypatch.setattr(KeyRateThrottle, "rate", "2/min", raising=False)
+    settings.API_RATE_LIMIT = "2/min"
     client = client_for(tenant)
     assert [client.get(UPLOADS).status_code for _ in range(2)] == [200, 200]
     response = client.get(UPLOADS)

@@ -1,0 +1,183 @@
+"""Request rate limits: a fixed-window counter that every web process shares exactly.
+
+A key's window opens with its first request and lasts the period of the rate
+(`API_RATE_LIMIT`, e.g. "600/min"); every request adds one hit in a single atomic step of
+the store, and is let through while its window holds no more hits than the limit. The
+first request after the window ends opens the next one. A fixed window never lets more
+than the limit through within one window, whatever the number of clients and processes;
+across the end of a window a client can get up to twice the limit in a short time.
+
+The store is Redis when `REDIS_URL` is set (a Lua script: INCR, and PEXPIRE on a fresh
+key), else PostgreSQL: one row per key in an UNLOGGED table, counted by one
+`INSERT ... ON CONFLICT DO UPDATE ... RETURNING` statement. A key's row is reused window
+after window, so nothing piles up to purge: the table holds one row per key ever limited.
+Time is the store's own (the key's TTL, `statement_timestamp()`), so web hosts whose clocks
+differ still agree on every window. Redis unreachable: requests are let through (and
+logged), as uploads are accepted while the broker is down; PostgreSQL down fails the
+request anyway.
+
+Headers follow the IETF draft "RateLimit Fields for HTTP"
+(draft-ietf-httpapi-ratelimit-headers-06): `RateLimit-Limit`, `RateLimit-Remaining`,
+`RateLimit-Reset` (seconds until the window ends) and `RateLimit-Policy` (`600;w=60`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+logger = logging.getLogger(__name__)
+
+_RATE_RE = re.compile(
+    r"\s*(?P<limit>\d+)\s*/\s*(?P<count>\d*)\s*"
+    r"(?P<unit>s|sec|second|m|min|minute|h|hour|d|day)s?\s*",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Rate:
+    limit: int
+    period: int  # seconds
+
+
+@dataclass(frozen=True)
+class RateLimitState:
+    """One request's outcome: let through or not, and what its key has left."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int  # whole seconds until the window ends, at least 1
+    period: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset),
+            "RateLimit-Policy": f"{self.limit};w={self.period}",
+        }
+
+
+@functools.lru_cache(maxsize=16)
+def parse_rate(rate: str) -> Rate:
+    """`"600/min"` -> Rate(600, 60). Units s, m, h, d (or sec, min, hour, day, plural too),
+    optionally counted: `"50/10s"` is 50 per 10 seconds."""
+    match = _RATE_RE.fullmatch(rate)
+    if match is None or int(match["limit"]) < 1 or match["count"] == "0":
+        raise ImproperlyConfigured(
+            f"Rate {rate!r}: expected <requests>/<period>, e.g. '600/min' or '50/10s'."
+        )
+    period = int(match["count"] or 1) * _UNIT_SECONDS[match["unit"][0].lower()]
+    return Rate(limit=int(match["limit"]), period=period)
+
+
+def rate_limit_hit(*, key: str, rate: Rate, redis_url: str = "") -> RateLimitState | None:
+    """Count one request of `key` against `rate`, atomically; None when the Redis store
+    cannot be reached (the request is then let through)."""
+    # The period is in the name: a rate changed to another period starts afresh rather than
+    # finish a window of the other length.
+    name = f"{key}:{rate.period}"
+    if redis_url:
+        try:
+            hits, milliseconds = _redis_hit(redis_url, name=name, rate=rate)
+        except redis.RedisError as exc:
+            _warn_unreachable(exc)
+            return None
+    else:
+        hits, milliseconds = _postgres_hit(name=name, rate=rate)
+    return RateLimitState(
+        allowed=hits <= rate.limit,
+        limit=rate.limit,
+        remaining=max(0, rate.limit - hits),
+        reset=max(1, math.ceil(milliseconds / 1000)),
+        period=rate.period,
+    )
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+# Atomic in the server: one hit, and the window's end set by the key's first hit (a key
+# that somehow has no TTL gets one rather than limiting forever).
+_REDIS_HIT = """
+local hits = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    ttl = tonumber(ARGV[1])
+end
+return {hits, ttl}
+"""
+_scripts: dict[str, redis.commands.core.Script] = {}
+_scripts_lock = threading.Lock()
+_warned_at = [0.0]  # monotonic time of the last "unreachable" warning
+
+
+def _redis_script(url: str) -> redis.commands.core.Script:
+    with _scripts_lock:
+        script = _scripts.get(url)
+        if script is None:
+            # Short timeouts: a hung Redis must not hold every request.
+            client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+            script = _scripts[url] = client.register_script(_REDIS_HIT)
+        return script
+
+
+def _warn_unreachable(exc: Exception) -> None:
+    now = time.monotonic()
+    if now - _warned_at[0] >= 60:  # once a minute, not once a request
+        _warned_at[0] = now
+        logger.warning("rate limit store unreachable, requests let through: %s", exc)
+
+
+def _redis_hit(url: str, *, name: str, rate: Rate) -> tuple[int, int]:
+    script = _redis_script(url)
+    hits, milliseconds = script(keys=[f"ratelimit:{name}"], args=[rate.period * 1000])
+    return int(hits), int(milliseconds)
+
+
+# --- PostgreSQL --------------------------------------------------------------------------
+
+# A window is live until it ends. Over the limit nothing is written (the row is only
+# locked), so a client that keeps knocking while limited costs no dead rows.
+_LIVE = "w.resets_at > statement_timestamp()"
+_POSTGRES_HIT = f"""
+INSERT INTO core_rate_limit_window AS w (key, hits, resets_at)
+VALUES (%(key)s, 1, statement_timestamp() + make_interval(secs => %(period)s))
+ON CONFLICT (key) DO UPDATE SET
+    hits = CASE WHEN {_LIVE} THEN w.hits + 1 ELSE 1 END,
+    resets_at = CASE WHEN {_LIVE} THEN w.resets_at ELSE excluded.resets_at END
+WHERE NOT ({_LIVE}) OR w.hits < %(limit)s
+RETURNING w.hits, ceil(extract(epoch FROM w.resets_at - statement_timestamp()) * 1000)
+"""
+_POSTGRES_RESET = """
+SELECT ceil(extract(epoch FROM w.resets_at - statement_timestamp()) * 1000)
+FROM core_rate_limit_window AS w WHERE w.key = %(key)s
+"""
+
+
+def _postgres_hit(*, name: str, rate: Rate) -> tuple[int, int]:
+    # One statement on the request's connection: in autocommit (no ATOMIC_REQUESTS) it
+    # commits at once, so the row lock is held for that statement only.
+    params = {"key": name, "period": rate.period, "limit": rate.limit}
+    with connection.cursor() as cursor:
+        cursor.execute(_POSTGRES_HIT, params)
+        row = cursor.fetchone()
+        if row is None:  # over the limit, nothing written: when its window ends
+            cursor.execute(_POSTGRES_RESET, params)
+            reset = cursor.fetchone()
+            row = (rate.limit + 1, reset[0] if reset else rate.period * 1000)
+    hits, milliseconds = row
+    return int(hits), max(0, int(milliseconds))
