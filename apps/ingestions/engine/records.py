@@ -45,6 +45,9 @@ _utc_timestamp = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z"
 ).fullmatch
 _json_encode = msgspec.json.Encoder(decimal_format="number").encode
+# The escape of a NUL in encoded JSON: a \u0000 after an even number of backslashes (after
+# an odd number it is the text "\u0000", a backslash and five characters).
+_nul_escape = re.compile(r"(?<!\\)(?:\\\\)*\\u0000").search
 _needs_escape = re.compile(r"[\\\t\n\r]").search
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"  # COPY text for NULL
@@ -262,7 +265,7 @@ def check_object(name: str, value: Any) -> str:
         raise _wrong(name, value, "an object")
     _check_numbers(name, value)
     text = _json_encode(value).decode()
-    if "\\u0000" in text:
+    if "\\u0000" in text and _nul_escape(text):
         raise Invalid(name, "invalid_type", f"{name} contains a NUL character")
     return copy_text(text)
 

@@ -592,6 +592,15 @@ def test_active_iso_4217_currencies_are_accepted(tenant, ndjson, load, currency)
     assert Order.objects.get(tenant=tenant, order_id=uid("o1")).currency == currency
 
 
+@pytest.mark.parametrize("text", ["\\u0000", "C:\\u0000x", "\\\\u0000", "\\\\\\u0000"])
+def test_a_backslash_and_u0000_in_an_object_is_text_not_a_nul(tenant, ndjson, load, text):
+    """Only a real NUL is refused in an object: a backslash followed by "u0000" is text
+    (its JSON escape once looked like the escape of a NUL) and is stored as it came."""
+    upload = load(tenant, ndjson("customers_1.ndjson", [customer_row(metadata={text: [text]})]))
+    assert (upload.rows_inserted, upload.rows_rejected) == (1, 0)
+    assert Customer.objects.get(tenant=tenant).metadata == {text: [text]}
+
+
 def test_unknown_fields_are_ignored(tenant, ndjson, load):
     """Fields outside the record's table are ignored, whatever their type or content."""
     row = customer_row(
