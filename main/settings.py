@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from apps.core import logs, ratelimit
+from apps.core import logs
 from main import embedded
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -183,7 +183,6 @@ else:
 # Requests per API key, "<n>/<period>" (s, min, hour, day; "50/10s" counts the period): a
 # fixed window per key, counted atomically in Redis or PostgreSQL (apps/core/ratelimit.py).
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/min")
-ratelimit.parse_rate(API_RATE_LIMIT)  # a malformed rate stops the start, not each request
 INGEST_MAX_UPLOAD_BYTES = env_int("INGEST_MAX_UPLOAD_BYTES", 5 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # non-file form fields and JSON bodies
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # bigger files spool to a temp file
