@@ -14,10 +14,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
-from apps.ingestions.models import Blob, Upload
+from apps.ingestions.models import Blob, Upload, UploadSession
 from apps.tenants.services import tenant_create
-from scripts.stack import BIN, free_port, running_processes, wait_ready
-from tests.factories import database_url_of_tests, ingest_stored
+from tests.factories import ingest_stored
+from tests.web_server import running_web_server
 
 PROBLEM = "application/problem+json"
 TOKEN = "0123456789abcdef0123456789abcdef"  # well-formed, but no such session
@@ -27,21 +27,9 @@ UPLOAD_ID = "00000000-0000-4000-8000-000000000000"  # well-formed, but no such u
 
 
 @pytest.fixture(scope="module")
-def server(django_db_setup, django_db_blocker, tmp_path_factory):
-    """gunicorn as `gunicorn main.wsgi` runs it (gunicorn.conf.py), on the test database;
-    `--threads 2` keeps connections alive should the configured worker be the sync one."""
-    with django_db_blocker.unblock():
-        database_url = database_url_of_tests()
-    port = free_port()
-    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}"]
-    command += ["--workers", "1", "--threads", "2"]
-    with running_processes(
-        {"web": command},
-        env={"DATABASE_URL": database_url},
-        log_dir=tmp_path_factory.mktemp("gunicorn"),
-    ) as processes:
-        wait_ready(f"http://127.0.0.1:{port}", processes)
-        yield port
+def server(django_db_setup, tmp_path_factory):
+    with running_web_server(log_dir=tmp_path_factory.mktemp("gunicorn")) as base:
+        yield int(base.rsplit(":", 1)[1])
 
 
 class Connection:
@@ -287,11 +275,16 @@ def test_a_nul_byte_anywhere_is_a_client_error(api, method, path, headers, statu
         assert response["Content-Type"] == PROBLEM
 
 
-@pytest.mark.parametrize("filename", ["a\x00b.ndjson", "a\x01b.ndjson", "a\nb.ndjson"])
+@pytest.mark.parametrize(
+    "filename", ["a\\u0000b", "a\\u0001b", "a\\nb", "a\\u0085b", "a\\ud800b", "a\\udc00"]
+)
 def test_a_control_character_in_a_session_file_name_is_400(api, filename):
-    """The session JSON's file name is checked like every other file name."""
-    response = api.post(SESSIONS, {"filename": filename, "size": 9}, format="json")
+    """The session JSON's file name is checked like every other file name; a lone
+    surrogate (valid JSON, no UTF-8 form) is refused with them."""
+    body = f'{{"filename": "{filename}.ndjson", "size": 9}}'
+    response = api.post(SESSIONS, body, content_type="application/json")
     assert_problem(response, 400)
+    assert not UploadSession.objects.exists()
 
 
 @pytest.mark.parametrize(

@@ -128,8 +128,8 @@ class UploadOutputSerializer(serializers.Serializer):
     progress = serializers.SerializerMethodField()
     errors_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
     def _absolute(self, name: str, upload: Upload) -> str:
         path = reverse(name, kwargs={"upload_id": upload.id})
@@ -199,7 +199,7 @@ _UPLOAD_REQUEST = {
 _UPLOAD_RESPONSES = {
     202: UploadOutputSerializer,
     200: OpenApiResponse(UploadOutputSerializer, "the same bytes were already received"),
-    **problem_responses(400, 401, 409, 413, 422, 429),
+    **problem_responses(400, 401, 404, 409, 413, 422, 429),  # 404: no such Upload-Token
 }
 _READ_RESPONSES = problem_responses(401, 404, 429)
 _PAGE_PARAMS = [
