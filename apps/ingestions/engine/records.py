@@ -236,11 +236,16 @@ def check_timestamp(name: str, value: Any) -> str:
 # 16383 after it.
 _JSONB_MAX_ADJUSTED = 131071
 _JSONB_MIN_EXPONENT = -16383
+# ... and prints them in full, without an exponent: "1e131071" is 8 bytes in and 131072
+# digits out each time the row is read. An object's numbers may print to this many at most.
+JSONB_MAX_PRINTED_DIGITS = 1 << 20
 
 
 def _check_numbers(name: str, value: Any) -> None:
-    """Refuse numbers inside an object that jsonb cannot store (the COPY would fail)."""
+    """Refuse numbers inside an object that jsonb cannot store (the COPY would fail), or
+    that would print to more than `JSONB_MAX_PRINTED_DIGITS` digits together."""
     stack = [value]
+    printed = 0
     while stack:
         item = stack.pop()
         kind = type(item)
@@ -248,16 +253,27 @@ def _check_numbers(name: str, value: Any) -> None:
             stack.extend(item.values())
         elif kind is list:
             stack.extend(item)
-        elif kind is OutOfRangeNumber or (
-            kind is Decimal
-            and (
-                item.adjusted() > _JSONB_MAX_ADJUSTED
-                or item.as_tuple().exponent < _JSONB_MIN_EXPONENT
-            )
-        ):
-            raise Invalid(
-                name, "out_of_range", f"{name} holds a number out of range: {str(item)[:64]}"
-            )
+        elif kind is OutOfRangeNumber:
+            raise _number_out_of_range(name, item)
+        elif kind is Decimal:
+            adjusted = item.adjusted()
+            if adjusted > _JSONB_MAX_ADJUSTED:
+                raise _number_out_of_range(name, item)
+            exponent = item.as_tuple().exponent
+            if exponent < _JSONB_MIN_EXPONENT:
+                raise _number_out_of_range(name, item)
+            printed += max(adjusted, 0) + 1 + max(-exponent, 0)  # digits printed, at most
+            if printed > JSONB_MAX_PRINTED_DIGITS:
+                raise Invalid(
+                    name,
+                    "out_of_range",
+                    f"{name} holds numbers that print to more than "
+                    f"{JSONB_MAX_PRINTED_DIGITS} digits",
+                )
+
+
+def _number_out_of_range(name: str, item: Any) -> Invalid:
+    return Invalid(name, "out_of_range", f"{name} holds a number out of range: {_shown(item)}")
 
 
 def check_object(name: str, value: Any) -> str:

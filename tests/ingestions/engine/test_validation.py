@@ -253,6 +253,26 @@ REJECTS = [
     pytest.param(*P(price="1_000"), "price", "invalid_type", id="price-underscore"),
     pytest.param(*P(price=" 1.5"), "price", "invalid_type", id="price-space"),
     pytest.param(*P(price="1" * 1000 + "x"), "price", "invalid_type", id="price-digits-then-x"),
+    # out_of_range: numbers in an object that jsonb cannot store, or would print to more
+    # than a million digits together (each 1e131071 prints 131072)
+    pytest.param(
+        *raw("customers", metadata='{"n": 1e131072}'), "metadata", "out_of_range", id="m-1"
+    ),
+    pytest.param(
+        *raw("customers", metadata='{"n": 0e-16384}'), "metadata", "out_of_range", id="m-2"
+    ),
+    pytest.param(
+        *raw("customers", metadata='{"n": [' + ", ".join(["1e131071"] * 9) + "]}"),
+        "metadata",
+        "out_of_range",
+        id="meta-numbers-print-too-long",
+    ),
+    pytest.param(
+        *raw("orders", raw_payload='{"a": {"b": [' + ", ".join(["1e-16383"] * 70) + "]}}"),
+        "raw_payload",
+        "out_of_range",
+        id="payload-numbers-print-too-long",
+    ),
     # invalid_email
     pytest.param(*C(email="ada.example.com"), "email", "invalid_email", id="email-no-at"),
     pytest.param(*C(email="ada@example"), "email", "invalid_email", id="email-undotted"),
@@ -599,6 +619,15 @@ def test_a_backslash_and_u0000_in_an_object_is_text_not_a_nul(tenant, ndjson, lo
     upload = load(tenant, ndjson("customers_1.ndjson", [customer_row(metadata={text: [text]})]))
     assert (upload.rows_inserted, upload.rows_rejected) == (1, 0)
     assert Customer.objects.get(tenant=tenant).metadata == {text: [text]}
+
+
+def test_numbers_in_an_object_print_to_a_million_digits_at_most(tenant, ndjson, load):
+    """Numbers jsonb can store are kept as long as all of an object's print (in full, as
+    PostgreSQL prints them) to at most a million digits: seven times 1e131071 is fine."""
+    metadata = '{"n": [' + ", ".join(["1e131071"] * 7) + '], "m": 1e-16383}'
+    row = raw_row(customer_row(), metadata=metadata)
+    upload = load(tenant, ndjson("customers_1.ndjson", [row]))
+    assert (upload.rows_inserted, upload.rows_rejected) == (1, 0)
 
 
 def test_unknown_fields_are_ignored(tenant, ndjson, load):
