@@ -60,6 +60,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "main.urls"
+SESSION_ENGINE = "apps.dashboard.sessions"  # Django's database sessions, the cookie read strictly
 WSGI_APPLICATION = "main.wsgi.application"
 TEMPLATES = [
     {

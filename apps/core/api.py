@@ -163,6 +163,16 @@ def ascii_int(text: str) -> int | None:
     return int(text) if _DIGITS.fullmatch(text) else None
 
 
+class AsciiIntegerField(serializers.IntegerField):
+    """An integer as a JSON number, or as a string of ASCII digits (DRF's own field reads
+    the string '٣' as 3)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and ascii_int(data.strip().removeprefix("-")) is None:
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def single_value(params, name: str) -> str | None:
     """A query parameter or form field (of a QueryDict) that takes one value: None when
     absent, 400 when given twice (which of the two was meant is anyone's guess)."""
@@ -235,6 +245,7 @@ class TenantApiView(APIView):
 
 
 __all__ = [
+    "AsciiIntegerField",
     "Pagination",
     "TenantApiView",
     "ascii_int",

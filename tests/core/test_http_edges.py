@@ -314,6 +314,12 @@ def test_a_non_ascii_digit_in_upload_offset_is_400(api, via, detail, digits):
     assert assert_problem(response, 400)["detail"].startswith(detail.removesuffix("."))
 
 
+@pytest.mark.parametrize("size", ["²", "٣", "1٣", " ٣ "])
+def test_a_non_ascii_digit_in_a_session_size_is_400(api, size):
+    response = api.post(SESSIONS, {"filename": "customers_1.ndjson", "size": size}, format="json")
+    assert assert_problem(response, 400)["errors"] == {"size": ["A valid integer is required."]}
+
+
 @pytest.mark.parametrize("digits", ["²", "٣", "-1", "", "1e3"])
 def test_a_non_ascii_digit_in_upload_length_is_400(api, digits):
     response = api.post(
@@ -607,3 +613,12 @@ def test_every_route_answers_every_method_without_a_5xx_and_each_405_says_allow(
 
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@pytest.mark.parametrize("session_key", ["abcdefgh\x00ij", "ABCDEFGHIJ", "abcdefgh-ij"])
+def test_a_session_cookie_django_never_made_is_no_session(db, client, session_key):
+    """A NUL byte in the dashboard's session cookie reaches no query (gunicorn refuses it
+    in a header; another server might not): the visitor is just not signed in."""
+    response = client.get("/dashboard/", HTTP_COOKIE=f"sessionid={session_key}")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/dashboard/login/")

@@ -12,7 +12,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from apps.core.api import TenantApiView, problem_responses
+from apps.core.api import AsciiIntegerField, TenantApiView, problem_responses
 from apps.core.errors import ApplicationError
 from apps.ingestions.apis.uploads import (
     UploadOutputSerializer,
@@ -133,7 +133,7 @@ _CHUNK_RESPONSES = {
 class SessionCreateApi(TenantApiView):
     class InputSerializer(serializers.Serializer):
         filename = serializers.CharField(max_length=255)
-        size = serializers.IntegerField(min_value=1)
+        size = AsciiIntegerField(min_value=1)
         sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, allow_blank=True)
         type = serializers.ChoiceField(choices=list(RECORDS), required=False, allow_blank=True)
         strict = serializers.BooleanField(required=False, default=False)
