@@ -8,6 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import JsonResponse
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import JSONRenderer
@@ -226,6 +227,16 @@ class Pagination(LimitOffsetPagination):
         return value
 
 
+PAGE_PARAMETERS = [  # Pagination's query parameters, for extend_schema
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": Pagination.max_limit},
+        description=f"rows per page (default {Pagination.default_limit})",
+    ),
+    OpenApiParameter("offset", {"type": "integer", "minimum": 0}, description="rows to skip"),
+]
+
+
 class TenantApiView(APIView):
     """Authenticated by X-API-Key; `request.auth` is the tenant."""
 
@@ -245,6 +256,7 @@ class TenantApiView(APIView):
 
 
 __all__ = [
+    "PAGE_PARAMETERS",
     "AsciiIntegerField",
     "Pagination",
     "TenantApiView",

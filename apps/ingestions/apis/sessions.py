@@ -14,13 +14,8 @@ from rest_framework.response import Response
 
 from apps.core.api import AsciiIntegerField, TenantApiView, problem_responses
 from apps.core.errors import ApplicationError
-from apps.ingestions.apis.uploads import (
-    UploadOutputSerializer,
-    filename_clean,
-    int_header,
-    raw_body,
-    upload_data,
-)
+from apps.ingestions.apis._http import filename_clean, int_header
+from apps.ingestions.apis.uploads import UploadOutputSerializer, raw_body, upload_data
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.idempotency import Replay, idempotency_run, request_fingerprint
 from apps.ingestions.models import UploadSession

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from contextlib import contextmanager
-from email.message import Message
 from email.utils import format_datetime
 
 import msgspec
@@ -24,15 +22,16 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from apps.core.api import (
+    PAGE_PARAMETERS,
     Pagination,
     TenantApiView,
-    ascii_int,
     choice_param,
     problem_responses,
     query_params,
     single_value,
 )
-from apps.core.errors import ApplicationError, PayloadTooLargeError
+from apps.core.errors import PayloadTooLargeError
+from apps.ingestions.apis._http import disposition_filename, filename_clean, int_header
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.idempotency import (
     idempotency_begin,
@@ -47,59 +46,10 @@ from apps.ingestions.services import upload_create
 
 # Reject codes (SPEC 5), the values of the errors list's `code` filter.
 REJECT_CODES = (
-    "invalid_json",
-    "not_an_object",
-    "missing_field",
-    "invalid_type",
-    "invalid_uuid",
-    "too_long",
-    "out_of_range",
-    "invalid_email",
-    "invalid_currency",
-    "invalid_timestamp",
-    "line_total_mismatch",
-    "line_too_long",
-    "orphan",
+    *("invalid_json", "not_an_object", "missing_field", "invalid_type", "invalid_uuid"),
+    *("too_long", "out_of_range", "invalid_email", "invalid_currency", "invalid_timestamp"),
+    *("line_total_mismatch", "line_too_long", "orphan"),
 )
-# C0 and C1 controls (NUL among them: PostgreSQL text refuses it) and lone surrogates (a
-# JSON body may carry one; it has no UTF-8 form).
-_NOT_IN_A_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def filename_clean(raw: str) -> str:
-    """A file name as a client gave it (query, Content-Disposition, multipart, session,
-    tus metadata), as it is stored: path separators become `_`, at most 255 characters.
-    A control character in it is a 400."""
-    if _NOT_IN_A_NAME.search(raw):
-        raise ApplicationError(
-            f"The file name {raw!r} contains a control character.", code="bad_filename"
-        )
-    return raw.strip().replace("/", "_").replace("\\", "_")[:255]
-
-
-def _disposition_filename(header: str) -> str:
-    """The file name of a Content-Disposition header, `filename*=UTF-8''...` (RFC 8187)
-    decoded."""
-    if not header:
-        return ""
-    message = Message()
-    message["Content-Disposition"] = header
-    return filename_clean(message.get_filename() or "")
-
-
-def int_header(request, name: str, *, code: str = "bad_header") -> int | None:
-    """A header that must be a non-negative integer (ASCII digits, see `ascii_int`);
-    None when absent or empty."""
-    raw = request.headers.get(name)
-    if raw is None or not raw.strip():
-        return None
-    value = ascii_int(raw.strip())
-    if value is None:
-        raise ApplicationError(
-            f"{name} must be a non-negative integer (ASCII digits, at most 18), not {raw!r}.",
-            code=code,
-        )
-    return value
 
 
 def raw_body(request):
@@ -202,14 +152,6 @@ _UPLOAD_RESPONSES = {
     **problem_responses(400, 401, 404, 409, 413, 422, 429),  # 404: no such Upload-Token
 }
 _READ_RESPONSES = problem_responses(401, 404, 429)
-_PAGE_PARAMS = [
-    OpenApiParameter(
-        "limit",
-        {"type": "integer", "minimum": 1, "maximum": Pagination.max_limit},
-        description=f"rows per page (default {Pagination.default_limit})",
-    ),
-    OpenApiParameter("offset", {"type": "integer", "minimum": 0}, description="rows to skip"),
-]
 
 
 class UploadCreateApi(TenantApiView):
@@ -293,7 +235,7 @@ class UploadCreateApi(TenantApiView):
         )
 
     class ParamsSerializer(serializers.Serializer):
-        type = serializers.CharField(required=False, allow_blank=True)  # checked by the service
+        type = serializers.CharField(required=False, allow_blank=True, default="")  # service checks
         strict = serializers.BooleanField(required=False, default=False)
 
     @contextmanager
@@ -317,10 +259,9 @@ class UploadCreateApi(TenantApiView):
             raise ParseError("Send the file as multipart/form-data or as the raw request body.")
         params = self._params(request, QueryDict())
         filename = filename_clean(single_value(request.query_params, "filename") or "")
-        filename = filename or _disposition_filename(request.headers.get("Content-Disposition", ""))
-        if not int_header(request, "Content-Length") and "chunked" not in request.headers.get(
-            "Transfer-Encoding", ""
-        ):
+        filename = filename or disposition_filename(request.headers.get("Content-Disposition", ""))
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "")
+        if not int_header(request, "Content-Length") and not chunked:
             raise ParseError("The request body is empty: send an NDJSON file.")
         yield raw_body(request), filename or "upload", params
 
@@ -335,10 +276,7 @@ class UploadCreateApi(TenantApiView):
                 data[name] = value.strip()
         params = self.ParamsSerializer(data=data)
         params.is_valid(raise_exception=True)
-        return {
-            "type": params.validated_data.get("type", ""),
-            "strict": params.validated_data["strict"],
-        }
+        return dict(params.validated_data)
 
 
 class LegacyOrdersUploadApi(UploadCreateApi):
@@ -376,7 +314,7 @@ class UploadListApi(TenantApiView):
         operation_id="uploads_list",
         parameters=[
             FilterSerializer,
-            *_PAGE_PARAMS,
+            *PAGE_PARAMETERS,
             OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
         ],
         responses={200: UploadOutputSerializer(many=True), **problem_responses(400, 401, 429)},
@@ -431,7 +369,7 @@ class UploadErrorsApi(TenantApiView):
         operation_id="uploads_errors",
         parameters=[
             FilterSerializer,
-            *_PAGE_PARAMS,
+            *PAGE_PARAMETERS,
             OpenApiParameter("format", str, enum=["json", "ndjson"]),
             OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
         ],

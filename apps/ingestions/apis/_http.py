@@ -1,0 +1,51 @@
+"""Header and body helpers of the ingestion API: what a client writes in a header, a query
+parameter or a form is read here, once, and refused with a 400 when it cannot be stored
+or is no number."""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+
+from apps.core.api import ascii_int
+from apps.core.errors import ApplicationError
+
+# C0 and C1 controls (NUL among them: PostgreSQL text refuses it) and lone surrogates (a
+# JSON body may carry one; it has no UTF-8 form).
+_NOT_IN_A_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def filename_clean(raw: str) -> str:
+    """A file name as a client gave it (query, Content-Disposition, multipart, session,
+    tus metadata), as it is stored: path separators become `_`, at most 255 characters.
+    A control character in it is a 400."""
+    if _NOT_IN_A_NAME.search(raw):
+        raise ApplicationError(
+            f"The file name {raw!r} contains a control character.", code="bad_filename"
+        )
+    return raw.strip().replace("/", "_").replace("\\", "_")[:255]
+
+
+def disposition_filename(header: str) -> str:
+    """The file name of a Content-Disposition header, `filename*=UTF-8''...` (RFC 8187)
+    decoded."""
+    if not header:
+        return ""
+    message = Message()
+    message["Content-Disposition"] = header
+    return filename_clean(message.get_filename() or "")
+
+
+def int_header(request, name: str, *, code: str = "bad_header") -> int | None:
+    """A header that must be a non-negative integer (ASCII digits, see `ascii_int`);
+    None when absent or empty."""
+    raw = request.headers.get(name)
+    if raw is None or not raw.strip():
+        return None
+    value = ascii_int(raw.strip())
+    if value is None:
+        raise ApplicationError(
+            f"{name} must be a non-negative integer (ASCII digits, at most 18), not {raw!r}.",
+            code=code,
+        )
+    return value
