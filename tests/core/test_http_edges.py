@@ -5,7 +5,6 @@ gunicorn on a kept-alive connection: Django's test client strips HEAD bodies by 
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import socket
@@ -206,10 +205,6 @@ def api(db):
     return client
 
 
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def session_of(api, **body) -> str:
     body = {"filename": "customers_1.ndjson", "size": len(CUSTOMERS), **body}
     response = api.post(SESSIONS, body, format="json")
@@ -287,16 +282,9 @@ def test_a_control_character_in_a_session_file_name_is_400(api, filename):
     assert not UploadSession.objects.exists()
 
 
-@pytest.mark.parametrize(
-    ("via", "detail"),
-    [
-        ("session", "Upload-Offset must be a non-negative integer."),
-        ("comprehensive", "Upload-Offset must be a non-negative integer."),
-        ("tus", "Upload-Offset must be a non-negative integer."),
-    ],
-)
+@pytest.mark.parametrize("via", ["session", "comprehensive", "tus"])
 @pytest.mark.parametrize("digits", ["²", "٣", "-1", "1.0", " 1 2", "9" * 30])
-def test_a_non_ascii_digit_in_upload_offset_is_400(api, via, detail, digits):
+def test_a_non_ascii_digit_in_upload_offset_is_400(api, via, digits):
     """Only ASCII digits make a number: `'²'.isdigit()` is True and `int('٣')` is 3."""
     if via == "tus":
         created = api.post(
@@ -311,17 +299,20 @@ def test_a_non_ascii_digit_in_upload_offset_is_400(api, via, detail, digits):
         token = session_of(api)
         headers = {"Upload-Offset": digits, "Upload-Token": token}
         response = send(api, "POST", COMPREHENSIVE, headers=headers, data=b"x")
-    assert assert_problem(response, 400)["detail"].startswith(detail.removesuffix("."))
+    detail = assert_problem(response, 400)["detail"]
+    assert detail.startswith("Upload-Offset must be a non-negative integer (ASCII digits")
 
 
 @pytest.mark.parametrize("size", ["²", "٣", "1٣", " ٣ "])
 def test_a_non_ascii_digit_in_a_session_size_is_400(api, size):
+    """A size sent as a string is read as ASCII digits only (DRF alone reads '٣' as 3)."""
     response = api.post(SESSIONS, {"filename": "customers_1.ndjson", "size": size}, format="json")
     assert assert_problem(response, 400)["errors"] == {"size": ["A valid integer is required."]}
 
 
 @pytest.mark.parametrize("digits", ["²", "٣", "-1", "", "1e3"])
 def test_a_non_ascii_digit_in_upload_length_is_400(api, digits):
+    """tus creation: Upload-Length is read by the same parser as every number."""
     response = api.post(
         TUS, headers={**V, "Upload-Length": digits, "Upload-Metadata": "filename YQ=="}
     )
@@ -364,32 +355,24 @@ def test_every_api_route_answers_with_and_without_its_trailing_slash(api, settin
     settings.DEBUG = debug
     token = session_of(api)
     upload = ingest_stored(api.tenant, "customers_1.ndjson", CUSTOMERS)
-    for method, path, kwargs, status in [
-        ("GET", UPLOADS, {}, 200),
-        ("GET", f"{UPLOADS}{upload.id}/", {}, 200),
-        ("GET", f"{UPLOADS}{upload.id}/errors/", {}, 200),
-        ("GET", f"{SESSIONS}{token}/", {}, 200),
-        ("GET", f"{SESSIONS}{token}/status/", {}, 200),
-        ("POST", f"{SESSIONS}{token}/resume/", {}, 200),
-        ("POST", SESSIONS, {"data": {"filename": "customers_1.ndjson", "size": 3}}, 201),
-        ("GET", "/api/v1/schema/", {}, 200),
-        ("HEAD", f"{TUS}{token}", {"headers": V}, 200),
-        ("POST", "/api/v1/ingest/orders/", {"data": {}}, 400),
+    session = json.dumps({"filename": "customers_1.ndjson", "size": 3})
+    for method, path, body, headers, status in [
+        ("GET", UPLOADS, "", {}, 200),
+        ("GET", f"{UPLOADS}{upload.id}/", "", {}, 200),
+        ("GET", f"{UPLOADS}{upload.id}/errors/", "", {}, 200),
+        ("GET", f"{SESSIONS}{token}/", "", {}, 200),
+        ("GET", f"{SESSIONS}{token}/status/", "", {}, 200),
+        ("POST", f"{SESSIONS}{token}/resume/", "", {}, 200),
+        ("POST", SESSIONS, session, {}, 201),
+        ("GET", "/api/v1/schema/", "", {}, 200),
+        ("HEAD", f"{TUS}{token}", "", V, 200),
+        ("POST", "/api/v1/ingest/orders/", "{}", {}, 400),
     ]:
         for spelling in (path, path.rstrip("/") if path.endswith("/") else path + "/"):
-            format = "json" if "data" in kwargs else None
-            response = api.generic(method, spelling, **_body(kwargs, format))
+            response = api.generic(
+                method, spelling, body, content_type="application/json", headers=headers
+            )
             assert response.status_code == status, (method, spelling, response.content)
-
-
-def _body(kwargs: dict, format: str | None) -> dict:
-    if format == "json":
-        return {
-            "data": json.dumps(kwargs["data"]),
-            "content_type": "application/json",
-            **{k: v for k, v in kwargs.items() if k != "data"},
-        }
-    return kwargs
 
 
 def test_a_form_post_to_the_dashboard_without_its_slash_is_no_500(client, settings):
@@ -401,6 +384,7 @@ def test_a_form_post_to_the_dashboard_without_its_slash_is_no_500(client, settin
 
 
 def test_a_get_on_the_dashboard_without_its_slash_still_redirects(db, client):
+    """A page keeps one address: GET /dashboard redirects, as APPEND_SLASH does."""
     assert client.get("/dashboard").status_code == 301
 
 
@@ -442,12 +426,14 @@ def test_an_unknown_filter_value_on_the_uploads_list_is_400(api, query, name, al
 )
 @pytest.mark.parametrize("path", [UPLOADS, f"{UPLOADS}{{upload}}/errors/"])
 def test_a_bad_limit_or_offset_is_400(api, query, path):
+    """Pagination refuses what is no page (DRF alone falls back to the default)."""
     upload = ingest_stored(api.tenant, "customers_1.ndjson", CUSTOMERS)
     body = assert_problem(api.get(f"{path.format(upload=upload.id)}?{query}"), 400)
     assert body["detail"].startswith(query.split("=")[0] + ": ")
 
 
 def test_good_limits_and_offsets_page_through(api):
+    """The bounds themselves are pages."""
     ingest_stored(api.tenant, "customers_1.ndjson", CUSTOMERS)
     ingest_stored(api.tenant, "customers_2.ndjson", ndjson_bytes([customer_row(email="z@x.io")]))
     page = api.get(f"{UPLOADS}?limit=1&offset=1").json()
@@ -478,6 +464,7 @@ def test_the_errors_list_filters_by_reject_code_and_refuses_unknown_codes(api, n
 
 
 def test_an_unknown_format_on_the_errors_list_is_400(api):
+    """`?format=` names a renderer or is a 400 listing them (DRF alone answers 404)."""
     upload = ingest_stored(api.tenant, "customers_1.ndjson", CUSTOMERS)
     body = assert_problem(api.get(f"{UPLOADS}{upload.id}/errors/?format=xml"), 400)
     assert body["detail"].startswith("format: ")
@@ -530,6 +517,7 @@ def test_a_form_that_is_not_one_file_is_400(api, form):
     ],
 )
 def test_a_wrong_method_is_405_with_allow_as_problem_json(api, method, path, allow):
+    """Probes and the dashboard answer only their methods, and every 405 says which."""
     response = api.generic(method, path)
     body = assert_problem(response, 405)
     assert response["Allow"] == allow
@@ -537,6 +525,7 @@ def test_a_wrong_method_is_405_with_allow_as_problem_json(api, method, path, all
 
 
 def test_a_browser_on_the_dashboard_gets_its_405_as_html_with_allow(db):
+    """The HTML page a browser asked for keeps its Allow header too."""
     from django.test import Client
 
     response = Client().get("/dashboard/logout/", headers={"Accept": "text/html"})
