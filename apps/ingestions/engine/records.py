@@ -237,7 +237,9 @@ def check_timestamp(name: str, value: Any) -> str:
 _JSONB_MAX_ADJUSTED = 131071
 _JSONB_MIN_EXPONENT = -16383
 # ... and prints them in full, without an exponent: "1e131071" is 8 bytes in and 131072
-# digits out each time the row is read. An object's numbers may print to this many at most.
+# digits out each time the row is read. An object's numbers may print to this many at most
+# (counted for numbers of 16 digits or more before or after the point; any other prints to
+# 32 digits at most).
 JSONB_MAX_PRINTED_DIGITS = 1 << 20
 
 
@@ -262,14 +264,15 @@ def _check_numbers(name: str, value: Any) -> None:
             exponent = item.as_tuple().exponent
             if exponent < _JSONB_MIN_EXPONENT:
                 raise _number_out_of_range(name, item)
-            printed += max(adjusted, 0) + 1 + max(-exponent, 0)  # digits printed, at most
-            if printed > JSONB_MAX_PRINTED_DIGITS:
-                raise Invalid(
-                    name,
-                    "out_of_range",
-                    f"{name} holds numbers that print to more than "
-                    f"{JSONB_MAX_PRINTED_DIGITS} digits",
-                )
+            if adjusted >= 16 or exponent <= -16:
+                printed += max(adjusted, 0) + 1 + max(-exponent, 0)
+                if printed > JSONB_MAX_PRINTED_DIGITS:
+                    raise Invalid(
+                        name,
+                        "out_of_range",
+                        f"{name} holds numbers that print to more than "
+                        f"{JSONB_MAX_PRINTED_DIGITS} digits",
+                    )
 
 
 def _number_out_of_range(name: str, item: Any) -> Invalid:
