@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -287,6 +288,8 @@ def test_the_containers_commands_run_the_service_outside_containers(tmp_path):
         assert served
         for pid in served:
             os.kill(pid, signal.SIGTERM)  # a worker of the gunicorn started above
+        # a gevent worker takes up to a second to stop accepting, then ends its requests
+        wait_for(lambda: not any(psutil.pid_exists(pid) for pid in served), timeout=40)
         for _ in range(5):
             wait_for(lambda: _answers(f"{base}/no-such-page"), timeout=30)
         after = _metrics(base)
