@@ -18,19 +18,35 @@ from apps.ingestions.engine.load import (
     DEFAULT_MAX_LINE_BYTES,
     load_upload,
 )
+from apps.ingestions.engine.merge import (
+    expire_pending,
+    lock_tenant,
+    pending_tenants,
+    refresh_statistics,
+    restore_reject_lines,
+)
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import RECORDS, type_from_filename, type_from_keys
 from apps.ingestions.engine.results import FileError, LoadResult, ParentsComing, RowCounts
-from apps.ingestions.engine.stage import StagingUnavailable
+from apps.ingestions.engine.stage import StagingUnavailable, staging_drop_stale
 
 __all__ = [
+    "DEFAULT_MAX_DECOMPRESSED_BYTES",
+    "DEFAULT_MAX_LINE_BYTES",
+    "RECORDS",
     "FileError",
     "LoadResult",
     "ParentsComing",
     "RowCounts",
     "StagingUnavailable",
     "detect_record_type",
+    "expire_pending",
     "load_upload",
+    "lock_tenant",
+    "pending_tenants",
+    "refresh_statistics",
+    "restore_reject_lines",
+    "staging_drop_stale",
 ]
 
 
