@@ -41,7 +41,7 @@ def phase_raw(folder: Path) -> dict:
     import msgspec
     import psycopg
 
-    from apps.ingestions.engine.records import RECORDS
+    from apps.ingestions.engine import RECORDS
 
     decode = msgspec.json.Decoder(float_hook=Decimal).decode
     encode = msgspec.json.Encoder(decimal_format="number").encode

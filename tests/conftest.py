@@ -56,7 +56,7 @@ def _staging_tables_dropped(django_db_setup, django_db_blocker):
     yield
     from django.db import connection, transaction
 
-    from apps.ingestions.engine.stage import staging_drop_stale
+    from apps.ingestions.engine import staging_drop_stale
 
     with django_db_blocker.unblock(), transaction.atomic(), connection.cursor() as cursor:
         staging_drop_stale(cursor.cursor)

@@ -28,7 +28,7 @@ from django.db import transaction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.engine import RECORDS
 from apps.ingestions.engine.testing import ROW_FACTORIES, customer_row, order_row, product_row, uid
 from apps.ingestions.models import Customer, Product, Reject, Upload
 from apps.ingestions.services import upload_ingest_path

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.engine import RECORDS
 from apps.ingestions.engine.testing import (
     customer_row,
     ndjson_bytes,

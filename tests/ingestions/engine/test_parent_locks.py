@@ -14,9 +14,8 @@ import psycopg
 import pytest
 from django.db import connection, connections, transaction
 
-from apps.ingestions.engine import ParentsComing
+from apps.ingestions.engine import RECORDS, ParentsComing
 from apps.ingestions.engine.keys import HELD, ParentLocks, _Key
-from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.stage import connection_params
 from apps.ingestions.engine.testing import ndjson_bytes, uid
 from apps.ingestions.models import Order, OrderItem, PendingOrderItem, UploadState

@@ -12,8 +12,7 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.ingestions.engine import load_upload
-from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.engine import RECORDS, load_upload
 from apps.ingestions.engine.stage import (
     STAGING_PREFIX,
     Staging,

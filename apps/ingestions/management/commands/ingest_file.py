@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.errors import ApplicationError
 from apps.ingestions.apis.uploads import UploadOutputSerializer
-from apps.ingestions.engine.records import RECORDS
+from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import Upload, UploadState
 from apps.ingestions.services import upload_ingest_path
 from apps.tenants.management.commands._common import tenant_or_error
