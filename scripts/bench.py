@@ -28,7 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ORDER = ("customers", "products", "orders", "order_items")
+
+from apps.ingestions.engine import RECORD_ORDER, RECORDS  # noqa: E402 - needs ROOT on the path
 
 
 def _peak_rss_mb() -> float:
@@ -41,13 +42,11 @@ def phase_raw(folder: Path) -> dict:
     import msgspec
     import psycopg
 
-    from apps.ingestions.engine import RECORDS
-
     decode = msgspec.json.Decoder(float_hook=Decimal).decode
     encode = msgspec.json.Encoder(decimal_format="number").encode
     out = {}
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
-        for name in ORDER:
+        for name in RECORD_ORDER:
             spec = RECORDS[name]
             cols = ", ".join(f"{f.name} {f.sql_type}" for f in spec.fields)
             conn.execute(f"DROP TABLE IF EXISTS raw_{name}")
@@ -83,7 +82,7 @@ def phase_engine(folder: Path, tenant_id: str) -> dict:
 
     tenant = Tenant.objects.get(id=tenant_id)
     out = {}
-    for name in ORDER:
+    for name in RECORD_ORDER:
         start = time.perf_counter()
         upload = upload_ingest_path(tenant=tenant, path=folder / f"{name}_1.ndjson").upload
         seconds = time.perf_counter() - start
@@ -123,8 +122,8 @@ def phase_e2e(folder: Path, env: dict) -> dict:
     with running_stack(env=env) as base, httpx.Client(base_url=base, timeout=600) as client:
         started = time.perf_counter()
         # all four at once, as a client may: the server runs them in dependency order
-        with ThreadPoolExecutor(max_workers=len(ORDER)) as pool:
-            urls = list(pool.map(lambda name: send(client, name), ORDER))
+        with ThreadPoolExecutor(max_workers=len(RECORD_ORDER)) as pool:
+            urls = list(pool.map(lambda name: send(client, name), RECORD_ORDER))
         states = []
         for url in urls:
             while (state := client.get(url, headers=headers).json()["state"]) not in (
@@ -268,7 +267,7 @@ def main() -> None:
     for col in ("type", "rows", "raw COPY rows/s", "engine rows/s", "ratio", "engine state"):
         table.add_column(col, justify="right")
     totals = {"rows": 0, "raw": 0.0, "eng": 0.0}
-    for name in ORDER:
+    for name in RECORD_ORDER:
         rows = eng[name]["rows"]
         raw_rate = raw[name]["rows"] / raw[name]["seconds"]
         eng_rate = rows / eng[name]["seconds"]

@@ -7,7 +7,15 @@ import json
 
 import pytest
 
-from ingest_client.plan import ConfigError, build_plan, load_tenants, record_type_of
+from apps.ingestions.engine import RECORD_ORDER, RECORD_STAGES
+from ingest_client.plan import (
+    RECORD_TYPES,
+    STAGES,
+    ConfigError,
+    build_plan,
+    load_tenants,
+    record_type_of,
+)
 
 
 def _data_dir(tmp_path, files: dict[str, bytes], *, tenants=("t1",)):
@@ -80,3 +88,10 @@ def test_without_a_manifest_the_directory_is_one_tenant_given_a_key(tmp_path):
         load_tenants(tmp_path)
     (tenant,) = load_tenants(tmp_path, api_key="k", tenant_id="t")
     assert (tenant.api_key, tenant.tenant_id, tenant.folder) == ("k", "t", tmp_path)
+
+
+def test_the_clients_stages_are_the_engines_dependency_order():
+    """The client keeps its own table of stages (it is installed without the server), and it
+    is the one the engine derives from the record definition."""
+    assert STAGES == RECORD_STAGES
+    assert RECORD_TYPES == RECORD_ORDER

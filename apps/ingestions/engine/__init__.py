@@ -26,7 +26,14 @@ from apps.ingestions.engine.merge import (
     restore_reject_lines,
 )
 from apps.ingestions.engine.reader import ByteStream, read_lines
-from apps.ingestions.engine.records import RECORDS, type_from_filename, type_from_keys
+from apps.ingestions.engine.records import (
+    RECORD_ORDER,
+    RECORD_STAGES,
+    RECORDS,
+    RecordSpec,
+    type_from_filename,
+    type_from_keys,
+)
 from apps.ingestions.engine.results import FileError, LoadResult, ParentsComing, RowCounts
 from apps.ingestions.engine.stage import StagingUnavailable, staging_drop_stale
 
@@ -34,6 +41,9 @@ __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_BYTES",
     "DEFAULT_MAX_LINE_BYTES",
     "RECORDS",
+    "RECORD_ORDER",
+    "RECORD_STAGES",
+    "RecordSpec",
     "FileError",
     "LoadResult",
     "ParentsComing",

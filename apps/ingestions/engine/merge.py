@@ -16,9 +16,10 @@ from typing import BinaryIO
 import psycopg
 from psycopg import Cursor, sql
 
+from apps.ingestions.engine.checks import copy_text
 from apps.ingestions.engine.keys import ParentLocks
 from apps.ingestions.engine.reader import ByteStream, read_lines
-from apps.ingestions.engine.records import CHILDREN, RECORDS, RecordSpec, copy_text
+from apps.ingestions.engine.records import PENDING_TYPES, RECORDS, RecordSpec, descendants
 from apps.ingestions.engine.results import ParentsComing, ResolvedCounts
 from apps.ingestions.engine.stage import raw_text
 
@@ -380,18 +381,18 @@ def resolve_pending(
     setwise_key_checks: bool = False,
 ) -> list[ResolvedCounts]:
     """Load every held row of the tenant whose parents have all arrived, in dependency order
-    (orders before order_items, so items of a just-resolved order follow it at once).
+    (`PENDING_TYPES`: orders before order_items, so items of a just-resolved order follow it
+    at once).
 
-    With `arrived` (the record type just loaded), only that type and the held types it can
-    be a parent of, directly or through resolved orders, are looked at (its own held rows
+    With `arrived` (the record type just loaded), only that type and the held types below
+    it (its `descendants`, directly or through resolved rows) are looked at (its own held rows
     may have seen their parents arrive from another writer meanwhile). With
     `setwise_key_checks`, rows whose ids are all new go in with a plain INSERT, their
     parents checked per statement by the engine where allowed (see `keys`).
     """
     resolved: list[ResolvedCounts] = []
-    for spec in (RECORDS["orders"], RECORDS["order_items"]):
-        if arrived is not None and spec.name not in {arrived, *_resolvable_after(arrived)}:
-            continue
+    wanted = set(PENDING_TYPES) if arrived is None else {arrived, *descendants(arrived)}
+    for spec in (RECORDS[name] for name in PENDING_TYPES if name in wanted):
         pending = sql.Identifier(spec.pending_table)
         key = sql.Identifier(spec.key)
         # Move the resolvable rows out of the hold into temp tables first: joining two CTEs
@@ -448,18 +449,6 @@ def resolve_pending(
     return resolved
 
 
-def _resolvable_after(record_type: str) -> set[str]:
-    """The held types that rows of `record_type` arriving can make loadable."""
-    found: set[str] = set()
-    todo = list(CHILDREN[record_type])
-    while todo:
-        child = todo.pop()
-        if child not in found:
-            found.add(child)
-            todo.extend(CHILDREN[child])
-    return found
-
-
 def _insert_all_new(
     cursor: Cursor,
     spec: RecordSpec,
@@ -500,7 +489,7 @@ class Expired:
 def expire_pending(cursor: Cursor, *, tenant_id: str, older_than: datetime) -> list[Expired]:
     """Turn the tenant's rows held since before `older_than` into `orphan` rejects."""
     expired: dict[str, int] = {}
-    for spec in (RECORDS["orders"], RECORDS["order_items"]):
+    for spec in (RECORDS[name] for name in PENDING_TYPES):
         missing = sql.SQL(" ").join(
             sql.SQL(
                 "WHEN NOT EXISTS (SELECT 1 FROM {t} p WHERE p.tenant_id = g.tenant_id "
@@ -590,8 +579,12 @@ def restore_reject_lines(
 def pending_tenants(cursor: Cursor, *, older_than: datetime) -> list[str]:
     """Tenants holding rows since before `older_than`."""
     cursor.execute(
-        "SELECT tenant_id::text FROM pending_orders WHERE held_at < %(c)s "
-        "UNION SELECT tenant_id::text FROM pending_order_items WHERE held_at < %(c)s",
+        sql.SQL(" UNION ").join(
+            sql.SQL("SELECT tenant_id::text FROM {} WHERE held_at < %(c)s").format(
+                sql.Identifier(RECORDS[name].pending_table)
+            )
+            for name in PENDING_TYPES
+        ),
         {"c": older_than},
     )
     return [row[0] for row in cursor.fetchall()]

@@ -20,14 +20,9 @@ import msgspec
 import psycopg
 from psycopg import Cursor, sql
 
+from apps.ingestions.engine.checks import Invalid, copy_text, exact_number
 from apps.ingestions.engine.reader import Line
-from apps.ingestions.engine.records import (
-    Invalid,
-    RecordSpec,
-    copy_text,
-    exact_number,
-    validate_record,
-)
+from apps.ingestions.engine.records import RecordSpec, validate_record
 
 # Rows per chunk: the unit of COPY and of merging. A chunk also ends once its text reaches
 # CHUNK_CHARS, whatever the rows' width: memory is bounded by the few chunks a load holds
