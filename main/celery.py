@@ -1,7 +1,9 @@
 import logging
 import os
+import sys
 
 from celery import Celery, bootsteps
+from celery.signals import worker_init, worker_process_init
 
 from apps.core.logs import connect_celery_signals
 
@@ -16,6 +18,17 @@ app.autodiscover_tasks()
 connect_celery_signals()
 
 UPLOAD_REQUEUE_TASK = "apps.ingestions.tasks.upload_requeue_task"
+
+
+@worker_init.connect  # the worker's own process: the solo and threads pools run tasks here
+@worker_process_init.connect  # each process of the prefork pool
+def short_switch_interval(**kwargs) -> None:
+    """Workers run pipelined loads, whose merge thread waits for the GIL once per statement:
+    a short switch interval keeps those handovers off its path (see engine.SWITCH_INTERVAL).
+    Set here, at process start, because it is the whole interpreter's setting."""
+    from apps.ingestions.engine import SWITCH_INTERVAL
+
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 class Housekeeping(bootsteps.StartStopStep):

@@ -29,7 +29,11 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from apps.ingestions.engine import RECORD_ORDER, RECORDS  # noqa: E402 - needs ROOT on the path
+from apps.ingestions.engine import (  # noqa: E402 - needs ROOT on the path
+    RECORD_ORDER,
+    RECORDS,
+    SWITCH_INTERVAL,
+)
 
 
 def _peak_rss_mb() -> float:
@@ -74,6 +78,9 @@ def phase_raw(folder: Path) -> dict:
 
 def phase_engine(folder: Path, tenant_id: str) -> dict:
     import django
+
+    # as a worker process starts (main/celery.py): the merge thread's GIL handovers stay short
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "main.settings")
     django.setup()

@@ -25,6 +25,7 @@ from apps.ingestions.engine.merge import (
     refresh_statistics,
     restore_reject_lines,
 )
+from apps.ingestions.engine.pipeline import SWITCH_INTERVAL
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import (
     RECORD_ORDER,
@@ -43,6 +44,7 @@ __all__ = [
     "RECORDS",
     "RECORD_ORDER",
     "RECORD_STAGES",
+    "SWITCH_INTERVAL",
     "RecordSpec",
     "FileError",
     "LoadResult",

@@ -233,6 +233,26 @@ def staging_drop_stale(cursor: Cursor) -> list[str]:
     return dropped
 
 
+def store_rejects(
+    cursor: Cursor, stage: sql.Composable, upload_id: str, lines: tuple[int, int] | None = None
+) -> None:
+    """Copy the rejects staged in `stage` (those of `lines`, first and last, when given)
+    into the `rejects` table under `upload_id`, in the caller's transaction."""
+    where = sql.SQL("")
+    if lines is not None:
+        where = sql.SQL("AND line BETWEEN {} AND {}").format(
+            sql.Literal(lines[0]), sql.Literal(lines[1])
+        )
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO rejects (upload_id, line, field, code, message, raw) "
+            "SELECT %s, line, r_field, r_code, r_message, r_raw FROM {} "
+            "WHERE r_code IS NOT NULL {} ORDER BY line"
+        ).format(stage, where),
+        (upload_id,),
+    )
+
+
 def _json_error(exc: Exception, data: bytes) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return _utf8_error(data)

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.errors import ApplicationError
 from apps.ingestions.apis.uploads import UploadOutputSerializer
-from apps.ingestions.engine import RECORDS
+from apps.ingestions.engine import RECORDS, SWITCH_INTERVAL
 from apps.ingestions.models import Upload, UploadState
 from apps.ingestions.services import upload_ingest_path
 from apps.tenants.management.commands._common import tenant_or_error
@@ -43,6 +43,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, path, tenant, type, strict, **options):
+        # This process runs a pipelined load: a short switch interval keeps the merge
+        # thread's GIL handovers off its path (see engine.SWITCH_INTERVAL).
+        sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             tenant_obj = tenant_or_error(tenant)
         except CommandError as exc:
