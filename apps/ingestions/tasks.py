@@ -1,9 +1,20 @@
+"""The ingestion app's Celery tasks: an id comes in (or nothing), a service is called.
+
+Services send these by name (`apps.ingestions.tasks.<name>`) and never import this module.
+"""
+
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from apps.ingestions.engine import StagingUnavailable
-
-# Services import this module (to enqueue), so tasks import services inside the function.
+from apps.ingestions.services import (
+    blob_purge_orphans,
+    idempotency_purge,
+    pending_expire,
+    session_expire,
+    upload_recover,
+    upload_run,
+)
 
 
 @shared_task(
@@ -15,8 +26,6 @@ from apps.ingestions.engine import StagingUnavailable
     max_retries=5,
 )
 def upload_process_task(upload_id: str) -> None:
-    from apps.ingestions.services import upload_run
-
     upload_run(upload_id=upload_id)
 
 
@@ -24,34 +33,24 @@ def upload_process_task(upload_id: str) -> None:
 # simply the next one.
 @shared_task(ignore_result=True, acks_late=False)
 def upload_requeue_task() -> int:
-    from apps.ingestions.services import upload_recover
-
     return upload_recover()
 
 
 @shared_task(ignore_result=True)
 def pending_expire_task() -> int:
-    from apps.ingestions.services import pending_expire
-
     return pending_expire()
 
 
 @shared_task(ignore_result=True)
 def idempotency_purge_task() -> int:
-    from apps.ingestions.idempotency import idempotency_purge
-
     return idempotency_purge()
 
 
 @shared_task(ignore_result=True)
 def blob_purge_task() -> int:
-    from apps.ingestions.storage import blob_purge_orphans
-
     return blob_purge_orphans()
 
 
 @shared_task(ignore_result=True)
 def session_expire_task() -> int:
-    from apps.ingestions.sessions import session_expire
-
     return session_expire()

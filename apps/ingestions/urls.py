@@ -1,7 +1,7 @@
 from django.urls import path, register_converter
 
 from apps.ingestions import apis
-from apps.ingestions.sessions import SESSION_TOKEN
+from apps.ingestions.services import SESSION_TOKEN
 
 
 class SessionTokenConverter:

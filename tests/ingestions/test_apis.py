@@ -25,9 +25,8 @@ from apps.ingestions.engine.testing import (
     product_row,
     uid,
 )
-from apps.ingestions.idempotency import idempotency_begin
 from apps.ingestions.models import Blob, IdempotencyKey, Reject, Upload, UploadState
-from apps.ingestions.services import pending_expire
+from apps.ingestions.services import idempotency_begin, pending_expire
 from apps.tenants.services import api_key_revoke, api_key_rotate, tenant_create
 from tests.factories import ingest_stored
 

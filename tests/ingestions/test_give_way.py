@@ -19,8 +19,13 @@ from apps.ingestions.engine.testing import (
     uid,
 )
 from apps.ingestions.models import OrderItem, PendingOrderItem, Upload, UploadState
-from apps.ingestions.services import upload_ingest_path, upload_process, upload_run
-from apps.ingestions.storage import BlobReader, blob_store
+from apps.ingestions.services import (
+    BlobReader,
+    blob_store,
+    upload_ingest_path,
+    upload_process,
+    upload_run,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -35,8 +35,7 @@ from apps.ingestions.models import (
     Upload,
     UploadState,
 )
-from apps.ingestions.services import upload_enqueue, upload_run, upload_wake
-from apps.ingestions.storage import blob_store
+from apps.ingestions.services import blob_store, upload_enqueue, upload_run, upload_wake
 from apps.tenants.services import tenant_create
 from tests.conftest import wait_for
 from tests.factories import database_url_of_tests

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.ingestions.models import Blob, BlobChunk, Upload, UploadSession, UploadState
-from apps.ingestions.sessions import session_expire
+from apps.ingestions.services import session_expire
 
 SESSIONS = "/api/v1/ingest/sessions/"
 COMPREHENSIVE = "/api/v1/ingest/comprehensive/"

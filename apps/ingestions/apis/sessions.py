@@ -16,10 +16,12 @@ from apps.core.api import AsciiIntegerField, TenantApiView, problem_responses
 from apps.core.errors import ApplicationError
 from apps.ingestions.apis._http import filename_clean, int_header
 from apps.ingestions.apis.uploads import UploadOutputSerializer, raw_body, upload_data
-from apps.ingestions.engine.records import RECORDS
-from apps.ingestions.idempotency import Replay, idempotency_run, request_fingerprint
+from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import UploadSession
-from apps.ingestions.sessions import (
+from apps.ingestions.services import (
+    Replay,
+    idempotency_run,
+    request_fingerprint,
     session_append,
     session_create,
     session_lookup,

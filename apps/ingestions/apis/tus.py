@@ -23,7 +23,7 @@ from apps.core.errors import ApplicationError, GoneError
 from apps.ingestions.apis._http import filename_clean, int_header
 from apps.ingestions.apis.uploads import raw_body
 from apps.ingestions.models import SessionState, UploadSession
-from apps.ingestions.sessions import (
+from apps.ingestions.services import (
     CHECKSUM_ALGORITHMS,
     ChunkChecksum,
     session_append,

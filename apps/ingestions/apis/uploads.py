@@ -32,17 +32,17 @@ from apps.core.api import (
 )
 from apps.core.errors import PayloadTooLargeError
 from apps.ingestions.apis._http import disposition_filename, filename_clean, int_header
-from apps.ingestions.engine.records import RECORDS
-from apps.ingestions.idempotency import (
+from apps.ingestions.engine import RECORDS
+from apps.ingestions.models import RecordType, Upload, UploadState
+from apps.ingestions.selectors import reject_list, upload_get, upload_list
+from apps.ingestions.services import (
     idempotency_begin,
     idempotency_check,
     idempotency_finish,
     idempotency_release,
     request_fingerprint,
+    upload_create,
 )
-from apps.ingestions.models import RecordType, Upload, UploadState
-from apps.ingestions.selectors import reject_list, upload_get, upload_list
-from apps.ingestions.services import upload_create
 
 # Reject codes (SPEC 5), the values of the errors list's `code` filter.
 REJECT_CODES = (

@@ -1,17 +1,23 @@
-"""Uploaded bytes in PostgreSQL: written in 1 MiB chunks as they arrive, read back as a
-stream by any worker on any machine. Nothing is ever held whole in memory."""
+"""Uploaded bytes in PostgreSQL: blobs stored piece by piece as they arrive, read back as streams.
+
+Pieces are 1 MiB; any worker on any machine reads a blob back, and nothing is ever held whole
+in memory.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from typing import BinaryIO
 
 import psycopg
 from django.conf import settings
 from django.db import connection, connections, transaction
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
 
 from apps.core.errors import PayloadTooLargeError
-from apps.ingestions.models import Blob
+from apps.ingestions.models import Blob, Upload, UploadSession
 
 CHUNK_BYTES = 1 << 20
 HEAD_BYTES = 256 * 1024  # kept on the blob row: enough to tell a file's type
@@ -126,13 +132,6 @@ class BlobReader:
 def blob_purge_orphans(*, older_than_seconds: int = 3600) -> int:
     """Delete blobs no upload or session points to (a request that failed half-way), once
     they are old enough not to belong to a request still running."""
-    from datetime import timedelta
-
-    from django.db.models import Exists, OuterRef
-    from django.utils import timezone
-
-    from apps.ingestions.models import Upload, UploadSession
-
     cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
     orphans = (
         Blob.objects.filter(created_at__lt=cutoff)

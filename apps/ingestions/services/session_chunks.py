@@ -1,7 +1,4 @@
-"""Resumable uploads (SPEC section 5): a session receives a file in chunks at increasing
-offsets, stores each piece durably in the upload's blob before acknowledging it, and turns
-into an `Upload` when the last byte arrives and the checksum matches. A tus 1.0 upload is a
-session too; only the HTTP dialect differs.
+"""A session's chunks: each stored durably at its offset; the last one registers the upload.
 
 A chunk without a checksum of its own is committed piece by piece (1 MiB at a time), so a
 transfer cut in the middle of a chunk resumes from the last stored piece, not from the
@@ -14,46 +11,36 @@ import base64
 import hashlib
 import io
 import logging
-import re
-import secrets
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import BinaryIO
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
-from apps.core.errors import (
-    ApplicationError,
-    ConflictError,
-    GoneError,
-    NotFoundError,
-    PayloadTooLargeError,
-    UnknownRecordTypeError,
-    UnprocessableError,
-)
-from apps.ingestions.engine.records import RECORDS
+from apps.core.errors import ApplicationError, UnknownRecordTypeError, UnprocessableError
 from apps.ingestions.models import Blob, BlobChunk, SessionState, UploadSession
-from apps.ingestions.selectors import session_get
-from apps.ingestions.services import (
+from apps.ingestions.services.sessions import (
+    SESSION_TOKEN,
+    offset_conflict,
+    session_expired_error,
+    session_lookup,
+    session_not_found,
+    session_try_lock,
+    session_unlock,
+)
+from apps.ingestions.services.storage import CHUNK_BYTES, HEAD_BYTES, BlobReader, blob_write_piece
+from apps.ingestions.services.uploads import (
     Fingerprint,
     UploadOutcome,
     record_type_decide,
     upload_register,
-    upload_retry,
 )
-from apps.ingestions.storage import CHUNK_BYTES, HEAD_BYTES, BlobReader, blob_write_piece
 from apps.tenants.models import Tenant
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("apps.ingestions.sessions")  # the name it always had
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-# What `secrets.token_hex(16)` makes: the session and tus URLs route only this, and a
-# token header of any other form is no session (no lock is taken for it, nothing queried).
-SESSION_TOKEN = re.compile(r"[0-9a-f]{32}")
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
 
 
@@ -96,93 +83,15 @@ class ChunkOutcome:
     upload: UploadOutcome | None  # set when this chunk completed the file
 
 
-def _clean_filename(filename: str) -> str:
-    return filename.strip().replace("/", "_").replace("\\", "_")[:255]
-
-
-def session_create(
-    *,
-    tenant: Tenant,
-    filename: str,
-    size: int,
-    sha256: str = "",
-    record_type: str = "",
-    strict: bool = False,
-    metadata: str = "",
-) -> UploadSession:
-    """Open a session for a file of `size` bytes. Its bytes go to a blob of their own."""
-    filename = _clean_filename(filename)
-    if not filename:
-        raise ApplicationError("Give the file's name (`filename`).", code="missing_filename")
-    if size <= 0:
-        raise ApplicationError("The file is empty: its size must be at least 1.", code="empty_file")
-    if size > settings.INGEST_MAX_UPLOAD_BYTES:
-        raise PayloadTooLargeError(
-            f"The file is {size} bytes; the limit is {settings.INGEST_MAX_UPLOAD_BYTES}."
-        )
-    sha256 = sha256.strip().lower()
-    if sha256 and not _SHA256.fullmatch(sha256):
-        raise ApplicationError("sha256 must be 64 hexadecimal digits.", code="bad_sha256")
-    if record_type and record_type not in RECORDS:
-        raise UnknownRecordTypeError(
-            f"Unknown type {record_type!r}; expected one of {', '.join(RECORDS)}."
-        )
-    with transaction.atomic():
-        blob = Blob.objects.create(sha256="", size_bytes=0)
-        return UploadSession.objects.create(
-            token=secrets.token_hex(16),  # SESSION_TOKEN
-            tenant=tenant,
-            filename=filename,
-            size=size,
-            sha256=sha256,
-            record_type=record_type,
-            strict=strict,
-            metadata=metadata,
-            blob=blob,
-            expires_at=timezone.now() + timedelta(seconds=settings.INGEST_SESSION_TTL_SECONDS),
-        )
-
-
-def _offset_conflict(session: UploadSession, detail: str, code: str) -> ConflictError:
-    return ConflictError(
-        detail,
-        code=code,
-        extra={"offset": session.offset},
-        headers={"Upload-Offset": str(session.offset)},
-    )
-
-
-def _session_lock(token: str) -> bool:
-    """One request at a time writes a session: a session-level advisory lock, held across
-    the small transactions that store a chunk's pieces."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_try_advisory_lock(hashtextextended('session:' || %s, 0))", (token,)
-        )
-        return cursor.fetchone()[0]
-
-
-def _session_unlock(token: str) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_unlock(hashtextextended('session:' || %s, 0))", (token,))
-
-
-def _expired_error() -> GoneError:
-    return GoneError(
-        "This upload session has expired and its bytes were deleted; start a new one.",
-        code="session_expired",
-    )
-
-
 def _check_writable(session: UploadSession) -> None:
     if session.state == SessionState.EXPIRED:
-        raise _expired_error()
+        raise session_expired_error()
     if session.state == SessionState.FAILED:
-        raise _offset_conflict(
+        raise offset_conflict(
             session, f"This upload session failed: {session.error_detail}", "session_failed"
         )
     if session.state == SessionState.COMPLETE:
-        raise _offset_conflict(
+        raise offset_conflict(
             session, "This upload session already has all its bytes.", "session_complete"
         )
 
@@ -204,17 +113,17 @@ def session_append(
     ask the offset and resume from it): then each piece that arrived whole is kept and
     counted when the chunk breaks off, and never a byte that did not arrive."""
     if not SESSION_TOKEN.fullmatch(token):
-        raise _not_found()
-    if not _session_lock(token):
+        raise session_not_found()
+    if not session_try_lock(token):
         session = session_lookup(tenant=tenant, token=token)
-        raise _offset_conflict(
+        raise offset_conflict(
             session, "Another chunk of this session is being received; retry.", "session_busy"
         )
     try:
         session = session_lookup(tenant=tenant, token=token)
         _check_writable(session)
         if offset != session.offset:
-            raise _offset_conflict(
+            raise offset_conflict(
                 session,
                 f"This chunk starts at offset {offset}, but the session has {session.offset} "
                 f"bytes: send from offset {session.offset}.",
@@ -234,7 +143,7 @@ def session_append(
             session.refresh_from_db()
         return ChunkOutcome(session=session, upload=upload)
     finally:
-        _session_unlock(token)
+        session_unlock(token)
 
 
 def _store_chunk(
@@ -362,107 +271,3 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
         "new" if outcome.created else "identical bytes already received",
     )
     return outcome
-
-
-def session_lookup(*, tenant: Tenant, token: str) -> UploadSession:
-    """The tenant's session (404 for anyone else's); an open one past its expiry is
-    expired on the spot, without waiting for the periodic job."""
-    session = session_get(tenant=tenant, token=token) if SESSION_TOKEN.fullmatch(token) else None
-    if session is None:
-        raise _not_found()
-    if session.state == SessionState.OPEN and session.expires_at <= timezone.now():
-        _session_mark_expired(session)
-    return session
-
-
-def _not_found() -> NotFoundError:
-    return NotFoundError("No such upload session.", code="not_found")
-
-
-@dataclass(frozen=True)
-class ResumeOutcome:
-    session: UploadSession
-    requeued: bool  # a failed processing was started again
-
-
-def session_resume(*, tenant: Tenant, token: str) -> ResumeOutcome:
-    """An open session answers the offset to send from; a complete one whose processing
-    failed is processed again from its stored bytes."""
-    session = session_lookup(tenant=tenant, token=token)
-    if session.state == SessionState.EXPIRED:
-        raise _expired_error()
-    if session.state == SessionState.FAILED:
-        raise ConflictError(
-            f"This upload session failed ({session.error_detail}); start a new one.",
-            code="session_failed",
-        )
-    requeued = False
-    if session.state == SessionState.COMPLETE and session.upload_id is not None:
-        requeued = upload_retry(upload_id=session.upload_id)
-    session.refresh_from_db()
-    return ResumeOutcome(session=session, requeued=requeued)
-
-
-def session_terminate(*, tenant: Tenant, token: str) -> None:
-    """tus termination: forget the session and the bytes it holds. An upload it already
-    produced stays."""
-    session = session_lookup(tenant=tenant, token=token)
-    if not _session_lock(token):
-        raise _offset_conflict(
-            session, "A chunk of this session is being received; retry.", "session_busy"
-        )
-    try:
-        with transaction.atomic():
-            blob_id = session.blob_id if session.state == SessionState.OPEN else None
-            UploadSession.objects.filter(token=token).delete()
-            if blob_id is not None:
-                Blob.objects.filter(id=blob_id).delete()
-    finally:
-        _session_unlock(token)
-
-
-def _session_mark_expired(session: UploadSession) -> None:
-    with transaction.atomic():
-        blob_id = session.blob_id
-        UploadSession.objects.filter(token=session.token, state=SessionState.OPEN).update(
-            state=SessionState.EXPIRED, blob=None, updated_at=timezone.now()
-        )
-        Blob.objects.filter(id=blob_id).delete()
-    session.refresh_from_db()
-
-
-def session_expire(*, now=None) -> int:
-    """Periodic job: open sessions past their expiry become `expired` and their bytes are
-    deleted; session records are forgotten one retention period after they expired."""
-    now = now or timezone.now()
-    expired = 0
-    for session in UploadSession.objects.filter(state=SessionState.OPEN, expires_at__lte=now):
-        if not _session_lock(session.token):
-            continue  # a chunk is arriving right now; next run
-        try:
-            session.refresh_from_db()
-            if session.state == SessionState.OPEN:
-                _session_mark_expired(session)
-                expired += 1
-        finally:
-            _session_unlock(session.token)
-    forget_before = now - timedelta(seconds=settings.INGEST_SESSION_TTL_SECONDS)
-    UploadSession.objects.filter(expires_at__lte=forget_before).exclude(
-        state=SessionState.OPEN
-    ).delete()
-    if expired:
-        logger.info("expired %d upload session(s)", expired)
-    return expired
-
-
-__all__ = [
-    "SESSION_TOKEN",
-    "ChecksumMismatchError",
-    "ChunkChecksum",
-    "ChunkOutcome",
-    "session_append",
-    "session_create",
-    "session_expire",
-    "session_resume",
-    "session_terminate",
-]

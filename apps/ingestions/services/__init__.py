@@ -1,0 +1,111 @@
+"""The ingestion app's writes and state changes, one module per responsibility, exported here.
+
+`uploads` receives files; `scheduling` decides when an upload runs (dependency order, giving
+way) and hands it to a worker; `processing` runs it; `housekeeping` keeps uploads moving
+(periodic jobs, retry); `sessions` and `session_chunks` are resumable uploads; `idempotency`
+is the Idempotency-Key protocol; `storage` keeps uploaded bytes in PostgreSQL. Services
+never import tasks: they send them by name.
+"""
+
+from apps.ingestions.services.housekeeping import (
+    pending_expire,
+    staging_purge,
+    upload_recover,
+    upload_requeue,
+    upload_retry,
+    upload_stop_hung,
+)
+from apps.ingestions.services.idempotency import (
+    Replay,
+    idempotency_begin,
+    idempotency_check,
+    idempotency_finish,
+    idempotency_purge,
+    idempotency_release,
+    idempotency_run,
+    request_fingerprint,
+)
+from apps.ingestions.services.processing import upload_process, upload_run
+from apps.ingestions.services.scheduling import (
+    UPLOAD_PROCESS_TASK,
+    ParentsArriving,
+    parents_unfinished,
+    upload_admit,
+    upload_enqueue,
+    upload_give_way,
+    upload_wake,
+)
+from apps.ingestions.services.session_chunks import (
+    CHECKSUM_ALGORITHMS,
+    ChecksumMismatchError,
+    ChunkChecksum,
+    ChunkOutcome,
+    session_append,
+)
+from apps.ingestions.services.sessions import (
+    SESSION_TOKEN,
+    ResumeOutcome,
+    session_create,
+    session_expire,
+    session_lookup,
+    session_resume,
+    session_terminate,
+)
+from apps.ingestions.services.storage import BlobReader, blob_purge_orphans, blob_store
+from apps.ingestions.services.uploads import (
+    Fingerprint,
+    UploadOutcome,
+    fingerprint,
+    record_type_decide,
+    upload_create,
+    upload_ingest_path,
+    upload_register,
+)
+
+__all__ = [
+    "CHECKSUM_ALGORITHMS",
+    "SESSION_TOKEN",
+    "UPLOAD_PROCESS_TASK",
+    "BlobReader",
+    "ChecksumMismatchError",
+    "ChunkChecksum",
+    "ChunkOutcome",
+    "Fingerprint",
+    "ParentsArriving",
+    "Replay",
+    "ResumeOutcome",
+    "UploadOutcome",
+    "blob_purge_orphans",
+    "blob_store",
+    "fingerprint",
+    "idempotency_begin",
+    "idempotency_check",
+    "idempotency_finish",
+    "idempotency_purge",
+    "idempotency_release",
+    "idempotency_run",
+    "parents_unfinished",
+    "pending_expire",
+    "record_type_decide",
+    "request_fingerprint",
+    "session_append",
+    "session_create",
+    "session_expire",
+    "session_lookup",
+    "session_resume",
+    "session_terminate",
+    "staging_purge",
+    "upload_admit",
+    "upload_create",
+    "upload_enqueue",
+    "upload_give_way",
+    "upload_ingest_path",
+    "upload_process",
+    "upload_recover",
+    "upload_register",
+    "upload_requeue",
+    "upload_retry",
+    "upload_run",
+    "upload_stop_hung",
+    "upload_wake",
+]

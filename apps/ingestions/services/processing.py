@@ -1,0 +1,252 @@
+"""Running an upload: a worker's run, the engine in one transaction, progress, finish or fail.
+
+`upload_run` is what a worker does with a queued upload; `upload_process` runs the engine
+over its bytes, and stage, merge and the state change commit together or not at all, while
+state and progress are written on a second connection so they show as it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import BinaryIO
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, connections, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from apps.core.logs import log_bind, log_reset
+from apps.ingestions import engine
+from apps.ingestions.models import Upload, UploadState
+from apps.ingestions.services.scheduling import (
+    ParentsArriving,
+    upload_admit,
+    upload_give_way,
+    upload_try_lock,
+    upload_wake,
+)
+from apps.ingestions.services.storage import BlobReader
+
+# Every module that changes an upload's state logs on this one logger (docs/operations.md).
+logger = logging.getLogger("apps.ingestions.services")
+
+
+def upload_run(*, upload_id) -> Upload | None:
+    """What a worker does with a queued upload: wait (state `waiting`) while the tenant has
+    unfinished uploads of the types it depends on (`upload_admit`), else process it from its
+    stored bytes, then wake the tenant's uploads that were waiting for it. An upload that
+    gave way to one of its parents' uploads that arrived meanwhile is back in the queue: it
+    is looked at again at once, and waits for them (docs/engine.md#scheduling)."""
+    while True:
+        upload, ready = upload_admit(upload_id=upload_id)
+        if not ready:
+            return upload
+        if upload.blob_id is None:
+            _upload_fail(upload_id=upload.id, code="no_data", detail="The upload's bytes are gone.")
+            break
+        with BlobReader(upload.blob_id) as stream:
+            processed = upload_process(upload_id=upload.id, stream=stream, give_way=True)
+        if processed is None or processed.state != UploadState.QUEUED:
+            break  # done (or another worker has it)
+    upload_wake(tenant_id=upload.tenant_id)
+    return Upload.objects.get(id=upload.id)
+
+
+class _ProgressWriter:
+    """Writes state and progress on its own connection, in short autocommit transactions,
+    so they are visible while the upload's own long transaction is still open. The give-way
+    probe (`ParentsArriving`) asks its question on this connection too, from the merge
+    thread: `cursor()` takes the connection one statement at a time."""
+
+    def __init__(self, upload_id):
+        self.upload_id = upload_id
+        self._conn = connections.create_connection("default")
+        self._conn.inc_thread_sharing()  # the merge thread asks the probe on it
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def cursor(self) -> Iterator:
+        with self._lock, self._conn.cursor() as cursor:
+            yield cursor
+
+    def start(self) -> None:
+        with self.cursor() as cursor:
+            cursor.execute(
+                "UPDATE uploads SET state = %s, started_at = now(), updated_at = now(), "
+                "bytes_done = 0, rows_done = 0 WHERE id = %s",
+                (UploadState.PROCESSING, self.upload_id),
+            )
+
+    def __call__(self, bytes_done: int, rows_done: int) -> None:
+        with self.cursor() as cursor:
+            cursor.execute(
+                "UPDATE uploads SET bytes_done = %s, rows_done = %s, updated_at = now() "
+                "WHERE id = %s",
+                (bytes_done, rows_done, self.upload_id),
+            )
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Upload | None:
+    """Run the engine for one upload. A second run is harmless: a finished upload is left
+    alone, one in progress elsewhere is skipped, and stage, merge and the state change
+    commit together or not at all. With `give_way` (a worker's run from stored bytes, which
+    can run again), an upload about to hold rows for parents whose upload was sent with it
+    is rolled back and put back in the queue instead (`ParentsArriving`)."""
+    log_token = log_bind(upload_id=upload_id)
+    progress = _ProgressWriter(upload_id)
+    try:
+        with transaction.atomic():
+            if not upload_try_lock(upload_id):
+                return None
+            upload = Upload.objects.filter(id=upload_id).first()
+            if upload is None or upload.is_terminal:
+                return upload
+            log_bind(tenant_id=upload.tenant_id)
+            progress.start()
+            started = time.monotonic()
+            result = _load(upload, stream=stream, progress=progress, give_way=give_way)
+            state = _upload_finish(upload=upload, result=result)
+        # The tenant's next upload need not wait for the statistics refresh below.
+        upload_wake(tenant_id=upload.tenant_id)
+        _report(upload, result, state=state, seconds=time.monotonic() - started)
+    except engine.ParentsComing:
+        upload_give_way(upload_id=upload_id)  # rolled back: nothing of it merged
+    except engine.FileError as exc:
+        logger.warning("upload %s failed: %s", upload_id, exc.detail)
+        _upload_fail(upload_id=upload_id, code=exc.code, detail=exc.detail)
+    except (OperationalError, InterfaceError, engine.StagingUnavailable):
+        # The database went away, or refused the load's staging connection (too many
+        # clients): the upload stays as it was, to be run again.
+        raise
+    except SoftTimeLimitExceeded:
+        logger.error("upload %s stopped by the task time limit", upload_id)
+        _upload_fail(
+            upload_id=upload_id,
+            code="timed_out",
+            detail="processing took longer than the task time limit and was stopped; "
+            "nothing of this file was loaded",
+        )
+    except Exception as exc:
+        # A bug, not bad input: say so on the upload instead of leaving it "processing".
+        logger.exception("upload %s failed unexpectedly", upload_id)
+        _upload_fail(
+            upload_id=upload_id,
+            code="internal_error",
+            detail=f"processing stopped on an unexpected error ({type(exc).__name__}); "
+            "nothing of this file was loaded",
+        )
+    finally:
+        progress.close()
+        log_reset(log_token)
+    return Upload.objects.get(id=upload_id)
+
+
+def _load(
+    upload: Upload, *, stream: BinaryIO, progress: _ProgressWriter, give_way: bool
+) -> engine.LoadResult:
+    """The engine's load, in the upload's transaction (the caller's)."""
+    logger.info(
+        "upload started",
+        extra={
+            "state": UploadState.PROCESSING,
+            "type": upload.record_type,
+            "size_bytes": upload.size_bytes,
+        },
+    )
+    with connection.connection.cursor() as cursor:  # the psycopg connection, in our txn
+        return engine.load_upload(
+            cursor,
+            tenant_id=str(upload.tenant_id),
+            upload_id=str(upload.id),
+            record_type=upload.record_type,
+            stream=stream,
+            strict=upload.strict,
+            now=timezone.now(),
+            max_line_bytes=settings.INGEST_MAX_LINE_BYTES,
+            max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
+            progress=progress,
+            setwise_key_checks=settings.INGEST_SETWISE_KEY_CHECKS,
+            parents_coming=ParentsArriving(upload, cursor=progress.cursor) if give_way else None,
+        )
+
+
+def _report(upload: Upload, result: engine.LoadResult, *, state: str, seconds: float) -> None:
+    """Log the outcome, and refresh the statistics of the tables the load grew."""
+    logger.info(
+        "upload %s",
+        state,
+        extra={
+            "state": state,
+            "rows": asdict(result.rows),
+            "duration_s": round(seconds, 3),
+            "rows_per_second": round(result.rows.total / seconds, 1) if seconds else None,
+        },
+    )
+    grown = {upload.record_type: result.rows.inserted}
+    for resolved in result.resolved:
+        grown[resolved.record_type] = grown.get(resolved.record_type, 0) + resolved.inserted
+    with connection.cursor() as cursor:
+        for record_type, inserted in grown.items():
+            engine.refresh_statistics(cursor.cursor, record_type=record_type, inserted=inserted)
+
+
+def _upload_fail(*, upload_id, code: str, detail: str) -> None:
+    Upload.objects.filter(id=upload_id).update(
+        state=UploadState.FAILED, error_code=code, error_detail=detail, finished_at=timezone.now()
+    )
+    logger.warning(
+        "upload failed: %s",
+        code,
+        extra={"upload_id": str(upload_id), "state": UploadState.FAILED, "error_code": code},
+    )
+
+
+def _upload_finish(*, upload: Upload, result: engine.LoadResult) -> str:
+    rows = result.rows
+    if not result.merged:
+        state = UploadState.FAILED
+    elif rows.rejected:
+        state = UploadState.COMPLETED_WITH_ERRORS
+    else:
+        state = UploadState.COMPLETED
+    Upload.objects.filter(id=upload.id).update(
+        state=state,
+        error_code="strict_rejected" if not result.merged else "",
+        error_detail=(
+            f"strict upload refused: {rows.rejected} row(s) rejected, nothing loaded"
+            if not result.merged
+            else ""
+        ),
+        rows_total=rows.total,
+        rows_inserted=rows.inserted,
+        rows_updated=rows.updated,
+        rows_unchanged=rows.unchanged,
+        rows_rejected=rows.rejected,
+        rows_pending=rows.pending,
+        rows_duplicates=rows.duplicates,
+        rows_done=rows.total,
+        bytes_done=upload.size_bytes,
+        finished_at=timezone.now(),
+    )
+    for upload_id, count in result.superseded:
+        Upload.objects.filter(id=upload_id).update(
+            rows_pending=F("rows_pending") - count, rows_duplicates=F("rows_duplicates") + count
+        )
+    for resolved in result.resolved:
+        moved = resolved.inserted + resolved.updated + resolved.unchanged
+        Upload.objects.filter(id=resolved.upload_id).update(
+            rows_pending=F("rows_pending") - moved,
+            rows_inserted=F("rows_inserted") + resolved.inserted,
+            rows_updated=F("rows_updated") + resolved.updated,
+            rows_unchanged=F("rows_unchanged") + resolved.unchanged,
+        )
+    return state

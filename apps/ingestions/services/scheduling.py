@@ -1,0 +1,183 @@
+"""When an upload may run: the tenant's dependency order (wait, wake, give way), and workers.
+
+One rule decides it (`parents_unfinished`): an upload waits while the tenant has an
+unfinished upload of a type it depends on, received before it or sent with it. A queued
+upload that the rule holds back waits (`upload_admit`); a waiting one is queued again once
+nothing holds it back (`upload_wake`); a running one that would hold rows for parents whose
+upload has arrived since it started gives way (`ParentsArriving`, `upload_give_way`). The
+states and what moves an upload between them: docs/engine.md#scheduling.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import timedelta
+
+from celery import current_app
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.core.logs import log_bind
+from apps.ingestions import engine
+from apps.ingestions.models import Upload, UploadState
+
+# Every module that changes an upload's state logs on this one logger (docs/operations.md).
+logger = logging.getLogger("apps.ingestions.services")
+
+# Sent by name: services never import tasks (tasks import services).
+UPLOAD_PROCESS_TASK = "apps.ingestions.tasks.upload_process_task"
+
+
+def _earlier_stages(record_type: str) -> tuple[str, ...]:
+    """The types of the dependency order's stages before the one of `record_type`."""
+    earlier: list[str] = []
+    for stage in engine.RECORD_STAGES:
+        if record_type in stage:
+            return tuple(earlier)
+        earlier.extend(stage)
+    raise KeyError(record_type)
+
+
+# A type waits for the tenant's unfinished uploads of every type of an earlier stage (SPEC
+# 4: customers and products first, then orders, then order items), not only its parents'.
+_BLOCKED_BY = {name: _earlier_stages(name) for name in engine.RECORD_ORDER}
+_ACTIVE = (UploadState.RECEIVED, UploadState.QUEUED, UploadState.WAITING, UploadState.PROCESSING)
+# Uploads received at most this long after an upload count as sent with it: it waits for
+# those of the types it depends on (and gives way to them), not for ones sent later, so a
+# tenant that keeps sending parent files can never starve it.
+_SENT_TOGETHER_SECONDS = 300
+_BLOCKED = (
+    "SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %s "
+    "AND record_type = ANY(%s) AND state = ANY(%s) AND created_at <= %s "
+    "AND id <> %s)"
+)
+
+
+def upload_enqueue(*, upload_id) -> bool:
+    """Hand the upload to a worker. With the broker down it stays queued, and the periodic
+    re-queue job sends it once the broker is back."""
+    try:
+        current_app.send_task(UPLOAD_PROCESS_TASK, args=(str(upload_id),))
+    except Exception:  # kombu raises several kinds when the broker is unreachable
+        logger.warning("broker unreachable: upload %s stays queued", upload_id, exc_info=True)
+        return False
+    return True
+
+
+def upload_try_lock(upload_id) -> bool:
+    """Only one process runs an upload at a time: a transaction-scoped advisory lock (not a
+    row lock, so progress can still be written to the row from another connection)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended('upload:' || %s::text, 0))",
+            (str(upload_id),),
+        )
+        return cursor.fetchone()[0]
+
+
+def _lock_schedule(tenant_id) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('schedule:' || %s::text, 0))",
+            (str(tenant_id),),
+        )
+
+
+def _blocked(cursor, upload: Upload) -> bool:
+    types = list(_BLOCKED_BY[upload.record_type])
+    if not types:
+        return False  # customers and products depend on nothing
+    until = upload.created_at + timedelta(seconds=_SENT_TOGETHER_SECONDS)
+    states = [str(state) for state in _ACTIVE]
+    cursor.execute(_BLOCKED, (upload.tenant_id, types, states, until, upload.id))
+    return cursor.fetchone()[0]
+
+
+def parents_unfinished(upload: Upload) -> bool:
+    """The rule: has the tenant an unfinished upload of a type this one depends on, received
+    before it or sent with it (at most `_SENT_TOGETHER_SECONDS` after it)? Uploads sent
+    later do not count: an upload waits and gives way a bounded number of times."""
+    with connection.cursor() as cursor:
+        return _blocked(cursor, upload)
+
+
+class ParentsArriving:
+    """The give-way probe, handed to the engine as `parents_coming`: the rule of
+    `parents_unfinished`, asked while the upload runs. Its merge thread asks each time a
+    chunk held rows for missing parents; True means an upload of theirs has arrived since
+    this one started (it would have waited for it otherwise), so the load gives up
+    (`engine.ParentsComing`) instead of holding rows that upload would bring the parents
+    of, and the upload goes back to the queue (`upload_give_way`).
+
+    Asked on a connection other than the upload's own, which is busy in the merge thread
+    and must not see anything but the load: `cursor()` gives a cursor on it, one statement
+    at a time, from any thread."""
+
+    def __init__(self, upload: Upload, *, cursor: Callable[[], AbstractContextManager]):
+        self.upload = upload
+        self._cursor = cursor
+
+    def __call__(self) -> bool:
+        with self._cursor() as cursor:
+            return _blocked(cursor, self.upload)
+
+
+def upload_admit(*, upload_id) -> tuple[Upload | None, bool]:
+    """Whether a worker may run the upload now: not when it is gone or finished, nor while
+    `parents_unfinished` holds it back (then `queued` becomes `waiting`). Returns the
+    upload as found, and the answer."""
+    with transaction.atomic():
+        upload = Upload.objects.filter(id=upload_id).first()
+        if upload is None or upload.is_terminal:
+            return upload, False
+        log_bind(tenant_id=upload.tenant_id, upload_id=upload.id)  # the task unbinds them
+        _lock_schedule(upload.tenant_id)
+        if parents_unfinished(upload):
+            if Upload.objects.filter(id=upload.id, state=UploadState.QUEUED).update(
+                state=UploadState.WAITING
+            ):
+                logger.info(
+                    "upload waiting for the tenant's earlier uploads",
+                    extra={"state": UploadState.WAITING},
+                )
+            return upload, False
+    return upload, True
+
+
+def upload_give_way(*, upload_id) -> None:
+    """After its load gave up on `ParentsArriving` (and rolled back): back in the queue as
+    it was, never started, where it waits for those parents (`upload_run` looks at it
+    again at once); unless another worker has taken it meanwhile."""
+    with transaction.atomic():
+        if upload_try_lock(upload_id):
+            Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
+                state=UploadState.QUEUED,
+                started_at=None,
+                bytes_done=0,
+                rows_done=0,
+                updated_at=timezone.now(),
+            )
+    logger.info(
+        "upload put back: an upload of the parents its rows need has arrived",
+        extra={"state": UploadState.QUEUED},
+    )
+
+
+def upload_wake(*, tenant_id) -> int:
+    """Queue the tenant's waiting uploads that nothing blocks any more."""
+    woken = []
+    with transaction.atomic():
+        _lock_schedule(tenant_id)
+        for upload in Upload.objects.filter(tenant_id=tenant_id, state=UploadState.WAITING):
+            if not parents_unfinished(upload):
+                Upload.objects.filter(id=upload.id).update(state=UploadState.QUEUED)
+                woken.append(upload.id)
+                logger.info(
+                    "upload queued: nothing blocks it any more",
+                    extra={"upload_id": str(upload.id), "state": UploadState.QUEUED},
+                )
+        for upload_id in woken:
+            transaction.on_commit(lambda upload_id=upload_id: upload_enqueue(upload_id=upload_id))
+    return len(woken)
