@@ -18,13 +18,8 @@ from apps.ingestions.engine.load import (
     DEFAULT_MAX_LINE_BYTES,
     load_upload,
 )
-from apps.ingestions.engine.merge import (
-    expire_pending,
-    lock_tenant,
-    pending_tenants,
-    refresh_statistics,
-    restore_reject_lines,
-)
+from apps.ingestions.engine.merge import lock_tenant, refresh_statistics
+from apps.ingestions.engine.pending import expire_pending, pending_tenants, restore_reject_lines
 from apps.ingestions.engine.pipeline import SWITCH_INTERVAL
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import (

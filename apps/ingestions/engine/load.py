@@ -36,7 +36,8 @@ from psycopg import Cursor, sql
 
 from apps.ingestions.engine.job import Job, Totals
 from apps.ingestions.engine.keys import HELD, ParentLocks
-from apps.ingestions.engine.merge import MergeCounts, lock_tenant, merge_staged, resolve_pending
+from apps.ingestions.engine.merge import MergeCounts, lock_tenant, merge_staged
+from apps.ingestions.engine.pending import resolve_pending
 from apps.ingestions.engine.pipeline import Pipeline
 from apps.ingestions.engine.reader import ByteStream
 from apps.ingestions.engine.records import RECORDS

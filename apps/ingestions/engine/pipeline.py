@@ -34,12 +34,12 @@ from apps.ingestions.engine.job import Job, Totals
 from apps.ingestions.engine.merge import (
     MergeCounts,
     chunk_source,
-    has_pending,
     ids_reset,
     insert_new,
     merge_rows,
     track_ids,
 )
+from apps.ingestions.engine.pending import has_pending
 from apps.ingestions.engine.stage import Chunk, LocalStaging, Staging, store_rejects
 
 _DONE = None  # the end of a queue
