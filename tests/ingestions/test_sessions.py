@@ -12,8 +12,15 @@ import pytest
 from django.utils import timezone
 
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
-from apps.ingestions.models import Blob, BlobChunk, Upload, UploadSession, UploadState
-from apps.ingestions.services import session_expire
+from apps.ingestions.models import (
+    Blob,
+    BlobChunk,
+    IdempotencyKey,
+    Upload,
+    UploadSession,
+    UploadState,
+)
+from apps.ingestions.services import idempotency_begin, session_expire
 
 SESSIONS = "/api/v1/ingest/sessions/"
 COMPREHENSIVE = "/api/v1/ingest/comprehensive/"
@@ -324,6 +331,33 @@ def test_session_creation_honours_idempotency_key(client):
         SESSIONS, {"filename": "customers_1.ndjson", "size": 11}, format="json", headers=headers
     )
     assert (other.status_code, other.json()["code"]) == (422, "idempotency_mismatch")
+
+
+def test_session_creation_with_a_key_in_flight_is_409(client, tenant):
+    """The same Idempotency-Key while its first request still runs: 409, no session."""
+    assert idempotency_begin(tenant=tenant, key="busy") is not None
+    response = client.post(
+        SESSIONS,
+        {"filename": "customers_1.ndjson", "size": 10},
+        format="json",
+        headers={"Idempotency-Key": "busy"},
+    )
+    assert (response.status_code, response.json()["code"]) == (409, "idempotency_in_flight")
+    assert not UploadSession.objects.exists()
+
+
+def test_a_refused_session_creation_frees_its_key(client, tenant, settings):
+    """A session the service refuses (here: over the size limit, 413) does not keep its
+    Idempotency-Key: the corrected retry creates the session."""
+    settings.INGEST_MAX_UPLOAD_BYTES = 100
+    headers = {"Idempotency-Key": "retry-me"}
+    body = {"filename": "customers_1.ndjson", "size": 101}
+    refused = client.post(SESSIONS, body, format="json", headers=headers)
+    assert refused.status_code == 413
+    assert not IdempotencyKey.objects.filter(tenant=tenant, key="retry-me").exists()
+    accepted = client.post(SESSIONS, body | {"size": 100}, format="json", headers=headers)
+    assert accepted.status_code == 201
+    assert "Idempotent-Replayed" not in accepted
 
 
 def test_deleting_a_session_forgets_it_and_its_bytes(client):

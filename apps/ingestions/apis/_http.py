@@ -7,8 +7,11 @@ from __future__ import annotations
 import re
 from email.message import Message
 
+from rest_framework.response import Response
+
 from apps.core.api import ascii_int
 from apps.core.errors import ApplicationError
+from apps.ingestions.services import Answer
 
 # C0 and C1 controls (NUL among them: PostgreSQL text refuses it) and lone surrogates (a
 # JSON body may carry one; it has no UTF-8 form).
@@ -49,3 +52,9 @@ def int_header(request, name: str, *, code: str = "bad_header") -> int | None:
             code=code,
         )
     return value
+
+
+def idempotent_response(answer: Answer, *, replayed: bool) -> Response:
+    """The answer of `idempotent`: as it was first given, marked when it is a replay."""
+    headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if replayed else {})}
+    return Response(answer.body, status=answer.status_code, headers=headers)

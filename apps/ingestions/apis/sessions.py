@@ -14,13 +14,13 @@ from rest_framework.response import Response
 
 from apps.core.api import AsciiIntegerField, TenantApiView, problem_responses
 from apps.core.errors import ApplicationError
-from apps.ingestions.apis._http import filename_clean, int_header
+from apps.ingestions.apis._http import filename_clean, idempotent_response, int_header
 from apps.ingestions.apis.uploads import UploadOutputSerializer, raw_body, upload_data
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import UploadSession
 from apps.ingestions.services import (
-    Replay,
-    idempotency_run,
+    Answer,
+    idempotent,
     request_fingerprint,
     session_append,
     session_create,
@@ -163,7 +163,7 @@ class SessionCreateApi(TenantApiView):
             params={},
         )
 
-        def run() -> Replay:
+        def run() -> tuple[Answer, str]:
             session = session_create(
                 tenant=self.tenant,
                 filename=values["filename"],
@@ -174,16 +174,16 @@ class SessionCreateApi(TenantApiView):
             )
             body = session_data(session, request)
             headers = {"Location": body["url"], "Upload-Offset": "0"}
-            return Replay(status_code=status.HTTP_201_CREATED, body=body, headers=headers)
+            answer = Answer(status_code=status.HTTP_201_CREATED, body=body, headers=headers)
+            return answer, fingerprint
 
-        answer, replayed = idempotency_run(
+        answer, replayed = idempotent(
             tenant=self.tenant,
             key=request.headers.get("Idempotency-Key"),
-            fingerprint=fingerprint,
             run=run,
+            fingerprint_of=lambda: fingerprint,
         )
-        headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if replayed else {})}
-        return Response(answer.body, status=answer.status_code, headers=headers)
+        return idempotent_response(answer, replayed=replayed)
 
 
 class SessionDetailApi(TenantApiView):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 from contextlib import contextmanager
 from email.utils import format_datetime
 
@@ -31,15 +30,19 @@ from apps.core.api import (
     single_value,
 )
 from apps.core.errors import PayloadTooLargeError
-from apps.ingestions.apis._http import disposition_filename, filename_clean, int_header
+from apps.ingestions.apis._http import (
+    disposition_filename,
+    filename_clean,
+    idempotent_response,
+    int_header,
+)
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import RecordType, Upload, UploadState
 from apps.ingestions.selectors import reject_list, upload_get, upload_list
 from apps.ingestions.services import (
-    idempotency_begin,
-    idempotency_check,
-    idempotency_finish,
-    idempotency_release,
+    Answer,
+    fingerprint,
+    idempotent,
     request_fingerprint,
     upload_create,
 )
@@ -178,61 +181,37 @@ class UploadCreateApi(TenantApiView):
                 f"The request body is {length} bytes; the limit is "
                 f"{settings.INGEST_MAX_UPLOAD_BYTES}."
             )
-        key = request.headers.get("Idempotency-Key")
-        claim = None
-        if key is not None:
-            claim = idempotency_begin(tenant=self.tenant, key=key)
-            if claim is None:
-                return self._replay(request, key)
-        try:
-            with self._body(request) as (stream, filename, params):
-                outcome = upload_create(
-                    tenant=self.tenant,
-                    stream=stream,
-                    filename=filename,
-                    record_type=params["type"] or None,
-                    strict=params["strict"],
-                    allowed_types=self.allowed_types,
-                )
-        except BaseException:
-            if claim is not None:
-                idempotency_release(row=claim)
-            raise
+        answer, replayed = idempotent(
+            tenant=self.tenant,
+            key=request.headers.get("Idempotency-Key"),
+            run=lambda: self._create(request),
+            fingerprint_of=lambda: self._fingerprint(request),
+        )
+        return idempotent_response(answer, replayed=replayed)
+
+    def _create(self, request) -> tuple[Answer, str]:
+        """Store the file and queue its upload: 202 with it, or 200 with the earlier upload
+        of the same bytes; and the request's fingerprint."""
+        with self._body(request) as (stream, filename, params):
+            outcome = upload_create(
+                tenant=self.tenant,
+                stream=stream,
+                filename=filename,
+                record_type=params["type"] or None,
+                strict=params["strict"],
+                allowed_types=self.allowed_types,
+            )
         body = upload_data(outcome.upload, request)
         code = status.HTTP_202_ACCEPTED if outcome.created else status.HTTP_200_OK
-        headers = {"Location": body["url"]}
-        if claim is not None:
-            fingerprint = request_fingerprint(
-                method=request.method,
-                path=request.path,
-                sha256=outcome.upload.sha256,
-                params=params | {"filename": filename},
-            )
-            idempotency_finish(
-                row=claim, fingerprint=fingerprint, status_code=code, body=body, headers=headers
-            )
-        return Response(body, status=code, headers=headers)
+        answer = Answer(status_code=code, body=body, headers={"Location": body["url"]})
+        return answer, _request_fingerprint(request, outcome.upload.sha256, filename, params)
 
-    def _replay(self, request, key: str) -> Response:
-        """The key was used before: 409 while that request runs, else compare this request
-        with it (the file's sha256, not its multipart framing) and replay or refuse."""
-        idempotency_check(tenant=self.tenant, key=key, fingerprint=None)  # 409 if in flight
+    def _fingerprint(self, request) -> str:
+        """The request's fingerprint without storing anything: its file's sha256 (not its
+        multipart framing) and its parameters."""
         with self._body(request) as (stream, filename, params):
-            digest = hashlib.sha256()
-            while chunk := stream.read(1 << 20):
-                digest.update(chunk)
-        fingerprint = request_fingerprint(
-            method=request.method,
-            path=request.path,
-            sha256=digest.hexdigest(),
-            params=params | {"filename": filename},
-        )
-        replay = idempotency_check(tenant=self.tenant, key=key, fingerprint=fingerprint)
-        return Response(
-            replay.body,
-            status=replay.status_code,
-            headers={**replay.headers, "Idempotent-Replayed": "true"},
-        )
+            sha256 = fingerprint(stream).sha256
+        return _request_fingerprint(request, sha256, filename, params)
 
     class ParamsSerializer(serializers.Serializer):
         type = serializers.CharField(required=False, allow_blank=True, default="")  # service checks
@@ -277,6 +256,15 @@ class UploadCreateApi(TenantApiView):
         params = self.ParamsSerializer(data=data)
         params.is_valid(raise_exception=True)
         return dict(params.validated_data)
+
+
+def _request_fingerprint(request, sha256: str, filename: str, params: dict) -> str:
+    return request_fingerprint(
+        method=request.method,
+        path=request.path,
+        sha256=sha256,
+        params=params | {"filename": filename},
+    )
 
 
 class LegacyOrdersUploadApi(UploadCreateApi):

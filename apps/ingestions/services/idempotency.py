@@ -1,10 +1,11 @@
-"""Idempotency-Key handling for the upload endpoints (SPEC section 5).
+"""Idempotency-Key for every endpoint that takes one: `idempotent` runs a request once per key.
 
-Per tenant and key, kept `IDEMPOTENCY_TTL_SECONDS`: the same key with the same request
-replays the stored response (`Idempotent-Replayed: true`) and processes nothing again; the
-same key with a different request is 422; the same key while the first request is still
-in flight is 409. A file upload is fingerprinted by method, path, the file's sha256 and
-its parameters, so a retry with a new multipart boundary still matches.
+Per tenant and key, kept `IDEMPOTENCY_TTL_SECONDS` (SPEC section 5): the same key with the
+same request replays the stored answer (`Idempotent-Replayed: true`) and processes nothing
+again; the same key with a different request is 422; the same key while the first request
+is still in flight is 409; a request that fails frees its key. A file upload is
+fingerprinted by method, path, the file's sha256 and its parameters, so a retry with a new
+multipart boundary still matches.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def request_fingerprint(*, method: str, path: str, sha256: str, params: dict) ->
 
 
 @dataclass(frozen=True)
-class Replay:
+class Answer:
+    """What a request answered: stored under its key, replayed as it was."""
+
     status_code: int
     body: dict
     headers: dict
@@ -70,7 +73,7 @@ def idempotency_begin(*, tenant: Tenant, key: str) -> IdempotencyKey | None:
     return None
 
 
-def idempotency_check(*, tenant: Tenant, key: str, fingerprint: str | None) -> Replay | None:
+def idempotency_check(*, tenant: Tenant, key: str, fingerprint: str | None) -> Answer | None:
     """For a key already taken: the stored response to replay, or the error to answer.
     With no fingerprint, only raise when the first request is still in flight."""
     row = IdempotencyKey.objects.get(tenant=tenant, key=key)
@@ -86,7 +89,7 @@ def idempotency_check(*, tenant: Tenant, key: str, fingerprint: str | None) -> R
             "This Idempotency-Key was used for a different request.",
             code="idempotency_mismatch",
         )
-    return Replay(status_code=row.status_code, body=row.body, headers=row.headers)
+    return Answer(status_code=row.status_code, body=row.body, headers=row.headers)
 
 
 def idempotency_finish(
@@ -107,18 +110,30 @@ def idempotency_purge() -> int:
     return IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()[0]
 
 
-def idempotency_run(
-    *, tenant: Tenant, key: str | None, fingerprint: str, run: Callable[[], Replay]
-) -> tuple[Replay, bool]:
-    """Answer a request whose fingerprint is known before it runs: `run()` once per key,
-    then replay its answer. Returns (answer, replayed)."""
+def idempotent(
+    *,
+    tenant: Tenant,
+    key: str | None,
+    run: Callable[[], tuple[Answer, str]],
+    fingerprint_of: Callable[[], str],
+) -> tuple[Answer, bool]:
+    """Answer a request once per Idempotency-Key; returns (answer, replayed).
+
+    `run()` does the request's work and returns its answer and the request's fingerprint
+    (known once the request is read: a file's sha256 is computed as it is stored). Without
+    a key, it just runs. With a new key, its answer is stored under the key; if it raises
+    (the request failed, its body was cut short), the key is freed for a retry. With a key
+    already used: 409 while that request is in flight; else `fingerprint_of()` says what
+    this request is without doing its work, and the stored answer is replayed when it is
+    the same request, 422 when it is another."""
     if key is None:
-        return run(), False
+        return run()[0], False
     claim = idempotency_begin(tenant=tenant, key=key)
     if claim is None:
-        return idempotency_check(tenant=tenant, key=key, fingerprint=fingerprint), True
+        idempotency_check(tenant=tenant, key=key, fingerprint=None)  # 409 while in flight
+        return idempotency_check(tenant=tenant, key=key, fingerprint=fingerprint_of()), True
     try:
-        answer = run()
+        answer, fingerprint = run()
     except BaseException:
         idempotency_release(row=claim)
         raise
