@@ -179,6 +179,22 @@ def _with_db(url: str, name: str) -> str:
 
 
 def main() -> None:
+    args = _arguments()
+    if args.phase == "raw":
+        print(json.dumps(phase_raw(args.dir)))
+        return
+    if args.phase == "engine":
+        print(json.dumps(phase_engine(args.dir, args.tenant)))
+        return
+
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    raw, eng, e2e = _run(args, console)
+    _report(console, raw, eng, e2e)
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=50_000)
     parser.add_argument("--products", type=int, default=5_000)
@@ -189,20 +205,13 @@ def main() -> None:
     parser.add_argument("--phase", choices=("raw", "engine"), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tenant", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    if args.phase == "raw":
-        print(json.dumps(phase_raw(args.dir)))
-        return
-    if args.phase == "engine":
-        print(json.dumps(phase_engine(args.dir, args.tenant)))
-        return
 
+def _run(args: argparse.Namespace, console) -> tuple[dict, dict, dict | None]:
+    """Every phase in a fresh database of its own: (raw, engine, end to end or None)."""
     import psycopg
-    from rich.console import Console
-    from rich.table import Table
 
-    console = Console(width=None if sys.stdout.isatty() else 120)
     base = _base_url()  # keeps the embedded server up for the whole run
     db = (urlsplit(base).path.lstrip("/") or "postgres") + "_bench"
     bench_url = _with_db(base, db)
@@ -210,56 +219,17 @@ def main() -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{db}"')
     env = {**os.environ, "DATABASE_URL": bench_url}
-    data = ROOT / "bench_data"
     try:
         console.print(f"[bold]bench[/] database {db}: migrating")
         _child(["manage.py", "migrate", "--verbosity", "0"], env)
-        console.print(
-            f"generating {args.customers} customers, {args.products} products, "
-            f"{args.orders} orders, ~{args.items_per_order} items per order"
-        )
-        _child(
-            [
-                "manage.py",
-                "generate_data",
-                "--out",
-                str(data),
-                "--tenants",
-                "1",
-                "--customers",
-                str(args.customers),
-                "--products",
-                str(args.products),
-                "--orders",
-                str(args.orders),
-                "--items-per-order",
-                str(args.items_per_order),
-                "--seed",
-                "1",
-            ],
-            env,
-        )
-        manifest = json.loads((data / "tenants.json").read_text())[0]
-        folder = data / manifest["dir"]
+        tenant_id, folder = _generate(args, console, env)
         console.print("raw COPY into unconstrained tables ...")
         _checkpoint(bench_url)
         raw = json.loads(_child(["scripts/bench.py", "--phase", "raw", "--dir", str(folder)], env))
         console.print("engine ...")
         _checkpoint(bench_url)
-        eng = json.loads(
-            _child(
-                [
-                    "scripts/bench.py",
-                    "--phase",
-                    "engine",
-                    "--dir",
-                    str(folder),
-                    "--tenant",
-                    manifest["tenant_id"],
-                ],
-                env,
-            )
-        )
+        phase = ["scripts/bench.py", "--phase", "engine", "--dir", str(folder), "--tenant"]
+        eng = json.loads(_child([*phase, tenant_id], env))
         e2e = None
         if not args.no_e2e:
             console.print("end to end: HTTP API (gunicorn) and a Celery worker ...")
@@ -269,6 +239,30 @@ def main() -> None:
         if not args.keep:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    return raw, eng, e2e
+
+
+def _generate(args: argparse.Namespace, console, env: dict) -> tuple[str, Path]:
+    """One tenant's files, as `manage.py generate_data` writes them: (tenant id, folder)."""
+    data = ROOT / "bench_data"
+    console.print(
+        f"generating {args.customers} customers, {args.products} products, "
+        f"{args.orders} orders, ~{args.items_per_order} items per order"
+    )
+    sizes = {
+        "--customers": args.customers,
+        "--products": args.products,
+        "--orders": args.orders,
+        "--items-per-order": args.items_per_order,
+    }
+    command = ["manage.py", "generate_data", "--out", str(data), "--tenants", "1", "--seed", "1"]
+    _child(command + [str(part) for option in sizes.items() for part in option], env)
+    manifest = json.loads((data / "tenants.json").read_text())[0]
+    return manifest["tenant_id"], data / manifest["dir"]
+
+
+def _report(console, raw: dict, eng: dict, e2e: dict | None) -> None:
+    from rich.table import Table
 
     table = Table(title="engine vs raw COPY (same rows, same run)")
     for col in ("type", "rows", "raw COPY rows/s", "engine rows/s", "ratio", "engine state"):

@@ -202,45 +202,58 @@ def write_tenant_files(folder: Path, *, sizes: Sizes, seed: int) -> list[Written
 
     orders = writer("orders", "order_id")
     items = writer("order_items", "order_item_id")
-    whole, fraction = int(sizes.items_per_order), sizes.items_per_order % 1
     for n in range(sizes.orders):
-        customer_id, name, email = gen.rng.choice(people)
-        order_id = gen.uuid()
-        count = max(1, whole + (1 if gen.rng.random() < fraction else 0))
-        total = Decimal(0)
-        lines = []
-        for _ in range(count):
-            product_id, price = gen.rng.choice(catalogue)
-            quantity = gen.rng.randint(1, 5)
-            total += price * quantity
-            lines.append(
-                {
-                    "order_item_id": gen.uuid(),
-                    "order_id": order_id,
-                    "product_id": product_id,
-                    "quantity": quantity,
-                    "unit_price": str(price),
-                    "line_total": str(price * quantity),
-                }
-            )
-        when = gen.when()
-        orders.write(
-            {
-                "order_id": order_id,
-                "external_order_id": f"EXT-{seed}-{n:08d}",
-                "customer_id": customer_id,
-                "customer_name_snapshot": name,
-                "customer_email_snapshot": email,
-                "total_amount": str(total),
-                "currency": gen.rng.choice(_CURRENCIES),
-                "order_status": gen.rng.choice(_STATUSES),
-                "order_date": when,
-                "raw_payload": {"channel": gen.rng.choice(("web", "app", "pos"))},
-                "created_at": when,
-            }
-        )
+        order, lines = _order(gen, n, seed, people, catalogue, sizes.items_per_order)
+        orders.write(order)
         for line in lines:
             items.write(line)
     files.append(orders.close())
     files.append(items.close())
     return files
+
+
+def _order(
+    gen: _Gen,
+    n: int,
+    seed: int,
+    people: list[tuple[str, str, str]],
+    catalogue: list[tuple[str, Decimal]],
+    items_per_order: float,
+) -> tuple[dict, list[dict]]:
+    """Order number `n` of a customer among `people`, and its items from `catalogue`
+    (`items_per_order` on average, at least one); its total is theirs."""
+    whole, fraction = int(items_per_order), items_per_order % 1
+    customer_id, name, email = gen.rng.choice(people)
+    order_id = gen.uuid()
+    count = max(1, whole + (1 if gen.rng.random() < fraction else 0))
+    total = Decimal(0)
+    lines = []
+    for _ in range(count):
+        product_id, price = gen.rng.choice(catalogue)
+        quantity = gen.rng.randint(1, 5)
+        total += price * quantity
+        lines.append(
+            {
+                "order_item_id": gen.uuid(),
+                "order_id": order_id,
+                "product_id": product_id,
+                "quantity": quantity,
+                "unit_price": str(price),
+                "line_total": str(price * quantity),
+            }
+        )
+    when = gen.when()
+    order = {
+        "order_id": order_id,
+        "external_order_id": f"EXT-{seed}-{n:08d}",
+        "customer_id": customer_id,
+        "customer_name_snapshot": name,
+        "customer_email_snapshot": email,
+        "total_amount": str(total),
+        "currency": gen.rng.choice(_CURRENCIES),
+        "order_status": gen.rng.choice(_STATUSES),
+        "order_date": when,
+        "raw_payload": {"channel": gen.rng.choice(("web", "app", "pos"))},
+        "created_at": when,
+    }
+    return order, lines

@@ -1,10 +1,16 @@
-"""The ingestion engine: plain Python, no HTTP, no settings.
+"""The ingestion engine: plain Python, no HTTP, no settings. This package is its public
+surface (`__all__`); its modules are private, but `testing` (helpers for tests and sample
+data).
 
 `load_upload` takes a byte stream, a psycopg cursor (inside the caller's transaction) and
 plain values; it reads, validates, stages with COPY and merges, and returns a `LoadResult`.
-Modules: `load` (the entry point, pipelined or whole-file), `reader` (bytes to lines),
-`records` (the field tables), `stage` (rows to COPY text, COPY into a temporary table),
-`merge` (upsert, pending hold, orphan expiry), `results` (dataclasses).
+Modules: `load` (the entry point: whole-file, or pipelined through `pipeline`; `job`, what
+one load works on), `reader` (bytes to lines), `records` (the one record definition and the
+graph of types derived from it), `checks` (one check per kind of value), `stage` (lines to
+chunks of COPY text, COPY into a staging table), `keys` (foreign keys checked per chunk),
+`merge` (the plain INSERT and the upsert), `pending` (the hold of rows with missing
+parents: hold, resolve, expire), `statements` (SQL built from a record type), `results`
+(dataclasses and errors).
 """
 
 from __future__ import annotations

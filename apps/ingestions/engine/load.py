@@ -83,6 +83,8 @@ def load_upload(
     when it returns True, nothing is merged and `ParentsComing` is raised (the caller rolls
     back and loads the file after the parents' upload).
     """
+    # long: the entry point; its signature and docstring are half of it, the rest is one
+    # sequence of steps under one cancel-on-interrupt and one close of the staging.
     job = Job(
         spec=RECORDS[record_type],
         stream=stream,

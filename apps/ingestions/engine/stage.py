@@ -294,6 +294,8 @@ def parse_chunks(
     """Validate every line and yield the outcome as COPY text, `chunk_rows` rows at a time
     (default `CHUNK_ROWS`; the first chunk is at most `FIRST_CHUNK_ROWS`), or fewer once
     a chunk's text reaches `CHUNK_CHARS`: together they bound the memory a load needs."""
+    # long: the per-line loop of every load, kept in one frame with its state in locals: a
+    # call per line would be paid on the hot path.
     chunk_rows = chunk_rows or CHUNK_ROWS
     limit = min(chunk_rows, FIRST_CHUNK_ROWS)
     width = len(spec.fields)
