@@ -13,7 +13,6 @@ from apps.ingestions.apis.uploads import (
     UploadDetailApi,
     UploadErrorsApi,
     UploadListApi,
-    upload_data,
 )
 
 __all__ = [
@@ -28,5 +27,4 @@ __all__ = [
     "UploadDetailApi",
     "UploadErrorsApi",
     "UploadListApi",
-    "upload_data",
 ]

@@ -58,3 +58,15 @@ def idempotent_response(answer: Answer, *, replayed: bool) -> Response:
     """The answer of `idempotent`: as it was first given, marked when it is a replay."""
     headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if replayed else {})}
     return Response(answer.body, status=answer.status_code, headers=headers)
+
+
+def raw_body(request):
+    """The request body as a stream. A chunked body has no Content-Length: Django would
+    read nothing, so read the server's (already de-chunked) input to its end instead."""
+    django_request = request._request
+    if (
+        not request.META.get("CONTENT_LENGTH")
+        and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    ):
+        return django_request.META["wsgi.input"]
+    return django_request

@@ -6,108 +6,29 @@ from __future__ import annotations
 import hashlib
 
 import msgspec
-from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
 from apps.core.api import AsciiIntegerField, TenantApiView, problem_responses
-from apps.core.errors import ApplicationError
-from apps.ingestions.apis._http import filename_clean, idempotent_response, int_header
-from apps.ingestions.apis.uploads import UploadOutputSerializer, raw_body, upload_data
+from apps.ingestions.apis._chunks import chunk_response
+from apps.ingestions.apis._http import filename_clean, idempotent_response
+from apps.ingestions.apis.serializers import (
+    SessionOutputSerializer,
+    UploadOutputSerializer,
+    session_data,
+)
 from apps.ingestions.engine import RECORDS
-from apps.ingestions.models import UploadSession
 from apps.ingestions.services import (
     Answer,
     idempotent,
     request_fingerprint,
-    session_append,
     session_create,
     session_lookup,
     session_resume,
     session_terminate,
 )
-
-CHUNK_CONTENT_TYPES = ("application/offset+octet-stream", "application/octet-stream")
-
-
-class SessionOutputSerializer(serializers.Serializer):
-    token = serializers.CharField()
-    url = serializers.SerializerMethodField()
-    filename = serializers.CharField()
-    size = serializers.IntegerField()
-    offset = serializers.IntegerField()
-    state = serializers.CharField()
-    type = serializers.CharField(source="record_type", allow_blank=True)
-    sha256 = serializers.CharField(allow_blank=True)
-    strict = serializers.BooleanField()
-    error = serializers.SerializerMethodField()
-    upload_id = serializers.UUIDField(allow_null=True)
-    upload_url = serializers.SerializerMethodField()
-    tus_url = serializers.SerializerMethodField()
-    expires_at = serializers.DateTimeField()
-    created_at = serializers.DateTimeField()
-
-    def _absolute(self, path: str) -> str:
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
-
-    def get_url(self, session: UploadSession) -> str:
-        return self._absolute(reverse("session-detail", kwargs={"token": session.token}))
-
-    def get_tus_url(self, session: UploadSession) -> str:
-        return self._absolute(reverse("tus-upload", kwargs={"token": session.token}))
-
-    def get_upload_url(self, session: UploadSession) -> str | None:
-        if session.upload_id is None:
-            return None
-        return self._absolute(reverse("upload-detail", kwargs={"upload_id": session.upload_id}))
-
-    def get_error(self, session: UploadSession) -> dict | None:
-        if not session.error_code:
-            return None
-        return {"code": session.error_code, "detail": session.error_detail}
-
-
-def session_data(session: UploadSession, request) -> dict:
-    return SessionOutputSerializer(session, context={"request": request}).data
-
-
-def _offset_header(request) -> int:
-    offset = int_header(request, "Upload-Offset", code="bad_offset")
-    if offset is None:
-        raise ApplicationError(
-            "Send the Upload-Offset header: where the chunk starts.", code="no_offset"
-        )
-    return offset
-
-
-def chunk_response(request, *, tenant, token: str) -> Response:
-    """Store one chunk of a session. An unfinished file answers 200 with the session; the
-    chunk that completes it answers 202 with the new upload (200 with the earlier upload
-    when the same bytes were received before). `Upload-Offset` always tells the offset."""
-    content_type = (request.content_type or "").split(";")[0].strip().lower()
-    if content_type not in CHUNK_CONTENT_TYPES:
-        raise ApplicationError(
-            "Send a chunk as raw bytes: Content-Type application/offset+octet-stream "
-            "or application/octet-stream.",
-            code="bad_chunk_type",
-        )
-    outcome = session_append(
-        tenant=tenant,
-        token=token,
-        offset=_offset_header(request),
-        stream=raw_body(request),
-        content_length=int_header(request, "Content-Length"),
-    )
-    headers = {"Upload-Offset": str(outcome.session.offset)}
-    if outcome.upload is None:
-        return Response(session_data(outcome.session, request), headers=headers)
-    body = upload_data(outcome.upload.upload, request)
-    code = status.HTTP_202_ACCEPTED if outcome.upload.created else status.HTTP_200_OK
-    return Response(body, status=code, headers={**headers, "Location": body["url"]})
-
 
 _KEY = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)
 _CHUNK_PARAMS = [

@@ -20,8 +20,7 @@ from rest_framework.response import Response
 
 from apps.core.api import TenantApiView, problem_responses
 from apps.core.errors import ApplicationError, GoneError
-from apps.ingestions.apis._http import filename_clean, int_header
-from apps.ingestions.apis.uploads import raw_body
+from apps.ingestions.apis._http import filename_clean, int_header, raw_body
 from apps.ingestions.models import SessionState, UploadSession
 from apps.ingestions.services import (
     CHECKSUM_ALGORITHMS,

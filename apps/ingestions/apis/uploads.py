@@ -1,3 +1,5 @@
+"""Uploads: receive a file (comprehensive or legacy endpoint), list them, show one, its rejects."""
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -30,14 +32,17 @@ from apps.core.api import (
     single_value,
 )
 from apps.core.errors import PayloadTooLargeError
+from apps.ingestions.apis._chunks import chunk_response
 from apps.ingestions.apis._http import (
     disposition_filename,
     filename_clean,
     idempotent_response,
     int_header,
+    raw_body,
 )
+from apps.ingestions.apis.serializers import UploadOutputSerializer, upload_data
 from apps.ingestions.engine import RECORDS
-from apps.ingestions.models import RecordType, Upload, UploadState
+from apps.ingestions.models import RecordType, UploadState
 from apps.ingestions.selectors import reject_list, upload_get, upload_list
 from apps.ingestions.services import (
     Answer,
@@ -53,66 +58,6 @@ REJECT_CODES = (
     *("too_long", "out_of_range", "invalid_email", "invalid_currency", "invalid_timestamp"),
     *("line_total_mismatch", "line_too_long", "orphan"),
 )
-
-
-def raw_body(request):
-    """The request body as a stream. A chunked body has no Content-Length: Django would
-    read nothing, so read the server's (already de-chunked) input to its end instead."""
-    django_request = request._request
-    if (
-        not request.META.get("CONTENT_LENGTH")
-        and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    ):
-        return django_request.META["wsgi.input"]
-    return django_request
-
-
-class UploadOutputSerializer(serializers.Serializer):
-    id = serializers.UUIDField()
-    url = serializers.SerializerMethodField()
-    type = serializers.CharField(source="record_type")
-    filename = serializers.CharField()
-    state = serializers.CharField()
-    strict = serializers.BooleanField()
-    sha256 = serializers.CharField()
-    size_bytes = serializers.IntegerField()
-    error = serializers.SerializerMethodField()
-    rows = serializers.SerializerMethodField()
-    progress = serializers.SerializerMethodField()
-    errors_url = serializers.SerializerMethodField()
-    created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField(allow_null=True)
-    finished_at = serializers.DateTimeField(allow_null=True)
-
-    def _absolute(self, name: str, upload: Upload) -> str:
-        path = reverse(name, kwargs={"upload_id": upload.id})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
-
-    def get_url(self, upload: Upload) -> str:
-        return self._absolute("upload-detail", upload)
-
-    def get_errors_url(self, upload: Upload) -> str:
-        return self._absolute("upload-errors", upload)
-
-    def get_error(self, upload: Upload) -> dict | None:
-        if not upload.error_code:
-            return None
-        return {"code": upload.error_code, "detail": upload.error_detail}
-
-    def get_rows(self, upload: Upload) -> dict:
-        return upload.row_counts
-
-    def get_progress(self, upload: Upload) -> dict:
-        return {
-            "bytes_done": upload.bytes_done,
-            "rows_done": upload.rows_done,
-            "rows_per_second": upload.rows_per_second,
-        }
-
-
-def upload_data(upload: Upload, request) -> dict:
-    return UploadOutputSerializer(upload, context={"request": request}).data
 
 
 _UPLOAD_PARAMS = [
@@ -172,8 +117,6 @@ class UploadCreateApi(TenantApiView):
     def post(self, request):
         token = request.headers.get("Upload-Token")
         if token is not None:  # a chunk of a resumable session
-            from apps.ingestions.apis.sessions import chunk_response
-
             return chunk_response(request, tenant=self.tenant, token=token.strip())
         length = int_header(request, "Content-Length") or 0
         if length > settings.INGEST_MAX_UPLOAD_BYTES:

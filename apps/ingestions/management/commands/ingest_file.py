@@ -5,7 +5,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.errors import ApplicationError
-from apps.ingestions.apis.uploads import UploadOutputSerializer
+from apps.ingestions.apis.serializers import UploadOutputSerializer
 from apps.ingestions.engine import RECORDS, SWITCH_INTERVAL
 from apps.ingestions.models import Upload, UploadState
 from apps.ingestions.services import upload_ingest_path

@@ -1,0 +1,98 @@
+"""The ingestion API's output shapes shared by several endpoints: an upload and a session."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from apps.ingestions.models import Upload, UploadSession
+
+
+class UploadOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    url = serializers.SerializerMethodField()
+    type = serializers.CharField(source="record_type")
+    filename = serializers.CharField()
+    state = serializers.CharField()
+    strict = serializers.BooleanField()
+    sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    error = serializers.SerializerMethodField()
+    rows = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+    errors_url = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+    def _absolute(self, name: str, upload: Upload) -> str:
+        path = reverse(name, kwargs={"upload_id": upload.id})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_url(self, upload: Upload) -> str:
+        return self._absolute("upload-detail", upload)
+
+    def get_errors_url(self, upload: Upload) -> str:
+        return self._absolute("upload-errors", upload)
+
+    def get_error(self, upload: Upload) -> dict | None:
+        if not upload.error_code:
+            return None
+        return {"code": upload.error_code, "detail": upload.error_detail}
+
+    def get_rows(self, upload: Upload) -> dict:
+        return upload.row_counts
+
+    def get_progress(self, upload: Upload) -> dict:
+        return {
+            "bytes_done": upload.bytes_done,
+            "rows_done": upload.rows_done,
+            "rows_per_second": upload.rows_per_second,
+        }
+
+
+def upload_data(upload: Upload, request) -> dict:
+    return UploadOutputSerializer(upload, context={"request": request}).data
+
+
+class SessionOutputSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    url = serializers.SerializerMethodField()
+    filename = serializers.CharField()
+    size = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    state = serializers.CharField()
+    type = serializers.CharField(source="record_type", allow_blank=True)
+    sha256 = serializers.CharField(allow_blank=True)
+    strict = serializers.BooleanField()
+    error = serializers.SerializerMethodField()
+    upload_id = serializers.UUIDField(allow_null=True)
+    upload_url = serializers.SerializerMethodField()
+    tus_url = serializers.SerializerMethodField()
+    expires_at = serializers.DateTimeField()
+    created_at = serializers.DateTimeField()
+
+    def _absolute(self, path: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_url(self, session: UploadSession) -> str:
+        return self._absolute(reverse("session-detail", kwargs={"token": session.token}))
+
+    def get_tus_url(self, session: UploadSession) -> str:
+        return self._absolute(reverse("tus-upload", kwargs={"token": session.token}))
+
+    def get_upload_url(self, session: UploadSession) -> str | None:
+        if session.upload_id is None:
+            return None
+        return self._absolute(reverse("upload-detail", kwargs={"upload_id": session.upload_id}))
+
+    def get_error(self, session: UploadSession) -> dict | None:
+        if not session.error_code:
+            return None
+        return {"code": session.error_code, "detail": session.error_detail}
+
+
+def session_data(session: UploadSession, request) -> dict:
+    return SessionOutputSerializer(session, context={"request": request}).data
