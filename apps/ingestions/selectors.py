@@ -1,3 +1,5 @@
+"""Reads of the ingestion app, tenant first: another tenant's rows are not found."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,3 +1,5 @@
+"""The ingestion API's routes, under /api/v1/ingest/: uploads, sessions and tus."""
+
 from django.urls import path, register_converter
 
 from apps.ingestions import apis

@@ -6,9 +6,11 @@ worker's run from stored bytes (which can run again) gives way."""
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from django.db import connections
 
 from apps.ingestions.engine.testing import (
     customer_row,
@@ -21,7 +23,9 @@ from apps.ingestions.engine.testing import (
 from apps.ingestions.models import OrderItem, PendingOrderItem, Upload, UploadState
 from apps.ingestions.services import (
     BlobReader,
+    ParentsArriving,
     blob_store,
+    parents_unfinished,
     upload_ingest_path,
     upload_process,
     upload_run,
@@ -111,3 +115,52 @@ def test_a_parent_upload_sent_with_it_holds_an_upload_back(tenant):
     _stored(tenant, "customers", [customer_row()])
     upload_run(upload_id=orders.id)
     assert Upload.objects.get(id=orders.id).state == UploadState.WAITING
+
+
+@pytest.mark.parametrize(
+    ("child", "parent", "held"),
+    [
+        ("orders", "customers", True),
+        ("orders", "products", True),  # an earlier stage, though no parent of orders
+        ("order_items", "customers", True),
+        ("order_items", "orders", True),
+        ("orders", "order_items", False),
+        ("customers", "products", False),
+    ],
+)
+def test_the_rule_holds_an_upload_back_for_each_earlier_stage_sent_with_it(
+    tenant, child, parent, held
+):
+    """An unfinished upload of a type from an earlier stage of the dependency order
+    (customers and products, then orders, then order items) holds an upload back."""
+    upload = _stored(tenant, child, [])
+    _stored(tenant, parent, [])
+    assert parents_unfinished(upload) is held
+
+
+def test_the_rule_lets_go_once_the_parents_upload_has_ended(tenant):
+    orders = _stored(tenant, "orders", [order_row()])
+    customers = _stored(tenant, "customers", [customer_row()])
+    assert parents_unfinished(orders)
+    Upload.objects.filter(id=customers.id).update(state=UploadState.COMPLETED_WITH_ERRORS)
+    assert not parents_unfinished(orders)
+
+
+def test_the_give_way_probe_asks_the_rule_on_the_connection_it_is_given(tenant):
+    """`ParentsArriving`, the engine's `parents_coming`, sees a parent upload that arrived
+    after the upload started, on a connection other than the caller's."""
+    items = _stored(tenant, "order_items", ITEMS)
+    side = connections.create_connection("default")
+
+    @contextmanager
+    def cursor():
+        with side.cursor() as c:
+            yield c
+
+    try:
+        probe = ParentsArriving(items, cursor=cursor)
+        assert probe() is False
+        _stored(tenant, "orders", [order_row()])
+        assert probe() is True
+    finally:
+        side.close()

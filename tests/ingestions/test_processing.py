@@ -35,7 +35,13 @@ from apps.ingestions.models import (
     Upload,
     UploadState,
 )
-from apps.ingestions.services import blob_store, upload_enqueue, upload_run, upload_wake
+from apps.ingestions.services import (
+    UPLOAD_PROCESS_TASK,
+    blob_store,
+    upload_enqueue,
+    upload_run,
+    upload_wake,
+)
 from apps.tenants.services import tenant_create
 from tests.conftest import wait_for
 from tests.factories import database_url_of_tests
@@ -407,6 +413,15 @@ def test_running_a_finished_upload_again_changes_nothing(celery_worker, tenant_c
     again = client.get(first["url"]).json()
     assert again == first
     assert Customer.objects.filter(tenant=tenant).count() == 2
+
+
+def test_services_send_the_upload_task_by_a_name_workers_know():
+    """Services never import tasks: the name they send is the registered task's."""
+    from apps.ingestions.tasks import upload_process_task
+    from main.celery import app
+
+    assert upload_process_task.name == UPLOAD_PROCESS_TASK
+    assert UPLOAD_PROCESS_TASK in app.tasks
 
 
 def _race(key: str, data: bytes, *, clients: int = 4, headers: dict | None = None) -> list:

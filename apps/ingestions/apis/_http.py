@@ -1,6 +1,9 @@
-"""Header and body helpers of the ingestion API: what a client writes in a header, a query
-parameter or a form is read here, once, and refused with a 400 when it cannot be stored
-or is no number."""
+"""Header and body helpers of the ingestion API, shared by its view modules.
+
+What a client writes in a header, a query parameter or a form is read here, once, and
+refused with a 400 when it cannot be stored or is no number; the body is read as a stream;
+an idempotent answer is marked when replayed.
+"""
 
 from __future__ import annotations
 

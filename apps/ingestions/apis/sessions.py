@@ -1,5 +1,7 @@
-"""Resumable upload sessions: create, send chunks (PATCH here, or POST to the comprehensive
-endpoint with `Upload-Token`), status, resume."""
+"""Resumable upload sessions: create, send chunks, status, resume, delete.
+
+A chunk is a PATCH here, or a POST to the comprehensive endpoint with `Upload-Token`.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""tus 1.0 (https://tus.io/protocols/resumable-upload): core, creation (with upload),
-checksum, termination and expiration, over the same sessions as the session API. The
-upload URL's token is a session token. Authentication is `X-API-Key`, as everywhere; only
-OPTIONS discovery is open."""
+"""tus 1.0 resumable uploads, over the same sessions as the session API.
+
+https://tus.io/protocols/resumable-upload: core, creation (with upload), checksum,
+termination and expiration. The upload URL's token is a session token. Authentication is
+`X-API-Key`, as everywhere; only OPTIONS discovery is open.
+"""
 
 from __future__ import annotations
 

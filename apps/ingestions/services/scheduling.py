@@ -1,11 +1,12 @@
 """When an upload may run: the tenant's dependency order (wait, wake, give way), and workers.
 
 One rule decides it (`parents_unfinished`): an upload waits while the tenant has an
-unfinished upload of a type it depends on, received before it or sent with it. A queued
-upload that the rule holds back waits (`upload_admit`); a waiting one is queued again once
-nothing holds it back (`upload_wake`); a running one that would hold rows for parents whose
-upload has arrived since it started gives way (`ParentsArriving`, `upload_give_way`). The
-states and what moves an upload between them: docs/engine.md#scheduling.
+unfinished upload of a type from an earlier stage of the dependency order, received before
+it or sent with it. A queued upload that the rule holds back waits (`upload_admit`); a
+waiting one is queued again once nothing holds it back (`upload_wake`); a running one that
+would hold rows for parents whose upload has arrived since it started gives way
+(`ParentsArriving`, `upload_give_way`). The states and what moves an upload between them:
+docs/engine.md#scheduling.
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ def _blocked(cursor, upload: Upload) -> bool:
 
 
 def parents_unfinished(upload: Upload) -> bool:
-    """The rule: has the tenant an unfinished upload of a type this one depends on, received
-    before it or sent with it (at most `_SENT_TOGETHER_SECONDS` after it)? Uploads sent
-    later do not count: an upload waits and gives way a bounded number of times."""
+    """The rule: has the tenant an unfinished upload of a type this one depends on (an
+    earlier stage), received before it or sent with it (at most `_SENT_TOGETHER_SECONDS`
+    after it)? Uploads sent later do not count: an upload waits and gives way a bounded
+    number of times."""
     with connection.cursor() as cursor:
         return _blocked(cursor, upload)
 
@@ -111,9 +113,9 @@ class ParentsArriving:
     (`engine.ParentsComing`) instead of holding rows that upload would bring the parents
     of, and the upload goes back to the queue (`upload_give_way`).
 
-    Asked on a connection other than the upload's own, which is busy in the merge thread
-    and must not see anything but the load: `cursor()` gives a cursor on it, one statement
-    at a time, from any thread."""
+    Asked on a connection other than the upload's own, which the merge thread is using:
+    `cursor()` gives a cursor on it (the progress writer's), one statement at a time, from
+    any thread."""
 
     def __init__(self, upload: Upload, *, cursor: Callable[[], AbstractContextManager]):
         self.upload = upload
