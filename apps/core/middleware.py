@@ -2,6 +2,7 @@ import logging
 import time
 
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.db import OperationalError
 from django.http import Http404, JsonResponse, UnreadablePostError
 from django.urls import is_valid_path
 
@@ -20,7 +21,10 @@ _TITLES = {
     405: "Method not allowed",
     413: "Payload too large",
     500: "Server error",
+    503: "Service unavailable",
 }
+# Seconds a client is asked to wait when the database refused or dropped its connection.
+DATABASE_RETRY_AFTER = 5
 
 
 class HeadMiddleware:
@@ -151,6 +155,18 @@ class ProblemJSONMiddleware:
             return _problem(
                 400, str(exception) or "The request body could not be read.", code="incomplete_body"
             )
+        if isinstance(exception, OperationalError):
+            # The database refused or dropped the connection (too many clients, a restart,
+            # a failover): nothing was done, and the same request can succeed shortly.
+            error_logger.error(
+                "Database unavailable: %s", request.path, exc_info=exception, extra={"status": 503}
+            )
+            response = _problem(
+                503, "The database is unavailable; retry shortly.", code="database_unavailable"
+            )
+            response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+            response._has_been_logged = True
+            return response
         error_logger.error(
             "Internal Server Error: %s", request.path, exc_info=exception, extra={"status": 500}
         )

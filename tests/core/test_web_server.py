@@ -295,3 +295,29 @@ def test_slow_and_idle_clients_never_stop_a_fast_one(tmp_path, flags):
                 sock.close()
     assert upload.status_code == 202, upload.text
     assert elapsed < 3, f"the fast client waited {elapsed:.1f}s behind slow ones"
+
+
+def test_a_database_that_refuses_connections_is_503_with_retry_after(tmp_path):
+    """With PostgreSQL unreachable (refused, as when it is restarting or has no free
+    connection slot), a keyed request is 503 problem+json with Retry-After, not a 500."""
+    port = free_port()
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}"]
+    with running_processes({"web": command}, env={"DATABASE_URL": nowhere}, log_dir=tmp_path):
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.2)
+        response = httpx.get(
+            f"{base}/api/v1/ingest/uploads/", headers={"X-API-Key": "ck_0123456789ab_" + "A" * 43}
+        )
+    assert (response.status_code, response.headers["content-type"]) == (
+        503,
+        "application/problem+json",
+    )
+    assert response.headers["retry-after"] == "5"
+    assert response.json()["code"] == "database_unavailable"
