@@ -198,6 +198,17 @@ WORKER_HOUSEKEEPING_SECONDS = env_int("WORKER_HOUSEKEEPING_SECONDS", 60)
 # ("hung"); progress is written every chunk, and no single statement of a healthy load
 # runs anywhere near this long.
 UPLOAD_HUNG_SECONDS = env_int("UPLOAD_HUNG_SECONDS", 30 * 60)
+# Live records (SPEC 9): per request at most this many records and bytes (more: 413); a
+# tenant with more accepted records than LIVE_BACKLOG_LIMIT not merged yet gets 429 with
+# Retry-After: LIVE_RETRY_AFTER_SECONDS; a worker merges up to LIVE_MERGE_RECORDS per
+# transaction; a batch still unmerged after LIVE_MERGE_STUCK_SECONDS is sent again by the
+# re-queue job (a lost message, a killed worker).
+LIVE_MAX_RECORDS = env_int("LIVE_MAX_RECORDS", 10_000)
+LIVE_MAX_BYTES = env_int("LIVE_MAX_BYTES", 5 * 1024 * 1024)
+LIVE_BACKLOG_LIMIT = env_int("LIVE_BACKLOG_LIMIT", 100_000)
+LIVE_RETRY_AFTER_SECONDS = env_int("LIVE_RETRY_AFTER_SECONDS", 1)
+LIVE_MERGE_RECORDS = env_int("LIVE_MERGE_RECORDS", 50_000)
+LIVE_MERGE_STUCK_SECONDS = env_int("LIVE_MERGE_STUCK_SECONDS", 30)
 
 # Ingestion limits and semantics.
 INGEST_MAX_LINE_BYTES = env_int("INGEST_MAX_LINE_BYTES", 1024 * 1024)

@@ -37,6 +37,11 @@ TERMINAL_STATES = frozenset(
 )
 
 
+class UploadSource(models.TextChoices):
+    FILE = "file"
+    LIVE = "live"  # one record type's part of a live records batch: never listed as an upload
+
+
 class Blob(models.Model):
     """Uploaded bytes, kept in PostgreSQL so any worker on any machine can read them."""
 
@@ -82,6 +87,10 @@ class Upload(BaseModel):
     size_bytes = models.BigIntegerField(default=0)
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_detail = models.TextField(blank=True, default="")
+    source = models.CharField(max_length=8, choices=UploadSource.choices, default="file")
+    batch = models.ForeignKey(
+        "RecordBatch", null=True, blank=True, on_delete=models.CASCADE, related_name="parts"
+    )
 
     rows_total = models.BigIntegerField(default=0)
     rows_inserted = models.BigIntegerField(default=0)
@@ -101,7 +110,9 @@ class Upload(BaseModel):
         constraints = [
             # identical bytes for one tenant and type are one upload, never processed twice
             models.UniqueConstraint(
-                fields=["tenant", "record_type", "sha256"], name="uploads_unique_content"
+                fields=["tenant", "record_type", "sha256"],
+                condition=Q(source="file"),
+                name="uploads_unique_content",
             ),
         ]
         indexes = [models.Index(fields=["tenant", "state"], name="uploads_tenant_state")]
@@ -199,6 +210,32 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status_code or 'in flight'})"
+
+
+BatchState = models.TextChoices("BatchState", {"ACCEPTED": "accepted", "MERGED": "merged"})
+_UNMERGED = Q(state="accepted")
+
+
+class RecordBatch(BaseModel):
+    """Live records, stored (one `Upload` part, `source` live, per type) then merged; the
+    id orders a tenant's batches as accepted."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    record_type = models.CharField(max_length=16)  # a record type, or "mixed"
+    state = models.CharField(max_length=16, choices=BatchState.choices, default="accepted")
+    records = models.IntegerField()
+    rejected = models.IntegerField()  # at acceptance
+    accepted = models.IntegerField()  # records - rejected: the backlog it adds until merged
+    rejects = models.JSONField(default=list)  # at acceptance: [{line, field, code, ...}]
+    merged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "record_batches"
+        indexes = [models.Index(fields=["tenant", "id"], condition=_UNMERGED, name="batch_backlog")]
+
+    def __str__(self) -> str:
+        return f"batch {self.id} ({self.state})"
 
 
 class Reject(models.Model):

@@ -6,7 +6,7 @@ import uuid
 
 from django.db.models import QuerySet
 
-from apps.ingestions.models import Reject, Upload, UploadSession
+from apps.ingestions.models import RecordBatch, Reject, Upload, UploadSession, UploadSource
 from apps.tenants.models import Tenant
 
 
@@ -20,7 +20,7 @@ def _uuid(value) -> uuid.UUID | None:
 def upload_list(
     *, tenant: Tenant, state: str | None = None, record_type: str | None = None
 ) -> QuerySet[Upload]:
-    uploads = Upload.objects.filter(tenant=tenant).order_by("-created_at")
+    uploads = Upload.objects.filter(tenant=tenant, source=UploadSource.FILE).order_by("-created_at")
     if state:
         uploads = uploads.filter(state=state)
     if record_type:
@@ -33,7 +33,7 @@ def upload_get(*, tenant: Tenant, upload_id) -> Upload | None:
     parsed = _uuid(upload_id)
     if parsed is None:
         return None
-    return Upload.objects.filter(tenant=tenant, id=parsed).first()
+    return Upload.objects.filter(tenant=tenant, id=parsed, source=UploadSource.FILE).first()
 
 
 def reject_list(*, tenant: Tenant, upload: Upload, code: str | None = None) -> QuerySet[Reject]:
@@ -46,3 +46,32 @@ def reject_list(*, tenant: Tenant, upload: Upload, code: str | None = None) -> Q
 def session_get(*, tenant: Tenant, token: str) -> UploadSession | None:
     """The tenant's upload session, or None (also for another tenant's token)."""
     return UploadSession.objects.filter(tenant=tenant, token=str(token)[:64]).first()
+
+
+def record_batch_list(*, tenant: Tenant, state: str | None = None) -> QuerySet[RecordBatch]:
+    batches = RecordBatch.objects.filter(tenant=tenant).order_by("-id")
+    return batches.filter(state=state) if state else batches
+
+
+def record_batch_get(*, tenant: Tenant, batch_id: int) -> RecordBatch | None:
+    return RecordBatch.objects.filter(tenant=tenant, id=batch_id).first()
+
+
+def record_batch_rows(*, batch: RecordBatch) -> dict[str, int]:
+    """A batch's counts, as an upload's: its parts' (once merged) and its rejects."""
+    rows = dict.fromkeys(("inserted", "updated", "unchanged", "rejected", "pending"), 0)
+    rows["duplicates"] = 0
+    for part in batch.parts.all():
+        for name, count in part.row_counts.items():
+            if name != "total":
+                rows[name] += count
+    rows["rejected"] += batch.rejected
+    return {"total": batch.records, **rows}
+
+
+def record_batch_rejects(*, tenant: Tenant, batch: RecordBatch) -> list[dict]:
+    """Rejects at acceptance, then those of the merge (orphans), by line."""
+    later = Reject.objects.filter(upload__batch=batch, upload__tenant=tenant).values(
+        "line", "field", "code", "message", "raw"
+    )
+    return sorted([*batch.rejects, *later], key=lambda r: r["line"])

@@ -11,6 +11,7 @@ from apps.ingestions.services import (
     blob_purge_orphans,
     idempotency_purge,
     pending_expire,
+    records_merge,
     session_expire,
     upload_recover,
     upload_run,
@@ -27,6 +28,18 @@ from apps.ingestions.services import (
 )
 def upload_process_task(upload_id: str) -> None:
     upload_run(upload_id=upload_id)
+
+
+@shared_task(
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError, StagingUnavailable),
+    retry_backoff=True,
+    max_retries=5,
+)
+def records_merge_task(tenant_id: str) -> int:
+    return records_merge(tenant_id=tenant_id)
 
 
 # Sent by every worker (main/celery.py) and by beat; acknowledged on receipt: a lost run is

@@ -1,4 +1,4 @@
-"""The ingestion API's routes, under /api/v1/ingest/: uploads, sessions and tus."""
+"""The ingestion API's routes, under /api/v1/ingest/: uploads, sessions, tus and live records."""
 
 from django.urls import path, register_converter
 
@@ -33,6 +33,23 @@ urlpatterns = [
     path("sessions/<token:token>/", apis.SessionDetailApi.as_view(), name="session-detail"),
     path("sessions/<token:token>/status/", apis.SessionStatusApi.as_view(), name="session-status"),
     path("sessions/<token:token>/resume/", apis.SessionResumeApi.as_view(), name="session-resume"),
+    path("records/batches/", apis.RecordBatchListApi.as_view(), name="record-batch-list"),
+    path(
+        "records/batches/<int:batch_id>/",
+        apis.RecordBatchDetailApi.as_view(),
+        name="record-batch-detail",
+    ),
+    path(
+        "records/batches/<int:batch_id>/errors/",
+        apis.RecordBatchErrorsApi.as_view(),
+        name="record-batch-errors",
+    ),
+    path("records/", apis.RecordBatchCreateApi.as_view(), name="record-batch-create-mixed"),
+    path(
+        "records/<str:record_type>/",
+        apis.RecordBatchCreateApi.as_view(),
+        name="record-batch-create",
+    ),
     path("tus/", apis.TusCreateApi.as_view(), name="tus-create"),
     path("tus/<token:token>", apis.TusUploadApi.as_view(), name="tus-upload"),
 ]

@@ -568,7 +568,7 @@ def _routes() -> list[str]:
     """Every path of the URL configuration, its converters filled with well-formed values."""
     from django.urls import URLResolver, get_resolver
 
-    samples = {"uuid": UPLOAD_ID, "token": TOKEN, "str": "x"}
+    samples = {"uuid": UPLOAD_ID, "token": TOKEN, "str": "x", "int": "1"}
 
     def walk(patterns, prefix: str):
         for pattern in patterns:

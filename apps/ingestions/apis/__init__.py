@@ -1,5 +1,11 @@
-"""The ingestion HTTP API: uploads, resumable sessions and tus."""
+"""The ingestion HTTP API: uploads, resumable sessions, tus and live records."""
 
+from apps.ingestions.apis.records import (
+    RecordBatchCreateApi,
+    RecordBatchDetailApi,
+    RecordBatchErrorsApi,
+    RecordBatchListApi,
+)
 from apps.ingestions.apis.sessions import (
     SessionCreateApi,
     SessionDetailApi,
@@ -16,6 +22,10 @@ from apps.ingestions.apis.uploads import (
 )
 
 __all__ = [
+    "RecordBatchCreateApi",
+    "RecordBatchDetailApi",
+    "RecordBatchErrorsApi",
+    "RecordBatchListApi",
     "LegacyOrdersUploadApi",
     "SessionCreateApi",
     "SessionDetailApi",

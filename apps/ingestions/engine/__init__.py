@@ -10,7 +10,7 @@ graph of types derived from it), `checks` (one check per kind of value), `stage`
 chunks of COPY text, COPY into a staging table), `keys` (foreign keys checked per chunk),
 `merge` (the plain INSERT and the upsert), `pending` (the hold of rows with missing
 parents: hold, resolve, expire), `statements` (SQL built from a record type), `results`
-(dataclasses and errors).
+(dataclasses and errors), `lines` (one record checked at a time, for live records).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from apps.ingestions.engine.lines import check_line, line_of, split_lines
 from apps.ingestions.engine.load import (
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_LINE_BYTES,
@@ -27,7 +28,7 @@ from apps.ingestions.engine.load import (
 from apps.ingestions.engine.merge import lock_tenant, refresh_statistics
 from apps.ingestions.engine.pending import expire_pending, pending_tenants, restore_reject_lines
 from apps.ingestions.engine.pipeline import SWITCH_INTERVAL
-from apps.ingestions.engine.reader import ByteStream, read_lines
+from apps.ingestions.engine.reader import ByteStream, Line, read_lines
 from apps.ingestions.engine.records import (
     RECORD_ORDER,
     RECORD_STAGES,
@@ -36,7 +37,13 @@ from apps.ingestions.engine.records import (
     type_from_filename,
     type_from_keys,
 )
-from apps.ingestions.engine.results import FileError, LoadResult, ParentsComing, RowCounts
+from apps.ingestions.engine.results import (
+    FileError,
+    LoadResult,
+    ParentsComing,
+    RowCounts,
+    RowReject,
+)
 from apps.ingestions.engine.stage import StagingUnavailable, staging_drop_stale
 
 __all__ = [
@@ -48,17 +55,22 @@ __all__ = [
     "SWITCH_INTERVAL",
     "RecordSpec",
     "FileError",
+    "Line",
     "LoadResult",
     "ParentsComing",
     "RowCounts",
+    "RowReject",
     "StagingUnavailable",
+    "check_line",
     "detect_record_type",
     "expire_pending",
+    "line_of",
     "load_upload",
     "lock_tenant",
     "pending_tenants",
     "refresh_statistics",
     "restore_reject_lines",
+    "split_lines",
     "staging_drop_stale",
 ]
 

@@ -23,7 +23,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _BOM = b"\xef\xbb\xbf"
 _ZSTD_PIECE = 256  # compressed bytes per decompress call: bounds each call's output
-_RAW_PREFIX = 1024  # how much of an over-long line a reject keeps
+RAW_PREFIX = 1024  # how much of an over-long line a reject keeps
 
 
 class Line(NamedTuple):
@@ -186,7 +186,7 @@ def read_lines(stream: ByteStream, *, max_line_bytes: int) -> Iterator[Line]:
                 if piece.endswith(b"\r"):
                     piece = piece[:-1]
                 if len(piece) > max_line_bytes:
-                    yield Line(number, piece[:_RAW_PREFIX], True)
+                    yield Line(number, piece[:RAW_PREFIX], True)
                 else:
                     yield Line(number, piece, False)
         if skipping:
@@ -197,7 +197,7 @@ def read_lines(stream: ByteStream, *, max_line_bytes: int) -> Iterator[Line]:
             len(pending) == max_line_bytes + 1 and not pending.endswith(b"\r")
         ):
             number += 1
-            yield Line(number, pending[:_RAW_PREFIX], True)
+            yield Line(number, pending[:RAW_PREFIX], True)
             pending = b""
             skipping = True
     if pending and not skipping:

@@ -57,3 +57,14 @@ class ParentsComing(Exception):  # noqa: N818 - a decision, not an error
     """The load was given up, nothing of it merged: rows were about to be held for missing
     parents that the caller says are on their way (an upload of theirs has arrived), so
     the file is better loaded after them than held and resolved."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowReject:
+    """A rejected line: where, which field, why (a machine code and a message), as sent."""
+
+    line: int
+    field: str
+    code: str
+    message: str
+    raw: str

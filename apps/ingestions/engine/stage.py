@@ -253,7 +253,8 @@ def store_rejects(
     )
 
 
-def _json_error(exc: Exception, data: bytes) -> str:
+def json_error(exc: Exception, data: bytes) -> str:
+    """The message of an `invalid_json` reject."""
     if isinstance(exc, UnicodeDecodeError):
         return _utf8_error(data)
     if isinstance(exc, RecursionError):
@@ -339,7 +340,7 @@ def parse_chunks(
                 rejected += 1
                 parts.append(
                     _reject_text(
-                        number, blanks, "", "invalid_json", _json_error(exc, data), raw_text(data)
+                        number, blanks, "", "invalid_json", json_error(exc, data), raw_text(data)
                     )
                 )
             else:

@@ -3,8 +3,9 @@
 `uploads` receives files; `scheduling` decides when an upload runs (dependency order, giving
 way) and hands it to a worker; `processing` runs it; `housekeeping` keeps uploads moving
 (periodic jobs, retry); `sessions` and `session_chunks` are resumable uploads; `idempotency`
-is the Idempotency-Key protocol; `storage` keeps uploaded bytes in PostgreSQL. Services
-never import tasks: they send them by name.
+is the Idempotency-Key protocol; `storage` keeps uploaded bytes in PostgreSQL; `records`
+accepts live record batches and `record_merge` merges them. Services never import tasks:
+they send them by name.
 """
 
 from apps.ingestions.services.housekeeping import (
@@ -26,6 +27,16 @@ from apps.ingestions.services.idempotency import (
     request_fingerprint,
 )
 from apps.ingestions.services.processing import upload_process, upload_run
+from apps.ingestions.services.record_merge import records_merge, records_merge_stuck
+from apps.ingestions.services.records import (
+    MIXED,
+    RECORDS_MERGE_TASK,
+    BacklogFullError,
+    record_backlog,
+    record_batch_accept,
+    records_check,
+    records_merge_enqueue,
+)
 from apps.ingestions.services.scheduling import (
     UPLOAD_PROCESS_TASK,
     ParentsArriving,
@@ -63,6 +74,15 @@ from apps.ingestions.services.uploads import (
 )
 
 __all__ = [
+    "MIXED",
+    "RECORDS_MERGE_TASK",
+    "BacklogFullError",
+    "record_backlog",
+    "record_batch_accept",
+    "records_check",
+    "records_merge",
+    "records_merge_enqueue",
+    "records_merge_stuck",
     "CHECKSUM_ALGORITHMS",
     "SESSION_TOKEN",
     "UPLOAD_PROCESS_TASK",

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from apps.ingestions import engine
 from apps.ingestions.models import Reject, Upload, UploadState
+from apps.ingestions.services.record_merge import records_merge_stuck
 from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock, upload_wake
 from apps.ingestions.services.storage import BlobReader
 
@@ -78,6 +79,7 @@ def upload_recover() -> int:
             return 0
         upload_stop_hung()
         sent = upload_requeue()
+        records_merge_stuck()
         try:  # housekeeping: never in the way of the re-queueing above
             staging_purge()
         except Exception:

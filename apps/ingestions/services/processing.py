@@ -114,7 +114,7 @@ def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Up
             progress.start()
             started = time.monotonic()
             result = _load(upload, stream=stream, progress=progress, give_way=give_way)
-            state = _upload_finish(upload=upload, result=result)
+            state = upload_finish(upload=upload, result=result)
         # The tenant's next upload need not wait for the statistics refresh below.
         upload_wake(tenant_id=upload.tenant_id)
         _report(upload, result, state=state, seconds=time.monotonic() - started)
@@ -210,7 +210,7 @@ def _upload_fail(*, upload_id, code: str, detail: str) -> None:
     )
 
 
-def _upload_finish(*, upload: Upload, result: engine.LoadResult) -> str:
+def upload_finish(*, upload: Upload, result: engine.LoadResult) -> str:
     rows = result.rows
     if not result.merged:
         state = UploadState.FAILED

@@ -52,7 +52,7 @@ _SENT_TOGETHER_SECONDS = 300
 _BLOCKED = (
     "SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %s "
     "AND record_type = ANY(%s) AND state = ANY(%s) AND created_at <= %s "
-    "AND id <> %s)"
+    "AND id <> %s AND source = 'file')"
 )
 
 

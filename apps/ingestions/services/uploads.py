@@ -20,7 +20,7 @@ from django.db import transaction
 from apps.core.errors import ApplicationError, UnknownRecordTypeError, WrongRecordTypeError
 from apps.core.logs import log_bind
 from apps.ingestions import engine
-from apps.ingestions.models import Blob, Upload, UploadState
+from apps.ingestions.models import Blob, Upload, UploadSource, UploadState
 from apps.ingestions.services.processing import upload_process
 from apps.ingestions.services.scheduling import upload_enqueue
 from apps.ingestions.services.storage import blob_store
@@ -113,6 +113,7 @@ def upload_register(
         tenant=tenant,
         record_type=record_type,
         sha256=fingerprint.sha256,
+        source=UploadSource.FILE,
         defaults={
             "filename": filename[:255],
             "size_bytes": fingerprint.size,

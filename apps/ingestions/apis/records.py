@@ -1,0 +1,199 @@
+"""Live records: accept a batch (one type, or mixed), list batches, show one, its rejects."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+
+from apps.core.api import (
+    PAGE_PARAMETERS,
+    Pagination,
+    TenantApiView,
+    choice_param,
+    problem_responses,
+    query_params,
+)
+from apps.core.errors import PayloadTooLargeError, UnknownRecordTypeError
+from apps.ingestions.apis._http import idempotent_response, int_header, raw_body
+from apps.ingestions.engine import RECORDS
+from apps.ingestions.models import BatchState, RecordBatch
+from apps.ingestions.selectors import (
+    record_batch_get,
+    record_batch_list,
+    record_batch_rejects,
+    record_batch_rows,
+)
+from apps.ingestions.services import Answer, idempotent, record_batch_accept, request_fingerprint
+
+_KEY_HEADER = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)
+_READ_RESPONSES = problem_responses(401, 404, 429)
+
+
+class RejectSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    field = serializers.CharField()
+    code = serializers.CharField()
+    message = serializers.CharField()
+    raw = serializers.CharField()
+
+
+class BatchOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    url = serializers.SerializerMethodField()
+    type = serializers.CharField(source="record_type")
+    state = serializers.CharField()
+    records = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    rejects = RejectSerializer(many=True)
+    rows = serializers.SerializerMethodField()
+    errors_url = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    merged_at = serializers.DateTimeField(allow_null=True)
+
+    def _absolute(self, name: str, batch: RecordBatch) -> str:
+        path = reverse(name, kwargs={"batch_id": batch.id})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+    def get_url(self, batch: RecordBatch) -> str:
+        return self._absolute("record-batch-detail", batch)
+
+    def get_errors_url(self, batch: RecordBatch) -> str:
+        return self._absolute("record-batch-errors", batch)
+
+    def get_rows(self, batch: RecordBatch) -> dict:
+        return record_batch_rows(batch=batch)
+
+
+def batch_data(batch: RecordBatch, request) -> dict:
+    return BatchOutputSerializer(batch, context={"request": request}).data
+
+
+class RecordBatchCreateApi(TenantApiView):
+    """POST a batch of live records: NDJSON or a JSON array; of `type`, or mixed
+    (`{"type", "record"}` elements). 202 once it is stored; its rejects in the answer."""
+
+    parser_classes: list = []  # the body is read raw, once
+
+    @extend_schema(
+        operation_id="records_create",
+        parameters=[
+            _KEY_HEADER,
+            OpenApiParameter(
+                "Idempotency-Key", str, OpenApiParameter.HEADER, description="as for uploads"
+            ),
+        ],
+        request={
+            "application/x-ndjson": OpenApiTypes.BINARY,
+            "application/json": OpenApiTypes.OBJECT,
+        },
+        responses={202: BatchOutputSerializer, **problem_responses(400, 401, 409, 413, 422, 429)},
+    )
+    def post(self, request, record_type: str | None = None):
+        if record_type is not None and record_type not in RECORDS:
+            raise UnknownRecordTypeError(
+                f"Unknown type {record_type!r}; expected one of {', '.join(RECORDS)}."
+            )
+        body = _read_body(request)
+        json_array = _is_json_array(request, body)
+
+        def run() -> tuple[Answer, str]:
+            batch = record_batch_accept(
+                tenant=self.tenant, record_type=record_type, body=body, json_array=json_array
+            )
+            data = batch_data(batch, request)
+            answer = Answer(status.HTTP_202_ACCEPTED, data, {"Location": data["url"]})
+            return answer, fingerprint()
+
+        def fingerprint() -> str:
+            sha256 = hashlib.sha256(body).hexdigest()
+            params = {"format": "json" if json_array else "ndjson"}
+            return request_fingerprint(
+                method=request.method, path=request.path, sha256=sha256, params=params
+            )
+
+        answer, replayed = idempotent(
+            tenant=self.tenant,
+            key=request.headers.get("Idempotency-Key"),
+            run=run,
+            fingerprint_of=fingerprint,
+        )
+        return idempotent_response(answer, replayed=replayed)
+
+
+def _read_body(request) -> bytes:
+    limit = settings.LIVE_MAX_BYTES
+    too_large = PayloadTooLargeError(f"The batch is larger than the limit of {limit} bytes.")
+    if (int_header(request, "Content-Length") or 0) > limit:
+        raise too_large
+    body = raw_body(request).read(limit + 1)
+    if len(body) > limit:
+        raise too_large
+    return body
+
+
+def _is_json_array(request, body: bytes) -> bool:
+    """`application/json` is an array, `application/x-ndjson` lines; else the body tells."""
+    content_type = (request.content_type or "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return True
+    if content_type in ("application/x-ndjson", "application/jsonl"):
+        return False
+    return body.lstrip()[:1] == b"["
+
+
+class RecordBatchListApi(TenantApiView):
+    pagination_class = Pagination  # documents the paginated answer
+
+    class FilterSerializer(serializers.Serializer):
+        state = choice_param(BatchState.values)
+
+    @extend_schema(
+        operation_id="record_batches_list",
+        parameters=[FilterSerializer, *PAGE_PARAMETERS, _KEY_HEADER],
+        responses={200: BatchOutputSerializer(many=True), **problem_responses(400, 401, 429)},
+    )
+    def get(self, request):
+        filters = query_params(self.FilterSerializer, request)
+        batches = record_batch_list(tenant=self.tenant, state=filters.get("state"))
+        paginator = Pagination()
+        page = paginator.paginate_queryset(batches.prefetch_related("parts"), request, view=self)
+        return paginator.get_paginated_response([batch_data(b, request) for b in page])
+
+
+class RecordBatchDetailApi(TenantApiView):
+    @extend_schema(
+        operation_id="record_batches_retrieve",
+        parameters=[_KEY_HEADER],
+        responses={200: BatchOutputSerializer, **_READ_RESPONSES},
+    )
+    def get(self, request, batch_id: int):
+        batch = record_batch_get(tenant=self.tenant, batch_id=batch_id)
+        if batch is None:
+            raise NotFound("No such batch.")
+        return Response(batch_data(batch, request))
+
+
+class RecordBatchErrorsApi(TenantApiView):
+    pagination_class = Pagination  # documents the paginated answer
+
+    @extend_schema(
+        operation_id="record_batches_errors",
+        parameters=[*PAGE_PARAMETERS, _KEY_HEADER],
+        responses={200: RejectSerializer(many=True), **_READ_RESPONSES},
+    )
+    def get(self, request, batch_id: int):
+        batch = record_batch_get(tenant=self.tenant, batch_id=batch_id)
+        if batch is None:
+            raise NotFound("No such batch.")
+        paginator = Pagination()
+        rejects = record_batch_rejects(tenant=self.tenant, batch=batch)
+        page = paginator.paginate_queryset(rejects, request, view=self)
+        return paginator.get_paginated_response(list(page))

@@ -1,0 +1,52 @@
+"""Checking records one at a time, as a file's lines are checked: for live records, whose
+rejects are answered at once, before anything is staged.
+
+`split_lines` cuts a body into lines as `read_lines` cuts a file; `check_line` gives the
+reject `parse_chunks` would stage for the same line (same code, field, message and raw),
+or None for a row the load will take.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import msgspec
+
+from apps.ingestions.engine.checks import Invalid, exact_number
+from apps.ingestions.engine.reader import RAW_PREFIX, ByteStream, Line, read_lines
+from apps.ingestions.engine.records import RECORDS, validate_record
+from apps.ingestions.engine.results import RowReject
+from apps.ingestions.engine.stage import json_error, raw_text
+
+_decode = msgspec.json.Decoder(float_hook=exact_number).decode  # as `stage` decodes
+
+
+def split_lines(body: bytes, *, max_line_bytes: int, max_bytes: int) -> Iterator[Line]:
+    """The physical lines of an NDJSON body (plain, gzip or zstd, as a file), numbered
+    from 1, blank ones included; a line over `max_line_bytes` comes `too_long`. Raises
+    `FileError` for unreadable compression or more than `max_bytes` decompressed."""
+    source = ByteStream(io.BytesIO(body), max_bytes=max_bytes)
+    return read_lines(source, max_line_bytes=max_line_bytes)
+
+
+def line_of(number: int, data: bytes, *, max_line_bytes: int) -> Line:
+    """One record's bytes as line `number`, as `read_lines` would give it."""
+    if len(data) > max_line_bytes:
+        return Line(number, data[:RAW_PREFIX], True)
+    return Line(number, data, False)
+
+
+def check_line(record_type: str, line: Line) -> RowReject | None:
+    """The reject of one non-blank line of `record_type`, or None when it is a valid row."""
+    number, data, too_long = line
+    if too_long:
+        message = "the line is longer than the line limit"
+        return RowReject(number, "", "line_too_long", message, raw_text(data))
+    try:
+        validate_record(RECORDS[record_type], _decode(data), number)
+    except Invalid as exc:
+        return RowReject(number, exc.field, exc.code, exc.message, raw_text(data))
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        return RowReject(number, "", "invalid_json", json_error(exc, data), raw_text(data))
+    return None

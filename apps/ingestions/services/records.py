@@ -1,0 +1,203 @@
+"""Live records: a batch read and checked at once, its accepted rows stored durably, then
+merged by a worker (`record_merge`).
+
+A batch is NDJSON or a JSON array, of one record type or of `{"type", "record"}` elements.
+Every record is checked with the engine's own line check, so the answer's rejects are those
+a file of the same lines would get. The accepted rows of each type are stored, in the
+request's transaction, as an `Upload` part (`source` live) whose bytes are an NDJSON file
+with each row at its position in the batch (blank lines elsewhere), so the engine loads
+them, counts them, holds them pending and names their lines exactly as for a file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import asdict, dataclass, field
+
+import msgspec
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+
+from apps.core.errors import ApplicationError, PayloadTooLargeError
+from apps.ingestions import engine
+from apps.ingestions.models import BatchState, RecordBatch, Upload, UploadSource, UploadState
+from apps.ingestions.services.storage import blob_store
+from apps.tenants.models import Tenant
+
+logger = logging.getLogger("apps.ingestions.services")
+
+RECORDS_MERGE_TASK = "apps.ingestions.tasks.records_merge_task"
+MIXED = "mixed"
+_Envelope = dict[str, msgspec.Raw]
+
+
+class BacklogFullError(ApplicationError):
+    status = 429
+    code = "backlog_full"
+    title = "Too many records waiting to be merged"
+
+
+@dataclass
+class _Checked:
+    """A batch read and checked: per type, the accepted lines; the rejects; the count."""
+
+    records: int = 0
+    lines: dict[str, list[engine.Line]] = field(default_factory=dict)
+    rejects: list[engine.RowReject] = field(default_factory=list)
+
+    def add(self, record_type: str | None, line: engine.Line, reject=None) -> None:
+        self.records += 1
+        if self.records > settings.LIVE_MAX_RECORDS:
+            raise PayloadTooLargeError(
+                f"More than {settings.LIVE_MAX_RECORDS} records in one batch.",
+                code="too_many_records",
+            )
+        if reject is None and record_type is not None:
+            reject = engine.check_line(record_type, line)
+        if reject is not None:
+            self.rejects.append(reject)
+        else:
+            self.lines.setdefault(record_type, []).append(line)
+
+
+def _envelope_reject(number: int, data: bytes, code: str, field: str, message: str):
+    return engine.RowReject(number, field, code, message, data.decode("utf-8", "replace"))
+
+
+def _add_element(checked: _Checked, record_type: str | None, line: engine.Line) -> None:
+    """One record, or with no `record_type` one `{"type", "record"}` element."""
+    if record_type is not None or line.too_long:
+        checked.add(record_type, line)
+        return
+    number, data, _ = line
+    try:
+        envelope = msgspec.json.decode(data, type=_Envelope)
+    except msgspec.ValidationError:
+        message = "the element is not an object"
+        reject = _envelope_reject(number, data, "not_an_object", "", message)
+        return checked.add(None, line, reject)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return checked.add(engine.RECORD_ORDER[0], line)  # the engine says why (invalid_json)
+    for name in ("type", "record"):
+        if name not in envelope:
+            reject = _envelope_reject(number, data, "missing_field", name, f"{name} is required")
+            return checked.add(None, line, reject)
+    kind = msgspec.json.decode(envelope["type"])
+    if not isinstance(kind, str) or kind not in engine.RECORDS:
+        message = f"type must be one of {', '.join(engine.RECORDS)}"
+        return checked.add(
+            None, line, _envelope_reject(number, data, "invalid_type", "type", message)
+        )
+    record = engine.line_of(
+        number, bytes(envelope["record"]), max_line_bytes=settings.INGEST_MAX_LINE_BYTES
+    )
+    checked.add(kind, record)
+
+
+def records_check(*, record_type: str | None, body: bytes, json_array: bool) -> _Checked:
+    """Read a batch body (NDJSON, or a JSON array when `json_array`) and check every record:
+    `line` is the physical line of an NDJSON body, the 1-based position in an array."""
+    if not body.strip():
+        raise ApplicationError("The batch is empty: send at least one record.", code="empty_batch")
+    checked = _Checked()
+    limit = settings.INGEST_MAX_LINE_BYTES
+    if json_array:
+        try:
+            elements = msgspec.json.decode(body, type=list[msgspec.Raw])
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+            raise ApplicationError(
+                f"The body is not a JSON array: {exc}", code="bad_json"
+            ) from None
+        for position, raw in enumerate(elements, start=1):
+            data = msgspec.json.format(bytes(raw), indent=-1)  # one line, values as sent
+            _add_element(checked, record_type, engine.line_of(position, data, max_line_bytes=limit))
+    else:
+        try:
+            for line in engine.split_lines(
+                body, max_line_bytes=limit, max_bytes=settings.LIVE_MAX_BYTES
+            ):
+                if line.too_long or (line.data and not line.data.isspace()):
+                    _add_element(checked, record_type, line)
+        except engine.FileError as exc:
+            raise ApplicationError(exc.detail, code=exc.code) from None
+    if not checked.records:
+        raise ApplicationError("The batch is empty: send at least one record.", code="empty_batch")
+    return checked
+
+
+def record_backlog(*, tenant: Tenant) -> int:
+    """The tenant's accepted records not merged yet."""
+    unmerged = RecordBatch.objects.filter(tenant=tenant, state=BatchState.ACCEPTED)
+    return unmerged.aggregate(n=Sum("accepted"))["n"] or 0
+
+
+def _part_bytes(lines: list[engine.Line]) -> bytes:
+    """An NDJSON file with each line at its number (blank lines between)."""
+    out = [b""] * lines[-1].number
+    for number, data, _ in lines:
+        out[number - 1] = data
+    return b"\n".join(out) + b"\n"
+
+
+def record_batch_accept(
+    *, tenant: Tenant, record_type: str | None, body: bytes, json_array: bool
+) -> RecordBatch:
+    """Check a batch and store what it accepts, durably, before answering; the merge is
+    sent once that commits. Refused (429) while the tenant's backlog is over the limit."""
+    backlog = record_backlog(tenant=tenant)
+    if backlog >= settings.LIVE_BACKLOG_LIMIT:
+        raise BacklogFullError(
+            f"{backlog} accepted records are waiting to be merged (the limit is "
+            f"{settings.LIVE_BACKLOG_LIMIT}); retry later.",
+            headers={"Retry-After": str(settings.LIVE_RETRY_AFTER_SECONDS)},
+        )
+    checked = records_check(record_type=record_type, body=body, json_array=json_array)
+    accepted = checked.records - len(checked.rejects)
+    with transaction.atomic():
+        batch = RecordBatch.objects.create(
+            tenant=tenant,
+            record_type=record_type or MIXED,
+            state=BatchState.ACCEPTED if accepted else BatchState.MERGED,
+            records=checked.records,
+            rejected=len(checked.rejects),
+            accepted=accepted,
+            rejects=[asdict(r) for r in sorted(checked.rejects, key=lambda r: r.line)],
+        )
+        for kind in engine.RECORD_ORDER:
+            if lines := checked.lines.get(kind):
+                _part_create(batch, kind, lines)
+        if accepted:
+            tenant_id = tenant.id
+            transaction.on_commit(lambda: records_merge_enqueue(tenant_id=tenant_id))
+    logger.info(
+        "record batch accepted",
+        extra={"batch_id": batch.id, "records": batch.records, "rejected": batch.rejected},
+    )
+    return batch
+
+
+def _part_create(batch: RecordBatch, record_type: str, lines: list[engine.Line]) -> Upload:
+    blob = blob_store(stream=io.BytesIO(_part_bytes(lines)))
+    return Upload.objects.create(
+        tenant_id=batch.tenant_id,
+        record_type=record_type,
+        filename=f"batch_{batch.id}_{record_type}.ndjson",
+        state=UploadState.RECEIVED,
+        source=UploadSource.LIVE,
+        batch=batch,
+        blob=blob,
+        sha256=blob.sha256,
+        size_bytes=blob.size_bytes,
+    )
+
+
+def records_merge_enqueue(*, tenant_id) -> None:
+    """Send the tenant's merge (by name: services never import tasks). A lost message is
+    recovered by the housekeeping (`records_merge_stuck`)."""
+    try:
+        current_app.send_task(RECORDS_MERGE_TASK, args=[str(tenant_id)])
+    except Exception:  # the broker is down: the batch is stored, the housekeeping sends it
+        logger.warning("record merge of tenant %s not sent", tenant_id, exc_info=True)

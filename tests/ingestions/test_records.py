@@ -1,0 +1,266 @@
+"""Live records (SPEC 9): the batch API, its rejects, limits, idempotency, and the merge
+(called as the worker calls it) with its pending rules across batches and files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from apps.ingestions.engine.testing import (
+    customer_row,
+    ndjson_bytes,
+    order_item_row,
+    order_row,
+    product_row,
+    uid,
+)
+from apps.ingestions.models import Customer, Order, OrderItem, RecordBatch, Reject, Upload
+from apps.ingestions.services import records_merge
+
+pytestmark = pytest.mark.django_db
+
+NDJSON = "application/x-ndjson"
+
+
+def _post(client, path, body, content_type=NDJSON, **headers):
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode() if content_type == "application/json" else body
+    return client.generic("POST", path, body, content_type=content_type, **headers)
+
+
+def _post_rows(client, record_type, rows, **headers):
+    return _post(client, f"/api/v1/ingest/records/{record_type}/", ndjson_bytes(rows), **headers)
+
+
+def test_a_batch_is_accepted_and_merged_with_its_rows_counted(client, tenant):
+    """Two valid customers: 202 with the batch; merged, both inserted, the batch merged."""
+    rows = [customer_row(customer_id=uid("a")), customer_row(customer_id=uid("b"))]
+    response = _post_rows(client, "customers", rows)
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert {k: body[k] for k in ("type", "state", "records", "rejected", "rejects")} == {
+        "type": "customers",
+        "state": "accepted",
+        "records": 2,
+        "rejected": 0,
+        "rejects": [],
+    }
+    assert response["Location"] == body["url"]
+    assert records_merge(tenant_id=tenant.id) == 1
+    assert Customer.objects.filter(tenant=tenant).count() == 2
+    shown = client.get(body["url"]).json()
+    assert shown["state"] == "merged"
+    assert shown["rows"] == {
+        "total": 2,
+        "inserted": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "rejected": 0,
+        "pending": 0,
+        "duplicates": 0,
+    }
+    assert records_merge(tenant_id=tenant.id) == 0  # a second run finds nothing to do
+
+
+BAD = [
+    (b"{not json", "", "invalid_json"),
+    (b"[1, 2]", "", "not_an_object"),
+    (json.dumps(customer_row(email="nope")).encode(), "email", "invalid_email"),
+    (json.dumps({**customer_row(), "customer_id": "x"}).encode(), "customer_id", "invalid_uuid"),
+    (
+        json.dumps({k: v for k, v in customer_row().items() if k != "name"}).encode(),
+        "name",
+        "missing_field",
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "field", "code"), BAD)
+def test_a_bad_record_is_rejected_in_the_answer_exactly_as_in_a_file(
+    client, tenant, load, ndjson, line, field, code
+):
+    """The answer's reject (line = position) is the one a file of the same lines gets."""
+    good = customer_row(customer_id=uid("good"))
+    response = _post_rows(client, "customers", [good, line])
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert (body["records"], body["rejected"]) == (2, 1)
+    [reject] = body["rejects"]
+    assert (reject["line"], reject["field"], reject["code"]) == (2, field, code)
+    upload = load(tenant, ndjson("customers_x.ndjson", [good, line]))
+    [as_file] = Reject.objects.filter(upload=upload).values(
+        "line", "field", "code", "message", "raw"
+    )
+    assert reject == as_file
+    records_merge(tenant_id=tenant.id)
+    errors = client.get(body["errors_url"]).json()
+    assert [e["code"] for e in errors["results"]] == [code]
+
+
+def test_a_json_array_batch_keeps_decimals_exact_and_numbers_positions(client, tenant):
+    """A JSON array: `line` is the 1-based position; a price sent as a number is exact."""
+    rows = [product_row(product_id=uid("p9"), price=None), product_row(product_id=uid("p8"))]
+    body = b"[%s,\n %s]" % (
+        json.dumps(rows[0]).replace("null", "12345678.91").encode(),
+        json.dumps({**rows[1], "active": "yes"}).encode(),
+    )
+    response = _post(client, "/api/v1/ingest/records/products/", body, "application/json")
+    assert response.status_code == 202, response.content
+    assert [(r["line"], r["code"]) for r in response.json()["rejects"]] == [(2, "invalid_type")]
+    records_merge(tenant_id=tenant.id)
+    from apps.ingestions.models import Product
+
+    assert str(Product.objects.get(tenant=tenant).price) == "12345678.91"
+
+
+def test_a_mixed_batch_loads_parents_first_and_rejects_bad_elements(client, tenant):
+    """Mixed elements: an item, its order and customer and product, in any order; a bad
+    element (unknown type, no record) is rejected with its position."""
+    elements = [
+        {"type": "order_items", "record": order_item_row()},
+        {"type": "orders", "record": order_row()},
+        {"type": "customers", "record": customer_row()},
+        {"type": "products", "record": product_row()},
+        {"type": "invoices", "record": {}},
+        {"type": "orders"},
+        7,
+    ]
+    response = _post(client, "/api/v1/ingest/records/", elements, "application/json")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["type"] == "mixed"
+    assert [(r["line"], r["field"], r["code"]) for r in body["rejects"]] == [
+        (5, "type", "invalid_type"),
+        (6, "record", "missing_field"),
+        (7, "", "not_an_object"),
+    ]
+    records_merge(tenant_id=tenant.id)
+    assert OrderItem.objects.filter(tenant=tenant).count() == 1
+    rows = client.get(body["url"]).json()["rows"]
+    assert (rows["total"], rows["inserted"], rows["rejected"], rows["pending"]) == (7, 4, 3, 0)
+
+
+def test_a_mixed_ndjson_batch_is_accepted(client, tenant):
+    """Mixed elements as NDJSON lines."""
+    lines = [
+        {"type": "customers", "record": customer_row()},
+        {"type": "orders", "record": order_row()},
+    ]
+    response = _post(client, "/api/v1/ingest/records/", ndjson_bytes(lines))
+    assert response.status_code == 202, response.content
+    records_merge(tenant_id=tenant.id)
+    assert Order.objects.filter(tenant=tenant).count() == 1
+
+
+def test_an_order_before_its_customer_is_held_then_loaded_by_a_later_batch(client, tenant):
+    """An order whose customer comes in a later batch is pending, then inserted."""
+    first = _post_rows(client, "orders", [order_row()]).json()
+    records_merge(tenant_id=tenant.id)
+    assert client.get(first["url"]).json()["rows"]["pending"] == 1
+    _post_rows(client, "customers", [customer_row()])
+    records_merge(tenant_id=tenant.id)
+    rows = client.get(first["url"]).json()["rows"]
+    assert (rows["pending"], rows["inserted"]) == (0, 1)
+    assert Order.objects.filter(tenant=tenant).count() == 1
+
+
+def test_held_records_and_files_resolve_each_other_in_both_directions(client, tenant, load, ndjson):
+    """A batch's order waits for a file's customer; a file's order for a batch's customer."""
+    _post_rows(client, "orders", [order_row()])
+    records_merge(tenant_id=tenant.id)
+    load(tenant, ndjson("customers_1.ndjson", [customer_row()]))
+    assert Order.objects.filter(tenant=tenant).count() == 1
+    c2 = uid("c2")
+    file_upload = load(
+        tenant, ndjson("orders_2.ndjson", [order_row(order_id=uid("o2"), customer_id=c2)])
+    )
+    assert file_upload.rows_pending == 1
+    _post_rows(client, "customers", [customer_row(customer_id=c2)])
+    records_merge(tenant_id=tenant.id)
+    file_upload.refresh_from_db()
+    assert (file_upload.rows_pending, file_upload.rows_inserted) == (0, 1)
+    assert Order.objects.filter(tenant=tenant).count() == 2
+
+
+def test_a_later_batch_wins_for_the_same_id(client, tenant):
+    """Merged in the order accepted: the later batch's name stays."""
+    _post_rows(client, "customers", [customer_row(name="first")])
+    _post_rows(client, "customers", [customer_row(name="second")])
+    records_merge(tenant_id=tenant.id)
+    assert Customer.objects.get(tenant=tenant).name == "second"
+
+
+def test_live_parts_are_not_listed_as_uploads(client, tenant):
+    """The batch's stored parts are no uploads of the API."""
+    _post_rows(client, "customers", [customer_row()])
+    assert Upload.objects.filter(tenant=tenant).count() == 1
+    assert client.get("/api/v1/ingest/uploads/").json()["results"] == []
+
+
+def test_over_the_record_or_byte_limit_is_413_and_nothing_is_stored(client, tenant, settings):
+    """More records or bytes than the limits: 413, no batch."""
+    settings.LIVE_MAX_RECORDS = 2
+    rows = [customer_row(customer_id=uid(f"c{n}")) for n in range(3)]
+    assert _post_rows(client, "customers", rows).status_code == 413
+    settings.LIVE_MAX_RECORDS = 10
+    settings.LIVE_MAX_BYTES = 100
+    assert _post_rows(client, "customers", rows).status_code == 413
+    assert not RecordBatch.objects.exists()
+
+
+def test_an_empty_batch_or_unknown_type_is_400(client, tenant):
+    """Nothing to accept, or no such record type."""
+    assert _post(client, "/api/v1/ingest/records/customers/", b"\n").status_code == 400
+    assert _post(client, "/api/v1/ingest/records/invoices/", b"{}\n").status_code == 400
+    assert (
+        _post(client, "/api/v1/ingest/records/customers/", b"{", "application/json").status_code
+        == 400
+    )
+
+
+def test_idempotency_key_replays_refuses_another_request(client, tenant):
+    """Same key, same batch: replayed, one batch; same key, other batch: 422."""
+    first = _post_rows(client, "customers", [customer_row()], HTTP_IDEMPOTENCY_KEY="k1")
+    again = _post_rows(client, "customers", [customer_row()], HTTP_IDEMPOTENCY_KEY="k1")
+    assert again.status_code == 202
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert RecordBatch.objects.count() == 1
+    other = _post_rows(client, "customers", [customer_row(name="x")], HTTP_IDEMPOTENCY_KEY="k1")
+    assert other.status_code == 422
+
+
+def test_idempotency_key_in_flight_is_409(client, tenant):
+    """The same key while the first request is still in flight: 409."""
+    from apps.ingestions.services import idempotency_begin
+
+    idempotency_begin(tenant=tenant, key="k2")
+    response = _post_rows(client, "customers", [customer_row()], HTTP_IDEMPOTENCY_KEY="k2")
+    assert response.status_code == 409
+
+
+def test_another_tenant_sees_no_batch(client, client_for, other_tenant):
+    """Another tenant's batch is 404, and not listed."""
+    url = _post_rows(client, "customers", [customer_row()]).json()["url"]
+    other = client_for(other_tenant)
+    assert other.get(url).status_code == 404
+    assert other.get(url + "errors/").status_code == 404
+    assert other.get("/api/v1/ingest/records/batches/").json()["results"] == []
+    assert len(client.get("/api/v1/ingest/records/batches/").json()["results"]) == 1
+
+
+def test_a_backlog_over_the_limit_is_429_with_retry_after_and_nothing_dropped(
+    client, tenant, settings
+):
+    """Past the unmerged backlog limit: 429 with Retry-After; accepted batches still merge."""
+    settings.LIVE_BACKLOG_LIMIT = 2
+    rows = [customer_row(customer_id=uid(f"c{n}")) for n in range(2)]
+    assert _post_rows(client, "customers", rows).status_code == 202
+    refused = _post_rows(client, "customers", [customer_row(customer_id=uid("c9"))])
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == str(settings.LIVE_RETRY_AFTER_SECONDS)
+    assert refused["Content-Type"].startswith("application/problem+json")
+    records_merge(tenant_id=tenant.id)
+    assert Customer.objects.filter(tenant=tenant).count() == 2
+    assert _post_rows(client, "customers", [customer_row(customer_id=uid("c9"))]).status_code == 202
