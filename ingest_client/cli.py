@@ -121,7 +121,9 @@ def parse_args(argv: Sequence[str] | None, *, prog: str | None = None) -> argpar
         "the HTTP API, in dependency order, resumably and idempotently.",
         epilog="Exit codes: 0 every file completed with no rejected or pending rows; 1 every "
         "file was processed but some rows were rejected or are pending; 2 a file failed or "
-        "could not be sent (a refused API key included), or the run was interrupted.",
+        "could not be sent (a refused API key included), or the run was interrupted. "
+        "Live records from stdin or a growing file: %(prog)s stream --type T [FILE] "
+        "(see %(prog)s stream --help).",
     )
     _add_what_to_send(parser)
     _add_how_to_send(parser)
@@ -139,7 +141,13 @@ def main(
     stop_after_chunks: int | None = None,
 ) -> int:
     """Run the command; returns the exit code. `stop_after_chunks` is a test hook, not an
-    option: the run stops as if interrupted after that many session chunks."""
+    option: the run stops as if interrupted after that many session chunks. A first argument
+    `stream` runs the live-records command instead (`ingest_client.stream`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["stream"]:
+        from ingest_client.stream import main as stream_main  # only what it needs, on demand
+
+        return stream_main(argv[1:], prog=prog or os.path.basename(sys.argv[0]))
     args = parse_args(argv, prog=prog)
     width = None if sys.stdout.isatty() else 132  # piped: wide enough for the table
     console = console or Console(highlight=False, width=width)

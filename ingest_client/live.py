@@ -1,0 +1,328 @@
+"""Live records: `Client(api_url, api_key).send(type, record)` (SPEC 9).
+
+    with Client("http://localhost:8000", api_key) as client:
+        client.send("customers", {"customer_id": ..., ...})
+        client.send("orders", {...})
+    # leaving the block (or the program) flushes; a record that could not be sent raises
+
+`send` puts the record on a bounded queue and returns; a background thread groups the
+records of one type into batches (`max_records`, `max_bytes`, or `max_delay` seconds after
+the batch's first record) and POSTs each to `/api/v1/ingest/records/{type}/` as NDJSON,
+one at a time, so records of a type reach the server in the order sent. Each batch has its
+own Idempotency-Key, the same on every retry (connection errors, 5xx, 429 with Retry-After:
+`transport.Transport`), so a retried batch is never stored twice. A 413 splits the batch.
+When the queue is full, `send` blocks: that is the backpressure. Nothing is dropped
+silently: rows the server rejects are in `rejects` (and `on_reject`), a batch that could not
+be sent is in `failures` with its records, and `flush()`/`close()` raise `SendFailed`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import queue
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest_client.transport import (
+    API,
+    Interrupted,
+    RequestFailed,
+    RetryPolicy,
+    Transport,
+    client_error,
+    open_client,
+)
+
+MiB = 1 << 20
+
+
+class SendFailed(Exception):
+    """Some records could not be sent (their batches are in `failures`); the message says
+    how many and why."""
+
+    def __init__(self, failures: list[Failure]):
+        self.failures = failures
+        records = sum(len(f.lines) for f in failures)
+        reasons = "; ".join(sorted({f.error for f in failures}))
+        super().__init__(f"{records} records in {len(failures)} batches not sent: {reasons}")
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A row the server refused: `line` is its 1-based position in batch `batch_id`."""
+
+    record_type: str
+    batch_id: int
+    line: int
+    field: str
+    code: str
+    message: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A batch that could not be sent; `lines` are its records as NDJSON lines."""
+
+    record_type: str
+    lines: list[bytes]
+    error: str
+
+
+@dataclass
+class Counts:
+    """What the client did so far: records queued by `send`, sent in answered batches,
+    accepted and rejected by the server, and not sent (failed)."""
+
+    queued: int = 0
+    sent: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    batches: int = 0
+
+
+@dataclass
+class _Pending:
+    """Records of one type waiting to be sent."""
+
+    lines: list[bytes] = field(default_factory=list)
+    size: int = 0
+    since: float = 0.0
+
+
+@dataclass
+class _Flush:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+_STOP = object()
+
+
+class Client:
+    """Sends live records in batches from a background thread; see the module's doc."""
+
+    def __init__(  # long: every option is a keyword with a default, documented here
+        self,
+        api_url: str,
+        api_key: str,
+        *,
+        max_records: int = 1000,
+        max_bytes: int = MiB,
+        max_delay: float = 0.2,
+        max_queue: int = 10_000,
+        policy: RetryPolicy | None = None,
+        timeout: float = 60.0,
+        on_batch: Callable[[dict], None] | None = None,
+        on_reject: Callable[[Reject], None] | None = None,
+        note: Callable[[str], None] | None = None,
+        flush_at_exit: bool = True,
+    ):
+        """`on_batch` gets each batch resource the server answers (its `url` shows when it
+        is merged); `on_reject` each rejected row; `note` each retry ("...; retrying in")."""
+        if max_records < 1 or max_bytes < 1 or max_delay < 0:
+            raise ValueError("max_records and max_bytes must be positive, max_delay >= 0")
+        self.api_key = api_key
+        self.max_records, self.max_bytes, self.max_delay = max_records, max_bytes, max_delay
+        self.on_batch, self.on_reject = on_batch, on_reject
+        self.counts = Counts()
+        self.rejects: list[Reject] = []
+        self.failures: list[Failure] = []
+        self._raised = 0  # failures already raised by flush()
+        self._lock = threading.Lock()
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._stop = threading.Event()  # set by abort(): retries end, the rest fails
+        self._closed = False
+        self._http = open_client(api_url, timeout=timeout, connections=2)
+        self._transport = Transport(
+            self._http, policy=policy or RetryPolicy(), stop=self._stop, note=note or _ignore
+        )
+        self._thread = threading.Thread(target=self._run, name="ingest-live-sender", daemon=True)
+        self._thread.start()
+        self._at_exit = flush_at_exit
+        if flush_at_exit:
+            atexit.register(self._close_at_exit)
+
+    # the caller's side
+
+    def send(self, record_type: str, record: Any) -> None:
+        """Queue one record (anything `json.dumps` takes); blocks only while the queue is
+        full. Thread-safe."""
+        self.send_line(record_type, json.dumps(record, separators=(",", ":")).encode())
+
+    def send_line(self, record_type: str, line: bytes | str) -> None:
+        """Queue one record given as an NDJSON line, sent as it is (a bad line comes back as
+        a reject); blank lines are skipped."""
+        if isinstance(line, str):
+            line = line.encode()
+        line = line.strip(b"\r\n")
+        if not line.strip():
+            return
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        self._queue.put((record_type, line))
+        with self._lock:
+            self.counts.queued += 1
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send every record queued so far and wait for the answers. Raises TimeoutError
+        after `timeout` seconds, and SendFailed for batches that failed since the last
+        flush (all of them stay in `failures`)."""
+        marker = _Flush()
+        self._queue.put(marker)
+        if not marker.done.wait(timeout):
+            raise TimeoutError(f"records still being sent after {timeout} seconds")
+        with self._lock:
+            new, self._raised = self.failures[self._raised :], len(self.failures)
+        if new:
+            raise SendFailed(new)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then stop the thread; raises as `flush` does. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._at_exit:
+            atexit.unregister(self._close_at_exit)
+        try:
+            self.flush(timeout)
+        finally:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            self._http.close()
+
+    def abort(self) -> None:
+        """Stop waiting between retries: the batches being retried, and those queued,
+        fail (into `failures`) instead of being sent. For a second Ctrl-C."""
+        self._stop.set()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            self.close()
+            return
+        try:  # an exception is already on its way: do not hide it behind ours
+            self.close()
+        except SendFailed as failed:
+            sys.stderr.write(f"ingest_client: {failed}\n")
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except (SendFailed, TimeoutError) as failed:
+            sys.stderr.write(f"ingest_client: at exit: {failed}\n")
+
+    # the sender thread
+
+    def _run(self) -> None:
+        pending: dict[str, _Pending] = {}
+        while True:
+            item = self._next(pending)
+            if item is None:  # the oldest batch's time is up
+                self._send_due(pending)
+            elif item is _STOP:
+                return
+            elif isinstance(item, _Flush):
+                for record_type in list(pending):
+                    self._send(record_type, pending.pop(record_type).lines)
+                item.done.set()
+            else:
+                record_type, line = item
+                batch = pending.setdefault(record_type, _Pending(since=time.monotonic()))
+                if batch.lines and batch.size + len(line) + 1 > self.max_bytes:
+                    self._send(record_type, pending.pop(record_type).lines)
+                    batch = pending.setdefault(record_type, _Pending(since=time.monotonic()))
+                batch.lines.append(line)
+                batch.size += len(line) + 1
+                if len(batch.lines) >= self.max_records or batch.size >= self.max_bytes:
+                    self._send(record_type, pending.pop(record_type).lines)
+
+    def _next(self, pending: dict[str, _Pending]) -> Any:
+        """The next queued item, or None when the oldest pending batch is due."""
+        if not pending:
+            return self._queue.get()
+        due = min(p.since for p in pending.values()) + self.max_delay
+        try:
+            return self._queue.get(timeout=max(0.0, due - time.monotonic()))
+        except queue.Empty:
+            return None
+
+    def _send_due(self, pending: dict[str, _Pending]) -> None:
+        now = time.monotonic()
+        for record_type in [t for t, p in pending.items() if now - p.since >= self.max_delay]:
+            self._send(record_type, pending.pop(record_type).lines)
+
+    def _send(self, record_type: str, lines: list[bytes]) -> None:
+        """POST one batch (split on 413); every outcome is counted, none is lost."""
+        try:
+            self._post(record_type, lines)
+        except (RequestFailed, Interrupted) as exc:
+            error = str(exc) or "interrupted (abort)"
+            with self._lock:
+                self.failures.append(Failure(record_type, lines, error))
+                self.counts.failed += len(lines)
+        except Exception as exc:  # a bug must not lose records silently either
+            with self._lock:
+                self.failures.append(Failure(record_type, lines, f"{type(exc).__name__}: {exc}"))
+                self.counts.failed += len(lines)
+
+    def _post(self, record_type: str, lines: list[bytes]) -> None:
+        body = b"\n".join(lines) + b"\n"
+        key = f"live-{uuid.uuid4()}"  # one per batch, the same on every retry of it
+        response = self._transport.request(
+            "POST",
+            f"{API}/records/{record_type}/",
+            api_key=self.api_key,
+            label=f"{record_type} batch of {len(lines)}",
+            body=lambda: body,
+            headers={"Idempotency-Key": key, "Content-Type": "application/x-ndjson"},
+        )
+        if response.status_code == 413 and len(lines) > 1:
+            half = len(lines) // 2
+            self._post(record_type, lines[:half])
+            self._post(record_type, lines[half:])
+            return
+        if response.status_code not in (200, 201, 202):
+            raise client_error(response, f"POST {record_type} batch of {len(lines)}")
+        self._answered(record_type, len(lines), response.json())
+
+    def _answered(self, record_type: str, count: int, batch: dict) -> None:
+        rejects = [
+            Reject(
+                record_type=record_type,
+                batch_id=batch.get("id", 0),
+                line=r.get("line", 0),
+                field=r.get("field", ""),
+                code=r.get("code", ""),
+                message=r.get("message", ""),
+                raw=r.get("raw", ""),
+            )
+            for r in batch.get("rejects") or []
+        ]
+        rejected = max(int(batch.get("rejected") or 0), len(rejects))
+        with self._lock:
+            self.counts.sent += count
+            self.counts.batches += 1
+            self.counts.rejected += rejected
+            self.counts.accepted += count - rejected
+            self.rejects.extend(rejects)
+        try:  # the records are sent: a failing callback must not count them as not sent
+            for reject in rejects:
+                if self.on_reject:
+                    self.on_reject(reject)
+            if self.on_batch:
+                self.on_batch(batch)
+        except Exception as exc:  # noqa: BLE001 - said, and the sender goes on
+            sys.stderr.write(f"ingest_client: a callback failed: {type(exc).__name__}: {exc}\n")
+
+
+def _ignore(_: str) -> None:
+    pass

@@ -1,0 +1,288 @@
+"""`bulk_ingest.py stream --type T [FILE] [--follow]`: NDJSON from stdin or a file, sent as
+live records through `Client`, with one live line (records/s sent, batches merged).
+
+With `--follow` the file is read as it grows, like `tail -F`: when it is replaced (another
+inode) or truncated (smaller than what was read) it is reopened from its start. Ctrl-C
+stops reading, then everything read is sent (a second Ctrl-C gives up on retries). Exit
+codes: 0 every record accepted, 1 some rows rejected, 2 records not sent or a bad option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+
+from ingest_client.live import Client, Reject, SendFailed
+from ingest_client.report import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
+from ingest_client.transport import RetryPolicy
+
+RECORD_TYPES = ("customers", "products", "orders", "order_items")
+POLL_EVERY = 1.0  # seconds between merge checks: at most 2 GETs, far below 600/min per key
+
+
+def parse_args(argv: Sequence[str], *, prog: str | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} stream" if prog else None,
+        description="Send NDJSON records of one type as live records, from stdin or FILE "
+        "(with --follow: as FILE grows, like tail -F).",
+        epilog="Exit codes: 0 every record was accepted; 1 some rows were rejected; 2 some "
+        "records could not be sent. Ctrl-C stops reading and sends what was read.",
+    )
+    parser.add_argument("--type", required=True, choices=RECORD_TYPES, dest="record_type")
+    parser.add_argument("file", nargs="?", help="an NDJSON file (default or '-': stdin)")
+    parser.add_argument(
+        "--api-url",
+        default=os.environ.get("INGEST_API_URL", "http://localhost:8000"),
+        help="the service's base URL (default: $INGEST_API_URL or %(default)s)",
+    )
+    parser.add_argument(
+        "--api-key", default=os.environ.get("INGEST_API_KEY"), help="(default: $INGEST_API_KEY)"
+    )
+    parser.add_argument("--follow", "-F", action="store_true", help="keep reading as FILE grows")
+    parser.add_argument("--batch-records", type=int, default=1000, help="(default: 1000)")
+    parser.add_argument(
+        "--batch-delay", type=float, default=0.2, help="seconds a batch waits (default: 0.2)"
+    )
+    parser.add_argument("--retries", type=int, default=8, help="attempts per batch (default: 8)")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="at the end, wait up to this long for the batches to be merged (default: 0)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no live line")
+    args = parser.parse_args(argv)
+    if not args.api_key:
+        parser.error("--api-key (or $INGEST_API_KEY) is required")
+    if args.follow and args.file in (None, "-"):
+        parser.error("--follow needs a FILE")
+    return args
+
+
+def read_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """The lines of a stream as they come (a last line without a newline included)."""
+    yield from iter(stream.readline, b"")
+
+
+def follow_lines(
+    path: Path, *, stop: threading.Event, interval: float = 0.1
+) -> Iterator[bytes]:  # long: one loop over open, read, wait, reopen
+    """The lines of `path` as it grows, like `tail -F`, until `stop` is set: reopened from
+    its start when replaced (another inode, or gone and back) or truncated. A line is given
+    once its newline is written; a partial line left when stopping is given too."""
+    handle: BinaryIO | None = None
+    partial = b""
+    try:
+        while not stop.is_set():
+            if handle is None:
+                try:
+                    handle = path.open("rb")
+                except FileNotFoundError:
+                    stop.wait(interval)
+                    continue
+            chunk = handle.readline()
+            if chunk:
+                partial += chunk
+                if partial.endswith(b"\n"):
+                    yield partial
+                    partial = b""
+                continue
+            if _replaced(path, handle):
+                handle.close()
+                handle, partial = None, b""
+                continue
+            stop.wait(interval)
+        if partial:
+            yield partial
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _replaced(path: Path, handle: BinaryIO) -> bool:
+    """The file at `path` is another one than `handle`'s, or shorter than what was read."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False  # rotated away, not back yet: keep the old one until it is
+    mine = os.fstat(handle.fileno())
+    return (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev) or now.st_size < handle.tell()
+
+
+class MergeWatch:
+    """Which of the batches sent are merged, checked cheaply: batches are merged oldest
+    first, so when one is merged so are those before it; a check asks for the newest and
+    for one halfway between the last known merged and the newest (2 GETs at most)."""
+
+    def __init__(self, http: httpx.Client, api_key: str):
+        self.http, self.api_key = http, api_key
+        self.urls: list[str] = []
+        self.merged = 0  # urls[:merged] are merged
+        self._lock = threading.Lock()
+
+    def add(self, batch: dict) -> None:
+        with self._lock:
+            if batch.get("state") == "merged" and self.merged == len(self.urls):
+                self.merged += 1
+            self.urls.append(batch.get("url") or "")
+
+    def check(self) -> None:
+        with self._lock:
+            total, merged = len(self.urls), self.merged
+            urls = self.urls
+        if merged >= total:
+            return
+        if self._is_merged(urls[total - 1]):
+            merged = total
+        elif merged < total - 1:
+            middle = (merged + total - 1) // 2
+            if self._is_merged(urls[middle]):
+                merged = middle + 1
+        with self._lock:
+            self.merged = max(self.merged, merged)
+
+    def _is_merged(self, url: str) -> bool:
+        try:
+            response = self.http.get(url, headers={"X-API-Key": self.api_key})
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200 and response.json().get("state") == "merged"
+
+
+def _status(client: Client, watch: MergeWatch, started: float) -> str:
+    counts = client.counts
+    elapsed = max(time.monotonic() - started, 1e-6)
+    line = (
+        f"{counts.sent:,} records sent ({counts.sent / elapsed:,.0f}/s), "
+        f"{counts.rejected:,} rejected, {watch.merged:,}/{len(watch.urls):,} batches merged"
+    )
+    waiting = counts.queued - counts.sent - counts.failed
+    return line + (f", {waiting:,} waiting" if waiting else "")
+
+
+def main(argv: Sequence[str], *, prog: str | None = None) -> int:
+    """Run the stream command; returns the exit code."""
+    args = parse_args(argv, prog=prog)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True)
+    stop = threading.Event()
+    with httpx.Client(timeout=30) as http:
+        watch = MergeWatch(http, args.api_key)
+        client = Client(
+            args.api_url,
+            args.api_key,
+            max_records=args.batch_records,
+            max_delay=args.batch_delay,
+            policy=RetryPolicy(attempts=args.retries),
+            on_batch=watch.add,
+            note=lambda text: console.print(escape(text)),
+            flush_at_exit=False,
+        )
+        started = time.monotonic()
+        live = Live(console=console, transient=True, auto_refresh=False)
+        with live if not args.no_progress else contextlib.nullcontext():
+
+            def show() -> None:
+                if not args.no_progress:
+                    live.update(_status(client, watch, started), refresh=True)
+
+            ticker = _Ticker(show, watch, stop)
+            ticker.start()
+            failed = _pump(args, client, stop, console)
+            stop.set()
+            ticker.join()
+        _wait_merged(watch, args.wait)
+        out.print(_status(client, watch, started).split(", ", 1)[0] + _summary(client, watch))
+        return _exit_code(client, failed, console)
+
+
+def _pump(args: argparse.Namespace, client: Client, stop: threading.Event, console) -> str:
+    """Read and send until the input ends or Ctrl-C, then flush; returns what failed."""
+    try:
+        try:
+            for line in _lines(args, stop):
+                client.send_line(args.record_type, line)
+        except KeyboardInterrupt:
+            console.print("stopping: sending what was read...")
+        except OSError as exc:
+            client.close()
+            return f"cannot read {args.file}: {exc}"
+        try:
+            client.close()
+        except KeyboardInterrupt:
+            client.abort()
+            client.close()
+    except SendFailed as failed:
+        return str(failed)
+    return ""
+
+
+def _lines(args: argparse.Namespace, stop: threading.Event) -> Iterator[bytes]:
+    if args.file in (None, "-"):
+        return read_lines(sys.stdin.buffer)
+    if args.follow:
+        return follow_lines(Path(args.file), stop=stop)
+    return read_lines(Path(args.file).open("rb"))  # noqa: SIM115 - read to the end, then GC
+
+
+class _Ticker(threading.Thread):
+    """Refreshes the live line and checks merges every POLL_EVERY seconds until `stop`."""
+
+    def __init__(self, show: Callable[[], None], watch: MergeWatch, stop: threading.Event):
+        super().__init__(name="ingest-stream-ticker", daemon=True)
+        self.show, self.watch, self.stop = show, watch, stop
+
+    def run(self) -> None:
+        last = 0.0
+        while not self.stop.wait(0.2):
+            if time.monotonic() - last >= POLL_EVERY:
+                self.watch.check()
+                last = time.monotonic()
+            self.show()
+
+
+def _wait_merged(watch: MergeWatch, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    watch.check()
+    while watch.merged < len(watch.urls) and time.monotonic() < deadline:
+        time.sleep(min(POLL_EVERY, max(0.0, deadline - time.monotonic())))
+        watch.check()
+
+
+def _summary(client: Client, watch: MergeWatch) -> str:
+    counts = client.counts
+    return (
+        f": {counts.accepted:,} accepted, {counts.rejected:,} rejected, {counts.failed:,} not "
+        f"sent; {watch.merged:,}/{len(watch.urls):,} batches merged"
+    )
+
+
+def _exit_code(client: Client, failed: str, console: Console) -> int:
+    for reject in client.rejects[:20]:
+        console.print(escape(_describe(reject)))
+    if len(client.rejects) > 20:
+        console.print(f"... and {len(client.rejects) - 20:,} more rejected rows")
+    if failed:
+        console.print(f"[red]error:[/] {escape(failed)}")
+        return EXIT_FAILED
+    return EXIT_REJECTED if client.counts.rejected else EXIT_OK
+
+
+def _describe(reject: Reject) -> str:
+    return (
+        f"rejected: batch {reject.batch_id} line {reject.line}: {reject.code} "
+        f"({reject.field}): {reject.message}"
+    )
