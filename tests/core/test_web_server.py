@@ -17,7 +17,14 @@ import httpx
 import pytest
 
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, order_row, uid
-from apps.ingestions.models import Blob, BlobChunk, IdempotencyKey, Upload, UploadSession
+from apps.ingestions.models import (
+    Blob,
+    BlobChunk,
+    IdempotencyKey,
+    RecordBatch,
+    Upload,
+    UploadSession,
+)
 from apps.tenants.services import tenant_create
 from scripts.stack import BIN, free_port, running_processes, wait_ready
 from tests.factories import database_url_of_tests
@@ -128,6 +135,29 @@ def test_a_body_cut_short_of_its_content_length_is_refused_stored_nowhere_and_it
     whole = httpx.post(f"{base}{path}", content=body, headers=headers, timeout=30)
     assert whole.status_code == 202, whole.text
     assert Upload.objects.get().size_bytes == len(data)
+
+
+@pytest.mark.parametrize("read_once", [0.5, 0.999], ids=["half", "all-but-a-byte"])
+def test_a_live_record_batch_cut_short_is_refused_and_nothing_accepted(server, read_once):
+    """A batch of records whose body ends before its Content-Length (read by the view in
+    one call) is 400 incomplete_body: no batch, no part, and its key is free again."""
+    base, port = server
+    _, issued = tenant_create(name="cut-records")
+    headers = {
+        "X-API-Key": issued.raw,
+        "Idempotency-Key": "batch-key",
+        "Content-Type": "application/x-ndjson",
+    }
+    path = "/api/v1/ingest/records/customers/"
+    sent = int(len(DATA) * read_once)
+    status, _, problem = exchange(
+        port, request_head("POST", path, {**headers, "Content-Length": len(DATA)}), DATA[:sent]
+    )
+    assert (status, problem["code"]) == (400, "incomplete_body")
+    assert (RecordBatch.objects.count(), Upload.objects.count(), Blob.objects.count()) == (0, 0, 0)
+    assert not IdempotencyKey.objects.exists()
+    whole = httpx.post(f"{base}{path}", content=DATA, headers=headers, timeout=30)
+    assert (whole.status_code, whole.json()["records"]) == (202, 40), whole.text
 
 
 def test_a_session_chunk_cut_short_stores_nothing_and_says_where_to_resume(server):

@@ -73,3 +73,18 @@ def raw_body(request):
     ):
         return django_request.META["wsgi.input"]
     return django_request
+
+
+def read_whole_body(request, *, limit: int) -> bytes | None:
+    """The whole body, or None when it is longer than `limit`. Reads on to the stream's
+    end, since a single read cannot tell a body cut short of its Content-Length (the
+    WSGI guard, apps/core/wsgi.py, refuses it only when the stream ends) from a whole one."""
+    stream = raw_body(request)
+    body = stream.read(limit + 1)
+    if len(body) > limit:
+        return None
+    while more := stream.read(limit + 1 - len(body)):
+        body += more
+        if len(body) > limit:
+            return None
+    return body

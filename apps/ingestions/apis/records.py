@@ -21,7 +21,7 @@ from apps.core.api import (
     query_params,
 )
 from apps.core.errors import PayloadTooLargeError, UnknownRecordTypeError
-from apps.ingestions.apis._http import idempotent_response, int_header, raw_body
+from apps.ingestions.apis._http import idempotent_response, int_header, read_whole_body
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import BatchState, RecordBatch
 from apps.ingestions.selectors import (
@@ -133,8 +133,8 @@ def _read_body(request) -> bytes:
     too_large = PayloadTooLargeError(f"The batch is larger than the limit of {limit} bytes.")
     if (int_header(request, "Content-Length") or 0) > limit:
         raise too_large
-    body = raw_body(request).read(limit + 1)
-    if len(body) > limit:
+    body = read_whole_body(request, limit=limit)
+    if body is None:
         raise too_large
     return body
 
