@@ -17,27 +17,24 @@ from apps.ingestions.services import (
     upload_run,
 )
 
+# Work that must not be lost: acknowledged once done, sent again if its worker dies, and
+# retried with backoff on what can succeed next time (a dropped connection, a full server).
+_RETRIED = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "autoretry_for": (OperationalError, InterfaceError, StagingUnavailable),
+    "retry_backoff": True,
+    "max_retries": 5,
+}
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError, StagingUnavailable),
-    retry_backoff=True,
-    max_retries=5,
-)
+
+@shared_task(**_RETRIED)
 def upload_process_task(upload_id: str) -> None:
     upload_run(upload_id=upload_id)
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError, StagingUnavailable),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(**_RETRIED)
 def records_merge_task(tenant_id: str) -> int:
     return records_merge(tenant_id=tenant_id)
 

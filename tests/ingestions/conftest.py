@@ -1,6 +1,9 @@
 """Fixtures of the ingestion API tests: DRF clients authenticated as a tenant (here, not
 in the root conftest, so pytest-django's plain `client` stays what it is elsewhere)."""
 
+import contextlib
+import uuid
+
 import pytest
 
 
@@ -23,3 +26,23 @@ def client_for(db):
 def client(client_for, tenant):
     """A DRF test client authenticated as `tenant`."""
     return client_for(tenant)
+
+
+@pytest.fixture
+def queue(request):
+    """A broker queue of this test's own: the app sends tasks there during the test and its
+    workers read it; what no worker consumed is dropped with the queue afterwards."""
+    from main.celery import app
+
+    name = f"{request.module.__name__.rpartition('_')[2]}-{uuid.uuid4().hex[:8]}"
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = name
+    try:
+        yield name
+    finally:
+        app.conf.task_default_queue = previous
+        with contextlib.suppress(Exception), app.connection_for_write() as conn:
+            bound = app.amqp.queues[name](conn.default_channel)
+            bound.declare()
+            bound.purge()
+            bound.delete()

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -69,24 +68,6 @@ def _stop(worker: Worker) -> None:
             worker.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             _kill(worker)
-
-
-@pytest.fixture
-def queue():
-    """A broker queue of this test's own, where the app sends tasks during the test."""
-    name = f"resilience-{uuid.uuid4().hex[:8]}"
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = name
-    try:
-        yield name
-    finally:
-        app.conf.task_default_queue = previous
-        with contextlib.suppress(Exception), app.connection_for_write() as conn:
-            # drop what no worker of the test consumed, and the queue's bindings
-            bound = app.amqp.queues[name](conn.default_channel)
-            bound.declare()
-            bound.purge()
-            bound.delete()
 
 
 @pytest.fixture

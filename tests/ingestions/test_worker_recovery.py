@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.ingestions.models import Customer, Upload
 from apps.ingestions.services import upload_create
 from apps.tenants.services import tenant_create
-from main.celery import app
 from tests.conftest import wait_for
 from tests.factories import database_url_of_tests
 
@@ -36,23 +34,6 @@ STUCK_SECONDS = 2  # UPLOAD_STUCK_SECONDS of the workers
 HOUSEKEEPING_SECONDS = 1  # WORKER_HOUSEKEEPING_SECONDS of the workers
 # The per-tenant merge lock every load takes first (apps/ingestions/engine/merge.py).
 _MERGE_LOCK = "SELECT pg_advisory_{}(hashtextextended('ingest:' || %s::text, 0))"
-
-
-@pytest.fixture
-def queue():
-    """A queue of this test's own: the app sends uploads there, its workers read it."""
-    name = f"recovery-{uuid.uuid4().hex[:8]}"
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = name
-    try:
-        yield name
-    finally:
-        app.conf.task_default_queue = previous
-        with contextlib.suppress(Exception), app.connection_for_write() as conn:
-            bound = app.amqp.queues[name](conn.default_channel)
-            bound.declare()
-            bound.purge()
-            bound.delete()
 
 
 @pytest.fixture
