@@ -15,13 +15,14 @@ Modules, each importing only those above it:
 - `report`: progress bars, the plan and result tables, the exit code
 - `upload`: sending one file, in one request or through a resumable session
 - `runner`: a run over tenants and stages, waiting for the server to process each stage
-- `cli`: the command's options and `main()`
-
-`transport` knows nothing of files, so a live-records client (SPEC 9,
-`Client(api_url, api_key).send(type, record)`) can sit beside `upload` on the same transport.
+- `live`: `Client(api_url, api_key).send(type, record)`, live records batched in the
+  background (SPEC 9), on the same transport
+- `stream`: the `stream` subcommand, NDJSON from stdin or a followed file through `Client`
+- `cli`: the command's options and `main()` (`stream` as first argument runs `stream`)
 """
 
 from ingest_client.cli import main
+from ingest_client.live import Client, Counts, Failure, Reject, SendFailed
 from ingest_client.plan import ConfigError, FileJob, Tenant, TenantPlan, build_plan, load_tenants
 from ingest_client.report import (
     EXIT_FAILED,
@@ -46,7 +47,10 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_REJECTED",
+    "Client",
     "ConfigError",
+    "Counts",
+    "Failure",
     "FileJob",
     "FileResult",
     "Interrupted",
@@ -54,8 +58,10 @@ __all__ = [
     "Options",
     "Reporter",
     "RequestFailed",
+    "Reject",
     "RetryPolicy",
     "Runner",
+    "SendFailed",
     "StateFile",
     "Tenant",
     "TenantPlan",

@@ -245,3 +245,26 @@ def test_stream_follows_a_growing_replaced_file_and_flushes_on_ctrl_c(tmp_path, 
     assert "230 accepted, 0 rejected, 0 not sent" in out
     wait_for(lambda: rows.count() == 230)
     assert rows.values("customer_id").distinct().count() == 230
+
+
+def test_records_sent_without_close_are_flushed_when_the_program_exits(live_stack):
+    """A program that sends and exits without flush or close: atexit sends its records."""
+    tenant, issued = tenant_create(name="live-atexit")
+    program = (
+        "import sys; from ingest_client import Client; "
+        "c = Client(sys.argv[1], sys.argv[2], max_delay=60); "
+        "[c.send('customers', {'customer_id': '00000000-0000-4000-8000-%012d' % n, "
+        "'name': 'x', 'email': 'x%d@example.com' % n, 'created_at': '2024-03-01T10:00:00Z'}) "
+        "for n in range(20)]"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, live_stack, issued.raw],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert RecordBatch.objects.filter(tenant_id=tenant.id).count() == 1
+    wait_for(lambda: Customer.objects.filter(tenant_id=tenant.id).count() == 20)
