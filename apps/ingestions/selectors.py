@@ -69,9 +69,14 @@ def record_batch_rows(*, batch: RecordBatch) -> dict[str, int]:
     return {"total": batch.records, **rows}
 
 
-def record_batch_rejects(*, tenant: Tenant, batch: RecordBatch) -> list[dict]:
-    """Rejects at acceptance, then those of the merge (orphans), by line."""
-    later = Reject.objects.filter(upload__batch=batch, upload__tenant=tenant).values(
-        "line", "field", "code", "message", "raw"
-    )
-    return sorted([*batch.rejects, *later], key=lambda r: r["line"])
+def record_batch_rejects(
+    *, tenant: Tenant, batch: RecordBatch, code: str | None = None
+) -> list[dict]:
+    """Rejects at acceptance, then those of the merge (orphans), by line; of `code` only
+    when given."""
+    later = Reject.objects.filter(upload__batch=batch, upload__tenant=tenant)
+    if code:
+        later = later.filter(code=code)
+    at_once = [r for r in batch.rejects if not code or r["code"] == code]
+    rows = later.order_by("line", "id").values("line", "field", "code", "message", "raw")
+    return sorted([*at_once, *rows], key=lambda r: r["line"])

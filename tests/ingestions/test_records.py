@@ -264,3 +264,105 @@ def test_a_backlog_over_the_limit_is_429_with_retry_after_and_nothing_dropped(
     records_merge(tenant_id=tenant.id)
     assert Customer.objects.filter(tenant=tenant).count() == 2
     assert _post_rows(client, "customers", [customer_row(customer_id=uid("c9"))]).status_code == 202
+
+
+# --- GET /ingest/records/batches/{id}/errors/: as an upload's errors ------------------------
+
+
+@pytest.fixture
+def rejected_batch(client, tenant) -> dict:
+    """A batch of four orders: lines 1 and 3 rejected at once, lines 2 and 4 held for
+    customers that never come, merged, then expired into orphans."""
+    from datetime import timedelta
+
+    from apps.ingestions.services import pending_expire
+
+    rows = [
+        b"{oops",
+        order_row(order_id=uid("o2"), customer_id=uid("never-2")),
+        {**order_row(order_id=uid("o3")), "customer_id": "x"},
+        order_row(order_id=uid("o4"), customer_id=uid("never-4")),
+    ]
+    batch = _post_rows(client, "orders", rows).json()
+    records_merge(tenant_id=tenant.id)
+    assert pending_expire(retention=timedelta(0)) == 2
+    return batch
+
+
+def _lines_and_codes(rejects) -> list[tuple[int, str]]:
+    return [(r["line"], r["code"]) for r in rejects]
+
+
+def test_a_batchs_errors_are_its_rejects_and_orphans_paginated_in_line_order(
+    client, rejected_batch
+):
+    """JSON pages of {line, field, code, message, raw}: the batch's rejects at acceptance
+    and its merge's orphans, by line; `limit`/`offset` as for an upload's errors."""
+    url = rejected_batch["errors_url"]
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert (body["count"], body["next"], body["previous"]) == (4, None, None)
+    assert _lines_and_codes(body["results"]) == [
+        (1, "invalid_json"),
+        (2, "orphan"),
+        (3, "invalid_uuid"),
+        (4, "orphan"),
+    ]
+    assert set(body["results"][1]) == {"line", "field", "code", "message", "raw"}
+    assert json.loads(body["results"][1]["raw"])["order_id"] == uid("o2")  # the line as sent
+    page = client.get(url, {"limit": 2, "offset": 1}).json()
+    assert (page["count"], page["results"]) == (4, body["results"][1:3])
+    assert page["next"] == f"{url}?limit=2&offset=3"
+    assert client.get(url, {"limit": 0}).status_code == 400
+
+
+@pytest.mark.parametrize("how", ["accept", "format"])
+def test_a_batchs_errors_are_streamed_as_ndjson(client, rejected_batch, how):
+    """`Accept: application/x-ndjson` or `?format=ndjson`: every reject, one per line, the
+    same objects as the JSON pages."""
+    url = rejected_batch["errors_url"]
+    if how == "accept":
+        response = client.get(url, HTTP_ACCEPT="application/x-ndjson")
+    else:
+        response = client.get(url, {"format": "ndjson"})
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/x-ndjson"
+    assert response["Last-Modified"]
+    content = b"".join(response.streaming_content).decode()
+    assert content.endswith("\n")
+    streamed = [json.loads(line) for line in content.splitlines()]
+    assert streamed == client.get(url).json()["results"]
+
+
+def test_a_batchs_errors_filter_by_code_and_refuse_an_unknown_one(client, rejected_batch):
+    """`?code=` keeps that code's rejects (acceptance or merge), in JSON and NDJSON; an
+    unknown code is a 400 naming the codes there are."""
+    url = rejected_batch["errors_url"]
+    orphans = client.get(url, {"code": "orphan"}).json()
+    assert (orphans["count"], _lines_and_codes(orphans["results"])) == (
+        2,
+        [(2, "orphan"), (4, "orphan")],
+    )
+    stream = client.get(url, {"code": "invalid_json", "format": "ndjson"})
+    content = b"".join(stream.streaming_content).decode()
+    assert _lines_and_codes(map(json.loads, content.splitlines())) == [(1, "invalid_json")]
+    assert client.get(url, {"code": "line_too_long"}).json()["count"] == 0
+    refused = client.get(url, {"code": "nope"})
+    assert refused.status_code == 400
+    assert refused["Content-Type"].startswith("application/problem+json")
+    assert "orphan" in json.dumps(refused.json())
+    assert client.get(url, {"code": ["orphan", "invalid_json"]}).status_code == 400
+
+
+def test_a_clean_batchs_errors_are_empty_and_another_tenant_gets_404(
+    client, client_for, other_tenant
+):
+    """No rejects: an empty page, an empty stream; another tenant's: 404 in both forms."""
+    url = _post_rows(client, "customers", [customer_row()]).json()["errors_url"]
+    assert client.get(url).json() == {"count": 0, "next": None, "previous": None, "results": []}
+    assert b"".join(client.get(url, {"format": "ndjson"}).streaming_content) == b""
+    other = client_for(other_tenant)
+    assert other.get(url, HTTP_ACCEPT="application/x-ndjson").status_code == 404
+    assert other.get(url, {"format": "ndjson"}).status_code == 404

@@ -22,6 +22,13 @@ from apps.core.api import (
 )
 from apps.core.errors import PayloadTooLargeError, UnknownRecordTypeError
 from apps.ingestions.apis._http import idempotent_response, int_header, read_whole_body
+from apps.ingestions.apis._rejects import (
+    ERRORS_PARAMETERS,
+    ERRORS_RENDERERS,
+    RejectOutputSerializer,
+    reject_filters,
+    rejects_response,
+)
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import BatchState, RecordBatch
 from apps.ingestions.selectors import (
@@ -36,14 +43,6 @@ _KEY_HEADER = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, requir
 _READ_RESPONSES = problem_responses(401, 404, 429)
 
 
-class RejectSerializer(serializers.Serializer):
-    line = serializers.IntegerField()
-    field = serializers.CharField()
-    code = serializers.CharField()
-    message = serializers.CharField()
-    raw = serializers.CharField()
-
-
 class BatchOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     url = serializers.SerializerMethodField()
@@ -51,7 +50,7 @@ class BatchOutputSerializer(serializers.Serializer):
     state = serializers.CharField()
     records = serializers.IntegerField()
     rejected = serializers.IntegerField()
-    rejects = RejectSerializer(many=True)
+    rejects = RejectOutputSerializer(many=True)
     rows = serializers.SerializerMethodField()
     errors_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -182,18 +181,24 @@ class RecordBatchDetailApi(TenantApiView):
 
 
 class RecordBatchErrorsApi(TenantApiView):
+    """A batch's rejects, as an upload's: those at acceptance, then the merge's (orphans)."""
+
+    renderer_classes = ERRORS_RENDERERS
     pagination_class = Pagination  # documents the paginated answer
 
     @extend_schema(
         operation_id="record_batches_errors",
-        parameters=[*PAGE_PARAMETERS, _KEY_HEADER],
-        responses={200: RejectSerializer(many=True), **_READ_RESPONSES},
+        parameters=[*ERRORS_PARAMETERS, _KEY_HEADER],
+        responses={
+            200: RejectOutputSerializer(many=True),
+            **_READ_RESPONSES,
+            **problem_responses(400),
+        },
     )
     def get(self, request, batch_id: int):
+        filters = reject_filters(request)
         batch = record_batch_get(tenant=self.tenant, batch_id=batch_id)
         if batch is None:
             raise NotFound("No such batch.")
-        paginator = Pagination()
-        rejects = record_batch_rejects(tenant=self.tenant, batch=batch)
-        page = paginator.paginate_queryset(rejects, request, view=self)
-        return paginator.get_paginated_response(list(page))
+        rejects = record_batch_rejects(tenant=self.tenant, batch=batch, code=filters.get("code"))
+        return rejects_response(request, self, rejects, modified=batch.updated_at)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from email.utils import format_datetime
 
-import msgspec
 from django.conf import settings
-from django.http import QueryDict, StreamingHttpResponse
+from django.http import QueryDict
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -19,7 +17,6 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ParseError
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
 
 from apps.core.api import (
@@ -40,6 +37,13 @@ from apps.ingestions.apis._http import (
     int_header,
     raw_body,
 )
+from apps.ingestions.apis._rejects import (
+    ERRORS_PARAMETERS,
+    ERRORS_RENDERERS,
+    RejectOutputSerializer,
+    reject_filters,
+    rejects_response,
+)
 from apps.ingestions.apis.serializers import UploadOutputSerializer, upload_data
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import RecordType, UploadState
@@ -51,14 +55,6 @@ from apps.ingestions.services import (
     request_fingerprint,
     upload_create,
 )
-
-# Reject codes (SPEC 5), the values of the errors list's `code` filter.
-REJECT_CODES = (
-    *("invalid_json", "not_an_object", "missing_field", "invalid_type", "invalid_uuid"),
-    *("too_long", "out_of_range", "invalid_email", "invalid_currency", "invalid_timestamp"),
-    *("line_total_mismatch", "line_too_long", "orphan"),
-)
-
 
 _UPLOAD_PARAMS = [
     OpenApiParameter("type", str, enum=list(RECORDS), description="record type (else detected)"),
@@ -273,35 +269,14 @@ class UploadDetailApi(TenantApiView):
         return Response(upload_data(upload, request))
 
 
-class NDJSONRenderer(BaseRenderer):
-    media_type = "application/x-ndjson"
-    format = "ndjson"
-
-    def render(self, data, accepted_media_type=None, renderer_context=None):
-        return data if isinstance(data, bytes) else msgspec.json.encode(data) + b"\n"
-
-
-class RejectOutputSerializer(serializers.Serializer):
-    line = serializers.IntegerField()
-    field = serializers.CharField()
-    code = serializers.CharField()
-    message = serializers.CharField()
-    raw = serializers.CharField()
-
-
 class UploadErrorsApi(TenantApiView):
-    renderer_classes = [JSONRenderer, NDJSONRenderer]
+    renderer_classes = ERRORS_RENDERERS
     pagination_class = Pagination  # documents the paginated answer
-
-    class FilterSerializer(serializers.Serializer):
-        code = choice_param(REJECT_CODES)
 
     @extend_schema(
         operation_id="uploads_errors",
         parameters=[
-            FilterSerializer,
-            *PAGE_PARAMETERS,
-            OpenApiParameter("format", str, enum=["json", "ndjson"]),
+            *ERRORS_PARAMETERS,
             OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
         ],
         responses={
@@ -311,19 +286,11 @@ class UploadErrorsApi(TenantApiView):
         },
     )
     def get(self, request, upload_id):
-        filters = query_params(self.FilterSerializer, request)
+        filters = reject_filters(request)
         upload = upload_get(tenant=self.tenant, upload_id=upload_id)
         if upload is None:
             raise NotFound("No such upload.")
         rejects = reject_list(tenant=self.tenant, upload=upload, code=filters.get("code")).values(
             "line", "field", "code", "message", "raw"
         )
-        if request.accepted_renderer.format == "ndjson":
-            encode = msgspec.json.encode
-            lines = (encode(r) + b"\n" for r in rejects.iterator(chunk_size=2000))
-            response = StreamingHttpResponse(lines, content_type="application/x-ndjson")
-            response["Last-Modified"] = format_datetime(upload.updated_at, usegmt=True)
-            return response
-        paginator = Pagination()
-        page = paginator.paginate_queryset(rejects, request, view=self)
-        return paginator.get_paginated_response(list(page))
+        return rejects_response(request, self, rejects, modified=upload.updated_at)
