@@ -5,10 +5,15 @@ application/problem+json like every other error of the service, instead of an HT
 from __future__ import annotations
 
 import json
+import os
 
 from gunicorn import util
+from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
+# Seconds a socket read or write may wait: a client that stops sending its body (or
+# reading its answer) this long is dropped, its request refused as an incomplete body.
+CLIENT_TIMEOUT = float(os.environ.get("WEB_CLIENT_TIMEOUT") or 60)
 _CODES = {400: "bad_request", 403: "forbidden", 431: "header_too_large", 501: "not_implemented"}
 
 
@@ -42,3 +47,12 @@ class ProblemGeventWorker(GeventWorker):
         # util.write_error at call time, so replacing it in this worker process is enough.
         util.write_error = write_problem
         super().init_process()
+
+    def handle(self, listener, client, addr):
+        # gunicorn bounds the wait for a request's head (keepalive, under gevent.Timeout)
+        # but not for its body: without this, a client that sends half a body and stops
+        # holds its request (and the request's database connection) for ever.
+        # (GeventWorker.handle would make the socket blocking without a timeout, so this
+        # does its part and goes on from its parent.)
+        client.settimeout(CLIENT_TIMEOUT)
+        AsyncWorker.handle(self, listener, client, addr)

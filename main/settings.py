@@ -51,6 +51,7 @@ MIDDLEWARE = [
     "apps.core.middleware.AccessMiddleware",  # access log and HTTP metrics
     "apps.core.middleware.ProblemJSONMiddleware",
     "apps.core.middleware.TrailingSlashMiddleware",  # before CommonMiddleware's APPEND_SLASH
+    "apps.core.middleware.RequestBodyMiddleware",  # bodies read before a DB connection is taken
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn too
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -147,7 +148,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.tenants.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["apps.tenants.authentication.IsTenant"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.SafeJSONParser"],
     "EXCEPTION_HANDLER": "apps.core.api.problem_exception_handler",
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "apps.core.negotiation.ContentNegotiation",
     "UNAUTHENTICATED_USER": None,
@@ -181,6 +182,12 @@ else:
     }
 
 # Request limits.
+# Bodies up to this size are read whole before the view (and its database connection)
+# runs; larger ones stream into PostgreSQL, at most WEB_MAX_STREAMING_BODIES at once per web
+# process (one more answers 503 with Retry-After), so slow clients never use up PostgreSQL's
+# connections. Keep workers x WEB_MAX_STREAMING_BODIES well under max_connections.
+WEB_BUFFER_BODY_BYTES = env_int("WEB_BUFFER_BODY_BYTES", 8 * 1024 * 1024)
+WEB_MAX_STREAMING_BODIES = env_int("WEB_MAX_STREAMING_BODIES", 16)
 # Requests per API key, "<n>/<period>" (s, min, hour, day; "50/10s" counts the period): a
 # fixed window per key, counted atomically in Redis or PostgreSQL (apps/core/ratelimit.py).
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/min")

@@ -1,6 +1,8 @@
 import logging
+import threading
 import time
 
+from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.db import OperationalError
 from django.http import Http404, JsonResponse, UnreadablePostError
@@ -9,7 +11,7 @@ from django.urls import is_valid_path
 from apps.core.api import PROBLEM_JSON, problem
 from apps.core.logs import log_fresh, log_reset
 from apps.core.metrics import http_observe
-from apps.core.wsgi import IncompleteBodyError
+from apps.core.wsgi import ExactBody, IncompleteBodyError
 
 access_logger = logging.getLogger("apps.access")
 error_logger = logging.getLogger("django.request")
@@ -109,6 +111,50 @@ class TrailingSlashMiddleware:
         return self.get_response(request)
 
 
+class RequestBodyMiddleware:
+    """Before any view touches the database: a small body (up to `WEB_BUFFER_BODY_BYTES`) is
+    read into memory first, so a slow client holds a greenlet, not a database connection,
+    while it sends; a larger body streams into PostgreSQL as it arrives (so it needs its
+    connection), and at most `WEB_MAX_STREAMING_BODIES` of those run at once in a web
+    process. One more answers 503 with Retry-After, and PostgreSQL's connections stay free
+    for everyone else."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.slots = threading.BoundedSemaphore(settings.WEB_MAX_STREAMING_BODIES)
+
+    def __call__(self, request):
+        length = request.META.get("CONTENT_LENGTH") or ""
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        size = int(length) if length.isascii() and length.isdigit() else None
+        # a chunk of a resumable upload streams, so that tus keeps what arrived of a cut one
+        chunk = "HTTP_UPLOAD_OFFSET" in request.META
+        if size is not None and size <= settings.WEB_BUFFER_BODY_BYTES and not chunk:
+            if size:
+                try:
+                    request.body  # noqa: B018 - read now, before a database connection is taken
+                    guard = request.META.get("wsgi.input")
+                    if isinstance(guard, ExactBody):
+                        guard.require_whole()  # one read cannot see a body cut short
+                except (UnreadablePostError, IncompleteBodyError) as exc:
+                    return _incomplete_body(exc)
+            return self.get_response(request)
+        if not size and not chunked:
+            return self.get_response(request)
+        if not self.slots.acquire(blocking=False):
+            response = _problem(
+                503,
+                "Too many uploads are streaming into this server; retry shortly.",
+                code="too_many_uploads",
+            )
+            response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+            return response
+        try:
+            return self.get_response(request)
+        finally:
+            self.slots.release()
+
+
 class ProblemJSONMiddleware:
     """Errors that never reach a DRF view (unknown URLs, Django's own 4xx/5xx pages, an
     exception in a plain view) answer as application/problem+json, never an HTML page;
@@ -152,9 +198,7 @@ class ProblemJSONMiddleware:
         if isinstance(exception, UnreadablePostError | IncompleteBodyError):
             # The client sent less than it announced or went away mid-body: its request is
             # refused, and the transaction that was storing it has rolled back.
-            return _problem(
-                400, str(exception) or "The request body could not be read.", code="incomplete_body"
-            )
+            return _incomplete_body(exception)
         if isinstance(exception, OperationalError):
             # The database refused or dropped the connection (too many clients, a restart,
             # a failover): nothing was done, and the same request can succeed shortly.
@@ -181,6 +225,15 @@ _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 def _problem(status: int, detail: str, *, code: str | None = None) -> JsonResponse:
     title = _TITLES.get(status, "Error")
     slug = code or title.lower().replace(" ", "_")
-    return JsonResponse(
+    response = JsonResponse(
         problem(status, title, detail, slug), status=status, content_type=PROBLEM_JSON
+    )
+    # answered outside CommonMiddleware, which would set it
+    response["Content-Length"] = str(len(response.content))
+    return response
+
+
+def _incomplete_body(exception: Exception) -> JsonResponse:
+    return _problem(
+        400, str(exception) or "The request body could not be read.", code="incomplete_body"
     )

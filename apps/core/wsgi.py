@@ -21,7 +21,7 @@ class IncompleteBodyError(OSError):
     it the same way."""
 
 
-class _ExactBody:
+class ExactBody:
     """`wsgi.input` that raises `IncompleteBodyError` when it ends short of `length`, or when
     the server's own reader fails (a chunked body without its terminating chunk)."""
 
@@ -41,12 +41,18 @@ class _ExactBody:
                 f"The request body broke off after {self._seen} bytes ({reason})."
             ) from exc
         self._seen += len(data)
-        if not data and size != 0 and self._length is not None and self._seen < self._length:
+        if not data and size != 0:
+            self.require_whole()
+        return data
+
+    def require_whole(self) -> None:
+        """For a caller that read the body in one call (a single read cannot see the end):
+        raise unless every byte the Content-Length announced was read."""
+        if self._length is not None and self._seen < self._length:
             raise IncompleteBodyError(
                 f"The request body ended after {self._seen} of the {self._length} bytes its "
                 "Content-Length announced."
             )
-        return data
 
     def read(self, size: int | None = -1) -> bytes:
         return self._checked(self._stream.read, size)
@@ -77,5 +83,5 @@ class RequestBodyGuard:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         body = environ.get("wsgi.input")
         if body is not None:
-            environ["wsgi.input"] = _ExactBody(body, _content_length(environ))
+            environ["wsgi.input"] = ExactBody(body, _content_length(environ))
         return self.application(environ, start_response)

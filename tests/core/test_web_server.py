@@ -48,6 +48,17 @@ def gunicorn(tmp_path, *extra: str) -> Iterator[tuple[str, int]]:
         yield f"http://127.0.0.1:{port}", port
 
 
+@contextlib.contextmanager
+def gunicorn_env(tmp_path, env: dict) -> Iterator[tuple[str, int]]:
+    """`gunicorn main.wsgi` with these environment variables (the test database's URL
+    among them)."""
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}"]
+    with running_processes({"web": command}, env=env, log_dir=tmp_path) as processes:
+        wait_ready(f"http://127.0.0.1:{port}", processes)
+        yield f"http://127.0.0.1:{port}", port
+
+
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker, tmp_path_factory):
     with django_db_blocker.unblock(), gunicorn(tmp_path_factory.mktemp("web")) as running:
@@ -351,3 +362,88 @@ def test_a_database_that_refuses_connections_is_503_with_retry_after(tmp_path):
     )
     assert response.headers["retry-after"] == "5"
     assert response.json()["code"] == "database_unavailable"
+
+
+def _database_connections() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_slow_bodies_never_use_up_the_database_connections(tmp_path):
+    """60 keyed clients that send a part of a small JSON body and stop hold no database
+    connection while they wait; 10 slow big uploads hold at most WEB_MAX_STREAMING_BODIES
+    (here 4; the rest answer 503 with Retry-After); a fast client is served meanwhile, and
+    a client silent for WEB_CLIENT_TIMEOUT is dropped with its request refused."""
+    _, issued = tenant_create(name="slow-bodies")
+    key = issued.raw
+    env = {"WEB_MAX_STREAMING_BODIES": "4", "WEB_CLIENT_TIMEOUT": "3", "WEB_CONCURRENCY": "1"}
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}"]
+    env["DATABASE_URL"] = database_url_of_tests()
+    held = []
+    with running_processes({"web": command}, env=env, log_dir=tmp_path) as processes:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, processes)
+        idle = _database_connections()
+        try:
+            for _ in range(60):
+                sock = socket.create_connection(("127.0.0.1", port))
+                head = request_head(
+                    "POST",
+                    "/api/v1/ingest/sessions/",
+                    {"X-API-Key": key, "Content-Type": "application/json", "Content-Length": 1000},
+                )
+                sock.sendall(head.encode() + b"{")
+                held.append(sock)
+            big = []
+            for _ in range(10):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                head = request_head(
+                    "POST",
+                    "/api/v1/ingest/comprehensive/?filename=customers_slow.ndjson",
+                    {"X-API-Key": key, "Content-Length": 50_000_000},
+                )
+                sock.sendall(head.encode() + DATA[:100])
+                big.append(sock)
+            held += big
+            time.sleep(1)
+            busy = _database_connections()
+            fast = httpx.get(f"{base}/api/v1/ingest/uploads/", headers={"X-API-Key": key})
+            refused = []
+            for sock in big:
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    refused.append(sock.recv(65536))
+        finally:
+            for sock in held:
+                sock.close()
+    assert fast.status_code == 200
+    assert busy - idle <= 4 + 1, f"{busy - idle} database connections held by slow clients"
+    assert len(refused) == 6
+    assert all(answer.startswith(b"HTTP/1.1 503 ") for answer in refused)
+    assert all(b"Retry-After: 5" in answer for answer in refused)
+
+
+def test_a_client_silent_mid_body_is_dropped_after_the_client_timeout(tmp_path):
+    """A body that stops arriving for WEB_CLIENT_TIMEOUT (here 2 s) is refused as
+    incomplete and its connection closed; nothing is stored."""
+    _, issued = tenant_create(name="silent")
+    env = {"WEB_CLIENT_TIMEOUT": "2", "DATABASE_URL": database_url_of_tests()}
+    with gunicorn_env(tmp_path, env) as (_, port):
+        head = request_head(
+            "POST",
+            "/api/v1/ingest/comprehensive/?filename=customers_silent.ndjson",
+            {"X-API-Key": issued.raw, "Content-Length": 20_000_000},
+        )
+        started = time.monotonic()
+        status, _, problem = exchange(port, head, DATA, half_close=False)
+        waited = time.monotonic() - started
+    assert (status, problem["code"]) == (400, "incomplete_body")
+    assert 1.5 < waited < 10
+    assert (Upload.objects.count(), Blob.objects.count()) == (0, 0)

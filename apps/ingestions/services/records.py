@@ -97,6 +97,15 @@ def _add_element(checked: _Checked, record_type: str | None, line: engine.Line) 
     checked.add(kind, record)
 
 
+def _one_line(element: bytes) -> bytes:
+    """An array element as one NDJSON line, values as sent. Too deep to re-format, its line
+    breaks (whitespace between JSON tokens) become spaces and the line check rejects it."""
+    try:
+        return msgspec.json.format(element, indent=-1)
+    except RecursionError:
+        return element.replace(b"\r", b" ").replace(b"\n", b" ")
+
+
 def records_check(*, record_type: str | None, body: bytes, json_array: bool) -> _Checked:
     """Read a batch body (NDJSON, or a JSON array when `json_array`) and check every record:
     `line` is the physical line of an NDJSON body, the 1-based position in an array."""
@@ -111,8 +120,12 @@ def records_check(*, record_type: str | None, body: bytes, json_array: bool) -> 
             raise ApplicationError(
                 f"The body is not a JSON array: {exc}", code="bad_json"
             ) from None
+        except RecursionError:
+            raise ApplicationError(
+                "The body is not a JSON array: it is nested too deeply.", code="bad_json"
+            ) from None
         for position, raw in enumerate(elements, start=1):
-            data = msgspec.json.format(bytes(raw), indent=-1)  # one line, values as sent
+            data = _one_line(bytes(raw))
             _add_element(checked, record_type, engine.line_of(position, data, max_line_bytes=limit))
     else:
         try:
