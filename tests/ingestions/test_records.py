@@ -366,3 +366,29 @@ def test_a_clean_batchs_errors_are_empty_and_another_tenant_gets_404(
     other = client_for(other_tenant)
     assert other.get(url, HTTP_ACCEPT="application/x-ndjson").status_code == 404
     assert other.get(url, {"format": "ndjson"}).status_code == 404
+
+
+def test_the_batch_list_counts_rejects_and_leaves_them_to_the_detail(client):
+    """A listed batch has the detail's fields but `rejects` (one per bad record, up to the
+    batch size), which it does not even read: `rejected` and `errors_url` lead to them; the
+    detail keeps them. Listing more batches takes no more queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def listed() -> tuple[list[dict], list[str]]:
+        with CaptureQueriesContext(connection) as queries:
+            results = client.get("/api/v1/ingest/records/batches/").json()["results"]
+        return results, [q["sql"] for q in queries.captured_queries]
+
+    posted = _post_rows(client, "customers", [b"{oops", customer_row(), b"[1]"]).json()
+    _, fewer = listed()
+    _post_rows(client, "customers", [customer_row(customer_id=uid("c2"))])
+    _post_rows(client, "customers", [customer_row(customer_id=uid("c3"))])
+    batches, queries = listed()
+    assert len(queries) == len(fewer)
+    assert not [q for q in queries if '"record_batches"."rejects"' in q]
+    assert [b["id"] for b in batches] == [posted["id"] + 2, posted["id"] + 1, posted["id"]]
+    detail = client.get(posted["url"]).json()
+    assert batches[2] == {k: v for k, v in detail.items() if k != "rejects"}
+    assert (batches[2]["rejected"], batches[2]["errors_url"]) == (2, posted["errors_url"])
+    assert [r["line"] for r in detail["rejects"]] == [1, 3]
