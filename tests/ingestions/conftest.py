@@ -2,7 +2,12 @@
 in the root conftest, so pytest-django's plain `client` stays what it is elsewhere)."""
 
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +51,48 @@ def queue(request):
             bound.declare()
             bound.purge()
             bound.delete()
+
+
+@pytest.fixture
+def celery_processes(tmp_path, queue):
+    """`start(env)`: a real `celery worker` process (prefork, 2 children, INFO log) in a
+    process group of its own, on the test database, this process's broker and the test's
+    queue, with `env` added; returns (process, log) once it is ready. Each is stopped after
+    the test and the end of its log printed (shown when the test fails)."""
+    from tests.conftest import wait_for
+    from tests.factories import database_url_of_tests
+
+    root = Path(__file__).resolve().parents[2]
+    base = {**os.environ, "DATABASE_URL": database_url_of_tests(), "CELERY_QUEUE": queue}
+    started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"worker-{len(started)}.log"
+        command = [str(Path(sys.executable).parent / "celery"), "-A", "main", "worker"]
+        command += ["--concurrency", "2", "--loglevel", "INFO", "-n", f"{queue}-{len(started)}@t"]
+        command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=root,
+                env={**base, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: the pool dies with it
+            )
+        started.append((process, log))
+        wait_for(lambda: " ready." in log.read_text(errors="replace"), timeout=60)
+        return process, log
+
+    try:
+        yield start
+    finally:
+        for process, log in started:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=15)
+            sys.stdout.write(f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}\n")

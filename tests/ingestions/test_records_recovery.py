@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,43 +42,9 @@ _MERGE_LOCK = "SELECT pg_advisory_{}(hashtextextended('ingest:' || %s::text, 0))
 
 
 @pytest.fixture
-def start_worker(tmp_path, queue):
-    """Start a `celery worker` (prefork, 2 children) in a process group of its own, on the
-    test database, this process's broker and the test's queue, with WORKER_ENV; each is
-    stopped after the test and the end of its log printed (shown when the test fails)."""
-    started: list[tuple[subprocess.Popen, Path]] = []
-    env = {**os.environ, "DATABASE_URL": database_url_of_tests(), "CELERY_QUEUE": queue}
-
-    def start() -> tuple[subprocess.Popen, Path]:
-        log = tmp_path / f"worker-{len(started)}.log"
-        command = [str(Path(sys.executable).parent / "celery"), "-A", "main", "worker"]
-        command += ["--concurrency", "2", "--loglevel", "INFO", "-n", f"{queue}-{len(started)}@t"]
-        command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env={**env, **WORKER_ENV},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: the pool dies with it
-            )
-        started.append((process, log))
-        wait_for(lambda: " ready." in log.read_text(errors="replace"), timeout=60)
-        return process, log
-
-    try:
-        yield start
-    finally:
-        for process, log in started:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=15)
-            sys.stdout.write(f"--- {log.name} ---\n{log.read_text(errors='replace')[-3000:]}\n")
+def start_worker(celery_processes):
+    """A real worker process with WORKER_ENV."""
+    return lambda: celery_processes(WORKER_ENV)
 
 
 def _batch_elements(k: int) -> list:

@@ -9,7 +9,6 @@ import contextlib
 import io
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -37,61 +36,14 @@ _MERGE_LOCK = "SELECT pg_advisory_{}(hashtextextended('ingest:' || %s::text, 0))
 
 
 @pytest.fixture
-def start_worker(tmp_path, queue):
-    """Start a `celery worker` process (prefork, 2 children) in a process group of its own,
-    on the test database and this process's broker, with short housekeeping timings; each
-    is stopped after the test and the end of its log printed (shown when the test fails)."""
-    started: list[tuple[subprocess.Popen, Path]] = []
+def start_worker(celery_processes):
+    """A real worker process with short housekeeping timings."""
     env = {
-        **os.environ,
-        "DATABASE_URL": database_url_of_tests(),
-        "CELERY_QUEUE": queue,
         "UPLOAD_STUCK_SECONDS": str(STUCK_SECONDS),
         "WORKER_HOUSEKEEPING_SECONDS": str(HOUSEKEEPING_SECONDS),
         "LOG_LEVEL": "INFO",
     }
-
-    def start() -> tuple[subprocess.Popen, Path]:
-        log = tmp_path / f"worker-{len(started)}.log"
-        command = [
-            str(BIN / "celery"),
-            "-A",
-            "main",
-            "worker",
-            "--concurrency",
-            "2",
-            "--loglevel",
-            "INFO",  # its "ready." and task lines tell the test what it did
-            "-n",
-            f"{queue}-{len(started)}@recovery",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: the pool dies with it
-            )
-        started.append((process, log))
-        return process, log
-
-    try:
-        yield start
-    finally:
-        for process, log in started:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=15)
-            sys.stdout.write(f"--- {log.name} ---\n{log.read_text(errors='replace')[-4000:]}\n")
+    return lambda: celery_processes(env)
 
 
 def _ready(log: Path) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 from django.conf import settings
-from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -29,6 +28,7 @@ from apps.ingestions.apis._rejects import (
     reject_filters,
     rejects_response,
 )
+from apps.ingestions.apis.serializers import LinkingSerializer
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import BatchState, RecordBatch
 from apps.ingestions.selectors import (
@@ -43,7 +43,7 @@ _KEY_HEADER = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, requir
 _READ_RESPONSES = problem_responses(401, 404, 429)
 
 
-class BatchOutputSerializer(serializers.Serializer):
+class BatchOutputSerializer(LinkingSerializer):
     id = serializers.IntegerField()
     url = serializers.SerializerMethodField()
     type = serializers.CharField(source="record_type")
@@ -56,16 +56,11 @@ class BatchOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     merged_at = serializers.DateTimeField(allow_null=True)
 
-    def _absolute(self, name: str, batch: RecordBatch) -> str:
-        path = reverse(name, kwargs={"batch_id": batch.id})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
-
     def get_url(self, batch: RecordBatch) -> str:
-        return self._absolute("record-batch-detail", batch)
+        return self.link("record-batch-detail", batch_id=batch.id)
 
     def get_errors_url(self, batch: RecordBatch) -> str:
-        return self._absolute("record-batch-errors", batch)
+        return self.link("record-batch-errors", batch_id=batch.id)
 
     def get_rows(self, batch: RecordBatch) -> dict:
         return record_batch_rows(batch=batch)

@@ -8,7 +8,17 @@ from rest_framework import serializers
 from apps.ingestions.models import Upload, UploadSession
 
 
-class UploadOutputSerializer(serializers.Serializer):
+class LinkingSerializer(serializers.Serializer):
+    """An output shape with links: `link(name, **kwargs)` is the named route's URL, absolute
+    when the serializer has the request in its context."""
+
+    def link(self, name: str, **kwargs) -> str:
+        path = reverse(name, kwargs=kwargs)
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class UploadOutputSerializer(LinkingSerializer):
     id = serializers.UUIDField()
     url = serializers.SerializerMethodField()
     type = serializers.CharField(source="record_type")
@@ -25,16 +35,11 @@ class UploadOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
-    def _absolute(self, name: str, upload: Upload) -> str:
-        path = reverse(name, kwargs={"upload_id": upload.id})
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
-
     def get_url(self, upload: Upload) -> str:
-        return self._absolute("upload-detail", upload)
+        return self.link("upload-detail", upload_id=upload.id)
 
     def get_errors_url(self, upload: Upload) -> str:
-        return self._absolute("upload-errors", upload)
+        return self.link("upload-errors", upload_id=upload.id)
 
     def get_error(self, upload: Upload) -> dict | None:
         if not upload.error_code:
@@ -56,7 +61,7 @@ def upload_data(upload: Upload, request) -> dict:
     return UploadOutputSerializer(upload, context={"request": request}).data
 
 
-class SessionOutputSerializer(serializers.Serializer):
+class SessionOutputSerializer(LinkingSerializer):
     token = serializers.CharField()
     url = serializers.SerializerMethodField()
     filename = serializers.CharField()
@@ -73,20 +78,16 @@ class SessionOutputSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
     created_at = serializers.DateTimeField()
 
-    def _absolute(self, path: str) -> str:
-        request = self.context.get("request")
-        return request.build_absolute_uri(path) if request else path
-
     def get_url(self, session: UploadSession) -> str:
-        return self._absolute(reverse("session-detail", kwargs={"token": session.token}))
+        return self.link("session-detail", token=session.token)
 
     def get_tus_url(self, session: UploadSession) -> str:
-        return self._absolute(reverse("tus-upload", kwargs={"token": session.token}))
+        return self.link("tus-upload", token=session.token)
 
     def get_upload_url(self, session: UploadSession) -> str | None:
         if session.upload_id is None:
             return None
-        return self._absolute(reverse("upload-detail", kwargs={"upload_id": session.upload_id}))
+        return self.link("upload-detail", upload_id=session.upload_id)
 
     def get_error(self, session: UploadSession) -> dict | None:
         if not session.error_code:
