@@ -10,7 +10,8 @@ graph of types derived from it), `checks` (one check per kind of value), `stage`
 chunks of COPY text, COPY into a staging table), `keys` (foreign keys checked per chunk),
 `merge` (the plain INSERT and the upsert), `pending` (the hold of rows with missing
 parents: hold, resolve, expire), `statements` (SQL built from a record type), `results`
-(dataclasses and errors), `lines` (one record checked at a time, for live records).
+(dataclasses and errors), `lines` (one record checked at a time, for live records),
+`parts` (many small parts of one type loaded as one, each counted as if alone: live records).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from apps.ingestions.engine.load import (
     load_upload,
 )
 from apps.ingestions.engine.merge import lock_tenant, refresh_statistics
+from apps.ingestions.engine.parts import Part, load_parts
 from apps.ingestions.engine.pending import expire_pending, pending_tenants, restore_reject_lines
 from apps.ingestions.engine.pipeline import SWITCH_INTERVAL
 from apps.ingestions.engine.reader import ByteStream, Line, read_lines
@@ -58,6 +60,7 @@ __all__ = [
     "Line",
     "LoadResult",
     "ParentsComing",
+    "Part",
     "RowCounts",
     "RowReject",
     "StagingUnavailable",
@@ -65,6 +68,7 @@ __all__ = [
     "detect_record_type",
     "expire_pending",
     "line_of",
+    "load_parts",
     "load_upload",
     "lock_tenant",
     "pending_tenants",
