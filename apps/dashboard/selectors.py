@@ -8,9 +8,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet, Sum
 
-from apps.ingestions.models import Reject, Upload, UploadState
+from apps.ingestions.models import (
+    BatchState,
+    RecordBatch,
+    Reject,
+    Upload,
+    UploadSource,
+    UploadState,
+)
+from apps.ingestions.selectors import record_batch_rejects
 from apps.tenants.models import ApiKey, Tenant
 
 
@@ -23,12 +31,23 @@ UNSCOPED_ALL_TENANTS = _AllTenants()
 Scope = Tenant | _AllTenants
 
 
-def _scoped(queryset: QuerySet, tenant: Scope, field: str = "tenant") -> QuerySet:
+def _tenant_of(tenant: Scope) -> Tenant | None:
+    """The scope's tenant, None for every tenant; anything else is a mistake, never a read."""
     if tenant is UNSCOPED_ALL_TENANTS:
-        return queryset
+        return None
     if not isinstance(tenant, Tenant):
         raise TypeError(f"a dashboard read needs a tenant or UNSCOPED_ALL_TENANTS, not {tenant!r}")
-    return queryset.filter(**{field: tenant})
+    return tenant
+
+
+def _scoped(queryset: QuerySet, tenant: Scope, field: str = "tenant") -> QuerySet:
+    only = _tenant_of(tenant)
+    return queryset if only is None else queryset.filter(**{field: only})
+
+
+def _files(tenant: Scope) -> QuerySet[Upload]:
+    """Uploaded files: a live batch's parts are shown as its batch, never as uploads."""
+    return _scoped(Upload.objects.select_related("tenant"), tenant).filter(source=UploadSource.FILE)
 
 
 def _uuid(value) -> uuid.UUID | None:
@@ -64,8 +83,7 @@ def tenant_find(*, tenant_id) -> Tenant | None:
 
 def upload_recent(*, tenant: Scope, limit: int = 50) -> list[Upload]:
     """The newest uploads, newest first."""
-    uploads = _scoped(Upload.objects.select_related("tenant"), tenant)
-    return list(uploads.order_by("-created_at", "id")[:limit])
+    return list(_files(tenant).order_by("-created_at", "id")[:limit])
 
 
 def upload_find(*, tenant: Scope, upload_id) -> Upload | None:
@@ -73,7 +91,7 @@ def upload_find(*, tenant: Scope, upload_id) -> Upload | None:
     parsed = _uuid(upload_id)
     if parsed is None:
         return None
-    return _scoped(Upload.objects.select_related("tenant"), tenant).filter(id=parsed).first()
+    return _files(tenant).filter(id=parsed).first()
 
 
 def reject_list(*, tenant: Scope, upload: Upload) -> QuerySet[Reject]:
@@ -141,4 +159,66 @@ def throughput_series(
         end=end,
         bucket_seconds=size,
         rows_per_second=[r / size for r in rows],
+    )
+
+
+def batch_recent(*, tenant: Scope, limit: int = 50) -> list[RecordBatch]:
+    """The newest live batches, newest first, with their parts (for their counts) and without
+    their rejects (up to one a record; the errors page reads them)."""
+    batches = _scoped(RecordBatch.objects.select_related("tenant"), tenant).defer("rejects")
+    return list(batches.prefetch_related("parts").order_by("-id")[:limit])
+
+
+def batch_find(*, tenant: Scope, batch_id: int) -> RecordBatch | None:
+    """One live batch in scope, or None (also for another tenant's id)."""
+    batches = _scoped(RecordBatch.objects.select_related("tenant"), tenant)
+    return batches.prefetch_related("parts").filter(id=batch_id).first()
+
+
+def batch_reject_list(*, tenant: Scope, batch: RecordBatch) -> list[dict]:
+    """A batch's rejects by line: those at acceptance, then the merge's (orphans)."""
+    only = _tenant_of(tenant)
+    if only is not None and only.id != batch.tenant_id:
+        return []
+    return record_batch_rejects(tenant=batch.tenant, batch=batch)
+
+
+@dataclass(frozen=True)
+class LiveFigures:
+    """Live records over the last `window_seconds` (accepted and rejected at acceptance,
+    merged) and now (the backlog not merged yet, the age of its oldest batch)."""
+
+    window_seconds: int
+    accepted: int
+    rejected: int
+    merged: int
+    backlog: int
+    backlog_batches: int
+    lag_seconds: float
+
+
+def live_figures(*, tenant: Scope, window: timedelta, now: datetime) -> LiveFigures:
+    """One query, on indexes: batches accepted (`created_at`) or merged (`merged_at`) in the
+    window, and the unmerged ones (the partial `batch_backlog` index)."""
+    since = now - window
+    unmerged = Q(state=BatchState.ACCEPTED)
+    recent, merged = Q(created_at__gte=since), Q(merged_at__gte=since)
+    batches = _scoped(RecordBatch.objects, tenant).filter(unmerged | recent | merged)
+    figures = batches.aggregate(  # names of their own: a field's name is not an aggregate's
+        records_accepted=Sum("accepted", filter=recent, default=0),
+        records_rejected=Sum("rejected", filter=recent, default=0),
+        records_merged=Sum("accepted", filter=merged, default=0),
+        backlog=Sum("accepted", filter=unmerged, default=0),
+        backlog_batches=Count("id", filter=unmerged),
+        oldest=Min("created_at", filter=unmerged),
+    )
+    oldest = figures["oldest"]
+    return LiveFigures(
+        window_seconds=int(window.total_seconds()),
+        accepted=figures["records_accepted"],
+        rejected=figures["records_rejected"],
+        merged=figures["records_merged"],
+        backlog=figures["backlog"],
+        backlog_batches=figures["backlog_batches"],
+        lag_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
     )

@@ -1,11 +1,11 @@
 """The monitoring dashboard: server-rendered pages, and one small JSON document that the page
-polls to refresh itself. Every number is formatted here, once, for both."""
+polls to refresh itself. Every number is formatted once, for both, in `formats`."""
 
 from __future__ import annotations
 
 import functools
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib.auth.views import LoginView
@@ -22,11 +22,23 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 
 from apps.core.api import PROBLEM_JSON, ascii_int, json_not_found, problem
 from apps.dashboard.auth import Viewer, sign_in_tenant, sign_out, viewer_of, viewer_required
+from apps.dashboard.formats import (
+    batch_json,
+    live_json,
+    reject_codes_json,
+    reject_codes_of,
+    throughput_json,
+    upload_json,
+    when,
+)
 from apps.dashboard.forms import ApiKeySignInForm, StaffSignInForm
 from apps.dashboard.selectors import (
     UNSCOPED_ALL_TENANTS,
     Scope,
-    Throughput,
+    batch_find,
+    batch_recent,
+    batch_reject_list,
+    live_figures,
     reject_code_counts,
     reject_list,
     tenant_find,
@@ -35,7 +47,6 @@ from apps.dashboard.selectors import (
     upload_find,
     upload_recent,
 )
-from apps.ingestions.models import Upload
 
 # window name -> (length, buckets): one bar a minute for the last hour, and so on
 WINDOWS = {
@@ -45,74 +56,9 @@ WINDOWS = {
 }
 DEFAULT_WINDOW = "1h"
 UPLOADS_SHOWN = 50
+BATCHES_SHOWN = 50
+LIVE_WINDOW = timedelta(minutes=1)  # live records' throughput: the last minute
 REJECTS_PER_PAGE = 100
-_COUNTS = ("total", "inserted", "updated", "unchanged", "rejected", "pending")
-
-
-def _when(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _rate(per_second: float) -> str:
-    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.1f}"
-
-
-def _upload_json(upload: Upload) -> dict:
-    size = upload.size_bytes
-    if size:
-        percent = min(100, upload.bytes_done * 100 // size)
-    else:
-        percent = 100 if upload.is_terminal else 0
-    rows = upload.row_counts
-    error = f"{upload.error_code}: {upload.error_detail}" if upload.error_code else ""
-    return {
-        "id": str(upload.id),
-        "state": upload.state,
-        "percent": percent,
-        "errors_url": reverse("dashboard:errors", kwargs={"upload_id": upload.id}),
-        "rows": rows,
-        "progress": {
-            "bytes_done": upload.bytes_done,
-            "rows_done": upload.rows_done,
-            "rows_per_second": upload.rows_per_second,
-        },
-        "cells": {
-            "created": _when(upload.created_at),
-            "tenant": upload.tenant.name,
-            "filename": upload.filename,
-            "type": upload.record_type,
-            "state": upload.state,
-            "error": error,
-            "progress": f"{percent}%",
-            "bytes": f"{_size(upload.bytes_done)} of {_size(size)}",
-            "rows_done": f"{upload.rows_done:,}",
-            "rows_per_second": _rate(upload.rows_per_second) if upload.started_at else "",
-            **{name: f"{rows[name]:,}" for name in _COUNTS},
-        },
-    }
-
-
-def _throughput_json(series: Throughput) -> dict:
-    total = sum(rate * series.bucket_seconds for rate in series.rows_per_second)
-    peak = max(series.rows_per_second, default=0.0)
-    return {
-        "start": series.start.isoformat(),
-        "end": series.end.isoformat(),
-        "bucket_seconds": series.bucket_seconds,
-        "rows_per_second": [round(rate, 3) for rate in series.rows_per_second],
-        "caption": f"{round(total):,} rows; peak {peak:,.0f} rows/s "
-        f"(average over {series.bucket_seconds // 60} min)",
-        "start_label": series.start.strftime("%H:%M"),
-        "end_label": series.end.strftime("%H:%M UTC"),
-    }
 
 
 class _NotFound(Exception):
@@ -151,19 +97,20 @@ def _overview(request: HttpRequest, viewer: Viewer) -> dict:
     if window not in WINDOWS:
         raise _BadQuery("window", f"{window!r} is not one of: {', '.join(WINDOWS)}.")
     length, buckets = WINDOWS[window]
+    now = timezone.now()
     uploads = upload_recent(tenant=scope, limit=UPLOADS_SHOWN)
-    series = throughput_series(tenant=scope, window=length, buckets=buckets, now=timezone.now())
+    series = throughput_series(tenant=scope, window=length, buckets=buckets, now=now)
+    batches = batch_recent(tenant=scope, limit=BATCHES_SHOWN)
     return {
         "tenant_filter": tenant_filter,
         "window": window,
         "data": {
-            "generated_at": _when(timezone.now()),
-            "uploads": [_upload_json(u) for u in uploads],
-            "reject_codes": [
-                {"code": code, "count": n, "label": f"{n:,}"}
-                for code, n in reject_code_counts(tenant=scope, uploads=uploads)
-            ],
-            "throughput": _throughput_json(series),
+            "generated_at": when(now),
+            "uploads": [upload_json(u) for u in uploads],
+            "reject_codes": reject_codes_json(reject_code_counts(tenant=scope, uploads=uploads)),
+            "throughput": throughput_json(series),
+            "batches": [batch_json(b) for b in batches],
+            "live": live_json(live_figures(tenant=scope, window=LIVE_WINDOW, now=now)),
         },
     }
 
@@ -229,21 +176,40 @@ def upload_errors(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
     if upload is None:
         raise _NotFound
     paginator = Paginator(reject_list(tenant=scope, upload=upload), REJECTS_PER_PAGE)
+    context = {
+        "viewer": viewer,
+        "upload": upload_json(upload),
+        "codes": reject_codes_json(reject_code_counts(tenant=scope, uploads=[upload])),
+        **_rejects_page(request, paginator),
+    }
+    return render(request, "dashboard/errors.html", context)
+
+
+@_page
+@require_safe
+@viewer_required()
+def batch_errors(request: HttpRequest, viewer: Viewer, batch_id: int):
+    scope = viewer.tenant or UNSCOPED_ALL_TENANTS
+    batch = batch_find(tenant=scope, batch_id=batch_id)
+    if batch is None:
+        raise _NotFound
+    rejects = batch_reject_list(tenant=scope, batch=batch)
+    context = {
+        "viewer": viewer,
+        "batch": batch_json(batch),
+        "merged": when(batch.merged_at),
+        "codes": reject_codes_of(rejects),
+        **_rejects_page(request, Paginator(rejects, REJECTS_PER_PAGE)),
+    }
+    return render(request, "dashboard/batch_errors.html", context)
+
+
+def _rejects_page(request: HttpRequest, paginator: Paginator) -> dict:
     number = ascii_int(request.GET.get("page", "1"))
     if not number:
         raise _BadQuery("page", "Must be a page number from 1.")
     page = paginator.get_page(number)  # past the last page: the last, as a pager expects
-    context = {
-        "viewer": viewer,
-        "upload": _upload_json(upload),
-        "codes": [
-            {"code": code, "label": f"{n:,}"}
-            for code, n in reject_code_counts(tenant=scope, uploads=[upload])
-        ],
-        "page": page,
-        "total": f"{paginator.count:,}",
-    }
-    return render(request, "dashboard/errors.html", context)
+    return {"page": page, "total": f"{paginator.count:,}"}
 
 
 def _next_url(request: HttpRequest) -> str:

@@ -228,7 +228,7 @@ class RecordBatch(BaseModel):
     rejected = models.IntegerField()  # at acceptance
     accepted = models.IntegerField()  # records - rejected: the backlog it adds until merged
     rejects = models.JSONField(default=list)  # at acceptance: [{line, field, code, ...}]
-    merged_at = models.DateTimeField(null=True, blank=True)
+    merged_at = models.DateTimeField(null=True, blank=True, db_index=True)  # merged lately
 
     class Meta:
         db_table = "record_batches"

@@ -67,7 +67,9 @@ def test_rows_by_outcome_and_uploads_by_state_after_real_uploads(celery_worker):
             outcome: metrics[
                 (
                     "ingest_rows_total",
-                    labels(tenant_id=str(tenant.id), type=record_type, outcome=outcome),
+                    labels(
+                        tenant_id=str(tenant.id), type=record_type, source="file", outcome=outcome
+                    ),
                 )
             ]
             for outcome in ("inserted", "updated", "unchanged", "rejected", "duplicates")
@@ -93,17 +95,21 @@ def test_rows_by_outcome_and_uploads_by_state_after_real_uploads(celery_worker):
         "duplicates": 0,
     }
     assert rows[globex, "customers"]["inserted"] == 3
-    assert metrics[("ingest_rows_pending", labels(tenant_id=str(acme.id), type="products"))] == 0
+    pending = labels(tenant_id=str(acme.id), type="products", source="file")
+    assert metrics[("ingest_rows_pending", pending)] == 0
 
     for record_type in ("customers", "products", "orders", "order_items"):
         for state in ("queued", "completed", "completed_with_errors", "failed"):
-            expected = Upload.objects.filter(record_type=record_type, state=state).count()
+            files = Upload.objects.filter(source="file", record_type=record_type)
+            expected = files.filter(state=state).count()
             assert metrics[("ingest_uploads", labels(type=record_type, state=state))] == expected
     assert metrics[("ingest_uploads", labels(type="customers", state="completed"))] >= 2
     assert metrics[("ingest_uploads", labels(type="customers", state="completed_with_errors"))] >= 1
 
     for name in ("ingest_upload_processing_seconds", "ingest_upload_latency_seconds"):
-        finished = Upload.objects.filter(record_type="customers", finished_at__isnull=False)
+        finished = Upload.objects.filter(
+            source="file", record_type="customers", finished_at__isnull=False
+        )
         count = metrics[(f"{name}_count", labels(type="customers"))]
         assert count == finished.count() >= 3
         assert metrics[(f"{name}_bucket", labels(type="customers", le="+Inf"))] == count

@@ -18,21 +18,9 @@ from django.utils import timezone
 from apps.dashboard.selectors import UNSCOPED_ALL_TENANTS, throughput_series
 from apps.ingestions.engine.testing import customer_row, uid
 from apps.ingestions.models import Upload, UploadState
-from apps.tenants.services import api_key_revoke, tenant_create
+from apps.tenants.services import api_key_revoke
 
 PASSWORD = "a-staff-password-1"  # noqa: S105 - a test user's
-
-
-@pytest.fixture
-def acme(db):
-    tenant, issued = tenant_create(name="Acme")
-    return tenant, issued.raw
-
-
-@pytest.fixture
-def globex(db):
-    tenant, issued = tenant_create(name="Globex")
-    return tenant, issued.raw
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 // The dashboard refreshes itself: every 2 s it fetches its JSON document and updates the
-// uploads table, the rejected-rows-by-code table and the throughput chart in place.
+// uploads table, the rejected-rows-by-code table, the throughput chart, and the live
+// records' figures and batches table in place.
 // Every value arrives formatted; this script only places it. No build step, no library.
 (function () {
   "use strict";
@@ -9,36 +10,53 @@
   const INTERVAL_MS = 2000;
   const SVG = "http://www.w3.org/2000/svg";
 
-  function fillRow(row, upload) {
-    row.dataset.uploadId = upload.id;
-    row.dataset.state = upload.state;
+  function fillCells(row, item) {
+    row.dataset.state = item.state;
     for (const cell of row.querySelectorAll("[data-cell]")) {
-      const text = upload.cells[cell.dataset.cell] || "";
+      const text = item.cells[cell.dataset.cell] || "";
       if (cell.textContent !== text) cell.textContent = text;
     }
-    row.querySelector("progress").value = upload.percent;
-    row.querySelector("[data-link=errors]").href = upload.errors_url;
+    row.querySelector("[data-link=errors]").href = item.errors_url;
   }
 
-  function renderUploads(uploads) {
-    const body = document.getElementById("uploads");
-    const template = document.getElementById("upload-row");
+  function fillUpload(row, upload) {
+    row.dataset.uploadId = upload.id;
+    fillCells(row, upload);
+    row.querySelector("progress").value = upload.percent;
+  }
+
+  function fillBatch(row, batch) {
+    row.dataset.batchId = batch.id;
+    fillCells(row, batch);
+  }
+
+  // Rows keyed by `data-<key>`: kept (and updated in place), added or removed so the table
+  // shows `items` in their order.
+  function renderRows(bodyId, templateId, emptyId, key, items, fill) {
+    const body = document.getElementById(bodyId);
+    const template = document.getElementById(templateId);
     const existing = new Map();
-    for (const row of body.querySelectorAll("tr[data-upload-id]")) {
-      existing.set(row.dataset.uploadId, row);
-    }
+    for (const row of body.querySelectorAll("tr")) existing.set(row.dataset[key], row);
     let previous = null;
-    for (const upload of uploads) {
-      let row = existing.get(upload.id);
-      existing.delete(upload.id);
+    for (const item of items) {
+      const id = String(item.id);
+      let row = existing.get(id);
+      existing.delete(id);
       if (!row) row = template.content.firstElementChild.cloneNode(true);
-      fillRow(row, upload);
+      fill(row, item);
       const expected = previous ? previous.nextElementSibling : body.firstElementChild;
       if (row !== expected) body.insertBefore(row, expected);
       previous = row;
     }
     for (const row of existing.values()) row.remove();
-    document.getElementById("no-uploads").hidden = uploads.length > 0;
+    document.getElementById(emptyId).hidden = items.length > 0;
+  }
+
+  function renderLive(live) {
+    for (const figure of document.querySelectorAll("#live-figures [data-live]")) {
+      const text = live.cells[figure.dataset.live] || "";
+      if (figure.textContent !== text) figure.textContent = text;
+    }
   }
 
   function renderCodes(codes) {
@@ -112,7 +130,9 @@
   }
 
   function render(data) {
-    renderUploads(data.uploads);
+    renderRows("uploads", "upload-row", "no-uploads", "uploadId", data.uploads, fillUpload);
+    renderRows("batches", "batch-row", "no-batches", "batchId", data.batches, fillBatch);
+    renderLive(data.live);
     renderCodes(data.reject_codes);
     renderChart(data.throughput);
     document.getElementById("live").textContent = "Updated " + data.generated_at + " UTC";

@@ -1,0 +1,144 @@
+"""Every number the dashboard shows, formatted here once, for both the server-rendered page
+and the JSON document it polls (the page's script only places the texts)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+from django.urls import reverse
+
+from apps.dashboard.selectors import LiveFigures, Throughput
+from apps.ingestions.models import RecordBatch, Upload
+from apps.ingestions.selectors import record_batch_rows
+
+_COUNTS = ("total", "inserted", "updated", "unchanged", "rejected", "pending")
+
+
+def when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def rate(per_second: float) -> str:
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.1f}"
+
+
+def seconds(value: float) -> str:
+    """A duration: to the millisecond under 10 s, to the second above."""
+    return f"{value:.3f} s" if value < 10 else f"{value:,.0f} s"
+
+
+def upload_json(upload: Upload) -> dict:
+    total = upload.size_bytes
+    if total:
+        percent = min(100, upload.bytes_done * 100 // total)
+    else:
+        percent = 100 if upload.is_terminal else 0
+    rows = upload.row_counts
+    error = f"{upload.error_code}: {upload.error_detail}" if upload.error_code else ""
+    return {
+        "id": str(upload.id),
+        "state": upload.state,
+        "percent": percent,
+        "errors_url": reverse("dashboard:errors", kwargs={"upload_id": upload.id}),
+        "rows": rows,
+        "progress": {
+            "bytes_done": upload.bytes_done,
+            "rows_done": upload.rows_done,
+            "rows_per_second": upload.rows_per_second,
+        },
+        "cells": {
+            "created": when(upload.created_at),
+            "tenant": upload.tenant.name,
+            "filename": upload.filename,
+            "type": upload.record_type,
+            "state": upload.state,
+            "error": error,
+            "progress": f"{percent}%",
+            "bytes": f"{size(upload.bytes_done)} of {size(total)}",
+            "rows_done": f"{upload.rows_done:,}",
+            "rows_per_second": rate(upload.rows_per_second) if upload.started_at else "",
+            **{name: f"{rows[name]:,}" for name in _COUNTS},
+        },
+    }
+
+
+def batch_json(batch: RecordBatch) -> dict:
+    """A live batch with its counts as an upload's (its parts' once merged, and its rejects)
+    and the time from accepting it to its merge; its parts must be prefetched."""
+    rows = record_batch_rows(batch=batch)
+    latency = (batch.merged_at - batch.created_at).total_seconds() if batch.merged_at else None
+    return {
+        "id": batch.id,
+        "state": batch.state,
+        "errors_url": reverse("dashboard:batch-errors", kwargs={"batch_id": batch.id}),
+        "rows": rows,
+        "merge_seconds": latency,
+        "cells": {
+            "created": when(batch.created_at),
+            "tenant": batch.tenant.name,
+            "id": str(batch.id),
+            "type": batch.record_type,
+            "state": batch.state,
+            "records": f"{batch.records:,}",
+            **{name: f"{rows[name]:,}" for name in _COUNTS if name != "total"},
+            "merge_seconds": "" if latency is None else seconds(latency),
+        },
+    }
+
+
+def live_json(live: LiveFigures) -> dict:
+    """Live records now: accepted, rejected and merged over the last window (and per
+    second), the backlog not merged yet and the age of its oldest batch."""
+    window = live.window_seconds
+    records = f"{live.backlog:,} record{'s' if live.backlog != 1 else ''}"
+    batches = f"{live.backlog_batches:,} batch{'es' if live.backlog_batches != 1 else ''}"
+    return {
+        "window_seconds": window,
+        "accepted": live.accepted,
+        "rejected": live.rejected,
+        "merged": live.merged,
+        "backlog": live.backlog,
+        "backlog_batches": live.backlog_batches,
+        "lag_seconds": round(live.lag_seconds, 3),
+        "cells": {
+            "accepted": f"{live.accepted:,} ({rate(live.accepted / window)}/s)",
+            "rejected": f"{live.rejected:,}",
+            "merged": f"{live.merged:,} ({rate(live.merged / window)}/s)",
+            "backlog": f"{records} in {batches}",
+            "lag": seconds(live.lag_seconds) if live.backlog_batches else "nothing waiting",
+        },
+    }
+
+
+def throughput_json(series: Throughput) -> dict:
+    total = sum(r * series.bucket_seconds for r in series.rows_per_second)
+    peak = max(series.rows_per_second, default=0.0)
+    return {
+        "start": series.start.isoformat(),
+        "end": series.end.isoformat(),
+        "bucket_seconds": series.bucket_seconds,
+        "rows_per_second": [round(r, 3) for r in series.rows_per_second],
+        "caption": f"{round(total):,} rows; peak {peak:,.0f} rows/s "
+        f"(average over {series.bucket_seconds // 60} min)",
+        "start_label": series.start.strftime("%H:%M"),
+        "end_label": series.end.strftime("%H:%M UTC"),
+    }
+
+
+def reject_codes_json(counts: list[tuple[str, int]]) -> list[dict]:
+    return [{"code": code, "count": n, "label": f"{n:,}"} for code, n in counts]
+
+
+def reject_codes_of(rejects: list[dict]) -> list[dict]:
+    """Rejects read whole (a batch's) by code, most frequent first, as `reject_codes_json`."""
+    counts = Counter(r["code"] for r in rejects)
+    return reject_codes_json(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
