@@ -21,6 +21,10 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
 DEBUG = env_bool("DJANGO_DEBUG", True)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -209,13 +213,18 @@ UPLOAD_HUNG_SECONDS = env_int("UPLOAD_HUNG_SECONDS", 30 * 60)
 # tenant with more accepted records than LIVE_BACKLOG_LIMIT not merged yet gets 429 with
 # Retry-After: LIVE_RETRY_AFTER_SECONDS; a worker merges up to LIVE_MERGE_RECORDS per
 # transaction; a batch still unmerged after LIVE_MERGE_STUCK_SECONDS is sent again by the
-# re-queue job (a lost message, a killed worker).
+# re-queue job (a lost message, a killed worker). One merge message per tenant is on its
+# way at a time: a batch sends another only when that one was sent more than
+# LIVE_MERGE_RESEND_SECONDS ago; a merge that finds the tenant's lock taken (a file of the
+# tenant loading) puts itself off LIVE_MERGE_RETRY_SECONDS instead of holding a worker.
 LIVE_MAX_RECORDS = env_int("LIVE_MAX_RECORDS", 10_000)
 LIVE_MAX_BYTES = env_int("LIVE_MAX_BYTES", 5 * 1024 * 1024)
 LIVE_BACKLOG_LIMIT = env_int("LIVE_BACKLOG_LIMIT", 100_000)
 LIVE_RETRY_AFTER_SECONDS = env_int("LIVE_RETRY_AFTER_SECONDS", 1)
 LIVE_MERGE_RECORDS = env_int("LIVE_MERGE_RECORDS", 50_000)
 LIVE_MERGE_STUCK_SECONDS = env_int("LIVE_MERGE_STUCK_SECONDS", 30)
+LIVE_MERGE_RESEND_SECONDS = env_int("LIVE_MERGE_RESEND_SECONDS", 5)
+LIVE_MERGE_RETRY_SECONDS = env_float("LIVE_MERGE_RETRY_SECONDS", 0.5)
 
 # Ingestion limits and semantics.
 INGEST_MAX_LINE_BYTES = env_int("INGEST_MAX_LINE_BYTES", 1024 * 1024)

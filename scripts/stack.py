@@ -68,9 +68,14 @@ def running_processes(
 
 @contextlib.contextmanager
 def running_stack(
-    *, env: dict | None = None, workers: int = 2, log_dir: Path | None = None
+    *,
+    env: dict | None = None,
+    workers: int = 2,
+    log_dir: Path | None = None,
+    processes: dict | None = None,
 ) -> Iterator[str]:
-    """Yield the base URL of a running web server with a worker behind it."""
+    """Yield the base URL of a running web server with a worker behind it; `processes`,
+    when given, is filled with them by name (`web`, `worker`)."""
     port = free_port()
     node = f"stack{port}@{socket.gethostname()}"  # its own name: other workers may share the broker
     commands = {
@@ -94,10 +99,12 @@ def running_stack(
         ],
     }
     log_dir = log_dir or ROOT / ".data" / "logs"
-    with running_processes(commands, env=env, log_dir=log_dir) as processes:
+    with running_processes(commands, env=env, log_dir=log_dir) as started:
+        if processes is not None:
+            processes.update(started)
         base = f"http://127.0.0.1:{port}"
-        wait_ready(base, processes)
-        wait_worker(node, processes, env=env)
+        wait_ready(base, started)
+        wait_worker(node, started, env=env)
         yield base
 
 

@@ -41,3 +41,55 @@ def test_batches_are_merged_exactly_once_by_a_real_worker(celery_worker):
     assert Customer.objects.filter(tenant=tenant).count() == 20
     rows = client.get(first["url"]).json()["rows"]
     assert (rows["total"], rows["inserted"], rows["pending"], rows["duplicates"]) == (20, 20, 0, 0)
+
+
+def _tenant_locked(tenant_id):
+    """A connection of its own holding the tenant's merge lock, as a loading file does."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.settings_dict
+    conn = psycopg.connect(
+        dbname=params["NAME"],
+        user=params["USER"],
+        password=params["PASSWORD"] or None,
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+        autocommit=True,
+    )
+    conn.execute("SELECT pg_advisory_lock(hashtextextended('ingest:' || %s::text, 0))", [tenant_id])
+    return conn
+
+
+def test_a_merge_that_finds_its_tenant_locked_puts_itself_off_and_others_go_on(celery_worker):
+    """One worker process slot (solo). Tenant A's lock is held (a file of A loading): A's
+    merge does not wait for it, so B's batch, sent after, is merged at once; A's follows
+    as soon as the lock is released."""
+    from rest_framework.test import APIClient
+
+    def client_of(name):
+        tenant, issued = tenant_create(name=name)
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY=issued.raw)
+        return tenant, client
+
+    (a, client_a), (b, client_b) = client_of("busy"), client_of("other")
+    rows = [customer_row(customer_id=uid(f"c{n}")) for n in range(5)]
+    body = ndjson_bytes(rows)
+    locked = _tenant_locked(str(a.id))
+    try:
+        for client in (client_a, client_b):
+            response = client.generic(
+                "POST",
+                "/api/v1/ingest/records/customers/",
+                body,
+                content_type="application/x-ndjson",
+            )
+            assert response.status_code == 202, response.content
+        wait_for(lambda: Customer.objects.filter(tenant=b).count() == 5, timeout=15)
+        assert RecordBatch.objects.get(tenant=a).state == "accepted"
+        assert Customer.objects.filter(tenant=a).count() == 0
+    finally:
+        locked.close()
+    wait_for(lambda: Customer.objects.filter(tenant=a).count() == 5, timeout=15)
+    assert RecordBatch.objects.get(tenant=a).state == "merged"

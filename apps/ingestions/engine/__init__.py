@@ -26,7 +26,7 @@ from apps.ingestions.engine.load import (
     DEFAULT_MAX_LINE_BYTES,
     load_upload,
 )
-from apps.ingestions.engine.merge import lock_tenant, refresh_statistics
+from apps.ingestions.engine.merge import lock_tenant, refresh_statistics, try_lock_tenant
 from apps.ingestions.engine.parts import Part, load_parts
 from apps.ingestions.engine.pending import expire_pending, pending_tenants, restore_reject_lines
 from apps.ingestions.engine.pipeline import SWITCH_INTERVAL
@@ -76,6 +76,7 @@ __all__ = [
     "restore_reject_lines",
     "split_lines",
     "staging_drop_stale",
+    "try_lock_tenant",
 ]
 
 

@@ -52,6 +52,16 @@ def lock_tenant(cursor: Cursor, tenant_id: str) -> None:
     )
 
 
+def try_lock_tenant(cursor: Cursor, tenant_id: str) -> bool:
+    """Take the tenant's merge lock until the end of the transaction when no other
+    transaction holds it; False, at once, when one does."""
+    cursor.execute(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('ingest:' || %s::text, 0))",
+        (tenant_id,),
+    )
+    return cursor.fetchone()[0]
+
+
 def merge_staged(
     cursor: Cursor,
     spec: RecordSpec,

@@ -7,6 +7,7 @@ session asks for. Each is safe to run twice, or in two workers at once.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Iterator
 from datetime import timedelta
@@ -179,11 +180,13 @@ def pending_expire(*, now=None, retention: timedelta | None = None) -> int:
 def _orphans_show_their_lines(*, upload_id) -> None:
     """Give an upload's orphan rejects the lines as sent, from its stored bytes (a file
     ingested from a local path has none: its orphans keep the held values)."""
-    blob_id = Upload.objects.filter(id=upload_id).values_list("blob_id", flat=True).first()
-    if blob_id is None:
+    stored = Upload.objects.filter(id=upload_id).values_list("blob_id", "body").first()
+    if stored is None or stored == (None, None):
         return
+    blob_id, body = stored
     # on this connection: inside the expiry's transaction, and visible to it
-    with BlobReader(blob_id, shared=True) as stream, connection.connection.cursor() as cursor:
+    source = BlobReader(blob_id, shared=True) if body is None else io.BytesIO(bytes(body))
+    with source as stream, connection.connection.cursor() as cursor:
         try:
             engine.restore_reject_lines(
                 cursor,

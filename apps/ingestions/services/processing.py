@@ -237,6 +237,14 @@ def upload_finish(*, upload: Upload, result: engine.LoadResult) -> str:
         bytes_done=upload.size_bytes,
         finished_at=timezone.now(),
     )
+    uploads_adjust(result=result)
+    return state
+
+
+def uploads_adjust(*, result: engine.LoadResult) -> None:
+    """Move the rows of other uploads that a load changed: older held rows it replaced
+    (pending to duplicates), held rows it let in (pending to inserted, updated or
+    unchanged). Run after the loaded uploads' own counts are written."""
     for upload_id, count in result.superseded:
         Upload.objects.filter(id=upload_id).update(
             rows_pending=F("rows_pending") - count, rows_duplicates=F("rows_duplicates") + count
@@ -249,4 +257,3 @@ def upload_finish(*, upload: Upload, result: engine.LoadResult) -> str:
             rows_updated=F("rows_updated") + resolved.updated,
             rows_unchanged=F("rows_unchanged") + resolved.unchanged,
         )
-    return state

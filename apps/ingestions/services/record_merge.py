@@ -1,15 +1,17 @@
 """Merging live records: a tenant's accepted batches, oldest first, a micro-batch per
-transaction, through the engine's load (merge, keys, pending) under the tenant's lock.
+transaction, through the engine (`load_parts`: each type's parts of the micro-batch loaded
+as one, each part counted as if alone) under the tenant's lock.
 
 Exactly once: a micro-batch's parts are loaded and its batches marked merged in one
 transaction, so a killed worker merges nothing of it, and a second run (a redelivered or
 duplicate message, the housekeeping's) finds it merged. Files and batches of a tenant
-interleave under the same lock (`engine.lock_tenant`), the one file uploads take.
+interleave under the same lock (`engine.lock_tenant`), the one file uploads take; a merge
+that finds it taken puts itself off instead of holding a worker while the file loads, so
+other tenants' merges go on.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from datetime import timedelta
 
@@ -18,36 +20,46 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.ingestions import engine
-from apps.ingestions.models import BatchState, RecordBatch, Upload, UploadState
-from apps.ingestions.services.processing import upload_finish
+from apps.ingestions.models import BatchState, MergeRequest, RecordBatch, Upload, UploadState
+from apps.ingestions.services.processing import uploads_adjust
 from apps.ingestions.services.records import records_merge_enqueue
 from apps.ingestions.services.storage import BlobReader
 
 logger = logging.getLogger("apps.ingestions.services")
 
-_RANK = {name: rank for rank, name in enumerate(engine.RECORD_ORDER)}
-
 
 def records_merge(*, tenant_id) -> int:
-    """Merge the tenant's accepted batches until none is left; returns how many."""
+    """Merge the tenant's accepted batches until none is left; returns how many. When the
+    tenant's lock is taken, sends itself again in `LIVE_MERGE_RETRY_SECONDS` and returns."""
+    # From here on, a batch accepted sends a merge of its own; those accepted before are
+    # seen by the loop below.
+    MergeRequest.objects.filter(tenant_id=tenant_id).delete()
     merged = 0
-    while done := _merge_some(tenant_id=str(tenant_id)):
+    while True:
+        done = _merge_some(tenant_id=str(tenant_id))
+        if done is None:
+            records_merge_enqueue(
+                tenant_id=tenant_id, countdown=settings.LIVE_MERGE_RETRY_SECONDS, force=True
+            )
+            return merged
+        if not done:
+            return merged
         merged += done
-    return merged
 
 
-def _merge_some(*, tenant_id: str) -> int:
+def _merge_some(*, tenant_id: str) -> int | None:
     """One micro-batch: the oldest accepted batches up to `LIVE_MERGE_RECORDS` records (at
     least one batch), loaded type by type in dependency order, each type's parts in the
     order accepted (a later row wins for the same id), and marked merged, all in one
-    transaction. Returns how many batches it merged."""
+    transaction. Returns how many batches it merged; None when the tenant's lock is taken."""
     with transaction.atomic():
         connection.ensure_connection()
         with connection.connection.cursor() as cursor:
-            engine.lock_tenant(cursor, tenant_id)  # files of the tenant wait, and other merges
+            if not engine.try_lock_tenant(cursor, tenant_id):
+                return None
         picked, records = [], 0
         unmerged = RecordBatch.objects.filter(tenant_id=tenant_id, state=BatchState.ACCEPTED)
-        for batch_id, accepted in unmerged.order_by("id").values_list("id", "accepted")[:1000]:
+        for batch_id, accepted in unmerged.order_by("id").values_list("id", "accepted")[:5000]:
             if picked and records + accepted > settings.LIVE_MERGE_RECORDS:
                 break
             picked.append(batch_id)
@@ -55,11 +67,8 @@ def _merge_some(*, tenant_id: str) -> int:
         if not picked:
             return 0
         parts = Upload.objects.filter(batch_id__in=picked, state=UploadState.RECEIVED)
-        grown: dict[str, int] = {}
-        for part in sorted(parts, key=lambda p: (_RANK[p.record_type], p.batch_id)):
-            result = _load(part)
-            upload_finish(upload=part, result=result)
-            grown[part.record_type] = grown.get(part.record_type, 0) + result.rows.inserted
+        parts = parts.only("id", "record_type", "batch_id", "body", "blob_id").order_by("batch_id")
+        grown = _load(tenant_id, list(parts))
         now = timezone.now()
         RecordBatch.objects.filter(id__in=picked).update(
             state=BatchState.MERGED, merged_at=now, updated_at=now
@@ -71,23 +80,75 @@ def _merge_some(*, tenant_id: str) -> int:
     return len(picked)
 
 
-def _load(part: Upload) -> engine.LoadResult:
-    """Load one part from its stored bytes (read whole: a part is at most a batch) in the
-    caller's transaction."""
+def _load(tenant_id: str, parts: list[Upload]) -> dict[str, int]:
+    """Load the parts, a type at a time in dependency order, and write their counts; the
+    rows inserted per type."""
+    grown: dict[str, int] = {}
+    finished: list[tuple[Upload, engine.LoadResult]] = []
+    for record_type in engine.RECORD_ORDER:
+        of_type = [p for p in parts if p.record_type == record_type]
+        if not of_type:
+            continue
+        with connection.connection.cursor() as cursor:
+            results = engine.load_parts(
+                cursor,
+                tenant_id=tenant_id,
+                record_type=record_type,
+                parts=[engine.Part(str(p.id), _bytes(p)) for p in of_type],
+                now=timezone.now(),
+                max_line_bytes=settings.INGEST_MAX_LINE_BYTES,
+                setwise_key_checks=settings.INGEST_SETWISE_KEY_CHECKS,
+            )
+        finished += zip(of_type, results, strict=True)
+        grown[record_type] = sum(r.rows.inserted for r in results)
+    _finish(finished)
+    for _, result in finished:
+        uploads_adjust(result=result)
+    return grown
+
+
+def _bytes(part: Upload) -> bytes:
+    """A part's bytes: in its row (`body`), or for a part stored before that, its blob."""
+    if part.body is not None:
+        return bytes(part.body)
     with BlobReader(part.blob_id, shared=True) as reader:
-        data = reader.read()
-    with connection.connection.cursor() as cursor:
-        return engine.load_upload(
-            cursor,
-            tenant_id=str(part.tenant_id),
-            upload_id=str(part.id),
-            record_type=part.record_type,
-            stream=io.BytesIO(data),
-            now=timezone.now(),
-            max_line_bytes=settings.INGEST_MAX_LINE_BYTES,
-            max_decompressed_bytes=settings.INGEST_MAX_DECOMPRESSED_BYTES,
-            setwise_key_checks=settings.INGEST_SETWISE_KEY_CHECKS,
+        return reader.read()
+
+
+_FINISH = """
+UPDATE uploads u SET state = v.state, rows_total = v.total, rows_inserted = v.inserted,
+    rows_updated = v.updated, rows_unchanged = v.unchanged, rows_rejected = v.rejected,
+    rows_pending = v.pending, rows_duplicates = v.duplicates, rows_done = v.total,
+    bytes_done = v.bytes, finished_at = now(), updated_at = now()
+FROM unnest(%s::uuid[], %s::text[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+    %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])
+    AS v(id, state, total, inserted, updated, unchanged, rejected, pending, duplicates, bytes)
+WHERE u.id = v.id
+"""
+
+
+def _finish(finished: list[tuple[Upload, engine.LoadResult]]) -> None:
+    """Every part's state and counts, in one statement."""
+    columns: list[list] = [[] for _ in range(10)]
+    for part, result in finished:
+        rows = result.rows
+        state = UploadState.COMPLETED_WITH_ERRORS if rows.rejected else UploadState.COMPLETED
+        values = (
+            str(part.id),
+            str(state),
+            rows.total,
+            rows.inserted,
+            rows.updated,
+            rows.unchanged,
+            rows.rejected,
+            rows.pending,
+            rows.duplicates,
+            result.bytes_read,
         )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(_FINISH, columns)
 
 
 def records_merge_stuck(*, older_than: timedelta | None = None) -> int:
@@ -104,6 +165,5 @@ def records_merge_stuck(*, older_than: timedelta | None = None) -> int:
     )
     sent = 0
     for tenant_id in tenants:
-        records_merge_enqueue(tenant_id=tenant_id)
-        sent += 1
+        sent += records_merge_enqueue(tenant_id=tenant_id, force=True)
     return sent

@@ -4,27 +4,39 @@ merged by a worker (`record_merge`).
 A batch is NDJSON or a JSON array, of one record type or of `{"type", "record"}` elements.
 Every record is checked with the engine's own line check, so the answer's rejects are those
 a file of the same lines would get. The accepted rows of each type are stored, in the
-request's transaction, as an `Upload` part (`source` live) whose bytes are an NDJSON file
-with each row at its position in the batch (blank lines elsewhere), so the engine loads
-them, counts them, holds them pending and names their lines exactly as for a file.
+request's transaction, as an `Upload` part (`source` live) whose bytes (kept in the row,
+`body`) are an NDJSON file with each row at its position in the batch (blank lines
+elsewhere), so the engine loads them, counts them, holds them pending and names their
+lines exactly as for a file.
+
+One merge per tenant is on its way at a time: a batch sends one only when none is
+(`MergeRequest`), so a busy tenant's batches do not each wake a worker.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 
 import msgspec
 from celery import current_app
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
+from django.utils import timezone
 
 from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.ingestions import engine
-from apps.ingestions.models import BatchState, RecordBatch, Upload, UploadSource, UploadState
-from apps.ingestions.services.storage import blob_store
+from apps.ingestions.models import (
+    BatchState,
+    MergeRequest,
+    RecordBatch,
+    Upload,
+    UploadSource,
+    UploadState,
+)
 from apps.tenants.models import Tenant
 
 logger = logging.getLogger("apps.ingestions.services")
@@ -179,9 +191,11 @@ def record_batch_accept(
             accepted=accepted,
             rejects=[asdict(r) for r in sorted(checked.rejects, key=lambda r: r.line)],
         )
-        for kind in engine.RECORD_ORDER:
-            if lines := checked.lines.get(kind):
-                _part_create(batch, kind, lines)
+        Upload.objects.bulk_create(
+            _part(batch, kind, lines)
+            for kind in engine.RECORD_ORDER
+            if (lines := checked.lines.get(kind))
+        )
         if accepted:
             tenant_id = tenant.id
             transaction.on_commit(lambda: records_merge_enqueue(tenant_id=tenant_id))
@@ -192,25 +206,41 @@ def record_batch_accept(
     return batch
 
 
-def _part_create(batch: RecordBatch, record_type: str, lines: list[engine.Line]) -> Upload:
-    blob = blob_store(stream=io.BytesIO(_part_bytes(lines)))
-    return Upload.objects.create(
+def _part(batch: RecordBatch, record_type: str, lines: list[engine.Line]) -> Upload:
+    body = _part_bytes(lines)
+    return Upload(
         tenant_id=batch.tenant_id,
         record_type=record_type,
         filename=f"batch_{batch.id}_{record_type}.ndjson",
         state=UploadState.RECEIVED,
         source=UploadSource.LIVE,
         batch=batch,
-        blob=blob,
-        sha256=blob.sha256,
-        size_bytes=blob.size_bytes,
+        body=body,
+        sha256=hashlib.sha256(body).hexdigest(),
+        size_bytes=len(body),
     )
 
 
-def records_merge_enqueue(*, tenant_id) -> None:
-    """Send the tenant's merge (by name: services never import tasks). A lost message is
-    recovered by the housekeeping (`records_merge_stuck`)."""
+def records_merge_enqueue(*, tenant_id, countdown: float | None = None, force=False) -> bool:
+    """Send the tenant's merge (by name: services never import tasks) unless one is on its
+    way already, sent less than `LIVE_MERGE_RESEND_SECONDS` ago; with `force`, send it
+    anyway (the merge putting itself off). Returns whether it was sent. A lost message is
+    recovered by the next batch once the request is that old, or by the housekeeping
+    (`records_merge_stuck`)."""
+    stale = timezone.now() - timedelta(seconds=settings.LIVE_MERGE_RESEND_SECONDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO record_merge_requests (tenant_id, sent_at) VALUES (%s, now()) "
+            "ON CONFLICT (tenant_id) DO UPDATE SET sent_at = now() "
+            "WHERE %s OR record_merge_requests.sent_at < %s RETURNING 1",
+            [tenant_id, force, stale],
+        )
+        if cursor.fetchone() is None:
+            return False
     try:
-        current_app.send_task(RECORDS_MERGE_TASK, args=[str(tenant_id)])
+        current_app.send_task(RECORDS_MERGE_TASK, args=[str(tenant_id)], countdown=countdown)
     except Exception:  # the broker is down: the batch is stored, the housekeeping sends it
         logger.warning("record merge of tenant %s not sent", tenant_id, exc_info=True)
+        MergeRequest.objects.filter(tenant_id=tenant_id).delete()
+        return False
+    return True

@@ -1,0 +1,273 @@
+"""`make bench`'s live phase: records sent as they happen, next to small file uploads sent
+the same way, against one running stack (gunicorn and a Celery worker), each scenario on a
+fresh tenant:
+
+- uploads of 1 row and of 100 rows (`/ingest/comprehensive/`), the way a shop sent live
+  data before live records: requests/s accepted, rows/s loaded, 202-to-loaded latency;
+- live batches of 100 records (`/ingest/records/customers/`), as fast as the clients go:
+  records/s accepted and merged, accept latency;
+- live records one per request, as fast as the clients go: requests/s accepted;
+- a steady 5,000 records/s: p99 from the 202 to the batch's rows in their final table.
+
+Every figure comes with the resident memory of the web server and the worker (all their
+processes) at the start and the end of the scenario. Clients are threads of this process on
+keep-alive connections (`http.client`, cheap next to the server's own work); a 429 waits
+its Retry-After and sends the same request again, as the project's client does.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+CLIENTS = 8
+_FINAL = ("completed", "completed_with_errors", "failed")
+
+
+@dataclass
+class Tally:
+    """What the clients of one scenario saw."""
+
+    requests: int = 0
+    records: int = 0
+    throttled: int = 0
+    failed: int = 0
+    latencies: list[float] = field(default_factory=list)
+    accepted_at: dict[str, float] = field(default_factory=dict)  # resource -> time of its 202
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _customer(n: int) -> bytes:
+    return (
+        f'{{"customer_id":"{uuid.uuid4()}","name":"Live {n}","email":"live.{n}@example.com",'
+        f'"metadata":{{"n":{n}}},"created_at":"2026-01-01T00:00:00Z"}}'
+    ).encode()
+
+
+def _body(records: int, counter: list[int]) -> bytes:
+    start = counter[0]
+    counter[0] += records
+    return b"\n".join(_customer(n) for n in range(start, start + records)) + b"\n"
+
+
+class _Sender:
+    """One client: a keep-alive connection, retrying 429 after its Retry-After."""
+
+    def __init__(self, base: str, api_key: str):
+        parts = urlsplit(base)
+        self.host, self.port = parts.hostname, parts.port
+        self.headers = {"X-API-Key": api_key, "Content-Type": "application/x-ndjson"}
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def post(self, path: str, body: bytes, tally: Tally, records: int) -> str | None:
+        started = time.perf_counter()
+        while True:
+            try:
+                self.conn.request("POST", path, body=body, headers=self.headers)
+                response = self.conn.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+                time.sleep(0.05)
+                continue
+            if response.status == 429:
+                with tally.lock:
+                    tally.throttled += 1
+                time.sleep(float(response.getheader("Retry-After") or 1))
+                continue
+            break
+        now = time.perf_counter()
+        with tally.lock:
+            if response.status not in (200, 201, 202):
+                tally.failed += 1
+                return None
+            tally.requests += 1
+            tally.records += records
+            tally.latencies.append(now - started)
+            resource = str(json.loads(data)["id"])
+            tally.accepted_at[resource] = now
+        return resource
+
+
+def _drive(base: str, api_key: str, path: str, records: int, seconds: float, rate=None) -> Tally:
+    """CLIENTS threads posting `records` customers per request to `path` for `seconds`; with
+    `rate` (records/s over all clients) each paces itself, else they go as fast as they can."""
+    tally = Tally()
+    deadline = time.perf_counter() + seconds
+    interval = CLIENTS * records / rate if rate else 0.0
+
+    def client(number: int) -> None:
+        sender = _Sender(base, api_key)
+        counter = [number * 10**9]
+        due = time.perf_counter() + interval * number / CLIENTS
+        while time.perf_counter() < deadline:
+            if interval:
+                time.sleep(max(0.0, due - time.perf_counter()))
+                due += interval
+            sender.post(path, _body(records, counter), tally, records)
+        sender.conn.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tally
+
+
+def _done_times(cursor, table: str, tally: Tally, timeout: float) -> dict[str, float]:
+    """Poll until every accepted resource is done (merged batch, finished upload): the
+    time each was first seen done."""
+    done_sql = {
+        "record_batches": "SELECT id::text FROM record_batches WHERE id = ANY(%s::bigint[]) "
+        "AND state = 'merged'",
+        "uploads": "SELECT id::text FROM uploads WHERE id = ANY(%s::uuid[]) "
+        "AND state IN ('completed', 'completed_with_errors', 'failed')",
+    }[table]
+    waiting = set(tally.accepted_at)
+    seen: dict[str, float] = {}
+    deadline = time.perf_counter() + timeout
+    while waiting and time.perf_counter() < deadline:
+        cursor.execute(done_sql, (list(waiting),))
+        now = time.perf_counter()
+        for (resource,) in cursor.fetchall():
+            seen[resource] = now
+            waiting.discard(resource)
+        time.sleep(0.01)
+    return seen
+
+
+def _percentile(values: list[float], share: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MB."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                todo.extend(int(child) for child in children.read().split())
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _scenario(name, drive, *, cursor, table, processes, records_per_request) -> dict:
+    memory_before = {n: _rss_mb(p.pid) for n, p in processes.items()}
+    started = time.perf_counter()
+    box: list[Tally] = []
+    runner = threading.Thread(target=lambda: box.append(drive()))
+    runner.start()
+    runner.join()
+    sent_for = time.perf_counter() - started
+    tally = box[0]
+    seen = _done_times(cursor, table, tally, timeout=600)
+    finished = max(seen.values(), default=started)
+    lags = [seen[r] - tally.accepted_at[r] for r in seen]
+    return {
+        "name": name,
+        "records_per_request": records_per_request,
+        "requests": tally.requests,
+        "records": tally.records,
+        "throttled": tally.throttled,
+        "failed": tally.failed,
+        "not_done": len(tally.accepted_at) - len(seen),
+        "accepted_per_s": tally.records / sent_for,
+        "requests_per_s": tally.requests / sent_for,
+        "done_per_s": records_per_request * len(seen) / max(finished - started, 1e-9),
+        "accept_p50_ms": 1000 * _percentile(tally.latencies, 0.50),
+        "accept_p99_ms": 1000 * _percentile(tally.latencies, 0.99),
+        "lag_p50_ms": 1000 * _percentile(lags, 0.50),
+        "lag_p99_ms": 1000 * _percentile(lags, 0.99),
+        "memory_mb": {n: (memory_before[n], _rss_mb(p.pid)) for n, p in processes.items()},
+    }
+
+
+_UPLOAD = "/api/v1/ingest/comprehensive/?filename=customers.ndjson"
+_LIVE = "/api/v1/ingest/records/customers/"
+# name, path, records per request, table whose rows say done, longest run (s), records/s
+SCENARIOS = (
+    ("uploads of 1 row", _UPLOAD, 1, "uploads", 20, None),
+    ("uploads of 100 rows", _UPLOAD, 100, "uploads", 20, None),
+    ("live batches of 100", _LIVE, 100, "record_batches", None, None),
+    ("live records one per request", _LIVE, 1, "record_batches", 30, None),
+    ("live at a steady 5,000 records/s", _LIVE, 50, "record_batches", 30, 5000),
+)
+
+
+def phase_live(env: dict, *, seconds: float, make_tenant, report=print) -> list[dict]:
+    """Every scenario on one stack, each for at most `seconds` (live batches of 100 for
+    exactly that); `make_tenant(name)` gives an API key."""
+    import psycopg
+
+    from scripts.stack import running_stack
+
+    out = []
+    processes: dict = {}
+    env = {**env, "API_RATE_LIMIT": "10000000/min"}  # the clients' speed, not the limit's
+    with (
+        running_stack(env=env, processes=processes) as base,
+        psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn,
+        conn.cursor() as cursor,
+    ):
+        for number, (name, path, records, table, longest, rate) in enumerate(SCENARIOS):
+            key = make_tenant(f"bench-live-{number}")
+            duration = min(seconds, longest or seconds)
+
+            def drive(path=path, records=records, duration=duration, rate=rate, key=key):
+                return _drive(base, key, path, records, duration, rate)
+
+            result = _scenario(
+                name,
+                drive,
+                cursor=cursor,
+                table=table,
+                processes=processes,
+                records_per_request=records,
+            )
+            out.append(result)
+            report(result)
+    return out
+
+
+if __name__ == "__main__":  # a quick run on its own: python scripts/bench_live.py SECONDS
+    import subprocess
+    import sys
+
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20
+
+    def tenant(name: str) -> str:
+        created = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "create_tenant",
+                f"{name}-{uuid.uuid4().hex[:6]}",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ,
+        )
+        return json.loads(created.stdout)["api_key"]
+
+    phase_live(
+        dict(os.environ), seconds=seconds, make_tenant=tenant, report=lambda r: print(json.dumps(r))
+    )
