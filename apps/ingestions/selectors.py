@@ -6,7 +6,14 @@ import uuid
 
 from django.db.models import QuerySet
 
-from apps.ingestions.models import RecordBatch, Reject, Upload, UploadSession, UploadSource
+from apps.ingestions.models import (
+    BatchState,
+    RecordBatch,
+    Reject,
+    Upload,
+    UploadSession,
+    UploadSource,
+)
 from apps.tenants.models import Tenant
 
 
@@ -61,7 +68,9 @@ def record_batch_rows(*, batch: RecordBatch) -> dict[str, int]:
     """A batch's counts, as an upload's: its parts' (once merged) and its rejects."""
     rows = dict.fromkeys(("inserted", "updated", "unchanged", "rejected", "pending"), 0)
     rows["duplicates"] = 0
-    for part in batch.parts.all():
+    # parts are merged with their batch, in one transaction: an accepted one has none yet
+    merged_parts = batch.parts.all() if batch.state != BatchState.ACCEPTED else ()
+    for part in merged_parts:
         for name, count in part.row_counts.items():
             if name != "total":
                 rows[name] += count
