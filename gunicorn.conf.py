@@ -30,8 +30,10 @@ worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS") or 1000)
 timeout = 60
 keepalive = 5  # seconds an idle kept-alive connection stays open
 # A greenlet per connection would each keep a database connection open for the
-# connection's life; close it after every request instead (settings: DATABASE_CONN_MAX_AGE).
+# connection's life; a request takes one from the process's pool instead and gives it back
+# at its end (settings: DATABASE_POOL_SIZE, DATABASE_CONN_MAX_AGE).
 os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
+os.environ.setdefault("DATABASE_POOL_SIZE", "8")
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # heartbeat off disk
 
 

@@ -92,6 +92,17 @@ DATABASES = {
     )
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
+# With DATABASE_POOL_SIZE, each process keeps a pool of at most that many connections
+# (psycopg_pool, through Django's `pool` option): a request takes one and gives it back at
+# its end, instead of opening its own (about 5 ms). gunicorn.conf.py sets it for the web
+# server; a request waits up to DATABASE_POOL_TIMEOUT seconds for one (then 503: the
+# database is down, or every connection is busy).
+if DATABASE_POOL_SIZE := env_int("DATABASE_POOL_SIZE", 0):
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": DATABASE_POOL_SIZE,
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 2),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 USE_TZ = True

@@ -38,6 +38,7 @@ class Tally:
     records: int = 0
     throttled: int = 0
     failed: int = 0
+    ended: float = 0.0  # when the last client stopped
     latencies: list[float] = field(default_factory=list)
     accepted_at: dict[str, float] = field(default_factory=dict)  # resource -> time of its 202
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,10 +97,9 @@ class _Sender:
         return resource
 
 
-def _drive(base: str, api_key: str, path: str, records: int, seconds: float, rate=None) -> Tally:
+def _drive(tally: Tally, base: str, api_key: str, path: str, records: int, seconds: float, rate):
     """CLIENTS threads posting `records` customers per request to `path` for `seconds`; with
     `rate` (records/s over all clients) each paces itself, else they go as fast as they can."""
-    tally = Tally()
     deadline = time.perf_counter() + seconds
     interval = CLIENTS * records / rate if rate else 0.0
 
@@ -119,29 +119,33 @@ def _drive(base: str, api_key: str, path: str, records: int, seconds: float, rat
         thread.start()
     for thread in threads:
         thread.join()
-    return tally
+    tally.ended = time.perf_counter()
 
 
-def _done_times(cursor, table: str, tally: Tally, timeout: float) -> dict[str, float]:
-    """Poll until every accepted resource is done (merged batch, finished upload): the
-    time each was first seen done."""
+def _done_times(cursor, table: str, tally: Tally, sending: threading.Thread) -> dict[str, float]:
+    """Poll, while the clients send and until everything they got accepted is done (merged
+    batch, finished upload), every 10 ms: the time each was first seen done."""
     done_sql = {
         "record_batches": "SELECT id::text FROM record_batches WHERE id = ANY(%s::bigint[]) "
         "AND state = 'merged'",
         "uploads": "SELECT id::text FROM uploads WHERE id = ANY(%s::uuid[]) "
         "AND state IN ('completed', 'completed_with_errors', 'failed')",
     }[table]
-    waiting = set(tally.accepted_at)
     seen: dict[str, float] = {}
-    deadline = time.perf_counter() + timeout
-    while waiting and time.perf_counter() < deadline:
-        cursor.execute(done_sql, (list(waiting),))
-        now = time.perf_counter()
-        for (resource,) in cursor.fetchall():
-            seen[resource] = now
-            waiting.discard(resource)
+    deadline = None
+    while True:
+        with tally.lock:
+            waiting = [r for r in tally.accepted_at if r not in seen]
+        if not sending.is_alive():
+            deadline = deadline or time.perf_counter() + 600
+            if not waiting or time.perf_counter() > deadline:
+                return seen
+        if waiting:
+            cursor.execute(done_sql, (waiting,))
+            now = time.perf_counter()
+            for (resource,) in cursor.fetchall():
+                seen[resource] = now
         time.sleep(0.01)
-    return seen
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -171,13 +175,12 @@ def _rss_mb(pid: int) -> float:
 def _scenario(name, drive, *, cursor, table, processes, records_per_request) -> dict:
     memory_before = {n: _rss_mb(p.pid) for n, p in processes.items()}
     started = time.perf_counter()
-    box: list[Tally] = []
-    runner = threading.Thread(target=lambda: box.append(drive()))
-    runner.start()
-    runner.join()
-    sent_for = time.perf_counter() - started
-    tally = box[0]
-    seen = _done_times(cursor, table, tally, timeout=600)
+    tally = Tally()
+    sending = threading.Thread(target=drive, args=(tally,))
+    sending.start()
+    seen = _done_times(cursor, table, tally, sending)
+    sending.join()
+    sent_for = tally.ended - started
     finished = max(seen.values(), default=started)
     lags = [seen[r] - tally.accepted_at[r] for r in seen]
     return {
@@ -230,8 +233,8 @@ def phase_live(env: dict, *, seconds: float, make_tenant, report=print) -> list[
             key = make_tenant(f"bench-live-{number}")
             duration = min(seconds, longest or seconds)
 
-            def drive(path=path, records=records, duration=duration, rate=rate, key=key):
-                return _drive(base, key, path, records, duration, rate)
+            def drive(tally, path=path, records=records, duration=duration, rate=rate, key=key):
+                _drive(tally, base, key, path, records, duration, rate)
 
             result = _scenario(
                 name,

@@ -229,6 +229,13 @@ def records_merge_enqueue(*, tenant_id, countdown: float | None = None, force=Fa
     (`records_merge_stuck`)."""
     stale = timezone.now() - timedelta(seconds=settings.LIVE_MERGE_RESEND_SECONDS)
     with connection.cursor() as cursor:
+        if not force:  # the usual answer, read without a write (and its WAL flush)
+            cursor.execute(
+                "SELECT 1 FROM record_merge_requests WHERE tenant_id = %s AND sent_at >= %s",
+                [tenant_id, stale],
+            )
+            if cursor.fetchone() is not None:
+                return False
         cursor.execute(
             "INSERT INTO record_merge_requests (tenant_id, sent_at) VALUES (%s, now()) "
             "ON CONFLICT (tenant_id) DO UPDATE SET sent_at = now() "
