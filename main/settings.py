@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from kombu.transport import TRANSPORT_ALIASES
 
 from apps.core import logs
 from main import embedded
@@ -119,6 +120,8 @@ WHITENOISE_USE_FINDERS = True
 # Celery (namespace CELERY_): JSON only, late acks, time limits.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or embedded.embedded_broker_url()
 if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's transport, with each message written whole before a worker can see it
+    TRANSPORT_ALIASES["filesystem"] = "main.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = embedded.embedded_broker_options()
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     # Longer than any healthy upload takes: an unacked task is redelivered after this, and

@@ -8,8 +8,11 @@ Runs in a fresh database of its own (`<name>_bench`, dropped afterwards unless -
    these files pays;
 3. engine: another child process ingests the same files with the engine (validate, stage
    with COPY, merge with keys and foreign keys), in dependency order;
-4. prints rows/s per type and overall, the ratio of the two, and the engine process's
-   peak memory (max RSS).
+4. end to end: the same files uploaded through the API (gunicorn) and a Celery worker;
+5. live: records sent as they happen next to small uploads sent the same way
+   (`scripts/bench_live.py`);
+6. prints rows/s per type and overall, the ratio of the two, the engine process's peak
+   memory (max RSS), and the live figures.
 """
 
 from __future__ import annotations
@@ -190,8 +193,12 @@ def main() -> None:
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 120)
-    raw, eng, e2e = _run(args, console)
+    raw, eng, e2e, live = _run(args, console)
     _report(console, raw, eng, e2e)
+    if live:
+        from scripts.bench_live import live_table
+
+        console.print(live_table(live))
 
 
 def _arguments() -> argparse.Namespace:
@@ -202,14 +209,22 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--items-per-order", type=float, default=2.8)
     parser.add_argument("--keep", action="store_true", help="keep the bench database and files")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run")
+    parser.add_argument("--no-live", action="store_true", help="skip the live records run")
+    parser.add_argument(
+        "--live-seconds",
+        type=float,
+        default=60,
+        help="how long clients send live batches of 100 (600 to watch memory for 10 minutes)",
+    )
     parser.add_argument("--phase", choices=("raw", "engine"), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tenant", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def _run(args: argparse.Namespace, console) -> tuple[dict, dict, dict | None]:
-    """Every phase in a fresh database of its own: (raw, engine, end to end or None)."""
+def _run(args: argparse.Namespace, console) -> tuple[dict, dict, dict | None, list | None]:
+    """Every phase in a fresh database of its own: (raw, engine, end to end or None, live
+    or None)."""
     import psycopg
 
     base = _base_url()  # keeps the embedded server up for the whole run
@@ -235,11 +250,26 @@ def _run(args: argparse.Namespace, console) -> tuple[dict, dict, dict | None]:
             console.print("end to end: HTTP API (gunicorn) and a Celery worker ...")
             _checkpoint(bench_url)
             e2e = phase_e2e(folder, env)
+        live = None
+        if not args.no_live:
+            from scripts.bench_live import phase_live
+
+            console.print("live records next to small uploads (8 clients each) ...")
+            _checkpoint(bench_url)
+            live = phase_live(env, seconds=args.live_seconds, make_tenant=_tenant_maker(env))
     finally:
         if not args.keep:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    return raw, eng, e2e
+    return raw, eng, e2e, live
+
+
+def _tenant_maker(env: dict):
+    def make(name: str) -> str:
+        created = _child(["manage.py", "create_tenant", name, "--json"], env)
+        return json.loads(created)["api_key"]
+
+    return make
 
 
 def _generate(args: argparse.Namespace, console, env: dict) -> tuple[str, Path]:

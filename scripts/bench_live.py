@@ -214,7 +214,7 @@ SCENARIOS = (
 )
 
 
-def phase_live(env: dict, *, seconds: float, make_tenant, report=print) -> list[dict]:
+def phase_live(env: dict, *, seconds: float, make_tenant, report=None) -> list[dict]:
     """Every scenario on one stack, each for at most `seconds` (live batches of 100 for
     exactly that); `make_tenant(name)` gives an API key."""
     import psycopg
@@ -245,8 +245,41 @@ def phase_live(env: dict, *, seconds: float, make_tenant, report=print) -> list[
                 records_per_request=records,
             )
             out.append(result)
-            report(result)
+            if report is not None:
+                report(result)
     return out
+
+
+def live_table(results: list[dict]):
+    """The scenarios as a rich table, small uploads first."""
+    from rich.table import Table
+
+    table = Table(title="live records next to small uploads (8 clients, one tenant each)")
+    columns = (
+        "scenario",
+        "requests/s",
+        "records/s accepted",
+        "records/s in final tables",
+        "accept p50 / p99 ms",
+        "202 to final p50 / p99 ms",
+        "memory web, worker MB (start -> end)",
+        "429s",
+    )
+    for column in columns:
+        table.add_column(column, justify="right")
+    for r in results:
+        memory = ", ".join(f"{a:.0f} -> {b:.0f}" for a, b in r["memory_mb"].values())
+        table.add_row(
+            r["name"],
+            f"{r['requests_per_s']:,.0f}",
+            f"{r['accepted_per_s']:,.0f}",
+            f"{r['done_per_s']:,.0f}",
+            f"{r['accept_p50_ms']:.0f} / {r['accept_p99_ms']:.0f}",
+            f"{r['lag_p50_ms']:.0f} / {r['lag_p99_ms']:.0f}",
+            memory,
+            str(r["throttled"]),
+        )
+    return table
 
 
 if __name__ == "__main__":  # a quick run on its own: python scripts/bench_live.py SECONDS
