@@ -257,25 +257,25 @@ def live_table(results: list[dict]):
     table = Table(title="live records next to small uploads (8 clients, one tenant each)")
     columns = (
         "scenario",
-        "requests/s",
-        "records/s accepted",
-        "records/s in final tables",
-        "accept p50 / p99 ms",
-        "202 to final p50 / p99 ms",
-        "memory web, worker MB (start -> end)",
+        "req/s",
+        "accepted rec/s",
+        "final rec/s",
+        "accept p50/p99 ms",
+        "202 to final p50/p99 ms",
+        "RSS web, worker MB",
         "429s",
     )
     for column in columns:
         table.add_column(column, justify="right")
     for r in results:
-        memory = ", ".join(f"{a:.0f} -> {b:.0f}" for a, b in r["memory_mb"].values())
+        memory = ", ".join(f"{a:.0f}->{b:.0f}" for a, b in r["memory_mb"].values())
         table.add_row(
             r["name"],
             f"{r['requests_per_s']:,.0f}",
             f"{r['accepted_per_s']:,.0f}",
             f"{r['done_per_s']:,.0f}",
-            f"{r['accept_p50_ms']:.0f} / {r['accept_p99_ms']:.0f}",
-            f"{r['lag_p50_ms']:.0f} / {r['lag_p99_ms']:.0f}",
+            f"{r['accept_p50_ms']:.0f}/{r['accept_p99_ms']:.0f}",
+            f"{r['lag_p50_ms']:.0f}/{r['lag_p99_ms']:.0f}",
             memory,
             str(r["throttled"]),
         )

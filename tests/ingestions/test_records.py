@@ -266,6 +266,55 @@ def test_a_backlog_over_the_limit_is_429_with_retry_after_and_nothing_dropped(
     assert _post_rows(client, "customers", [customer_row(customer_id=uid("c9"))]).status_code == 202
 
 
+def test_a_mixed_batch_is_stored_as_one_part_per_type_read_back_through_the_models(client, tenant):
+    """What the one-statement store writes is what the models describe: the batch as the
+    202 shows it (and its detail), one part per type with each accepted row at its line,
+    blank lines elsewhere, its sha256 and size; a refused batch stores nothing."""
+    import hashlib
+
+    elements = [
+        {"type": "orders", "record": order_row(order_id=uid("o1"), customer_id=uid("c1"))},
+        {"type": "customers", "record": customer_row(customer_id=uid("c1"))},
+        {"type": "nope", "record": {}},
+        {"type": "orders", "record": order_row(order_id=uid("o2"), customer_id=uid("c1"))},
+    ]
+    answer = _post(client, "/api/v1/ingest/records/", elements, content_type="application/json")
+    assert answer.status_code == 202, answer.content
+    batch = RecordBatch.objects.get(id=answer.json()["id"])
+    assert (batch.tenant_id, batch.record_type, batch.state) == (tenant.id, "mixed", "accepted")
+    assert (batch.records, batch.rejected, batch.accepted) == (4, 1, 3)
+    assert [(r["line"], r["code"]) for r in batch.rejects] == [(3, "invalid_type")]
+    assert client.get(answer.json()["url"]).json() == answer.json()
+
+    parts = {p.record_type: p for p in Upload.objects.filter(batch=batch)}
+    assert sorted(parts) == ["customers", "orders"]
+    for record_type, lines in (("customers", [2]), ("orders", [1, 4])):
+        part = parts[record_type]
+        body = bytes(part.body)
+        assert (part.tenant_id, part.state, part.source, part.blob_id) == (
+            tenant.id,
+            "received",
+            "live",
+            None,
+        )
+        assert part.filename == f"batch_{batch.id}_{record_type}.ndjson"
+        assert (part.sha256, part.size_bytes) == (hashlib.sha256(body).hexdigest(), len(body))
+        written = body.decode().split("\n")[:-1]
+        assert [n for n, line in enumerate(written, start=1) if line] == lines
+        for n in lines:
+            assert json.loads(written[n - 1]) == json.loads(json.dumps(elements[n - 1]["record"]))
+
+
+def test_a_batch_refused_for_the_backlog_stores_neither_batch_nor_part(client, settings):
+    settings.LIVE_BACKLOG_LIMIT = 1
+    assert _post_rows(client, "customers", [customer_row(customer_id=uid("c1"))]).status_code == 202
+    before = (RecordBatch.objects.count(), Upload.objects.count())
+    refused = _post_rows(client, "customers", [customer_row(customer_id=uid("c2"))])
+    assert refused.status_code == 429
+    assert refused.json()["detail"].startswith("1 accepted records are waiting")
+    assert (RecordBatch.objects.count(), Upload.objects.count()) == before
+
+
 # --- GET /ingest/records/batches/{id}/errors/: as an upload's errors ------------------------
 
 

@@ -29,14 +29,8 @@ from django.utils import timezone
 
 from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.ingestions import engine
-from apps.ingestions.models import (
-    BatchState,
-    MergeRequest,
-    RecordBatch,
-    Upload,
-    UploadSource,
-    UploadState,
-)
+from apps.ingestions.models import BatchState, MergeRequest, RecordBatch
+from apps.ingestions.services.record_store import NewPart, batch_store
 from apps.tenants.models import Tenant
 
 logger = logging.getLogger("apps.ingestions.services")
@@ -171,34 +165,50 @@ def record_batch_accept(
     *, tenant: Tenant, record_type: str | None, body: bytes, json_array: bool
 ) -> RecordBatch:
     """Check a batch and store what it accepts, durably, before answering; the merge is
-    sent once that commits. Refused (429) while the tenant's backlog is over the limit."""
-    backlog = record_backlog(tenant=tenant)
-    if backlog >= settings.LIVE_BACKLOG_LIMIT:
+    sent once that commits, unless one is on its way. Refused (429) while the tenant's
+    backlog is at the limit."""
+    checked = records_check(record_type=record_type, body=body, json_array=json_array)
+    accepted = checked.records - len(checked.rejects)
+    rejects = [asdict(r) for r in sorted(checked.rejects, key=lambda r: r.line)]
+    fields = {
+        "tenant_id": tenant.id,
+        "record_type": record_type or MIXED,
+        "state": BatchState.ACCEPTED if accepted else BatchState.MERGED,
+        "records": checked.records,
+        "rejected": len(checked.rejects),
+        "accepted": accepted,
+        "rejects": rejects,
+    }
+    stored = batch_store(
+        tenant=tenant,
+        record_type=fields["record_type"],
+        state=fields["state"],
+        records=checked.records,
+        rejected=len(checked.rejects),
+        rejects=rejects,
+        parts=[
+            _part(kind, lines) for kind in engine.RECORD_ORDER if (lines := checked.lines.get(kind))
+        ],
+        limit=settings.LIVE_BACKLOG_LIMIT,
+        resend_seconds=settings.LIVE_MERGE_RESEND_SECONDS,
+    )
+    if stored.batch_id is None:
         raise BacklogFullError(
-            f"{backlog} accepted records are waiting to be merged (the limit is "
+            f"{stored.backlog} accepted records are waiting to be merged (the limit is "
             f"{settings.LIVE_BACKLOG_LIMIT}); retry later.",
             headers={"Retry-After": str(settings.LIVE_RETRY_AFTER_SECONDS)},
         )
-    checked = records_check(record_type=record_type, body=body, json_array=json_array)
-    accepted = checked.records - len(checked.rejects)
-    with transaction.atomic():
-        batch = RecordBatch.objects.create(
-            tenant=tenant,
-            record_type=record_type or MIXED,
-            state=BatchState.ACCEPTED if accepted else BatchState.MERGED,
-            records=checked.records,
-            rejected=len(checked.rejects),
-            accepted=accepted,
-            rejects=[asdict(r) for r in sorted(checked.rejects, key=lambda r: r.line)],
-        )
-        Upload.objects.bulk_create(
-            _part(batch, kind, lines)
-            for kind in engine.RECORD_ORDER
-            if (lines := checked.lines.get(kind))
-        )
-        if accepted:
-            tenant_id = tenant.id
-            transaction.on_commit(lambda: records_merge_enqueue(tenant_id=tenant_id))
+    batch = RecordBatch(
+        id=stored.batch_id,
+        created_at=stored.created_at,
+        updated_at=stored.created_at,
+        merged_at=stored.merged_at,
+        **fields,
+    )
+    batch._state.adding = False  # stored: a save() updates it
+    if accepted and not stored.merge_on_its_way:
+        tenant_id = tenant.id
+        transaction.on_commit(lambda: records_merge_enqueue(tenant_id=tenant_id))
     logger.info(
         "record batch accepted",
         extra={"batch_id": batch.id, "records": batch.records, "rejected": batch.rejected},
@@ -206,19 +216,9 @@ def record_batch_accept(
     return batch
 
 
-def _part(batch: RecordBatch, record_type: str, lines: list[engine.Line]) -> Upload:
+def _part(record_type: str, lines: list[engine.Line]) -> NewPart:
     body = _part_bytes(lines)
-    return Upload(
-        tenant_id=batch.tenant_id,
-        record_type=record_type,
-        filename=f"batch_{batch.id}_{record_type}.ndjson",
-        state=UploadState.RECEIVED,
-        source=UploadSource.LIVE,
-        batch=batch,
-        body=body,
-        sha256=hashlib.sha256(body).hexdigest(),
-        size_bytes=len(body),
-    )
+    return NewPart(record_type, body, hashlib.sha256(body).hexdigest())
 
 
 def records_merge_enqueue(*, tenant_id, countdown: float | None = None, force=False) -> bool:
