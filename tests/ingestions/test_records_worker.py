@@ -93,3 +93,51 @@ def test_a_merge_that_finds_its_tenant_locked_puts_itself_off_and_others_go_on(c
         locked.close()
     wait_for(lambda: Customer.objects.filter(tenant=a).count() == 5, timeout=15)
     assert RecordBatch.objects.get(tenant=a).state == "merged"
+
+
+def test_a_merge_waits_briefly_for_its_tenants_lock_then_puts_itself_off(queue, settings):
+    """Held by another merge for less than LIVE_MERGE_LOCK_WAIT, the lock is waited for and
+    the batch merged at once; held longer (a file loading), the merge sends itself again
+    for later (a merge request on its way) and merges nothing now."""
+    import threading
+    import time
+
+    from rest_framework.test import APIClient
+
+    from apps.ingestions.models import MergeRequest
+    from apps.ingestions.services import records_merge
+
+    settings.LIVE_MERGE_LOCK_WAIT = 0.5
+    tenant, issued = tenant_create(name="waits")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=issued.raw)
+
+    def post(n):
+        response = client.generic(
+            "POST",
+            "/api/v1/ingest/records/customers/",
+            ndjson_bytes([customer_row(customer_id=uid(f"w{n}"))]),
+            content_type="application/x-ndjson",
+        )
+        assert response.status_code == 202, response.content
+
+    post(1)
+    locked = _tenant_locked(str(tenant.id))
+    threading.Timer(0.2, locked.close).start()
+    started = time.monotonic()
+    assert records_merge(tenant_id=tenant.id) == 1
+    assert time.monotonic() - started >= 0.2
+    assert Customer.objects.filter(tenant=tenant).count() == 1
+
+    post(2)
+    locked = _tenant_locked(str(tenant.id))
+    try:
+        started = time.monotonic()
+        assert records_merge(tenant_id=tenant.id) == 0
+        assert 0.5 <= time.monotonic() - started < 5
+        assert MergeRequest.objects.filter(tenant=tenant).exists()
+        assert RecordBatch.objects.filter(tenant=tenant, state="accepted").count() == 1
+    finally:
+        locked.close()
+    assert records_merge(tenant_id=tenant.id) == 1
+    assert Customer.objects.filter(tenant=tenant).count() == 2

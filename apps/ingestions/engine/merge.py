@@ -52,14 +52,25 @@ def lock_tenant(cursor: Cursor, tenant_id: str) -> None:
     )
 
 
-def try_lock_tenant(cursor: Cursor, tenant_id: str) -> bool:
-    """Take the tenant's merge lock until the end of the transaction when no other
-    transaction holds it; False, at once, when one does."""
-    cursor.execute(
-        "SELECT pg_try_advisory_xact_lock(hashtextextended('ingest:' || %s::text, 0))",
-        (tenant_id,),
-    )
-    return cursor.fetchone()[0]
+def try_lock_tenant(cursor: Cursor, tenant_id: str, *, wait: float = 0) -> bool:
+    """Take the tenant's merge lock until the end of the transaction, waiting at most
+    `wait` seconds for another transaction to release it; False when it did not (the
+    transaction is as it was)."""
+    key = "hashtextextended('ingest:' || %s::text, 0)"
+    if wait <= 0:
+        cursor.execute(f"SELECT pg_try_advisory_xact_lock({key})", (tenant_id,))
+        return cursor.fetchone()[0]
+    cursor.execute("SAVEPOINT ingest_lock_wait")
+    cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{round(wait * 1000)}ms",))
+    try:
+        cursor.execute(f"SELECT pg_advisory_xact_lock({key})", (tenant_id,))
+    except psycopg.errors.LockNotAvailable:
+        cursor.execute("ROLLBACK TO SAVEPOINT ingest_lock_wait")  # the setting goes with it
+        cursor.execute("RELEASE SAVEPOINT ingest_lock_wait")
+        return False
+    cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
+    cursor.execute("RELEASE SAVEPOINT ingest_lock_wait")
+    return True
 
 
 def merge_staged(

@@ -5,9 +5,10 @@ as one, each part counted as if alone) under the tenant's lock.
 Exactly once: a micro-batch's parts are loaded and its batches marked merged in one
 transaction, so a killed worker merges nothing of it, and a second run (a redelivered or
 duplicate message, the housekeeping's) finds it merged. Files and batches of a tenant
-interleave under the same lock (`engine.lock_tenant`), the one file uploads take; a merge
-that finds it taken puts itself off instead of holding a worker while the file loads, so
-other tenants' merges go on.
+interleave under the same lock (`engine.lock_tenant`), the one file uploads take. A merge
+waits for it at most `LIVE_MERGE_LOCK_WAIT` (another merge of the tenant is done by then),
+then puts itself off instead of holding a worker while a file loads, so other tenants'
+merges go on.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ logger = logging.getLogger("apps.ingestions.services")
 
 def records_merge(*, tenant_id) -> int:
     """Merge the tenant's accepted batches until none is left; returns how many. When the
-    tenant's lock is taken, sends itself again in `LIVE_MERGE_RETRY_SECONDS` and returns."""
+    tenant's lock stays taken (a file loading), sends itself again in
+    `LIVE_MERGE_RETRY_SECONDS` and returns."""
     # From here on, a batch accepted sends a merge of its own; those accepted before are
     # seen by the loop below.
     MergeRequest.objects.filter(tenant_id=tenant_id).delete()
@@ -55,7 +57,7 @@ def _merge_some(*, tenant_id: str) -> int | None:
     with transaction.atomic():
         connection.ensure_connection()
         with connection.connection.cursor() as cursor:
-            if not engine.try_lock_tenant(cursor, tenant_id):
+            if not engine.try_lock_tenant(cursor, tenant_id, wait=settings.LIVE_MERGE_LOCK_WAIT):
                 return None
         picked, records = [], 0
         unmerged = RecordBatch.objects.filter(tenant_id=tenant_id, state=BatchState.ACCEPTED)
