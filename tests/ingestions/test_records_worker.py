@@ -44,19 +44,15 @@ def test_batches_are_merged_exactly_once_by_a_real_worker(celery_worker):
 
 
 def _tenant_locked(tenant_id):
-    """A connection of its own holding the tenant's merge lock, as a loading file does."""
+    """A connection of its own holding the tenant's merge lock, as a loading file does: to
+    the very server and database the test's connection uses (advisory locks are per
+    database), embedded or not."""
     import psycopg
     from django.db import connection
 
-    params = connection.settings_dict
-    conn = psycopg.connect(
-        dbname=params["NAME"],
-        user=params["USER"],
-        password=params["PASSWORD"] or None,
-        host=params["HOST"] or None,
-        port=params["PORT"] or None,
-        autocommit=True,
-    )
+    connection.ensure_connection()
+    info = connection.connection.info
+    conn = psycopg.connect(**info.get_parameters(), password=info.password, autocommit=True)
     conn.execute("SELECT pg_advisory_lock(hashtextextended('ingest:' || %s::text, 0))", [tenant_id])
     return conn
 
