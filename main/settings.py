@@ -173,7 +173,8 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "commerce-ingest API",
-    "DESCRIPTION": "Multi-tenant NDJSON ingestion of customers, products, orders and order items.",
+    "DESCRIPTION": "Multi-tenant NDJSON ingestion of customers, products, orders and order "
+    "items. The record contract, a JSON Schema per type: `GET /api/v1/contract/{type}/`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "POSTPROCESSING_HOOKS": [

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from apps.core.api import json_not_found, json_server_error
 from apps.core.metrics import metrics_view
+from apps.ingestions.apis import ContractDetailApi, ContractListApi
 
 
 @require_safe
@@ -53,6 +54,8 @@ urlpatterns = [
     path("metrics", require_safe(metrics_view)),  # Prometheus; no key
     path("api/v1/schema/", SchemaApi.as_view(), name="schema"),
     path("api/v1/ingest/", include("apps.ingestions.urls")),
+    path("api/v1/contract/", ContractListApi.as_view(), name="contract-list"),
+    path("api/v1/contract/<str:record_type>/", ContractDetailApi.as_view(), name="contract-detail"),
     path("dashboard/", include("apps.dashboard.urls")),
 ]
 

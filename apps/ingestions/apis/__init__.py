@@ -1,5 +1,7 @@
-"""The ingestion HTTP API: uploads, resumable sessions, tus and live records."""
+"""The ingestion HTTP API: uploads, resumable sessions, tus, live records and the record
+contract."""
 
+from apps.ingestions.apis.contract import ContractDetailApi, ContractListApi
 from apps.ingestions.apis.records import (
     RecordBatchCreateApi,
     RecordBatchDetailApi,
@@ -22,6 +24,8 @@ from apps.ingestions.apis.uploads import (
 )
 
 __all__ = [
+    "ContractDetailApi",
+    "ContractListApi",
     "RecordBatchCreateApi",
     "RecordBatchDetailApi",
     "RecordBatchErrorsApi",

@@ -28,6 +28,7 @@ from apps.ingestions.apis._rejects import (
     reject_filters,
     rejects_response,
 )
+from apps.ingestions.apis.contract import CONTRACT_NOTE
 from apps.ingestions.apis.serializers import LinkingSerializer
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import BatchState, RecordBatch
@@ -85,6 +86,9 @@ class RecordBatchCreateApi(TenantApiView):
 
     @extend_schema(
         operation_id="records_create",
+        description="POST a batch of live records: NDJSON or a JSON array; of `type`, or mixed "
+        '(`{"type", "record"}` elements). 202 once it is stored; its rejects in the answer. '
+        + CONTRACT_NOTE,
         parameters=[
             _KEY_HEADER,
             OpenApiParameter(

@@ -44,6 +44,7 @@ from apps.ingestions.apis._rejects import (
     reject_filters,
     rejects_response,
 )
+from apps.ingestions.apis.contract import CONTRACT_NOTE
 from apps.ingestions.apis.serializers import UploadOutputSerializer, upload_data
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import RecordType, UploadState
@@ -106,6 +107,8 @@ class UploadCreateApi(TenantApiView):
 
     @extend_schema(
         operation_id="ingest_comprehensive",
+        description=f"POST a file (multipart `file`, or the raw body with its file name). "
+        f"{CONTRACT_NOTE}",
         parameters=_UPLOAD_PARAMS,
         request=_UPLOAD_REQUEST,
         responses=_UPLOAD_RESPONSES,
@@ -215,6 +218,7 @@ class LegacyOrdersUploadApi(UploadCreateApi):
     @extend_schema(
         operation_id="ingest_orders_legacy",
         deprecated=True,
+        description=f"Orders and order_items files only; use ingest_comprehensive. {CONTRACT_NOTE}",
         parameters=_UPLOAD_PARAMS,
         request=_UPLOAD_REQUEST,
         responses=_UPLOAD_RESPONSES,

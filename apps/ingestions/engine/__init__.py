@@ -11,7 +11,9 @@ chunks of COPY text, COPY into a staging table), `keys` (foreign keys checked pe
 `merge` (the plain INSERT and the upsert), `pending` (the hold of rows with missing
 parents: hold, resolve, expire), `statements` (SQL built from a record type), `results`
 (dataclasses and errors), `lines` (one record checked at a time, for live records),
-`parts` (many small parts of one type loaded as one, each counted as if alone: live records).
+`parts` (many small parts of one type loaded as one, each counted as if alone: live records),
+`contract` (the published JSON Schema of each type, and the docs' field tables, derived from
+`records` and `checks`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from apps.ingestions.engine.contract import contract_markdown, record_schema
 from apps.ingestions.engine.lines import check_line, line_of, split_lines
 from apps.ingestions.engine.load import (
     DEFAULT_MAX_DECOMPRESSED_BYTES,
@@ -65,6 +68,7 @@ __all__ = [
     "RowReject",
     "StagingUnavailable",
     "check_line",
+    "contract_markdown",
     "detect_record_type",
     "expire_pending",
     "line_of",
@@ -72,6 +76,7 @@ __all__ = [
     "load_upload",
     "lock_tenant",
     "pending_tenants",
+    "record_schema",
     "refresh_statistics",
     "restore_reject_lines",
     "split_lines",

@@ -38,12 +38,18 @@ CENT = Decimal(1).scaleb(-DECIMAL_PLACES)  # 0.01
 _CENTS = Context(prec=28, traps=[Inexact, InvalidOperation])
 LINE_TOTAL_TOLERANCE = Decimal("0.01")
 
-_uuid = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-).fullmatch
-_email = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+").fullmatch
+# The patterns of uuids and emails, written in the part of regular expressions that Python
+# and ECMA-262 (JSON Schema's `pattern`) read alike, so that `contract` publishes them as they
+# are: whole-string matches, explicit character classes (`\s` and `\d` differ between them).
+UUID_PATTERN = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# The characters Python's `\s` matches in text (tests/ingestions/engine/test_contract.py).
+SPACE = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+EMAIL_PATTERN = rf"[^@{SPACE}]+@[^@{SPACE}.]+(?:\.[^@{SPACE}.]+)+"
+_uuid = re.compile(UUID_PATTERN).fullmatch
+_email = re.compile(EMAIL_PATTERN).fullmatch
 # Possessive: a long run of digits that does not match is refused in linear time (an
-# ordinary `\d+\.?\d*` tries every split of the run: quadratic).
+# ordinary `\d+\.?\d*` tries every split of the run: quadratic). `\d` is any Unicode
+# decimal digit, as Decimal reads them ("١٢" is 12).
 _numeric = re.compile(r"-?(?:\d++(?:\.\d*+)?|\.\d++)(?:[eE][-+]?\d++)?").fullmatch
 # Fast paths for the usual forms, taken only when the value is certainly valid as it is:
 # a plain decimal within numeric(12, 2), and a UTC timestamp PostgreSQL reads unchanged.
