@@ -1,5 +1,5 @@
-"""Storing a checked live batch: one statement that checks the tenant's backlog, inserts the
-batch and its parts, and says whether a merge is on its way.
+"""Storing a checked live batch: one statement that checks the tenant's backlog and inserts
+the batch and its parts.
 
 A live batch's request is small and frequent, so its cost is mostly fixed: one statement
 in autocommit (atomic and durable on its own) instead of a transaction of four round
@@ -42,9 +42,7 @@ WITH backlog AS (
     FROM batch b, unnest(%(ids)s::uuid[], %(types)s::text[], %(sha256s)s::text[],
         %(sizes)s::bigint[], %(bodies)s::bytea[]) AS p(id, type, sha256, size, body)
 )
-SELECT backlog.records, b.id, b.created_at, b.merged_at,
-    EXISTS (SELECT 1 FROM record_merge_requests WHERE tenant_id = %(tenant)s
-        AND sent_at >= now() - %(resend)s * interval '1 second')
+SELECT backlog.records, b.id, b.created_at, b.merged_at
 FROM backlog LEFT JOIN batch b ON true
 """
 
@@ -52,13 +50,12 @@ FROM backlog LEFT JOIN batch b ON true
 @dataclass(frozen=True)
 class Stored:
     """What the statement did: the backlog it saw; the batch's id, creation and merge times
-    (None when the backlog was full and nothing was stored); whether a merge is on its way."""
+    (None when the backlog was full and nothing was stored)."""
 
     backlog: int
     batch_id: int | None
     created_at: object
     merged_at: object
-    merge_on_its_way: bool
 
 
 @dataclass(frozen=True)
@@ -78,7 +75,6 @@ def batch_store(
     rejects: list[dict],
     parts: list[NewPart],
     limit: int,
-    resend_seconds: float,
 ) -> Stored:
     """Store a batch and its parts unless the tenant's backlog is at `limit`, in one
     statement (its own transaction, unless the caller has one open)."""
@@ -96,9 +92,8 @@ def batch_store(
         "sha256s": [p.sha256 for p in parts],
         "sizes": [len(p.body) for p in parts],
         "bodies": [p.body for p in parts],
-        "resend": resend_seconds,
     }
     with connection.cursor() as cursor:
         cursor.execute(_STORE, params)
-        backlog, batch_id, created_at, merged_at, on_its_way = cursor.fetchone()
-    return Stored(backlog, batch_id, created_at, merged_at, on_its_way)
+        backlog, batch_id, created_at, merged_at = cursor.fetchone()
+    return Stored(backlog, batch_id, created_at, merged_at)

@@ -165,8 +165,8 @@ def record_batch_accept(
     *, tenant: Tenant, record_type: str | None, body: bytes, json_array: bool
 ) -> RecordBatch:
     """Check a batch and store what it accepts, durably, before answering; the merge is
-    sent once that commits, unless one is on its way. Refused (429) while the tenant's
-    backlog is at the limit."""
+    sent once that commits, unless one is on its way (`records_merge_enqueue`). Refused
+    (429) while the tenant's backlog is at the limit."""
     checked = records_check(record_type=record_type, body=body, json_array=json_array)
     accepted = checked.records - len(checked.rejects)
     rejects = [asdict(r) for r in sorted(checked.rejects, key=lambda r: r.line)]
@@ -190,7 +190,6 @@ def record_batch_accept(
             _part(kind, lines) for kind in engine.RECORD_ORDER if (lines := checked.lines.get(kind))
         ],
         limit=settings.LIVE_BACKLOG_LIMIT,
-        resend_seconds=settings.LIVE_MERGE_RESEND_SECONDS,
     )
     if stored.batch_id is None:
         raise BacklogFullError(
@@ -206,7 +205,11 @@ def record_batch_accept(
         **fields,
     )
     batch._state.adding = False  # stored: a save() updates it
-    if accepted and not stored.merge_on_its_way:
+    if accepted:
+        # Asked only once the batch is committed: a merge that had started before would
+        # have deleted the request already, so one seen now has not started yet and will
+        # see this batch. (Asked in the statement above, a merge starting between its
+        # snapshot and its commit could miss the batch, and nothing would send another.)
         tenant_id = tenant.id
         transaction.on_commit(lambda: records_merge_enqueue(tenant_id=tenant_id))
     logger.info(
