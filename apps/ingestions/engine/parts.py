@@ -28,16 +28,18 @@ from apps.ingestions.engine.job import Job
 from apps.ingestions.engine.keys import ParentLocks
 from apps.ingestions.engine.load import _check_isolation
 from apps.ingestions.engine.merge import _written, chunk_source, lock_tenant
-from apps.ingestions.engine.pending import has_pending, resolve_pending, supersede_held
+from apps.ingestions.engine.pending import (
+    has_pending,
+    hold_sql,
+    resolve_pending,
+    supersede_held,
+)
 from apps.ingestions.engine.records import RECORDS, RecordSpec
 from apps.ingestions.engine.results import LoadResult, RowCounts
 from apps.ingestions.engine.stage import LocalStaging
 from apps.ingestions.engine.statements import (
     any_stored,
-    columns_sql,
     insert_sql,
-    parents_exist_sql,
-    prefixed_sql,
     select_sql,
     upsert_sql,
 )
@@ -282,22 +284,17 @@ class _Loader:
     def _hold(self, source: sql.Composable, counts: list[_Counts]) -> int:
         """Hold the rows of `source` with a parent missing, each under its part's upload
         and line; how many."""
-        spec = self.spec
+        hold = hold_sql(
+            self.spec,
+            source,
+            upload=sql.SQL("(%(uploads)s::uuid[])[{}]").format(_PART),
+            line=sql.SQL("d.line - (%(starts)s::bigint[])[{}] + 1").format(_PART),
+        )
         held = self._execute(
             sql.SQL(
-                "WITH h AS (INSERT INTO {pending} (tenant_id, {cols}, upload_id, line, raw, "
-                "held_at) SELECT %(tenant)s, {dcols}, (%(uploads)s::uuid[])[{part}], "
-                "d.line - (%(starts)s::bigint[])[{part}] + 1, '', %(now)s FROM {source} d "
-                "WHERE NOT ({exists}) RETURNING upload_id) "
+                "WITH h AS ({hold} RETURNING upload_id) "
                 "SELECT array_position(%(uploads)s::uuid[], upload_id), count(*) FROM h GROUP BY 1"
-            ).format(
-                pending=sql.Identifier(spec.pending_table),
-                cols=columns_sql(spec.columns),
-                dcols=prefixed_sql("d", spec.columns),
-                part=_PART,
-                source=source,
-                exists=parents_exist_sql(spec, "d"),
-            )
+            ).format(hold=hold)
         )
         for part, n in held:
             counts[part - 1].pending = n

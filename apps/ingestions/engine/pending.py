@@ -80,22 +80,33 @@ def hold_missing(
     """Hold the rows of `source` (`rows` of them) with a parent missing; how many were.
     `params`: the tenant, the upload and the time held (`now`). With `held`, the pending
     table's own keys are checked by the engine (see `keys`)."""
-    hold = sql.SQL(
-        "INSERT INTO {pending} (tenant_id, {cols}, upload_id, line, raw, held_at) "
-        "SELECT %(tenant)s, {dcols}, %(upload)s, d.line, '', %(now)s "
-        "FROM {source} d WHERE NOT ({exists})"
-    ).format(
-        pending=sql.Identifier(spec.pending_table),
-        cols=columns_sql(spec.columns),
-        dcols=prefixed_sql("d", spec.columns),
-        source=source,
-        exists=parents_exist_sql(spec, "d"),
-    )
+    hold = hold_sql(spec, source, upload=sql.SQL("%(upload)s"), line=sql.SQL("d.line"))
     # the hold's own keys (its tenant, this upload) are one parent row each
     if held is not None and held.lock(cursor, source, params, rows=rows):
         return held.insert(cursor, hold, params)
     cursor.execute(hold, params)
     return cursor.rowcount
+
+
+def hold_sql(
+    spec: RecordSpec, source: sql.Composable, *, upload: sql.Composable, line: sql.Composable
+) -> sql.Composable:
+    """The INSERT that holds the rows of `source` (aliased `d`) with a parent missing, each
+    under the upload and line given as expressions over `d`; `%(tenant)s` and `%(now)s`
+    are its parameters."""
+    return sql.SQL(
+        "INSERT INTO {pending} (tenant_id, {cols}, upload_id, line, raw, held_at) "
+        "SELECT %(tenant)s, {dcols}, {upload}, {line}, '', %(now)s "
+        "FROM {source} d WHERE NOT ({exists})"
+    ).format(
+        pending=sql.Identifier(spec.pending_table),
+        cols=columns_sql(spec.columns),
+        dcols=prefixed_sql("d", spec.columns),
+        upload=upload,
+        line=line,
+        source=source,
+        exists=parents_exist_sql(spec, "d"),
+    )
 
 
 def resolve_pending(
