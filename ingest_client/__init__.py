@@ -22,7 +22,7 @@ Modules, each importing only those above it:
 """
 
 from ingest_client.cli import main
-from ingest_client.live import Client, Counts, Failure, Reject, SendFailed
+from ingest_client.live import Client, Counts, Failure, Problem, Reject, SendFailed
 from ingest_client.plan import ConfigError, FileJob, Tenant, TenantPlan, build_plan, load_tenants
 from ingest_client.report import (
     EXIT_FAILED,
@@ -56,6 +56,7 @@ __all__ = [
     "Interrupted",
     "KeyRefused",
     "Options",
+    "Problem",
     "Reporter",
     "RequestFailed",
     "Reject",

@@ -54,8 +54,18 @@ class SendFailed(Exception):
 
 
 @dataclass(frozen=True)
+class Problem:
+    """One problem of a refused row: the field (empty for the whole line), code, message."""
+
+    field: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Reject:
-    """A row the server refused: `line` is its 1-based position in batch `batch_id`."""
+    """A row the server refused: `line` is its 1-based position in batch `batch_id`;
+    `errors` is every problem of the row, the first of them `field`, `code`, `message`."""
 
     record_type: str
     batch_id: int
@@ -64,6 +74,7 @@ class Reject:
     code: str
     message: str
     raw: str
+    errors: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -304,6 +315,7 @@ class Client:
                 code=r.get("code", ""),
                 message=r.get("message", ""),
                 raw=r.get("raw", ""),
+                errors=_problems(r),
             )
             for r in batch.get("rejects") or []
         ]
@@ -326,3 +338,12 @@ class Client:
 
 def _ignore(_: str) -> None:
     pass
+
+
+def _problems(reject: dict) -> tuple[Problem, ...]:
+    """Every problem of a rejected row as the server lists them (a server without the list:
+    the one it names)."""
+    listed = reject.get("errors") or [reject]
+    return tuple(
+        Problem(e.get("field", ""), e.get("code", ""), e.get("message", "")) for e in listed
+    )

@@ -282,7 +282,9 @@ def _exit_code(client: Client, failed: str, console: Console) -> int:
 
 
 def _describe(reject: Reject) -> str:
+    """The reject's first problem, then each other one of its row on a line of its own."""
+    also = "".join(f"\n  also {e.code} ({e.field}): {e.message}" for e in reject.errors[1:])
     return (
         f"rejected: batch {reject.batch_id} line {reject.line}: {reject.code} "
-        f"({reject.field}): {reject.message}"
+        f"({reject.field}): {reject.message}{also}"
     )

@@ -256,6 +256,10 @@ class Reject(models.Model):
     code = models.CharField(max_length=32)
     message = models.TextField()
     raw = models.TextField(blank=True, default="")
+    # Every problem of the row, [{field, code, message}], the first of them the three above,
+    # when it has more than one. Empty when those three are its only problem (and for rejects
+    # stored before the list was): the API shows that one as the list.
+    errors = models.JSONField(default=list, db_default=[], blank=True)
 
     class Meta:
         db_table = "rejects"

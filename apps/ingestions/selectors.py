@@ -87,5 +87,5 @@ def record_batch_rejects(
     if code:
         later = later.filter(code=code)
     at_once = [r for r in batch.rejects if not code or r["code"] == code]
-    rows = later.order_by("line", "id").values("line", "field", "code", "message", "raw")
+    rows = later.order_by("line", "id").values("line", "field", "code", "message", "raw", "errors")
     return sorted([*at_once, *rows], key=lambda r: r["line"])

@@ -279,6 +279,20 @@ def test_a_batchs_errors_page_lists_its_rejects(acme, api):
     assert client.get(f"/dashboard/batches/{batch.id}/errors/?page=x").status_code == 400
 
 
+def test_a_batchs_errors_page_shows_every_problem_of_a_record(acme, api):
+    """A record with two problems: each on a row of its own, the first with its line and
+    raw."""
+    tenant, key = acme
+    record = {**_no_name("several"), "email": "nope"}
+    batch = _accept(api, key, "customers", [*_customers("several", 1), record])
+    html = _signed_in(key).get(f"/dashboard/batches/{batch.id}/errors/").content.decode()
+    assert _Page(html).rejects == [
+        ["2", "name", "missing_field", "name is required", json.dumps(record)],
+        ["email", "invalid_email", "email is not a valid email address: 'nope'"],
+    ]
+    assert "1 rejected record" in html
+
+
 def test_a_tenant_never_sees_another_tenants_batches(acme_batches, globex_batch, acme):
     """Not in the list, the figures or the JSON (a `?tenant=` changes nothing); its errors
     page is 404."""

@@ -383,6 +383,30 @@ def test_the_errors_page_lists_every_reject_page_by_page(acme, ndjson, load, bro
     assert second.tables["rejects"][-1][3] == "email is not a valid email address: 'broken-130'"
 
 
+def test_the_errors_page_shows_every_problem_of_a_row(acme, ndjson, load, browser):
+    """A row with three problems: its line and raw once, each problem on a row of its own
+    under the first; a row with one problem is one row."""
+    several = customer_row(customer_id="nope", name=5, email="x")
+    one = customer_row(customer_id=uid("one"), email="y")
+    upload = load(acme[0], _customers(ndjson, "several", 1, [several, one]))
+    _sign_in(browser, acme[1])
+    html = browser.get(f"/dashboard/uploads/{upload.id}/errors/").content.decode()
+    assert _Page(html).tables["rejects"] == [
+        [
+            "2",
+            "customer_id",
+            "invalid_uuid",
+            "customer_id is not a valid UUID: 'nope'",
+            json.dumps(several),
+        ],
+        ["name", "invalid_type", "name must be a string, got number"],
+        ["email", "invalid_email", "email is not a valid email address: 'x'"],
+        ["3", "email", "invalid_email", "email is not a valid email address: 'y'", json.dumps(one)],
+    ]
+    assert '<td class="num" rowspan="3">2</td>' in html
+    assert "2 rejected rows" in html
+
+
 def test_an_upload_without_rejects_says_so(acme, ndjson, load, browser):
     """The errors page of a clean upload shows no table."""
     upload = load(acme[0], _customers(ndjson, "clean", 2, []))

@@ -21,7 +21,8 @@ import pytest
 
 from apps.ingestions.models import Customer, Order, RecordBatch
 from apps.tenants.services import tenant_create
-from ingest_client.live import Client, SendFailed
+from ingest_client.live import Client, Problem, Reject, SendFailed, _problems
+from ingest_client.stream import _describe
 from ingest_client.transport import RetryPolicy
 from scripts.stack import free_port
 
@@ -169,7 +170,7 @@ def test_rejected_rows_are_reported_and_unsent_records_are_never_silent(live_sta
     seen = []
     with Client(live_stack, issued.raw, on_reject=seen.append) as client:
         client.send("customers", customer(7000))
-        client.send("customers", {**customer(7001), "email": "not-an-email"})
+        client.send("customers", {**customer(7001), "email": "not-an-email", "created_at": "x"})
         client.send_line("customers", b'{"customer_id": "broken json')
         client.send("customers", customer(7002))
         client.flush(timeout=30)
@@ -177,12 +178,45 @@ def test_rejected_rows_are_reported_and_unsent_records_are_never_silent(live_sta
     assert client.counts.rejected == 2
     assert [(r.record_type, r.line) for r in client.rejects] == [("customers", 2), ("customers", 3)]
     assert seen == client.rejects
+    assert [(p.field, p.code) for p in client.rejects[0].errors] == [
+        ("email", "invalid_email"),
+        ("created_at", "invalid_timestamp"),
+    ]
+    assert [(p.field, p.code) for p in client.rejects[1].errors] == [("", "invalid_json")]
     wrong = Client(live_stack, "ck_0123456789ab_wrong", policy=FAST, flush_at_exit=False)
     wrong.send("customers", customer(7003))
     with pytest.raises(SendFailed, match="1 records in 1 batches not sent: the API key was"):
         wrong.close(timeout=30)
     assert [len(f.lines) for f in wrong.failures] == [1]
     assert wrong.counts.failed == 1
+
+
+def test_a_reject_is_described_with_every_problem_of_its_row():
+    """The CLI's line for a reject: its first problem, then each other one on its own line;
+    an answer without `errors` (an older server) has the one it names."""
+    answer = {
+        "line": 3,
+        "field": "email",
+        "code": "invalid_email",
+        "message": "email is not a valid email address: 'x'",
+        "raw": "{}",
+        "errors": [
+            {"field": "email", "code": "invalid_email", "message": "bad email"},
+            {"field": "name", "code": "missing_field", "message": "name is required"},
+        ],
+    }
+    first = (answer["field"], answer["code"], answer["message"], answer["raw"])
+    several = Reject("customers", 5, 3, *first, errors=_problems(answer))
+    assert _describe(several) == (
+        "rejected: batch 5 line 3: invalid_email (email): email is not a valid email "
+        "address: 'x'\n  also missing_field (name): name is required"
+    )
+    older = {k: v for k, v in answer.items() if k != "errors"}
+    one = Reject("customers", 6, 3, *first, errors=_problems(older))
+    assert _describe(one) == (
+        "rejected: batch 6 line 3: invalid_email (email): email is not a valid email address: 'x'"
+    )
+    assert one.errors == (Problem("email", "invalid_email", answer["message"]),)
 
 
 def stream(*args: str) -> list[str]:
@@ -207,6 +241,7 @@ def test_stream_sends_ndjson_from_stdin(live_stack):
     assert "301 records sent" in done.stdout
     assert "300 accepted, 1 rejected, 0 not sent" in done.stdout
     assert "rejected: batch" in done.stderr
+    assert "\n  also missing_field (name): name is required\n" in done.stderr
     wait_for(lambda: Customer.objects.filter(tenant_id=tenant.id).count() == 300)
 
 

@@ -877,40 +877,21 @@ def rejected_upload(tenant, ndjson, load) -> Upload:
 
 def _expected_rejects() -> list[dict]:
     lines = ndjson_bytes(BAD_CUSTOMERS).decode().splitlines()
-    return [
-        {
-            "line": 2,
-            "field": "email",
-            "code": "invalid_email",
-            "message": "email is not a valid email address: 'not-an-email'",
-            "raw": lines[1],
-        },
-        {
-            "line": 3,
-            "field": "",
-            "code": "invalid_json",
-            "message": "Input data was truncated",
-            "raw": lines[2],
-        },
-        {
-            "line": 5,
-            "field": "name",
-            "code": "missing_field",
-            "message": "name is required",
-            "raw": lines[4],
-        },
-        {
-            "line": 6,
-            "field": "customer_id",
-            "code": "invalid_uuid",
-            "message": "customer_id is not a valid UUID: 'nope'",
-            "raw": lines[5],
-        },
+    problems = [
+        (2, "email", "invalid_email", "email is not a valid email address: 'not-an-email'"),
+        (3, "", "invalid_json", "Input data was truncated"),
+        (5, "name", "missing_field", "name is required"),
+        (6, "customer_id", "invalid_uuid", "customer_id is not a valid UUID: 'nope'"),
     ]
+    rejects = []
+    for line, field, code, message in problems:
+        problem = {"field": field, "code": code, "message": message}
+        rejects.append({"line": line, **problem, "errors": [problem], "raw": lines[line - 1]})
+    return rejects
 
 
 def test_the_errors_are_listed_as_paginated_json(client, rejected_upload):
-    """Rejects in line order as {line, field, code, message, raw}, paginated."""
+    """Rejects in line order as {line, field, code, message, errors, raw}, paginated."""
     url = f"{UPLOADS}{rejected_upload.id}/errors/"
     response = client.get(url)
     assert response.status_code == 200
@@ -988,11 +969,15 @@ def test_expired_pending_rows_show_as_orphan_errors(client, orphaned):
         {**dict.fromkeys(ROW_KEYS, 0), "total": 1, "rejected": 1},
     )
     [reject] = client.get(after["errors_url"]).json()["results"]
-    assert {k: v for k, v in reject.items() if k != "raw"} == {
-        "line": 1,
+    problem = {
         "field": "customer_id",
         "code": "orphan",
         "message": "its parent (customer_id) did not arrive within the retention window",
+    }
+    assert {k: v for k, v in reject.items() if k != "raw"} == {
+        "line": 1,
+        **problem,
+        "errors": [problem],
     }
     assert json.loads(reject["raw"])["order_id"] == uid("o1")
 

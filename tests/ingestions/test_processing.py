@@ -314,14 +314,13 @@ def test_a_strict_upload_with_a_bad_row_fails_with_nothing_loaded(celery_worker,
     }
     assert Customer.objects.filter(tenant=tenant).count() == 0
     errors = client.get(body["errors_url"]).json()
+    problem = {
+        "field": "email",
+        "code": "invalid_email",
+        "message": "email is not a valid email address: 'x'",
+    }
     assert errors["results"] == [
-        {
-            "line": 2,
-            "field": "email",
-            "code": "invalid_email",
-            "message": "email is not a valid email address: 'x'",
-            "raw": data.decode().splitlines()[1],
-        }
+        {"line": 2, **problem, "errors": [problem], "raw": data.decode().splitlines()[1]}
     ]
 
 
@@ -337,18 +336,19 @@ def test_a_non_strict_upload_with_a_bad_row_loads_the_good_ones(celery_worker, t
     assert body["rows"] == rows(2, inserted=1, rejected=1)
     assert body["error"] is None
     assert Customer.objects.filter(tenant=tenant).count() == 1
-    reject = {
-        "line": 3,
+    problem = {
         "field": "email",
         "code": "invalid_email",
         "message": "email is not a valid email address: 'x'",
-        "raw": data.decode().splitlines()[2],
     }
+    reject = {"line": 3, **problem, "errors": [problem], "raw": data.decode().splitlines()[2]}
     assert client.get(body["errors_url"]).json()["results"] == [reject]
     ndjson = client.get(body["errors_url"], HTTP_ACCEPT="application/x-ndjson")
     assert b"".join(ndjson.streaming_content).decode().splitlines() == [
         '{"line":3,"field":"email","code":"invalid_email",'
         '"message":"email is not a valid email address: \'x\'",'
+        '"errors":[{"field":"email","code":"invalid_email",'
+        '"message":"email is not a valid email address: \'x\'"}],'
         f'"raw":{_json_str(reject["raw"])}}}'
     ]
 

@@ -2,7 +2,7 @@
 
 One shape for both: `?code=` filters (an unknown code is a 400 that lists the codes), JSON
 is paginated, and `?format=ndjson` or `Accept: application/x-ndjson` streams every reject,
-one object a line.
+one object a line. A reject's `errors` lists every problem of its row (`reject_errors`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from email.utils import format_datetime
 import msgspec
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.utils import OpenApiParameter, extend_schema_field
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
@@ -39,12 +39,46 @@ class NDJSONRenderer(BaseRenderer):
 ERRORS_RENDERERS = [JSONRenderer, NDJSONRenderer]
 
 
-class RejectOutputSerializer(serializers.Serializer):
-    line = serializers.IntegerField()
-    field = serializers.CharField()
+class RowErrorOutputSerializer(serializers.Serializer):
+    field = serializers.CharField(help_text="the field; empty for the line as a whole")
     code = serializers.CharField()
     message = serializers.CharField()
+
+
+class RejectOutputSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    field = serializers.CharField(help_text="the first problem's field (`errors[0]`)")
+    code = serializers.CharField(help_text="the first problem's code (`errors[0]`)")
+    message = serializers.CharField(help_text="the first problem's message (`errors[0]`)")
+    errors = serializers.SerializerMethodField()
     raw = serializers.CharField()
+
+    @extend_schema_field(
+        RowErrorOutputSerializer(many=True, help_text="every problem of the row, in field order")
+    )
+    def get_errors(self, reject: dict) -> list[dict]:
+        return reject_errors(reject)
+
+
+def reject_errors(reject: dict) -> list[dict]:
+    """Every problem of a reject's row. Stored only for a row with more than one: else
+    (and for rejects stored before the list was) it is the reject's field, code, message."""
+    errors = reject.get("errors")
+    if errors:
+        return [{"field": e["field"], "code": e["code"], "message": e["message"]} for e in errors]
+    return [{"field": reject["field"], "code": reject["code"], "message": reject["message"]}]
+
+
+def reject_output(reject: dict) -> dict:
+    """A stored reject ({line, field, code, message, raw, maybe errors}) as it is answered."""
+    return {
+        "line": reject["line"],
+        "field": reject["field"],
+        "code": reject["code"],
+        "message": reject["message"],
+        "errors": reject_errors(reject),
+        "raw": reject["raw"],
+    }
 
 
 class RejectFilterSerializer(serializers.Serializer):
@@ -64,16 +98,16 @@ def reject_filters(request) -> dict:
 
 
 def rejects_response(request, view, rejects: QuerySet | Iterable[dict], *, modified: datetime):
-    """`rejects` ({line, field, code, message, raw}, in order) as the view's negotiated
-    renderer asks: a page of JSON, or all of them streamed as NDJSON."""
+    """`rejects` ({line, field, code, message, raw, errors}, in order) as the view's
+    negotiated renderer asks: a page of JSON, or all of them streamed as NDJSON."""
     if request.accepted_renderer.format == "ndjson":
         encode = msgspec.json.encode
         rows = rejects.iterator(chunk_size=2000) if isinstance(rejects, QuerySet) else rejects
         response = StreamingHttpResponse(
-            (encode(r) + b"\n" for r in rows), content_type="application/x-ndjson"
+            (encode(reject_output(r)) + b"\n" for r in rows), content_type="application/x-ndjson"
         )
         response["Last-Modified"] = format_datetime(modified, usegmt=True)
         return response
     paginator = Pagination()
     page = paginator.paginate_queryset(rejects, request, view=view)
-    return paginator.get_paginated_response(list(page))
+    return paginator.get_paginated_response([reject_output(r) for r in page])

@@ -295,6 +295,6 @@ class UploadErrorsApi(TenantApiView):
         if upload is None:
             raise NotFound("No such upload.")
         rejects = reject_list(tenant=self.tenant, upload=upload, code=filters.get("code")).values(
-            "line", "field", "code", "message", "raw"
+            "line", "field", "code", "message", "raw", "errors"
         )
         return rejects_response(request, self, rejects, modified=upload.updated_at)

@@ -47,6 +47,7 @@ from apps.ingestions.engine.results import (
     LoadResult,
     ParentsComing,
     RowCounts,
+    RowError,
     RowReject,
 )
 from apps.ingestions.engine.stage import StagingUnavailable, staging_drop_stale
@@ -65,6 +66,7 @@ __all__ = [
     "ParentsComing",
     "Part",
     "RowCounts",
+    "RowError",
     "RowReject",
     "StagingUnavailable",
     "check_line",

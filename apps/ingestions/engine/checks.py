@@ -329,6 +329,11 @@ class LineTotal:
     unit_price: str
     line_total: str
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields the rule reads: a row's rule is checked only once they are valid."""
+        return (self.quantity, self.unit_price, self.line_total)
+
     def bind(self, columns: tuple[str, ...]) -> RowCheck:
         """The check of a row whose values come in the order of `columns` (after the line
         number, as `validate_record` builds them)."""

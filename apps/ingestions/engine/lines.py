@@ -2,8 +2,8 @@
 rejects are answered at once, before anything is staged.
 
 `split_lines` cuts a body into lines as `read_lines` cuts a file; `check_line` gives the
-reject `parse_chunks` would stage for the same line (same code, field, message and raw),
-or None for a row the load will take.
+reject `parse_chunks` would stage for the same line (same code, field, message, errors and
+raw), or None for a row the load will take.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import msgspec
 
 from apps.ingestions.engine.checks import Invalid, exact_number
 from apps.ingestions.engine.reader import RAW_PREFIX, ByteStream, Line, read_lines
-from apps.ingestions.engine.records import RECORDS, validate_record
-from apps.ingestions.engine.results import RowReject
+from apps.ingestions.engine.records import RECORDS, record_errors, validate_record
+from apps.ingestions.engine.results import RowError, RowReject
 from apps.ingestions.engine.stage import json_error, raw_text
 
 _decode = msgspec.json.Decoder(float_hook=exact_number).decode  # as `stage` decodes
@@ -43,10 +43,12 @@ def check_line(record_type: str, line: Line) -> RowReject | None:
     if too_long:
         message = "the line is longer than the line limit"
         return RowReject(number, "", "line_too_long", message, raw_text(data))
+    spec = RECORDS[record_type]
     try:
-        validate_record(RECORDS[record_type], _decode(data), number)
+        validate_record(spec, obj := _decode(data), number)
     except Invalid as exc:
-        return RowReject(number, exc.field, exc.code, exc.message, raw_text(data))
+        errors = tuple(RowError(p.field, p.code, p.message) for p in record_errors(spec, obj))
+        return RowReject(number, exc.field, exc.code, exc.message, raw_text(data), errors)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         return RowReject(number, "", "invalid_json", json_error(exc, data), raw_text(data))
     return None

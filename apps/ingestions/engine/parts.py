@@ -36,7 +36,7 @@ from apps.ingestions.engine.pending import (
 )
 from apps.ingestions.engine.records import RECORDS, RecordSpec
 from apps.ingestions.engine.results import LoadResult, RowCounts
-from apps.ingestions.engine.stage import LocalStaging
+from apps.ingestions.engine.stage import STAGED_ERRORS, LocalStaging
 from apps.ingestions.engine.statements import (
     any_stored,
     insert_sql,
@@ -193,12 +193,12 @@ class _Loader:
         if any(c.rejected for c in counts):
             self._execute(
                 sql.SQL(
-                    "INSERT INTO rejects (upload_id, line, field, code, message, raw) "
+                    "INSERT INTO rejects (upload_id, line, field, code, message, raw, errors) "
                     "SELECT (%(uploads)s::uuid[])[{part}], "
                     "d.line - (%(starts)s::bigint[])[{part}] + 1, "
-                    "d.r_field, d.r_code, d.r_message, d.r_raw FROM {stage} d "
+                    "d.r_field, d.r_code, d.r_message, d.r_raw, {errors} FROM {stage} d "
                     "WHERE d.r_code IS NOT NULL ORDER BY d.line"
-                ).format(part=_PART, stage=self.stage)
+                ).format(part=_PART, stage=self.stage, errors=STAGED_ERRORS)
             )
         return counts
 

@@ -232,7 +232,8 @@ class Expired:
 
 
 def expire_pending(cursor: Cursor, *, tenant_id: str, older_than: datetime) -> list[Expired]:
-    """Turn the tenant's rows held since before `older_than` into `orphan` rejects."""
+    """Turn the tenant's rows held since before `older_than` into `orphan` rejects (each
+    its row's one problem: their `errors` stay the column's default, empty)."""
     expired: dict[str, int] = {}
     for spec in (RECORDS[name] for name in PENDING_TYPES):
         missing = sql.SQL(" ").join(

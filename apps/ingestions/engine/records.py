@@ -8,7 +8,8 @@ declarations, here, when the module is imported: each type's `children`, the dep
 order (`RECORD_ORDER`, a topological sort, and `RECORD_STAGES`, its levels), the types
 that can hold rows for missing parents (`PENDING_TYPES`) and their pending tables.
 `validate_record` applies a type's fields to one decoded object and returns the values to
-stage, already as COPY text (in the order of `RecordSpec.columns`), or raises `Invalid`.
+stage, already as COPY text (in the order of `RecordSpec.columns`), or raises `Invalid`;
+`record_errors` lists every problem of a row it refused.
 """
 
 from __future__ import annotations
@@ -249,22 +250,67 @@ def descendants(record_type: str) -> tuple[str, ...]:
 
 
 def validate_record(spec: RecordSpec, obj: Any, line: int) -> list[str]:
-    """Return `[line, *values]` as COPY text for a decoded row, or raise `Invalid`."""
+    """Return `[line, *values]` as COPY text for a decoded row, or raise `Invalid` (its
+    first problem: `record_errors` finds the others)."""
     if type(obj) is not dict:
-        raise Invalid("", "not_an_object", f"the line is a JSON {type_name(obj)}, not an object")
+        raise _not_an_object(obj)
     values: list[str] = [str(line)]
     get = obj.get
     for field in spec.fields:
         value = get(field.name)
         if value is None:
             if field.required:
-                raise Invalid(field.name, "missing_field", f"{field.name} is required")
+                raise _missing(field.name)
             values.append(field.default)
         else:
             values.append(field.check(field.name, value))
     if spec.row_check is not None:
         spec.row_check(values)
     return values
+
+
+def record_errors(spec: RecordSpec, obj: Any) -> list[Invalid]:
+    """Every problem of a decoded row: each field's, in field order, then the row rule's,
+    checked only when the fields it reads are valid. The first is the one `validate_record`
+    raises for the row.
+
+    A second pass, run only over a row `validate_record` refused: the pass every row
+    takes stops at the first problem and stays as fast as it was."""
+    if type(obj) is not dict:
+        return [_not_an_object(obj)]
+    problems: list[Invalid] = []
+    failed: set[str] = set()
+    values: list[str] = [""]  # the line number's place, as `validate_record` builds them
+    get = obj.get
+    for field in spec.fields:
+        value = get(field.name)
+        if value is None:
+            if field.required:
+                problems.append(_missing(field.name))
+                failed.add(field.name)
+            values.append(field.default)
+            continue
+        try:
+            values.append(field.check(field.name, value))
+        except Invalid as exc:
+            problems.append(exc)
+            failed.add(field.name)
+            values.append(NULL)
+    rule = spec.row_rule
+    if spec.row_check is not None and rule is not None and failed.isdisjoint(rule.fields):
+        try:
+            spec.row_check(values)
+        except Invalid as exc:
+            problems.append(exc)
+    return problems
+
+
+def _not_an_object(obj: Any) -> Invalid:
+    return Invalid("", "not_an_object", f"the line is a JSON {type_name(obj)}, not an object")
+
+
+def _missing(name: str) -> Invalid:
+    return Invalid(name, "missing_field", f"{name} is required")
 
 
 _PREFIXES = sorted(RECORDS, key=len, reverse=True)  # longest match first

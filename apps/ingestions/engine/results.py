@@ -60,11 +60,28 @@ class ParentsComing(Exception):  # noqa: N818 - a decision, not an error
 
 
 @dataclass(frozen=True, slots=True)
+class RowError:
+    """One problem of a rejected line: the field (empty for the line as a whole), a machine
+    code and a message."""
+
+    field: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class RowReject:
-    """A rejected line: where, which field, why (a machine code and a message), as sent."""
+    """A rejected line: where, which field, why (a machine code and a message), as sent;
+    `errors` is every problem of the line, the first of them `field`, `code` and `message`
+    (left out, it is that one alone)."""
 
     line: int
     field: str
     code: str
     message: str
     raw: str
+    errors: tuple[RowError, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.errors:
+            object.__setattr__(self, "errors", (RowError(self.field, self.code, self.message),))

@@ -20,9 +20,9 @@ import msgspec
 import psycopg
 from psycopg import Cursor, sql
 
-from apps.ingestions.engine.checks import Invalid, copy_text, exact_number
+from apps.ingestions.engine.checks import NULL, Invalid, copy_text, exact_number
 from apps.ingestions.engine.reader import Line
-from apps.ingestions.engine.records import RecordSpec, validate_record
+from apps.ingestions.engine.records import RecordSpec, record_errors, validate_record
 
 # Rows per chunk: the unit of COPY and of merging. A chunk also ends once its text reaches
 # CHUNK_CHARS, whatever the rows' width: memory is bounded by the few chunks a load holds
@@ -33,7 +33,10 @@ CHUNK_CHARS = 8 << 20
 FIRST_CHUNK_ROWS = 2_000
 
 _decode = msgspec.json.Decoder(float_hook=exact_number).decode  # numbers stay exact
-_REJECT_COLUMNS = ("r_field", "r_code", "r_message", "r_raw")
+_encode = msgspec.json.encode
+# r_errors: every problem of a row that has more than one, as a JSON list; NULL when the
+# reject's field, code and message are its only problem (as `rejects.errors` stores them).
+_REJECT_COLUMNS = ("r_field", "r_code", "r_message", "r_raw", "r_errors")
 STAGING_PREFIX = "ingest_stage_"
 _STAGING_LOCK = "SELECT pg_advisory_lock(hashtextextended('ingest-stage:' || %s, 0))"
 # The staging connection's waits (its advisory lock, dropping a failed run's table) are
@@ -233,6 +236,11 @@ def staging_drop_stale(cursor: Cursor) -> list[str]:
     return dropped
 
 
+# The `errors` of a staged reject, as the `rejects` table stores them: an empty list for
+# a reject that is its row's only problem.
+STAGED_ERRORS = sql.SQL("coalesce(r_errors::jsonb, '[]'::jsonb)")
+
+
 def store_rejects(
     cursor: Cursor, stage: sql.Composable, upload_id: str, lines: tuple[int, int] | None = None
 ) -> None:
@@ -245,10 +253,10 @@ def store_rejects(
         )
     cursor.execute(
         sql.SQL(
-            "INSERT INTO rejects (upload_id, line, field, code, message, raw) "
-            "SELECT %s, line, r_field, r_code, r_message, r_raw FROM {} "
+            "INSERT INTO rejects (upload_id, line, field, code, message, raw, errors) "
+            "SELECT %s, line, r_field, r_code, r_message, r_raw, {} FROM {} "
             "WHERE r_code IS NOT NULL {} ORDER BY line"
-        ).format(stage, where),
+        ).format(STAGED_ERRORS, stage, where),
         (upload_id,),
     )
 
@@ -281,8 +289,23 @@ def raw_text(data: bytes) -> str:
     return data.decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
-def _reject_text(number: int, blanks: str, field: str, code: str, message: str, raw: str) -> str:
-    return f"{number}\t{blanks}{copy_text(field)}\t{code}\t{copy_text(message)}\t{copy_text(raw)}\n"
+def _reject_text(
+    number: int, blanks: str, field: str, code: str, message: str, raw: str, errors: str = NULL
+) -> str:
+    return (
+        f"{number}\t{blanks}{copy_text(field)}\t{code}\t{copy_text(message)}\t"
+        f"{copy_text(raw)}\t{errors}\n"
+    )
+
+
+def _errors_text(spec: RecordSpec, obj: object) -> str:
+    """The `r_errors` of a refused row: every problem of it (`record_errors`) as a JSON
+    list, when it has more than one; else NULL."""
+    problems = record_errors(spec, obj)
+    if len(problems) < 2:
+        return NULL
+    listed = [{"field": p.field, "code": p.code, "message": p.message} for p in problems]
+    return copy_text(_encode(listed).decode())
 
 
 def parse_chunks(
@@ -329,11 +352,15 @@ def parse_chunks(
         else:
             rows += 1
             try:
-                values = validate_record(spec, decode(data), number)
+                values = validate_record(spec, obj := decode(data), number)
             except Invalid as exc:
+                # the rare refused row is looked at again, for every problem it has
                 rejected += 1
+                errors = _errors_text(spec, obj)
                 parts.append(
-                    _reject_text(number, blanks, exc.field, exc.code, exc.message, raw_text(data))
+                    _reject_text(
+                        number, blanks, exc.field, exc.code, exc.message, raw_text(data), errors
+                    )
                 )
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                 # not UTF-8, or nested deeper than any record needs, is not JSON we accept

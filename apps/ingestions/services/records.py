@@ -69,8 +69,10 @@ class _Checked:
             self.lines.setdefault(record_type, []).append(line)
 
 
-def _envelope_reject(number: int, data: bytes, code: str, field: str, message: str):
-    return engine.RowReject(number, field, code, message, data.decode("utf-8", "replace"))
+def _envelope_reject(number: int, data: bytes, problems: list[tuple[str, str, str]]):
+    """The reject of a `{"type", "record"}` element itself: its (field, code, message)s."""
+    errors = tuple(engine.RowError(*problem) for problem in problems)
+    return engine.RowReject(number, *problems[0], data.decode("utf-8", "replace"), errors)
 
 
 def _add_element(checked: _Checked, record_type: str | None, line: engine.Line) -> None:
@@ -82,21 +84,22 @@ def _add_element(checked: _Checked, record_type: str | None, line: engine.Line) 
     try:
         envelope = msgspec.json.decode(data, type=_Envelope)
     except msgspec.ValidationError:
-        message = "the element is not an object"
-        reject = _envelope_reject(number, data, "not_an_object", "", message)
-        return checked.add(None, line, reject)
+        problem = ("", "not_an_object", "the element is not an object")
+        return checked.add(None, line, _envelope_reject(number, data, [problem]))
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return checked.add(engine.RECORD_ORDER[0], line)  # the engine says why (invalid_json)
-    for name in ("type", "record"):
-        if name not in envelope:
-            reject = _envelope_reject(number, data, "missing_field", name, f"{name} is required")
-            return checked.add(None, line, reject)
-    kind = msgspec.json.decode(envelope["type"])
-    if not isinstance(kind, str) or kind not in engine.RECORDS:
-        message = f"type must be one of {', '.join(engine.RECORDS)}"
-        return checked.add(
-            None, line, _envelope_reject(number, data, "invalid_type", "type", message)
-        )
+    problems = []
+    if "type" not in envelope:
+        problems.append(("type", "missing_field", "type is required"))
+    else:
+        kind = msgspec.json.decode(envelope["type"])
+        if not isinstance(kind, str) or kind not in engine.RECORDS:
+            message = f"type must be one of {', '.join(engine.RECORDS)}"
+            problems.append(("type", "invalid_type", message))
+    if "record" not in envelope:
+        problems.append(("record", "missing_field", "record is required"))
+    if problems:
+        return checked.add(None, line, _envelope_reject(number, data, problems))
     record = engine.line_of(
         number, bytes(envelope["record"]), max_line_bytes=settings.INGEST_MAX_LINE_BYTES
     )

@@ -25,10 +25,10 @@ from typing import Any, NamedTuple
 
 import pytest
 from django.db import transaction
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from apps.ingestions.engine import RECORDS
+from apps.ingestions.engine import RECORDS, check_line, line_of
 from apps.ingestions.engine.testing import ROW_FACTORIES, customer_row, order_row, product_row, uid
 from apps.ingestions.models import Customer, Product, Reject, Upload
 from apps.ingestions.services import upload_ingest_path
@@ -171,6 +171,7 @@ class Line(NamedTuple):
     data: bytes
     outcome: tuple  # VALID, UNKNOWN or (field, code)
     key: str | None = None  # the record's id, for a valid line
+    errors: tuple | None = None  # every (field, code) of a rejected line, when the model knows
 
 
 def _encode(row: dict[str, Any], *, ascii_only: bool) -> bytes:
@@ -190,19 +191,26 @@ def _encode(row: dict[str, Any], *, ascii_only: bool) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _row_outcome(record_type: str, changes: dict[str, Change], numbers: dict[str, int]) -> tuple:
+def _row_errors(
+    record_type: str, changes: dict[str, Change], numbers: dict[str, int]
+) -> tuple[tuple[str, str], ...]:
+    """Every (field, code) of a changed row, as its reject lists them: each field's in field
+    order, then the row rule's, checked only when the fields it reads are valid. A line that
+    does not decode has that one problem; a valid row none."""
     codes = [c for c in changes.values() if c.code is not None and c.code.startswith("line:")]
     if codes:  # the line does not decode: nothing of it is looked at
-        return ("", codes[0].code.removeprefix("line:"))
-    for spec in FIELDS[record_type]:
-        change = changes.get(spec.name)
-        if change is not None and change.code is not None:
-            return (spec.name, change.code)
+        return (("", codes[0].code.removeprefix("line:")),)
+    found = tuple(
+        (spec.name, change.code)
+        for spec in FIELDS[record_type]
+        if (change := changes.get(spec.name)) is not None and change.code is not None
+    )
     # line_total within a cent of quantity x unit_price (all in cents here)
     mismatch = abs(numbers["quantity"] * numbers["unit_price"] - numbers["line_total"]) > 1
-    if record_type == "order_items" and mismatch:
-        return ("line_total", "line_total_mismatch")
-    return VALID
+    inputs_valid = not {name for name, _ in found} & set(_BASE_NUMBERS)
+    if record_type == "order_items" and inputs_valid and mismatch:
+        found += (("line_total", "line_total_mismatch"),)
+    return found
 
 
 # --- strategies -----------------------------------------------------------------------------
@@ -489,9 +497,10 @@ def mutated_row(draw, record_type: str) -> Line:
     numbers = dict(_BASE_NUMBERS)
     numbers.update({n: c.number for n, c in changes.items() if c.code is None and n in numbers})
     data = _encode(row, ascii_only=draw(st.booleans()))
-    outcome = _row_outcome(record_type, changes, numbers)
+    errors = _row_errors(record_type, changes, numbers)
+    outcome = errors[0] if errors else VALID
     kept = row[key] if outcome == VALID else None
-    return Line(data, outcome, kept.lower() if isinstance(kept, str) else None)
+    return Line(data, outcome, kept.lower() if isinstance(kept, str) else None, errors or None)
 
 
 def random_bytes(record_type: str) -> st.SearchStrategy[Line]:
@@ -567,11 +576,11 @@ def _as_read(generated: list[Line]) -> list[tuple[int, Line, bool]]:
         data = line.data
         if number == 1 and data.startswith(BOM):
             data = data[len(BOM) :]
-            line = line._replace(outcome=UNKNOWN) if line.outcome != VALID else line
+            line = line._replace(outcome=UNKNOWN, errors=None) if line.outcome != VALID else line
         if data.endswith(b"\r"):
             data = data[:-1]
         if len(data) > MAX_LINE_BYTES:
-            seen.append((number, line._replace(outcome=("", "line_too_long")), True))
+            seen.append((number, line._replace(outcome=("", "line_too_long"), errors=None), True))
         else:
             seen.append((number, line, bool(data) and not data.isspace()))
     return seen
@@ -593,12 +602,21 @@ def _check(upload: Upload, generated: list[Line], *, strict: bool) -> bool:
     assert upload.error_code in ("", "strict_rejected"), (upload.error_code, upload.error_detail)
     seen = _as_read(generated)
     rows = [(number, line) for number, line, is_row in seen if is_row]
-    rejects = {line: (field, code) for line, field, code in _rejects(upload)}
+    stored = _rejects(upload)
+    rejects = {line: (field, code) for line, field, code, _, _ in stored}
+    # every problem of each reject: listed when more than one, the first its own
+    problems = {}
+    for number, field, code, message, errors in stored:
+        listed = [(e["field"], e["code"], e["message"]) for e in errors]
+        assert not listed or (len(listed) > 1 and listed[0] == (field, code, message)), listed
+        problems[number] = [(f, c) for f, c, _ in listed] or [(field, code)]
     for number, line in rows:
         if line.outcome == VALID:
             assert number not in rejects, (number, rejects[number], line.data[:300])
         elif line.outcome != UNKNOWN:
             assert rejects.get(number) == line.outcome, (number, line.data[:300])
+            if line.errors is not None:
+                assert problems[number] == list(line.errors), (number, line.data[:300])
     assert set(rejects) <= {number for number, _ in rows}
     assert upload.rows_total == len(rows)
     assert upload.rows_rejected == len(rejects)
@@ -621,8 +639,12 @@ def _check(upload: Upload, generated: list[Line], *, strict: bool) -> bool:
     return True
 
 
-def _rejects(upload: Upload) -> list[tuple[int, str, str]]:
-    return list(Reject.objects.filter(upload=upload).values_list("line", "field", "code"))
+def _rejects(upload: Upload) -> list[tuple[int, str, str, str, list]]:
+    return list(
+        Reject.objects.filter(upload=upload).values_list(
+            "line", "field", "code", "message", "errors"
+        )
+    )
 
 
 @contextlib.contextmanager
@@ -670,6 +692,23 @@ def test_generated_files_load_as_the_model_says(data, record_type, strict):
                 keys = {line.key for _, line, is_row in seen if is_row and line.outcome == VALID}
                 model = Customer if record_type == "customers" else Product
                 assert model.objects.filter(tenant=tenant).count() == len(keys)
+
+
+@FUZZ
+@given(data=st.data(), record_type=st.sampled_from(TYPES))
+def test_a_changed_row_lists_every_problem_the_model_knows_in_field_order(data, record_type):
+    """A row with up to three fields changed: the line check (as live records and files take
+    a line) lists each of its problems in field order, the row rule's last and only over
+    valid fields, the first its own field, code and message; a valid row has none."""
+    line = data.draw(mutated_row(record_type))
+    assume(len(line.data) <= MAX_LINE_BYTES)
+    reject = check_line(record_type, line_of(1, line.data, max_line_bytes=MAX_LINE_BYTES))
+    if line.outcome == VALID:
+        assert reject is None
+        return
+    assert [(e.field, e.code) for e in reject.errors] == list(line.errors), line.data[:300]
+    first = reject.errors[0]
+    assert (reject.field, reject.code, reject.message) == (first.field, first.code, first.message)
 
 
 @FUZZ
