@@ -216,3 +216,52 @@ def test_batches_whose_merge_messages_are_lost_are_merged_by_the_housekeeping(
 
     _assert_each_row_once(client, tenant, answers)
     assert _merges_logged(log) == BATCHES
+
+
+def test_batches_from_many_clients_at_once_are_all_merged_without_the_housekeeping(
+    celery_processes, client_for
+):
+    """8 clients post 30 small batches each while a worker (two processes) merges: one merge
+    message per tenant is on its way at a time, merges start and end while batches commit,
+    and still every batch is merged within seconds of the last 202, with the housekeeping
+    off (a batch left behind would wait for it: LIVE_MERGE_STUCK_SECONDS is an hour)."""
+    import threading
+
+    from django.db import connection
+
+    celery_processes(
+        {**WORKER_ENV, "WORKER_HOUSEKEEPING_SECONDS": "0", "LIVE_MERGE_STUCK_SECONDS": "3600"}
+    )
+    tenant, _ = tenant_create(name="many-clients")
+    errors: list = []
+
+    def client_thread(number: int) -> None:
+        client = client_for(tenant)
+        try:
+            for k in range(30):
+                rows = [customer_row(customer_id=uid(f"m{number}-{k}-{n}")) for n in range(3)]
+                response = client.generic(
+                    "POST",
+                    "/api/v1/ingest/records/customers/",
+                    ndjson_bytes(rows),
+                    content_type="application/x-ndjson",
+                )
+                if response.status_code != 202:
+                    errors.append(response.content)
+                time.sleep(0.002 * (k % 5))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client_thread, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    wait_for(
+        lambda: not RecordBatch.objects.filter(tenant=tenant, state="accepted").exists(),
+        timeout=20,
+        interval=0.1,
+    )
+    assert RecordBatch.objects.filter(tenant=tenant, state="merged").count() == 240
+    assert Customer.objects.filter(tenant=tenant).count() == 8 * 30 * 3
