@@ -122,9 +122,12 @@ def _drive(tally: Tally, base: str, api_key: str, path: str, records: int, secon
     tally.ended = time.perf_counter()
 
 
-def _done_times(cursor, table: str, tally: Tally, sending: threading.Thread) -> dict[str, float]:
+def _done_times(
+    cursor, table: str, tally: Tally, sending: threading.Thread, processes: dict
+) -> dict[str, float]:
     """Poll, while the clients send and until everything they got accepted is done (merged
-    batch, finished upload), every 10 ms: the time each was first seen done."""
+    batch, finished upload), every 10 ms: the time each was first seen done. Stops at once
+    when the web server or the worker has exited."""
     done_sql = {
         "record_batches": "SELECT id::text FROM record_batches WHERE id = ANY(%s::bigint[]) "
         "AND state = 'merged'",
@@ -134,6 +137,9 @@ def _done_times(cursor, table: str, tally: Tally, sending: threading.Thread) -> 
     seen: dict[str, float] = {}
     deadline = None
     while True:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"the {name} process exited ({process.returncode}); see its log")
         with tally.lock:
             waiting = [r for r in tally.accepted_at if r not in seen]
         if not sending.is_alive():
@@ -178,7 +184,7 @@ def _scenario(name, drive, *, cursor, table, processes, records_per_request) -> 
     tally = Tally()
     sending = threading.Thread(target=drive, args=(tally,))
     sending.start()
-    seen = _done_times(cursor, table, tally, sending)
+    seen = _done_times(cursor, table, tally, sending, processes)
     sending.join()
     sent_for = tally.ended - started
     finished = max(seen.values(), default=started)
