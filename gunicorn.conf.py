@@ -32,8 +32,12 @@ keepalive = 5  # seconds an idle kept-alive connection stays open
 # A greenlet per connection would each keep a database connection open for the
 # connection's life; a request takes one from the process's pool instead and gives it back
 # at its end (settings: DATABASE_POOL_SIZE, DATABASE_CONN_MAX_AGE).
+# The pool holds a connection for each upload streaming its body into PostgreSQL (at most
+# WEB_MAX_STREAMING_BODIES) and 8 more for everything else, so that big uploads in
+# flight never leave a small request waiting for a connection.
 os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
-os.environ.setdefault("DATABASE_POOL_SIZE", "8")
+_streaming = int(os.environ.get("WEB_MAX_STREAMING_BODIES") or 16)
+os.environ.setdefault("DATABASE_POOL_SIZE", str(_streaming + 8))
 worker_tmp_dir = "/dev/shm" if Path("/dev/shm").is_dir() else None  # heartbeat off disk
 
 

@@ -96,8 +96,8 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactio
 # With DATABASE_POOL_SIZE, each process keeps a pool of at most that many connections
 # (psycopg_pool, through Django's `pool` option): a request takes one and gives it back at
 # its end, instead of opening its own (about 5 ms). gunicorn.conf.py sets it for the web
-# server; a request waits up to DATABASE_POOL_TIMEOUT seconds for one (then 503: the
-# database is down, or every connection is busy).
+# server (WEB_MAX_STREAMING_BODIES + 8); a request waits up to DATABASE_POOL_TIMEOUT
+# seconds for one (then 503: the database is down, or every connection is busy).
 if DATABASE_POOL_SIZE := env_int("DATABASE_POOL_SIZE", 0):
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,

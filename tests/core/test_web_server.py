@@ -430,6 +430,48 @@ def test_slow_bodies_never_use_up_the_database_connections(tmp_path):
     assert all(b"Retry-After: 5" in answer for answer in refused)
 
 
+def test_big_uploads_streaming_at_once_leave_a_connection_for_a_small_request(tmp_path):
+    """As many slow big uploads as a web process streams at once (here 10, each holding a
+    pooled database connection while its body arrives) still leave the pool a connection
+    for a small request: the pool is sized for them plus the rest."""
+    _, issued = tenant_create(name="streaming-pool")
+    key = issued.raw
+    env = {
+        "WEB_MAX_STREAMING_BODIES": "10",
+        "WEB_CONCURRENCY": "1",
+        "DATABASE_URL": database_url_of_tests(),
+    }
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}"]
+    big = []
+    with running_processes({"web": command}, env=env, log_dir=tmp_path) as processes:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, processes)
+        idle = _database_connections()
+        try:
+            for n in range(10):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                head = request_head(
+                    "POST",
+                    f"/api/v1/ingest/comprehensive/?filename=customers_big_{n}.ndjson",
+                    {"X-API-Key": key, "Content-Length": 50_000_000},
+                )
+                sock.sendall(head.encode() + DATA[:100])
+                big.append(sock)
+            time.sleep(1)
+            streaming = _database_connections() - idle
+            started = time.monotonic()
+            fast = httpx.get(f"{base}/api/v1/ingest/uploads/", headers={"X-API-Key": key})
+            waited = time.monotonic() - started
+        finally:
+            for sock in big:
+                sock.close()
+    assert fast.status_code == 200, fast.text
+    # (with the pool at 8, as before it was sized for them, the small request was a 503)
+    assert streaming >= 8, f"only {streaming} connections held: the uploads did not stream"
+    assert waited < 1.5
+
+
 def test_a_client_silent_mid_body_is_dropped_after_the_client_timeout(tmp_path):
     """A body that stops arriving for WEB_CLIENT_TIMEOUT (here 2 s) is refused as
     incomplete and its connection closed; nothing is stored."""
