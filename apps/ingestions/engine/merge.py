@@ -45,25 +45,25 @@ class MergeCounts:
     superseded: tuple[tuple[str, int], ...]  # (upload id, rows) of older pending rows replaced
 
 
+_TENANT_KEY = "hashtextextended('ingest:' || %s::text, 0)"  # the tenant's advisory lock
+
+
 def lock_tenant(cursor: Cursor, tenant_id: str) -> None:
     """Take the tenant's merge lock until the end of the transaction."""
-    cursor.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('ingest:' || %s::text, 0))", (tenant_id,)
-    )
+    cursor.execute(f"SELECT pg_advisory_xact_lock({_TENANT_KEY})", (tenant_id,))
 
 
 def try_lock_tenant(cursor: Cursor, tenant_id: str, *, wait: float = 0) -> bool:
     """Take the tenant's merge lock until the end of the transaction, waiting at most
     `wait` seconds for another transaction to release it; False when it did not (the
     transaction is as it was)."""
-    key = "hashtextextended('ingest:' || %s::text, 0)"
     if wait <= 0:
-        cursor.execute(f"SELECT pg_try_advisory_xact_lock({key})", (tenant_id,))
+        cursor.execute(f"SELECT pg_try_advisory_xact_lock({_TENANT_KEY})", (tenant_id,))
         return cursor.fetchone()[0]
     cursor.execute("SAVEPOINT ingest_lock_wait")
     cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{round(wait * 1000)}ms",))
     try:
-        cursor.execute(f"SELECT pg_advisory_xact_lock({key})", (tenant_id,))
+        lock_tenant(cursor, tenant_id)
     except psycopg.errors.LockNotAvailable:
         cursor.execute("ROLLBACK TO SAVEPOINT ingest_lock_wait")  # the setting goes with it
         cursor.execute("RELEASE SAVEPOINT ingest_lock_wait")

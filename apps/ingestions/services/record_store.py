@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.db import connection
 from psycopg.types.json import Jsonb
 
-from apps.tenants.models import Tenant
+from apps.ingestions.models import RecordBatch
 
 # The backlog is read and the batch inserted in one statement: nothing is inserted when
 # the backlog is at the limit. Every NOT NULL column of `uploads` is given (Django keeps
@@ -48,44 +48,24 @@ FROM backlog LEFT JOIN batch b ON true
 
 
 @dataclass(frozen=True)
-class Stored:
-    """What the statement did: the backlog it saw; the batch's id, creation and merge times
-    (None when the backlog was full and nothing was stored)."""
-
-    backlog: int
-    batch_id: int | None
-    created_at: object
-    merged_at: object
-
-
-@dataclass(frozen=True)
 class NewPart:
     record_type: str
     body: bytes
     sha256: str
 
 
-def batch_store(
-    *,
-    tenant: Tenant,
-    record_type: str,
-    state: str,
-    records: int,
-    rejected: int,
-    rejects: list[dict],
-    parts: list[NewPart],
-    limit: int,
-) -> Stored:
-    """Store a batch and its parts unless the tenant's backlog is at `limit`, in one
-    statement (its own transaction, unless the caller has one open)."""
+def batch_store(*, batch: RecordBatch, parts: list[NewPart], limit: int) -> int | None:
+    """Store `batch` (unsaved; its id and times are set here) and its parts unless the
+    tenant's backlog is at `limit`, in one statement (its own transaction, unless the
+    caller has one open). None when stored, else the backlog that refused it."""
     params = {
-        "tenant": tenant.id,
-        "type": record_type,
-        "state": state,
-        "records": records,
-        "rejected": rejected,
-        "accepted": records - rejected,
-        "rejects": Jsonb(rejects),
+        "tenant": batch.tenant_id,
+        "type": batch.record_type,
+        "state": batch.state,
+        "records": batch.records,
+        "rejected": batch.rejected,
+        "accepted": batch.accepted,
+        "rejects": Jsonb(batch.rejects),
         "limit": limit,
         "ids": [uuid.uuid4() for _ in parts],
         "types": [p.record_type for p in parts],
@@ -96,4 +76,9 @@ def batch_store(
     with connection.cursor() as cursor:
         cursor.execute(_STORE, params)
         backlog, batch_id, created_at, merged_at = cursor.fetchone()
-    return Stored(backlog, batch_id, created_at, merged_at)
+    if batch_id is None:
+        return backlog
+    batch.id, batch.merged_at = batch_id, merged_at
+    batch.created_at = batch.updated_at = created_at
+    batch._state.adding = False  # stored: a save() updates it
+    return None

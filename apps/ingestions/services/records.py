@@ -24,7 +24,6 @@ import msgspec
 from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, PayloadTooLargeError
@@ -150,12 +149,6 @@ def records_check(*, record_type: str | None, body: bytes, json_array: bool) -> 
     return checked
 
 
-def record_backlog(*, tenant: Tenant) -> int:
-    """The tenant's accepted records not merged yet."""
-    unmerged = RecordBatch.objects.filter(tenant=tenant, state=BatchState.ACCEPTED)
-    return unmerged.aggregate(n=Sum("accepted"))["n"] or 0
-
-
 def _part_bytes(lines: list[engine.Line]) -> bytes:
     """An NDJSON file with each line at its number (blank lines between)."""
     out = [b""] * lines[-1].number
@@ -172,42 +165,25 @@ def record_batch_accept(
     (429) while the tenant's backlog is at the limit."""
     checked = records_check(record_type=record_type, body=body, json_array=json_array)
     accepted = checked.records - len(checked.rejects)
-    rejects = [asdict(r) for r in sorted(checked.rejects, key=lambda r: r.line)]
-    fields = {
-        "tenant_id": tenant.id,
-        "record_type": record_type or MIXED,
-        "state": BatchState.ACCEPTED if accepted else BatchState.MERGED,
-        "records": checked.records,
-        "rejected": len(checked.rejects),
-        "accepted": accepted,
-        "rejects": rejects,
-    }
-    stored = batch_store(
-        tenant=tenant,
-        record_type=fields["record_type"],
-        state=fields["state"],
+    batch = RecordBatch(
+        tenant_id=tenant.id,
+        record_type=record_type or MIXED,
+        state=BatchState.ACCEPTED if accepted else BatchState.MERGED,
         records=checked.records,
         rejected=len(checked.rejects),
-        rejects=rejects,
-        parts=[
-            _part(kind, lines) for kind in engine.RECORD_ORDER if (lines := checked.lines.get(kind))
-        ],
-        limit=settings.LIVE_BACKLOG_LIMIT,
+        accepted=accepted,
+        rejects=[asdict(r) for r in sorted(checked.rejects, key=lambda r: r.line)],
     )
-    if stored.batch_id is None:
+    parts = [
+        _part(kind, lines) for kind in engine.RECORD_ORDER if (lines := checked.lines.get(kind))
+    ]
+    backlog = batch_store(batch=batch, parts=parts, limit=settings.LIVE_BACKLOG_LIMIT)
+    if backlog is not None:
         raise BacklogFullError(
-            f"{stored.backlog} accepted records are waiting to be merged (the limit is "
+            f"{backlog} accepted records are waiting to be merged (the limit is "
             f"{settings.LIVE_BACKLOG_LIMIT}); retry later.",
             headers={"Retry-After": str(settings.LIVE_RETRY_AFTER_SECONDS)},
         )
-    batch = RecordBatch(
-        id=stored.batch_id,
-        created_at=stored.created_at,
-        updated_at=stored.created_at,
-        merged_at=stored.merged_at,
-        **fields,
-    )
-    batch._state.adding = False  # stored: a save() updates it
     if accepted:
         # Asked only once the batch is committed: a merge that had started before would
         # have deleted the request already, so one seen now has not started yet and will
