@@ -8,10 +8,12 @@ Runs in a fresh database of its own (`<name>_bench`, dropped afterwards unless -
    these files pays;
 3. engine: another child process ingests the same files with the engine (validate, stage
    with COPY, merge with keys and foreign keys), in dependency order;
-4. end to end: the same files uploaded through the API (gunicorn) and a Celery worker;
-5. live: records sent as they happen next to small uploads sent the same way
+4. rules: the order items again, for two new tenants (their parents loaded first), one
+   without rules and one with a rule set of ten keywords (`BENCH_RULES`), in one process;
+5. end to end: the same files uploaded through the API (gunicorn) and a Celery worker;
+6. live: records sent as they happen next to small uploads sent the same way
    (`scripts/bench_live.py`);
-6. prints rows/s per type and overall, the ratio of the two, the engine process's peak
+7. prints rows/s per type and overall, the ratio of the two, the engine process's peak
    memory (max RSS), and the live figures.
 """
 
@@ -189,12 +191,21 @@ def main() -> None:
     if args.phase == "engine":
         print(json.dumps(phase_engine(args.dir, args.tenant)))
         return
+    if args.phase == "rules":
+        from scripts.bench_rules import phase_rules
+
+        print(json.dumps(phase_rules(args.dir)))
+        return
 
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 120)
-    raw, eng, e2e, live = _run(args, console)
+    raw, eng, rules, e2e, live = _run(args, console)
     _report(console, raw, eng, e2e)
+    if rules is not None:
+        from scripts.bench_rules import rules_table
+
+        console.print(rules_table(eng, rules))
     if live:
         from scripts.bench_live import live_table
 
@@ -210,21 +221,22 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the bench database and files")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end run")
     parser.add_argument("--no-live", action="store_true", help="skip the live records run")
+    parser.add_argument("--no-rules", action="store_true", help="skip the rules run")
     parser.add_argument(
         "--live-seconds",
         type=float,
         default=60,
         help="how long clients send live batches of 100 (600 to watch memory for 10 minutes)",
     )
-    parser.add_argument("--phase", choices=("raw", "engine"), help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=("raw", "engine", "rules"), help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tenant", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
-def _run(args: argparse.Namespace, console) -> tuple[dict, dict, dict | None, list | None]:
-    """Every phase in a fresh database of its own: (raw, engine, end to end or None, live
-    or None)."""
+def _run(args: argparse.Namespace, console) -> tuple:
+    """Every phase in a fresh database of its own: (raw, engine, rules or None, end to end
+    or None, live or None)."""
     import psycopg
 
     base = _base_url()  # keeps the embedded server up for the whole run
@@ -245,6 +257,12 @@ def _run(args: argparse.Namespace, console) -> tuple[dict, dict, dict | None, li
         _checkpoint(bench_url)
         phase = ["scripts/bench.py", "--phase", "engine", "--dir", str(folder), "--tenant"]
         eng = json.loads(_child([*phase, tenant_id], env))
+        rules = None
+        if not args.no_rules:
+            console.print("order items without and with a tenant's rules ...")
+            _checkpoint(bench_url)
+            command = ["scripts/bench.py", "--phase", "rules", "--dir", str(folder)]
+            rules = json.loads(_child(command, env))
         e2e = None
         if not args.no_e2e:
             console.print("end to end: HTTP API (gunicorn) and a Celery worker ...")
@@ -261,7 +279,7 @@ def _run(args: argparse.Namespace, console) -> tuple[dict, dict, dict | None, li
         if not args.keep:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    return raw, eng, e2e, live
+    return raw, eng, rules, e2e, live
 
 
 def _tenant_maker(env: dict):

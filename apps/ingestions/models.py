@@ -6,6 +6,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from apps.core.exactjson import ExactDecoder, ExactEncoder
 from apps.core.models import BaseModel
 from apps.tenants.models import Tenant
 
@@ -95,6 +96,9 @@ class Upload(BaseModel):
     rows_rejected = models.BigIntegerField(default=0)
     rows_pending = models.BigIntegerField(default=0)
     rows_duplicates = models.BigIntegerField(default=0)
+    rows_warned = models.BigIntegerField(default=0, db_default=0)  # loaded, with warnings
+    # The version of the tenant's rules for its type that it was validated with (None: none).
+    rules_version = models.IntegerField(null=True, blank=True)
 
     bytes_done = models.BigIntegerField(default=0)
     rows_done = models.BigIntegerField(default=0)
@@ -131,6 +135,7 @@ class Upload(BaseModel):
             "rejected": self.rows_rejected,
             "pending": self.rows_pending,
             "duplicates": self.rows_duplicates,
+            "warned": self.rows_warned,
         }
 
     @property
@@ -224,6 +229,8 @@ class RecordBatch(BaseModel):
     rejected = models.IntegerField()  # at acceptance
     accepted = models.IntegerField()  # records - rejected: the backlog it adds until merged
     rejects = models.JSONField(default=list)  # at acceptance: [{line, field, code, ...}]
+    warnings = models.JSONField(default=list, db_default=[])  # at acceptance, as rejects
+    rules = models.JSONField(default=dict, db_default={})  # {type: rules version checked with}
     merged_at = models.DateTimeField(null=True, blank=True, db_index=True)  # merged lately
 
     class Meta:
@@ -264,6 +271,68 @@ class Reject(models.Model):
     class Meta:
         db_table = "rejects"
         indexes = [models.Index(fields=["upload", "line"], name="rejects_upload_line")]
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.code} ({self.field})"
+
+
+class RuleAction(models.TextChoices):
+    REJECT = "reject"
+    WARN = "warn"
+
+
+class UnknownFields(models.TextChoices):
+    IGNORE = "ignore"
+    REJECT = "reject"
+
+
+class ValidationRule(models.Model):
+    """One version of a tenant's rules for one record type: a JSON Schema its rows must
+    also satisfy. Each PUT adds a version and ends the one before; a DELETE ends the
+    current one. Never changed once written: a load compiles the version it was given."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    record_type = models.CharField(max_length=16, choices=RecordType.choices)
+    version = models.IntegerField()
+    schema = models.JSONField(encoder=ExactEncoder, decoder=ExactDecoder)  # numbers as sent
+    action = models.CharField(max_length=8, choices=RuleAction.choices)
+    unknown_fields = models.CharField(max_length=8, choices=UnknownFields.choices)
+    created_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "validation_rules"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "record_type", "version"], name="validation_rules_version"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "record_type"],
+                condition=Q(ended_at__isnull=True),
+                name="validation_rules_one_current",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.record_type} rules v{self.version}"
+
+
+class UploadWarning(models.Model):
+    """A row loaded with warnings (of rules that warn): its first warning as field, code and
+    message, and `errors`, every warning of the row."""
+
+    id = models.BigAutoField(primary_key=True)
+    upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="warnings")
+    line = models.BigIntegerField()
+    field = models.CharField(max_length=64, blank=True, default="")
+    code = models.CharField(max_length=32)
+    message = models.TextField()
+    errors = models.JSONField(default=list)
+
+    class Meta:
+        db_table = "row_warnings"
+        indexes = [models.Index(fields=["upload", "line"], name="row_warnings_upload_line")]
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.code} ({self.field})"

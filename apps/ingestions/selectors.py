@@ -13,6 +13,8 @@ from apps.ingestions.models import (
     Upload,
     UploadSession,
     UploadSource,
+    UploadWarning,
+    ValidationRule,
 )
 from apps.tenants.models import Tenant
 
@@ -50,6 +52,18 @@ def reject_list(*, tenant: Tenant, upload: Upload, code: str | None = None) -> Q
     return rejects.order_by("line", "id")
 
 
+def warning_list(*, tenant: Tenant, upload: Upload) -> QuerySet[UploadWarning]:
+    return UploadWarning.objects.filter(upload=upload, upload__tenant=tenant).order_by("line", "id")
+
+
+def rules_history(*, tenant: Tenant, record_type: str | None = None) -> QuerySet[ValidationRule]:
+    """The tenant's rule versions, newest first (of `record_type` only, when given)."""
+    rules = ValidationRule.objects.filter(tenant=tenant)
+    if record_type is not None:
+        rules = rules.filter(record_type=record_type)
+    return rules.order_by("record_type", "-version")
+
+
 def session_get(*, tenant: Tenant, token: str) -> UploadSession | None:
     """The tenant's upload session, or None (also for another tenant's token)."""
     return UploadSession.objects.filter(tenant=tenant, token=str(token)[:64]).first()
@@ -72,9 +86,10 @@ def record_batch_rows(*, batch: RecordBatch) -> dict[str, int]:
     merged_parts = batch.parts.all() if batch.state != BatchState.ACCEPTED else ()
     for part in merged_parts:
         for name, count in part.row_counts.items():
-            if name != "total":
+            if name not in ("total", "warned"):
                 rows[name] += count
     rows["rejected"] += batch.rejected
+    rows["warned"] = sum(part.rows_warned for part in batch.parts.all())  # at acceptance
     return {"total": batch.records, **rows}
 
 

@@ -1,4 +1,5 @@
-"""The ingestion API's routes, under /api/v1/ingest/: uploads, sessions, tus and live records."""
+"""The ingestion API's routes, under /api/v1/ingest/: uploads, sessions, tus, live records
+and rules."""
 
 from django.urls import path, register_converter
 
@@ -29,6 +30,13 @@ urlpatterns = [
     path("uploads/", apis.UploadListApi.as_view(), name="upload-list"),
     path("uploads/<uuid:upload_id>/", apis.UploadDetailApi.as_view(), name="upload-detail"),
     path("uploads/<uuid:upload_id>/errors/", apis.UploadErrorsApi.as_view(), name="upload-errors"),
+    path(
+        "uploads/<uuid:upload_id>/warnings/",
+        apis.UploadWarningsApi.as_view(),
+        name="upload-warnings",
+    ),
+    path("rules/", apis.RulesListApi.as_view(), name="rules-list"),
+    path("rules/<str:record_type>/", apis.RulesDetailApi.as_view(), name="rules-detail"),
     path("sessions/", apis.SessionCreateApi.as_view(), name="session-create"),
     path("sessions/<token:token>/", apis.SessionDetailApi.as_view(), name="session-detail"),
     path("sessions/<token:token>/status/", apis.SessionStatusApi.as_view(), name="session-status"),

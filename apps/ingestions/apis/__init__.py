@@ -1,5 +1,5 @@
-"""The ingestion HTTP API: uploads, resumable sessions, tus, live records and the record
-contract."""
+"""The ingestion HTTP API: uploads, resumable sessions, tus, live records, validation
+rules and the record contract."""
 
 from apps.ingestions.apis.contract import ContractDetailApi, ContractListApi
 from apps.ingestions.apis.records import (
@@ -8,6 +8,7 @@ from apps.ingestions.apis.records import (
     RecordBatchErrorsApi,
     RecordBatchListApi,
 )
+from apps.ingestions.apis.rules import RulesDetailApi, RulesListApi, UploadWarningsApi
 from apps.ingestions.apis.sessions import (
     SessionCreateApi,
     SessionDetailApi,
@@ -31,6 +32,8 @@ __all__ = [
     "RecordBatchErrorsApi",
     "RecordBatchListApi",
     "LegacyOrdersUploadApi",
+    "RulesDetailApi",
+    "RulesListApi",
     "SessionCreateApi",
     "SessionDetailApi",
     "SessionResumeApi",
@@ -41,4 +44,5 @@ __all__ = [
     "UploadDetailApi",
     "UploadErrorsApi",
     "UploadListApi",
+    "UploadWarningsApi",
 ]

@@ -25,6 +25,7 @@ REJECT_CODES = (
     *("invalid_json", "not_an_object", "missing_field", "invalid_type", "invalid_uuid"),
     *("too_long", "out_of_range", "invalid_email", "invalid_currency", "invalid_timestamp"),
     *("line_total_mismatch", "line_too_long", "orphan"),
+    *("rule_violation", "unknown_field"),  # of the tenant's rules
 )
 
 

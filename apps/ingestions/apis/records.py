@@ -29,6 +29,7 @@ from apps.ingestions.apis._rejects import (
     rejects_response,
 )
 from apps.ingestions.apis.contract import CONTRACT_NOTE
+from apps.ingestions.apis.rules import WarningOutputSerializer
 from apps.ingestions.apis.serializers import LinkingSerializer
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import BatchState, RecordBatch
@@ -52,6 +53,13 @@ class BatchOutputSerializer(LinkingSerializer):
     records = serializers.IntegerField()
     rejected = serializers.IntegerField()
     rejects = RejectOutputSerializer(many=True)
+    warnings = WarningOutputSerializer(
+        many=True, help_text="records accepted with warnings of the tenant's rules"
+    )
+    rules = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="{type: the version of the tenant's rules its records were checked with}",
+    )
     rows = serializers.SerializerMethodField()
     errors_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
@@ -69,9 +77,10 @@ class BatchOutputSerializer(LinkingSerializer):
 
 class BatchListOutputSerializer(BatchOutputSerializer):
     """A batch in the list: its count of rejects, not the rejects themselves (up to one a
-    record); those are on its detail and its errors endpoint."""
+    record); those are on its detail and its errors endpoint. Likewise its warnings."""
 
     rejects = None
+    warnings = None
 
 
 def batch_data(batch: RecordBatch, request) -> dict:
@@ -171,7 +180,7 @@ class RecordBatchListApi(TenantApiView):
     def get(self, request):
         filters = query_params(self.FilterSerializer, request)
         batches = record_batch_list(tenant=self.tenant, state=filters.get("state"))
-        batches = batches.defer("rejects").prefetch_related("parts")  # rejects: not listed
+        batches = batches.defer("rejects", "warnings").prefetch_related("parts")  # not listed
         paginator = Pagination()
         page = paginator.paginate_queryset(batches, request, view=self)
         context = {"request": request}

@@ -31,6 +31,12 @@ class UploadOutputSerializer(LinkingSerializer):
     rows = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
     errors_url = serializers.SerializerMethodField()
+    warnings_url = serializers.SerializerMethodField()
+    rules_version = serializers.IntegerField(
+        allow_null=True,
+        help_text="the version of the tenant's rules for the type it was validated with "
+        "(null: none, or not validated yet)",
+    )
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
@@ -40,6 +46,9 @@ class UploadOutputSerializer(LinkingSerializer):
 
     def get_errors_url(self, upload: Upload) -> str:
         return self.link("upload-errors", upload_id=upload.id)
+
+    def get_warnings_url(self, upload: Upload) -> str:
+        return self.link("upload-warnings", upload_id=upload.id)
 
     def get_error(self, upload: Upload) -> dict | None:
         if not upload.error_code:

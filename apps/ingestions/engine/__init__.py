@@ -6,14 +6,15 @@ data).
 plain values; it reads, validates, stages with COPY and merges, and returns a `LoadResult`.
 Modules: `load` (the entry point: whole-file, or pipelined through `pipeline`; `job`, what
 one load works on), `reader` (bytes to lines), `records` (the one record definition and the
-graph of types derived from it), `checks` (one check per kind of value), `stage` (lines to
-chunks of COPY text, COPY into a staging table), `keys` (foreign keys checked per chunk),
+graph of types derived from it), `checks` (one check per kind of value), `parse` (lines to
+chunks of COPY text), `stage` (COPY into a staging table), `keys` (foreign keys checked per chunk),
 `merge` (the plain INSERT and the upsert), `pending` (the hold of rows with missing
 parents: hold, resolve, expire), `statements` (SQL built from a record type), `results`
 (dataclasses and errors), `lines` (one record checked at a time, for live records),
 `parts` (many small parts of one type loaded as one, each counted as if alone: live records),
 `contract` (the published JSON Schema of each type, and the docs' field tables, derived from
-`records` and `checks`).
+`records` and `checks`), `rules` (a tenant's JSON Schema rules for a type, compiled once per
+load).
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ from apps.ingestions.engine.results import (
     RowCounts,
     RowError,
     RowReject,
+    RowWarning,
+)
+from apps.ingestions.engine.rules import (
+    RULE_ACTIONS,
+    UNKNOWN_FIELDS,
+    RuleError,
+    Rules,
+    compile_rules,
 )
 from apps.ingestions.engine.stage import StagingUnavailable, staging_drop_stale
 
@@ -58,7 +67,9 @@ __all__ = [
     "RECORDS",
     "RECORD_ORDER",
     "RECORD_STAGES",
+    "RULE_ACTIONS",
     "SWITCH_INTERVAL",
+    "UNKNOWN_FIELDS",
     "RecordSpec",
     "FileError",
     "Line",
@@ -68,8 +79,12 @@ __all__ = [
     "RowCounts",
     "RowError",
     "RowReject",
+    "RowWarning",
+    "RuleError",
+    "Rules",
     "StagingUnavailable",
     "check_line",
+    "compile_rules",
     "contract_markdown",
     "detect_record_type",
     "expire_pending",

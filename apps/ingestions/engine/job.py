@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import BinaryIO
 
 from apps.ingestions.engine.keys import ParentLocks
+from apps.ingestions.engine.parse import Chunk, parse_chunks
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import RecordSpec
-from apps.ingestions.engine.stage import Chunk, parse_chunks
+from apps.ingestions.engine.rules import Rules
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Job:
     parents: ParentLocks | None = None  # set once the tenant's merge lock is held
     held: ParentLocks | None = None  # the same, for the type's pending table
     parents_coming: Callable[[], bool] | None = None
+    rules: Rules | None = None  # the tenant's, for this type
 
     def read(self) -> tuple[ByteStream, Iterator[Chunk]]:
         """The byte source (for its counters) and the file's chunks of COPY text."""
@@ -45,12 +47,13 @@ class Job:
             def report(rows: int) -> None:
                 progress(source.bytes_in, rows)
 
-        return source, parse_chunks(self.spec, lines, progress=report)
+        return source, parse_chunks(self.spec, lines, progress=report, rules=self.rules)
 
 
 @dataclass
 class Totals:
-    """Rows staged so far (non-blank lines), and how many of them were rejected."""
+    """Rows staged so far (non-blank lines), how many of them were rejected, how many warned."""
 
     rows: int = 0
     rejected: int = 0
+    warned: int = 0

@@ -3,7 +3,7 @@ rejects are answered at once, before anything is staged.
 
 `split_lines` cuts a body into lines as `read_lines` cuts a file; `check_line` gives the
 reject `parse_chunks` would stage for the same line (same code, field, message, errors and
-raw), or None for a row the load will take.
+raw), the warnings it would stage with a row it takes, or None for a row taken as it is.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import msgspec
 
 from apps.ingestions.engine.checks import Invalid, exact_number
+from apps.ingestions.engine.parse import contract_and_rule_errors, json_error, raw_text
 from apps.ingestions.engine.reader import RAW_PREFIX, ByteStream, Line, read_lines
-from apps.ingestions.engine.records import RECORDS, record_errors, validate_record
-from apps.ingestions.engine.results import RowError, RowReject
-from apps.ingestions.engine.stage import json_error, raw_text
+from apps.ingestions.engine.records import RECORDS, validate_record
+from apps.ingestions.engine.results import RowReject, RowWarning
+from apps.ingestions.engine.rules import Rules
 
 _decode = msgspec.json.Decoder(float_hook=exact_number).decode  # as `stage` decodes
 
@@ -37,8 +38,11 @@ def line_of(number: int, data: bytes, *, max_line_bytes: int) -> Line:
     return Line(number, data, False)
 
 
-def check_line(record_type: str, line: Line) -> RowReject | None:
-    """The reject of one non-blank line of `record_type`, or None when it is a valid row."""
+def check_line(
+    record_type: str, line: Line, rules: Rules | None = None
+) -> RowReject | RowWarning | None:
+    """The reject of one non-blank line of `record_type`, or the warnings of a row taken
+    with warnings (by `rules`), or None when it is a valid row."""
     number, data, too_long = line
     if too_long:
         message = "the line is longer than the line limit"
@@ -47,8 +51,15 @@ def check_line(record_type: str, line: Line) -> RowReject | None:
     try:
         validate_record(spec, obj := _decode(data), number)
     except Invalid as exc:
-        errors = tuple(RowError(p.field, p.code, p.message) for p in record_errors(spec, obj))
+        errors = tuple(contract_and_rule_errors(spec, obj, rules))
         return RowReject(number, exc.field, exc.code, exc.message, raw_text(data), errors)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         return RowReject(number, "", "invalid_json", json_error(exc, data), raw_text(data))
-    return None
+    if rules is None or (found := rules.check(obj)) is None:
+        return None
+    bad, warnings = found
+    if bad:
+        first = bad[0]
+        return RowReject(number, first.field, first.code, first.message, raw_text(data), tuple(bad))
+    first = warnings[0]
+    return RowWarning(number, first.field, first.code, first.message, tuple(warnings))

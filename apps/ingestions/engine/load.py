@@ -37,12 +37,14 @@ from psycopg import Cursor, sql
 from apps.ingestions.engine.job import Job, Totals
 from apps.ingestions.engine.keys import HELD, ParentLocks
 from apps.ingestions.engine.merge import MergeCounts, lock_tenant, merge_staged
+from apps.ingestions.engine.parse import Chunk
 from apps.ingestions.engine.pending import resolve_pending
 from apps.ingestions.engine.pipeline import Pipeline
 from apps.ingestions.engine.reader import ByteStream
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.results import LoadResult, RowCounts
-from apps.ingestions.engine.stage import Chunk, LocalStaging, Staging, store_rejects
+from apps.ingestions.engine.rules import Rules
+from apps.ingestions.engine.stage import LocalStaging, Staging, store_rejects, store_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ def load_upload(
     progress: Callable[[int, int], None] | None = None,
     setwise_key_checks: bool = True,
     parents_coming: Callable[[], bool] | None = None,
+    rules: Rules | None = None,
 ) -> LoadResult:
     """Load one file of one record type for one tenant, inside the caller's transaction.
 
@@ -82,6 +85,10 @@ def load_upload(
     With `parents_coming`, rows about to be held for missing parents are first asked about:
     when it returns True, nothing is merged and `ParentsComing` is raised (the caller rolls
     back and loads the file after the parents' upload).
+
+    With `rules` (the tenant's, compiled once for the load), rows the contract takes are
+    checked against them too: rejected (`rule_violation`, `unknown_field`) or loaded with
+    warnings, written to `row_warnings` under `upload_id` and counted in `rows.warned`.
     """
     # long: the entry point; its signature and docstring are half of it, the rest is one
     # sequence of steps under one cancel-on-interrupt and one close of the staging.
@@ -96,6 +103,7 @@ def load_upload(
         progress=progress,
         setwise_key_checks=setwise_key_checks,
         parents_coming=parents_coming,
+        rules=rules,
     )
     started = time.perf_counter()
     _check_isolation(cursor)
@@ -199,6 +207,7 @@ def _load_whole(
         staging.write(chunk)
         totals.rows += chunk.rows
         totals.rejected += chunk.rejected
+        totals.warned += chunk.warned
     if totals.rejected:
         store_rejects(cursor, staging.table, job.upload_id)
         counts = RowCounts(total=totals.rows, rejected=totals.rejected)
@@ -215,6 +224,8 @@ def _merge_whole(
     staging.analyze()
     if totals.rejected:
         store_rejects(cursor, staging.table, job.upload_id)
+    if totals.warned:
+        store_warnings(cursor, staging.table, job.upload_id)
     merged = merge_staged(
         cursor,
         job.spec,
@@ -248,6 +259,7 @@ def _result(
         rejected=totals.rejected,
         pending=sum(m.pending for m in merged),
         duplicates=sum(m.duplicates for m in merged),
+        warned=totals.warned,
     )
     superseded: dict[str, int] = {}
     for m in merged:

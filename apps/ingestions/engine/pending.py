@@ -20,10 +20,10 @@ from psycopg import Cursor, sql
 
 from apps.ingestions.engine.checks import copy_text
 from apps.ingestions.engine.keys import ParentLocks
+from apps.ingestions.engine.parse import raw_text
 from apps.ingestions.engine.reader import ByteStream, read_lines
 from apps.ingestions.engine.records import PENDING_TYPES, RECORDS, RecordSpec, descendants
 from apps.ingestions.engine.results import ResolvedCounts
-from apps.ingestions.engine.stage import raw_text
 from apps.ingestions.engine.statements import (
     any_stored,
     columns_sql,

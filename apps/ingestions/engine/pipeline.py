@@ -39,8 +39,9 @@ from apps.ingestions.engine.merge import (
     merge_rows,
     track_ids,
 )
+from apps.ingestions.engine.parse import Chunk
 from apps.ingestions.engine.pending import has_pending
-from apps.ingestions.engine.stage import Chunk, LocalStaging, Staging, store_rejects
+from apps.ingestions.engine.stage import LocalStaging, Staging, store_rejects, store_warnings
 
 _DONE = None  # the end of a queue
 _POLL = 0.1  # seconds: how often a waiting worker thread looks whether the load stopped
@@ -179,6 +180,7 @@ class Pipeline:
                     analyzed = True
                 self._staged.rows += chunk.rows
                 self._staged.rejected += chunk.rejected
+                self._staged.warned += chunk.warned
                 ready = replace(chunk, text="")
                 chunk = None  # staged: its text goes now, not after the merge takes it
                 self._hand(self._to_merge, ready)
@@ -216,8 +218,11 @@ class Pipeline:
         was merged before in this file."""
         cursor, job = self._cursor, self._job
         spec, stage = job.spec, self._staging.table
+        lines = (chunk.first_line, chunk.last_line)
         if chunk.rejected:
-            store_rejects(cursor, stage, job.upload_id, (chunk.first_line, chunk.last_line))
+            store_rejects(cursor, stage, job.upload_id, lines)
+        if chunk.warned:
+            store_warnings(cursor, stage, job.upload_id, lines)
         valid = chunk.rows - chunk.rejected
         if not valid:
             return True

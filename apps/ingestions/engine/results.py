@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 class RowCounts:
     """What happened to the rows of one upload.
 
-    `total = inserted + updated + unchanged + rejected + pending + duplicates`.
+    `total = inserted + updated + unchanged + rejected + pending + duplicates`; `warned`
+    (rows loaded with a warning of the tenant's rules) is not a part of it.
     """
 
     total: int = 0
@@ -19,6 +20,7 @@ class RowCounts:
     rejected: int = 0
     pending: int = 0
     duplicates: int = 0
+    warned: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,3 +87,15 @@ class RowReject:
     def __post_init__(self) -> None:
         if not self.errors:
             object.__setattr__(self, "errors", (RowError(self.field, self.code, self.message),))
+
+
+@dataclass(frozen=True, slots=True)
+class RowWarning:
+    """A line loaded with warnings (of rules that warn): where, the first warning's field,
+    code and message, and `errors`, every warning of the line."""
+
+    line: int
+    field: str
+    code: str
+    message: str
+    errors: tuple[RowError, ...]

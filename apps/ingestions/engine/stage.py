@@ -1,42 +1,22 @@
-"""Staging: parse and validate lines into COPY text, chunk by chunk, and COPY the chunks
-into a staging table.
+"""Staging: COPY the chunks `parse` makes into a staging table, and copy its rejects and
+warnings into their tables.
 
-Valid rows and rejects travel in the same COPY stream (rejects carry `r_code` and the
-data columns stay NULL), so neither is ever held in memory beyond one chunk, and a file
-of any size needs one pass. The staging table (`Staging`) is the upload's own, written
-over a connection of its own and dropped with the upload's transaction. Rows are
-formatted here, in Python, so that a chunk is one string, written to the server in one
-call.
+The staging table (`Staging`) is the upload's own, written over a connection of its own
+and dropped with the upload's transaction; a file of one chunk is staged on the caller's
+connection instead (`LocalStaging`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
-import msgspec
 import psycopg
 from psycopg import Cursor, sql
 
-from apps.ingestions.engine.checks import NULL, Invalid, copy_text, exact_number
-from apps.ingestions.engine.reader import Line
-from apps.ingestions.engine.records import RecordSpec, record_errors, validate_record
+from apps.ingestions.engine.parse import REJECT_COLUMNS, Chunk
+from apps.ingestions.engine.records import RecordSpec
 
-# Rows per chunk: the unit of COPY and of merging. A chunk also ends once its text reaches
-# CHUNK_CHARS, whatever the rows' width: memory is bounded by the few chunks a load holds
-# at once (being built, queued, being COPYed); once staged, a chunk is only its line range.
-CHUNK_ROWS = 20_000
-CHUNK_CHARS = 8 << 20
-# The first chunk is short, so the merge starts early instead of waiting for a full one.
-FIRST_CHUNK_ROWS = 2_000
-
-_decode = msgspec.json.Decoder(float_hook=exact_number).decode  # numbers stay exact
-_encode = msgspec.json.encode
-# r_errors: every problem of a row that has more than one, as a JSON list; NULL when the
-# reject's field, code and message are its only problem (as `rejects.errors` stores them).
-_REJECT_COLUMNS = ("r_field", "r_code", "r_message", "r_raw", "r_errors")
 STAGING_PREFIX = "ingest_stage_"
 _STAGING_LOCK = "SELECT pg_advisory_lock(hashtextextended('ingest-stage:' || %s, 0))"
 # The staging connection's waits (its advisory lock, dropping a failed run's table) are
@@ -45,27 +25,13 @@ _STAGING_LOCK = "SELECT pg_advisory_lock(hashtextextended('ingest-stage:' || %s,
 _STAGING_LOCK_TIMEOUT = "30s"
 _STAGING_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtextextended('ingest-stage:' || %s, 0))"
 
-Progress = Callable[[int], None]  # rows done so far
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """Consecutive lines of a file as COPY text for the staging table."""
-
-    first_line: int
-    last_line: int
-    text: str
-    rows: int  # non-blank lines
-    rejected: int
-    last: bool = False  # known to end the file (a full chunk at the very end is not marked)
-
 
 def _columns(spec: RecordSpec) -> sql.Composable:
     columns = [sql.SQL("line bigint")]
     columns += [
         sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(f.sql_type)) for f in spec.fields
     ]
-    columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in _REJECT_COLUMNS]
+    columns += [sql.SQL("{} text").format(sql.Identifier(c)) for c in REJECT_COLUMNS]
     return sql.SQL(", ").join(columns)
 
 
@@ -246,142 +212,35 @@ def store_rejects(
 ) -> None:
     """Copy the rejects staged in `stage` (those of `lines`, first and last, when given)
     into the `rejects` table under `upload_id`, in the caller's transaction."""
-    where = sql.SQL("")
-    if lines is not None:
-        where = sql.SQL("AND line BETWEEN {} AND {}").format(
-            sql.Literal(lines[0]), sql.Literal(lines[1])
-        )
     cursor.execute(
         sql.SQL(
             "INSERT INTO rejects (upload_id, line, field, code, message, raw, errors) "
             "SELECT %s, line, r_field, r_code, r_message, r_raw, {} FROM {} "
             "WHERE r_code IS NOT NULL {} ORDER BY line"
-        ).format(STAGED_ERRORS, stage, where),
+        ).format(STAGED_ERRORS, stage, _lines(lines)),
         (upload_id,),
     )
 
 
-def json_error(exc: Exception, data: bytes) -> str:
-    """The message of an `invalid_json` reject."""
-    if isinstance(exc, UnicodeDecodeError):
-        return _utf8_error(data)
-    if isinstance(exc, RecursionError):
-        return "JSON nested too deeply"
-    return str(exc)
-
-
-def _utf8_error(data: bytes) -> str:
-    """Where a line stops being UTF-8. The JSON decoder's error counts from the start of
-    the string it was reading, not of the line: decoding the line again tells."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad = " ".join(f"0x{byte:02x}" for byte in data[exc.start : exc.end])
-        return (
-            f"the line is not valid UTF-8 at byte offset {exc.start} "
-            f"(the line's first byte is offset 0): {bad}, {exc.reason}"
-        )
-    return "the line is not valid UTF-8"
-
-
-def raw_text(data: bytes) -> str:
-    """A line as a reject's `raw`: UTF-8, undecodable bytes and NULs replaced."""
-    return data.decode("utf-8", "replace").replace("\x00", "\ufffd")
-
-
-def _reject_text(
-    number: int, blanks: str, field: str, code: str, message: str, raw: str, errors: str = NULL
-) -> str:
-    return (
-        f"{number}\t{blanks}{copy_text(field)}\t{code}\t{copy_text(message)}\t"
-        f"{copy_text(raw)}\t{errors}\n"
+def store_warnings(
+    cursor: Cursor, stage: sql.Composable, upload_id: str, lines: tuple[int, int] | None = None
+) -> None:
+    """Copy the warnings staged in `stage` (of `lines`, when given) into `row_warnings`:
+    one row a line, its first warning as field, code and message, all of them in `errors`."""
+    cursor.execute(
+        sql.SQL(
+            "INSERT INTO row_warnings (upload_id, line, field, code, message, errors) "
+            "SELECT %s, line, w->0->>'field', w->0->>'code', w->0->>'message', w "
+            "FROM (SELECT line, r_warnings::jsonb AS w FROM {} "
+            "WHERE r_warnings IS NOT NULL {}) staged ORDER BY line"
+        ).format(stage, _lines(lines)),
+        (upload_id,),
     )
 
 
-def _errors_text(spec: RecordSpec, obj: object) -> str:
-    """The `r_errors` of a refused row: every problem of it (`record_errors`) as a JSON
-    list, when it has more than one; else NULL."""
-    problems = record_errors(spec, obj)
-    if len(problems) < 2:
-        return NULL
-    listed = [{"field": p.field, "code": p.code, "message": p.message} for p in problems]
-    return copy_text(_encode(listed).decode())
-
-
-def parse_chunks(
-    spec: RecordSpec,
-    lines: Iterable[Line],
-    *,
-    chunk_rows: int | None = None,
-    progress: Progress | None = None,
-) -> Iterator[Chunk]:
-    """Validate every line and yield the outcome as COPY text, `chunk_rows` rows at a time
-    (default `CHUNK_ROWS`; the first chunk is at most `FIRST_CHUNK_ROWS`), or fewer once
-    a chunk's text reaches `CHUNK_CHARS`: together they bound the memory a load needs."""
-    # long: the per-line loop of every load, kept in one frame with its state in locals: a
-    # call per line would be paid on the hot path.
-    chunk_rows = chunk_rows or CHUNK_ROWS
-    limit = min(chunk_rows, FIRST_CHUNK_ROWS)
-    width = len(spec.fields)
-    blanks = "\\N\t" * width
-    valid_tail = "\t\\N" * len(_REJECT_COLUMNS) + "\n"
-    decode = _decode
-    parts: list[str] = []
-    rows = rejected = total = size = 0
-    max_size = CHUNK_CHARS
-    first = None
-    number = 0
-    for number, data, too_long in lines:
-        if first is None:
-            first = number
-        if too_long:
-            rows += 1
-            rejected += 1
-            parts.append(
-                _reject_text(
-                    number,
-                    blanks,
-                    "",
-                    "line_too_long",
-                    "the line is longer than the line limit",
-                    raw_text(data),
-                )
-            )
-        elif not data or data.isspace():
-            continue  # blank lines count as lines, not rows
-        else:
-            rows += 1
-            try:
-                values = validate_record(spec, obj := decode(data), number)
-            except Invalid as exc:
-                # the rare refused row is looked at again, for every problem it has
-                rejected += 1
-                errors = _errors_text(spec, obj)
-                parts.append(
-                    _reject_text(
-                        number, blanks, exc.field, exc.code, exc.message, raw_text(data), errors
-                    )
-                )
-            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-                # not UTF-8, or nested deeper than any record needs, is not JSON we accept
-                rejected += 1
-                parts.append(
-                    _reject_text(
-                        number, blanks, "", "invalid_json", json_error(exc, data), raw_text(data)
-                    )
-                )
-            else:
-                parts.append("\t".join(values) + valid_tail)
-        size += len(parts[-1])
-        if rows == limit or size >= max_size:
-            total += rows
-            yield Chunk(first, number, "".join(parts), rows, rejected)
-            if progress is not None:
-                progress(total)
-            parts, rows, rejected, first, size = [], 0, 0, None, 0
-            limit = chunk_rows
-    if rows or parts:
-        total += rows
-        yield Chunk(first or number, number, "".join(parts), rows, rejected, last=True)
-    if progress is not None:
-        progress(total)
+def _lines(lines: tuple[int, int] | None) -> sql.Composable:
+    if lines is None:
+        return sql.SQL("")
+    return sql.SQL("AND line BETWEEN {} AND {}").format(
+        sql.Literal(lines[0]), sql.Literal(lines[1])
+    )

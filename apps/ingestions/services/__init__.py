@@ -4,7 +4,8 @@
 way) and hands it to a worker; `processing` runs it; `housekeeping` keeps uploads moving
 (periodic jobs, retry); `sessions` and `session_chunks` are resumable uploads; `idempotency`
 is the Idempotency-Key protocol; `storage` keeps uploaded bytes in PostgreSQL; `records`
-accepts live record batches and `record_merge` merges them. Services never import tasks:
+accepts live record batches and `record_merge` merges them; `rules` keeps a tenant's
+validation rules. Services never import tasks:
 they send them by name.
 """
 
@@ -35,6 +36,12 @@ from apps.ingestions.services.records import (
     record_batch_accept,
     records_check,
     records_merge_enqueue,
+)
+from apps.ingestions.services.rules import (
+    InvalidRulesError,
+    rules_current,
+    rules_end,
+    rules_put,
 )
 from apps.ingestions.services.scheduling import (
     UPLOAD_PROCESS_TASK,
@@ -81,6 +88,10 @@ __all__ = [
     "records_merge",
     "records_merge_enqueue",
     "records_merge_stuck",
+    "InvalidRulesError",
+    "rules_current",
+    "rules_end",
+    "rules_put",
     "CHECKSUM_ALGORITHMS",
     "SESSION_TOKEN",
     "UPLOAD_PROCESS_TASK",

@@ -24,6 +24,7 @@ from django.utils import timezone
 from apps.core.logs import log_bind, log_reset
 from apps.ingestions import engine
 from apps.ingestions.models import Upload, UploadState
+from apps.ingestions.services.rules import rules_current
 from apps.ingestions.services.scheduling import (
     ParentsArriving,
     upload_admit,
@@ -113,8 +114,11 @@ def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Up
             log_bind(tenant_id=upload.tenant_id)
             progress.start()
             started = time.monotonic()
-            result = _load(upload, stream=stream, progress=progress, give_way=give_way)
-            state = upload_finish(upload=upload, result=result)
+            rules = rules_current(tenant_id=upload.tenant_id, record_type=upload.record_type)
+            rules = rules.get(upload.record_type)
+            result = _load(upload, stream=stream, progress=progress, give_way=give_way, rules=rules)
+            version = rules.version if rules is not None else None
+            state = upload_finish(upload=upload, result=result, rules_version=version)
         # The tenant's next upload need not wait for the statistics refresh below.
         upload_wake(tenant_id=upload.tenant_id)
         _report(upload, result, state=state, seconds=time.monotonic() - started)
@@ -151,7 +155,12 @@ def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Up
 
 
 def _load(
-    upload: Upload, *, stream: BinaryIO, progress: _ProgressWriter, give_way: bool
+    upload: Upload,
+    *,
+    stream: BinaryIO,
+    progress: _ProgressWriter,
+    give_way: bool,
+    rules: engine.Rules | None,
 ) -> engine.LoadResult:
     """The engine's load, in the upload's transaction (the caller's)."""
     logger.info(
@@ -176,6 +185,7 @@ def _load(
             progress=progress,
             setwise_key_checks=settings.INGEST_SETWISE_KEY_CHECKS,
             parents_coming=ParentsArriving(upload, cursor=progress.cursor) if give_way else None,
+            rules=rules,
         )
 
 
@@ -210,7 +220,9 @@ def _upload_fail(*, upload_id, code: str, detail: str) -> None:
     )
 
 
-def upload_finish(*, upload: Upload, result: engine.LoadResult) -> str:
+def upload_finish(
+    *, upload: Upload, result: engine.LoadResult, rules_version: int | None = None
+) -> str:
     rows = result.rows
     if not result.merged:
         state = UploadState.FAILED
@@ -233,6 +245,8 @@ def upload_finish(*, upload: Upload, result: engine.LoadResult) -> str:
         rows_rejected=rows.rejected,
         rows_pending=rows.pending,
         rows_duplicates=rows.duplicates,
+        rows_warned=rows.warned,
+        rules_version=rules_version,
         rows_done=rows.total,
         bytes_done=upload.size_bytes,
         finished_at=timezone.now(),

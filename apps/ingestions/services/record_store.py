@@ -26,21 +26,22 @@ WITH backlog AS (
     WHERE tenant_id = %(tenant)s AND state = 'accepted'
 ), batch AS (
     INSERT INTO record_batches (created_at, updated_at, tenant_id, record_type, state, records,
-        rejected, accepted, rejects, merged_at)
+        rejected, accepted, rejects, warnings, rules, merged_at)
     SELECT now(), now(), %(tenant)s, %(type)s, %(state)s, %(records)s, %(rejected)s,
-        %(accepted)s, %(rejects)s, NULL
+        %(accepted)s, %(rejects)s, %(warnings)s, %(rules)s, NULL
     FROM backlog WHERE backlog.records < %(limit)s
     RETURNING id, created_at, merged_at
 ), parts AS (
     INSERT INTO uploads (created_at, updated_at, id, tenant_id, record_type, filename, state,
         strict, sha256, size_bytes, error_code, error_detail, rows_total, rows_inserted,
         rows_updated, rows_unchanged, rows_rejected, rows_pending, rows_duplicates,
-        bytes_done, rows_done, source, batch_id, body)
+        rows_warned, bytes_done, rows_done, source, batch_id, body, rules_version)
     SELECT b.created_at, b.created_at, p.id, %(tenant)s, p.type,
         'batch_' || b.id || '_' || p.type || '.ndjson', 'received', false, p.sha256, p.size,
-        '', '', 0, 0, 0, 0, 0, 0, 0, 0, 0, 'live', b.id, p.body
+        '', '', 0, 0, 0, 0, 0, 0, 0, p.warned, 0, 0, 'live', b.id, p.body, p.rules
     FROM batch b, unnest(%(ids)s::uuid[], %(types)s::text[], %(sha256s)s::text[],
-        %(sizes)s::bigint[], %(bodies)s::bytea[]) AS p(id, type, sha256, size, body)
+        %(sizes)s::bigint[], %(bodies)s::bytea[], %(warned)s::bigint[], %(versions)s::int[])
+        AS p(id, type, sha256, size, body, warned, rules)
 )
 SELECT backlog.records, b.id, b.created_at, b.merged_at
 FROM backlog LEFT JOIN batch b ON true
@@ -52,6 +53,8 @@ class NewPart:
     record_type: str
     body: bytes
     sha256: str
+    rules_version: int | None = None  # of the tenant's rules it was checked with
+    warned: int = 0  # its rows accepted with warnings
 
 
 def batch_store(*, batch: RecordBatch, parts: list[NewPart], limit: int) -> int | None:
@@ -66,12 +69,16 @@ def batch_store(*, batch: RecordBatch, parts: list[NewPart], limit: int) -> int 
         "rejected": batch.rejected,
         "accepted": batch.accepted,
         "rejects": Jsonb(batch.rejects),
+        "warnings": Jsonb(batch.warnings),
+        "rules": Jsonb(batch.rules),
         "limit": limit,
         "ids": [uuid.uuid4() for _ in parts],
         "types": [p.record_type for p in parts],
         "sha256s": [p.sha256 for p in parts],
         "sizes": [len(p.body) for p in parts],
         "bodies": [p.body for p in parts],
+        "warned": [p.warned for p in parts],
+        "versions": [p.rules_version for p in parts],
     }
     with connection.cursor() as cursor:
         cursor.execute(_STORE, params)

@@ -30,6 +30,7 @@ from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.ingestions import engine
 from apps.ingestions.models import BatchState, MergeRequest, RecordBatch
 from apps.ingestions.services.record_store import NewPart, batch_store
+from apps.ingestions.services.rules import rules_current
 from apps.tenants.models import Tenant
 
 logger = logging.getLogger("apps.ingestions.services")
@@ -47,11 +48,17 @@ class BacklogFullError(ApplicationError):
 
 @dataclass
 class _Checked:
-    """A batch read and checked: per type, the accepted lines; the rejects; the count."""
+    """A batch read and checked against the contract and the tenant's `rules` (by type):
+    per type, the accepted lines; the rejects; the warnings of accepted lines; the count;
+    the version of the rules each type was checked with."""
 
+    rules: dict[str, engine.Rules] = field(default_factory=dict)
     records: int = 0
     lines: dict[str, list[engine.Line]] = field(default_factory=dict)
     rejects: list[engine.RowReject] = field(default_factory=list)
+    warnings: list[engine.RowWarning] = field(default_factory=list)
+    warned: dict[str, int] = field(default_factory=dict)  # by type
+    versions: dict[str, int] = field(default_factory=dict)
 
     def add(self, record_type: str | None, line: engine.Line, reject=None) -> None:
         self.records += 1
@@ -61,7 +68,14 @@ class _Checked:
                 code="too_many_records",
             )
         if reject is None and record_type is not None:
-            reject = engine.check_line(record_type, line)
+            rules = self.rules.get(record_type)
+            if rules is not None:
+                self.versions[record_type] = rules.version
+            reject = engine.check_line(record_type, line, rules)
+            if isinstance(reject, engine.RowWarning):
+                self.warnings.append(reject)
+                self.warned[record_type] = self.warned.get(record_type, 0) + 1
+                reject = None
         if reject is not None:
             self.rejects.append(reject)
         else:
@@ -114,12 +128,19 @@ def _one_line(element: bytes) -> bytes:
         return element.replace(b"\r", b" ").replace(b"\n", b" ")
 
 
-def records_check(*, record_type: str | None, body: bytes, json_array: bool) -> _Checked:
-    """Read a batch body (NDJSON, or a JSON array when `json_array`) and check every record:
-    `line` is the physical line of an NDJSON body, the 1-based position in an array."""
+def records_check(
+    *,
+    record_type: str | None,
+    body: bytes,
+    json_array: bool,
+    rules: dict[str, engine.Rules] | None = None,
+) -> _Checked:
+    """Read a batch body (NDJSON, or a JSON array when `json_array`) and check every record,
+    against the tenant's `rules` too (by type): `line` is the physical line of an NDJSON
+    body, the 1-based position in an array."""
     if not body.strip():
         raise ApplicationError("The batch is empty: send at least one record.", code="empty_batch")
-    checked = _Checked()
+    checked = _Checked(rules=rules or {})
     limit = settings.INGEST_MAX_LINE_BYTES
     if json_array:
         try:
@@ -162,8 +183,10 @@ def record_batch_accept(
 ) -> RecordBatch:
     """Check a batch and store what it accepts, durably, before answering; the merge is
     sent once that commits, unless one is on its way (`records_merge_enqueue`). Refused
-    (429) while the tenant's backlog is at the limit."""
-    checked = records_check(record_type=record_type, body=body, json_array=json_array)
+    (429) while the tenant's backlog is at the limit. Records are checked against the
+    tenant's current rules too; the batch and its parts record their versions."""
+    rules = rules_current(tenant_id=tenant.id, record_type=record_type)
+    checked = records_check(record_type=record_type, body=body, json_array=json_array, rules=rules)
     accepted = checked.records - len(checked.rejects)
     batch = RecordBatch(
         tenant_id=tenant.id,
@@ -173,9 +196,13 @@ def record_batch_accept(
         rejected=len(checked.rejects),
         accepted=accepted,
         rejects=[asdict(r) for r in sorted(checked.rejects, key=lambda r: r.line)],
+        warnings=[asdict(w) for w in sorted(checked.warnings, key=lambda w: w.line)],
+        rules=checked.versions,
     )
     parts = [
-        _part(kind, lines) for kind in engine.RECORD_ORDER if (lines := checked.lines.get(kind))
+        _part(kind, lines, checked.versions.get(kind), checked.warned.get(kind, 0))
+        for kind in engine.RECORD_ORDER
+        if (lines := checked.lines.get(kind))
     ]
     backlog = batch_store(batch=batch, parts=parts, limit=settings.LIVE_BACKLOG_LIMIT)
     if backlog is not None:
@@ -198,9 +225,11 @@ def record_batch_accept(
     return batch
 
 
-def _part(record_type: str, lines: list[engine.Line]) -> NewPart:
+def _part(
+    record_type: str, lines: list[engine.Line], rules_version: int | None, warned: int
+) -> NewPart:
     body = _part_bytes(lines)
-    return NewPart(record_type, body, hashlib.sha256(body).hexdigest())
+    return NewPart(record_type, body, hashlib.sha256(body).hexdigest(), rules_version, warned)
 
 
 def records_merge_enqueue(*, tenant_id, countdown: float | None = None, force=False) -> bool:

@@ -112,7 +112,7 @@ def test_peak_allocation_does_not_grow_with_the_file(tenant, ndjson, load, tmp_p
     """Ten times the rows cost no more peak Python memory: the peak is set by the read
     chunk, the staging chunk and the line limit, not by the file."""
     # small chunks, so that both files span many of them
-    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", 2_000)
+    monkeypatch.setattr("apps.ingestions.engine.parse.CHUNK_ROWS", 2_000)
     _parents(tenant, ndjson, load)
     small, large = tmp_path / "order_items_small.ndjson", tmp_path / "order_items_large.ndjson"
     _write_items(small, 8_000)

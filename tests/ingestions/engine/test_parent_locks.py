@@ -311,7 +311,7 @@ def uuid_of(label: str) -> uuid.UUID:
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", 3)
+    monkeypatch.setattr("apps.ingestions.engine.parse.CHUNK_ROWS", 3)
 
 
 # --- the parents stay locked until the upload commits -------------------------------------------

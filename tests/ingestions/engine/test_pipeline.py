@@ -124,7 +124,7 @@ def snapshot(tenant, upload) -> dict[str, Any]:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of CHUNK_ROWS rows for every load in the test."""
-    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", CHUNK_ROWS)
+    monkeypatch.setattr("apps.ingestions.engine.parse.CHUNK_ROWS", CHUNK_ROWS)
 
 
 @pytest.fixture
@@ -693,7 +693,7 @@ def test_the_outcome_does_not_depend_on_the_chunk_size(
     snapshots = []
     for owner, size in ((tenant, None), (other_tenant, chunk_rows)):
         if size is not None:
-            monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", size)
+            monkeypatch.setattr("apps.ingestions.engine.parse.CHUNK_ROWS", size)
         load(owner, ndjson("customers_0.ndjson", [customer(f"c{i}") for i in range(3)]))
         load(owner, ndjson("orders_0.ndjson", [order("o1", "c1"), order("o2", "c2")]))
         upload = load(owner, ndjson("orders_1.ndjson", SCENARIOS[scenario]))

@@ -177,7 +177,7 @@ def test_rows_with_several_problems_in_several_chunks_keep_their_lists(
 ):
     """Chunks of two rows, staged over the load's second connection: each reject keeps its
     own list, under its own line."""
-    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", 2)
+    monkeypatch.setattr("apps.ingestions.engine.parse.CHUNK_ROWS", 2)
     two = customer_row(customer_id=uid("two"), name=1, email="x")
     three = customer_row(customer_id="y", created_at="then")
     rows = [_good("customers", "a"), _good("customers", "b"), two, _good("customers", "c"), three]

@@ -45,8 +45,8 @@ def _janitor() -> list[str]:
 @pytest.fixture(autouse=True)
 def _two_rows_a_chunk(monkeypatch):
     """Files of several chunks (two rows each), which stage over the second connection."""
-    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", 2)
-    monkeypatch.setattr("apps.ingestions.engine.stage.FIRST_CHUNK_ROWS", 2)
+    monkeypatch.setattr("apps.ingestions.engine.parse.CHUNK_ROWS", 2)
+    monkeypatch.setattr("apps.ingestions.engine.parse.FIRST_CHUNK_ROWS", 2)
 
 
 def _customers(count: int) -> bytes:
@@ -265,10 +265,10 @@ def test_a_chunk_ends_at_its_size_limit_whatever_the_width_of_its_rows(monkeypat
     """Wide rows make short chunks: a chunk closes once its text reaches CHUNK_CHARS, so
     the memory a load holds does not grow with the rows' width (20,000 rows of 1 MiB
     would otherwise be one chunk)."""
+    from apps.ingestions.engine.parse import parse_chunks
     from apps.ingestions.engine.reader import ByteStream, read_lines
-    from apps.ingestions.engine.stage import parse_chunks
 
-    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_CHARS", 2_000)
+    monkeypatch.setattr("apps.ingestions.engine.parse.CHUNK_CHARS", 2_000)
     wide = [customer_row(customer_id=uid(f"c{i}"), name="x" * 240) for i in range(20)]
     lines = read_lines(
         ByteStream(io.BytesIO(ndjson_bytes(wide)), max_bytes=1 << 30), max_line_bytes=1 << 20

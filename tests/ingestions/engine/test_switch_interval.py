@@ -28,7 +28,7 @@ def test_a_pipelined_load_leaves_the_switch_interval_alone(
     tenant, ndjson, load, monkeypatch, switch_interval_set
 ):
     """A load over many chunks (three threads) sets no interpreter setting of its own."""
-    monkeypatch.setattr("apps.ingestions.engine.stage.CHUNK_ROWS", 2)
+    monkeypatch.setattr("apps.ingestions.engine.parse.CHUNK_ROWS", 2)
     rows = [customer_row(customer_id=uid(f"sw{n}")) for n in range(9)]
     upload = load(tenant, ndjson("customers_1.ndjson", rows))
     assert (upload.state, upload.rows_inserted) == ("completed", 9)

@@ -1,0 +1,113 @@
+"""A tenant's validation rules per record type: versions written (`rules_put`), ended
+(`rules_end`), and compiled for a load (`rules_current`).
+
+A version is never changed once written, so its compiled form is kept by id in this
+process (`_COMPILED`): a load or a live batch pays one small query, not a compile.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import msgspec
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.core.errors import ApplicationError, NotFoundError
+from apps.ingestions import engine
+from apps.ingestions.models import ValidationRule
+from apps.tenants.models import Tenant
+
+_COMPILED: OrderedDict[int, engine.Rules] = OrderedDict()
+_COMPILED_MAX = 256
+_compiled_lock = threading.Lock()
+# One writer of a tenant's rules of one type at a time: versions follow each other.
+_WRITE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('rules:' || %s || ':' || %s, 0))"
+
+
+class InvalidRulesError(ApplicationError):
+    code = "invalid_rules"
+    title = "The rules cannot be used"
+
+
+def rules_put(
+    *, tenant: Tenant, record_type: str, schema, action: str, unknown_fields: str
+) -> ValidationRule:
+    """Write a new version of the tenant's rules for `record_type` and end the current one.
+    Raises `InvalidRulesError` (400, with the reason) for a schema that cannot be used."""
+    try:
+        engine.compile_rules(record_type, schema, action=action, unknown_fields=unknown_fields)
+    except engine.RuleError as exc:
+        raise InvalidRulesError(str(exc)) from None
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_WRITE_LOCK, [str(tenant.id), record_type])
+        now = timezone.now()
+        mine = ValidationRule.objects.filter(tenant=tenant, record_type=record_type)
+        mine.filter(ended_at__isnull=True).update(ended_at=now)
+        last = mine.order_by("-version").values_list("version", flat=True).first()
+        return ValidationRule.objects.create(
+            tenant=tenant,
+            record_type=record_type,
+            version=(last or 0) + 1,
+            schema=schema,
+            action=action,
+            unknown_fields=unknown_fields,
+            created_at=now,
+        )
+
+
+def rules_end(*, tenant: Tenant, record_type: str) -> ValidationRule:
+    """End the tenant's current rules for `record_type`: rows are checked against the
+    contract alone from now on. 404 when there are none."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(_WRITE_LOCK, [str(tenant.id), record_type])
+        current = (
+            ValidationRule.objects.filter(
+                tenant=tenant, record_type=record_type, ended_at__isnull=True
+            )
+            .select_for_update()
+            .first()
+        )
+        if current is None:
+            raise NotFoundError(f"No rules for {record_type} to end.")
+        current.ended_at = timezone.now()
+        current.save(update_fields=["ended_at"])
+        return current
+
+
+def rules_current(*, tenant_id, record_type: str | None = None) -> dict[str, engine.Rules]:
+    """The tenant's current rules, compiled, by record type (of `record_type` only, when
+    given): one query; a version compiled once in this process is not compiled again."""
+    sql = (
+        "SELECT id, record_type, version, action, unknown_fields, schema "
+        "FROM validation_rules WHERE tenant_id = %s AND ended_at IS NULL"
+    )
+    params: list = [tenant_id]
+    if record_type is not None:
+        sql += " AND record_type = %s"
+        params.append(record_type)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return {row[1]: _compiled(*row) for row in rows}
+
+
+def _compiled(rule_id, record_type, version, action, unknown_fields, schema) -> engine.Rules:
+    with _compiled_lock:
+        rules = _COMPILED.get(rule_id)
+        if rules is not None:
+            _COMPILED.move_to_end(rule_id)
+            return rules
+    if isinstance(schema, str):  # Django's cursor hands jsonb over as text
+        schema = msgspec.json.decode(schema)
+    rules = engine.compile_rules(
+        record_type, schema, version=version, action=action, unknown_fields=unknown_fields
+    )
+    with _compiled_lock:
+        _COMPILED[rule_id] = rules
+        while len(_COMPILED) > _COMPILED_MAX:
+            _COMPILED.popitem(last=False)
+    return rules
