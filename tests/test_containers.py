@@ -269,6 +269,7 @@ def test_the_containers_commands_run_the_service_outside_containers(tmp_path):
             "rejected": 1,
             "pending": 0,
             "duplicates": 0,
+            "warned": 0,
         }
         for entry in worker_lines():
             assert entry["tenant_id"] == str(tenant.id), entry

@@ -22,7 +22,14 @@ from apps.ingestions.engine import RECORDS, RULE_ACTIONS, UNKNOWN_FIELDS
 from apps.ingestions.selectors import rules_history, upload_get, warning_list
 from apps.ingestions.services import rules_end, rules_put
 
-_KEY_HEADER = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)
+# with an example of its own: an operation with examples gets its other values from them
+_KEY_HEADER = OpenApiParameter(
+    "X-API-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=True,
+    examples=[OpenApiExample("a key", value="ck_3f9a1c2e_your-secret")],
+)
 _TYPE = OpenApiParameter(
     "record_type", str, OpenApiParameter.PATH, enum=list(RECORDS), description="the record type"
 )
