@@ -120,6 +120,29 @@ def test_a_rule_that_cannot_be_used_is_400_with_the_reason(client, body, code, d
     assert not ValidationRule.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (
+            b'{"schema": {"properties": {"sku": {"const": "a\\u0000b"}}}}',
+            "the schema contains a NUL",
+        ),
+        (b'{"schema": {"properties": {"a\\u0000": {}}}}', "the schema contains a NUL"),
+        (
+            b'{"schema": {"maximum": 1e999999999999999999}}',
+            "the schema holds a number out of range",
+        ),
+        (b'{"schema": {"minimum": 0e-99999999999}}', "the schema holds a number out of range"),
+    ],
+)
+def test_a_schema_postgresql_cannot_store_is_400(client, body, detail):
+    """jsonb refuses NUL and numbers past numeric's range: refused with the reason, not a 500."""
+    response = client.put(f"{RULES}products/", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid_rules"
+    assert detail in response.json()["detail"]
+
+
 def test_bodies_and_types_that_are_not_rules(client):
     not_object = client.put(f"{RULES}products/", b"[1]", content_type="application/json")
     assert not_object.status_code == 400

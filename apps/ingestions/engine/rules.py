@@ -27,7 +27,7 @@ from typing import Any
 import jsonschema_rs
 import msgspec
 
-from apps.ingestions.engine.checks import check_decimal
+from apps.ingestions.engine.checks import Invalid, check_decimal, check_object
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.results import RowError
 
@@ -160,6 +160,11 @@ def compile_rules(
         raise RuleError("the schema must be a JSON object (or a boolean)")
     if len(msgspec.json.encode(schema)) > MAX_SCHEMA_BYTES:
         raise RuleError(f"the schema is larger than {MAX_SCHEMA_BYTES} bytes")
+    if isinstance(schema, dict):
+        try:  # stored as jsonb: no NUL in its strings, numbers within PostgreSQL's numeric
+            check_object("the schema", schema)
+        except Invalid as exc:
+            raise RuleError(exc.message) from None
     try:
         validator = jsonschema_rs.validator_for(
             schema,
