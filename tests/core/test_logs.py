@@ -148,6 +148,7 @@ def test_every_log_line_of_an_upload_carries_its_tenant_upload_and_task_ids(
         "rejected": 1,
         "pending": 0,
         "duplicates": 0,
+        "warned": 0,
     }
     assert done[0]["duration_s"] >= 0
 

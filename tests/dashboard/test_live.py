@@ -232,6 +232,7 @@ def test_the_json_document_carries_each_batch_as_the_page_shows_it(acme_batches,
             "rejected": 1,
             "pending": 0,
             "duplicates": 0,
+            "warned": 0,
         },
         "cells": {
             "created": _created(customers),

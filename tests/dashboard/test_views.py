@@ -271,6 +271,7 @@ def test_the_json_document_carries_what_the_page_shows(acme_upload, acme, browse
                 "rejected": 2,
                 "pending": 0,
                 "duplicates": 0,
+                "warned": 0,
             },
             "progress": {
                 "bytes_done": acme_upload.size_bytes,

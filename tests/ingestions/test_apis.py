@@ -35,7 +35,16 @@ LEGACY = "/api/v1/ingest/orders/"
 UPLOADS = "/api/v1/ingest/uploads/"
 SERVER = "http://testserver"
 PROBLEM = "application/problem+json"
-ROW_KEYS = ("total", "inserted", "updated", "unchanged", "rejected", "pending", "duplicates")
+ROW_KEYS = (
+    "total",
+    "inserted",
+    "updated",
+    "unchanged",
+    "rejected",
+    "pending",
+    "duplicates",
+    "warned",
+)
 
 CUSTOMERS = ndjson_bytes([customer_row(), customer_row(customer_id=uid("c2"), email="b@x.io")])
 PRODUCTS = ndjson_bytes([product_row()])
@@ -105,6 +114,8 @@ def resource(
         "rows": dict.fromkeys(ROW_KEYS, 0),
         "progress": {"bytes_done": 0, "rows_done": 0, "rows_per_second": 0.0},
         "errors_url": url + "errors/",
+        "warnings_url": url + "warnings/",
+        "rules_version": None,
         "created_at": iso(upload.created_at),
         "started_at": None,
         "finished_at": None,

@@ -157,6 +157,6 @@ def test_from_a_shell_stdout_carries_only_the_result_and_logs_go_to_stderr(tmp_p
     upload = Upload.objects.get(tenant=tenant, filename="customers_clean.ndjson")
     assert done.stdout.splitlines() == [
         f"upload={upload.id} type=customers state=completed",
-        "total=3 inserted=3 updated=0 unchanged=0 rejected=0 pending=0 duplicates=0",
+        "total=3 inserted=3 updated=0 unchanged=0 rejected=0 pending=0 duplicates=0 warned=0",
     ]
     assert "upload completed" in done.stderr

@@ -110,7 +110,7 @@ def finished(client, upload: dict, *, timeout: float = 30.0) -> dict:
 
 def rows(total: int, **counts: int) -> dict:
     base = dict.fromkeys(
-        ("inserted", "updated", "unchanged", "rejected", "pending", "duplicates"), 0
+        ("inserted", "updated", "unchanged", "rejected", "pending", "duplicates", "warned"), 0
     )
     return {"total": total, **base, **counts}
 

@@ -59,6 +59,7 @@ def test_a_batch_is_accepted_and_merged_with_its_rows_counted(client, tenant):
         "rejected": 0,
         "pending": 0,
         "duplicates": 0,
+        "warned": 0,
     }
     assert records_merge(tenant_id=tenant.id) == 0  # a second run finds nothing to do
 
@@ -418,8 +419,8 @@ def test_a_clean_batchs_errors_are_empty_and_another_tenant_gets_404(
 
 def test_the_batch_list_counts_rejects_and_leaves_them_to_the_detail(client):
     """A listed batch has the detail's fields but `rejects` (one per bad record, up to the
-    batch size), which it does not even read: `rejected` and `errors_url` lead to them; the
-    detail keeps them. Listing more batches takes no more queries."""
+    batch size), which it does not even read, and `warnings`: `rejected` and `errors_url`
+    lead to the rejects; the detail keeps them. Listing more batches takes no more queries."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -437,6 +438,6 @@ def test_the_batch_list_counts_rejects_and_leaves_them_to_the_detail(client):
     assert not [q for q in queries if '"record_batches"."rejects"' in q]
     assert [b["id"] for b in batches] == [posted["id"] + 2, posted["id"] + 1, posted["id"]]
     detail = client.get(posted["url"]).json()
-    assert batches[2] == {k: v for k, v in detail.items() if k != "rejects"}
+    assert batches[2] == {k: v for k, v in detail.items() if k not in ("rejects", "warnings")}
     assert (batches[2]["rejected"], batches[2]["errors_url"]) == (2, posted["errors_url"])
     assert [r["line"] for r in detail["rejects"]] == [1, 3]

@@ -121,6 +121,7 @@ def _assert_each_row_once(client, tenant, answers: list[dict]) -> None:
             "rejected": 1,
             "pending": 0,
             "duplicates": 0,
+            "warned": 0,
         }, k
     assert Customer.objects.filter(tenant=tenant).count() == BATCHES * CUSTOMERS
     assert Order.objects.filter(tenant=tenant).count() == (2 * BATCHES - 1) * half

@@ -232,6 +232,7 @@ def _loaded_once(rows: int) -> dict:
         "rejected": 0,
         "pending": 0,
         "duplicates": 0,
+        "warned": 0,
     }
 
 
