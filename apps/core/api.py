@@ -17,6 +17,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView, exception_handler
 
 from apps.core.errors import ApplicationError
+from apps.core.logs import bound_ids
 from apps.core.ratelimit import parse_rate, rate_limit_hit
 
 PROBLEM_JSON = "application/problem+json"
@@ -30,6 +31,9 @@ class ProblemSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     code = serializers.CharField(help_text="machine-readable error code")
+    request_id = serializers.CharField(
+        required=False, help_text="the request's X-Request-Id, as in the server's log lines"
+    )
 
 
 def problem_responses(*statuses: int) -> dict:
@@ -42,8 +46,10 @@ class ProblemJSONRenderer(JSONRenderer):
 
 
 def problem(status_code: int, title: str, detail: str, code: str, **extra: Any) -> dict:
-    """An RFC 9457 problem document (`type` stays about:blank; `code` is ours)."""
-    return {
+    """An RFC 9457 problem document (`type` stays about:blank; `code` is ours), with the
+    request's id (`X-Request-Id`, bound for the request by `AccessMiddleware`), so a
+    client's report of an error finds the server's log lines."""
+    document = {
         "type": "about:blank",
         "title": title,
         "status": status_code,
@@ -51,6 +57,10 @@ def problem(status_code: int, title: str, detail: str, code: str, **extra: Any) 
         "code": code,
         **extra,
     }
+    request_id = bound_ids().get("request_id")
+    if request_id is not None:
+        document["request_id"] = request_id
+    return document
 
 
 def _problem_response(body: dict, headers: dict | None = None) -> Response:
@@ -215,6 +225,19 @@ class Pagination(LimitOffsetPagination):
 
     def get_offset(self, request) -> int:
         return self._number(request, self.offset_query_param, 0, 0, None)
+
+    def get_paginated_response(self, data):
+        """The page, and its neighbours in a `Link` header too (RFC 8288), as the body's
+        `next` and `previous` name them."""
+        response = super().get_paginated_response(data)
+        links = [
+            f'<{url}>; rel="{rel}"'
+            for url, rel in ((self.get_next_link(), "next"), (self.get_previous_link(), "prev"))
+            if url is not None
+        ]
+        if links:
+            response["Link"] = ", ".join(links)
+        return response
 
     def _number(self, request, name: str, default: int, low: int, high: int | None) -> int:
         raw = single_value(request.query_params, name)

@@ -2,8 +2,10 @@
 or readable console lines (the default in development), through the standard `logging`
 module, so Django's, Celery's and gunicorn's own lines come out the same way.
 
-Every line carries the ids bound for what is running: `tenant_id` and `upload_id` (bound
-by the ingestion services), `task_id` (bound by Celery's task signals). Code logs as usual
+Every line carries the ids bound for what is running: `request_id` (the request's
+`X-Request-Id`, bound by `AccessMiddleware`, and sent on with the tasks it causes),
+`tenant_id` and `upload_id` (bound by the ingestion services), `task_id` (bound by Celery's
+task signals). Code logs as usual
 with `logging.getLogger(__name__)`; extra fields go in `extra={...}`.
 
 This module imports nothing of Django at import time: gunicorn's config imports it.
@@ -67,6 +69,10 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     for key, value in vars(record).items():
         if key not in _RECORD_FIELDS and not key.startswith("_") and value is not None:
             fields[key] = value
+    request = getattr(record, "request", None)
+    if request is not None and getattr(request, "request_id", None):
+        # Django's own line about a 4xx or 5xx answer comes once the middleware is done
+        fields["request_id"] = request.request_id
     data = fields.get("data")
     if "task_id" not in fields and isinstance(data, dict) and "id" in data and "name" in data:
         fields["task_id"] = data["id"]  # Celery's "Task ... received" line, before the task runs
@@ -151,14 +157,28 @@ def logging_config(
     }
 
 
-# Celery: the task id on every line a task logs, and Django's logging kept as it is.
+# Celery: the task id on every line a task logs (and the id of the request that sent it,
+# carried in the message's headers), and Django's logging kept as it is.
 _task_tokens: dict[str, Token] = {}
+REQUEST_ID_HEADER = "request_id"
+
+
+def _task_sent(headers: dict | None = None, **kwargs: Any) -> None:
+    """Before a task message is published: the sender's request id goes with it (a task
+    sent by a task passes on the id it was given)."""
+    request_id = _context.get().get("request_id")
+    if request_id is not None and headers is not None:
+        headers.setdefault(REQUEST_ID_HEADER, request_id)
 
 
 def _task_started(task_id: str | None = None, task: Any = None, **kwargs: Any) -> None:
     if task_id is None:
         return
-    _task_tokens[task_id] = _context.set({"task_id": task_id, "task": getattr(task, "name", "")})
+    ids = {"task_id": task_id, "task": getattr(task, "name", "")}
+    request_id = getattr(getattr(task, "request", None), REQUEST_ID_HEADER, None)
+    if isinstance(request_id, str):
+        ids["request_id"] = request_id
+    _task_tokens[task_id] = _context.set(ids)
 
 
 def _task_finished(task_id: str | None = None, **kwargs: Any) -> None:
@@ -178,6 +198,7 @@ def _celery_logging(loglevel: Any = None, **kwargs: Any) -> None:
 def connect_celery_signals() -> None:
     from celery import signals
 
+    signals.before_task_publish.connect(_task_sent, weak=False, dispatch_uid="logs.task_sent")
     signals.task_prerun.connect(_task_started, weak=False, dispatch_uid="logs.task_started")
     signals.task_postrun.connect(_task_finished, weak=False, dispatch_uid="logs.task_finished")
     signals.setup_logging.connect(_celery_logging, weak=False, dispatch_uid="logs.setup")

@@ -1,6 +1,8 @@
 import logging
+import re
 import threading
 import time
+import uuid
 
 from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
@@ -9,7 +11,7 @@ from django.http import Http404, JsonResponse, UnreadablePostError
 from django.urls import is_valid_path
 
 from apps.core.api import PROBLEM_JSON, problem
-from apps.core.logs import log_fresh, log_reset
+from apps.core.logs import log_bind, log_fresh, log_reset
 from apps.core.metrics import http_observe
 from apps.core.wsgi import ExactBody, IncompleteBodyError
 
@@ -52,10 +54,23 @@ class HeadMiddleware:
         return response
 
 
+# A client's own X-Request-Id is kept when it is this sane (a UUID, a trace id, ...): it
+# goes into log lines and answers as it is.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_of(request) -> str:
+    """The request's id: the client's `X-Request-Id` when sane, else a new UUID."""
+    given = request.META.get("HTTP_X_REQUEST_ID", "")
+    return given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+
+
 class AccessMiddleware:
     """Outermost: one access log line per request (method, path, status, duration, and the
     tenant when a key authenticated it), HTTP metrics, and a fresh set of log ids, so lines
-    logged while answering never carry a previous request's tenant or upload."""
+    logged while answering never carry a previous request's tenant or upload. The request's
+    id (`request_id_of`) is bound on every line, sent with the tasks it causes, put in
+    problem+json bodies and answered as `X-Request-Id`."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -63,8 +78,11 @@ class AccessMiddleware:
     def __call__(self, request):
         started = time.perf_counter()
         token = log_fresh()
+        request.request_id = request_id_of(request)
+        log_bind(request_id=request.request_id)
         try:
             response = self.get_response(request)
+            response["X-Request-Id"] = request.request_id
             seconds = time.perf_counter() - started
             tenant = getattr(request, "auth", None)  # DRF sets it on the Django request too
             access_logger.info(

@@ -66,10 +66,16 @@ def started_tasks():
         signals.task_prerun.disconnect(record)
 
 
-def _post(client, filename: str, rows: list) -> dict:
+def _post(client, filename: str, rows: list, request_id: str) -> dict:
     file = SimpleUploadedFile(filename, ndjson_bytes(rows))
-    response = client.post("/api/v1/ingest/comprehensive/", {"file": file}, format="multipart")
+    response = client.post(
+        "/api/v1/ingest/comprehensive/",
+        {"file": file},
+        format="multipart",
+        HTTP_X_REQUEST_ID=request_id,
+    )
     assert response.status_code == 202, response.content
+    assert response["X-Request-Id"] == request_id
     return response.json()
 
 
@@ -88,11 +94,14 @@ def test_every_log_line_of_an_upload_carries_its_tenant_upload_and_task_ids(
     )  # received, never sent: the orders upload waits for it
     client = APIClient()
     client.credentials(HTTP_X_API_KEY=issued.raw)
-    orders = _post(client, "orders_1.ndjson", [order_row(customer_id=uid("lc1"))])
+    orders = _post(client, "orders_1.ndjson", [order_row(customer_id=uid("lc1"))], "req-orders")
     wait_for(lambda: Upload.objects.get(id=orders["id"]).state == "waiting")
     Upload.objects.filter(id=blocker.id).update(state="failed")
     customers = _post(
-        client, "customers_1.ndjson", [customer_row(customer_id=uid("lc1")), {"customer_id": 1}]
+        client,
+        "customers_1.ndjson",
+        [customer_row(customer_id=uid("lc1")), {"customer_id": 1}],
+        "req-customers",
     )
     for upload_id in (orders["id"], customers["id"]):
         wait_for(lambda upload_id=upload_id: Upload.objects.get(id=upload_id).is_terminal)
@@ -117,6 +126,28 @@ def test_every_log_line_of_an_upload_carries_its_tenant_upload_and_task_ids(
         ]
         for upload in (orders, customers)
     }
+    # the request id of the request that caused each line: the request's own lines, those of
+    # the task it sent, and of the tasks that task sent (the customers task woke the orders)
+    caused = {
+        upload["id"]: [
+            (line["state"], line.get("request_id"))
+            for line in lines(upload["id"])
+            if line["logger"] == "apps.ingestions.services"
+        ]
+        for upload in (orders, customers)
+    }
+    assert caused[customers["id"]] == [
+        ("queued", "req-customers"),
+        ("processing", "req-customers"),
+        ("completed_with_errors", "req-customers"),
+    ]
+    assert caused[orders["id"]] == [
+        ("queued", "req-orders"),
+        ("waiting", "req-orders"),
+        ("queued", "req-customers"),
+        ("processing", "req-customers"),
+        ("completed", "req-customers"),
+    ]
     (customers_task,) = tasks[customers["id"]]
     assert changes[customers["id"]] == [
         ("queued", None),  # by the API request

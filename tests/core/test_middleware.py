@@ -56,6 +56,7 @@ def test_a_plain_views_4xx_is_that_status_as_problem_json(url, status, title, de
         "status": status,
         "detail": detail,
         "code": title.lower().replace(" ", "_"),
+        "request_id": response["X-Request-Id"],
     }
 
 

@@ -85,7 +85,8 @@ def assert_problem(response, status: int, title: str, detail: str, code: str) ->
     """An RFC 9457 answer with exactly this status, title, detail and code."""
     assert response.status_code == status, response.content
     assert response["Content-Type"] == PROBLEM
-    assert json.loads(response.content) == problem(status, title, detail, code)
+    body = json.loads(response.content)
+    assert body == {**problem(status, title, detail, code), "request_id": response["X-Request-Id"]}
 
 
 def iso(value: datetime | None) -> str | None:

@@ -215,6 +215,7 @@ def test_a_checksum_mismatch_fails_the_session_and_loads_nothing(client):
         "status": 422,
         "detail": f"Checksum mismatch: {detail}.",
         "code": "checksum_mismatch",
+        "request_id": response["X-Request-Id"],
     }
     status = client.get(f"{SESSIONS}{token}/status/").json()
     assert (status["state"], status["error"], status["upload_id"]) == (
