@@ -162,6 +162,7 @@ def test_a_visitor_who_is_not_signed_in_is_sent_to_the_sign_in_form(db, client):
         "status": 401,
         "detail": "Sign in first.",
         "code": "not_signed_in",
+        "request_id": response["X-Request-Id"],
     }
 
 
