@@ -14,7 +14,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
 
-demo: install  # make demo DEMO_ARGS=--keep-running leaves the web server and worker up
+demo: install  # make demo DEMO_ARGS=--keep-running leaves the web server, worker and beat up
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 test: install

@@ -5,7 +5,9 @@ server and a Celery worker (scripts/stack.py), creates two tenants and their sam
 a few bad lines of every kind (`manage.py generate_data`), uploads it with the bulk CLI
 (ingest_client: dependency order, resumable sessions for the large files), which
 prints a table per file and the overall rows/s, and stops what it started.
-`--keep-running` leaves the web server and worker up until Ctrl-C.
+`--keep-running` leaves the web server and worker up until Ctrl-C, with Celery beat too (the
+periodic jobs: pending expiry, purges), and prints where the API, its documentation, the
+dashboard, the keys and the logs are.
 """
 
 from __future__ import annotations
@@ -63,14 +65,15 @@ def main() -> int:
             fault_rate=args.fault_rate,
             stdout=quiet,
         )
-    print("3. starting the web server (gunicorn) and a Celery worker", flush=True)
-    with running_stack() as base:
+    started_with = "the web server (gunicorn), a Celery worker"
+    print(f"3. starting {started_with}{' and beat' if args.keep_running else ''}", flush=True)
+    logs = ROOT / ".data" / "logs"
+    with running_stack(beat=args.keep_running, log_dir=logs) as base:
         print(f"4. python bulk_ingest.py --data-dir {args.out.name} --api-url {base}", flush=True)
         code = bulk_ingest(["--data-dir", str(args.out), "--api-url", base])
         print(f"demo done in {time.perf_counter() - started:.0f} s; bulk_ingest exit code {code}")
         if args.keep_running:
-            keys = args.out / "tenants.json"
-            print(f"the API is up at {base}/api/v1/ (keys in {keys}); Ctrl-C stops it")
+            _where(base, keys=args.out / "tenants.json", logs=logs)
             try:
                 while True:
                     time.sleep(3600)
@@ -78,6 +81,21 @@ def main() -> int:
                 pass
     # exit code 1 means rejected rows, which the demo data holds on purpose
     return 1 if code == EXIT_FAILED else 0
+
+
+def _where(base: str, *, keys: Path, logs: Path) -> None:
+    """Where everything is, once the demo keeps running."""
+    rows = [
+        ("API", f"{base}/api/v1/ (X-API-Key: a key from the keys file)"),
+        ("OpenAPI", f"{base}/api/v1/schema/"),
+        ("dashboard", f"{base}/dashboard/ (sign in with a key)"),
+        ("metrics", f"{base}/metrics"),
+        ("keys", str(keys)),
+        ("logs", ", ".join(str(logs / f"{name}.log") for name in ("web", "worker", "beat"))),
+    ]
+    print("the service keeps running (Ctrl-C stops it):")
+    for name, where in rows:
+        print(f"  {name:<10} {where}")
 
 
 if __name__ == "__main__":

@@ -73,9 +73,11 @@ def running_stack(
     workers: int = 2,
     log_dir: Path | None = None,
     processes: dict | None = None,
+    beat: bool = False,
 ) -> Iterator[str]:
-    """Yield the base URL of a running web server with a worker behind it; `processes`,
-    when given, is filled with them by name (`web`, `worker`)."""
+    """Yield the base URL of a running web server with a worker behind it (and with `beat`,
+    Celery beat, so the periodic jobs run); `processes`, when given, is filled with them by
+    name (`web`, `worker`, `beat`)."""
     port = free_port()
     node = f"stack{port}@{socket.gethostname()}"  # its own name: other workers may share the broker
     commands = {
@@ -99,6 +101,12 @@ def running_stack(
         ],
     }
     log_dir = log_dir or ROOT / ".data" / "logs"
+    if beat:
+        schedule = log_dir.parent / "celerybeat-schedule"
+        commands["beat"] = [
+            *(str(BIN / "celery"), "-A", "main", "beat", "--loglevel", "WARNING"),
+            *("--schedule", str(schedule)),
+        ]
     with running_processes(commands, env=env, log_dir=log_dir) as started:
         if processes is not None:
             processes.update(started)
