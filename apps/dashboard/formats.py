@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
+import msgspec
 from django.urls import reverse
 
-from apps.dashboard.selectors import LiveFigures, Throughput
-from apps.ingestions.models import RecordBatch, Upload
+from apps.core.exactjson import exact_dumps
+from apps.dashboard.selectors import LiveFigures, Throughput, TypeRules
+from apps.ingestions.models import RecordBatch, Upload, UploadState
 from apps.ingestions.selectors import record_batch_rows
 
 _COUNTS = ("total", "inserted", "updated", "unchanged", "rejected", "pending")
+_LOADED = (UploadState.COMPLETED, UploadState.COMPLETED_WITH_ERRORS)
 
 
 def when(moment: datetime | None) -> str:
@@ -36,6 +39,10 @@ def seconds(value: float) -> str:
     return f"{value:.3f} s" if value < 10 else f"{value:,.0f} s"
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def upload_json(upload: Upload) -> dict:
     total = upload.size_bytes
     if total:
@@ -49,7 +56,9 @@ def upload_json(upload: Upload) -> dict:
         "state": upload.state,
         "percent": percent,
         "errors_url": reverse("dashboard:errors", kwargs={"upload_id": upload.id}),
+        "warnings_url": reverse("dashboard:warnings", kwargs={"upload_id": upload.id}),
         "rows": rows,
+        "rules_version": upload.rules_version,
         "progress": {
             "bytes_done": upload.bytes_done,
             "rows_done": upload.rows_done,
@@ -67,8 +76,23 @@ def upload_json(upload: Upload) -> dict:
             "rows_done": f"{upload.rows_done:,}",
             "rows_per_second": rate(upload.rows_per_second) if upload.started_at else "",
             **{name: f"{rows[name]:,}" for name in _COUNTS},
+            "warned": f"{rows['warned']:,}",
+            "rules": _checked_with(upload),
         },
     }
+
+
+def _checked_with(upload: Upload) -> str:
+    """The rules an upload was validated with, known once it is loaded (nothing before)."""
+    if upload.rules_version is not None:
+        return f"rules v{upload.rules_version}"
+    return "contract only" if upload.state in _LOADED else ""
+
+
+def batch_rules(versions: dict[str, int]) -> str:
+    """The rules a live batch was checked with, by type (`RecordBatch.rules`)."""
+    checked = [f"{name} rules v{version}" for name, version in sorted(versions.items())]
+    return ", ".join(checked) or "contract only"
 
 
 def batch_json(batch: RecordBatch) -> dict:
@@ -99,7 +123,7 @@ def live_json(live: LiveFigures) -> dict:
     """Live records now: accepted, rejected and merged over the last window (and per
     second), the backlog not merged yet and the age of its oldest batch."""
     window = live.window_seconds
-    records = f"{live.backlog:,} record{'s' if live.backlog != 1 else ''}"
+    records = plural(live.backlog, "record")
     batches = f"{live.backlog_batches:,} batch{'es' if live.backlog_batches != 1 else ''}"
     return {
         "window_seconds": window,
@@ -142,3 +166,36 @@ def reject_codes_of(rejects: list[dict]) -> list[dict]:
     """Rejects read whole (a batch's) by code, most frequent first, as `reject_codes_json`."""
     counts = Counter(r["code"] for r in rejects)
     return reject_codes_json(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def rules_json(rules: list[TypeRules] | None) -> list[dict] | None:
+    """A tenant's rules per record type as the rules card shows them; None for every
+    tenant (no card). A schema is in `cells` only, as the page's text: its numbers exact,
+    as written (a JSON document's encoder would turn them into floats or strings)."""
+    return None if rules is None else [_type_rules_json(r) for r in rules]
+
+
+def _type_rules_json(rules: TypeRules) -> dict:
+    rule = rules.current
+    shown = {"type": rules.record_type, "versions": rules.versions, "current": None}
+    cells = dict.fromkeys(("action", "unknown_fields", "created", "schema"), "")
+    cells.update(
+        type=rules.record_type,
+        versions=plural(rules.versions, "version"),
+        rules="contract only",
+    )
+    if rule is not None:
+        shown["current"] = {
+            "version": rule.version,
+            "action": rule.action,
+            "unknown_fields": rule.unknown_fields,
+            "created_at": rule.created_at.isoformat(),
+        }
+        cells.update(
+            rules=f"version {rule.version}",
+            action=rule.action,
+            unknown_fields=rule.unknown_fields,
+            created=when(rule.created_at),
+            schema=msgspec.json.format(exact_dumps(rule.schema), indent=2).decode(),
+        )
+    return {**shown, "cells": cells}

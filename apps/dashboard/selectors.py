@@ -8,17 +8,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Min, Q, QuerySet, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 
 from apps.ingestions.models import (
     BatchState,
     RecordBatch,
+    RecordType,
     Reject,
     Upload,
     UploadSource,
     UploadState,
+    UploadWarning,
+    ValidationRule,
 )
-from apps.ingestions.selectors import record_batch_rejects
+from apps.ingestions.selectors import record_batch_rejects, rules_history
 from apps.tenants.models import ApiKey, Tenant
 
 
@@ -101,6 +104,36 @@ def reject_list(*, tenant: Scope, upload: Upload) -> QuerySet[Reject]:
     )
 
 
+def warning_list(*, tenant: Scope, upload: Upload) -> QuerySet[UploadWarning]:
+    """An upload's rows loaded with warnings (of rules that warn) in line order."""
+    warnings = UploadWarning.objects.filter(upload=upload)
+    return _scoped(warnings, tenant, "upload__tenant").order_by("line", "id")
+
+
+@dataclass(frozen=True)
+class TypeRules:
+    """A tenant's rules for one record type: the current version (None: the contract
+    alone) and how many versions there have been, ended ones included."""
+
+    record_type: str
+    current: ValidationRule | None
+    versions: int
+
+
+def rules_by_type(*, tenant: Scope) -> list[TypeRules] | None:
+    """The tenant's rules of every record type, in the types' order, in two queries (never
+    the history's schemas); None for every tenant: rules are each tenant's own."""
+    only = _tenant_of(tenant)
+    if only is None:
+        return None
+    rules = rules_history(tenant=only)
+    current = {rule.record_type: rule for rule in rules.filter(ended_at__isnull=True)}
+    # order_by(): the history's order would split the groups by version
+    latest = rules.order_by().values_list("record_type").annotate(n=Max("version"))
+    versions = dict(latest)
+    return [TypeRules(name, current.get(name), versions.get(name, 0)) for name in RecordType.values]
+
+
 def reject_code_counts(*, tenant: Scope, uploads: list[Upload]) -> list[tuple[str, int]]:
     """Rejected rows by code over the given uploads, most frequent first."""
     ids = [u.id for u in uploads if u.rows_rejected]
@@ -164,8 +197,9 @@ def throughput_series(
 
 def batch_recent(*, tenant: Scope, limit: int = 50) -> list[RecordBatch]:
     """The newest live batches, newest first, with their parts (for their counts) and without
-    their rejects (up to one a record; the errors page reads them)."""
-    batches = _scoped(RecordBatch.objects.select_related("tenant"), tenant).defer("rejects")
+    their rejects and warnings (up to one a record; the errors page reads them)."""
+    batches = _scoped(RecordBatch.objects.select_related("tenant"), tenant)
+    batches = batches.defer("rejects", "warnings")
     return list(batches.prefetch_related("parts").order_by("-id")[:limit])
 
 

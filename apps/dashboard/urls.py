@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.dashboard_index, name="index"),
     path("data/", views.dashboard_data, name="data"),
     path("uploads/<uuid:upload_id>/errors/", views.upload_errors, name="errors"),
+    path("uploads/<uuid:upload_id>/warnings/", views.upload_warnings, name="warnings"),
     path("batches/<int:batch_id>/errors/", views.batch_errors, name="batch-errors"),
     path("login/", views.sign_in, name="login"),
     path("staff/login/", views.staff_sign_in, name="staff-login"),

@@ -9,7 +9,7 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib.auth.views import LoginView
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,9 +24,12 @@ from apps.core.api import PROBLEM_JSON, ascii_int, json_not_found, problem
 from apps.dashboard.auth import Viewer, sign_in_tenant, sign_out, viewer_of, viewer_required
 from apps.dashboard.formats import (
     batch_json,
+    batch_rules,
     live_json,
+    plural,
     reject_codes_json,
     reject_codes_of,
+    rules_json,
     throughput_json,
     upload_json,
     when,
@@ -41,11 +44,13 @@ from apps.dashboard.selectors import (
     live_figures,
     reject_code_counts,
     reject_list,
+    rules_by_type,
     tenant_find,
     tenant_options,
     throughput_series,
     upload_find,
     upload_recent,
+    warning_list,
 )
 
 # window name -> (length, buckets): one bar a minute for the last hour, and so on
@@ -111,6 +116,7 @@ def _overview(request: HttpRequest, viewer: Viewer) -> dict:
             "throughput": throughput_json(series),
             "batches": [batch_json(b) for b in batches],
             "live": live_json(live_figures(tenant=scope, window=LIVE_WINDOW, now=now)),
+            "rules": rules_json(rules_by_type(tenant=scope)),
         },
     }
 
@@ -180,9 +186,26 @@ def upload_errors(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
         "viewer": viewer,
         "upload": upload_json(upload),
         "codes": reject_codes_json(reject_code_counts(tenant=scope, uploads=[upload])),
-        **_rejects_page(request, paginator),
+        **_list_page(request, paginator),
     }
     return render(request, "dashboard/errors.html", context)
+
+
+@_page
+@require_safe
+@viewer_required()
+def upload_warnings(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
+    scope = viewer.tenant or UNSCOPED_ALL_TENANTS
+    upload = upload_find(tenant=scope, upload_id=upload_id)
+    if upload is None:
+        raise _NotFound
+    warnings = warning_list(tenant=scope, upload=upload)
+    context = {
+        "viewer": viewer,
+        "upload": upload_json(upload),
+        **_list_page(request, Paginator(warnings, REJECTS_PER_PAGE)),
+    }
+    return render(request, "dashboard/warnings.html", context)
 
 
 @_page
@@ -194,22 +217,31 @@ def batch_errors(request: HttpRequest, viewer: Viewer, batch_id: int):
     if batch is None:
         raise _NotFound
     rejects = batch_reject_list(tenant=scope, batch=batch)
+    warnings = _page_of(request, Paginator(batch.warnings, REJECTS_PER_PAGE), "warnings_page")
     context = {
         "viewer": viewer,
         "batch": batch_json(batch),
         "merged": when(batch.merged_at),
         "codes": reject_codes_of(rejects),
-        **_rejects_page(request, Paginator(rejects, REJECTS_PER_PAGE)),
+        "rules": batch_rules(batch.rules),
+        "warnings_page": warnings,
+        "warnings_total": f"{warnings.paginator.count:,}",
+        "warned": plural(warnings.paginator.count, "record"),
+        **_list_page(request, Paginator(rejects, REJECTS_PER_PAGE)),
     }
     return render(request, "dashboard/batch_errors.html", context)
 
 
-def _rejects_page(request: HttpRequest, paginator: Paginator) -> dict:
-    number = ascii_int(request.GET.get("page", "1"))
-    if not number:
-        raise _BadQuery("page", "Must be a page number from 1.")
-    page = paginator.get_page(number)  # past the last page: the last, as a pager expects
+def _list_page(request: HttpRequest, paginator: Paginator) -> dict:
+    page = _page_of(request, paginator, "page")
     return {"page": page, "total": f"{paginator.count:,}"}
+
+
+def _page_of(request: HttpRequest, paginator: Paginator, name: str) -> Page:
+    number = ascii_int(request.GET.get(name, "1"))
+    if not number:
+        raise _BadQuery(name, "Must be a page number from 1.")
+    return paginator.get_page(number)  # past the last page: the last, as a pager expects
 
 
 def _next_url(request: HttpRequest) -> str:

@@ -140,6 +140,8 @@ def _expected_cells(upload: Upload, **cells: str) -> dict[str, str]:
         "updated": "0",
         "unchanged": "0",
         "pending": "0",
+        "warned": "0",
+        "rules": "contract only",
         **cells,
     }
 
@@ -264,6 +266,8 @@ def test_the_json_document_carries_what_the_page_shows(acme_upload, acme, browse
             "state": "completed_with_errors",
             "percent": 100,
             "errors_url": f"/dashboard/uploads/{acme_upload.id}/errors/",
+            "warnings_url": f"/dashboard/uploads/{acme_upload.id}/warnings/",
+            "rules_version": None,
             "rows": {
                 "total": 5,
                 "inserted": 3,

@@ -1,6 +1,6 @@
 // The dashboard refreshes itself: every 2 s it fetches its JSON document and updates the
-// uploads table, the rejected-rows-by-code table, the throughput chart, and the live
-// records' figures and batches table in place.
+// uploads table, the rejected-rows-by-code table, the throughput chart, the live
+// records' figures and batches table, and the tenant's validation rules in place.
 // Every value arrives formatted; this script only places it. No build step, no library.
 (function () {
   "use strict";
@@ -23,6 +23,9 @@
     row.dataset.uploadId = upload.id;
     fillCells(row, upload);
     row.querySelector("progress").value = upload.percent;
+    const warnings = row.querySelector("[data-link=warnings]");
+    warnings.href = upload.warnings_url;
+    warnings.hidden = !upload.rows.warned;
   }
 
   function fillBatch(row, batch) {
@@ -56,6 +59,21 @@
     for (const figure of document.querySelectorAll("#live-figures [data-live]")) {
       const text = live.cells[figure.dataset.live] || "";
       if (figure.textContent !== text) figure.textContent = text;
+    }
+  }
+
+  // One row per record type, always all of them: only their texts change. An open schema
+  // stays open (its text is replaced only when it changed).
+  function renderRules(rules) {
+    if (!rules) return;  // every tenant's page: no rules card
+    for (const item of rules) {
+      const row = document.querySelector(`#rules tr[data-rules="${item.type}"]`);
+      if (!row) continue;
+      for (const cell of row.querySelectorAll("[data-cell]")) {
+        const text = item.cells[cell.dataset.cell] || "";
+        if (cell.textContent !== text) cell.textContent = text;
+      }
+      row.querySelector("details").hidden = !item.current;
     }
   }
 
@@ -133,6 +151,7 @@
     renderRows("uploads", "upload-row", "no-uploads", "uploadId", data.uploads, fillUpload);
     renderRows("batches", "batch-row", "no-batches", "batchId", data.batches, fillBatch);
     renderLive(data.live);
+    renderRules(data.rules);
     renderCodes(data.reject_codes);
     renderChart(data.throughput);
     document.getElementById("live").textContent = "Updated " + data.generated_at + " UTC";
