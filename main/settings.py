@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's and Redoc's files, served here (no CDN)
     "apps.core",
     "apps.tenants",
     "apps.ingestions",
@@ -177,6 +178,9 @@ SPECTACULAR_SETTINGS = {
     "items. The record contract, a JSON Schema per type: `GET /api/v1/contract/{type}/`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "apps.core.schema.add_response_headers",

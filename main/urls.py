@@ -3,7 +3,11 @@ from django.http import JsonResponse
 from django.urls import include, path
 from django.views.decorators.http import require_safe
 from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
 
 from apps.core.api import json_not_found, json_server_error
 from apps.core.metrics import metrics_view
@@ -48,11 +52,44 @@ class SchemaApi(SpectacularAPIView):
     throttle_classes = []
 
 
+# What the documentation pages may load: this server's files only (Redoc's bundle would
+# fetch a logo from its maker's site otherwise); inline scripts and styles are their own,
+# and Redoc runs a worker from a blob.
+_DOCS_POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self' 'unsafe-inline' blob:; worker-src 'self' blob:; connect-src 'self'"
+)
+
+
+class _PublicDocs:
+    """The documentation pages: no key, no quota (they read the schema, also public), and
+    nothing loaded from elsewhere."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    throttle_classes: list = []
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Content-Security-Policy"] = _DOCS_POLICY
+        return response
+
+
+class SwaggerApi(_PublicDocs, SpectacularSwaggerView):
+    pass
+
+
+class RedocApi(_PublicDocs, SpectacularRedocView):
+    template_name = "apidocs/redoc.html"  # without the web fonts of another site
+
+
 urlpatterns = [
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", require_safe(metrics_view)),  # Prometheus; no key
     path("api/v1/schema/", SchemaApi.as_view(), name="schema"),
+    path("api/v1/docs/", SwaggerApi.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/v1/redoc/", RedocApi.as_view(url_name="schema"), name="redoc"),
     path("api/v1/ingest/", include("apps.ingestions.urls")),
     path("api/v1/contract/", ContractListApi.as_view(), name="contract-list"),
     path("api/v1/contract/<str:record_type>/", ContractDetailApi.as_view(), name="contract-detail"),
