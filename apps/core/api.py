@@ -260,9 +260,9 @@ PAGE_PARAMETERS = [  # Pagination's query parameters, for extend_schema
 ]
 
 
+# Authenticated by X-API-Key; `request.auth` is the tenant. (A comment, not a docstring:
+# drf-spectacular would show a docstring as the description of every subclass without one.)
 class TenantApiView(APIView):
-    """Authenticated by X-API-Key; `request.auth` is the tenant."""
-
     throttle_classes = [KeyRateThrottle]
 
     @property

@@ -164,6 +164,9 @@ def _is_json_array(request, body: bytes) -> bool:
 
 
 class RecordBatchListApi(TenantApiView):
+    """The tenant's live record batches, newest first (`state` filters): each with its
+    counts, not its rejects."""
+
     pagination_class = Pagination  # documents the paginated answer
 
     class FilterSerializer(serializers.Serializer):
@@ -190,6 +193,9 @@ class RecordBatchListApi(TenantApiView):
 
 
 class RecordBatchDetailApi(TenantApiView):
+    """One live record batch: its state, counts, rejects and warnings at acceptance, and
+    the rules versions its records were checked with."""
+
     @extend_schema(
         operation_id="record_batches_retrieve",
         parameters=[_KEY_HEADER],
