@@ -6,7 +6,7 @@ import hashlib
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -30,7 +30,7 @@ from apps.ingestions.apis._rejects import (
 )
 from apps.ingestions.apis.contract import CONTRACT_NOTE
 from apps.ingestions.apis.rules import WarningOutputSerializer
-from apps.ingestions.apis.serializers import LinkingSerializer
+from apps.ingestions.apis.serializers import LinkingSerializer, RowsOutputSerializer
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import BatchState, RecordBatch
 from apps.ingestions.selectors import (
@@ -39,7 +39,13 @@ from apps.ingestions.selectors import (
     record_batch_rejects,
     record_batch_rows,
 )
-from apps.ingestions.services import Answer, idempotent, record_batch_accept, request_fingerprint
+from apps.ingestions.services import (
+    MIXED,
+    Answer,
+    idempotent,
+    record_batch_accept,
+    request_fingerprint,
+)
 
 _KEY_HEADER = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)
 _READ_RESPONSES = problem_responses(401, 404, 429)
@@ -48,8 +54,8 @@ _READ_RESPONSES = problem_responses(401, 404, 429)
 class BatchOutputSerializer(LinkingSerializer):
     id = serializers.IntegerField()
     url = serializers.SerializerMethodField()
-    type = serializers.CharField(source="record_type")
-    state = serializers.CharField()
+    type = serializers.ChoiceField([*RECORDS, MIXED], source="record_type")
+    state = serializers.ChoiceField(BatchState.values)
     records = serializers.IntegerField()
     rejected = serializers.IntegerField()
     rejects = RejectOutputSerializer(many=True)
@@ -65,12 +71,15 @@ class BatchOutputSerializer(LinkingSerializer):
     created_at = serializers.DateTimeField()
     merged_at = serializers.DateTimeField(allow_null=True)
 
+    @extend_schema_field(serializers.URLField())
     def get_url(self, batch: RecordBatch) -> str:
         return self.link("record-batch-detail", batch_id=batch.id)
 
+    @extend_schema_field(serializers.URLField())
     def get_errors_url(self, batch: RecordBatch) -> str:
         return self.link("record-batch-errors", batch_id=batch.id)
 
+    @extend_schema_field(RowsOutputSerializer)
     def get_rows(self, batch: RecordBatch) -> dict:
         return record_batch_rows(batch=batch)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apps.ingestions.models import Upload, UploadSession
+from apps.ingestions.models import RecordType, SessionState, Upload, UploadSession, UploadState
 
 
 class LinkingSerializer(serializers.Serializer):
@@ -18,12 +19,38 @@ class LinkingSerializer(serializers.Serializer):
         return request.build_absolute_uri(path) if request else path
 
 
+class RowsOutputSerializer(serializers.Serializer):
+    """What happened to the rows: `total` is the sum of all but `warned`."""
+
+    total = serializers.IntegerField()
+    inserted = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    pending = serializers.IntegerField(help_text="held until their parents arrive")
+    duplicates = serializers.IntegerField(help_text="an id repeated later in the same file")
+    warned = serializers.IntegerField(help_text="loaded with a warning of the tenant's rules")
+
+
+class ProgressOutputSerializer(serializers.Serializer):
+    bytes_done = serializers.IntegerField()
+    rows_done = serializers.IntegerField()
+    rows_per_second = serializers.FloatField()
+
+
+class ErrorOutputSerializer(serializers.Serializer):
+    """Why a whole file (or session) failed; null when it did not."""
+
+    code = serializers.CharField()
+    detail = serializers.CharField()
+
+
 class UploadOutputSerializer(LinkingSerializer):
     id = serializers.UUIDField()
     url = serializers.SerializerMethodField()
-    type = serializers.CharField(source="record_type")
+    type = serializers.ChoiceField(RecordType.values, source="record_type")
     filename = serializers.CharField()
-    state = serializers.CharField()
+    state = serializers.ChoiceField(UploadState.values)
     strict = serializers.BooleanField()
     sha256 = serializers.CharField()
     size_bytes = serializers.IntegerField()
@@ -41,23 +68,29 @@ class UploadOutputSerializer(LinkingSerializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
+    @extend_schema_field(serializers.URLField())
     def get_url(self, upload: Upload) -> str:
         return self.link("upload-detail", upload_id=upload.id)
 
+    @extend_schema_field(serializers.URLField())
     def get_errors_url(self, upload: Upload) -> str:
         return self.link("upload-errors", upload_id=upload.id)
 
+    @extend_schema_field(serializers.URLField())
     def get_warnings_url(self, upload: Upload) -> str:
         return self.link("upload-warnings", upload_id=upload.id)
 
+    @extend_schema_field(ErrorOutputSerializer(allow_null=True))
     def get_error(self, upload: Upload) -> dict | None:
         if not upload.error_code:
             return None
         return {"code": upload.error_code, "detail": upload.error_detail}
 
+    @extend_schema_field(RowsOutputSerializer)
     def get_rows(self, upload: Upload) -> dict:
         return upload.row_counts
 
+    @extend_schema_field(ProgressOutputSerializer)
     def get_progress(self, upload: Upload) -> dict:
         return {
             "bytes_done": upload.bytes_done,
@@ -76,8 +109,10 @@ class SessionOutputSerializer(LinkingSerializer):
     filename = serializers.CharField()
     size = serializers.IntegerField()
     offset = serializers.IntegerField()
-    state = serializers.CharField()
-    type = serializers.CharField(source="record_type", allow_blank=True)
+    state = serializers.ChoiceField(SessionState.values)
+    type = serializers.ChoiceField(
+        ["", *RecordType.values], source="record_type", help_text="empty: decided at the end"
+    )
     sha256 = serializers.CharField(allow_blank=True)
     strict = serializers.BooleanField()
     error = serializers.SerializerMethodField()
@@ -87,17 +122,21 @@ class SessionOutputSerializer(LinkingSerializer):
     expires_at = serializers.DateTimeField()
     created_at = serializers.DateTimeField()
 
+    @extend_schema_field(serializers.URLField())
     def get_url(self, session: UploadSession) -> str:
         return self.link("session-detail", token=session.token)
 
+    @extend_schema_field(serializers.URLField())
     def get_tus_url(self, session: UploadSession) -> str:
         return self.link("tus-upload", token=session.token)
 
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_upload_url(self, session: UploadSession) -> str | None:
         if session.upload_id is None:
             return None
         return self.link("upload-detail", upload_id=session.upload_id)
 
+    @extend_schema_field(ErrorOutputSerializer(allow_null=True))
     def get_error(self, session: UploadSession) -> dict | None:
         if not session.error_code:
             return None
