@@ -26,6 +26,11 @@ def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def env_list(name: str) -> list[str]:
+    """A comma-separated value as a list, blanks around and between commas left out."""
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
 DEBUG = env_bool("DJANGO_DEBUG", True)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -46,6 +51,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's and Redoc's files, served here (no CDN)
+    "corsheaders",  # its system checks refuse a malformed CORS_ALLOWED_ORIGINS
     "apps.core",
     "apps.tenants",
     "apps.ingestions",
@@ -55,6 +61,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "apps.core.middleware.HeadMiddleware",  # outermost: no HEAD answer carries a body
     "apps.core.middleware.AccessMiddleware",  # access log and HTTP metrics
+    # inside the access log, so preflights are logged; outside the rest, so their error
+    # answers (404, 503, a view's 401 and 429) carry the CORS headers too
+    "corsheaders.middleware.CorsMiddleware",
     "apps.core.middleware.ProblemJSONMiddleware",
     "apps.core.middleware.TrailingSlashMiddleware",  # before CommonMiddleware's APPEND_SLASH
     "apps.core.middleware.RequestBodyMiddleware",  # bodies read before a DB connection is taken
@@ -258,6 +267,54 @@ INGEST_SETWISE_KEY_CHECKS = env_bool("INGEST_SETWISE_KEY_CHECKS", True)
 # A resumable upload session (and a tus upload) left unfinished this long expires and its
 # bytes are deleted by the periodic job.
 INGEST_SESSION_TTL_SECONDS = env_int("INGEST_SESSION_TTL_SECONDS", 24 * 3600)
+
+# CORS (django-cors-headers), for browser pages on other origins that call the API, e.g. a
+# tus upload from a web page: only the origins listed ("https://app.example.com", comma-
+# separated; none by default) and only under /api/ (never the dashboard). No cookies: the
+# API key is a header, which the preflight allows.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "content-type",
+    "x-api-key",
+    "idempotency-key",
+    "x-request-id",
+    # tus 1.0 requests (a tus client's own OPTIONS, sent without
+    # Access-Control-Request-Method, is no preflight: it reaches the tus view)
+    "tus-resumable",
+    "upload-length",
+    "upload-offset",
+    "upload-metadata",
+    "upload-defer-length",
+    "upload-checksum",
+    "upload-concat",
+    "if-none-match",  # the contract's ETag
+)
+# Response headers a page's script may read (beyond the CORS-safelisted few).
+CORS_EXPOSE_HEADERS = (
+    "Location",
+    "Upload-Offset",
+    "Upload-Length",
+    "Upload-Expires",
+    "Upload-Metadata",
+    "Upload-Result",
+    "Tus-Resumable",
+    "Tus-Version",
+    "Tus-Extension",
+    "Tus-Max-Size",
+    "Tus-Checksum-Algorithm",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "RateLimit-Policy",
+    "Retry-After",
+    "X-Request-Id",
+    "Link",
+    "ETag",
+)
 
 # Logs (apps/core/logs.py): JSON lines with LOG_FORMAT=json (the default when DEBUG is off),
 # readable lines otherwise; tenant, upload and task ids on every line; LOG_LEVEL.

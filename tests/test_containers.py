@@ -118,7 +118,10 @@ def test_env_example_lists_every_variable_the_settings_read():
         ROOT / "apps" / "core" / "logs.py"
     ).read_text()
     names = set(
-        re.findall(r"""(?:environ\.get|env_int|env_bool)\(\s*["']([A-Z0-9_]+)["']""", sources)
+        re.findall(
+            r"""(?:environ\.get|env_int|env_bool|env_float|env_list)\(\s*["']([A-Z0-9_]+)["']""",
+            sources,
+        )
     )
     assert {"DATABASE_URL", "CELERY_BROKER_URL", "LOG_FORMAT"} <= names
     listed = set(
