@@ -187,6 +187,14 @@ SPECTACULAR_SETTINGS = {
     "items. The record contract, a JSON Schema per type: `GET /api/v1/contract/{type}/`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # one name per set of choices (several fields are called `state` or `type`)
+    "ENUM_NAME_OVERRIDES": {
+        "RecordTypeEnum": "apps.ingestions.models.RecordType.values",
+        "UploadStateEnum": "apps.ingestions.models.UploadState.values",
+        "SessionStateEnum": "apps.ingestions.models.SessionState.values",
+        "BatchStateEnum": "apps.ingestions.models.BatchState.values",
+        "BatchTypeEnum": "apps.ingestions.apis.records.BATCH_TYPES",
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

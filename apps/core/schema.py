@@ -42,10 +42,16 @@ _RATE_LIMIT_HEADERS = {
 
 
 def _is_keyed(operation: dict) -> bool:
+    if any("ApiKey" in scheme for scheme in operation.get("security", [])):
+        return True
     return any(
         p.get("in") == "header" and p.get("name") == "X-API-Key"
         for p in operation.get("parameters", [])
     )
+
+
+def _is_paginated(operation: dict) -> bool:
+    return any(p.get("name") == "offset" for p in operation.get("parameters", []))
 
 
 def add_response_headers(result, generator, request, public):
@@ -56,12 +62,23 @@ def add_response_headers(result, generator, request, public):
         for operation in operations.values():
             operation_id = operation.get("operationId", "")
             keyed = _is_keyed(operation)
+            responses = operation.setdefault("responses", {})
+            if has_problem:
+                # Any request may be malformed where the server reads it (a Content-Length
+                # that is not a number, a header it refuses), whatever the view lists.
+                responses.setdefault("400", copy.deepcopy(_BAD_REQUEST))
             if keyed and has_problem:
                 # Any keyed request may be over its key's rate, whatever the view lists.
-                responses = operation.setdefault("responses", {})
                 responses.setdefault("429", copy.deepcopy(_TOO_MANY_REQUESTS))
-            for status, response in operation.get("responses", {}).items():
+            paginated = _is_paginated(operation)
+            for status, response in responses.items():
                 headers = response.setdefault("headers", {})
+                headers["X-Request-Id"] = _REQUEST_ID
+                if paginated and status == "200":
+                    headers["Link"] = _header(
+                        'the neighbouring pages, rel="next" and rel="prev" (RFC 8288), as the '
+                        "body's next and previous"
+                    )
                 if keyed and status not in _UNLIMITED_STATUSES:
                     headers.update(copy.deepcopy(_RATE_LIMIT_HEADERS))
                 if status == "429":
@@ -87,6 +104,14 @@ def add_response_headers(result, generator, request, public):
 
 
 _OFFSET_STATUSES = {"200", "201", "202", "204", "409"}
+_REQUEST_ID = _header(
+    "the request's id: the client's own X-Request-Id when sane (1 to 128 of A-Z a-z 0-9 . _ "
+    ": -), else a new UUID; in the server's log lines and in a problem's request_id"
+)
+_BAD_REQUEST = {
+    "description": "a malformed request",
+    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
 _TOO_MANY_REQUESTS = {
     "description": "over the API key's request rate (API_RATE_LIMIT)",
     "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},

@@ -52,7 +52,7 @@ urlpatterns = [
         apis.RecordBatchErrorsApi.as_view(),
         name="record-batch-errors",
     ),
-    path("records/", apis.RecordBatchCreateApi.as_view(), name="record-batch-create-mixed"),
+    path("records/", apis.RecordBatchCreateMixedApi.as_view(), name="record-batch-create-mixed"),
     path(
         "records/<str:record_type>/",
         apis.RecordBatchCreateApi.as_view(),

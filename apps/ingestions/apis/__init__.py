@@ -4,6 +4,7 @@ rules and the record contract."""
 from apps.ingestions.apis.contract import ContractDetailApi, ContractListApi
 from apps.ingestions.apis.records import (
     RecordBatchCreateApi,
+    RecordBatchCreateMixedApi,
     RecordBatchDetailApi,
     RecordBatchErrorsApi,
     RecordBatchListApi,
@@ -28,6 +29,7 @@ __all__ = [
     "ContractDetailApi",
     "ContractListApi",
     "RecordBatchCreateApi",
+    "RecordBatchCreateMixedApi",
     "RecordBatchDetailApi",
     "RecordBatchErrorsApi",
     "RecordBatchListApi",

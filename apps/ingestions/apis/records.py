@@ -6,7 +6,12 @@ import hashlib
 
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -49,12 +54,13 @@ from apps.ingestions.services import (
 
 _KEY_HEADER = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)
 _READ_RESPONSES = problem_responses(401, 404, 429)
+BATCH_TYPES = [*RECORDS, MIXED]  # a batch's type: one record type, or mixed
 
 
 class BatchOutputSerializer(LinkingSerializer):
     id = serializers.IntegerField()
     url = serializers.SerializerMethodField()
-    type = serializers.ChoiceField([*RECORDS, MIXED], source="record_type")
+    type = serializers.ChoiceField(BATCH_TYPES, source="record_type")
     state = serializers.ChoiceField(BatchState.values)
     records = serializers.IntegerField()
     rejected = serializers.IntegerField()
@@ -104,9 +110,8 @@ class RecordBatchCreateApi(TenantApiView):
 
     @extend_schema(
         operation_id="records_create",
-        description="POST a batch of live records: NDJSON or a JSON array; of `type`, or mixed "
-        '(`{"type", "record"}` elements). 202 once it is stored; its rejects in the answer. '
-        + CONTRACT_NOTE,
+        description="POST a batch of live records of one type: NDJSON or a JSON array. 202 "
+        "once it is stored; its rejects in the answer. " + CONTRACT_NOTE,
         parameters=[
             _KEY_HEADER,
             OpenApiParameter(
@@ -149,6 +154,18 @@ class RecordBatchCreateApi(TenantApiView):
             fingerprint_of=fingerprint,
         )
         return idempotent_response(answer, replayed=replayed)
+
+
+@extend_schema_view(
+    post=extend_schema(
+        operation_id="records_create_mixed",
+        description='POST a batch of live records of mixed types: `{"type", "record"}` '
+        "elements, as NDJSON lines or a JSON array. 202 once it is stored; its rejects in the "
+        "answer. " + CONTRACT_NOTE,
+    )
+)
+class RecordBatchCreateMixedApi(RecordBatchCreateApi):
+    """The mixed batch's route (its own operation in the OpenAPI document)."""
 
 
 def _read_body(request) -> bytes:

@@ -19,6 +19,9 @@ class LinkingSerializer(serializers.Serializer):
         return request.build_absolute_uri(path) if request else path
 
 
+SESSION_TYPES = ["", *RecordType.values]  # a session's type: empty until decided
+
+
 class RowsOutputSerializer(serializers.Serializer):
     """What happened to the rows: `total` is the sum of all but `warned`."""
 
@@ -111,7 +114,7 @@ class SessionOutputSerializer(LinkingSerializer):
     offset = serializers.IntegerField()
     state = serializers.ChoiceField(SessionState.values)
     type = serializers.ChoiceField(
-        ["", *RecordType.values], source="record_type", help_text="empty: decided at the end"
+        SESSION_TYPES, source="record_type", help_text="empty: decided at the end"
     )
     sha256 = serializers.CharField(allow_blank=True)
     strict = serializers.BooleanField()
