@@ -133,6 +133,7 @@ def _expected_cells(upload: Upload, **cells: str) -> dict[str, str]:
         "created": upload.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "filename": upload.filename,
         "type": "customers",
+        "dry_run": "",
         "error": "",
         "progress": "100%",
         "bytes": f"{upload.size_bytes} B of {upload.size_bytes} B",

@@ -25,6 +25,10 @@ class UploadOutputSerializer(LinkingSerializer):
     filename = serializers.CharField()
     state = serializers.CharField()
     strict = serializers.BooleanField()
+    dry_run = serializers.BooleanField(
+        help_text="processed in full, then rolled back: `rows` and the rejects say what a "
+        "real run would have done; nothing was loaded"
+    )
     sha256 = serializers.CharField()
     size_bytes = serializers.IntegerField()
     error = serializers.SerializerMethodField()
@@ -71,6 +75,7 @@ class SessionOutputSerializer(LinkingSerializer):
     type = serializers.CharField(source="record_type", allow_blank=True)
     sha256 = serializers.CharField(allow_blank=True)
     strict = serializers.BooleanField()
+    dry_run = serializers.BooleanField()
     error = serializers.SerializerMethodField()
     upload_id = serializers.UUIDField(allow_null=True)
     upload_url = serializers.SerializerMethodField()
