@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from ingest_client.report import (
     plan_summary,
     plan_table,
     print_results,
+    validation_exit_code,
 )
 from ingest_client.runner import Options, Runner
 from ingest_client.state import STATE_FILE_NAME, MiB, StateFile
@@ -66,6 +68,13 @@ def _add_what_to_send(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the plan in order and upload nothing"
+    )
+    parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="send every file as a dry run: the server processes and reports it as it would "
+        "load it, then rolls it back (nothing is loaded); no state file is kept. Exit 0 when "
+        "no row would be rejected, 1 when some would, 2 as below",
     )
 
 
@@ -121,7 +130,9 @@ def parse_args(argv: Sequence[str] | None, *, prog: str | None = None) -> argpar
         "the HTTP API, in dependency order, resumably and idempotently.",
         epilog="Exit codes: 0 every file completed with no rejected or pending rows; 1 every "
         "file was processed but some rows were rejected or are pending; 2 a file failed or "
-        "could not be sent (a refused API key included), or the run was interrupted. "
+        "could not be sent (a refused API key included), or the run was interrupted. With "
+        "--validate-only: 0 no row would be rejected, 1 some would (rows that would be "
+        "pending do not count), 2 as before. "
         "Live records from stdin or a growing file: %(prog)s stream --type T [FILE] "
         "(see %(prog)s stream --help).",
     )
@@ -172,6 +183,8 @@ def main(
         session_threshold=args.session_threshold,
         wait_timeout=args.wait_timeout,
         stop_after_chunks=stop_after_chunks,
+        validate_only=args.validate_only,
+        run_tag=uuid.uuid4().hex if args.validate_only else "",
     )
     return _upload(plans, args, options, console=console, errors=errors)
 
@@ -184,9 +197,14 @@ def _upload(
     console: Console,
     errors: Console,
 ) -> int:
-    """Run the plans with progress bars, then print the results; the exit code."""
+    """Run the plans with progress bars, then print the results; the exit code. A
+    validation run keeps its state in memory: a real run must never take its dry runs for
+    uploads of the files, and a validation run again checks every file anew."""
     stop = threading.Event()
-    state = StateFile(args.state_file or args.data_dir / STATE_FILE_NAME)
+    if options.validate_only:
+        state = StateFile(None)
+    else:
+        state = StateFile(args.state_file or args.data_dir / STATE_FILE_NAME)
     started = time.perf_counter()
     with (
         open_client(args.api_url, timeout=args.timeout, connections=4 * args.parallel) as client,
@@ -208,10 +226,11 @@ def _upload(
         except KeyboardInterrupt:
             errors.print("[red]stopped.[/] Run the same command again to continue.")
             return EXIT_FAILED
-    print_results(results, time.perf_counter() - started, console=console, errors=errors)
+    seconds = time.perf_counter() - started
+    validation = options.validate_only
+    print_results(results, seconds, console=console, errors=errors, validation=validation)
     if stop.is_set():
-        errors.print(
-            f"[yellow]interrupted:[/] run the same command again to continue "
-            f"(state: {escape(str(state.path))})"
-        )
-    return exit_code(results)
+        where = "" if state.path is None else f" (state: {escape(str(state.path))})"
+        again = "run it again" if validation else "run the same command again to continue"
+        errors.print(f"[yellow]interrupted:[/] {again}{where}")
+    return validation_exit_code(results) if validation else exit_code(results)

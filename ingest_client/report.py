@@ -3,6 +3,11 @@
 Exit codes: 0 every file completed with no rejected or pending rows; 1 every file was
 processed but some rows were rejected or are still pending; 2 a file failed or could not
 be sent (a refused API key included), or the run was interrupted (run it again to resume).
+
+A validation run (`--validate-only`, every file a dry run) exits 0 when no row would be
+rejected, 1 when some would, 2 as above. Rows that would be held pending do not count:
+a validation run loads nothing, so the children of parents sent in the same run are held
+for them (`validation_exit_code`).
 """
 
 from __future__ import annotations
@@ -54,6 +59,19 @@ def exit_code(results: Sequence[FileResult]) -> int:
     if any(
         r.upload["state"] != "completed" or r.rows("rejected") or r.rows("pending") for r in results
     ):
+        return EXIT_REJECTED
+    return EXIT_OK
+
+
+def validation_exit_code(results: Sequence[FileResult]) -> int:
+    """A validation run's: 0 every file was checked and no row would be rejected; 1 some
+    rows would be; 2 a file failed or was not sent (or nothing was run at all)."""
+    if not results or any(
+        r.error is not None or r.upload is None or r.upload["state"] not in PROCESSED
+        for r in results
+    ):
+        return EXIT_FAILED
+    if any(r.rows("rejected") for r in results):
         return EXIT_REJECTED
     return EXIT_OK
 
@@ -151,8 +169,9 @@ def plan_summary(plans: Sequence[TenantPlan]) -> str:
     )
 
 
-def result_table(results: Sequence[FileResult]) -> Table:
-    table = Table(title="bulk ingestion")
+def result_table(results: Sequence[FileResult], *, validation: bool = False) -> Table:
+    title = "validation run (dry runs: nothing was loaded)" if validation else "bulk ingestion"
+    table = Table(title=title)
     for name in ("tenant", "file", "type", "state"):
         table.add_column(name, no_wrap=True)
     for name in ("inserted", "updated", "rejected", "pending"):
@@ -185,6 +204,23 @@ def summary_line(results: Sequence[FileResult], seconds: float) -> str:
     )
 
 
+def validation_summary(results: Sequence[FileResult], seconds: float) -> str:
+    checked = [r for r in results if r.upload is not None]
+    rows = sum(r.rows("total") for r in checked)
+    rejected = sum(r.rows("rejected") for r in checked)
+    pending = sum(r.rows("pending") for r in checked)
+    line = (
+        f"validated: {rows:,} rows of {len(checked)} file(s) in {seconds:.1f} s; "
+        f"{rejected:,} would be rejected (see each upload's errors), nothing was loaded"
+    )
+    if pending:
+        line += (
+            f"; {pending:,} would be held pending: their parents are not in the tenant's "
+            "data yet (parents in this run's files count only once they are loaded)"
+        )
+    return line
+
+
 def failures(results: Sequence[FileResult]) -> dict[tuple[str, str], list[str]]:
     """Files that failed, grouped by tenant and message (a refused key is said once)."""
     grouped: dict[tuple[str, str], list[str]] = {}
@@ -195,11 +231,17 @@ def failures(results: Sequence[FileResult]) -> dict[tuple[str, str], list[str]]:
 
 
 def print_results(
-    results: Sequence[FileResult], seconds: float, *, console: Console, errors: Console
+    results: Sequence[FileResult],
+    seconds: float,
+    *,
+    console: Console,
+    errors: Console,
+    validation: bool = False,
 ) -> None:
     """The result table and the overall line on `console`; each failure once on `errors`."""
-    console.print(result_table(results))
-    console.print(summary_line(results, seconds), soft_wrap=True)
+    console.print(result_table(results, validation=validation))
+    summary = validation_summary if validation else summary_line
+    console.print(summary(results, seconds), soft_wrap=True)
     for (tenant, error), labels in failures(results).items():
         which = labels[0] if len(labels) == 1 else f"{tenant} ({len(labels)} files)"
         errors.print(f"[red]{escape(which)}:[/] {escape(error)}")

@@ -30,6 +30,8 @@ class Options:
     wait_timeout: float = 3600.0
     poll_interval: float = 0.25
     stop_after_chunks: int | None = None  # test hook: stop as if interrupted
+    validate_only: bool = False  # every file a dry run: processed, reported, rolled back
+    run_tag: str = ""  # a validation run's own, in its Idempotency-Keys
 
 
 class Runner:
@@ -54,6 +56,8 @@ class Runner:
             reporter=reporter,
             chunk_size=options.chunk_size,
             on_chunk=self._count_chunk,
+            dry_run=options.validate_only,
+            run_tag=options.run_tag,
         )
         self._chunks = 0
         self._chunks_lock = threading.Lock()

@@ -4,6 +4,11 @@ A file an earlier run already sent is recognised (by the state file, else by its
 Idempotency-Key) and not sent again; an open session is continued at the server's offset; an
 expired or unknown one is replaced by a new session; an upload whose processing failed
 (a worker lost, a limit since raised) is run again from the bytes the server stored.
+
+With `dry_run`, each file is sent as a dry run (`dry_run=true`: processed, reported, rolled
+back) under Idempotency-Keys of this run only (`run_tag`): a dry run reports on the data as
+it is when it runs, so an earlier run's answer is never replayed for it, nor its own for a
+real upload.
 """
 
 from __future__ import annotations
@@ -54,12 +59,25 @@ class FileSender:
         reporter: Reporter,
         chunk_size: int = 4 * MiB,
         on_chunk: Callable[[], None] = lambda: None,
+        dry_run: bool = False,
+        run_tag: str = "",
     ):
         self.transport = transport
         self.state = state
         self.reporter = reporter
         self.chunk_size = chunk_size
         self.on_chunk = on_chunk
+        self.dry_run = dry_run
+        self.run_tag = run_tag
+
+    def _key(self, job: FileJob, sha256: str, route: str) -> str:
+        """The Idempotency-Key of the file's request on `route`; a dry run's are this
+        run's own."""
+        if self.dry_run:
+            route = f"dry-run-{self.run_tag}-{route}"
+        return idempotency_key(
+            tenant_id=job.tenant.tenant_id, record_type=job.record_type, sha256=sha256, route=route
+        )
 
     def send(self, job: FileJob) -> dict:
         """Send one file (or find it already sent); its upload resource, as fresh as can be.
@@ -149,16 +167,13 @@ class FileSender:
         params = {"filename": job.path.name}
         if job.record_type:
             params["type"] = job.record_type
+        if self.dry_run:
+            params["dry_run"] = "true"
         compressed = job.path.name.lower().endswith((".gz", ".zst"))
         response = self._post_idempotent(
             job,
             f"{API}/comprehensive/",
-            key=idempotency_key(
-                tenant_id=job.tenant.tenant_id,
-                record_type=job.record_type,
-                sha256=sha256,
-                route="upload",
-            ),
+            key=self._key(job, sha256, "upload"),
             body=body,
             params=params,
             headers={
@@ -235,16 +250,13 @@ class FileSender:
         payload: dict[str, Any] = {"filename": job.path.name, "size": job.size, "sha256": sha256}
         if job.record_type:
             payload["type"] = job.record_type
+        if self.dry_run:
+            payload["dry_run"] = True
         route = "session" if attempt == 0 else f"session-{attempt}"
         response = self._post_idempotent(
             job,
             f"{API}/sessions/",
-            key=idempotency_key(
-                tenant_id=job.tenant.tenant_id,
-                record_type=job.record_type,
-                sha256=sha256,
-                route=route,
-            ),
+            key=self._key(job, sha256, route),
             headers={},
             json=payload,
         )

@@ -43,8 +43,18 @@ def ndjson(tmp_path: Path) -> Callable[..., Path]:
 def load() -> Callable[..., Upload]:
     """Ingest a file for a tenant through the service and engine; returns the upload."""
 
-    def run(tenant: Tenant, path: Path, *, type: str | None = None, strict: bool = False) -> Upload:
-        return upload_ingest_path(tenant=tenant, path=path, record_type=type, strict=strict).upload
+    def run(
+        tenant: Tenant,
+        path: Path,
+        *,
+        type: str | None = None,
+        strict: bool = False,
+        dry_run: bool = False,
+    ) -> Upload:
+        outcome = upload_ingest_path(
+            tenant=tenant, path=path, record_type=type, strict=strict, dry_run=dry_run
+        )
+        return outcome.upload
 
     return run
 

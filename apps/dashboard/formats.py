@@ -70,6 +70,7 @@ def upload_json(upload: Upload) -> dict:
             "filename": upload.filename,
             "type": upload.record_type,
             "state": upload.state,
+            "dry_run": "dry run: nothing loaded" if upload.dry_run else "",
             "error": error,
             "progress": f"{percent}%",
             "bytes": f"{size(upload.bytes_done)} of {size(total)}",

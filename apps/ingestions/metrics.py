@@ -102,7 +102,8 @@ def _rows_by_outcome() -> list[Metric]:
         "ingest_rows",
         "Rows by tenant, record type, source (file, live) and outcome (inserted, updated, "
         "unchanged, rejected, duplicates), summed over the uploads' and live batches' counts "
-        "(live records rejected at acceptance: ingest_live_records_rejected_total).",
+        "(live records rejected at acceptance: ingest_live_records_rejected_total); dry runs, "
+        "which load nothing, are left out.",
         labels=["tenant_id", "type", "source", "outcome"],
     )
     pending = GaugeMetricFamily(
@@ -112,7 +113,8 @@ def _rows_by_outcome() -> list[Metric]:
     )
     sums = {outcome: Sum(f"rows_{outcome}") for outcome in (*OUTCOMES, "pending")}
     for row in (
-        Upload.objects.values("tenant_id", "record_type", "source")
+        Upload.objects.filter(dry_run=False)
+        .values("tenant_id", "record_type", "source")
         .annotate(**sums)
         .order_by("tenant_id", "record_type", "source")
     ):

@@ -76,6 +76,9 @@ class Upload(BaseModel):
         max_length=24, choices=UploadState.choices, default=UploadState.RECEIVED
     )
     strict = models.BooleanField(default=False)
+    # Processed in full, then rolled back: only its counts and rejects are kept (a report of
+    # what a real run would do). db_default: the live parts' one-statement insert omits it.
+    dry_run = models.BooleanField(default=False, db_default=False)
     blob = models.ForeignKey(
         Blob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -108,10 +111,11 @@ class Upload(BaseModel):
     class Meta:
         db_table = "uploads"
         constraints = [
-            # identical bytes for one tenant and type are one upload, never processed twice
+            # identical bytes for one tenant and type are one upload, never processed twice;
+            # a dry run loads nothing, so it is neither that upload nor kept from running
             models.UniqueConstraint(
                 fields=["tenant", "record_type", "sha256"],
-                condition=Q(source="file"),
+                condition=Q(source="file", dry_run=False),
                 name="uploads_unique_content",
             ),
         ]
@@ -166,6 +170,7 @@ class UploadSession(BaseModel):
     sha256 = models.CharField(max_length=64, blank=True, default="")  # expected, if given
     record_type = models.CharField(max_length=16, blank=True, default="")  # explicit, if given
     strict = models.BooleanField(default=False)
+    dry_run = models.BooleanField(default=False, db_default=False)  # the upload's, once complete
     state = models.CharField(max_length=16, choices=SessionState.choices, default="open")
     blob = models.ForeignKey(
         Blob, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

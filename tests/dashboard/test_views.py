@@ -18,6 +18,7 @@ from django.utils import timezone
 from apps.dashboard.selectors import UNSCOPED_ALL_TENANTS, throughput_series
 from apps.ingestions.engine.testing import customer_row, uid
 from apps.ingestions.models import Upload, UploadState
+from apps.ingestions.services import upload_ingest_path
 from apps.tenants.services import api_key_revoke
 
 PASSWORD = "a-staff-password-1"  # noqa: S105 - a test user's
@@ -133,6 +134,7 @@ def _expected_cells(upload: Upload, **cells: str) -> dict[str, str]:
         "created": upload.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "filename": upload.filename,
         "type": "customers",
+        "dry_run": "",
         "error": "",
         "progress": "100%",
         "bytes": f"{upload.size_bytes} B of {upload.size_bytes} B",
@@ -421,6 +423,19 @@ def test_an_upload_without_rejects_says_so(acme, ndjson, load, browser):
     assert "rejects" not in _Page(html).tables
     assert '<p class="muted">No rejected rows.</p>' in html
     assert browser.get("/dashboard/uploads/not-a-uuid/errors/").status_code == 404
+
+
+def test_a_dry_run_is_marked_on_the_page_and_on_its_errors_page(acme, ndjson, browser):
+    """A dry run's row and errors page say that its counts loaded nothing."""
+    path = _customers(ndjson, "check", 2, [customer_row(customer_id="bad")])
+    upload = upload_ingest_path(tenant=acme[0], path=path, dry_run=True).upload
+    _sign_in(browser, acme[1])
+    page = _Page(browser.get("/dashboard/").content.decode())
+    assert page.uploads[str(upload.id)]["dry_run"] == "dry run: nothing loaded"
+    assert page.uploads[str(upload.id)]["inserted"] == "2"
+    html = browser.get(f"/dashboard/uploads/{upload.id}/errors/").content.decode()
+    assert '<span class="muted">(dry run: nothing loaded)</span>' in html
+    assert "rejects" in _Page(html).tables
 
 
 def _upload(tenant, name: str, **fields) -> Upload:

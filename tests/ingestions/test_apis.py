@@ -109,6 +109,7 @@ def resource(
         "filename": filename,
         "state": "queued",
         "strict": strict,
+        "dry_run": False,
         "sha256": sha256(data),
         "size_bytes": len(data),
         "error": None,
@@ -522,8 +523,9 @@ def test_a_body_of_exactly_the_upload_limit_is_accepted(client, settings):
     assert response.status_code == 202, response.content
 
 
+@pytest.mark.parametrize("option", ["strict", "dry_run"])
 @pytest.mark.parametrize(
-    ("where", "value", "strict"),
+    ("where", "value", "expected"),
     [
         ("form", "true", True),
         ("form", "1", True),
@@ -533,15 +535,18 @@ def test_a_body_of_exactly_the_upload_limit_is_accepted(client, settings):
         ("query", "0", False),
     ],
 )
-def test_strict_is_taken_from_a_form_field_or_a_query_parameter(client, where, value, strict):
-    """`strict` as multipart field or query parameter is kept on the upload."""
+def test_strict_and_dry_run_are_taken_from_a_form_field_or_a_query_parameter(
+    client, option, where, value, expected
+):
+    """`strict` and `dry_run` as multipart field or query parameter are kept on the upload."""
     if where == "form":
-        response = post_file(client, "customers_1.ndjson", CUSTOMERS, strict=value)
+        response = post_file(client, "customers_1.ndjson", CUSTOMERS, **{option: value})
     else:
-        response = post_raw(client, CUSTOMERS, query=f"?filename=customers_1.ndjson&strict={value}")
+        query = f"?filename=customers_1.ndjson&{option}={value}"
+        response = post_raw(client, CUSTOMERS, query=query)
     assert response.status_code == 202, response.content
-    assert response.json()["strict"] is strict
-    assert Upload.objects.get(id=response.json()["id"]).strict is strict
+    assert response.json()[option] is expected
+    assert getattr(Upload.objects.get(id=response.json()["id"]), option) is expected
 
 
 # --- Idempotency-Key -----------------------------------------------------------------------

@@ -73,6 +73,19 @@ def test_a_file_sent_again_exits_as_the_original_upload_ended(tenant, ndjson):
 
 
 @pytest.mark.django_db
+def test_a_dry_run_exits_as_the_real_run_would_and_loads_nothing(tenant, ndjson):
+    """--dry-run: the real run's counts and exit status, nothing loaded, and said so."""
+    path = ndjson("customers_1.ndjson", [*GOOD, BAD])
+    status, out, _ = _ingest(path, str(tenant.id), "--dry-run")
+    assert status == 1
+    assert "inserted=3 updated=0 unchanged=0 rejected=1" in out
+    assert "dry run: the counts are a real run's; nothing was loaded" in out
+    assert not Customer.objects.filter(tenant=tenant).exists()
+    status, out, _ = _ingest(path, str(tenant.id))  # the same bytes run for real
+    assert (status, Customer.objects.filter(tenant=tenant).count()) == (1, 3)
+
+
+@pytest.mark.django_db
 def test_a_file_level_failure_exits_2(tenant, tmp_path):
     """Bytes that are not gzip under a .gz name: the upload fails, nothing loads."""
     path = tmp_path / "customers_1.ndjson.gz"

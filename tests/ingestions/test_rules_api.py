@@ -387,3 +387,45 @@ def test_a_live_batch_is_checked_against_the_rules_and_records_their_versions(cl
     assert merged["rows"]["inserted"] == 3  # both customers and the order
     assert merged["warnings"] == body["warnings"]
     assert "warnings" not in client.get("/api/v1/ingest/records/batches/").json()["results"][0]
+
+
+def test_a_dry_run_keeps_its_warnings_rejects_and_version_and_loads_nothing(
+    client, tenant, ndjson, load
+):
+    """A dry run under rules reports what a real run would (rule rejects, warnings, the
+    version) and leaves the final tables as they were."""
+    _put(
+        client, "products", {"schema": {"properties": {"price": {"maximum": 10}}}, "action": "warn"}
+    )
+    _put(
+        client,
+        "products",
+        {
+            "schema": {"properties": {"price": {"maximum": 10}}},
+            "action": "warn",
+            "unknown_fields": "reject",
+        },
+    )
+    rows = [
+        product_row(product_id=uid("a"), price="9.99"),
+        product_row(product_id=uid("b"), price="19.99"),
+        {**product_row(product_id=uid("c")), "colour": "red"},
+    ]
+    path = ndjson("products.ndjson", rows)
+    dry = load(tenant, path, dry_run=True)
+    assert Product.objects.filter(tenant=tenant).count() == 0
+    real = load(tenant, ndjson("products_real.ndjson", rows))
+    for upload in (dry, real):
+        upload.refresh_from_db()
+    assert (dry.dry_run, dry.rules_version, dry.rows_warned) == (True, 2, 1)
+    assert (real.rules_version, real.rows_warned) == (2, 1)
+
+    def report(upload):
+        base = f"/api/v1/ingest/uploads/{upload.id}/"
+        shown = client.get(base).json()
+        warnings = client.get(f"{base}warnings/").json()["results"]
+        rejects = client.get(f"{base}errors/").json()["results"]
+        return shown["rows"], warnings, [(r["line"], r["code"]) for r in rejects]
+
+    assert report(dry) == report(real)
+    assert report(dry)[2] == [(3, "unknown_field")]

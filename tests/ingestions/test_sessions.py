@@ -78,6 +78,7 @@ def test_creating_a_session_answers_201_with_the_session_resource(client):
         "type": "customers",
         "sha256": sha256(DATA),
         "strict": False,
+        "dry_run": False,
         "error": None,
         "upload_id": None,
         "upload_url": None,

@@ -55,6 +55,10 @@ class UploadOutputSerializer(LinkingSerializer):
     filename = serializers.CharField()
     state = serializers.ChoiceField(UploadState.values)
     strict = serializers.BooleanField()
+    dry_run = serializers.BooleanField(
+        help_text="processed in full, then rolled back: `rows` and the rejects say what a "
+        "real run would have done; nothing was loaded"
+    )
     sha256 = serializers.CharField()
     size_bytes = serializers.IntegerField()
     error = serializers.SerializerMethodField()
@@ -118,6 +122,7 @@ class SessionOutputSerializer(LinkingSerializer):
     )
     sha256 = serializers.CharField(allow_blank=True)
     strict = serializers.BooleanField()
+    dry_run = serializers.BooleanField()
     error = serializers.SerializerMethodField()
     upload_id = serializers.UUIDField(allow_null=True)
     upload_url = serializers.SerializerMethodField()

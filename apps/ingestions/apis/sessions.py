@@ -57,6 +57,7 @@ class SessionCreateApi(TenantApiView):
         sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, allow_blank=True)
         type = serializers.ChoiceField(choices=list(RECORDS), required=False, allow_blank=True)
         strict = serializers.BooleanField(required=False, default=False)
+        dry_run = serializers.BooleanField(required=False, default=False)
 
         def validate_filename(self, value: str) -> str:
             return filename_clean(value)
@@ -79,10 +80,13 @@ class SessionCreateApi(TenantApiView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
+        # `dry_run` counts only when set: a real session's fingerprint is what it was before
+        # the option existed, so a key stored then still matches its retry.
+        fingerprinted = {k: v for k, v in values.items() if k != "dry_run" or v}
         fingerprint = request_fingerprint(
             method=request.method,
             path=request.path,
-            sha256=hashlib.sha256(msgspec.json.encode(values, order="sorted")).hexdigest(),
+            sha256=hashlib.sha256(msgspec.json.encode(fingerprinted, order="sorted")).hexdigest(),
             params={},
         )
 
@@ -94,6 +98,7 @@ class SessionCreateApi(TenantApiView):
                 sha256=values.get("sha256") or "",
                 record_type=values.get("type") or "",
                 strict=values["strict"],
+                dry_run=values["dry_run"],
             )
             body = session_data(session, request)
             headers = {"Location": body["url"], "Upload-Offset": "0"}

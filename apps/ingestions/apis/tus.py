@@ -148,7 +148,8 @@ class TusCreateApi(_TusApi):
                 "Upload-Metadata",
                 str,
                 OpenApiParameter.HEADER,
-                description="base64 values: `filename` (required), `type`, `sha256`, `strict`",
+                description="base64 values: `filename` (required), `type`, `sha256`, `strict`, "
+                "`dry_run`",
             ),
         ],
         request={CHUNK_TYPE: OpenApiTypes.BINARY},
@@ -177,6 +178,7 @@ class TusCreateApi(_TusApi):
             sha256=metadata.get("sha256", ""),
             record_type=record_type,
             strict=metadata.get("strict", "").strip().lower() in _TRUE,
+            dry_run=metadata.get("dry_run", "").strip().lower() in _TRUE,
             metadata=raw_metadata[:4096],
         )
         headers = {

@@ -60,6 +60,11 @@ from apps.ingestions.services import (
 _UPLOAD_PARAMS = [
     OpenApiParameter("type", str, enum=list(RECORDS), description="record type (else detected)"),
     OpenApiParameter("strict", bool, description="all-or-nothing"),
+    OpenApiParameter(
+        "dry_run",
+        bool,
+        description="process in full and report, then roll back: nothing is loaded",
+    ),
     OpenApiParameter("filename", str, description="the file name, for a raw-body upload"),
     OpenApiParameter(
         "Idempotency-Key",
@@ -85,6 +90,7 @@ _UPLOAD_REQUEST = {
             "file": serializers.FileField(),
             "type": serializers.CharField(required=False),
             "strict": serializers.BooleanField(required=False),
+            "dry_run": serializers.BooleanField(required=False),
         },
     ),
     "application/octet-stream": OpenApiTypes.BINARY,
@@ -141,6 +147,7 @@ class UploadCreateApi(TenantApiView):
                 filename=filename,
                 record_type=params["type"] or None,
                 strict=params["strict"],
+                dry_run=params["dry_run"],
                 allowed_types=self.allowed_types,
             )
         body = upload_data(outcome.upload, request)
@@ -158,6 +165,7 @@ class UploadCreateApi(TenantApiView):
     class ParamsSerializer(serializers.Serializer):
         type = serializers.CharField(required=False, allow_blank=True, default="")  # service checks
         strict = serializers.BooleanField(required=False, default=False)
+        dry_run = serializers.BooleanField(required=False, default=False)
 
     @contextmanager
     def _body(self, request):
@@ -187,9 +195,10 @@ class UploadCreateApi(TenantApiView):
         yield raw_body(request), filename or "upload", params
 
     def _params(self, request, form: QueryDict) -> dict:
-        """`type` and `strict`, from the form or else the query; each at most once."""
+        """`type`, `strict` and `dry_run`, from the form or else the query; each at most
+        once."""
         data = {}
-        for name in ("type", "strict"):
+        for name in ("type", "strict", "dry_run"):
             value = single_value(form, name)
             if value is None:
                 value = single_value(request.query_params, name)
@@ -201,6 +210,9 @@ class UploadCreateApi(TenantApiView):
 
 
 def _request_fingerprint(request, sha256: str, filename: str, params: dict) -> str:
+    # `dry_run` counts only when set: a real upload's fingerprint is what it was before the
+    # option existed, so a key stored then still matches its retry.
+    params = {k: v for k, v in params.items() if k != "dry_run" or v}
     return request_fingerprint(
         method=request.method,
         path=request.path,

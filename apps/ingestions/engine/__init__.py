@@ -14,7 +14,7 @@ parents: hold, resolve, expire), `statements` (SQL built from a record type), `r
 `parts` (many small parts of one type loaded as one, each counted as if alone: live records),
 `contract` (the published JSON Schema of each type, and the docs' field tables, derived from
 `records` and `checks`), `rules` (a tenant's JSON Schema rules for a type, compiled once per
-load).
+load), `dry_run` (a load rolled back but for its report).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import BinaryIO
 import msgspec
 
 from apps.ingestions.engine.contract import contract_markdown, record_schema
+from apps.ingestions.engine.dry_run import dry_run_upload
 from apps.ingestions.engine.lines import check_line, line_of, split_lines
 from apps.ingestions.engine.load import (
     DEFAULT_MAX_DECOMPRESSED_BYTES,
@@ -87,6 +88,7 @@ __all__ = [
     "compile_rules",
     "contract_markdown",
     "detect_record_type",
+    "dry_run_upload",
     "expire_pending",
     "line_of",
     "load_parts",

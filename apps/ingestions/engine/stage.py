@@ -51,7 +51,7 @@ class Staging:
 
     def __init__(self, cursor: Cursor, spec: RecordSpec, upload_id: str) -> None:
         self.spec = spec
-        self.name = f"{STAGING_PREFIX}{uuid.UUID(upload_id).hex}"
+        self.name = staging_name(upload_id)
         self._conn = _sibling(cursor.connection)
         try:
             self._create()
@@ -140,6 +140,12 @@ class LocalStaging:
 
     def drop(self, cursor: Cursor) -> None:
         cursor.execute(sql.SQL("DROP TABLE {}").format(self.table))
+
+
+def staging_name(upload_id: str) -> str:
+    """The name of the staging table of a load of `upload_id` (`Staging`), in the current
+    schema of the connections of the load."""
+    return f"{STAGING_PREFIX}{uuid.UUID(upload_id).hex}"
 
 
 def connection_params(conn: psycopg.Connection) -> dict[str, str]:

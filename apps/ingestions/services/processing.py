@@ -3,6 +3,12 @@
 `upload_run` is what a worker does with a queued upload; `upload_process` runs the engine
 over its bytes, and stage, merge and the state change commit together or not at all, while
 state and progress are written on a second connection so they show as it runs.
+
+A dry run (`Upload.dry_run`) goes the same way, but its load is rolled back but for its
+report (`engine.dry_run_upload`): it keeps its own counts and rejects, moves no other
+upload's counts, refreshes no statistics and wakes no waiting upload, since it brought no
+data. It waits for and gives way to real uploads of its parents as a real run would, so
+that it reports what that run would find (docs/api.md#dry-runs).
 """
 
 from __future__ import annotations
@@ -55,7 +61,8 @@ def upload_run(*, upload_id) -> Upload | None:
             processed = upload_process(upload_id=upload.id, stream=stream, give_way=True)
         if processed is None or processed.state != UploadState.QUEUED:
             break  # done (or another worker has it)
-    upload_wake(tenant_id=upload.tenant_id)
+    if not upload.dry_run:
+        upload_wake(tenant_id=upload.tenant_id)
     return Upload.objects.get(id=upload.id)
 
 
@@ -119,8 +126,9 @@ def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Up
             result = _load(upload, stream=stream, progress=progress, give_way=give_way, rules=rules)
             version = rules.version if rules is not None else None
             state = upload_finish(upload=upload, result=result, rules_version=version)
-        # The tenant's next upload need not wait for the statistics refresh below.
-        upload_wake(tenant_id=upload.tenant_id)
+        if not upload.dry_run:
+            # The tenant's next upload need not wait for the statistics refresh below.
+            upload_wake(tenant_id=upload.tenant_id)
         _report(upload, result, state=state, seconds=time.monotonic() - started)
     except engine.ParentsComing:
         upload_give_way(upload_id=upload_id)  # rolled back: nothing of it merged
@@ -162,17 +170,20 @@ def _load(
     give_way: bool,
     rules: engine.Rules | None,
 ) -> engine.LoadResult:
-    """The engine's load, in the upload's transaction (the caller's)."""
+    """The engine's load, in the upload's transaction (the caller's); a dry run's is rolled
+    back but for its report."""
     logger.info(
         "upload started",
         extra={
             "state": UploadState.PROCESSING,
             "type": upload.record_type,
             "size_bytes": upload.size_bytes,
+            "dry_run": upload.dry_run,
         },
     )
+    load = engine.dry_run_upload if upload.dry_run else engine.load_upload
     with connection.connection.cursor() as cursor:  # the psycopg connection, in our txn
-        return engine.load_upload(
+        return load(
             cursor,
             tenant_id=str(upload.tenant_id),
             upload_id=str(upload.id),
@@ -190,7 +201,8 @@ def _load(
 
 
 def _report(upload: Upload, result: engine.LoadResult, *, state: str, seconds: float) -> None:
-    """Log the outcome, and refresh the statistics of the tables the load grew."""
+    """Log the outcome, and refresh the statistics of the tables the load grew (a dry
+    run's grew none)."""
     logger.info(
         "upload %s",
         state,
@@ -199,8 +211,11 @@ def _report(upload: Upload, result: engine.LoadResult, *, state: str, seconds: f
             "rows": asdict(result.rows),
             "duration_s": round(seconds, 3),
             "rows_per_second": round(result.rows.total / seconds, 1) if seconds else None,
+            "dry_run": upload.dry_run,
         },
     )
+    if upload.dry_run:
+        return
     grown = {upload.record_type: result.rows.inserted}
     for resolved in result.resolved:
         grown[resolved.record_type] = grown.get(resolved.record_type, 0) + resolved.inserted
@@ -251,7 +266,8 @@ def upload_finish(
         bytes_done=upload.size_bytes,
         finished_at=timezone.now(),
     )
-    uploads_adjust(result=result)
+    if not upload.dry_run:  # a dry run's moves of held rows were rolled back
+        uploads_adjust(result=result)
     return state
 
 

@@ -7,6 +7,10 @@ waiting one is queued again once nothing holds it back (`upload_wake`); a runnin
 would hold rows for parents whose upload has arrived since it started gives way
 (`ParentsArriving`, `upload_give_way`). The states and what moves an upload between them:
 docs/engine.md#scheduling.
+
+Only real uploads hold others back: a dry run brings no parents (its load is rolled back),
+so nothing waits for it or gives way to it. A dry run itself waits and gives way like a
+real upload, so that it reports what a real run would find.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ _SENT_TOGETHER_SECONDS = 300
 _BLOCKED = (
     "SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %s "
     "AND record_type = ANY(%s) AND state = ANY(%s) AND created_at <= %s "
-    "AND id <> %s AND source = 'file')"
+    "AND id <> %s AND source = 'file' AND NOT dry_run)"
 )
 
 

@@ -254,6 +254,7 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
             filename=session.filename,
             fingerprint=Fingerprint(sha256=sha256, size=size),
             strict=session.strict,
+            dry_run=session.dry_run,
             blob=blob,
         )
         UploadSession.objects.filter(token=session.token).update(

@@ -51,6 +51,7 @@ def session_create(
     sha256: str = "",
     record_type: str = "",
     strict: bool = False,
+    dry_run: bool = False,
     metadata: str = "",
 ) -> UploadSession:
     """Open a session for a file of `size` bytes. Its bytes go to a blob of their own."""
@@ -80,6 +81,7 @@ def session_create(
             sha256=sha256,
             record_type=record_type,
             strict=strict,
+            dry_run=dry_run,
             metadata=metadata,
             blob=blob,
             expires_at=timezone.now() + timedelta(seconds=settings.INGEST_SESSION_TTL_SECONDS),

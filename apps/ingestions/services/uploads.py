@@ -2,7 +2,9 @@
 
 An upload comes from the API (`upload_create`, its bytes stored first), a completed
 session (`upload_register` with its blob) or a local path (`upload_ingest_path`, processed
-at once). Identical bytes for the same tenant and type give back the original upload.
+at once). Identical bytes for the same tenant and type give back the original upload;
+a dry run is never that upload, nor given one back: it reports on the data as it is when
+it runs, so each is run, and it loads nothing that would make a real upload redundant.
 """
 
 from __future__ import annotations
@@ -69,7 +71,12 @@ class UploadOutcome:
 
 
 def upload_ingest_path(
-    *, tenant: Tenant, path: Path, record_type: str | None = None, strict: bool = False
+    *,
+    tenant: Tenant,
+    path: Path,
+    record_type: str | None = None,
+    strict: bool = False,
+    dry_run: bool = False,
 ) -> UploadOutcome:
     """Register a local file as an upload and process it synchronously."""
 
@@ -89,6 +96,7 @@ def upload_ingest_path(
         filename=path.name,
         fingerprint=print_,
         strict=strict,
+        dry_run=dry_run,
     )
     if outcome.created:
         with open_stream() as stream:
@@ -105,29 +113,40 @@ def upload_register(
     filename: str,
     fingerprint: Fingerprint,
     strict: bool,
+    dry_run: bool = False,
     blob: Blob | None = None,
 ) -> UploadOutcome:
-    """Create the upload, or return the earlier one when the same bytes were received.
-    An upload with stored bytes is queued for a worker once this transaction commits."""
-    upload, created = Upload.objects.get_or_create(
-        tenant=tenant,
-        record_type=record_type,
-        sha256=fingerprint.sha256,
-        source=UploadSource.FILE,
-        defaults={
-            "filename": filename[:255],
-            "size_bytes": fingerprint.size,
-            "strict": strict,
-            "blob": blob,
-            "state": UploadState.RECEIVED if blob is None else UploadState.QUEUED,
-        },
-    )
+    """Create the upload, or return the earlier one when the same bytes were received (a
+    dry run is always created, and never returned for a real upload). An upload with stored
+    bytes is queued for a worker once this transaction commits."""
+    fields = {
+        "filename": filename[:255],
+        "size_bytes": fingerprint.size,
+        "strict": strict,
+        "blob": blob,
+        "state": UploadState.RECEIVED if blob is None else UploadState.QUEUED,
+    }
+    identity = {
+        "tenant": tenant,
+        "record_type": record_type,
+        "sha256": fingerprint.sha256,
+        "source": UploadSource.FILE,
+    }
+    if dry_run:
+        upload, created = Upload.objects.create(**identity, **fields, dry_run=True), True
+    else:
+        upload, created = Upload.objects.get_or_create(**identity, dry_run=False, defaults=fields)
     log_bind(tenant_id=tenant.id, upload_id=upload.id)  # on the rest of this request's lines
     if created:
         logger.info(
             "upload %s",
             upload.state,
-            extra={"state": upload.state, "type": record_type, "size_bytes": upload.size_bytes},
+            extra={
+                "state": upload.state,
+                "type": record_type,
+                "size_bytes": upload.size_bytes,
+                "dry_run": dry_run,
+            },
         )
     else:
         logger.info("upload already received: same bytes, the original upload answers")
@@ -143,10 +162,12 @@ def upload_create(
     filename: str,
     record_type: str | None = None,
     strict: bool = False,
+    dry_run: bool = False,
     allowed_types: frozenset[str] | None = None,
 ) -> UploadOutcome:
     """Store an uploaded file and queue it; identical bytes already received for the same
-    tenant and type give back the original upload, and nothing is processed again."""
+    tenant and type give back the original upload, and nothing is processed again (not
+    for a dry run, which always runs)."""
     blob = blob_store(stream=stream)
     try:
         if blob.size_bytes == 0:
@@ -166,6 +187,7 @@ def upload_create(
             filename=filename,
             fingerprint=Fingerprint(sha256=blob.sha256, size=blob.size_bytes),
             strict=strict,
+            dry_run=dry_run,
             blob=blob,
         )
     except BaseException:
