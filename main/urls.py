@@ -68,6 +68,7 @@ class _PublicDocs:
     authentication_classes: list = []
     permission_classes: list = []
     throttle_classes: list = []
+    http_method_names = ["get", "head"]  # an HTML page: DRF's OPTIONS would render its metadata
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

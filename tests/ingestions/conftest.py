@@ -28,6 +28,22 @@ def client_for(db):
 
 
 @pytest.fixture
+def tenant_client():
+    """`tenant_client(name)`: a new tenant and an API client sending its key."""
+    from rest_framework.test import APIClient
+
+    from apps.tenants.services import tenant_create
+
+    def make(name: str = "Acme"):
+        tenant, issued = tenant_create(name=name)
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY=issued.raw)
+        return tenant, client
+
+    return make
+
+
+@pytest.fixture
 def client(client_for, tenant):
     """A DRF test client authenticated as `tenant`."""
     return client_for(tenant)

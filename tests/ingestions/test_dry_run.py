@@ -24,7 +24,6 @@ from apps.ingestions.engine.testing import (
 )
 from apps.ingestions.models import Customer, Reject, Upload, UploadState
 from apps.ingestions.services import upload_wake
-from apps.tenants.services import tenant_create
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,19 +34,6 @@ TERMINAL = {"completed", "completed_with_errors", "failed"}
 DATA_TABLES = [spec.table for spec in engine.RECORDS.values()] + [
     spec.pending_table for spec in engine.RECORDS.values() if spec.holds_pending
 ]
-
-
-@pytest.fixture
-def tenant_client():
-    """`tenant_client(name)`: a new tenant and an API client sending its key."""
-
-    def make(name: str = "Acme"):
-        tenant, issued = tenant_create(name=name)
-        client = APIClient()
-        client.credentials(HTTP_X_API_KEY=issued.raw)
-        return tenant, client
-
-    return make
 
 
 def post(client, filename: str, data: bytes, *, status: int = 202, **fields) -> dict:

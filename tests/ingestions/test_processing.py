@@ -78,19 +78,6 @@ ORDER_ITEMS = [
 ]
 
 
-@pytest.fixture
-def tenant_client():
-    """`tenant_client(name)`: a new tenant and an API client sending its key."""
-
-    def make(name: str = "Acme"):
-        tenant, issued = tenant_create(name=name)
-        client = APIClient()
-        client.credentials(HTTP_X_API_KEY=issued.raw)
-        return tenant, client
-
-    return make
-
-
 def post(client, filename: str, data: bytes, **fields) -> dict:
     form = {"file": SimpleUploadedFile(filename, data), **fields}
     response = client.post(COMPREHENSIVE, form, format="multipart")
