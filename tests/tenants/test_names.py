@@ -14,6 +14,8 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from apps.ingestions.engine.testing import customer_row
+from apps.ingestions.models import Upload
 from apps.tenants.models import ApiKey, Tenant
 from apps.tenants.services import (
     LAST_USED_RESOLUTION,
@@ -209,3 +211,10 @@ def test_a_keys_last_use_is_written_once_a_minute_at_most(db):
     assert key.last_used_at > stale
     tenant_from_api_key(raw_key=issued.raw[:-1] + "x")  # a wrong key stamps nothing
     assert ApiKey.objects.get(id=key.id).last_used_at == key.last_used_at
+
+
+def test_ingest_file_takes_the_tenants_name_too(tenant, other_tenant, ndjson):
+    """`ingest_file --tenant acme` loads the file for Acme."""
+    path = ndjson("customers_1.ndjson", [customer_row()])
+    upload = json.loads(run("ingest_file", str(path), "--tenant", "acme", "--json"))
+    assert Upload.objects.get(id=upload["id"]).tenant_id == tenant.id
