@@ -21,6 +21,7 @@ Modules, each importing only those above it:
 - `cli`: the command's options and `main()` (`stream` as first argument runs `stream`)
 """
 
+import ingest_client._requires  # noqa: F401 - first: what to install if httpx or rich is missing
 from ingest_client.cli import main
 from ingest_client.live import Client, Counts, Failure, Problem, Reject, SendFailed
 from ingest_client.plan import ConfigError, FileJob, Tenant, TenantPlan, build_plan, load_tenants

@@ -43,6 +43,7 @@ ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
 
 INSTALLED_APPS = [
+    "apps.core.admin_site.StaffAdminConfig",  # django.contrib.admin: /admin/, for staff
     "django.contrib.contenttypes",
     "django.contrib.auth",
     "django.contrib.sessions",

@@ -1,3 +1,4 @@
+from django.contrib import admin
 from django.db import connection
 from django.http import JsonResponse
 from django.urls import include, path
@@ -95,6 +96,7 @@ urlpatterns = [
     path("api/v1/contract/", ContractListApi.as_view(), name="contract-list"),
     path("api/v1/contract/<str:record_type>/", ContractDetailApi.as_view(), name="contract-detail"),
     path("dashboard/", include("apps.dashboard.urls")),
+    path("admin/", admin.site.urls),  # staff only: Django's auth, as the dashboard's staff
 ]
 
 handler404 = json_not_found

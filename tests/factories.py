@@ -75,3 +75,34 @@ def ingest_stored(tenant, filename: str, data: bytes, *, strict: bool = False) -
     upload_process(upload_id=upload.id, stream=io.BytesIO(data))
     upload.refresh_from_db()
     return upload
+
+
+STAFF_PASSWORD = "a-staff-password-1"  # noqa: S105 - test users'
+
+
+def staff_user(username: str, *, staff: bool = True, perms: tuple[str, ...] = ()):
+    """A user (staff unless told) with these permissions (codenames) granted."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(username, password=STAFF_PASSWORD, is_staff=staff)
+    for codename in perms:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+def signed_in(user):
+    """A test client signed in as `user` (Django's session, as /admin/ and the dashboard)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def page_text(response) -> str:
+    """A 200 page's text, its entities (`&quot;`) read."""
+    import html
+
+    assert response.status_code == 200, response.content[:500]
+    return html.unescape(response.content.decode())

@@ -176,9 +176,10 @@ class RequestBodyMiddleware:
 class ProblemJSONMiddleware:
     """Errors that never reach a DRF view (unknown URLs, Django's own 4xx/5xx pages, an
     exception in a plain view) answer as application/problem+json, never an HTML page;
-    only a browser on the dashboard (it asks for HTML by name) gets Django's page."""
+    only a browser on the dashboard or the admin (it asks for HTML by name) gets Django's
+    page."""
 
-    HTML_PREFIXES = ("/dashboard/",)
+    HTML_PREFIXES = ("/dashboard/", "/admin/")
 
     def __init__(self, get_response):
         self.get_response = get_response

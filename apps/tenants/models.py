@@ -1,6 +1,7 @@
 import uuid
 
 from django.db import models
+from django.db.models.functions import Lower
 
 from apps.core.models import BaseModel
 
@@ -12,6 +13,14 @@ class Tenant(BaseModel):
 
     class Meta:
         db_table = "tenants"
+        constraints = [
+            # "Acme" and "ACME" are one name: commands find a tenant by its name, either way
+            models.UniqueConstraint(
+                Lower("name"),
+                name="tenants_name_unique_ci",
+                violation_error_message="A tenant with this name exists (names ignore case).",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.id})"
@@ -32,6 +41,10 @@ class ApiKey(BaseModel):
 
     class Meta:
         db_table = "api_keys"
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"ck_{self.prefix}_… ({'revoked' if self.revoked_at else 'active'})"
 
     @property
     def is_active(self) -> bool:

@@ -5,15 +5,25 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from apps.core.errors import ApplicationError, NotFoundError
+from apps.core.errors import ApplicationError, ConflictError, NotFoundError
 from apps.tenants.models import ApiKey, Tenant
+from apps.tenants.selectors import tenant_named
 
 KEY_PREFIX_BYTES = 6  # 12 hex chars: public, used to find the row
 _PREFIX_RE = re.compile(rf"[0-9a-f]{{{2 * KEY_PREFIX_BYTES}}}")
+_NAME_CONSTRAINT = "tenants_name_unique_ci"
+# A key's last use is written at most this often: one UPDATE a minute per key, not per request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class TenantNameTakenError(ConflictError):
+    code = "tenant_name_taken"
+    title = "Tenant name taken"
 
 
 @dataclass(frozen=True)
@@ -37,11 +47,32 @@ def _issue(*, tenant: Tenant) -> IssuedKey:
 
 @transaction.atomic
 def tenant_create(*, name: str) -> tuple[Tenant, IssuedKey]:
+    """A tenant and its first key. Names are unique ignoring case: a taken one (also when
+    another create takes it at the same moment) is a `TenantNameTakenError`."""
     name = name.strip()
     if not name:
         raise ApplicationError("A tenant needs a non-empty name.")
-    tenant = Tenant.objects.create(name=name)
+    existing = tenant_named(name=name)
+    if existing is not None:
+        raise _name_taken(name, existing)
+    try:
+        with transaction.atomic():  # a savepoint: the outer transaction survives a refusal
+            tenant = Tenant.objects.create(name=name)
+    except IntegrityError as exc:
+        if getattr(exc.__cause__, "diag", None) is None or (
+            exc.__cause__.diag.constraint_name != _NAME_CONSTRAINT
+        ):
+            raise
+        raise _name_taken(name, tenant_named(name=name)) from None
     return tenant, _issue(tenant=tenant)
+
+
+def _name_taken(name: str, existing: Tenant | None) -> TenantNameTakenError:
+    which = f"{existing.name!r} (id {existing.id})" if existing is not None else repr(name)
+    return TenantNameTakenError(
+        f"A tenant named {which} already exists; tenant names are unique, ignoring case. "
+        "`manage.py list_tenants` lists them."
+    )
 
 
 @transaction.atomic
@@ -73,15 +104,24 @@ def tenant_from_api_key(*, raw_key: str) -> Tenant | None:
     with connection.cursor() as cursor:
         cursor.execute(_TENANT_OF_KEY, [parts[1]])
         row = cursor.fetchone()
-    if row is None or not hmac.compare_digest(row[0], _hash(raw_key)):
-        return None
-    return Tenant.from_db("default", _TENANT_FIELDS, row[1:])
+        if row is None or not hmac.compare_digest(row[0], _hash(raw_key)):
+            return None
+        key_id, last_used_at = row[1:3]
+        now = timezone.now()
+        if last_used_at is None or last_used_at < now - LAST_USED_RESOLUTION:
+            # the condition again in the statement: of requests racing here, one writes
+            cursor.execute(_KEY_USED, [now, key_id, now - LAST_USED_RESOLUTION])
+    return Tenant.from_db("default", _TENANT_FIELDS, row[3:])
 
 
 _TENANT_FIELDS = [f.attname for f in Tenant._meta.concrete_fields]
 _TENANT_OF_KEY = (
-    "SELECT k.key_hash, "
+    "SELECT k.key_hash, k.id, k.last_used_at, "
     + ", ".join(f"t.{name}" for name in _TENANT_FIELDS)
     + " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
     " WHERE k.prefix = %s AND k.revoked_at IS NULL AND t.is_active"
+)
+_KEY_USED = (
+    "UPDATE api_keys SET last_used_at = %s"
+    " WHERE id = %s AND (last_used_at IS NULL OR last_used_at < %s)"
 )

@@ -106,7 +106,7 @@ def test_a_file_level_failure_exits_2(tenant, tmp_path):
     [
         ("missing-file", "No such file"),
         ("a-folder", "No such file"),
-        ("unknown-tenant", "No tenant with id"),
+        ("unknown-tenant", "No tenant has the id or name"),
         ("undecidable-type", "Cannot tell the record type"),
     ],
 )

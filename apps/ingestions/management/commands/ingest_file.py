@@ -9,7 +9,7 @@ from apps.ingestions.apis.serializers import UploadOutputSerializer
 from apps.ingestions.engine import RECORDS, SWITCH_INTERVAL
 from apps.ingestions.models import Upload, UploadState
 from apps.ingestions.services import upload_ingest_path
-from apps.tenants.management.commands._common import tenant_or_error
+from apps.tenants.management.commands._common import TENANT_HELP, tenant_or_error
 
 # The bulk CLI's exit statuses (SPEC 6).
 EXIT_OK, EXIT_REJECTED, EXIT_FAILED = 0, 1, 2
@@ -36,7 +36,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path)
-        parser.add_argument("--tenant", required=True, help="tenant id")
+        parser.add_argument("--tenant", required=True, help=TENANT_HELP)
         parser.add_argument("--type", choices=sorted(RECORDS), help="record type (else detected)")
         parser.add_argument("--strict", action="store_true", help="all-or-nothing")
         parser.add_argument(

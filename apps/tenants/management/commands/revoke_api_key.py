@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.core.errors import ApplicationError
-from apps.tenants.management.commands._common import tenant_or_error
+from apps.tenants.management.commands._common import TENANT_HELP, tenant_or_error
 from apps.tenants.services import api_key_revoke
 
 
@@ -9,13 +9,13 @@ class Command(BaseCommand):
     help = "Revoke one API key of a tenant (by its prefix) or all of them."
 
     def add_arguments(self, parser):
-        parser.add_argument("tenant_id")
+        parser.add_argument("tenant", metavar="TENANT", help=TENANT_HELP)
         parser.add_argument("--prefix", help="the key's public prefix (the part after 'ck_')")
 
-    def handle(self, *args, tenant_id, prefix, **options):
-        tenant = tenant_or_error(tenant_id)
+    def handle(self, *args, tenant, prefix, **options):
+        found = tenant_or_error(tenant)
         try:
-            count = api_key_revoke(tenant=tenant, prefix=prefix)
+            count = api_key_revoke(tenant=found, prefix=prefix)
         except ApplicationError as exc:
             raise CommandError(exc.detail) from exc
         self.stdout.write(f"revoked={count}")
