@@ -72,19 +72,19 @@ class Rules:
         return (rejecting, broken) if rejecting or broken else None
 
     def _seen(self, obj: Any) -> Any:
-        """The row as the schema sees it: decimal fields sent as strings, as numbers."""
-        swapped = None
+        """The row as the schema sees it: decimal fields sent as strings, as numbers. The
+        decoded row is changed in place (no copy on the per-row path): callers have taken
+        what they need of it as sent before they ask."""
         for name in self.decimals:
             value = obj.get(name)
             if type(value) is str:
                 try:
-                    number = Decimal(value.strip())
+                    number = Decimal(value)  # surrounding whitespace is allowed, as sent
                 except InvalidOperation:
                     continue  # the contract rejects it; the rules see it as sent
                 if number.is_finite():
-                    swapped = swapped if swapped is not None else dict(obj)
-                    swapped[name] = number
-        return swapped if swapped is not None else obj
+                    obj[name] = number
+        return obj
 
     def rejecting(self, obj: Any) -> list[RowError]:
         """The problems of a row that would reject it (for a row the contract refused)."""
@@ -177,7 +177,23 @@ def compile_rules(
     except (ValueError, TypeError) as exc:
         raise RuleError(f"the schema cannot be used: {exc}") from None
     spec = RECORDS[record_type]
-    decimals = tuple(f.name for f in spec.fields if f.check is check_decimal)
+    # Only the decimal fields the schema can reach are turned into numbers: those it names,
+    # or all of them when it has keywords that apply to fields it does not name.
+    text = msgspec.json.encode(schema)
+    generic = any(
+        k in text
+        for k in (
+            b'"additionalProperties"',
+            b'"patternProperties"',
+            b'"unevaluatedProperties"',
+            b'"dependentSchemas"',
+        )
+    )
+    decimals = tuple(
+        f.name
+        for f in spec.fields
+        if f.check is check_decimal and (generic or f'"{f.name}"'.encode() in text)
+    )
     order = {name: position for position, name in enumerate(spec.columns)}
     known = frozenset(spec.columns)
     return Rules(record_type, version, action, unknown_fields, known, validator, decimals, order)

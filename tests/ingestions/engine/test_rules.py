@@ -244,3 +244,25 @@ def _staged(lines: list[Line], rules) -> dict[int, dict]:
             row = dict(zip(names, values, strict=True))
             out[int(row["line"])] = row
     return out
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"properties": {"unit_price": {"maximum": 10}}},
+        {"additionalProperties": {"not": {"type": "number", "minimum": 10}}},
+        {"patternProperties": {"price$": {"maximum": 10}}},
+        {
+            "allOf": [{"$ref": "#/$defs/cheap"}],
+            "$defs": {"cheap": {"properties": {"unit_price": {"maximum": 10}}}},
+        },
+    ],
+)
+def test_a_decimal_sent_as_a_string_meets_the_schema_as_a_number(schema):
+    """Whether the schema names the field or reaches it with a keyword that applies to
+    fields it does not name, "19.99" is the number 19.99 to it."""
+    rules = compile_rules("order_items", schema)
+    found = rules.check(order_item_row(unit_price="19.99", quantity=1, line_total="19.99"))
+    assert found is not None
+    assert [e.field for e in found[0]][:1] == ["unit_price"]
+    assert rules.check(order_item_row(unit_price="9.99", quantity=1, line_total="9.99")) is None
