@@ -49,6 +49,12 @@ def test_the_api_key_is_a_security_scheme(db):
     keyed = [op for op in operations if op.get("security")]
     assert {op["operationId"] for op in keyed} >= {"uploads_list", "rules_update"}
     assert all(op["security"] == [{"ApiKey": []}] for op in keyed)
+    # declared once: no operation repeats it as a header parameter
+    assert not [
+        op["operationId"]
+        for op in operations
+        if any(p.get("name") == "X-API-Key" for p in op.get("parameters", []))
+    ]
     public = {op["operationId"] for op in operations if not op.get("security")}
     assert {"contract_list", "contract_retrieve"} <= public
 

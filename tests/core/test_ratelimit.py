@@ -364,7 +364,7 @@ def test_the_schema_documents_429_and_the_rate_limit_headers_of_every_keyed_oper
         (f"{method} {path}", operation)
         for path, operations in paths.items()
         for method, operation in operations.items()
-        if any(p["name"] == "X-API-Key" for p in operation.get("parameters", []))
+        if operation.get("security") == [{"ApiKey": []}]
     ]
     assert len(keyed) >= 10
     for name, operation in keyed:

@@ -52,7 +52,6 @@ from apps.ingestions.services import (
     request_fingerprint,
 )
 
-_KEY_HEADER = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)
 _READ_RESPONSES = problem_responses(401, 404, 429)
 BATCH_TYPES = [*RECORDS, MIXED]  # a batch's type: one record type, or mixed
 
@@ -113,7 +112,6 @@ class RecordBatchCreateApi(TenantApiView):
         description="POST a batch of live records of one type: NDJSON or a JSON array. 202 "
         "once it is stored; its rejects in the answer. " + CONTRACT_NOTE,
         parameters=[
-            _KEY_HEADER,
             OpenApiParameter(
                 "Idempotency-Key", str, OpenApiParameter.HEADER, description="as for uploads"
             ),
@@ -200,7 +198,7 @@ class RecordBatchListApi(TenantApiView):
 
     @extend_schema(
         operation_id="record_batches_list",
-        parameters=[FilterSerializer, *PAGE_PARAMETERS, _KEY_HEADER],
+        parameters=[FilterSerializer, *PAGE_PARAMETERS],
         responses={
             200: BatchListOutputSerializer(many=True),
             **problem_responses(400, 401, 429),
@@ -224,7 +222,6 @@ class RecordBatchDetailApi(TenantApiView):
 
     @extend_schema(
         operation_id="record_batches_retrieve",
-        parameters=[_KEY_HEADER],
         responses={200: BatchOutputSerializer, **_READ_RESPONSES},
     )
     def get(self, request, batch_id: int):
@@ -242,7 +239,7 @@ class RecordBatchErrorsApi(TenantApiView):
 
     @extend_schema(
         operation_id="record_batches_errors",
-        parameters=[*ERRORS_PARAMETERS, _KEY_HEADER],
+        parameters=[*ERRORS_PARAMETERS],
         responses={
             200: RejectOutputSerializer(many=True),
             **_READ_RESPONSES,

@@ -22,14 +22,6 @@ from apps.ingestions.engine import RECORDS, RULE_ACTIONS, UNKNOWN_FIELDS
 from apps.ingestions.selectors import rules_history, upload_get, warning_list
 from apps.ingestions.services import rules_end, rules_put
 
-# with an example of its own: an operation with examples gets its other values from them
-_KEY_HEADER = OpenApiParameter(
-    "X-API-Key",
-    str,
-    OpenApiParameter.HEADER,
-    required=True,
-    examples=[OpenApiExample("a key", value="ck_3f9a1c2e_your-secret")],
-)
 _TYPE = OpenApiParameter(
     "record_type", str, OpenApiParameter.PATH, enum=list(RECORDS), description="the record type"
 )
@@ -116,7 +108,6 @@ class RulesListApi(_RulesView):
         operation_id="rules_list",
         tags=["rules"],
         description="The current rules of every record type (null: the contract alone).",
-        parameters=[_KEY_HEADER],
         responses={200: OpenApiTypes.OBJECT, **problem_responses(401, 429)},
     )
     def get(self, request):
@@ -131,7 +122,7 @@ class RulesDetailApi(_RulesView):
         operation_id="rules_retrieve",
         tags=["rules"],
         description="The type's current rules and their history.",
-        parameters=[_TYPE, _KEY_HEADER],
+        parameters=[_TYPE],
         responses={200: RulesOutputSerializer, **problem_responses(401, 404, 429)},
     )
     def get(self, request, record_type: str):
@@ -144,7 +135,7 @@ class RulesDetailApi(_RulesView):
         "batch on (an upload records the version it was validated with). A schema that is "
         "not valid JSON Schema, or that needs a remote `$ref` or a backtracking pattern, is a "
         "400 with the reason.",
-        parameters=[_TYPE, _KEY_HEADER],
+        parameters=[_TYPE],
         request=RuleInputSerializer,
         examples=[OpenApiExample("order items", value=_EXAMPLE, request_only=True)],
         responses={200: RulesOutputSerializer, **problem_responses(400, 401, 404, 429)},
@@ -166,7 +157,7 @@ class RulesDetailApi(_RulesView):
         tags=["rules"],
         description="End the type's current rules: rows meet the contract alone from now on. "
         "The history stays.",
-        parameters=[_TYPE, _KEY_HEADER],
+        parameters=[_TYPE],
         responses={204: None, **problem_responses(401, 404, 429)},
     )
     def delete(self, request, record_type: str):
@@ -189,7 +180,7 @@ class UploadWarningsApi(TenantApiView):
         operation_id="uploads_warnings",
         description="The upload's rows loaded with warnings (of rules whose action is `warn`), "
         "by line.",
-        parameters=[*PAGE_PARAMETERS, _KEY_HEADER],
+        parameters=[*PAGE_PARAMETERS],
         responses={200: WarningOutputSerializer(many=True), **problem_responses(401, 404, 429)},
     )
     def get(self, request, upload_id):

@@ -32,9 +32,7 @@ from apps.ingestions.services import (
     session_terminate,
 )
 
-_KEY = OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)
 _CHUNK_PARAMS = [
-    _KEY,
     OpenApiParameter(
         "Upload-Offset", int, OpenApiParameter.HEADER, required=True, description="chunk start"
     ),
@@ -65,7 +63,6 @@ class SessionCreateApi(TenantApiView):
     @extend_schema(
         operation_id="sessions_create",
         parameters=[
-            _KEY,
             OpenApiParameter(
                 "Idempotency-Key",
                 str,
@@ -119,7 +116,6 @@ class SessionDetailApi(TenantApiView):
 
     @extend_schema(
         operation_id="sessions_retrieve",
-        parameters=[_KEY],
         responses={200: SessionOutputSerializer, **problem_responses(401, 404)},
     )
     def get(self, request, token):
@@ -136,7 +132,6 @@ class SessionDetailApi(TenantApiView):
 
     @extend_schema(
         operation_id="sessions_destroy",
-        parameters=[_KEY],
         responses={204: None, **problem_responses(401, 404, 409)},
     )
     def delete(self, request, token):
@@ -147,7 +142,6 @@ class SessionDetailApi(TenantApiView):
 class SessionStatusApi(TenantApiView):
     @extend_schema(
         operation_id="sessions_status",
-        parameters=[_KEY],
         responses={200: SessionOutputSerializer, **problem_responses(401, 404)},
     )
     def get(self, request, token):
@@ -160,7 +154,6 @@ class SessionStatusApi(TenantApiView):
 class SessionResumeApi(TenantApiView):
     @extend_schema(
         operation_id="sessions_resume",
-        parameters=[_KEY],
         request=None,
         responses={
             200: OpenApiResponse(SessionOutputSerializer, "send the rest from `offset`"),

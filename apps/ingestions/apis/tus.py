@@ -133,7 +133,6 @@ class _TusApi(TenantApiView):
 
 
 _TUS_HEADERS = [
-    OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
     OpenApiParameter("Tus-Resumable", str, OpenApiParameter.HEADER, required=True, enum=["1.0.0"]),
 ]
 

@@ -72,7 +72,6 @@ _UPLOAD_PARAMS = [
         OpenApiParameter.HEADER,
         description="replays the first response for 24 h",
     ),
-    OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
     OpenApiParameter(
         "Upload-Token",
         str,
@@ -258,7 +257,6 @@ class UploadListApi(TenantApiView):
         parameters=[
             FilterSerializer,
             *PAGE_PARAMETERS,
-            OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
         ],
         responses={200: UploadOutputSerializer(many=True), **problem_responses(400, 401, 429)},
     )
@@ -275,7 +273,6 @@ class UploadListApi(TenantApiView):
 class UploadDetailApi(TenantApiView):
     @extend_schema(
         operation_id="uploads_retrieve",
-        parameters=[OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True)],
         responses={200: UploadOutputSerializer, **_READ_RESPONSES},
     )
     def get(self, request, upload_id):
@@ -293,7 +290,6 @@ class UploadErrorsApi(TenantApiView):
         operation_id="uploads_errors",
         parameters=[
             *ERRORS_PARAMETERS,
-            OpenApiParameter("X-API-Key", str, OpenApiParameter.HEADER, required=True),
         ],
         responses={
             200: RejectOutputSerializer(many=True),
