@@ -123,3 +123,17 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {predicate}")
+
+
+_TERMINAL = frozenset({"completed", "completed_with_errors", "failed"})
+
+
+def upload_finished(client, upload: dict, *, timeout: float = 60.0) -> dict:
+    """The upload resource, read through the API, once a worker has brought it to a
+    terminal state."""
+
+    def done():
+        body = client.get(upload["url"]).json()
+        return body if body["state"] in _TERMINAL else None
+
+    return wait_for(done, timeout=timeout)

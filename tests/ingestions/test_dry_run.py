@@ -24,12 +24,11 @@ from apps.ingestions.engine.testing import (
 )
 from apps.ingestions.models import Customer, Reject, Upload, UploadState
 from apps.ingestions.services import upload_wake
-from tests.conftest import wait_for
+from tests.conftest import upload_finished, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 COMPREHENSIVE = "/api/v1/ingest/comprehensive/"
-TERMINAL = {"completed", "completed_with_errors", "failed"}
 # Every table a load may write data to: the final tables and the pending holds.
 DATA_TABLES = [spec.table for spec in engine.RECORDS.values()] + [
     spec.pending_table for spec in engine.RECORDS.values() if spec.holds_pending
@@ -44,13 +43,7 @@ def post(client, filename: str, data: bytes, *, status: int = 202, **fields) -> 
 
 
 def finished(client, upload: dict, *, timeout: float = 60.0) -> dict:
-    """The upload resource once a worker has brought it to a terminal state."""
-
-    def done():
-        body = client.get(upload["url"]).json()
-        return body if body["state"] in TERMINAL else None
-
-    return wait_for(done, timeout=timeout)
+    return upload_finished(client, upload, timeout=timeout)
 
 
 def load(client, filename: str, data: bytes, **fields) -> dict:

@@ -43,14 +43,13 @@ from apps.ingestions.services import (
     upload_wake,
 )
 from apps.tenants.services import tenant_create
-from tests.conftest import wait_for
+from tests.conftest import upload_finished, wait_for
 from tests.factories import database_url_of_tests
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 COMPREHENSIVE = "/api/v1/ingest/comprehensive/"
 UPLOADS = "/api/v1/ingest/uploads/"
-TERMINAL = {"completed", "completed_with_errors", "failed"}
 
 CUSTOMERS = [
     customer_row(customer_id=uid("c1")),
@@ -86,13 +85,7 @@ def post(client, filename: str, data: bytes, **fields) -> dict:
 
 
 def finished(client, upload: dict, *, timeout: float = 30.0) -> dict:
-    """The upload resource once a worker has brought it to a terminal state."""
-
-    def done():
-        body = client.get(upload["url"]).json()
-        return body if body["state"] in TERMINAL else None
-
-    return wait_for(done, timeout=timeout)
+    return upload_finished(client, upload, timeout=timeout)
 
 
 def rows(total: int, **counts: int) -> dict:
