@@ -173,14 +173,21 @@ def dashboard_data(request: HttpRequest, viewer: Viewer):
     return JsonResponse(_overview(request, viewer)["data"])
 
 
-@_page
-@require_safe
-@viewer_required()
-def upload_errors(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
+def _viewers_upload(viewer: Viewer, upload_id: uuid.UUID):
+    """The scope the viewer sees (a tenant, or all of them for staff) and the upload in it;
+    404 when it is not there."""
     scope = viewer.tenant or UNSCOPED_ALL_TENANTS
     upload = upload_find(tenant=scope, upload_id=upload_id)
     if upload is None:
         raise _NotFound
+    return scope, upload
+
+
+@_page
+@require_safe
+@viewer_required()
+def upload_errors(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
+    scope, upload = _viewers_upload(viewer, upload_id)
     paginator = Paginator(reject_list(tenant=scope, upload=upload), REJECTS_PER_PAGE)
     context = {
         "viewer": viewer,
@@ -195,10 +202,7 @@ def upload_errors(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
 @require_safe
 @viewer_required()
 def upload_warnings(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
-    scope = viewer.tenant or UNSCOPED_ALL_TENANTS
-    upload = upload_find(tenant=scope, upload_id=upload_id)
-    if upload is None:
-        raise _NotFound
+    scope, upload = _viewers_upload(viewer, upload_id)
     warnings = warning_list(tenant=scope, upload=upload)
     context = {
         "viewer": viewer,

@@ -41,8 +41,7 @@ def rules_put(
     except engine.RuleError as exc:
         raise InvalidRulesError(str(exc)) from None
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_WRITE_LOCK, [str(tenant.id), record_type])
+        _lock_writers(tenant, record_type)
         now = timezone.now()
         mine = ValidationRule.objects.filter(tenant=tenant, record_type=record_type)
         mine.filter(ended_at__isnull=True).update(ended_at=now)
@@ -62,8 +61,7 @@ def rules_end(*, tenant: Tenant, record_type: str) -> ValidationRule:
     """End the tenant's current rules for `record_type`: rows are checked against the
     contract alone from now on. 404 when there are none."""
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(_WRITE_LOCK, [str(tenant.id), record_type])
+        _lock_writers(tenant, record_type)
         current = (
             ValidationRule.objects.filter(
                 tenant=tenant, record_type=record_type, ended_at__isnull=True
@@ -76,6 +74,12 @@ def rules_end(*, tenant: Tenant, record_type: str) -> ValidationRule:
         current.ended_at = timezone.now()
         current.save(update_fields=["ended_at"])
         return current
+
+
+def _lock_writers(tenant: Tenant, record_type: str) -> None:
+    """Wait for any other writer of these rules, until the caller's transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute(_WRITE_LOCK, [str(tenant.id), record_type])
 
 
 def rules_current(*, tenant_id, record_type: str | None = None) -> dict[str, engine.Rules]:
