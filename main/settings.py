@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.tenants",
     "apps.ingestions",
+    "apps.analytics",
     "apps.dashboard",
 ]
 

@@ -93,6 +93,7 @@ urlpatterns = [
     path("api/v1/docs/", SwaggerApi.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/redoc/", RedocApi.as_view(url_name="schema"), name="redoc"),
     path("api/v1/ingest/", include("apps.ingestions.urls")),
+    path("api/v1/analytics/", include("apps.analytics.urls")),
     path("api/v1/contract/", ContractListApi.as_view(), name="contract-list"),
     path("api/v1/contract/<str:record_type>/", ContractDetailApi.as_view(), name="contract-detail"),
     path("dashboard/", include("apps.dashboard.urls")),

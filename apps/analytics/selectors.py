@@ -1,0 +1,168 @@
+"""What a tenant's loaded data says, read from the final tables (tenant first, always).
+
+Every figure is taken over the orders whose `order_date` is in the range; an order item
+counts with its order (its order's date and currency), so items, units and top products
+follow the same orders as revenue. Rows held as pending are not in the final tables, so
+they count only once loaded. Money is summed per currency, never across currencies, and
+stays `Decimal`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from uuid import UUID
+
+from django.db import connection
+
+from apps.analytics.params import Range
+from apps.tenants.models import Tenant
+
+CENT = Decimal("0.01")
+
+
+@dataclass(slots=True)
+class Totals:
+    orders: int = 0
+    items: int = 0
+    units: int = 0
+    customers: int = 0
+    revenue: dict[str, Decimal] = field(default_factory=dict)
+    orders_by_currency: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def average_order_value(self) -> dict[str, Decimal]:
+        """Revenue over orders per currency, rounded half up to the cent."""
+        return {
+            currency: (amount / self.orders_by_currency[currency]).quantize(CENT, ROUND_HALF_UP)
+            for currency, amount in self.revenue.items()
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRank:
+    product_id: UUID
+    sku: str
+    name: str
+    currency: str
+    units: int
+    revenue: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerRank:
+    customer_id: UUID
+    name: str
+    email: str
+    currency: str
+    orders: int
+    revenue: Decimal
+
+
+def _where(tenant: Tenant, span: Range, currency: str | None) -> tuple[str, dict]:
+    """The orders' filter (alias `o`) and its parameters."""
+    clauses = ["o.tenant_id = %(tenant)s"]
+    values: dict = {"tenant": tenant.id, "tz": span.tz}
+    if span.start is not None:
+        clauses.append("o.order_date >= %(start)s")
+        values["start"] = span.start
+    if span.end is not None:
+        clauses.append("o.order_date < %(end)s")
+        values["end"] = span.end
+    if currency is not None:
+        clauses.append("o.currency = %(currency)s")
+        values["currency"] = currency
+    return " AND ".join(clauses), values
+
+
+def _rows(query: str, values: dict) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(query, values)
+        return cursor.fetchall()
+
+
+# The items of the chosen orders: joined on the order, both sides filtered by tenant so
+# each side's index is used.
+_ITEMS = "FROM orders o JOIN order_items i ON i.tenant_id = %(tenant)s AND i.order_id = o.order_id "
+
+
+def analytics_summary(*, tenant: Tenant, span: Range, currency: str | None = None) -> Totals:
+    """Orders, items, units, distinct customers and revenue per currency in `span`."""
+    where, values = _where(tenant, span, currency)
+    totals = Totals()
+    query = (
+        f"SELECT o.currency, count(*), sum(o.total_amount) FROM orders o WHERE {where} GROUP BY 1"
+    )
+    for code, orders, revenue in _rows(query, values):
+        totals.orders += orders
+        totals.orders_by_currency[code] = orders
+        totals.revenue[code] = revenue
+    if not totals.orders:
+        return totals
+    query = f"SELECT count(DISTINCT o.customer_id) FROM orders o WHERE {where}"
+    totals.customers = _rows(query, values)[0][0]
+    query = f"SELECT count(*), coalesce(sum(i.quantity), 0) {_ITEMS} WHERE {where}"
+    totals.items, totals.units = _rows(query, values)[0]
+    return totals
+
+
+def analytics_daily(
+    *, tenant: Tenant, span: Range, currency: str | None = None
+) -> list[tuple[date, Totals]]:
+    """`analytics_summary` per day in `span.tz`, oldest first; days without orders left out."""
+    where, values = _where(tenant, span, currency)
+    day = "(o.order_date AT TIME ZONE %(tz)s)::date"
+    days: dict[date, Totals] = defaultdict(Totals)
+    query = (
+        f"SELECT {day}, o.currency, count(*), sum(o.total_amount) FROM orders o "
+        f"WHERE {where} GROUP BY 1, 2"
+    )
+    for when, code, orders, revenue in _rows(query, values):
+        totals = days[when]
+        totals.orders += orders
+        totals.orders_by_currency[code] = orders
+        totals.revenue[code] = revenue
+    query = f"SELECT {day}, count(DISTINCT o.customer_id) FROM orders o WHERE {where} GROUP BY 1"
+    for when, customers in _rows(query, values):
+        days[when].customers = customers
+    query = f"SELECT {day}, count(*), sum(i.quantity) {_ITEMS} WHERE {where} GROUP BY 1"
+    for when, items, units in _rows(query, values):
+        days[when].items, days[when].units = items, units
+    return sorted(days.items())
+
+
+def analytics_top_products(
+    *, tenant: Tenant, span: Range, limit: int, by: str = "revenue", currency: str | None = None
+) -> list[ProductRank]:
+    """Units sold and revenue (line totals) per product and currency, the top `limit`
+    by revenue or units; ties go to the lower product id, then currency."""
+    where, values = _where(tenant, span, currency)
+    order = "revenue DESC, units DESC" if by == "revenue" else "units DESC, revenue DESC"
+    query = (
+        "SELECT t.product_id, p.sku, p.name, t.currency, t.units, t.revenue FROM ("
+        "SELECT i.product_id, o.currency, sum(i.quantity) AS units, "
+        f"sum(i.line_total) AS revenue {_ITEMS} WHERE {where} GROUP BY 1, 2 "
+        f"ORDER BY {order}, 1, 2 LIMIT %(limit)s) t "
+        "JOIN products p ON p.tenant_id = %(tenant)s AND p.product_id = t.product_id "
+        f"ORDER BY {order}, 1, 4"
+    )
+    return [ProductRank(*row) for row in _rows(query, {**values, "limit": limit})]
+
+
+def analytics_top_customers(
+    *, tenant: Tenant, span: Range, limit: int, currency: str | None = None
+) -> list[CustomerRank]:
+    """Orders and revenue per customer and currency, the top `limit` by revenue (then
+    orders); ties go to the lower customer id, then currency."""
+    where, values = _where(tenant, span, currency)
+    query = (
+        "SELECT t.customer_id, c.name, c.email, t.currency, t.orders, t.revenue FROM ("
+        "SELECT o.customer_id, o.currency, count(*) AS orders, sum(o.total_amount) AS revenue "
+        f"FROM orders o WHERE {where} GROUP BY 1, 2 "
+        "ORDER BY revenue DESC, orders DESC, 1, 2 LIMIT %(limit)s) t "
+        "JOIN customers c ON c.tenant_id = %(tenant)s AND c.customer_id = t.customer_id "
+        "ORDER BY t.revenue DESC, t.orders DESC, 1, 4"
+    )
+    return [CustomerRank(*row) for row in _rows(query, {**values, "limit": limit})]
