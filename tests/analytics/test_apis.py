@@ -234,3 +234,22 @@ def test_held_items_count_only_once_their_order_is_loaded(tenant, shop, ndjson, 
     summary = _get(client, SUMMARY)
     assert (summary["orders"], summary["items"], summary["units"]) == (4, 5, 11)
     assert summary["revenue"] == {"EUR": "45.01", "USD": "5.00"}
+
+
+def test_an_order_updated_from_25_to_45_adds_20_and_a_resent_one_adds_nothing(
+    shop, ndjson, load, client_for
+):
+    """The answer follows the final tables: an update replaces the order's total, and the
+    same record sent again changes nothing."""
+    client = client_for(shop)
+    order = order_row(
+        order_id=uid("o1"),
+        customer_id=uid("ada"),
+        currency="EUR",
+        total_amount="45.00",
+        order_date="2024-03-01T10:00:00Z",
+    )
+    assert load(shop, ndjson("orders_2.ndjson", [order])).rows_updated == 1
+    assert _get(client, SUMMARY)["revenue"] == {"EUR": "55.01", "USD": "5.00"}
+    assert load(shop, ndjson("orders_3.ndjson", [order, order])).rows_updated == 0
+    assert _get(client, SUMMARY)["revenue"] == {"EUR": "55.01", "USD": "5.00"}
