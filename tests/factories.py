@@ -106,3 +106,65 @@ def page_text(response) -> str:
 
     assert response.status_code == 200, response.content[:500]
     return html.unescape(response.content.decode())
+
+
+def shop_load(tenant, folder) -> None:
+    """A small shop for `tenant`, loaded through uploads (files written to `folder`): two
+    customers (Ada, Bob), two products (Pen, Ink), three orders (two in EUR, one in USD; one
+    on 2024-03-01 23:30 UTC, which is 2024-03-02 in Berlin) and four items."""
+    from decimal import Decimal
+    from pathlib import Path
+
+    from apps.ingestions.engine.testing import (
+        customer_row,
+        ndjson_bytes,
+        order_item_row,
+        order_row,
+        product_row,
+        uid,
+    )
+    from apps.ingestions.services import upload_ingest_path
+
+    customers = [
+        customer_row(customer_id=uid("ada"), name="Ada", email="ada@example.com"),
+        customer_row(customer_id=uid("bob"), name="Bob", email="bob@example.com"),
+    ]
+    products = [
+        product_row(product_id=uid("pen"), sku="PEN", name="Pen", price="2.50"),
+        product_row(product_id=uid("ink"), sku="INK", name="Ink", price="10.00"),
+    ]
+    orders = [
+        order_row(
+            order_id=uid(o), customer_id=uid(c), currency=cur, total_amount=total, order_date=when
+        )
+        for o, c, cur, total, when in (
+            ("o1", "ada", "EUR", "25.00", "2024-03-01T10:00:00Z"),
+            ("o2", "bob", "EUR", "10.01", "2024-03-01T23:30:00Z"),
+            ("o3", "ada", "USD", "5.00", "2024-03-05T12:00:00Z"),
+        )
+    ]
+    items = [
+        order_item_row(
+            order_item_id=uid(i),
+            order_id=uid(o),
+            product_id=uid(p),
+            quantity=q,
+            unit_price=price,
+            line_total=str(q * Decimal(price)),
+        )
+        for i, o, p, q, price in (
+            ("i1", "o1", "pen", 2, "2.50"),
+            ("i2", "o1", "ink", 2, "10.00"),
+            ("i3", "o2", "ink", 1, "10.01"),
+            ("i4", "o3", "pen", 2, "2.50"),
+        )
+    ]
+    for name, rows in (
+        ("customers", customers),
+        ("products", products),
+        ("orders", orders),
+        ("order_items", items),
+    ):
+        path = Path(folder) / f"{name}_shop.ndjson"
+        path.write_bytes(ndjson_bytes(rows))
+        upload_ingest_path(tenant=tenant, path=path)

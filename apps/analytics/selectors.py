@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from uuid import UUID
 
@@ -166,3 +166,27 @@ def analytics_top_customers(
         "ORDER BY t.revenue DESC, t.orders DESC, 1, 4"
     )
     return [CustomerRank(*row) for row in _rows(query, {**values, "limit": limit})]
+
+
+def analytics_top_products_each_currency(
+    *, tenant: Tenant, span: Range, limit: int
+) -> list[ProductRank]:
+    """`analytics_top_products` by revenue, the top `limit` of each currency (the
+    dashboard's chart shows one currency at a time)."""
+    where, values = _where(tenant, span, None)
+    query = (
+        "SELECT t.product_id, p.sku, p.name, t.currency, t.units, t.revenue FROM ("
+        "SELECT i.product_id, o.currency, sum(i.quantity) AS units, "
+        "sum(i.line_total) AS revenue, row_number() OVER (PARTITION BY o.currency "
+        "ORDER BY sum(i.line_total) DESC, sum(i.quantity) DESC, i.product_id) AS place "
+        f"{_ITEMS} WHERE {where} GROUP BY 1, 2) t "
+        "JOIN products p ON p.tenant_id = %(tenant)s AND p.product_id = t.product_id "
+        "WHERE t.place <= %(limit)s ORDER BY t.currency, t.place"
+    )
+    return [ProductRank(*row) for row in _rows(query, {**values, "limit": limit})]
+
+
+def analytics_last_order_date(*, tenant: Tenant) -> datetime | None:
+    """The order_date of the tenant's latest order (None without orders)."""
+    query = "SELECT max(o.order_date) FROM orders o WHERE o.tenant_id = %(tenant)s"
+    return _rows(query, {"tenant": tenant.id})[0][0]

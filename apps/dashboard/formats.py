@@ -4,7 +4,7 @@ and the JSON document it polls (the page's script only places the texts)."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 from django.urls import reverse
@@ -200,3 +200,37 @@ def _type_rules_json(rules: TypeRules) -> dict:
             schema=msgspec.json.format(exact_dumps(rule.schema), indent=2).decode(),
         )
     return {**shown, "cells": cells}
+
+
+def sales_json(*, last_day: date | None, days: list, products: list, length: int) -> dict:
+    """The sales card: each currency's revenue for each of the `length` days to
+    `last_day` (a day without orders is 0.00), and its top products. Currencies are never
+    added together: the page shows one at a time, the one with the most orders first."""
+    if last_day is None:
+        return {"currencies": [], "days": [], "products": {}, "caption": "No orders yet."}
+    orders: Counter[str] = Counter()
+    for _, totals in days:
+        orders.update(totals.orders_by_currency)
+    currencies = sorted(orders, key=lambda code: (-orders[code], code))
+    by_day = dict(days)
+    shown = []
+    for offset in range(length - 1, -1, -1):
+        day = last_day - timedelta(days=offset)
+        revenue = by_day[day].revenue if day in by_day else {}
+        shown.append(
+            {
+                "date": day.isoformat(),
+                "revenue": {code: f"{revenue.get(code, 0):.2f}" for code in currencies},
+            }
+        )
+    top: dict[str, list] = {code: [] for code in currencies}
+    for rank in products:
+        top.setdefault(rank.currency, []).append(
+            {
+                "label": f"{rank.name} ({rank.sku})",
+                "units": rank.units,
+                "revenue": f"{rank.revenue:.2f}",
+            }
+        )
+    caption = f"{length} days to {last_day.isoformat()} (UTC, by order date)"
+    return {"currencies": currencies, "days": shown, "products": top, "caption": caption}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from urllib.parse import urlencode
 
 from django.contrib.auth.views import LoginView
@@ -20,6 +20,12 @@ from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from apps.analytics.params import Range
+from apps.analytics.selectors import (
+    analytics_daily,
+    analytics_last_order_date,
+    analytics_top_products_each_currency,
+)
 from apps.core.api import PROBLEM_JSON, ascii_int, json_not_found, problem
 from apps.dashboard.auth import Viewer, sign_in_tenant, sign_out, viewer_of, viewer_required
 from apps.dashboard.formats import (
@@ -30,6 +36,7 @@ from apps.dashboard.formats import (
     reject_codes_json,
     reject_codes_of,
     rules_json,
+    sales_json,
     throughput_json,
     upload_json,
     when,
@@ -64,6 +71,8 @@ UPLOADS_SHOWN = 50
 BATCHES_SHOWN = 50
 LIVE_WINDOW = timedelta(minutes=1)  # live records' throughput: the last minute
 REJECTS_PER_PAGE = 100
+SALES_DAYS = 30  # the sales card: revenue per day over the last 30 days with orders
+SALES_TOP = 5  # and the top 5 products of each currency
 
 
 class _NotFound(Exception):
@@ -96,7 +105,7 @@ def _scope(request: HttpRequest, viewer: Viewer) -> tuple[Scope, str]:
     return tenant, str(tenant.id)
 
 
-def _overview(request: HttpRequest, viewer: Viewer) -> dict:
+def _overview(request: HttpRequest, viewer: Viewer, *, analytics: bool = True) -> dict:
     scope, tenant_filter = _scope(request, viewer)
     window = request.GET.get("window", DEFAULT_WINDOW)
     if window not in WINDOWS:
@@ -117,8 +126,24 @@ def _overview(request: HttpRequest, viewer: Viewer) -> dict:
             "batches": [batch_json(b) for b in batches],
             "live": live_json(live_figures(tenant=scope, window=LIVE_WINDOW, now=now)),
             "rules": rules_json(rules_by_type(tenant=scope)),
+            # a tenant's sales: on the page, and in every SALES_EVERY-th refresh
+            "sales": _sales(scope) if analytics and scope is not UNSCOPED_ALL_TENANTS else None,
         },
     }
+
+
+def _sales(tenant) -> dict:
+    """Revenue per day and the top products of each currency, over the SALES_DAYS days
+    that end with the tenant's latest order (UTC days, by order date)."""
+    last = analytics_last_order_date(tenant=tenant)
+    if last is None:
+        return sales_json(last_day=None, days=[], products=[], length=SALES_DAYS)
+    last_day = last.astimezone(UTC).date()
+    start = datetime.combine(last_day - timedelta(days=SALES_DAYS - 1), time(), tzinfo=UTC)
+    span = Range(start=start, end=start + timedelta(days=SALES_DAYS), tz="UTC")
+    days = analytics_daily(tenant=tenant, span=span)
+    products = analytics_top_products_each_currency(tenant=tenant, span=span, limit=SALES_TOP)
+    return sales_json(last_day=last_day, days=days, products=products, length=SALES_DAYS)
 
 
 def _page(view):
@@ -170,7 +195,8 @@ def dashboard_index(request: HttpRequest, viewer: Viewer):
 @require_safe
 @viewer_required(json=True)
 def dashboard_data(request: HttpRequest, viewer: Viewer):
-    return JsonResponse(_overview(request, viewer)["data"])
+    sales = request.GET.get("sales") == "1"
+    return JsonResponse(_overview(request, viewer, analytics=sales)["data"])
 
 
 def _viewers_upload(viewer: Viewer, upload_id: uuid.UUID):

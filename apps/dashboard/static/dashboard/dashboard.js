@@ -1,6 +1,8 @@
 // The dashboard refreshes itself: every 2 s it fetches its JSON document and updates the
 // uploads table, the rejected-rows-by-code table, the throughput chart, the live
-// records' figures and batches table, and the tenant's validation rules in place.
+// records' figures and batches table, and the tenant's validation rules in place; a
+// tenant's sales card (revenue per day and top products, one currency at a time) every
+// SALES_EVERY-th time, as its figures are read from every order of the range.
 // Every value arrives formatted; this script only places it. No build step, no library.
 (function () {
   "use strict";
@@ -8,6 +10,9 @@
   const root = document.getElementById("dashboard");
   if (!root) return;
   const INTERVAL_MS = 2000;
+  const SALES_EVERY = 15;
+  let polls = 0;
+  let sales = null;
   const SVG = "http://www.w3.org/2000/svg";
 
   function fillCells(row, item) {
@@ -147,6 +152,100 @@
     document.getElementById("throughput-caption").textContent = series.caption;
   }
 
+  // Bars for `values` (one a slot), a y axis from 0 to a round maximum, and a title for
+  // each bar; `empty` is written across a chart without any value above 0.
+  function drawBars(chart, values, titleOf, startLabel, endLabel, empty) {
+    const width = 600, height = 180, left = 56, right = 8, top = 10, bottom = 22;
+    const plotW = width - left - right, plotH = height - top - bottom;
+    const max = niceMax(Math.max(0, ...values));
+    const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: max < 10 ? 1 : 0 });
+    const nodes = [];
+    if (!values.some(function (value) { return value > 0; })) {
+      nodes.push(svg("text", { x: left + plotW / 2, y: top + plotH / 2, class: "axis",
+        "text-anchor": "middle" }, empty));
+    }
+    for (const fraction of [0, 0.5, 1]) {
+      const y = top + plotH * (1 - fraction);
+      nodes.push(svg("line", { x1: left, x2: width - right, y1: y, y2: y, class: "rule" }));
+      nodes.push(svg("text", { x: left - 6, y: y + 4, class: "axis", "text-anchor": "end" },
+        fmt.format(max * fraction)));
+    }
+    const slot = plotW / Math.max(1, values.length);
+    values.forEach(function (value, i) {
+      if (value <= 0) return;
+      const h = Math.max(1, plotH * value / max);
+      const bar = svg("rect", {
+        x: left + i * slot + slot * 0.1, y: top + plotH - h,
+        width: Math.max(1, slot * 0.8), height: h, class: "bar",
+      });
+      bar.appendChild(svg("title", {}, titleOf(i)));
+      nodes.push(bar);
+    });
+    nodes.push(svg("text", { x: left, y: height - 6, class: "axis" }, startLabel));
+    nodes.push(svg("text", { x: width - right, y: height - 6, class: "axis", "text-anchor": "end" },
+      endLabel));
+    chart.replaceChildren(...nodes);
+  }
+
+  // One row a product: its name, a bar as long as its share of the first one's revenue,
+  // and the exact revenue and units sold.
+  function drawRanking(chart, products, code) {
+    const width = 600, labelW = 200, valueW = 150, rowH = 34, top = 8;
+    const max = Math.max(0, ...products.map(function (p) { return Number(p.revenue); }));
+    const nodes = [];
+    if (!products.length) {
+      nodes.push(svg("text", { x: width / 2, y: 90, class: "axis", "text-anchor": "middle" },
+        "no products sold in " + code));
+    }
+    products.forEach(function (p, i) {
+      const y = top + i * rowH;
+      const w = max > 0 ? Math.max(1, (width - labelW - valueW) * Number(p.revenue) / max) : 1;
+      const label = svg("text", { x: labelW - 8, y: y + 17, class: "axis", "text-anchor": "end" },
+        p.label.length > 28 ? p.label.slice(0, 27) + "…" : p.label);
+      label.appendChild(svg("title", {}, p.label));
+      const bar = svg("rect", { x: labelW, y: y + 4, width: w, height: rowH - 12, class: "bar" });
+      bar.appendChild(svg("title", {}, p.label + ": " + p.revenue + " " + code));
+      nodes.push(label, bar, svg("text", { x: labelW + w + 6, y: y + 17, class: "axis" },
+        p.revenue + " " + code + " · " + p.units + " units"));
+    });
+    chart.replaceChildren(...nodes);
+  }
+
+  function drawSales() {
+    const select = document.getElementById("sales-currency");
+    if (!sales || !select) return;
+    const code = select.value;
+    const days = sales.days;
+    const values = days.map(function (d) { return Number(d.revenue[code] || 0); });
+    drawBars(document.getElementById("revenue-chart"), values, function (i) {
+      return days[i].date + ": " + (days[i].revenue[code] || "0.00") + " " + code;
+    }, days.length ? days[0].date : "", days.length ? days[days.length - 1].date : "",
+    code ? "no revenue in " + code + " in these days" : "no orders yet");
+    drawRanking(document.getElementById("products-chart"), sales.products[code] || [], code);
+    for (const node of document.querySelectorAll("[data-sales=currency]")) {
+      node.textContent = code;
+    }
+    document.getElementById("sales-caption").textContent = sales.caption;
+  }
+
+  // The currency chosen stays chosen while it is still among the tenant's currencies.
+  function renderSales(data) {
+    const select = document.getElementById("sales-currency");
+    if (!data || !select) return;
+    sales = data;
+    const chosen = select.value;
+    const codes = Array.from(select.options, function (o) { return o.value; });
+    if (codes.join() !== data.currencies.join()) {
+      select.replaceChildren(...data.currencies.map(function (code) {
+        const option = document.createElement("option");
+        option.value = option.textContent = code;
+        return option;
+      }));
+      if (data.currencies.includes(chosen)) select.value = chosen;
+    }
+    drawSales();
+  }
+
   function render(data) {
     renderRows("uploads", "upload-row", "no-uploads", "uploadId", data.uploads, fillUpload);
     renderRows("batches", "batch-row", "no-batches", "batchId", data.batches, fillBatch);
@@ -154,6 +253,7 @@
     renderRules(data.rules);
     renderCodes(data.reject_codes);
     renderChart(data.throughput);
+    renderSales(data.sales);
     document.getElementById("live").textContent = "Updated " + data.generated_at + " UTC";
     document.getElementById("live").classList.remove("stale");
   }
@@ -161,7 +261,9 @@
   async function refresh() {
     if (!document.hidden) {
       try {
-        const response = await fetch(root.dataset.source, {
+        polls += 1;
+        const withSales = polls % SALES_EVERY === 0 ? "&sales=1" : "";
+        const response = await fetch(root.dataset.source + withSales, {
           headers: { Accept: "application/json" },
           credentials: "same-origin",
           cache: "no-store",
@@ -184,6 +286,8 @@
   for (const select of document.querySelectorAll("select[data-autosubmit]")) {
     select.addEventListener("change", function () { select.form.submit(); });
   }
+  const currency = document.getElementById("sales-currency");
+  if (currency) currency.addEventListener("change", drawSales);
   render(JSON.parse(document.getElementById("dashboard-initial").textContent));
   window.setTimeout(refresh, INTERVAL_MS);
 })();
