@@ -202,7 +202,6 @@
       const w = max > 0 ? Math.max(1, (width - labelW - valueW) * Number(p.revenue) / max) : 1;
       const label = svg("text", { x: labelW - 8, y: y + 17, class: "axis", "text-anchor": "end" },
         p.label.length > 28 ? p.label.slice(0, 27) + "…" : p.label);
-      label.appendChild(svg("title", {}, p.label));
       const bar = svg("rect", { x: labelW, y: y + 4, width: w, height: rowH - 12, class: "bar" });
       bar.appendChild(svg("title", {}, p.label + ": " + p.revenue + " " + code));
       nodes.push(label, bar, svg("text", { x: labelW + w + 6, y: y + 17, class: "axis" },
