@@ -8,12 +8,15 @@ Runs in a fresh database of its own (`<name>_bench`, dropped afterwards unless -
    these files pays;
 3. engine: another child process ingests the same files with the engine (validate, stage
    with COPY, merge with keys and foreign keys), in dependency order;
-4. rules: the order items again, for two new tenants (their parents loaded first), one
+4. analytics: each analytics endpoint timed on the engine phase's tenant (p50/p95 over
+   50 varied ranges), and the files loaded for two new tenants without and with the
+   analytics indexes (`scripts/bench_analytics.py`);
+5. rules: the order items again, for two new tenants (their parents loaded first), one
    without rules and one with a rule set of ten keywords (`BENCH_RULES`), in one process;
-5. end to end: the same files uploaded through the API (gunicorn) and a Celery worker;
-6. live: records sent as they happen next to small uploads sent the same way
+6. end to end: the same files uploaded through the API (gunicorn) and a Celery worker;
+7. live: records sent as they happen next to small uploads sent the same way
    (`scripts/bench_live.py`);
-7. prints rows/s per type and overall, the ratio of the two, the engine process's peak
+8. prints rows/s per type and overall, the ratio of the two, the engine process's peak
    memory (max RSS), and the live figures.
 """
 
@@ -191,6 +194,11 @@ def main() -> None:
     if args.phase == "engine":
         print(json.dumps(phase_engine(args.dir, args.tenant)))
         return
+    if args.phase == "analytics":
+        from scripts.bench_analytics import phase_analytics
+
+        print(json.dumps(phase_analytics(args.dir, args.tenant)))
+        return
     if args.phase == "rules":
         from scripts.bench_rules import phase_rules
 
@@ -200,8 +208,12 @@ def main() -> None:
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 120)
-    raw, eng, rules, e2e, live = _run(args, console)
+    raw, eng, analytics, rules, e2e, live = _run(args, console)
     _report(console, raw, eng, e2e)
+    if analytics is not None:
+        from scripts.bench_analytics import analytics_tables
+
+        console.print(*analytics_tables(eng, analytics))
     if rules is not None:
         from scripts.bench_rules import rules_table
 
@@ -223,20 +235,25 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--no-live", action="store_true", help="skip the live records run")
     parser.add_argument("--no-rules", action="store_true", help="skip the rules run")
     parser.add_argument(
+        "--no-analytics", action="store_true", help="skip the analytics endpoints and loads"
+    )
+    parser.add_argument(
         "--live-seconds",
         type=float,
         default=60,
         help="how long clients send live batches of 100 (600 to watch memory for 10 minutes)",
     )
-    parser.add_argument("--phase", choices=("raw", "engine", "rules"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phase", choices=("raw", "engine", "analytics", "rules"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tenant", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 def _run(args: argparse.Namespace, console) -> tuple:
-    """Every phase in a fresh database of its own: (raw, engine, rules or None, end to end
-    or None, live or None)."""
+    """Every phase in a fresh database of its own: (raw, engine, analytics, rules, end to
+    end, live; each but the first two None when skipped)."""
     import psycopg
 
     base = _base_url()  # keeps the embedded server up for the whole run
@@ -257,6 +274,12 @@ def _run(args: argparse.Namespace, console) -> tuple:
         _checkpoint(bench_url)
         phase = ["scripts/bench.py", "--phase", "engine", "--dir", str(folder), "--tenant"]
         eng = json.loads(_child([*phase, tenant_id], env))
+        analytics = None
+        if not args.no_analytics:
+            console.print("analytics endpoints, and the engine without and with their indexes ...")
+            _checkpoint(bench_url)
+            phase = ["scripts/bench.py", "--phase", "analytics", "--dir", str(folder), "--tenant"]
+            analytics = json.loads(_child([*phase, tenant_id], env))
         rules = None
         if not args.no_rules:
             console.print("order items without and with a tenant's rules ...")
@@ -279,7 +302,7 @@ def _run(args: argparse.Namespace, console) -> tuple:
         if not args.keep:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    return raw, eng, rules, e2e, live
+    return raw, eng, analytics, rules, e2e, live
 
 
 def _tenant_maker(env: dict):

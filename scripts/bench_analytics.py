@@ -1,0 +1,154 @@
+"""`make bench`'s analytics phase, on the engine phase's tenant: each analytics endpoint
+timed through the Django test client (the whole API: key, throttle, parameters, queries,
+JSON) over CALLS varied ranges, then the engine's load of the same files for two new
+tenants, first without the analytics indexes (dropped for that load, then built again),
+then with them; and the tables that show both."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from apps.ingestions.engine import RECORD_ORDER, SWITCH_INTERVAL
+
+CALLS = 50  # per endpoint
+ENDPOINTS = ("summary", "daily", "top-products", "customers/top")
+ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata")
+
+
+def _ranges(first, last, rng: random.Random) -> list[dict]:
+    """CALLS query strings over the tenant's days: ranges of 1 day to all of them (a
+    quarter of them the whole span), as dates in a zone or as timestamps."""
+    span = (last - first).days + 1
+    out = []
+    for n in range(CALLS):
+        length = span if n % 4 == 0 else rng.randint(1, span)
+        start = first + timedelta(days=rng.randint(0, span - length))
+        end = start + timedelta(days=length - 1)
+        if n % 5 == 4:
+            out.append({"from": f"{start}T06:30:00Z", "to": f"{end}T18:00:00+02:00"})
+        else:
+            out.append({"from": str(start), "to": str(end), "tz": ZONES[n % len(ZONES)]})
+    return out
+
+
+def _timings(tenant) -> dict:
+    from django.db import connection
+    from django.test import Client
+
+    from apps.tenants.services import api_key_rotate
+
+    client = Client(HTTP_X_API_KEY=api_key_rotate(tenant=tenant, revoke_existing=False).raw)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE orders")
+        cursor.execute("ANALYZE order_items")
+        cursor.execute(
+            "SELECT min(order_date)::date, max(order_date)::date FROM orders WHERE tenant_id = %s",
+            [tenant.id],
+        )
+        first, last = cursor.fetchone()
+    ranges = _ranges(first, last, random.Random(18))
+    out = {}
+    for name in ENDPOINTS:
+        seconds = []
+        for params in ranges:
+            start = time.perf_counter()
+            response = client.get(f"/api/v1/analytics/{name}/", params)
+            seconds.append(time.perf_counter() - start)
+            if response.status_code != 200:
+                raise SystemExit(f"{name} {params}: {response.status_code} {response.content!r}")
+        out[name] = seconds
+    return out
+
+
+def _load_all(folder: Path, tenant) -> dict:
+    from apps.ingestions.services import upload_ingest_path
+
+    out = {}
+    for name in RECORD_ORDER:
+        start = time.perf_counter()
+        upload = upload_ingest_path(tenant=tenant, path=folder / f"{name}_1.ndjson").upload
+        out[name] = {"rows": upload.rows_total, "seconds": time.perf_counter() - start}
+    return out
+
+
+def phase_analytics(folder: Path, tenant_id: str) -> dict:
+    """Endpoint timings on `tenant_id`, then the files loaded without and with the
+    analytics indexes for two new tenants."""
+    import django
+
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "main.settings")
+    os.environ["API_RATE_LIMIT"] = "10000000/min"  # the endpoints' speed, not the limit's
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # no access log line per call
+    django.setup()
+    from django.db import connection
+
+    from apps.tenants.models import Tenant
+    from apps.tenants.services import tenant_create
+
+    indexes = importlib.import_module("apps.analytics.migrations.0001_indexes").INDEXES
+    out = {"timings": _timings(Tenant.objects.get(id=tenant_id))}
+    with connection.cursor() as cursor:
+        for name in indexes:
+            cursor.execute(f"DROP INDEX {name}")
+    out["without"] = _load_all(folder, tenant_create(name=f"bench plain {time.time_ns()}")[0])
+    start = time.perf_counter()
+    with connection.cursor() as cursor:
+        for name, definition in indexes.items():
+            cursor.execute(f"CREATE INDEX {name} {definition}")
+    out["index_build_seconds"] = time.perf_counter() - start
+    out["with"] = _load_all(folder, tenant_create(name=f"bench analytics {time.time_ns()}")[0])
+    return out
+
+
+def analytics_tables(eng: dict, analytics: dict) -> list:
+    from rich.table import Table
+
+    items = eng["order_items"]["rows"]
+    latency = Table(
+        title=f"analytics endpoints: {CALLS} calls each, varied ranges, on the "
+        f"engine phase's tenant ({items:,} order items)"
+    )
+    for col in ("endpoint", "p50 ms", "p95 ms", "max ms"):
+        latency.add_column(col, justify="right")
+    for name, seconds in analytics["timings"].items():
+        ms = sorted(s * 1000 for s in seconds)
+        p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+        latency.add_row(name, f"{statistics.median(ms):.0f}", f"{p95:.0f}", f"{ms[-1]:.0f}")
+    load = Table(
+        title="the engine without and with the analytics indexes (two new tenants, "
+        "in that order, same files)"
+    )
+    for col in ("type", "rows", "without rows/s", "with rows/s", "with / without"):
+        load.add_column(col, justify="right")
+    totals = {"rows": 0, "without": 0.0, "with": 0.0}
+    for name in RECORD_ORDER:
+        rows = analytics["with"][name]["rows"]
+        plain = rows / analytics["without"][name]["seconds"]
+        indexed = rows / analytics["with"][name]["seconds"]
+        totals["rows"] += rows
+        totals["without"] += analytics["without"][name]["seconds"]
+        totals["with"] += analytics["with"][name]["seconds"]
+        load.add_row(
+            name, f"{rows:,}", f"{plain:,.0f}", f"{indexed:,.0f}", f"{indexed / plain:.1%}"
+        )
+    plain, indexed = totals["rows"] / totals["without"], totals["rows"] / totals["with"]
+    load.add_row(
+        "overall",
+        f"{totals['rows']:,}",
+        f"{plain:,.0f}",
+        f"{indexed:,.0f}",
+        f"{indexed / plain:.1%}",
+    )
+    load.caption = (
+        f"building both indexes again over the tables then: "
+        f"{analytics['index_build_seconds']:.1f} s"
+    )
+    return [latency, load]
