@@ -9,13 +9,14 @@ stays `Decimal`.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from uuid import UUID
 
-from django.db import connection
+from django.db import connection, transaction
 
 from apps.analytics.params import Range
 from apps.tenants.models import Tenant
@@ -83,11 +84,31 @@ def _rows(query: str, values: dict) -> list[tuple]:
         return cursor.fetchall()
 
 
+def _one_snapshot(selector):
+    """Run `selector`'s queries in one read-only REPEATABLE READ transaction, so that its
+    figures are all taken from the same committed state (a merge committing between two of
+    them cannot make the items disagree with the orders), without JIT (compiling costs more
+    than these plans save) and with room to hash a year of orders in memory."""
+
+    @functools.wraps(selector)
+    def read(**kwargs):
+        outermost = not connection.in_atomic_block
+        with transaction.atomic(), connection.cursor() as cursor:
+            if outermost:  # inside a caller's transaction, its snapshot is the one there is
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute("SET LOCAL work_mem = '32MB'")
+            return selector(**kwargs)
+
+    return read
+
+
 # The items of the chosen orders: joined on the order, both sides filtered by tenant so
 # each side's index is used.
 _ITEMS = "FROM orders o JOIN order_items i ON i.tenant_id = %(tenant)s AND i.order_id = o.order_id "
 
 
+@_one_snapshot
 def analytics_summary(*, tenant: Tenant, span: Range, currency: str | None = None) -> Totals:
     """Orders, items, units, distinct customers and revenue per currency in `span`."""
     where, values = _where(tenant, span, currency)
@@ -108,6 +129,7 @@ def analytics_summary(*, tenant: Tenant, span: Range, currency: str | None = Non
     return totals
 
 
+@_one_snapshot
 def analytics_daily(
     *, tenant: Tenant, span: Range, currency: str | None = None
 ) -> list[tuple[date, Totals]]:
@@ -133,6 +155,7 @@ def analytics_daily(
     return sorted(days.items())
 
 
+@_one_snapshot
 def analytics_top_products(
     *, tenant: Tenant, span: Range, limit: int, by: str = "revenue", currency: str | None = None
 ) -> list[ProductRank]:
@@ -151,6 +174,7 @@ def analytics_top_products(
     return [ProductRank(*row) for row in _rows(query, {**values, "limit": limit})]
 
 
+@_one_snapshot
 def analytics_top_customers(
     *, tenant: Tenant, span: Range, limit: int, currency: str | None = None
 ) -> list[CustomerRank]:
@@ -168,6 +192,7 @@ def analytics_top_customers(
     return [CustomerRank(*row) for row in _rows(query, {**values, "limit": limit})]
 
 
+@_one_snapshot
 def analytics_top_products_each_currency(
     *, tenant: Tenant, span: Range, limit: int
 ) -> list[ProductRank]:
