@@ -4,8 +4,13 @@ another tenant sees, and each bad parameter as a 400 that names it."""
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 
+from apps.analytics.params import Range
+from apps.analytics.selectors import analytics_summary
 from apps.ingestions.engine.testing import order_item_row, order_row, uid
+from apps.tenants.services import api_key_rotate
+from tests.factories import shop_load
 
 pytestmark = pytest.mark.django_db
 
@@ -253,3 +258,15 @@ def test_an_order_updated_from_25_to_45_adds_20_and_a_resent_one_adds_nothing(
     assert _get(client, SUMMARY)["revenue"] == {"EUR": "55.01", "USD": "5.00"}
     assert load(shop, ndjson("orders_3.ndjson", [order, order])).rows_updated == 0
     assert _get(client, SUMMARY)["revenue"] == {"EUR": "55.01", "USD": "5.00"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_a_transaction_each_answer_reads_one_read_only_snapshot(tenant, tmp_path, api):
+    """As served (no transaction around the request), a selector opens its own REPEATABLE
+    READ, READ ONLY transaction: the answer is the same, and nothing is left open."""
+    shop_load(tenant, tmp_path)
+    client = api.as_tenant(api_key_rotate(tenant=tenant, revoke_existing=False).raw)
+    assert _get(client, SUMMARY)["revenue"] == {"EUR": "35.01", "USD": "5.00"}
+    totals = analytics_summary(tenant=tenant, span=Range(start=None, end=None, tz="UTC"))
+    assert (totals.orders, totals.items, totals.units) == (3, 4, 7)
+    assert not connection.in_atomic_block
