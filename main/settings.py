@@ -195,6 +195,7 @@ SPECTACULAR_SETTINGS = {
         "SessionStateEnum": "apps.ingestions.models.SessionState.values",
         "BatchStateEnum": "apps.ingestions.models.BatchState.values",
         "BatchTypeEnum": "apps.ingestions.apis.records.BATCH_TYPES",
+        "RejectCodeEnum": "apps.ingestions.apis._rejects.REJECT_CODES",
     },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

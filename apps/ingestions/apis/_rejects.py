@@ -42,14 +42,14 @@ ERRORS_RENDERERS = [JSONRenderer, NDJSONRenderer]
 
 class RowErrorOutputSerializer(serializers.Serializer):
     field = serializers.CharField(help_text="the field; empty for the line as a whole")
-    code = serializers.CharField()
+    code = serializers.ChoiceField(REJECT_CODES)
     message = serializers.CharField()
 
 
 class RejectOutputSerializer(serializers.Serializer):
     line = serializers.IntegerField()
     field = serializers.CharField(help_text="the first problem's field (`errors[0]`)")
-    code = serializers.CharField(help_text="the first problem's code (`errors[0]`)")
+    code = serializers.ChoiceField(REJECT_CODES, help_text="the first problem's code (`errors[0]`)")
     message = serializers.CharField(help_text="the first problem's message (`errors[0]`)")
     errors = serializers.SerializerMethodField()
     raw = serializers.CharField()

@@ -10,7 +10,6 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
     extend_schema_field,
-    extend_schema_view,
 )
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
@@ -34,6 +33,7 @@ from apps.ingestions.apis._rejects import (
     rejects_response,
 )
 from apps.ingestions.apis.contract import CONTRACT_NOTE
+from apps.ingestions.apis.examples import MIXED_REQUEST, RECORDS_ACCEPTED, RECORDS_REQUEST
 from apps.ingestions.apis.rules import WarningOutputSerializer
 from apps.ingestions.apis.serializers import LinkingSerializer, RowsOutputSerializer
 from apps.ingestions.engine import RECORDS
@@ -101,28 +101,30 @@ def batch_data(batch: RecordBatch, request) -> dict:
     return BatchOutputSerializer(batch, context={"request": request}).data
 
 
-class RecordBatchCreateApi(TenantApiView):
+_CREATE_SCHEMA = {
+    "parameters": [
+        OpenApiParameter(
+            "Idempotency-Key", str, OpenApiParameter.HEADER, description="as for uploads"
+        ),
+    ],
+    "request": {
+        "application/x-ndjson": OpenApiTypes.BINARY,
+        "application/json": OpenApiTypes.OBJECT,
+    },
+    "responses": {
+        202: BatchOutputSerializer,
+        **problem_responses(400, 401, 409, 413, 422, 429),
+    },
+}
+
+
+class _RecordBatchCreate(TenantApiView):
     """POST a batch of live records: NDJSON or a JSON array; of `type`, or mixed
     (`{"type", "record"}` elements). 202 once it is stored; its rejects in the answer."""
 
     parser_classes: list = []  # the body is read raw, once
 
-    @extend_schema(
-        operation_id="records_create",
-        description="POST a batch of live records of one type: NDJSON or a JSON array. 202 "
-        "once it is stored; its rejects in the answer. " + CONTRACT_NOTE,
-        parameters=[
-            OpenApiParameter(
-                "Idempotency-Key", str, OpenApiParameter.HEADER, description="as for uploads"
-            ),
-        ],
-        request={
-            "application/x-ndjson": OpenApiTypes.BINARY,
-            "application/json": OpenApiTypes.OBJECT,
-        },
-        responses={202: BatchOutputSerializer, **problem_responses(400, 401, 409, 413, 422, 429)},
-    )
-    def post(self, request, record_type: str | None = None):
+    def _create(self, request, record_type: str | None) -> Response:
         if record_type is not None and record_type not in RECORDS:
             raise UnknownRecordTypeError(
                 f"Unknown type {record_type!r}; expected one of {', '.join(RECORDS)}."
@@ -154,16 +156,31 @@ class RecordBatchCreateApi(TenantApiView):
         return idempotent_response(answer, replayed=replayed)
 
 
-@extend_schema_view(
-    post=extend_schema(
+class RecordBatchCreateApi(_RecordBatchCreate):
+    @extend_schema(
+        operation_id="records_create",
+        summary="Send live records of one type",
+        description="POST a batch of live records of one type: NDJSON or a JSON array. 202 "
+        "once it is stored; its rejects in the answer. " + CONTRACT_NOTE,
+        examples=[RECORDS_REQUEST, RECORDS_ACCEPTED],
+        **_CREATE_SCHEMA,
+    )
+    def post(self, request, record_type: str):
+        return self._create(request, record_type)
+
+
+class RecordBatchCreateMixedApi(_RecordBatchCreate):
+    @extend_schema(
         operation_id="records_create_mixed",
+        summary="Send live records of mixed types",
         description='POST a batch of live records of mixed types: `{"type", "record"}` '
         "elements, as NDJSON lines or a JSON array. 202 once it is stored; its rejects in the "
         "answer. " + CONTRACT_NOTE,
+        examples=[MIXED_REQUEST, RECORDS_ACCEPTED],
+        **_CREATE_SCHEMA,
     )
-)
-class RecordBatchCreateMixedApi(RecordBatchCreateApi):
-    """The mixed batch's route (its own operation in the OpenAPI document)."""
+    def post(self, request):
+        return self._create(request, None)
 
 
 def _read_body(request) -> bytes:
@@ -198,6 +215,7 @@ class RecordBatchListApi(TenantApiView):
 
     @extend_schema(
         operation_id="record_batches_list",
+        summary="List live record batches",
         parameters=[FilterSerializer, *PAGE_PARAMETERS],
         responses={
             200: BatchListOutputSerializer(many=True),
@@ -222,6 +240,7 @@ class RecordBatchDetailApi(TenantApiView):
 
     @extend_schema(
         operation_id="record_batches_retrieve",
+        summary="Get a live record batch",
         responses={200: BatchOutputSerializer, **_READ_RESPONSES},
     )
     def get(self, request, batch_id: int):
@@ -239,6 +258,7 @@ class RecordBatchErrorsApi(TenantApiView):
 
     @extend_schema(
         operation_id="record_batches_errors",
+        summary="List a batch's rejected records",
         parameters=[*ERRORS_PARAMETERS],
         responses={
             200: RejectOutputSerializer(many=True),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from apps.ingestions.models import RecordType, SessionState, Upload, UploadSession, UploadState
@@ -153,3 +153,13 @@ class SessionOutputSerializer(LinkingSerializer):
 
 def session_data(session: UploadSession, request) -> dict:
     return SessionOutputSerializer(session, context={"request": request}).data
+
+
+# A chunk's answer: the session while its file is unfinished, else the upload of the file
+# (the earlier one, with a 200, when its bytes were received before). Each shape requires a
+# field the other lacks (`token`, `rows`), so exactly one of them matches.
+SessionOrUploadSerializer = PolymorphicProxySerializer(
+    component_name="SessionOrUpload",
+    serializers=[SessionOutputSerializer, UploadOutputSerializer],
+    resource_type_field_name=None,
+)
