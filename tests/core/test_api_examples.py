@@ -82,7 +82,7 @@ def test_each_live_records_request_example_is_accepted_whole(schema, api):
     _, issued = tenant_create(name="examples")
     client = api.as_tenant(issued.raw)
     sent = 0
-    for path, method, operation in _operations(schema):
+    for path, _method, operation in _operations(schema):
         if operation["operationId"] not in ("records_create", "records_create_mixed"):
             continue
         content = operation["requestBody"]["content"]["application/json"]
