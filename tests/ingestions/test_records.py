@@ -467,9 +467,10 @@ def test_a_new_batchs_answer_reads_none_of_its_parts_back(client, tenant):
     with CaptureQueriesContext(connection) as queries:
         answer = _post_rows(client, "customers", rows)
     assert answer.status_code == 202, answer.content
-    sql = [q["sql"] for q in queries.captured_queries]
+    # (the key's last use is written at most once a minute: not counted)
+    sql = [q["sql"] for q in queries.captured_queries if "UPDATE api_keys" not in q["sql"]]
     assert not [q for q in sql if 'FROM "uploads"' in q], sql
-    assert len(sql) <= 4, sql
+    assert len(sql) <= 4, [q[:60] for q in sql]
     body = answer.json()
     assert body["rows"] == {
         "total": 3,
