@@ -9,6 +9,9 @@ _HOST = "https://ingest.example.com/api/v1/ingest"
 _UPLOAD_ID = "0b9f4c1e-8d6a-4f7e-9a51-3c2d7e8f1a20"
 _UPLOAD_URL = f"{_HOST}/uploads/{_UPLOAD_ID}/"
 
+_NO_ROWS = dict.fromkeys(
+    ("total", "inserted", "updated", "unchanged", "rejected", "pending", "duplicates", "warned"), 0
+)
 _UPLOAD = {
     "id": _UPLOAD_ID,
     "url": _UPLOAD_URL,
@@ -20,16 +23,7 @@ _UPLOAD = {
     "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "size_bytes": 1048576,
     "error": None,
-    "rows": {
-        "total": 0,
-        "inserted": 0,
-        "updated": 0,
-        "unchanged": 0,
-        "rejected": 0,
-        "pending": 0,
-        "duplicates": 0,
-        "warned": 0,
-    },
+    "rows": _NO_ROWS,
     "progress": {"bytes_done": 0, "rows_done": 0, "rows_per_second": 0.0},
     "errors_url": f"{_UPLOAD_URL}errors/",
     "warnings_url": f"{_UPLOAD_URL}warnings/",
@@ -131,16 +125,7 @@ RECORDS_ACCEPTED = OpenApiExample(
         "rejects": [],
         "warnings": [],
         "rules": {},
-        "rows": {
-            "total": 1,
-            "inserted": 0,
-            "updated": 0,
-            "unchanged": 0,
-            "rejected": 0,
-            "pending": 0,
-            "duplicates": 0,
-            "warned": 0,
-        },
+        "rows": {**_NO_ROWS, "total": 1},
         "errors_url": f"{_HOST}/records/batches/1207/errors/",
         "created_at": "2026-12-01T09:30:00.012000Z",
         "merged_at": None,
