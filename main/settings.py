@@ -200,7 +200,7 @@ SPECTACULAR_SETTINGS = {
         "UploadStateEnum": "apps.ingestions.models.UploadState.values",
         "SessionStateEnum": "apps.ingestions.models.SessionState.values",
         "BatchStateEnum": "apps.ingestions.models.BatchState.values",
-        "BatchTypeEnum": "apps.ingestions.apis.records.BATCH_TYPES",
+        "BatchTypeEnum": "apps.ingestions.presenters.BATCH_TYPES",
         "WebhookEventTypeEnum": "apps.webhooks.models.EventType.values",
         "DeliveryStateEnum": "apps.webhooks.models.DeliveryState.values",
     },
