@@ -9,6 +9,11 @@ urlpatterns = [
     path("uploads/<uuid:upload_id>/errors/", views.upload_errors, name="errors"),
     path("uploads/<uuid:upload_id>/warnings/", views.upload_warnings, name="warnings"),
     path("batches/<int:batch_id>/errors/", views.batch_errors, name="batch-errors"),
+    path(
+        "webhooks/deliveries/<int:delivery_id>/redeliver/",
+        views.webhook_redeliver,
+        name="webhook-redeliver",
+    ),
     path("login/", views.sign_in, name="login"),
     path("staff/login/", views.staff_sign_in, name="staff-login"),
     path("logout/", views.sign_out_view, name="logout"),

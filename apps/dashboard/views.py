@@ -51,7 +51,10 @@ from apps.dashboard.selectors import (
     upload_find,
     upload_recent,
     warning_list,
+    webhook_delivery_find,
+    webhooks_of,
 )
+from apps.webhooks.services import delivery_redeliver
 
 # window name -> (length, buckets): one bar a minute for the last hour, and so on
 WINDOWS = {
@@ -161,8 +164,23 @@ def dashboard_index(request: HttpRequest, viewer: Viewer):
         "tenant_filter": overview["tenant_filter"],
         "tenants": tenant_options() if viewer.is_staff else [],
         "data_url": f"{reverse('dashboard:data')}?{urlencode(query)}",
+        "webhooks": webhooks_of(tenant=_scope(request, viewer)[0]),
     }
     return render(request, "dashboard/index.html", context)
+
+
+@_page
+@require_POST
+@viewer_required()
+def webhook_redeliver(request: HttpRequest, viewer: Viewer, delivery_id: int):
+    """Send a delivery's event again (a new delivery), then back to the webhooks card."""
+    scope = viewer.tenant or UNSCOPED_ALL_TENANTS
+    delivery = webhook_delivery_find(tenant=scope, delivery_id=delivery_id)
+    if delivery is None:
+        raise _NotFound
+    delivery_redeliver(delivery=delivery)
+    query = "" if viewer.tenant else "?" + urlencode({"tenant": delivery.endpoint.tenant_id})
+    return redirect(reverse("dashboard:index") + query + "#webhooks")
 
 
 @never_cache
