@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from apps.ingestions.models import RecordBatch, Upload, UploadState
 from apps.ingestions.presenters import BatchListOutputSerializer, batch_data, upload_data
-from apps.webhooks.services import event_record
+from apps.webhooks.models import WebhookEndpoint
+from apps.webhooks.services import endpoints_subscribed, event_record
 
 UPLOAD_EVENTS = {
     UploadState.COMPLETED: "upload.completed",
@@ -28,9 +29,10 @@ def upload_event(*, tenant_id, upload_id, state: str) -> None:
 
 
 def batch_merged_events(*, tenant_id, batch_ids: list[int]) -> None:
-    """`records.batch_merged`, one event per batch."""
-    for batch_id in batch_ids:
-        _batch_event(tenant_id=tenant_id, type=BATCH_MERGED, batch_id=batch_id)
+    """`records.batch_merged`, one event per batch (the endpoints looked up once)."""
+    endpoints = endpoints_subscribed(tenant_id=tenant_id, type=BATCH_MERGED)
+    for batch_id in batch_ids if endpoints else ():
+        _batch_event(tenant_id=tenant_id, type=BATCH_MERGED, batch_id=batch_id, to=endpoints)
 
 
 def pending_expired_event(*, tenant_id, upload_id) -> None:
@@ -47,7 +49,9 @@ def pending_expired_event(*, tenant_id, upload_id) -> None:
     )
 
 
-def _batch_event(*, tenant_id, type: str, batch_id: int) -> None:
+def _batch_event(
+    *, tenant_id, type: str, batch_id: int, to: list[WebhookEndpoint] | None = None
+) -> None:
     def batch() -> RecordBatch:
         return RecordBatch.objects.prefetch_related("parts").get(id=batch_id)
 
@@ -57,4 +61,5 @@ def _batch_event(*, tenant_id, type: str, batch_id: int) -> None:
         data=lambda: batch_data(batch(), None),
         # too large a body (a reject per record): the batch as the list shows it
         smaller=lambda: BatchListOutputSerializer(batch()).data,
+        endpoints=to,
     )

@@ -16,6 +16,7 @@ from apps.webhooks.services.events import (
     WEBHOOK_DELIVER_TASK,
     deliveries_due,
     deliveries_wake,
+    endpoints_subscribed,
     event_record,
     webhook_sweep,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "endpoint_secrets",
     "endpoint_test",
     "endpoint_update",
+    "endpoints_subscribed",
     "event_record",
     "secret_generate",
     "signature",

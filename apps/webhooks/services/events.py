@@ -39,11 +39,7 @@ def event_record(
     carries `smaller()` instead (e.g. a batch as the list shows it, without its rejects),
     and failing that the resource's essential fields and `"truncated": true`."""
     if endpoints is None:
-        endpoints = list(
-            WebhookEndpoint.objects.filter(
-                tenant_id=tenant_id, enabled=True, events__contains=[type]
-            )
-        )
+        endpoints = endpoints_subscribed(tenant_id=tenant_id, type=type)
     if not endpoints:
         return None
     now = timezone.now()
@@ -57,6 +53,13 @@ def event_record(
     ids = [d.id for d in deliveries]
     transaction.on_commit(lambda: deliveries_wake(delivery_ids=ids))
     return event
+
+
+def endpoints_subscribed(*, tenant_id, type: str) -> list[WebhookEndpoint]:
+    """The tenant's enabled endpoints that take events of `type`."""
+    return list(
+        WebhookEndpoint.objects.filter(tenant_id=tenant_id, enabled=True, events__contains=[type])
+    )
 
 
 def _payload(type: str, now, data: dict, smaller: Callable[[], dict] | None) -> str:
