@@ -101,6 +101,8 @@ def test_rotating_the_secret_shows_a_new_one_and_keeps_the_old_signing_for_a_day
     assert endpoint_secrets(endpoint) == [new, created["secret"]]
     hours = (endpoint.previous_secret_expires_at - endpoint.updated_at).total_seconds() / 3600
     assert round(hours) == 24
+    endpoint.previous_secret_expires_at = endpoint.updated_at  # the 24 hours are over
+    assert endpoint_secrets(endpoint) == [new]
 
 
 def test_another_tenants_endpoint_is_not_found_for_every_operation(webhook_client):

@@ -83,6 +83,25 @@ def test_a_dry_run_a_rejecting_and_a_strict_failed_upload_each_send_their_event(
     assert received[strict["id"]]["data"] == strict
 
 
+def test_an_upload_failing_on_a_file_error_sends_upload_failed_with_its_error(
+    celery_worker, webhook_client, receiver, settings
+):
+    """A gzip file past the decompression limit fails in the worker: its state and its
+    `upload.failed` event commit together, the event carrying the upload's `error`."""
+    _, client = webhook_client()
+    register(client, receiver.url, ["upload.failed"])
+    settings.INGEST_MAX_DECOMPRESSED_BYTES = 100  # the worker runs in this process
+    rows = [customer_row(customer_id=uid(f"gz{n}")) for n in range(50)]
+    file = SimpleUploadedFile("customers_1.ndjson.gz", ndjson_bytes(rows, compression="gzip"))
+    sent = client.post("/api/v1/ingest/comprehensive/", {"file": file}, format="multipart")
+    failed = upload_finished(client, sent.json())
+    wait_for(lambda: receiver.requests)
+    body = json.loads(receiver.requests[0].body)
+    assert body["type"] == "upload.failed"
+    assert body["data"] == failed
+    assert failed["error"]["code"] == "decompression_bomb"
+
+
 def test_during_a_rotation_both_the_old_and_the_new_secret_verify(
     celery_worker, webhook_client, receiver
 ):

@@ -95,15 +95,21 @@ def _send(delivery: WebhookDelivery) -> Outcome:
     }
     started = time.monotonic()
     try:
-        with httpx.Client(
+        client = httpx.Client(
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
-        ) as client:
-            response = client.post(
+        )
+        # streamed and never read: a receiver's answer body is not ours to download
+        with (
+            client,
+            client.stream(
+                "POST",
                 target.url,
                 content=event.payload.encode(),
                 headers=headers,
                 extensions={"sni_hostname": target.server_name},
-            )
+            ) as response,
+        ):
+            pass
     except httpx.HTTPError as exc:
         latency = round((time.monotonic() - started) * 1000)
         return Outcome(None, latency, f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS])
