@@ -291,3 +291,23 @@ def test_the_metrics_count_deliveries_by_state_and_failing_endpoints(webhook_cli
     assert 'webhook_deliveries{state="pending"} 1.0' in text
     assert 'webhook_deliveries{state="delivered"} 0.0' in text
     assert "webhook_endpoints_failing 0.0" in text
+
+
+def test_staff_read_endpoints_and_deliveries_in_the_admin_never_the_secret(webhook_client):
+    """The admin lists and shows endpoints and deliveries, read-only, without the secret."""
+    from tests.factories import signed_in, staff_user
+
+    _, client = webhook_client()
+    created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
+    delivery = client.post(f"/api/v1/webhooks/{created['id']}/test/").json()
+    staff = signed_in(staff_user("reader"))
+    pages = [
+        staff.get("/admin/webhooks/webhookendpoint/"),
+        staff.get(f"/admin/webhooks/webhookendpoint/{created['id']}/change/"),
+        staff.get("/admin/webhooks/webhookdelivery/"),
+        staff.get(f"/admin/webhooks/webhookdelivery/{delivery['id']}/change/"),
+    ]
+    assert [page.status_code for page in pages] == [200, 200, 200, 200]
+    assert all(created["secret"] not in page.content.decode() for page in pages)
+    assert "http://127.0.0.1:9/hook" in pages[1].content.decode()
+    assert staff.get("/admin/webhooks/webhookendpoint/add/").status_code == 403

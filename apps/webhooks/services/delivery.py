@@ -28,6 +28,7 @@ logger = logging.getLogger("apps.webhooks.services")
 
 USER_AGENT = "commerce-ingest-webhooks/1"
 _ERROR_CHARS = 500
+_WAKE_AT_MOST_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,12 @@ def _record(delivery: WebhookDelivery, outcome: Outcome) -> WebhookDelivery:
             last_error=delivery.last_error,
             updated_at=now,
         )
-        if delivery.state == DeliveryState.PENDING:
-            retry_in = (delivery.next_attempt_at - now).total_seconds()
+        retry_in = (
+            (delivery.next_attempt_at - now).total_seconds() if delivery.next_attempt_at else 0
+        )
+        # a near retry gets a wake-up of its own; later ones are the sweep's (a message
+        # held for hours by a worker would be lost with it anyway)
+        if delivery.state == DeliveryState.PENDING and retry_in <= _WAKE_AT_MOST_SECONDS:
             transaction.on_commit(
                 lambda: deliveries_wake(delivery_ids=[delivery.id], countdown=retry_in)
             )
