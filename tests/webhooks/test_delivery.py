@@ -281,6 +281,35 @@ def test_expired_held_rows_send_pending_expired_with_the_upload(
     )
 
 
+def test_expired_held_rows_of_a_live_batch_send_pending_expired_with_the_batch(
+    celery_worker, webhook_client, receiver
+):
+    """A live batch's order held for a customer that never comes: `pending.expired`
+    carries the batch, as `GET /ingest/records/batches/{id}/` then shows it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.ingestions.services import pending_expire
+
+    _, client = webhook_client()
+    endpoint = register(client, receiver.url, ["pending.expired"])
+    rows = [order_row(customer_id=uid("never-live"))]
+    accepted = client.post(
+        "/api/v1/ingest/records/orders/", ndjson_bytes(rows), content_type="application/x-ndjson"
+    )
+    assert accepted.status_code == 202, accepted.content
+    batch_url = accepted.json()["url"]
+    wait_for(lambda: client.get(batch_url).json()["state"] == "merged")
+    assert pending_expire(now=timezone.now() + timedelta(days=8)) == 1
+    wait_for(lambda: _delivery(endpoint["id"], "delivered"))
+    [request] = receiver.requests
+    body = json.loads(request.body)
+    assert body["type"] == "pending.expired"
+    assert body["data"] == client.get(batch_url).json()
+    assert body["data"]["rows"]["rejected"] == 1
+
+
 def test_a_merged_batch_of_live_records_sends_records_batch_merged(
     celery_worker, webhook_client, receiver
 ):

@@ -35,18 +35,26 @@ def batch_merged_events(*, tenant_id, batch_ids: list[int]) -> None:
         _batch_event(tenant_id=tenant_id, type=BATCH_MERGED, batch_id=batch_id, to=endpoints)
 
 
-def pending_expired_event(*, tenant_id, upload_id) -> None:
-    """`pending.expired` for an upload some of whose held rows have just become orphan
-    rejects: the upload, or for a part of a live batch, the batch."""
-    batch_id = Upload.objects.filter(id=upload_id).values_list("batch_id", flat=True).first()
-    if batch_id is not None:
-        _batch_event(tenant_id=tenant_id, type=PENDING_EXPIRED, batch_id=batch_id)
+def pending_expired_events(*, tenant_id, upload_ids: list) -> None:
+    """`pending.expired` for each upload some of whose held rows have just become orphan
+    rejects: the upload, or for parts of a live batch, the batch (once)."""
+    endpoints = endpoints_subscribed(tenant_id=tenant_id, type=PENDING_EXPIRED)
+    if not endpoints:
         return
-    event_record(
-        tenant_id=tenant_id,
-        type=PENDING_EXPIRED,
-        data=lambda: upload_data(Upload.objects.get(id=upload_id), None),
-    )
+    found = Upload.objects.filter(id__in=upload_ids).values_list("id", "batch_id")
+    batches = {str(upload_id): batch_id for upload_id, batch_id in found}
+    for batch_id in sorted({b for b in batches.values() if b is not None}):
+        _batch_event(tenant_id=tenant_id, type=PENDING_EXPIRED, batch_id=batch_id, to=endpoints)
+    for upload_id in map(str, upload_ids):
+        if upload_id in batches and batches[upload_id] is None:
+            event_record(
+                tenant_id=tenant_id,
+                type=PENDING_EXPIRED,
+                data=lambda upload_id=upload_id: upload_data(
+                    Upload.objects.get(id=upload_id), None
+                ),
+                endpoints=endpoints,
+            )
 
 
 def _batch_event(

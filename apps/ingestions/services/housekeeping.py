@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.ingestions import engine
 from apps.ingestions.models import Reject, Upload, UploadState
-from apps.ingestions.services.events import pending_expired_event, upload_event
+from apps.ingestions.services.events import pending_expired_events, upload_event
 from apps.ingestions.services.record_merge import records_merge_stuck
 from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock, upload_wake
 from apps.ingestions.services.storage import BlobReader
@@ -171,6 +171,7 @@ def pending_expire(*, now=None, retention: timedelta | None = None) -> int:
     for tenant_id in tenants:
         with transaction.atomic(), connection.connection.cursor() as cursor:
             engine.lock_tenant(cursor, tenant_id)
+            expired_uploads = []
             for expired in engine.expire_pending(cursor, tenant_id=tenant_id, older_than=cutoff):
                 total += expired.rows
                 Upload.objects.filter(id=expired.upload_id).update(
@@ -179,7 +180,8 @@ def pending_expire(*, now=None, retention: timedelta | None = None) -> int:
                     state=UploadState.COMPLETED_WITH_ERRORS,
                 )
                 _orphans_show_their_lines(upload_id=expired.upload_id)
-                pending_expired_event(tenant_id=tenant_id, upload_id=expired.upload_id)
+                expired_uploads.append(expired.upload_id)
+            pending_expired_events(tenant_id=tenant_id, upload_ids=expired_uploads)
     return total
 
 
