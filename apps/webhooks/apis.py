@@ -10,7 +10,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from apps.core.api import PAGE_PARAMETERS, Pagination, TenantApiView, problem_responses
-from apps.webhooks.models import DeliveryState, EventType, WebhookDelivery, WebhookEndpoint
+from apps.webhooks.models import DeliveryState, EventType, WebhookEndpoint
 from apps.webhooks.selectors import delivery_get, delivery_list, endpoint_get, endpoint_list
 from apps.webhooks.services import (
     delivery_redeliver,
@@ -266,5 +266,5 @@ class WebhookRedeliverApi(_EndpointView):
         if delivery is None:
             raise NotFound("No such delivery.")
         again = delivery_redeliver(delivery=delivery)
-        again = WebhookDelivery.objects.select_related("event").get(id=again.id)
+        again = delivery_get(tenant=self.tenant, endpoint=endpoint, delivery_id=again.id)
         return Response(DeliveryOutputSerializer(again).data, status=202)
