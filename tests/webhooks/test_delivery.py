@@ -59,6 +59,21 @@ def test_a_completed_upload_is_delivered_signed_with_the_uploads_api_representat
     assert body["timestamp"].endswith("Z")
 
 
+def test_a_slow_receiver_does_not_hold_up_the_upload_it_reports(
+    celery_worker, webhook_client, receiver
+):
+    """While the receiver still holds the request, the upload already reads `completed`:
+    delivery runs after the upload's transaction, never inside it."""
+    _, client = webhook_client()
+    endpoint = register(client, receiver.url, ["upload.completed"])
+    receiver.answer(Answer(200, delay=1.5))
+    sent = _upload(client, "customers_1.ndjson", [customer_row()])
+    wait_for(lambda: receiver.requests)
+    assert client.get(sent["url"]).json()["state"] == "completed"
+    assert _delivery(endpoint["id"]).state == "pending"  # the request is still out
+    wait_for(lambda: _delivery(endpoint["id"], "delivered"))
+
+
 def test_a_dry_run_a_rejecting_and_a_strict_failed_upload_each_send_their_event(
     celery_worker, webhook_client, receiver
 ):
