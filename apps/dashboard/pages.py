@@ -43,7 +43,7 @@ from apps.dashboard.selectors import (
     upload_recent,
     warning_list,
 )
-from apps.ingestions.apis._rejects import REJECT_CODES
+from apps.ingestions.presenters import REJECT_CODES
 
 SHOWN_ON_DETAIL = 10  # rejected rows and warnings on an upload's page; the rest on theirs
 RECENT_UPLOADS = 50  # the uploads a code's rows are looked for in: those the index lists

@@ -25,6 +25,8 @@ from apps.ingestions.models import (
 )
 from apps.ingestions.selectors import record_batch_rejects, rules_history
 from apps.tenants.models import ApiKey, Tenant
+from apps.webhooks.models import WebhookDelivery
+from apps.webhooks.selectors import delivery_recent, endpoint_list
 
 
 class _AllTenants:
@@ -358,3 +360,25 @@ def tenant_summaries(*, tenant: Scope) -> list[TenantSummary] | None:
             )
         )
     return summaries
+
+
+@dataclass(frozen=True)
+class TenantWebhooks:
+    endpoints: list
+    deliveries: list[WebhookDelivery]
+
+
+def webhooks_of(*, tenant: Scope, limit: int = 20) -> TenantWebhooks | None:
+    """The tenant's webhook endpoints and latest deliveries; None for every tenant
+    (endpoints are each tenant's own)."""
+    only = _tenant_of(tenant)
+    if only is None:
+        return None
+    endpoints = list(endpoint_list(tenant=only))
+    return TenantWebhooks(endpoints, delivery_recent(tenant=only, limit=limit))
+
+
+def webhook_delivery_find(*, tenant: Scope, delivery_id: int) -> WebhookDelivery | None:
+    """One delivery in scope, or None (also for another tenant's)."""
+    deliveries = _scoped(WebhookDelivery.objects.all(), tenant, "endpoint__tenant")
+    return deliveries.filter(id=delivery_id).first()

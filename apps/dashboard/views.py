@@ -31,8 +31,9 @@ from apps.dashboard.formats import (
     when,
 )
 from apps.dashboard.forms import ApiKeySignInForm, StaffSignInForm
-from apps.dashboard.http import BadQuery, choice, client_errors, page_view, scope_of
+from apps.dashboard.http import BadQuery, NotFound, choice, client_errors, page_view, scope_of
 from apps.dashboard.selectors import (
+    UNSCOPED_ALL_TENANTS,
     UploadFilter,
     batch_recent,
     live_figures,
@@ -43,8 +44,11 @@ from apps.dashboard.selectors import (
     tenant_summaries,
     throughput_series,
     upload_recent,
+    webhook_delivery_find,
+    webhooks_of,
 )
 from apps.ingestions.models import RecordType, UploadState
+from apps.webhooks.services import delivery_redeliver
 
 # window name -> (length, buckets): a bar every 5 s over the last 15 minutes, every 10 s
 # over the last hour, and so on (an upload of a million rows takes seconds, not minutes)
@@ -137,8 +141,23 @@ def dashboard_index(request: HttpRequest, viewer: Viewer):
         "tenant_filter": overview["tenant_filter"],
         "tenants": tenant_options() if viewer.is_staff else [],
         "data_url": f"{reverse('dashboard:data')}?{urlencode(_query(overview))}",
+        "webhooks": webhooks_of(tenant=scope_of(request, viewer)[0]),
     }
     return render(request, "dashboard/index.html", context)
+
+
+@page_view
+@require_POST
+@viewer_required()
+def webhook_redeliver(request: HttpRequest, viewer: Viewer, delivery_id: int):
+    """Send a delivery's event again (a new delivery), then back to the webhooks card."""
+    scope = viewer.tenant or UNSCOPED_ALL_TENANTS
+    delivery = webhook_delivery_find(tenant=scope, delivery_id=delivery_id)
+    if delivery is None:
+        raise NotFound
+    delivery_redeliver(delivery=delivery)
+    query = "" if viewer.tenant else "?" + urlencode({"tenant": delivery.endpoint.tenant_id})
+    return redirect(reverse("dashboard:index") + query + "#webhooks")
 
 
 @never_cache

@@ -21,6 +21,7 @@ MAIN_OPERATIONS = {
     "records_create_mixed",
     "sessions_create",
     "rules_update",
+    "webhooks_create",
 }
 
 

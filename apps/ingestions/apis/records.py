@@ -9,7 +9,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
-    extend_schema_field,
 )
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
@@ -28,24 +27,25 @@ from apps.ingestions.apis._http import idempotent_response, int_header, read_who
 from apps.ingestions.apis._rejects import (
     ERRORS_PARAMETERS,
     ERRORS_RENDERERS,
-    RejectOutputSerializer,
     reject_filters,
     rejects_response,
 )
 from apps.ingestions.apis.contract import CONTRACT_NOTE
 from apps.ingestions.apis.examples import MIXED_REQUEST, RECORDS_ACCEPTED, RECORDS_REQUEST
-from apps.ingestions.apis.rules import WarningOutputSerializer
-from apps.ingestions.apis.serializers import LinkingSerializer, RowsOutputSerializer
 from apps.ingestions.engine import RECORDS
-from apps.ingestions.models import BatchState, RecordBatch
+from apps.ingestions.models import BatchState
+from apps.ingestions.presenters import (
+    BatchListOutputSerializer,
+    BatchOutputSerializer,
+    RejectOutputSerializer,
+    batch_data,
+)
 from apps.ingestions.selectors import (
     record_batch_get,
     record_batch_list,
     record_batch_rejects,
-    record_batch_rows,
 )
 from apps.ingestions.services import (
-    MIXED,
     Answer,
     idempotent,
     record_batch_accept,
@@ -53,52 +53,6 @@ from apps.ingestions.services import (
 )
 
 _READ_RESPONSES = problem_responses(401, 404, 429)
-BATCH_TYPES = [*RECORDS, MIXED]  # a batch's type: one record type, or mixed
-
-
-class BatchOutputSerializer(LinkingSerializer):
-    id = serializers.IntegerField()
-    url = serializers.SerializerMethodField()
-    type = serializers.ChoiceField(BATCH_TYPES, source="record_type")
-    state = serializers.ChoiceField(BatchState.values)
-    records = serializers.IntegerField()
-    rejected = serializers.IntegerField()
-    rejects = RejectOutputSerializer(many=True)
-    warnings = WarningOutputSerializer(
-        many=True, help_text="records accepted with warnings of the tenant's rules"
-    )
-    rules = serializers.DictField(
-        child=serializers.IntegerField(),
-        help_text="{type: the version of the tenant's rules its records were checked with}",
-    )
-    rows = serializers.SerializerMethodField()
-    errors_url = serializers.SerializerMethodField()
-    created_at = serializers.DateTimeField()
-    merged_at = serializers.DateTimeField(allow_null=True)
-
-    @extend_schema_field(serializers.URLField())
-    def get_url(self, batch: RecordBatch) -> str:
-        return self.link("record-batch-detail", batch_id=batch.id)
-
-    @extend_schema_field(serializers.URLField())
-    def get_errors_url(self, batch: RecordBatch) -> str:
-        return self.link("record-batch-errors", batch_id=batch.id)
-
-    @extend_schema_field(RowsOutputSerializer)
-    def get_rows(self, batch: RecordBatch) -> dict:
-        return record_batch_rows(batch=batch)
-
-
-class BatchListOutputSerializer(BatchOutputSerializer):
-    """A batch in the list: its count of rejects, not the rejects themselves (up to one a
-    record); those are on its detail and its errors endpoint. Likewise its warnings."""
-
-    rejects = None
-    warnings = None
-
-
-def batch_data(batch: RecordBatch, request) -> dict:
-    return BatchOutputSerializer(batch, context={"request": request}).data
 
 
 _CREATE_SCHEMA = {

@@ -17,8 +17,8 @@ from rest_framework.response import Response
 from apps.core.api import PAGE_PARAMETERS, Pagination, TenantApiView, problem_responses
 from apps.core.errors import NotFoundError
 from apps.core.exactjson import ExactEncoder, ExactJSONParser, ExactJSONRenderer
-from apps.ingestions.apis._rejects import RowErrorOutputSerializer
 from apps.ingestions.engine import RECORDS, RULE_ACTIONS, UNKNOWN_FIELDS
+from apps.ingestions.presenters import WarningOutputSerializer
 from apps.ingestions.selectors import rules_history, upload_get, warning_list
 from apps.ingestions.services import rules_end, rules_put
 
@@ -167,14 +167,6 @@ class RulesDetailApi(_RulesView):
     def delete(self, request, record_type: str):
         rules_end(tenant=self.tenant, record_type=_record_type(record_type))
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class WarningOutputSerializer(serializers.Serializer):
-    line = serializers.IntegerField()
-    field = serializers.CharField(help_text="the first warning's field (`errors[0]`)")
-    code = serializers.CharField(help_text="the first warning's code (`errors[0]`)")
-    message = serializers.CharField(help_text="the first warning's message (`errors[0]`)")
-    errors = RowErrorOutputSerializer(many=True, help_text="every warning of the row")
 
 
 class UploadWarningsApi(TenantApiView):

@@ -40,7 +40,6 @@ from apps.ingestions.apis._http import (
 from apps.ingestions.apis._rejects import (
     ERRORS_PARAMETERS,
     ERRORS_RENDERERS,
-    RejectOutputSerializer,
     reject_filters,
     rejects_response,
 )
@@ -53,6 +52,7 @@ from apps.ingestions.apis.serializers import (
 )
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import RecordType, UploadState
+from apps.ingestions.presenters import RejectOutputSerializer
 from apps.ingestions.selectors import reject_list, upload_get, upload_list
 from apps.ingestions.services import (
     Answer,
