@@ -18,6 +18,7 @@ app.autodiscover_tasks()
 connect_celery_signals()
 
 UPLOAD_REQUEUE_TASK = "apps.ingestions.tasks.upload_requeue_task"
+WEBHOOK_SWEEP_TASK = "apps.webhooks.tasks.webhook_sweep_task"
 
 
 @worker_init.connect  # the worker's own process: the solo and threads pools run tasks here
@@ -38,9 +39,11 @@ class Housekeeping(bootsteps.StartStopStep):
     keeps no database connection. Several workers sending it at once is harmless (see
     `upload_recover`); a copy left unread past the next one expires unrun.
 
-    Only this job: it is what a worker's death leaves undone, and an upload must not hang
-    for want of a beat. The others (pending expiry, idempotency, session and blob purges)
-    work on hours and days, and stay beat's, as one schedule for the whole deployment."""
+    Only this job and the webhook sweep (a delivery a killed worker held is due again once
+    its lease is over): they are what a worker's death leaves undone, and an upload or an
+    event must not hang for want of a beat. The others (pending expiry, idempotency, session
+    and blob purges) work on hours and days, and stay beat's, as one schedule for the whole
+    deployment."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)  # the task queues are declared
 
@@ -70,7 +73,8 @@ class Housekeeping(bootsteps.StartStopStep):
         default = c.app.conf.task_default_queue
         queue = default if default in queues or not queues else queues[0]
         try:
-            c.app.send_task(UPLOAD_REQUEUE_TASK, queue=queue, expires=self.interval)
+            for task in (UPLOAD_REQUEUE_TASK, WEBHOOK_SWEEP_TASK):
+                c.app.send_task(task, queue=queue, expires=self.interval)
         except Exception:  # the broker is away: the consumer reconnects, and this runs again
             logger.warning("could not send the re-queue job", exc_info=True)
 

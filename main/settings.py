@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.tenants",
     "apps.ingestions",
     "apps.analytics",
+    "apps.webhooks",
     "apps.dashboard",
 ]
 
@@ -171,6 +172,11 @@ CELERY_BEAT_SCHEDULE = {
     },
     "blob-purge": {"task": "apps.ingestions.tasks.blob_purge_task", "schedule": 3600.0},
     "session-expire": {"task": "apps.ingestions.tasks.session_expire_task", "schedule": 900.0},
+    # deliveries due (a lost wake-up, a killed worker, a broker restart): from PostgreSQL
+    "webhook-sweep": {
+        "task": "apps.webhooks.tasks.webhook_sweep_task",
+        "schedule": float(env_int("WEBHOOK_SWEEP_SECONDS", 30)),
+    },
 }
 
 REST_FRAMEWORK = {
@@ -195,7 +201,10 @@ SPECTACULAR_SETTINGS = {
         "UploadStateEnum": "apps.ingestions.models.UploadState.values",
         "SessionStateEnum": "apps.ingestions.models.SessionState.values",
         "BatchStateEnum": "apps.ingestions.models.BatchState.values",
-        "BatchTypeEnum": "apps.ingestions.apis.records.BATCH_TYPES",
+        "BatchTypeEnum": "apps.ingestions.presenters.BATCH_TYPES",
+        "RejectCodeEnum": "apps.ingestions.presenters.REJECT_CODES",
+        "WebhookEventTypeEnum": "apps.webhooks.models.EventType.values",
+        "DeliveryStateEnum": "apps.webhooks.models.DeliveryState.values",
     },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -277,6 +286,40 @@ INGEST_SETWISE_KEY_CHECKS = env_bool("INGEST_SETWISE_KEY_CHECKS", True)
 # A resumable upload session (and a tus upload) left unfinished this long expires and its
 # bytes are deleted by the periodic job.
 INGEST_SESSION_TTL_SECONDS = env_int("INGEST_SESSION_TTL_SECONDS", 24 * 3600)
+
+# Webhooks (docs/webhooks.md). Endpoint URLs that resolve to loopback, link-local or private
+# addresses are refused, at registration and again at each delivery, unless this is on.
+WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
+# Seconds to wait for a receiver (connect, and each read or write); redirects are never
+# followed. A worker takes a delivery for WEBHOOK_LEASE_SECONDS: if it dies meanwhile, the
+# delivery is taken again once that is over (keep it above the timeout).
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5)
+WEBHOOK_LEASE_SECONDS = env_float("WEBHOOK_LEASE_SECONDS", 60)
+# Seconds between a failed attempt and the next, one per retry (about a day in all), each
+# spread by +-WEBHOOK_RETRY_JITTER; after the last one the endpoint is marked failing.
+WEBHOOK_RETRY_SCHEDULE = [float(s) for s in env_list("WEBHOOK_RETRY_SCHEDULE")] or [
+    5,
+    30,
+    120,
+    600,
+    1800,
+    3600,
+    7200,
+    14400,
+    21600,
+    28800,
+]
+WEBHOOK_RETRY_JITTER = env_float("WEBHOOK_RETRY_JITTER", 0.2)
+# A body larger than this carries a smaller form of its resource (docs/webhooks.md).
+WEBHOOK_MAX_PAYLOAD_BYTES = env_int("WEBHOOK_MAX_PAYLOAD_BYTES", 256 * 1024)
+# How long a rotated-out secret keeps signing beside the new one.
+WEBHOOK_SECRET_OVERLAP_SECONDS = env_int("WEBHOOK_SECRET_OVERLAP_SECONDS", 24 * 3600)
+# The queue deliveries are sent to (empty: the default queue). Give them their own, read by
+# a worker of their own, so receivers never take a slot from an upload.
+WEBHOOK_QUEUE = os.environ.get("WEBHOOK_QUEUE", "")
+# The service's public address ("https://ingest.example.com"), for the links (`url`,
+# `errors_url`) in events' data, which no request is there to give; empty: paths only.
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")
 
 # CORS (django-cors-headers), for browser pages on other origins that call the API, e.g. a
 # tus upload from a web page: only the origins listed ("https://app.example.com", comma-

@@ -96,6 +96,7 @@ urlpatterns = [
     path("api/v1/analytics/", include("apps.analytics.urls")),
     path("api/v1/contract/", ContractListApi.as_view(), name="contract-list"),
     path("api/v1/contract/<str:record_type>/", ContractDetailApi.as_view(), name="contract-detail"),
+    path("api/v1/webhooks/", include("apps.webhooks.urls")),
     path("dashboard/", include("apps.dashboard.urls")),
     path("admin/", admin.site.urls),  # staff only: Django's auth, as the dashboard's staff
 ]

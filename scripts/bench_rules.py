@@ -28,9 +28,15 @@ BENCH_RULES = {
 }
 
 
+# Each run loads into tables the runs before it grew, so neither side always goes first:
+# without, with, with, without; each side's faster run is reported.
+RUNS = ("without", "with", "with", "without")
+
+
 def phase_rules(folder: Path) -> dict:
     """The order items file for a tenant without rules and one with `BENCH_RULES` (each
-    after its parents): seconds and counts of both."""
+    after its parents), twice each in `RUNS` order: seconds and counts of each side's
+    faster run."""
     import django
 
     sys.setswitchinterval(SWITCH_INTERVAL)
@@ -39,8 +45,9 @@ def phase_rules(folder: Path) -> dict:
     from apps.ingestions.services import rules_put, upload_ingest_path
     from apps.tenants.services import tenant_create
 
-    out = {}
-    for label, rules in (("without", None), ("with", BENCH_RULES)):
+    out: dict[str, dict] = {}
+    for label in RUNS:
+        rules = BENCH_RULES if label == "with" else None
         tenant = tenant_create(name=f"bench rules {label} {time.time_ns()}")[0]
         for name in RECORD_ORDER[:-1]:
             upload_ingest_path(tenant=tenant, path=folder / f"{name}_1.ndjson")
@@ -54,9 +61,12 @@ def phase_rules(folder: Path) -> dict:
             )
         start = time.perf_counter()
         upload = upload_ingest_path(tenant=tenant, path=folder / "order_items_1.ndjson").upload
+        seconds = time.perf_counter() - start
+        if label in out and out[label]["seconds"] <= seconds:
+            continue
         out[label] = {
             "rows": upload.rows_total,
-            "seconds": time.perf_counter() - start,
+            "seconds": seconds,
             "inserted": upload.rows_inserted,
             "rejected": upload.rows_rejected,
             "rules_version": upload.rules_version,
@@ -67,7 +77,10 @@ def phase_rules(folder: Path) -> dict:
 def rules_table(eng: dict, rules: dict):
     from rich.table import Table
 
-    table = Table(title="order items: the engine phase, and again without and with 10 rules")
+    table = Table(
+        title="order items: the engine phase, and again without and with 10 rules "
+        "(each the faster of two runs)"
+    )
     for col in ("run", "rows", "rows/s", "vs without rules", "rejected"):
         table.add_column(col, justify="right")
     base = rules["without"]["rows"] / rules["without"]["seconds"]

@@ -135,6 +135,7 @@ _SUMMARY_EXAMPLE = {
 class AnalyticsSummaryApi(TenantApiView):
     @extend_schema(
         operation_id="analytics_summary",
+        summary="Totals over a range of order dates",
         tags=["analytics"],
         description="Totals over the orders whose order_date is in the range.",
         parameters=[*_RANGE, _CURRENCY],
@@ -151,6 +152,7 @@ class AnalyticsSummaryApi(TenantApiView):
 class AnalyticsDailyApi(TenantApiView):
     @extend_schema(
         operation_id="analytics_daily",
+        summary="Totals per day",
         tags=["analytics"],
         description="The summary's totals per day (in `tz`), for the days that have orders.",
         parameters=[*_RANGE, _CURRENCY],
@@ -174,6 +176,7 @@ class AnalyticsDailyApi(TenantApiView):
 class AnalyticsTopProductsApi(TenantApiView):
     @extend_schema(
         operation_id="analytics_top_products",
+        summary="Top products by revenue or units",
         tags=["analytics"],
         description="Units sold and revenue per product and currency (one entry per pair: "
         "currencies are never summed), ranked by revenue or units.",
@@ -230,6 +233,7 @@ class AnalyticsTopProductsApi(TenantApiView):
 class AnalyticsTopCustomersApi(TenantApiView):
     @extend_schema(
         operation_id="analytics_top_customers",
+        summary="Top customers by revenue",
         tags=["analytics"],
         description="Orders and revenue per customer and currency (one entry per pair), "
         "ranked by revenue.",

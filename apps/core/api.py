@@ -239,6 +239,16 @@ class Pagination(LimitOffsetPagination):
             response["Link"] = ", ".join(links)
         return response
 
+    def get_paginated_response_schema(self, schema):
+        """DRF's, with examples of this API's own (a page of 2 of 5)."""
+        paginated = super().get_paginated_response_schema(schema)
+        example = "https://ingest.example.com/api/v1/ingest/uploads/?limit=2&offset={}"
+        properties = paginated["properties"]
+        properties["count"]["example"] = 5
+        properties["next"]["example"] = example.format(4)
+        properties["previous"]["example"] = example.format(0)
+        return paginated
+
     def _number(self, request, name: str, default: int, low: int, high: int | None) -> int:
         raw = single_value(request.query_params, name)
         if raw is None:

@@ -10,8 +10,8 @@ import msgspec
 from django.urls import reverse
 
 from apps.core.exactjson import exact_dumps
-from apps.dashboard.selectors import LiveFigures, Throughput, TypeRules
-from apps.ingestions.models import RecordBatch, Upload, UploadState
+from apps.dashboard.selectors import LiveFigures, TenantSummary, Throughput, TypeRules
+from apps.ingestions.models import RecordBatch, Upload, UploadSession, UploadState
 from apps.ingestions.selectors import record_batch_rows
 
 _COUNTS = ("total", "inserted", "updated", "unchanged", "rejected", "pending")
@@ -55,6 +55,7 @@ def upload_json(upload: Upload) -> dict:
         "id": str(upload.id),
         "state": upload.state,
         "percent": percent,
+        "url": reverse("dashboard:upload", kwargs={"upload_id": upload.id}),
         "errors_url": reverse("dashboard:errors", kwargs={"upload_id": upload.id}),
         "warnings_url": reverse("dashboard:warnings", kwargs={"upload_id": upload.id}),
         "rows": rows,
@@ -144,19 +145,46 @@ def live_json(live: LiveFigures) -> dict:
     }
 
 
+# the chart's time axis: a tick every so many seconds, by the window's length
+_TICK_SECONDS = ((20 * 60, 5 * 60), (2 * 3600, 10 * 60), (8 * 3600, 3600), (None, 3 * 3600))
+
+
 def throughput_json(series: Throughput) -> dict:
+    """The chart's bars and its axes' texts: ticks at round times (fractions of the width),
+    the two ends with their dates, and a caption with the peak and the fastest upload."""
     total = sum(r * series.bucket_seconds for r in series.rows_per_second)
     peak = max(series.rows_per_second, default=0.0)
+    length = (series.end - series.start).total_seconds()
+    step = next(tick for limit, tick in _TICK_SECONDS if limit is None or length <= limit)
+    start = series.start.timestamp()
+    first = start - start % step + step
+    ticks = [
+        {
+            "at": round((moment - start) / length, 4),
+            "label": datetime.fromtimestamp(moment, UTC).strftime("%H:%M"),
+        }
+        for moment in range(int(first), int(start + length), step)
+    ]
+    fastest = f"; fastest upload {rate(series.fastest)} rows/s" if series.fastest else ""
     return {
         "start": series.start.isoformat(),
         "end": series.end.isoformat(),
         "bucket_seconds": series.bucket_seconds,
         "rows_per_second": [round(r, 3) for r in series.rows_per_second],
-        "caption": f"{round(total):,} rows; peak {peak:,.0f} rows/s "
-        f"(average over {series.bucket_seconds // 60} min)",
-        "start_label": series.start.strftime("%H:%M"),
-        "end_label": series.end.strftime("%H:%M UTC"),
+        "peak": round(peak, 3),
+        "fastest": round(series.fastest, 1),
+        "ticks": ticks,
+        "caption": f"{round(total):,} rows; peak {rate(peak)} rows/s "
+        f"(each bar: {_span(series.bucket_seconds)}){fastest}",
+        "start_label": series.start.astimezone(UTC).strftime("%Y-%m-%d %H:%M"),
+        "end_label": series.end.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _span(bucket_seconds: int) -> str:
+    if bucket_seconds < 60:
+        return f"{bucket_seconds} s"
+    return f"{bucket_seconds // 60} min"
 
 
 def reject_codes_json(counts: list[tuple[str, int]]) -> list[dict]:
@@ -200,6 +228,61 @@ def _type_rules_json(rules: TypeRules) -> dict:
             schema=msgspec.json.format(exact_dumps(rule.schema), indent=2).decode(),
         )
     return {**shown, "cells": cells}
+
+
+def session_json(session: UploadSession) -> dict:
+    """A file still being received (a resumable or tus session)."""
+    percent = session.offset * 100 // session.size if session.size else 0
+    return {
+        "id": session.token,
+        "state": session.state,
+        "percent": percent,
+        "cells": {
+            "created": when(session.created_at),
+            "tenant": session.tenant.name,
+            "filename": session.filename,
+            "type": session.record_type or "decided at the end",
+            "received": f"{percent}%",
+            "bytes": f"{size(session.offset)} of {size(session.size)}",
+            "expires": when(session.expires_at),
+        },
+    }
+
+
+def tenant_summary_json(summary: TenantSummary) -> dict:
+    """A tenant's row in the staff summary; its name links to its own view."""
+    return {
+        "id": str(summary.tenant.id),
+        "url": f"{reverse('dashboard:index')}?tenant={summary.tenant.id}",
+        "cells": {
+            "tenant": summary.tenant.name,
+            "uploads": f"{summary.uploads:,}",
+            "active": f"{summary.active:,}",
+            "failed": f"{summary.failed:,}",
+            "last_upload": when(summary.last_upload_at) or "never",
+            "loaded": f"{summary.rows_loaded:,}",
+            "rejected": f"{summary.rows_rejected:,}",
+            "pending": f"{summary.rows_pending:,}",
+            "backlog": f"{summary.backlog:,}",
+        },
+    }
+
+
+def upload_timings(upload: Upload) -> dict[str, str]:
+    """When an upload was received, started and finished, and how long it waited and ran."""
+    started, finished = upload.started_at, upload.finished_at
+    waited = (started - upload.created_at).total_seconds() if started else None
+    ran = (finished - started).total_seconds() if started and finished else None
+    return {
+        "created": when(upload.created_at),
+        "started": when(started) or "not yet",
+        "finished": when(finished) or "not yet",
+        "waited": "" if waited is None else seconds(max(0.0, waited)),
+        "ran": "" if ran is None else seconds(max(0.0, ran)),
+        "size": size(upload.size_bytes),
+        "sha256": upload.sha256,
+        "strict": "yes: all or nothing" if upload.strict else "no",
+    }
 
 
 def sales_json(*, last_day: date | None, days: list, products: list, length: int) -> dict:

@@ -8,14 +8,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 
 from apps.ingestions.models import (
     BatchState,
     RecordBatch,
     RecordType,
     Reject,
+    SessionState,
     Upload,
+    UploadSession,
     UploadSource,
     UploadState,
     UploadWarning,
@@ -23,6 +25,8 @@ from apps.ingestions.models import (
 )
 from apps.ingestions.selectors import record_batch_rejects, rules_history
 from apps.tenants.models import ApiKey, Tenant
+from apps.webhooks.models import WebhookDelivery
+from apps.webhooks.selectors import delivery_recent, endpoint_list
 
 
 class _AllTenants:
@@ -84,9 +88,37 @@ def tenant_find(*, tenant_id) -> Tenant | None:
     return Tenant.objects.filter(id=parsed).first() if parsed else None
 
 
-def upload_recent(*, tenant: Scope, limit: int = 50) -> list[Upload]:
-    """The newest uploads, newest first."""
-    return list(_files(tenant).order_by("-created_at", "id")[:limit])
+@dataclass(frozen=True)
+class UploadFilter:
+    """What the uploads list is narrowed to: a state, a type, a file name containing
+    `filename` (ignoring case); empty means any."""
+
+    state: str = ""
+    record_type: str = ""
+    filename: str = ""
+
+
+def upload_recent(
+    *, tenant: Scope, limit: int = 50, only: UploadFilter | None = None
+) -> list[Upload]:
+    """The newest uploads, newest first; those `only` lets through when given."""
+    uploads = _files(tenant)
+    if only is not None:
+        if only.state:
+            uploads = uploads.filter(state=only.state)
+        if only.record_type:
+            uploads = uploads.filter(record_type=only.record_type)
+        if only.filename:
+            uploads = uploads.filter(filename__icontains=only.filename)
+    return list(uploads.order_by("-created_at", "id")[:limit])
+
+
+def session_receiving(*, tenant: Scope, now: datetime, limit: int = 50) -> list[UploadSession]:
+    """Files still being received (resumable and tus sessions not complete nor expired),
+    newest first."""
+    sessions = _scoped(UploadSession.objects.select_related("tenant"), tenant)
+    sessions = sessions.filter(state=SessionState.OPEN, expires_at__gt=now)
+    return list(sessions.order_by("-created_at", "token")[:limit])
 
 
 def upload_find(*, tenant: Scope, upload_id) -> Upload | None:
@@ -97,11 +129,20 @@ def upload_find(*, tenant: Scope, upload_id) -> Upload | None:
     return _files(tenant).filter(id=parsed).first()
 
 
-def reject_list(*, tenant: Scope, upload: Upload) -> QuerySet[Reject]:
-    """An upload's rejected rows in line order."""
-    return _scoped(Reject.objects.filter(upload=upload), tenant, "upload__tenant").order_by(
-        "line", "id"
-    )
+def reject_list(*, tenant: Scope, upload: Upload, code: str = "") -> QuerySet[Reject]:
+    """An upload's rejected rows in line order; of `code` only when given."""
+    rejects = _scoped(Reject.objects.filter(upload=upload), tenant, "upload__tenant")
+    if code:
+        rejects = rejects.filter(code=code)
+    return rejects.order_by("line", "id")
+
+
+def reject_list_of_code(*, tenant: Scope, uploads: list[Upload], code: str) -> QuerySet[Reject]:
+    """The rejected rows of `code` in the given uploads: newest upload first, then by line."""
+    ids = [u.id for u in uploads if u.rows_rejected]
+    rejects = Reject.objects.filter(upload_id__in=ids, code=code).select_related("upload")
+    rejects = _scoped(rejects, tenant, "upload__tenant")
+    return rejects.order_by("-upload__created_at", "upload_id", "line", "id")
 
 
 def warning_list(*, tenant: Scope, upload: Upload) -> QuerySet[UploadWarning]:
@@ -146,12 +187,14 @@ def reject_code_counts(*, tenant: Scope, uploads: list[Upload]) -> list[tuple[st
 
 @dataclass(frozen=True)
 class Throughput:
-    """Rows per second averaged over equal buckets from `start` to `end`."""
+    """Rows per second averaged over equal buckets from `start` to `end`, and the rate of
+    the fastest upload that ran in the window (its rows over the time it ran)."""
 
     start: datetime
     end: datetime
     bucket_seconds: int
     rows_per_second: list[float]
+    fastest: float = 0.0
 
 
 def throughput_series(
@@ -170,6 +213,7 @@ def throughput_series(
         rows_done__gt=0,
     )
     rows = [0.0] * buckets
+    fastest = 0.0
     for started, finished, updated, done in uploads.values_list(
         "started_at", "finished_at", "updated_at", "rows_done"
     ):
@@ -180,6 +224,7 @@ def throughput_series(
                 rows[index] += done
             continue
         per_second = done / (ran_to - ran_from)
+        fastest = max(fastest, per_second)
         first = max(0, int((ran_from - start.timestamp()) // size))
         last = min(buckets - 1, int((ran_to - start.timestamp()) // size))
         for index in range(first, last + 1):
@@ -192,6 +237,7 @@ def throughput_series(
         end=end,
         bucket_seconds=size,
         rows_per_second=[r / size for r in rows],
+        fastest=fastest,
     )
 
 
@@ -256,3 +302,83 @@ def live_figures(*, tenant: Scope, window: timedelta, now: datetime) -> LiveFigu
         backlog_batches=figures["backlog_batches"],
         lag_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
     )
+
+
+@dataclass(frozen=True)
+class TenantSummary:
+    """One tenant at a glance, for staff: its files (how many, how many still to finish or
+    failed, the newest), their rows, and its live records waiting to be merged."""
+
+    tenant: Tenant
+    uploads: int
+    active: int
+    failed: int
+    last_upload_at: datetime | None
+    rows_loaded: int
+    rows_rejected: int
+    rows_pending: int
+    backlog: int
+
+
+_ACTIVE = (UploadState.RECEIVED, UploadState.QUEUED, UploadState.WAITING, UploadState.PROCESSING)
+
+
+def tenant_summaries(*, tenant: Scope) -> list[TenantSummary] | None:
+    """Every tenant's summary, by name, in two grouped queries; None for one tenant's view
+    (its page is its summary)."""
+    if _tenant_of(tenant) is not None:
+        return None
+    files = Upload.objects.filter(source=UploadSource.FILE, dry_run=False).order_by()
+    by_tenant = {
+        row["tenant_id"]: row
+        for row in files.values("tenant_id").annotate(
+            uploads=Count("id"),
+            active=Count("id", filter=Q(state__in=_ACTIVE)),
+            failed=Count("id", filter=Q(state=UploadState.FAILED)),
+            last_upload_at=Max("created_at"),
+            loaded=Sum(F("rows_inserted") + F("rows_updated") + F("rows_unchanged")),
+            rejected=Sum("rows_rejected"),
+            pending=Sum("rows_pending"),
+        )
+    }
+    unmerged = RecordBatch.objects.filter(state=BatchState.ACCEPTED).order_by()
+    backlog = dict(unmerged.values_list("tenant_id").annotate(n=Sum("accepted")))
+    summaries = []
+    for each in Tenant.objects.order_by("name", "id"):
+        row = by_tenant.get(each.id, {})
+        summaries.append(
+            TenantSummary(
+                tenant=each,
+                uploads=row.get("uploads", 0),
+                active=row.get("active", 0),
+                failed=row.get("failed", 0),
+                last_upload_at=row.get("last_upload_at"),
+                rows_loaded=row.get("loaded") or 0,
+                rows_rejected=row.get("rejected") or 0,
+                rows_pending=row.get("pending") or 0,
+                backlog=backlog.get(each.id) or 0,
+            )
+        )
+    return summaries
+
+
+@dataclass(frozen=True)
+class TenantWebhooks:
+    endpoints: list
+    deliveries: list[WebhookDelivery]
+
+
+def webhooks_of(*, tenant: Scope, limit: int = 20) -> TenantWebhooks | None:
+    """The tenant's webhook endpoints and latest deliveries; None for every tenant
+    (endpoints are each tenant's own)."""
+    only = _tenant_of(tenant)
+    if only is None:
+        return None
+    endpoints = list(endpoint_list(tenant=only))
+    return TenantWebhooks(endpoints, delivery_recent(tenant=only, limit=limit))
+
+
+def webhook_delivery_find(*, tenant: Scope, delivery_id: int) -> WebhookDelivery | None:
+    """One delivery in scope, or None (also for another tenant's)."""
+    deliveries = _scoped(WebhookDelivery.objects.all(), tenant, "endpoint__tenant")
+    return deliveries.filter(id=delivery_id).first()

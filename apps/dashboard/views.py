@@ -1,15 +1,13 @@
-"""The monitoring dashboard: server-rendered pages, and one small JSON document that the page
-polls to refresh itself. Every number is formatted once, for both, in `formats`."""
+"""The monitoring dashboard's overview: the page, and one small JSON document that the page
+polls to refresh itself (every number formatted once, for both, in `formats`); and signing
+in and out. The pages about one upload or batch are in `pages`."""
 
 from __future__ import annotations
 
-import functools
-import uuid
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib.auth.views import LoginView
-from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -20,258 +18,160 @@ from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
-from apps.analytics.params import Range
-from apps.analytics.selectors import (
-    analytics_daily,
-    analytics_last_order_date,
-    analytics_top_products_each_currency,
-)
-from apps.core.api import PROBLEM_JSON, ascii_int, json_not_found, problem
 from apps.dashboard.auth import Viewer, sign_in_tenant, sign_out, viewer_of, viewer_required
 from apps.dashboard.formats import (
     batch_json,
-    batch_rules,
     live_json,
-    plural,
     reject_codes_json,
-    reject_codes_of,
     rules_json,
-    sales_json,
+    session_json,
+    tenant_summary_json,
     throughput_json,
     upload_json,
     when,
 )
 from apps.dashboard.forms import ApiKeySignInForm, StaffSignInForm
+from apps.dashboard.http import BadQuery, NotFound, choice, client_errors, page_view, scope_of
+from apps.dashboard.sales import sales_of
 from apps.dashboard.selectors import (
     UNSCOPED_ALL_TENANTS,
-    Scope,
-    batch_find,
+    UploadFilter,
     batch_recent,
-    batch_reject_list,
     live_figures,
     reject_code_counts,
-    reject_list,
     rules_by_type,
-    tenant_find,
+    session_receiving,
     tenant_options,
+    tenant_summaries,
     throughput_series,
-    upload_find,
     upload_recent,
-    warning_list,
+    webhook_delivery_find,
+    webhooks_of,
 )
+from apps.ingestions.models import RecordType, UploadState
+from apps.webhooks.services import delivery_redeliver
 
-# window name -> (length, buckets): one bar a minute for the last hour, and so on
+# window name -> (length, buckets): a bar every 5 s over the last 15 minutes, every 10 s
+# over the last hour, and so on (an upload of a million rows takes seconds, not minutes)
 WINDOWS = {
-    "1h": (timedelta(hours=1), 60),
-    "6h": (timedelta(hours=6), 72),
-    "24h": (timedelta(hours=24), 96),
+    "15m": (timedelta(minutes=15), 180),
+    "1h": (timedelta(hours=1), 360),
+    "6h": (timedelta(hours=6), 360),
+    "24h": (timedelta(hours=24), 288),
 }
 DEFAULT_WINDOW = "1h"
 UPLOADS_SHOWN = 50
 BATCHES_SHOWN = 50
 LIVE_WINDOW = timedelta(minutes=1)  # live records' throughput: the last minute
-REJECTS_PER_PAGE = 100
-SALES_DAYS = 30  # the sales card: revenue per day over the last 30 days with orders
-SALES_TOP = 5  # and the top 5 products of each currency
 
 
-class _NotFound(Exception):
-    pass
+def _filters(request: HttpRequest) -> UploadFilter:
+    filename = request.GET.get("file", "").strip()
+    if len(filename) > 255 or "\x00" in filename:
+        raise BadQuery("file", "Must be at most 255 characters, without NUL.")
+    return UploadFilter(
+        state=choice(request, "state", UploadState.values),
+        record_type=choice(request, "type", RecordType.values),
+        filename=filename,
+    )
 
 
-class _BadQuery(Exception):
-    """A query parameter with a value it does not take: 400, naming it and what it takes."""
-
-    def __init__(self, name: str, message: str):
-        super().__init__(f"{name}: {message}")
-        self.name = name
-        self.message = message
-
-
-def _scope(request: HttpRequest, viewer: Viewer) -> tuple[Scope, str]:
-    """A tenant sees itself; staff see every tenant, or the one `?tenant=` names."""
-    if viewer.tenant is not None:
-        return viewer.tenant, ""
-    tenant_id = request.GET.get("tenant", "")
-    if not tenant_id:
-        return UNSCOPED_ALL_TENANTS, ""
-    try:
-        uuid.UUID(tenant_id)
-    except ValueError:
-        raise _BadQuery("tenant", f"{tenant_id!r} is not a tenant id (a UUID).") from None
-    tenant = tenant_find(tenant_id=tenant_id)
-    if tenant is None:
-        raise _NotFound
-    return tenant, str(tenant.id)
-
-
-def _overview(request: HttpRequest, viewer: Viewer, *, analytics: bool = True) -> dict:
-    scope, tenant_filter = _scope(request, viewer)
+def _overview(request: HttpRequest, viewer: Viewer, *, sales: bool = True) -> dict:
+    scope, tenant_filter = scope_of(request, viewer)
     window = request.GET.get("window", DEFAULT_WINDOW)
     if window not in WINDOWS:
-        raise _BadQuery("window", f"{window!r} is not one of: {', '.join(WINDOWS)}.")
+        raise BadQuery("window", f"{window!r} is not one of: {', '.join(WINDOWS)}.")
+    only = _filters(request)
     length, buckets = WINDOWS[window]
     now = timezone.now()
-    uploads = upload_recent(tenant=scope, limit=UPLOADS_SHOWN)
+    uploads = upload_recent(tenant=scope, limit=UPLOADS_SHOWN, only=only)
     series = throughput_series(tenant=scope, window=length, buckets=buckets, now=now)
     batches = batch_recent(tenant=scope, limit=BATCHES_SHOWN)
+    summaries = tenant_summaries(tenant=scope)
     return {
         "tenant_filter": tenant_filter,
         "window": window,
+        "filters": only,
         "data": {
             "generated_at": when(now),
             "uploads": [upload_json(u) for u in uploads],
-            "reject_codes": reject_codes_json(reject_code_counts(tenant=scope, uploads=uploads)),
+            "receiving": [session_json(s) for s in session_receiving(tenant=scope, now=now)],
+            "reject_codes": _code_links(
+                reject_codes_json(reject_code_counts(tenant=scope, uploads=uploads)),
+                tenant_filter,
+            ),
             "throughput": throughput_json(series),
             "batches": [batch_json(b) for b in batches],
             "live": live_json(live_figures(tenant=scope, window=LIVE_WINDOW, now=now)),
             "rules": rules_json(rules_by_type(tenant=scope)),
-            # a tenant's sales: on the page, and in every SALES_EVERY-th refresh
-            "sales": _sales(scope) if analytics and scope is not UNSCOPED_ALL_TENANTS else None,
+            "tenants": None if summaries is None else [tenant_summary_json(s) for s in summaries],
+            # a tenant's sales: on the page, and in every SALES_EVERY-th refresh (dashboard.js)
+            "sales": sales_of(tenant=scope)
+            if sales and scope is not UNSCOPED_ALL_TENANTS
+            else None,
         },
     }
 
 
-def _sales(tenant) -> dict:
-    """Revenue per day and the top products of each currency, over the SALES_DAYS days
-    that end with the tenant's latest order (UTC days, by order date)."""
-    last = analytics_last_order_date(tenant=tenant)
-    # the same queries with orders or without: the page's query count stays fixed
-    last_day = (last or timezone.now()).astimezone(UTC).date()
-    start = datetime.combine(last_day - timedelta(days=SALES_DAYS - 1), time(), tzinfo=UTC)
-    span = Range(start=start, end=start + timedelta(days=SALES_DAYS), tz="UTC")
-    days = analytics_daily(tenant=tenant, span=span)
-    products = analytics_top_products_each_currency(tenant=tenant, span=span, limit=SALES_TOP)
-    shown = last_day if last is not None else None
-    return sales_json(last_day=shown, days=days, products=products, length=SALES_DAYS)
+def _code_links(codes: list[dict], tenant_filter: str) -> list[dict]:
+    """Each code with the page of its rows (in the uploads the index lists)."""
+    page = reverse("dashboard:rejects")
+    for c in codes:
+        query = {"code": c["code"], **({"tenant": tenant_filter} if tenant_filter else {})}
+        c["url"] = f"{page}?{urlencode(query)}"
+    return codes
 
 
-def _page(view):
-    """Private, per-viewer pages: never cached, never framed, and CSRF-protected (their
-    sign-out form needs the token of the cookie this sets; no CSRF middleware is on)."""
-    return never_cache(xframe_options_deny(csrf_protect(_client_errors(view))))
+def _query(overview: dict) -> dict:
+    """The page's own query: what its JSON document is asked with."""
+    only = overview["filters"]
+    query = {"window": overview["window"], "tenant": overview["tenant_filter"]}
+    query.update(state=only.state, type=only.record_type, file=only.filename)
+    return {name: value for name, value in query.items() if value}
 
 
-def _client_errors(view):
-    # answered here, as the API's problem+json 404 and 400: an exception escaping a plain
-    # view is turned into a 500 by the problem+json middleware
-    @functools.wraps(view)
-    def wrapped(request, *args, **kwargs):
-        try:
-            return view(request, *args, **kwargs)
-        except _NotFound:
-            return json_not_found(request)
-        except _BadQuery as exc:
-            body = problem(
-                400, "Bad request", str(exc), "invalid", errors={exc.name: [exc.message]}
-            )
-            return JsonResponse(body, status=400, content_type=PROBLEM_JSON)
-
-    return wrapped
-
-
-@_page
+@page_view
 @require_safe
 @viewer_required()
 def dashboard_index(request: HttpRequest, viewer: Viewer):
     overview = _overview(request, viewer)
-    query = {"window": overview["window"]}
-    if overview["tenant_filter"]:
-        query["tenant"] = overview["tenant_filter"]
     context = {
         "viewer": viewer,
         "data": overview["data"],
         "window": overview["window"],
         "windows": list(WINDOWS),
+        "filters": overview["filters"],
+        "states": UploadState.values,
+        "types": RecordType.values,
         "tenant_filter": overview["tenant_filter"],
         "tenants": tenant_options() if viewer.is_staff else [],
-        "data_url": f"{reverse('dashboard:data')}?{urlencode(query)}",
+        "data_url": f"{reverse('dashboard:data')}?{urlencode(_query(overview))}",
+        "webhooks": webhooks_of(tenant=scope_of(request, viewer)[0]),
     }
     return render(request, "dashboard/index.html", context)
 
 
+@page_view
+@require_POST
+@viewer_required()
+def webhook_redeliver(request: HttpRequest, viewer: Viewer, delivery_id: int):
+    """Send a delivery's event again (a new delivery), then back to the webhooks card."""
+    scope = viewer.tenant or UNSCOPED_ALL_TENANTS
+    delivery = webhook_delivery_find(tenant=scope, delivery_id=delivery_id)
+    if delivery is None:
+        raise NotFound
+    delivery_redeliver(delivery=delivery)
+    query = "" if viewer.tenant else "?" + urlencode({"tenant": delivery.endpoint.tenant_id})
+    return redirect(reverse("dashboard:index") + query + "#webhooks")
+
+
 @never_cache
-@_client_errors
+@client_errors
 @require_safe
 @viewer_required(json=True)
 def dashboard_data(request: HttpRequest, viewer: Viewer):
     sales = request.GET.get("sales") == "1"
-    return JsonResponse(_overview(request, viewer, analytics=sales)["data"])
-
-
-def _viewers_upload(viewer: Viewer, upload_id: uuid.UUID):
-    """The scope the viewer sees (a tenant, or all of them for staff) and the upload in it;
-    404 when it is not there."""
-    scope = viewer.tenant or UNSCOPED_ALL_TENANTS
-    upload = upload_find(tenant=scope, upload_id=upload_id)
-    if upload is None:
-        raise _NotFound
-    return scope, upload
-
-
-@_page
-@require_safe
-@viewer_required()
-def upload_errors(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
-    scope, upload = _viewers_upload(viewer, upload_id)
-    paginator = Paginator(reject_list(tenant=scope, upload=upload), REJECTS_PER_PAGE)
-    context = {
-        "viewer": viewer,
-        "upload": upload_json(upload),
-        "codes": reject_codes_json(reject_code_counts(tenant=scope, uploads=[upload])),
-        **_list_page(request, paginator),
-    }
-    return render(request, "dashboard/errors.html", context)
-
-
-@_page
-@require_safe
-@viewer_required()
-def upload_warnings(request: HttpRequest, viewer: Viewer, upload_id: uuid.UUID):
-    scope, upload = _viewers_upload(viewer, upload_id)
-    warnings = warning_list(tenant=scope, upload=upload)
-    context = {
-        "viewer": viewer,
-        "upload": upload_json(upload),
-        **_list_page(request, Paginator(warnings, REJECTS_PER_PAGE)),
-    }
-    return render(request, "dashboard/warnings.html", context)
-
-
-@_page
-@require_safe
-@viewer_required()
-def batch_errors(request: HttpRequest, viewer: Viewer, batch_id: int):
-    scope = viewer.tenant or UNSCOPED_ALL_TENANTS
-    batch = batch_find(tenant=scope, batch_id=batch_id)
-    if batch is None:
-        raise _NotFound
-    rejects = batch_reject_list(tenant=scope, batch=batch)
-    warnings = _page_of(request, Paginator(batch.warnings, REJECTS_PER_PAGE), "warnings_page")
-    context = {
-        "viewer": viewer,
-        "batch": batch_json(batch),
-        "merged": when(batch.merged_at),
-        "codes": reject_codes_of(rejects),
-        "rules": batch_rules(batch.rules),
-        "warnings_page": warnings,
-        "warnings_total": f"{warnings.paginator.count:,}",
-        "warned": plural(warnings.paginator.count, "record"),
-        **_list_page(request, Paginator(rejects, REJECTS_PER_PAGE)),
-    }
-    return render(request, "dashboard/batch_errors.html", context)
-
-
-def _list_page(request: HttpRequest, paginator: Paginator) -> dict:
-    page = _page_of(request, paginator, "page")
-    return {"page": page, "total": f"{paginator.count:,}"}
-
-
-def _page_of(request: HttpRequest, paginator: Paginator, name: str) -> Page:
-    number = ascii_int(request.GET.get(name, "1"))
-    if not number:
-        raise _BadQuery(name, "Must be a page number from 1.")
-    return paginator.get_page(number)  # past the last page: the last, as a pager expects
+    return JsonResponse(_overview(request, viewer, sales=sales)["data"])
 
 
 def _next_url(request: HttpRequest) -> str:
@@ -283,7 +183,7 @@ def _next_url(request: HttpRequest) -> str:
     return reverse("dashboard:index")
 
 
-@_page
+@page_view
 @require_http_methods(["GET", "HEAD", "POST"])
 def sign_in(request: HttpRequest):
     if request.method == "POST":

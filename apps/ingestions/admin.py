@@ -10,7 +10,6 @@ from django.utils.html import format_html
 
 from apps.core.admin import CappedCountPaginator, StaffReadOnlyAdmin, choices_filter
 from apps.core.exactjson import exact_dumps
-from apps.ingestions.apis._rejects import REJECT_CODES
 from apps.ingestions.models import (
     RecordBatch,
     RecordType,
@@ -19,6 +18,7 @@ from apps.ingestions.models import (
     UploadSession,
     ValidationRule,
 )
+from apps.ingestions.presenters import REJECT_CODES
 from apps.ingestions.services import MIXED
 
 ROW_COUNTS = [

@@ -219,6 +219,7 @@ class IdempotencyKey(models.Model):
 
 
 BatchState = models.TextChoices("BatchState", {"ACCEPTED": "accepted", "MERGED": "merged"})
+MIXED = "mixed"  # the type of a batch whose records are of several types
 _UNMERGED = Q(state="accepted")
 
 

@@ -82,13 +82,18 @@ def record_batch_rows(*, batch: RecordBatch) -> dict[str, int]:
     """A batch's counts, as an upload's: its parts' (once merged) and its rejects."""
     rows = dict.fromkeys(("inserted", "updated", "unchanged", "rejected", "pending"), 0)
     rows["duplicates"] = 0
+    rows["rejected"] = batch.rejected
+    if batch.state == BatchState.ACCEPTED and "warnings" not in batch.get_deferred_fields():
+        # Not merged yet, so only its acceptance counts, and it has one warning a record
+        # warned: the answer to a new batch needs no query of its parts.
+        rows["warned"] = len(batch.warnings)
+        return {"total": batch.records, **rows}
     # parts are merged with their batch, in one transaction: an accepted one has none yet
     merged_parts = batch.parts.all() if batch.state != BatchState.ACCEPTED else ()
     for part in merged_parts:
         for name, count in part.row_counts.items():
             if name not in ("total", "warned"):
                 rows[name] += count
-    rows["rejected"] += batch.rejected
     rows["warned"] = sum(part.rows_warned for part in batch.parts.all())  # at acceptance
     return {"total": batch.records, **rows}
 

@@ -7,126 +7,24 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.test import Client
-from django.utils import timezone
 
 from apps.dashboard.selectors import UNSCOPED_ALL_TENANTS, throughput_series
 from apps.ingestions.engine.testing import customer_row, uid
 from apps.ingestions.models import Upload, UploadState
 from apps.ingestions.services import upload_ingest_path
 from apps.tenants.services import api_key_revoke
-
-PASSWORD = "a-staff-password-1"  # noqa: S105 - a test user's
-
-
-@pytest.fixture
-def browser() -> Client:
-    """A client that, like a browser, must send the CSRF token its forms carry."""
-    return Client(enforce_csrf_checks=True)
-
-
-def _csrf(client: Client, path: str) -> str:
-    assert client.get(path).status_code == 200
-    return client.cookies["csrftoken"].value
-
-
-def _sign_in(client: Client, key: str, **extra: str):
-    token = _csrf(client, "/dashboard/login/")
-    return client.post("/dashboard/login/", {"api_key": key, "csrfmiddlewaretoken": token, **extra})
-
-
-def _staff_sign_in(client: Client, username: str):
-    token = _csrf(client, "/dashboard/staff/login/")
-    return client.post(
-        "/dashboard/staff/login/",
-        {"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token},
-    )
-
-
-class _Page(HTMLParser):
-    """The upload rows (`data-cell` texts by upload id) and table rows of a page."""
-
-    def __init__(self, html: str):
-        super().__init__()
-        self.uploads: dict[str, dict[str, str]] = {}
-        self.tables: dict[str, list[list[str]]] = {}
-        self._upload = self._cell = self._table = None
-        self._row: list[str] | None = None
-        self._in_td = False
-        self.feed(html)
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "tr" and attrs.get("data-upload-id"):
-            self._upload = self.uploads.setdefault(attrs["data-upload-id"], {})
-        if "data-cell" in attrs and self._upload is not None:
-            self._cell = attrs["data-cell"]
-            self._upload[self._cell] = ""
-        if tag == "table":
-            self._table = self.tables.setdefault(attrs.get("class", ""), [])
-        if tag == "tr" and self._table is not None:
-            self._row = []
-        if tag == "td" and self._row is not None:
-            self._row.append("")
-            self._in_td = True
-
-    def handle_endtag(self, tag):
-        if self._cell is not None:
-            self._cell = None
-        if tag == "td":
-            self._in_td = False
-        if tag == "tr" and self._row is not None:
-            if self._row:
-                self._table.append(self._row)
-            self._row = None
-            self._upload = None
-        if tag == "table":
-            self._table = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._upload[self._cell] += data
-        if self._in_td and self._row:
-            self._row[-1] += data.strip()
-
-
-def _customers(ndjson, name: str, good: int, bad: list[dict]):
-    rows = [
-        customer_row(customer_id=uid(f"{name}-{n}"), email=f"c{n}@example.com") for n in range(good)
-    ]
-    return ndjson(f"customers_{name}.ndjson", [*rows, *bad])
-
-
-def _ran_for_2s(upload: Upload) -> Upload:
-    """Give a synchronous test load the run times a worker records (its progress writer's
-    own connection cannot see a row of the test's open transaction)."""
-    finished = timezone.now() - timedelta(seconds=1)
-    Upload.objects.filter(id=upload.id).update(
-        started_at=finished - timedelta(seconds=2), finished_at=finished
-    )
-    upload.refresh_from_db()
-    return upload
-
-
-@pytest.fixture
-def acme_upload(acme, ndjson, load) -> Upload:
-    """Acme's customers: 3 good rows, then a bad email on line 4 and no name on line 5."""
-    bad_email = customer_row(customer_id=uid("acme-bad-1"), email="nope")
-    no_name = customer_row(customer_id=uid("acme-bad-2"))
-    del no_name["name"]
-    return _ran_for_2s(load(acme[0], _customers(ndjson, "acme", 3, [bad_email, no_name])))
-
-
-@pytest.fixture
-def globex_upload(globex, ndjson, load) -> Upload:
-    """Globex's customers: 2 good rows and a bad UUID on line 3."""
-    bad = customer_row(customer_id="not-a-uuid")
-    return _ran_for_2s(load(globex[0], _customers(ndjson, "globex", 2, [bad])))
+from tests.dashboard.conftest import (
+    PASSWORD,
+    _customers,
+    _Page,
+    _sign_in,
+    _staff_sign_in,
+)
 
 
 def _expected_cells(upload: Upload, **cells: str) -> dict[str, str]:
@@ -267,6 +165,7 @@ def test_the_json_document_carries_what_the_page_shows(acme_upload, acme, browse
             "id": str(acme_upload.id),
             "state": "completed_with_errors",
             "percent": 100,
+            "url": f"/dashboard/uploads/{acme_upload.id}/",
             "errors_url": f"/dashboard/uploads/{acme_upload.id}/errors/",
             "warnings_url": f"/dashboard/uploads/{acme_upload.id}/warnings/",
             "rules_version": None,
@@ -297,12 +196,24 @@ def test_the_json_document_carries_what_the_page_shows(acme_upload, acme, browse
         }
     ]
     assert data["reject_codes"] == [
-        {"code": "invalid_email", "count": 1, "label": "1"},
-        {"code": "missing_field", "count": 1, "label": "1"},
+        {
+            "code": "invalid_email",
+            "count": 1,
+            "label": "1",
+            "url": "/dashboard/rejects/?code=invalid_email",
+        },
+        {
+            "code": "missing_field",
+            "count": 1,
+            "label": "1",
+            "url": "/dashboard/rejects/?code=missing_field",
+        },
     ]
     throughput = data["throughput"]
-    assert (throughput["bucket_seconds"], len(throughput["rows_per_second"])) == (300, 72)
-    assert sum(throughput["rows_per_second"]) * 300 == pytest.approx(5, abs=0.5)
+    assert (throughput["bucket_seconds"], len(throughput["rows_per_second"])) == (60, 360)
+    assert sum(throughput["rows_per_second"]) * 60 == pytest.approx(5, abs=0.5)
+    assert data["receiving"] == []
+    assert data["tenants"] is None  # a tenant's own page has no tenants' summary
 
 
 def test_a_tenant_never_sees_another_tenants_uploads(acme_upload, globex_upload, acme, browser):
@@ -318,7 +229,7 @@ def test_a_tenant_never_sees_another_tenants_uploads(acme_upload, globex_upload,
     data = browser.get(f"/dashboard/data/?tenant={globex_upload.tenant_id}").json()
     assert [u["id"] for u in data["uploads"]] == [str(acme_upload.id)]
     assert [c["code"] for c in data["reject_codes"]] == ["invalid_email", "missing_field"]
-    assert sum(data["throughput"]["rows_per_second"]) * 60 == pytest.approx(5, abs=0.5)
+    assert sum(data["throughput"]["rows_per_second"]) * 10 == pytest.approx(5, abs=0.5)
     response = browser.get(f"/dashboard/uploads/{globex_upload.id}/errors/")
     assert response.status_code == 404
     assert response["Content-Type"] == "application/problem+json"
@@ -385,7 +296,8 @@ def test_the_errors_page_lists_every_reject_page_by_page(acme, ndjson, load, bro
     ]
     assert "130 rejected rows" in html
     assert "<span>page 1 of 2</span>" in html
-    assert '<dd id="codes"><code>invalid_email</code> 130</dd>' in html
+    codes = f'<a href="/dashboard/uploads/{upload.id}/errors/?code=invalid_email">'
+    assert f'<dd id="codes">{codes}<code>invalid_email</code></a> 130</dd>' in html
     second = _Page(browser.get(f"/dashboard/uploads/{upload.id}/errors/?page=2").content.decode())
     assert [int(r[0]) for r in second.tables["rejects"]] == list(range(102, 132))
     assert second.tables["rejects"][-1][3] == "email is not a valid email address: 'broken-130'"

@@ -441,3 +441,45 @@ def test_the_batch_list_counts_rejects_and_leaves_them_to_the_detail(client):
     assert batches[2] == {k: v for k, v in detail.items() if k not in ("rejects", "warnings")}
     assert (batches[2]["rejected"], batches[2]["errors_url"]) == (2, posted["errors_url"])
     assert [r["line"] for r in detail["rejects"]] == [1, 3]
+
+
+def test_a_new_batchs_answer_reads_none_of_its_parts_back(client, tenant):
+    """The 202 is built from what was stored: the key, the rules, the one statement that
+    stores the batch and the merge request's read; never a read of its parts. Its counts,
+    records warned by the tenant's rules included, are those of its detail."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.ingestions.services import rules_put
+
+    rules_put(
+        tenant=tenant,
+        record_type="customers",
+        schema={"properties": {"name": {"maxLength": 3}}},
+        action="warn",
+        unknown_fields="ignore",
+    )
+    rows = [
+        customer_row(customer_id=uid("w1"), name="Long name"),
+        customer_row(customer_id=uid("w2"), name="Ada"),
+        b"{oops",
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        answer = _post_rows(client, "customers", rows)
+    assert answer.status_code == 202, answer.content
+    # (the key's last use is written at most once a minute: not counted)
+    sql = [q["sql"] for q in queries.captured_queries if "UPDATE api_keys" not in q["sql"]]
+    assert not [q for q in sql if 'FROM "uploads"' in q], sql
+    assert len(sql) <= 4, [q[:60] for q in sql]
+    body = answer.json()
+    assert body["rows"] == {
+        "total": 3,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "rejected": 1,
+        "pending": 0,
+        "duplicates": 0,
+        "warned": 1,
+    }
+    assert client.get(body["url"]).json()["rows"] == body["rows"]

@@ -14,19 +14,14 @@ from email.utils import format_datetime
 import msgspec
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema_field
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from apps.core.api import PAGE_PARAMETERS, Pagination, choice_param, query_params
+from apps.ingestions.presenters import REJECT_CODES, reject_errors
 
-# Reject codes (SPEC 5), the values of the errors list's `code` filter.
-REJECT_CODES = (
-    *("invalid_json", "not_an_object", "missing_field", "invalid_type", "invalid_uuid"),
-    *("too_long", "out_of_range", "invalid_email", "invalid_currency", "invalid_timestamp"),
-    *("line_total_mismatch", "line_too_long", "orphan"),
-    *("rule_violation", "unknown_field"),  # of the tenant's rules
-)
+__all__ = ["REJECT_CODES"]  # the codes, for the admin's filter too
 
 
 class NDJSONRenderer(BaseRenderer):
@@ -38,36 +33,6 @@ class NDJSONRenderer(BaseRenderer):
 
 
 ERRORS_RENDERERS = [JSONRenderer, NDJSONRenderer]
-
-
-class RowErrorOutputSerializer(serializers.Serializer):
-    field = serializers.CharField(help_text="the field; empty for the line as a whole")
-    code = serializers.CharField()
-    message = serializers.CharField()
-
-
-class RejectOutputSerializer(serializers.Serializer):
-    line = serializers.IntegerField()
-    field = serializers.CharField(help_text="the first problem's field (`errors[0]`)")
-    code = serializers.CharField(help_text="the first problem's code (`errors[0]`)")
-    message = serializers.CharField(help_text="the first problem's message (`errors[0]`)")
-    errors = serializers.SerializerMethodField()
-    raw = serializers.CharField()
-
-    @extend_schema_field(
-        RowErrorOutputSerializer(many=True, help_text="every problem of the row, in field order")
-    )
-    def get_errors(self, reject: dict) -> list[dict]:
-        return reject_errors(reject)
-
-
-def reject_errors(reject: dict) -> list[dict]:
-    """Every problem of a reject's row. Stored only for a row with more than one: else
-    (and for rejects stored before the list was) it is the reject's field, code, message."""
-    errors = reject.get("errors")
-    if errors:
-        return [{"field": e["field"], "code": e["code"], "message": e["message"]} for e in errors]
-    return [{"field": reject["field"], "code": reject["code"], "message": reject["message"]}]
 
 
 def reject_output(reject: dict) -> dict:

@@ -43,6 +43,7 @@ class ContractListApi(_PublicApi):
 
     @extend_schema(
         operation_id="contract_list",
+        summary="List the record types' JSON Schemas",
         tags=["contract"],
         description="The record types and the URL of each one's JSON Schema.",
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="`{type: url}`")},
@@ -57,6 +58,7 @@ class ContractListApi(_PublicApi):
 class ContractDetailApi(_PublicApi):
     @extend_schema(
         operation_id="contract_retrieve",
+        summary="Get a record type's JSON Schema",
         tags=["contract"],
         description=(
             "The JSON Schema (2020-12) of one record of `record_type`, generated from the "

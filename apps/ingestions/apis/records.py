@@ -9,8 +9,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     extend_schema,
-    extend_schema_field,
-    extend_schema_view,
 )
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
@@ -29,23 +27,25 @@ from apps.ingestions.apis._http import idempotent_response, int_header, read_who
 from apps.ingestions.apis._rejects import (
     ERRORS_PARAMETERS,
     ERRORS_RENDERERS,
-    RejectOutputSerializer,
     reject_filters,
     rejects_response,
 )
 from apps.ingestions.apis.contract import CONTRACT_NOTE
-from apps.ingestions.apis.rules import WarningOutputSerializer
-from apps.ingestions.apis.serializers import LinkingSerializer, RowsOutputSerializer
+from apps.ingestions.apis.examples import MIXED_REQUEST, RECORDS_ACCEPTED, RECORDS_REQUEST
 from apps.ingestions.engine import RECORDS
-from apps.ingestions.models import BatchState, RecordBatch
+from apps.ingestions.models import BatchState
+from apps.ingestions.presenters import (
+    BatchListOutputSerializer,
+    BatchOutputSerializer,
+    RejectOutputSerializer,
+    batch_data,
+)
 from apps.ingestions.selectors import (
     record_batch_get,
     record_batch_list,
     record_batch_rejects,
-    record_batch_rows,
 )
 from apps.ingestions.services import (
-    MIXED,
     Answer,
     idempotent,
     record_batch_accept,
@@ -53,76 +53,32 @@ from apps.ingestions.services import (
 )
 
 _READ_RESPONSES = problem_responses(401, 404, 429)
-BATCH_TYPES = [*RECORDS, MIXED]  # a batch's type: one record type, or mixed
 
 
-class BatchOutputSerializer(LinkingSerializer):
-    id = serializers.IntegerField()
-    url = serializers.SerializerMethodField()
-    type = serializers.ChoiceField(BATCH_TYPES, source="record_type")
-    state = serializers.ChoiceField(BatchState.values)
-    records = serializers.IntegerField()
-    rejected = serializers.IntegerField()
-    rejects = RejectOutputSerializer(many=True)
-    warnings = WarningOutputSerializer(
-        many=True, help_text="records accepted with warnings of the tenant's rules"
-    )
-    rules = serializers.DictField(
-        child=serializers.IntegerField(),
-        help_text="{type: the version of the tenant's rules its records were checked with}",
-    )
-    rows = serializers.SerializerMethodField()
-    errors_url = serializers.SerializerMethodField()
-    created_at = serializers.DateTimeField()
-    merged_at = serializers.DateTimeField(allow_null=True)
-
-    @extend_schema_field(serializers.URLField())
-    def get_url(self, batch: RecordBatch) -> str:
-        return self.link("record-batch-detail", batch_id=batch.id)
-
-    @extend_schema_field(serializers.URLField())
-    def get_errors_url(self, batch: RecordBatch) -> str:
-        return self.link("record-batch-errors", batch_id=batch.id)
-
-    @extend_schema_field(RowsOutputSerializer)
-    def get_rows(self, batch: RecordBatch) -> dict:
-        return record_batch_rows(batch=batch)
+_CREATE_SCHEMA = {
+    "parameters": [
+        OpenApiParameter(
+            "Idempotency-Key", str, OpenApiParameter.HEADER, description="as for uploads"
+        ),
+    ],
+    "request": {
+        "application/x-ndjson": OpenApiTypes.BINARY,
+        "application/json": OpenApiTypes.OBJECT,
+    },
+    "responses": {
+        202: BatchOutputSerializer,
+        **problem_responses(400, 401, 409, 413, 422, 429),
+    },
+}
 
 
-class BatchListOutputSerializer(BatchOutputSerializer):
-    """A batch in the list: its count of rejects, not the rejects themselves (up to one a
-    record); those are on its detail and its errors endpoint. Likewise its warnings."""
-
-    rejects = None
-    warnings = None
-
-
-def batch_data(batch: RecordBatch, request) -> dict:
-    return BatchOutputSerializer(batch, context={"request": request}).data
-
-
-class RecordBatchCreateApi(TenantApiView):
+class _RecordBatchCreate(TenantApiView):
     """POST a batch of live records: NDJSON or a JSON array; of `type`, or mixed
     (`{"type", "record"}` elements). 202 once it is stored; its rejects in the answer."""
 
     parser_classes: list = []  # the body is read raw, once
 
-    @extend_schema(
-        operation_id="records_create",
-        description="POST a batch of live records of one type: NDJSON or a JSON array. 202 "
-        "once it is stored; its rejects in the answer. " + CONTRACT_NOTE,
-        parameters=[
-            OpenApiParameter(
-                "Idempotency-Key", str, OpenApiParameter.HEADER, description="as for uploads"
-            ),
-        ],
-        request={
-            "application/x-ndjson": OpenApiTypes.BINARY,
-            "application/json": OpenApiTypes.OBJECT,
-        },
-        responses={202: BatchOutputSerializer, **problem_responses(400, 401, 409, 413, 422, 429)},
-    )
-    def post(self, request, record_type: str | None = None):
+    def _create(self, request, record_type: str | None) -> Response:
         if record_type is not None and record_type not in RECORDS:
             raise UnknownRecordTypeError(
                 f"Unknown type {record_type!r}; expected one of {', '.join(RECORDS)}."
@@ -154,16 +110,31 @@ class RecordBatchCreateApi(TenantApiView):
         return idempotent_response(answer, replayed=replayed)
 
 
-@extend_schema_view(
-    post=extend_schema(
+class RecordBatchCreateApi(_RecordBatchCreate):
+    @extend_schema(
+        operation_id="records_create",
+        summary="Send live records of one type",
+        description="POST a batch of live records of one type: NDJSON or a JSON array. 202 "
+        "once it is stored; its rejects in the answer. " + CONTRACT_NOTE,
+        examples=[RECORDS_REQUEST, RECORDS_ACCEPTED],
+        **_CREATE_SCHEMA,
+    )
+    def post(self, request, record_type: str):
+        return self._create(request, record_type)
+
+
+class RecordBatchCreateMixedApi(_RecordBatchCreate):
+    @extend_schema(
         operation_id="records_create_mixed",
+        summary="Send live records of mixed types",
         description='POST a batch of live records of mixed types: `{"type", "record"}` '
         "elements, as NDJSON lines or a JSON array. 202 once it is stored; its rejects in the "
         "answer. " + CONTRACT_NOTE,
+        examples=[MIXED_REQUEST, RECORDS_ACCEPTED],
+        **_CREATE_SCHEMA,
     )
-)
-class RecordBatchCreateMixedApi(RecordBatchCreateApi):
-    """The mixed batch's route (its own operation in the OpenAPI document)."""
+    def post(self, request):
+        return self._create(request, None)
 
 
 def _read_body(request) -> bytes:
@@ -198,6 +169,7 @@ class RecordBatchListApi(TenantApiView):
 
     @extend_schema(
         operation_id="record_batches_list",
+        summary="List live record batches",
         parameters=[FilterSerializer, *PAGE_PARAMETERS],
         responses={
             200: BatchListOutputSerializer(many=True),
@@ -222,6 +194,7 @@ class RecordBatchDetailApi(TenantApiView):
 
     @extend_schema(
         operation_id="record_batches_retrieve",
+        summary="Get a live record batch",
         responses={200: BatchOutputSerializer, **_READ_RESPONSES},
     )
     def get(self, request, batch_id: int):
@@ -239,6 +212,7 @@ class RecordBatchErrorsApi(TenantApiView):
 
     @extend_schema(
         operation_id="record_batches_errors",
+        summary="List a batch's rejected records",
         parameters=[*ERRORS_PARAMETERS],
         responses={
             200: RejectOutputSerializer(many=True),

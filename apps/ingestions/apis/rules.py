@@ -17,8 +17,8 @@ from rest_framework.response import Response
 from apps.core.api import PAGE_PARAMETERS, Pagination, TenantApiView, problem_responses
 from apps.core.errors import NotFoundError
 from apps.core.exactjson import ExactEncoder, ExactJSONParser, ExactJSONRenderer
-from apps.ingestions.apis._rejects import RowErrorOutputSerializer
 from apps.ingestions.engine import RECORDS, RULE_ACTIONS, UNKNOWN_FIELDS
+from apps.ingestions.presenters import WarningOutputSerializer
 from apps.ingestions.selectors import rules_history, upload_get, warning_list
 from apps.ingestions.services import rules_end, rules_put
 
@@ -106,6 +106,7 @@ class _RulesView(TenantApiView):
 class RulesListApi(_RulesView):
     @extend_schema(
         operation_id="rules_list",
+        summary="List the tenant's current validation rules",
         tags=["rules"],
         description="The current rules of every record type (null: the contract alone).",
         responses={200: OpenApiTypes.OBJECT, **problem_responses(401, 429)},
@@ -120,6 +121,7 @@ class RulesListApi(_RulesView):
 class RulesDetailApi(_RulesView):
     @extend_schema(
         operation_id="rules_retrieve",
+        summary="Get a type's validation rules and their history",
         tags=["rules"],
         description="The type's current rules and their history.",
         parameters=[_TYPE],
@@ -130,6 +132,7 @@ class RulesDetailApi(_RulesView):
 
     @extend_schema(
         operation_id="rules_update",
+        summary="Set a type's validation rules (a new version)",
         tags=["rules"],
         description="Set the type's rules: a new version, checked from the next upload or "
         "batch on (an upload records the version it was validated with). A schema that is "
@@ -154,6 +157,7 @@ class RulesDetailApi(_RulesView):
 
     @extend_schema(
         operation_id="rules_destroy",
+        summary="End a type's validation rules",
         tags=["rules"],
         description="End the type's current rules: rows meet the contract alone from now on. "
         "The history stays.",
@@ -165,19 +169,12 @@ class RulesDetailApi(_RulesView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class WarningOutputSerializer(serializers.Serializer):
-    line = serializers.IntegerField()
-    field = serializers.CharField(help_text="the first warning's field (`errors[0]`)")
-    code = serializers.CharField(help_text="the first warning's code (`errors[0]`)")
-    message = serializers.CharField(help_text="the first warning's message (`errors[0]`)")
-    errors = RowErrorOutputSerializer(many=True, help_text="every warning of the row")
-
-
 class UploadWarningsApi(TenantApiView):
     pagination_class = Pagination  # documents the paginated answer
 
     @extend_schema(
         operation_id="uploads_warnings",
+        summary="List an upload's rows loaded with warnings",
         description="The upload's rows loaded with warnings (of rules whose action is `warn`), "
         "by line.",
         parameters=[*PAGE_PARAMETERS],

@@ -16,7 +16,9 @@ from rest_framework.response import Response
 from apps.core.api import AsciiIntegerField, TenantApiView, problem_responses
 from apps.ingestions.apis._chunks import chunk_response
 from apps.ingestions.apis._http import filename_clean, idempotent_response
+from apps.ingestions.apis.examples import SESSION_REQUEST
 from apps.ingestions.apis.serializers import (
+    SessionOrUploadSerializer,
     SessionOutputSerializer,
     UploadOutputSerializer,
     session_data,
@@ -39,9 +41,9 @@ _CHUNK_PARAMS = [
 ]
 _CHUNK_RESPONSES = {
     200: OpenApiResponse(
-        SessionOutputSerializer,
-        "chunk stored, file unfinished (or, when the file is complete, the earlier upload "
-        "of identical bytes)",
+        SessionOrUploadSerializer,
+        "chunk stored and the file unfinished: the session; or the file complete and its "
+        "bytes received before: the earlier upload",
     ),
     202: OpenApiResponse(UploadOutputSerializer, "the last chunk: the upload is queued"),
     **problem_responses(400, 401, 404, 409, 410, 422, 429),
@@ -62,6 +64,7 @@ class SessionCreateApi(TenantApiView):
 
     @extend_schema(
         operation_id="sessions_create",
+        summary="Start a resumable upload session",
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -71,6 +74,7 @@ class SessionCreateApi(TenantApiView):
             ),
         ],
         request=InputSerializer,
+        examples=[SESSION_REQUEST],
         responses={201: SessionOutputSerializer, **problem_responses(400, 401, 409, 413, 422)},
     )
     def post(self, request):
@@ -116,6 +120,8 @@ class SessionDetailApi(TenantApiView):
 
     @extend_schema(
         operation_id="sessions_retrieve",
+        summary="Get a resumable upload session",
+        description="The session: its offset, state and, once its file is complete, its upload.",
         responses={200: SessionOutputSerializer, **problem_responses(401, 404)},
     )
     def get(self, request, token):
@@ -123,6 +129,9 @@ class SessionDetailApi(TenantApiView):
 
     @extend_schema(
         operation_id="sessions_chunk",
+        summary="Send a chunk of a session's file",
+        description="The bytes from `Upload-Offset` on. The chunk that completes the file "
+        "answers the upload (202, or 200 with the earlier upload of identical bytes).",
         parameters=_CHUNK_PARAMS,
         request={"application/offset+octet-stream": OpenApiTypes.BINARY},
         responses=_CHUNK_RESPONSES,
@@ -132,6 +141,9 @@ class SessionDetailApi(TenantApiView):
 
     @extend_schema(
         operation_id="sessions_destroy",
+        summary="Cancel a session and forget its bytes",
+        description="The session and the bytes it holds; an upload it already produced stays. "
+        "409 while a chunk of it is being received.",
         responses={204: None, **problem_responses(401, 404, 409)},
     )
     def delete(self, request, token):
@@ -142,6 +154,7 @@ class SessionDetailApi(TenantApiView):
 class SessionStatusApi(TenantApiView):
     @extend_schema(
         operation_id="sessions_status",
+        summary="Get a session's offset (where to resume)",
         responses={200: SessionOutputSerializer, **problem_responses(401, 404)},
     )
     def get(self, request, token):
@@ -154,6 +167,7 @@ class SessionStatusApi(TenantApiView):
 class SessionResumeApi(TenantApiView):
     @extend_schema(
         operation_id="sessions_resume",
+        summary="Resume a session",
         request=None,
         responses={
             200: OpenApiResponse(SessionOutputSerializer, "send the rest from `offset`"),

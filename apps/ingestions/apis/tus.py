@@ -140,6 +140,7 @@ _TUS_HEADERS = [
 class TusCreateApi(_TusApi):
     @extend_schema(
         operation_id="tus_create",
+        summary="Create a tus upload",
         parameters=[
             *_TUS_HEADERS,
             OpenApiParameter("Upload-Length", int, OpenApiParameter.HEADER, required=True),
@@ -214,6 +215,7 @@ class TusUploadApi(_TusApi):
 
     @extend_schema(
         operation_id="tus_patch",
+        summary="Send bytes of a tus upload",
         parameters=[
             *_TUS_HEADERS,
             OpenApiParameter("Upload-Offset", int, OpenApiParameter.HEADER, required=True),
@@ -251,6 +253,7 @@ class TusUploadApi(_TusApi):
 
     @extend_schema(
         operation_id="tus_terminate",
+        summary="Cancel a tus upload",
         parameters=_TUS_HEADERS,
         responses={204: None, **problem_responses(401, 404, 409, 412)},
     )

@@ -40,14 +40,19 @@ from apps.ingestions.apis._http import (
 from apps.ingestions.apis._rejects import (
     ERRORS_PARAMETERS,
     ERRORS_RENDERERS,
-    RejectOutputSerializer,
     reject_filters,
     rejects_response,
 )
 from apps.ingestions.apis.contract import CONTRACT_NOTE
-from apps.ingestions.apis.serializers import UploadOutputSerializer, upload_data
+from apps.ingestions.apis.examples import REJECT, UPLOAD_FINISHED, UPLOAD_QUEUED
+from apps.ingestions.apis.serializers import (
+    SessionOrUploadSerializer,
+    UploadOutputSerializer,
+    upload_data,
+)
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.models import RecordType, UploadState
+from apps.ingestions.presenters import RejectOutputSerializer
 from apps.ingestions.selectors import reject_list, upload_get, upload_list
 from apps.ingestions.services import (
     Answer,
@@ -98,7 +103,11 @@ _UPLOAD_REQUEST = {
 }
 _UPLOAD_RESPONSES = {
     202: UploadOutputSerializer,
-    200: OpenApiResponse(UploadOutputSerializer, "the same bytes were already received"),
+    200: OpenApiResponse(
+        SessionOrUploadSerializer,
+        "the same bytes were already received: the earlier upload; or, for a chunk of a "
+        "session (`Upload-Token`) that leaves its file unfinished, the session",
+    ),
     **problem_responses(400, 401, 404, 409, 413, 422, 429),  # 404: no such Upload-Token
 }
 _READ_RESPONSES = problem_responses(401, 404, 429)
@@ -112,11 +121,13 @@ class UploadCreateApi(TenantApiView):
 
     @extend_schema(
         operation_id="ingest_comprehensive",
+        summary="Upload an NDJSON file",
         description=f"POST a file (multipart `file`, or the raw body with its file name). "
         f"{CONTRACT_NOTE}",
         parameters=_UPLOAD_PARAMS,
         request=_UPLOAD_REQUEST,
         responses=_UPLOAD_RESPONSES,
+        examples=[UPLOAD_QUEUED],
     )
     def post(self, request):
         token = request.headers.get("Upload-Token")
@@ -228,6 +239,7 @@ class LegacyOrdersUploadApi(UploadCreateApi):
 
     @extend_schema(
         operation_id="ingest_orders_legacy",
+        summary="Upload an orders or order_items file (deprecated)",
         deprecated=True,
         description=f"Orders and order_items files only; use ingest_comprehensive. {CONTRACT_NOTE}",
         parameters=_UPLOAD_PARAMS,
@@ -254,6 +266,7 @@ class UploadListApi(TenantApiView):
 
     @extend_schema(
         operation_id="uploads_list",
+        summary="List uploads",
         parameters=[
             FilterSerializer,
             *PAGE_PARAMETERS,
@@ -273,7 +286,9 @@ class UploadListApi(TenantApiView):
 class UploadDetailApi(TenantApiView):
     @extend_schema(
         operation_id="uploads_retrieve",
+        summary="Get an upload: its state, counts and progress",
         responses={200: UploadOutputSerializer, **_READ_RESPONSES},
+        examples=[UPLOAD_FINISHED],
     )
     def get(self, request, upload_id):
         upload = upload_get(tenant=self.tenant, upload_id=upload_id)
@@ -288,6 +303,7 @@ class UploadErrorsApi(TenantApiView):
 
     @extend_schema(
         operation_id="uploads_errors",
+        summary="List an upload's rejected rows",
         parameters=[
             *ERRORS_PARAMETERS,
         ],
@@ -296,6 +312,7 @@ class UploadErrorsApi(TenantApiView):
             **_READ_RESPONSES,
             **problem_responses(400),
         },
+        examples=[REJECT],
     )
     def get(self, request, upload_id):
         filters = reject_filters(request)

@@ -205,6 +205,9 @@ def _schema_problem(exc: jsonschema_rs.ValidationError) -> str:
     if "retrieving it failed: RuleError: " in message:
         return _short(message.split("retrieving it failed: RuleError: ", 1)[1])
     if message.endswith('is not a "regex"'):
-        message += " (patterns run on a linear-time engine: no lookaround, no backreferences)"
+        message += (
+            " (patterns run on a linear-time engine: no lookaround, no backreferences, and a"
+            " limit on a compiled pattern's size, which counted repetitions such as a{1000} reach)"
+        )
     where = "/" + "/".join(str(step) for step in exc.instance_path)
     return _short(f"invalid JSON Schema at {where}: {message}")

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from apps.ingestions import engine
 from apps.ingestions.models import Reject, Upload, UploadState
+from apps.ingestions.services.events import pending_expired_events, upload_event
 from apps.ingestions.services.record_merge import records_merge_stuck
 from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock, upload_wake
 from apps.ingestions.services.storage import BlobReader
@@ -138,13 +139,17 @@ def upload_stop_hung(*, silent_for: timedelta | None = None) -> int:
         pid = _upload_lock_holder(upload_id)
         if pid is None:
             continue  # nobody holds it: a dead worker's upload, `upload_requeue` sends it
-        marked = Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
-            state=UploadState.FAILED,
-            error_code="hung",
-            error_detail=f"no progress for {int(silent_for.total_seconds())} s: processing "
-            "was stopped and nothing of this file was loaded",
-            finished_at=timezone.now(),
-        )
+        with transaction.atomic():
+            marked = Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
+                state=UploadState.FAILED,
+                error_code="hung",
+                error_detail=f"no progress for {int(silent_for.total_seconds())} s: processing "
+                "was stopped and nothing of this file was loaded",
+                finished_at=timezone.now(),
+            )
+            if marked:
+                tenant = Upload.objects.values_list("tenant_id", flat=True).get(id=upload_id)
+                upload_event(tenant_id=tenant, upload_id=upload_id, state=UploadState.FAILED)
         if marked:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_cancel_backend(%s)", (pid,))
@@ -166,6 +171,7 @@ def pending_expire(*, now=None, retention: timedelta | None = None) -> int:
     for tenant_id in tenants:
         with transaction.atomic(), connection.connection.cursor() as cursor:
             engine.lock_tenant(cursor, tenant_id)
+            expired_uploads = []
             for expired in engine.expire_pending(cursor, tenant_id=tenant_id, older_than=cutoff):
                 total += expired.rows
                 Upload.objects.filter(id=expired.upload_id).update(
@@ -174,6 +180,8 @@ def pending_expire(*, now=None, retention: timedelta | None = None) -> int:
                     state=UploadState.COMPLETED_WITH_ERRORS,
                 )
                 _orphans_show_their_lines(upload_id=expired.upload_id)
+                expired_uploads.append(expired.upload_id)
+            pending_expired_events(tenant_id=tenant_id, upload_ids=expired_uploads)
     return total
 
 

@@ -30,6 +30,7 @@ from django.utils import timezone
 from apps.core.logs import log_bind, log_reset
 from apps.ingestions import engine
 from apps.ingestions.models import Upload, UploadState
+from apps.ingestions.services.events import upload_event
 from apps.ingestions.services.rules import rules_current
 from apps.ingestions.services.scheduling import (
     ParentsArriving,
@@ -225,9 +226,18 @@ def _report(upload: Upload, result: engine.LoadResult, *, state: str, seconds: f
 
 
 def _upload_fail(*, upload_id, code: str, detail: str) -> None:
-    Upload.objects.filter(id=upload_id).update(
-        state=UploadState.FAILED, error_code=code, error_detail=detail, finished_at=timezone.now()
-    )
+    """Mark the upload failed and record its `upload.failed` event, in one transaction."""
+    with transaction.atomic():
+        tenant_id = Upload.objects.filter(id=upload_id).values_list("tenant_id", flat=True).first()
+        if tenant_id is None:
+            return
+        Upload.objects.filter(id=upload_id).update(
+            state=UploadState.FAILED,
+            error_code=code,
+            error_detail=detail,
+            finished_at=timezone.now(),
+        )
+        upload_event(tenant_id=tenant_id, upload_id=upload_id, state=UploadState.FAILED)
     logger.warning(
         "upload failed: %s",
         code,
@@ -268,6 +278,8 @@ def upload_finish(
     )
     if not upload.dry_run:  # a dry run's moves of held rows were rolled back
         uploads_adjust(result=result)
+    # in the upload's transaction: the event commits with the state it reports
+    upload_event(tenant_id=upload.tenant_id, upload_id=upload.id, state=state)
     return state
 
 

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from apps.ingestions import engine
 from apps.ingestions.models import BatchState, MergeRequest, RecordBatch, Upload, UploadState
+from apps.ingestions.services.events import batch_merged_events
 from apps.ingestions.services.processing import uploads_adjust
 from apps.ingestions.services.records import records_merge_enqueue
 from apps.ingestions.services.storage import BlobReader
@@ -75,6 +76,7 @@ def _merge_some(*, tenant_id: str) -> int | None:
         RecordBatch.objects.filter(id__in=picked).update(
             state=BatchState.MERGED, merged_at=now, updated_at=now
         )
+        batch_merged_events(tenant_id=tenant_id, batch_ids=picked)
     logger.info("record batches merged", extra={"batches": len(picked), "records": records})
     with connection.cursor() as cursor:
         for record_type, inserted in grown.items():

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.ingestions import engine
-from apps.ingestions.models import BatchState, MergeRequest, RecordBatch
+from apps.ingestions.models import MIXED, BatchState, MergeRequest, RecordBatch
 from apps.ingestions.services.record_store import NewPart, batch_store
 from apps.ingestions.services.rules import rules_current
 from apps.tenants.models import Tenant
@@ -36,7 +36,6 @@ from apps.tenants.models import Tenant
 logger = logging.getLogger("apps.ingestions.services")
 
 RECORDS_MERGE_TASK = "apps.ingestions.tasks.records_merge_task"
-MIXED = "mixed"
 _Envelope = dict[str, msgspec.Raw]
 
 

@@ -44,8 +44,10 @@ def _line(row, number: int = 1):
         (
             {"properties": {"sku": {"pattern": "^(a+)\\1$"}}},
             'invalid JSON Schema at /properties/sku/pattern: "^(a+)\\\\1$" is not a "regex" '
-            "(patterns run on a linear-time engine: no lookaround, no backreferences)",
+            "(patterns run on a linear-time engine: no lookaround, no backreferences, and a "
+            "limit on a compiled pattern's size, which counted repetitions such as a{1000} reach)",
         ),
+        ({"properties": {"sku": {"pattern": "(a{1000}){1000}"}}}, "limit on a compiled pattern"),
         ({"properties": {"sku": {"pattern": "(?=A)"}}}, "no lookaround"),
         ([{"type": "object"}], "the schema must be a JSON object (or a boolean)"),
         ({"$schema": "https://example.com/mine"}, "Unknown meta-schema"),

@@ -1,8 +1,9 @@
 // The dashboard refreshes itself: every 2 s it fetches its JSON document and updates the
-// uploads table, the rejected-rows-by-code table, the throughput chart, the live
-// records' figures and batches table, and the tenant's validation rules in place; a
-// tenant's sales card (revenue per day and top products, one currency at a time) every
-// SALES_EVERY-th time, as its figures are read from every order of the range.
+// uploads table, the files being received, the rejected-rows-by-code table, the throughput
+// chart, the live records' figures and batches table, the tenant's validation rules and,
+// for staff, the tenants' summary in place; a tenant's sales card (revenue per day and top
+// products, one currency at a time) every SALES_EVERY-th time, as its figures are read
+// from every order of the range.
 // Every value arrives formatted; this script only places it. No build step, no library.
 (function () {
   "use strict";
@@ -16,18 +17,21 @@
   const SVG = "http://www.w3.org/2000/svg";
 
   function fillCells(row, item) {
-    row.dataset.state = item.state;
+    if (item.state !== undefined) row.dataset.state = item.state;
     for (const cell of row.querySelectorAll("[data-cell]")) {
       const text = item.cells[cell.dataset.cell] || "";
       if (cell.textContent !== text) cell.textContent = text;
     }
-    row.querySelector("[data-link=errors]").href = item.errors_url;
+    const errors = row.querySelector("[data-link=errors]");
+    if (errors) errors.href = item.errors_url;
   }
 
   function fillUpload(row, upload) {
     row.dataset.uploadId = upload.id;
     fillCells(row, upload);
+    row.querySelector("[data-link=detail]").href = upload.url;
     row.querySelector("progress").value = upload.percent;
+    row.querySelector(".rate").hidden = !upload.cells.rows_per_second;
     const warnings = row.querySelector("[data-link=warnings]");
     warnings.href = upload.warnings_url;
     warnings.hidden = !upload.rows.warned;
@@ -36,6 +40,18 @@
   function fillBatch(row, batch) {
     row.dataset.batchId = batch.id;
     fillCells(row, batch);
+  }
+
+  function fillSession(row, session) {
+    row.dataset.sessionId = session.id;
+    fillCells(row, session);
+    row.querySelector("progress").value = session.percent;
+  }
+
+  function fillTenant(row, tenant) {
+    row.dataset.tenantId = tenant.id;
+    fillCells(row, tenant);
+    row.querySelector("[data-link=tenant]").href = tenant.url;
   }
 
   // Rows keyed by `data-<key>`: kept (and updated in place), added or removed so the table
@@ -87,9 +103,12 @@
     const rows = codes.map(function (c) {
       const tr = document.createElement("tr");
       const code = document.createElement("td");
+      const link = document.createElement("a");
       const tag = document.createElement("code");
+      link.href = c.url;
       tag.textContent = c.code;
-      code.appendChild(tag);
+      link.appendChild(tag);
+      code.appendChild(link);
       const count = document.createElement("td");
       count.className = "num";
       count.textContent = c.label;
@@ -116,7 +135,7 @@
 
   function renderChart(series) {
     const chart = document.getElementById("throughput-chart");
-    const width = 600, height = 180, left = 56, right = 8, top = 10, bottom = 22;
+    const width = 600, height = 190, left = 56, right = 8, top = 10, bottom = 32;
     const plotW = width - left - right, plotH = height - top - bottom;
     const values = series.rows_per_second;
     const max = niceMax(Math.max(0, ...values));
@@ -145,8 +164,17 @@
       bar.appendChild(svg("title", {}, at + " UTC: " + fmt.format(value) + " rows/s"));
       nodes.push(bar);
     });
-    nodes.push(svg("text", { x: left, y: height - 6, class: "axis" }, series.start_label));
-    nodes.push(svg("text", { x: width - right, y: height - 6, class: "axis", "text-anchor": "end" },
+    // round times between the two ends, each with its tick; the ends carry their dates
+    for (const tick of series.ticks) {
+      const x = left + plotW * tick.at;
+      nodes.push(svg("line", { x1: x, x2: x, y1: top + plotH, y2: top + plotH + 4, class: "tick" }));
+      if (tick.at > 0.12 && tick.at < 0.88) {
+        nodes.push(svg("text", { x: x, y: top + plotH + 14, class: "axis", "text-anchor": "middle" },
+          tick.label));
+      }
+    }
+    nodes.push(svg("text", { x: left, y: height - 2, class: "axis" }, series.start_label));
+    nodes.push(svg("text", { x: width - right, y: height - 2, class: "axis", "text-anchor": "end" },
       series.end_label));
     chart.replaceChildren(...nodes);
     document.getElementById("throughput-caption").textContent = series.caption;
@@ -248,6 +276,12 @@
   function render(data) {
     renderRows("uploads", "upload-row", "no-uploads", "uploadId", data.uploads, fillUpload);
     renderRows("batches", "batch-row", "no-batches", "batchId", data.batches, fillBatch);
+    renderRows("receiving", "session-row", "no-receiving", "sessionId", data.receiving,
+      fillSession);
+    document.getElementById("receiving-card").hidden = data.receiving.length === 0;
+    if (data.tenants && document.getElementById("tenant-rows")) {
+      renderRows("tenant-rows", "tenant-row", "no-tenants", "tenantId", data.tenants, fillTenant);
+    }
     renderLive(data.live);
     renderRules(data.rules);
     renderCodes(data.reject_codes);

@@ -1,0 +1,318 @@
+"""Webhook endpoints (register, list, show, change, delete, rotate the secret, test) and
+their delivery log (list, redeliver), under /api/v1/webhooks/."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+)
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.response import Response
+
+from apps.core.api import PAGE_PARAMETERS, Pagination, TenantApiView, problem_responses
+from apps.webhooks.models import DeliveryState, EventType, WebhookEndpoint
+from apps.webhooks.selectors import delivery_get, delivery_list, endpoint_get, endpoint_list
+from apps.webhooks.services import (
+    delivery_redeliver,
+    endpoint_create,
+    endpoint_delete,
+    endpoint_secret_rotate,
+    endpoint_test,
+    endpoint_update,
+)
+
+_TAGS = ["webhooks"]
+_ID = OpenApiParameter("endpoint_id", str, OpenApiParameter.PATH, description="the endpoint's id")
+_URL_HELP = (
+    "where events are POSTed: http or https; a host that resolves to a loopback, link-local "
+    "or private address is refused unless the operator allows it"
+)
+
+
+def _events_field(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.ChoiceField(EventType.values),
+        allow_empty=False,
+        max_length=len(EventType.values),
+        help_text="the event types to receive",
+        **kwargs,
+    )
+
+
+_EXAMPLE_ID = "5f0c2a8e-3b1d-4c6e-9f7a-2d4b6c8e0a13"
+_CREATE_EXAMPLES = [
+    OpenApiExample(
+        "uploads that finish",
+        value={
+            "url": "https://shop.example.com/hooks/ingest",
+            "events": ["upload.completed", "upload.completed_with_errors", "upload.failed"],
+            "description": "nightly catalogue sync",
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "registered",
+        value={
+            "id": _EXAMPLE_ID,
+            "url": "https://shop.example.com/hooks/ingest",
+            "events": ["upload.completed", "upload.completed_with_errors", "upload.failed"],
+            "description": "nightly catalogue sync",
+            "enabled": True,
+            "failing": False,
+            "failing_since": None,
+            "deliveries_url": "https://ingest.example.com/api/v1/webhooks/"
+            f"{_EXAMPLE_ID}/deliveries/",
+            "created_at": "2026-12-01T09:30:00.123456Z",
+            "updated_at": "2026-12-01T09:30:00.123456Z",
+            "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        },
+        response_only=True,
+        status_codes=["201"],
+    ),
+]
+
+
+class EndpointCreateInputSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=2048, help_text=_URL_HELP)
+    events = _events_field()
+    description = serializers.CharField(max_length=500, allow_blank=True, default="")
+
+
+class EndpointUpdateInputSerializer(serializers.Serializer):
+    url = serializers.CharField(max_length=2048, required=False, help_text=_URL_HELP)
+    events = _events_field(required=False)
+    description = serializers.CharField(max_length=500, allow_blank=True, required=False)
+    enabled = serializers.BooleanField(
+        required=False,
+        help_text="false: nothing is sent (deliveries wait); true again clears `failing`",
+    )
+
+
+class EndpointOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    url = serializers.CharField()
+    events = serializers.ListField(child=serializers.ChoiceField(EventType.values))
+    description = serializers.CharField()
+    enabled = serializers.BooleanField()
+    failing = serializers.BooleanField(
+        help_text="a delivery used up its last attempt; cleared by the next success"
+    )
+    failing_since = serializers.DateTimeField(allow_null=True)
+    deliveries_url = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+    @extend_schema_field(serializers.URLField())
+    def get_deliveries_url(self, endpoint: WebhookEndpoint) -> str:
+        path = reverse("webhook-deliveries", kwargs={"endpoint_id": endpoint.id})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class EndpointSecretOutputSerializer(EndpointOutputSerializer):
+    secret = serializers.CharField(
+        help_text="the signing secret (`whsec_` + base64), shown only in this answer"
+    )
+
+
+class AttemptOutputSerializer(serializers.Serializer):
+    attempt = serializers.IntegerField(source="number")
+    status_code = serializers.IntegerField(allow_null=True, help_text="null: no answer")
+    latency_ms = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(help_text="empty when it was delivered")
+    at = serializers.DateTimeField(source="created_at")
+
+
+class DeliveryOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    event_id = serializers.CharField(source="event.message_id", help_text="its `webhook-id`")
+    event_type = serializers.CharField(source="event.type")
+    state = serializers.ChoiceField(DeliveryState.values)
+    attempt = serializers.IntegerField(source="attempts", help_text="attempts made so far")
+    status_code = serializers.IntegerField(source="last_status_code", allow_null=True)
+    latency_ms = serializers.IntegerField(source="last_latency_ms", allow_null=True)
+    error = serializers.CharField(source="last_error")
+    next_attempt_at = serializers.DateTimeField(
+        allow_null=True, help_text="when it is tried next (null: delivered or failed)"
+    )
+    delivered_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    attempts = AttemptOutputSerializer(source="attempt_log", many=True)
+
+
+def _input(serializer_class, request) -> dict:
+    if not isinstance(request.data, dict):
+        raise ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+    unknown = sorted(set(request.data) - set(serializer_class().fields))
+    if unknown:
+        raise ValidationError({name: ["Unknown field."] for name in unknown})
+    data = serializer_class(data=request.data)
+    data.is_valid(raise_exception=True)
+    return data.validated_data
+
+
+class _EndpointView(TenantApiView):
+    def endpoint(self, endpoint_id) -> WebhookEndpoint:
+        endpoint = endpoint_get(tenant=self.tenant, endpoint_id=endpoint_id)
+        if endpoint is None:
+            raise NotFound("No such webhook endpoint.")
+        return endpoint
+
+    def output(self, endpoint: WebhookEndpoint, serializer=EndpointOutputSerializer) -> dict:
+        return serializer(endpoint, context={"request": self.request}).data
+
+
+class WebhookListApi(_EndpointView):
+    pagination_class = Pagination  # documents the paginated answer
+
+    @extend_schema(
+        operation_id="webhooks_list",
+        summary="List webhook endpoints",
+        tags=_TAGS,
+        description="The tenant's webhook endpoints (never their secrets).",
+        parameters=[*PAGE_PARAMETERS],
+        responses={200: EndpointOutputSerializer(many=True), **problem_responses(400, 401, 429)},
+    )
+    def get(self, request):
+        paginator = Pagination()
+        page = paginator.paginate_queryset(endpoint_list(tenant=self.tenant), request, view=self)
+        return paginator.get_paginated_response(
+            EndpointOutputSerializer(page, many=True, context={"request": request}).data
+        )
+
+    @extend_schema(
+        operation_id="webhooks_create",
+        summary="Register a webhook endpoint (its secret shown once)",
+        tags=_TAGS,
+        description="Register an endpoint. The answer carries its signing `secret`, shown "
+        "this once. Events are signed per the Standard Webhooks specification.",
+        request=EndpointCreateInputSerializer,
+        responses={201: EndpointSecretOutputSerializer, **problem_responses(400, 401, 429)},
+        examples=_CREATE_EXAMPLES,
+    )
+    def post(self, request):
+        data = _input(EndpointCreateInputSerializer, request)
+        endpoint = endpoint_create(tenant=self.tenant, **data)
+        return Response(self.output(endpoint, EndpointSecretOutputSerializer), status=201)
+
+
+class WebhookDetailApi(_EndpointView):
+    @extend_schema(
+        operation_id="webhooks_retrieve",
+        summary="Get a webhook endpoint",
+        tags=_TAGS,
+        parameters=[_ID],
+        responses={200: EndpointOutputSerializer, **problem_responses(401, 404, 429)},
+    )
+    def get(self, request, endpoint_id):
+        return Response(self.output(self.endpoint(endpoint_id)))
+
+    @extend_schema(
+        operation_id="webhooks_partial_update",
+        summary="Change a webhook endpoint's URL, events or state",
+        tags=_TAGS,
+        description="Change the endpoint's `url`, `events`, `description` or `enabled`.",
+        parameters=[_ID],
+        request=EndpointUpdateInputSerializer,
+        responses={200: EndpointOutputSerializer, **problem_responses(400, 401, 404, 429)},
+    )
+    def patch(self, request, endpoint_id):
+        endpoint = self.endpoint(endpoint_id)
+        data = _input(EndpointUpdateInputSerializer, request)
+        return Response(self.output(endpoint_update(endpoint=endpoint, **data)))
+
+    @extend_schema(
+        operation_id="webhooks_destroy",
+        summary="Delete a webhook endpoint",
+        tags=_TAGS,
+        description="Delete the endpoint and its delivery log; nothing more is sent to it.",
+        parameters=[_ID],
+        responses={204: None, **problem_responses(401, 404, 429)},
+    )
+    def delete(self, request, endpoint_id):
+        endpoint_delete(endpoint=self.endpoint(endpoint_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class WebhookRotateSecretApi(_EndpointView):
+    @extend_schema(
+        operation_id="webhooks_rotate_secret",
+        summary="Rotate an endpoint's signing secret",
+        tags=_TAGS,
+        description="A new signing secret, shown this once. The old one keeps signing beside "
+        "it (two signatures in `webhook-signature`) for 24 hours.",
+        parameters=[_ID],
+        request=None,
+        responses={200: EndpointSecretOutputSerializer, **problem_responses(401, 404, 429)},
+    )
+    def post(self, request, endpoint_id):
+        endpoint = endpoint_secret_rotate(endpoint=self.endpoint(endpoint_id))
+        return Response(self.output(endpoint, EndpointSecretOutputSerializer))
+
+
+class WebhookTestApi(_EndpointView):
+    @extend_schema(
+        operation_id="webhooks_test",
+        summary="Send a test event to an endpoint",
+        tags=_TAGS,
+        description="Send the endpoint a `webhook.test` event (whatever its events); 202 with "
+        "the delivery, which the delivery log follows.",
+        parameters=[_ID],
+        request=None,
+        responses={202: DeliveryOutputSerializer, **problem_responses(401, 404, 429)},
+    )
+    def post(self, request, endpoint_id):
+        delivery = endpoint_test(endpoint=self.endpoint(endpoint_id))
+        return Response(DeliveryOutputSerializer(delivery).data, status=202)
+
+
+class WebhookDeliveryListApi(_EndpointView):
+    pagination_class = Pagination  # documents the paginated answer
+
+    @extend_schema(
+        operation_id="webhooks_deliveries",
+        summary="List an endpoint's deliveries",
+        tags=_TAGS,
+        description="The endpoint's deliveries, newest first: attempts, the last status code, "
+        "latency and error, and when the next retry is due.",
+        parameters=[_ID, *PAGE_PARAMETERS],
+        responses={
+            200: DeliveryOutputSerializer(many=True),
+            **problem_responses(400, 401, 404, 429),
+        },
+    )
+    def get(self, request, endpoint_id):
+        endpoint = self.endpoint(endpoint_id)
+        paginator = Pagination()
+        deliveries = delivery_list(tenant=self.tenant, endpoint=endpoint)
+        page = paginator.paginate_queryset(deliveries, request, view=self)
+        return paginator.get_paginated_response(DeliveryOutputSerializer(page, many=True).data)
+
+
+class WebhookRedeliverApi(_EndpointView):
+    @extend_schema(
+        operation_id="webhooks_redeliver",
+        summary="Send a delivery's event again",
+        tags=_TAGS,
+        description="Send the delivery's event to the endpoint again, as a new delivery (same "
+        "`webhook-id`); 202 with it.",
+        parameters=[
+            _ID,
+            OpenApiParameter("delivery_id", int, OpenApiParameter.PATH, description="its id"),
+        ],
+        request=None,
+        responses={202: DeliveryOutputSerializer, **problem_responses(401, 404, 429)},
+    )
+    def post(self, request, endpoint_id, delivery_id):
+        endpoint = self.endpoint(endpoint_id)
+        delivery = delivery_get(tenant=self.tenant, endpoint=endpoint, delivery_id=delivery_id)
+        if delivery is None:
+            raise NotFound("No such delivery.")
+        again = delivery_redeliver(delivery=delivery)
+        again = delivery_get(tenant=self.tenant, endpoint=endpoint, delivery_id=again.id)
+        return Response(DeliveryOutputSerializer(again).data, status=202)

@@ -1,0 +1,65 @@
+"""Where a webhook may be sent: http(s) URLs whose host resolves only to public addresses,
+unless `WEBHOOK_ALLOW_PRIVATE_URLS` is on. Checked when an endpoint is registered and again
+at each delivery, which then connects to the very address it checked (no second lookup for
+a DNS rebinding to slip in)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+
+from apps.core.errors import ApplicationError
+
+
+class WebhookUrlError(ApplicationError):
+    code = "invalid_url"
+    title = "Webhook URL not allowed"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: `url` names the address to connect to; `host` is the Host header and
+    the TLS server name."""
+
+    url: str
+    host: str
+    server_name: str
+
+
+def url_check(url: str) -> Target:
+    """The URL's target, or WebhookUrlError saying why it may not be used."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise WebhookUrlError(f"Not a valid URL: {exc}.") from None
+    if parts.scheme not in ("http", "https"):
+        raise WebhookUrlError("Only http and https URLs can receive webhooks.")
+    if not parts.hostname:
+        raise WebhookUrlError("The URL has no host.")
+    if parts.username is not None or parts.password is not None:
+        raise WebhookUrlError("The URL may not carry credentials.")
+    host = parts.hostname
+    try:
+        found = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise WebhookUrlError(f"The host {host!r} could not be resolved.") from None
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+    if not settings.WEBHOOK_ALLOW_PRIVATE_URLS:
+        for address in addresses:
+            if not address.is_global or address.is_multicast:
+                raise WebhookUrlError(
+                    f"The host {host!r} resolves to {address}, a loopback, link-local or "
+                    "private address: not allowed.",
+                    code="url_not_allowed",
+                )
+    address = addresses[0]
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{literal}:{port}" if port else literal
+    named = f"[{host}]" if ":" in host else host
+    header = f"{named}:{port}" if port else named
+    return Target(url=urlunsplit(parts._replace(netloc=netloc)), host=header, server_name=host)

@@ -1,0 +1,192 @@
+"""Delivering an event to an endpoint: one attempt at a time, never inside a transaction.
+
+A worker takes a due delivery by moving its `next_attempt_at` a lease ahead (a short
+transaction, `SKIP LOCKED`), sends it, and writes the outcome: delivered, or the next
+attempt after the retry schedule (with jitter), or, after the last one, failed with its
+endpoint marked failing. A worker killed mid-request leaves the delivery due again once
+the lease is over: at least once."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from apps.webhooks.services.addresses import WebhookUrlError, url_check
+from apps.webhooks.services.events import deliveries_wake
+from apps.webhooks.services.signing import signature_header
+
+logger = logging.getLogger("apps.webhooks.services")
+
+USER_AGENT = "commerce-ingest-webhooks/1"
+_ERROR_CHARS = 500
+_WAKE_AT_MOST_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int | None
+    latency_ms: int | None
+    error: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+def delivery_attempt(*, delivery_id: int) -> WebhookDelivery | None:
+    """Make the delivery's next attempt if it is due and no other worker has it; returns it
+    as left, or None when there was nothing to do."""
+    delivery = _take(delivery_id)
+    if delivery is None:
+        return None
+    outcome = _send(delivery)
+    return _record(delivery, outcome)
+
+
+def _take(delivery_id: int) -> WebhookDelivery | None:
+    now = timezone.now()
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("endpoint", "event")
+            .filter(
+                id=delivery_id,
+                state=DeliveryState.PENDING,
+                next_attempt_at__lte=now,
+                endpoint__enabled=True,
+            )
+            .first()
+        )
+        if delivery is None:
+            return None
+        delivery.attempts += 1
+        delivery.next_attempt_at = now + timedelta(seconds=settings.WEBHOOK_LEASE_SECONDS)
+        delivery.save(update_fields=["attempts", "next_attempt_at", "updated_at"])
+    return delivery
+
+
+def _send(delivery: WebhookDelivery) -> Outcome:
+    endpoint, event = delivery.endpoint, delivery.event
+    try:
+        target = url_check(endpoint.url)  # again: what the name resolves to may have changed
+    except WebhookUrlError as exc:
+        return Outcome(None, None, exc.detail)
+    timestamp = int(time.time())
+    headers = {
+        "Host": target.host,
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": event.message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(
+            secrets=endpoint_secrets(endpoint),
+            message_id=event.message_id,
+            timestamp=timestamp,
+            body=event.payload,
+        ),
+    }
+    started = time.monotonic()
+    try:
+        client = httpx.Client(
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
+        )
+        # streamed and never read: a receiver's answer body is not ours to download
+        with (
+            client,
+            client.stream(
+                "POST",
+                target.url,
+                content=event.payload.encode(),
+                headers=headers,
+                extensions={"sni_hostname": target.server_name},
+            ) as response,
+        ):
+            pass
+    except httpx.HTTPError as exc:
+        latency = round((time.monotonic() - started) * 1000)
+        return Outcome(None, latency, f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS])
+    latency = round((time.monotonic() - started) * 1000)
+    error = "" if response.is_success else f"HTTP {response.status_code}"
+    if response.is_redirect:
+        error += " (redirects are not followed)"
+    return Outcome(response.status_code, latency, error)
+
+
+def endpoint_secrets(endpoint: WebhookEndpoint) -> list[str]:
+    """The secrets that sign: the current one, and a rotated-out one until it expires."""
+    found = [endpoint.secret]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret and expires is not None and expires > timezone.now():
+        found.append(endpoint.previous_secret)
+    return found
+
+
+def _record(delivery: WebhookDelivery, outcome: Outcome) -> WebhookDelivery:
+    now = timezone.now()
+    schedule = settings.WEBHOOK_RETRY_SCHEDULE
+    with transaction.atomic():
+        if not WebhookDelivery.objects.select_for_update().filter(id=delivery.id).exists():
+            return delivery  # its endpoint was deleted meanwhile
+        WebhookAttempt.objects.create(
+            delivery=delivery,
+            number=delivery.attempts,
+            status_code=outcome.status_code,
+            latency_ms=outcome.latency_ms,
+            error=outcome.error,
+        )
+        delivery.last_status_code = outcome.status_code
+        delivery.last_latency_ms = outcome.latency_ms
+        delivery.last_error = outcome.error
+        endpoint = WebhookEndpoint.objects.filter(id=delivery.endpoint_id)
+        if outcome.ok:
+            delivery.state = DeliveryState.DELIVERED
+            delivery.delivered_at = now
+            delivery.next_attempt_at = None
+            endpoint.filter(failing_since__isnull=False).update(failing_since=None)
+        elif delivery.attempts <= len(schedule):
+            delay = schedule[delivery.attempts - 1] * _jitter()
+            delivery.next_attempt_at = now + timedelta(seconds=delay)
+        else:
+            delivery.state = DeliveryState.FAILED
+            delivery.next_attempt_at = None
+            endpoint.filter(failing_since__isnull=True).update(failing_since=now)
+        WebhookDelivery.objects.filter(id=delivery.id).update(
+            state=delivery.state,
+            next_attempt_at=delivery.next_attempt_at,
+            delivered_at=delivery.delivered_at,
+            last_status_code=delivery.last_status_code,
+            last_latency_ms=delivery.last_latency_ms,
+            last_error=delivery.last_error,
+            updated_at=now,
+        )
+        retry_in = (
+            (delivery.next_attempt_at - now).total_seconds() if delivery.next_attempt_at else 0
+        )
+        # a near retry gets a wake-up of its own; later ones are the sweep's (a message
+        # held for hours by a worker would be lost with it anyway)
+        if delivery.state == DeliveryState.PENDING and retry_in <= _WAKE_AT_MOST_SECONDS:
+            transaction.on_commit(
+                lambda: deliveries_wake(delivery_ids=[delivery.id], countdown=retry_in)
+            )
+    logger.info(
+        "webhook delivery %s: attempt %s %s",
+        delivery.id,
+        delivery.attempts,
+        delivery.state,
+        extra={"status_code": outcome.status_code, "error": outcome.error},
+    )
+    return delivery
+
+
+def _jitter() -> float:
+    spread = settings.WEBHOOK_RETRY_JITTER
+    return random.uniform(1 - spread, 1 + spread)  # noqa: S311 - spreading retries, no secret

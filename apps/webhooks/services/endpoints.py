@@ -1,0 +1,99 @@
+"""A tenant's webhook endpoints: register, change, delete, rotate the secret, send a test
+event; and send a delivery again."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.tenants.models import Tenant
+from apps.webhooks.models import TEST_EVENT, WebhookDelivery, WebhookEndpoint
+from apps.webhooks.services.addresses import url_check
+from apps.webhooks.services.events import deliveries_wake, event_record
+from apps.webhooks.services.signing import secret_generate
+
+
+@transaction.atomic
+def endpoint_create(
+    *, tenant: Tenant, url: str, events: list[str], description: str = ""
+) -> WebhookEndpoint:
+    """A new endpoint; its `secret` is shown to the caller once, in the answer."""
+    url_check(url)
+    return WebhookEndpoint.objects.create(
+        tenant=tenant,
+        url=url,
+        events=sorted(set(events)),
+        description=description,
+        secret=secret_generate(),
+    )
+
+
+@transaction.atomic
+def endpoint_update(
+    *,
+    endpoint: WebhookEndpoint,
+    url: str | None = None,
+    events: list[str] | None = None,
+    enabled: bool | None = None,
+    description: str | None = None,
+) -> WebhookEndpoint:
+    """Change what is given. Enabling an endpoint clears its failing mark: its pending
+    deliveries are tried again from now on."""
+    if url is not None:
+        url_check(url)
+        endpoint.url = url
+    if events is not None:
+        endpoint.events = sorted(set(events))
+    if description is not None:
+        endpoint.description = description
+    if enabled is not None:
+        if enabled and not endpoint.enabled:
+            endpoint.failing_since = None
+        endpoint.enabled = enabled
+    endpoint.save()
+    return endpoint
+
+
+@transaction.atomic
+def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
+    endpoint.delete()  # its deliveries with it; the events stay for other endpoints
+
+
+@transaction.atomic
+def endpoint_secret_rotate(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+    """A new secret; the old one keeps signing beside it for
+    `WEBHOOK_SECRET_OVERLAP_SECONDS`, so receivers can switch without losing an event."""
+    locked = WebhookEndpoint.objects.select_for_update().get(id=endpoint.id)
+    locked.previous_secret = locked.secret
+    locked.previous_secret_expires_at = timezone.now() + timedelta(
+        seconds=settings.WEBHOOK_SECRET_OVERLAP_SECONDS
+    )
+    locked.secret = secret_generate()
+    locked.save()
+    return locked
+
+
+@transaction.atomic
+def endpoint_test(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
+    """Send the endpoint (only it, whatever its events) a `webhook.test` event."""
+    event = event_record(
+        tenant_id=endpoint.tenant_id,
+        type=TEST_EVENT,
+        data=lambda: {"endpoint_id": str(endpoint.id), "url": endpoint.url},
+        endpoints=[endpoint],
+    )
+    return event.deliveries.get()
+
+
+@transaction.atomic
+def delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
+    """Send a delivery's event to its endpoint again, as a new delivery (same `webhook-id`,
+    so a receiver that has it already can tell)."""
+    again = WebhookDelivery.objects.create(
+        endpoint_id=delivery.endpoint_id, event_id=delivery.event_id, next_attempt_at=timezone.now()
+    )
+    transaction.on_commit(lambda: deliveries_wake(delivery_ids=[again.id]))
+    return again

@@ -1,0 +1,313 @@
+"""The webhook endpoints API: register (the secret shown once), list, show, change, delete,
+rotate the secret, send a test event; the delivery log and redeliver; validation errors as
+problem+json; another tenant's endpoints are not found."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
+from tests.webhooks.conftest import ALL_EVENTS, register
+
+pytestmark = pytest.mark.django_db
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response, status: int, title: str, detail: str, code: str, **extra) -> None:
+    """An RFC 9457 answer with exactly these members."""
+    assert response.status_code == status, response.content
+    assert response["Content-Type"] == PROBLEM
+    assert json.loads(response.content) == {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+        "request_id": response["X-Request-Id"],
+    }
+
+
+def test_a_registered_endpoint_answers_201_with_its_secret_shown_only_then(webhook_client):
+    """POST answers 201 with the id and a `whsec_` secret; GET and the list never show it."""
+    _, client = webhook_client()
+    created = register(
+        client, "http://127.0.0.1:9/hook", ["upload.failed", "upload.completed"], description="ops"
+    )
+    secret = created.pop("secret")
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) == 32
+    endpoint_id = created["id"]
+    assert created == {
+        "id": endpoint_id,
+        "url": "http://127.0.0.1:9/hook",
+        "events": ["upload.completed", "upload.failed"],
+        "description": "ops",
+        "enabled": True,
+        "failing": False,
+        "failing_since": None,
+        "deliveries_url": f"http://testserver/api/v1/webhooks/{endpoint_id}/deliveries/",
+        "created_at": created["created_at"],
+        "updated_at": created["updated_at"],
+    }
+    shown = client.get(f"/api/v1/webhooks/{endpoint_id}/")
+    assert shown.status_code == 200
+    assert shown.json() == created
+    listed = client.get("/api/v1/webhooks/").json()
+    assert (listed["count"], listed["results"]) == (1, [created])
+    assert secret not in shown.content.decode() + json.dumps(listed)
+
+
+def test_an_endpoint_is_changed_disabled_and_deleted(webhook_client):
+    """PATCH changes url, events, description and enabled; DELETE answers 204, then 404."""
+    _, client = webhook_client()
+    endpoint_id = register(client, "http://127.0.0.1:9/a", ["upload.failed"])["id"]
+    changed = client.patch(
+        f"/api/v1/webhooks/{endpoint_id}/",
+        {"url": "https://127.0.0.1:9/b", "events": ALL_EVENTS, "enabled": False},
+        format="json",
+    )
+    assert changed.status_code == 200, changed.content
+    body = changed.json()
+    assert (body["url"], body["events"], body["enabled"], body["description"]) == (
+        "https://127.0.0.1:9/b",
+        sorted(ALL_EVENTS),
+        False,
+        "",
+    )
+    assert client.delete(f"/api/v1/webhooks/{endpoint_id}/").status_code == 204
+    assert client.get(f"/api/v1/webhooks/{endpoint_id}/").status_code == 404
+    assert not WebhookEndpoint.objects.filter(id=endpoint_id).exists()
+
+
+def test_rotating_the_secret_shows_a_new_one_and_keeps_the_old_signing_for_a_day(
+    webhook_client,
+):
+    """rotate-secret answers the new secret; the old one is kept to sign beside it for 24 h."""
+    from apps.webhooks.services import endpoint_secrets
+
+    _, client = webhook_client()
+    created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
+    rotated = client.post(f"/api/v1/webhooks/{created['id']}/rotate-secret/")
+    assert rotated.status_code == 200, rotated.content
+    new = rotated.json()["secret"]
+    assert new.startswith("whsec_")
+    assert new != created["secret"]
+    endpoint = WebhookEndpoint.objects.get(id=created["id"])
+    assert endpoint_secrets(endpoint) == [new, created["secret"]]
+    hours = (endpoint.previous_secret_expires_at - endpoint.updated_at).total_seconds() / 3600
+    assert round(hours) == 24
+    endpoint.previous_secret_expires_at = endpoint.updated_at  # the 24 hours are over
+    assert endpoint_secrets(endpoint) == [new]
+
+
+def test_another_tenants_endpoint_is_not_found_for_every_operation(webhook_client):
+    """Every operation on another tenant's endpoint is 404, and its list is empty."""
+    _, owner = webhook_client("Acme")
+    _, other = webhook_client("Globex")
+    endpoint_id = register(owner, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
+    delivery_id = owner.post(f"/api/v1/webhooks/{endpoint_id}/test/").json()["id"]
+    base = f"/api/v1/webhooks/{endpoint_id}/"
+    answers = [
+        other.get(base),
+        other.patch(base, {"enabled": False}, format="json"),
+        other.delete(base),
+        other.post(base + "rotate-secret/"),
+        other.post(base + "test/"),
+        other.get(base + "deliveries/"),
+        other.post(base + f"deliveries/{delivery_id}/redeliver/"),
+    ]
+    for answer in answers:
+        assert_problem(answer, 404, "Not found", "No such webhook endpoint.", "not_found")
+    assert other.get("/api/v1/webhooks/").json()["count"] == 0
+    assert WebhookEndpoint.objects.get(id=endpoint_id).enabled
+
+
+@pytest.mark.parametrize(
+    ("body", "detail", "code", "extra"),
+    [
+        (
+            {"url": "ftp://example.com/hook", "events": ["upload.failed"]},
+            "Only http and https URLs can receive webhooks.",
+            "invalid_url",
+            {},
+        ),
+        (
+            {"url": "http:///hook", "events": ["upload.failed"]},
+            "The URL has no host.",
+            "invalid_url",
+            {},
+        ),
+        (
+            {"url": "http://127.0.0.1:9/hook", "events": ["upload.nope"]},
+            'events: 0: "upload.nope" is not a valid choice.',
+            "invalid",
+            {"errors": {"events": {"0": ['"upload.nope" is not a valid choice.']}}},
+        ),
+        (
+            {"url": "http://127.0.0.1:9/hook", "events": []},
+            "events: This list may not be empty.",
+            "invalid",
+            {"errors": {"events": ["This list may not be empty."]}},
+        ),
+        (
+            {"url": "http://127.0.0.1:9/hook", "events": ["upload.failed"], "secret": "x"},
+            "secret: Unknown field.",
+            "invalid",
+            {"errors": {"secret": ["Unknown field."]}},
+        ),
+    ],
+    ids=["scheme", "no-host", "unknown-event", "no-events", "unknown-field"],
+)
+def test_an_invalid_endpoint_is_refused_with_a_problem(webhook_client, body, detail, code, extra):
+    """A bad scheme, no host, an unknown event type, no events, an unknown field: 400."""
+    _, client = webhook_client()
+    answer = client.post("/api/v1/webhooks/", body, format="json")
+    title = "Webhook URL not allowed" if code == "invalid_url" else "Bad request"
+    assert_problem(answer, 400, title, detail, code, **extra)
+    assert not WebhookEndpoint.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("http://127.0.0.1:8080/hook", "127.0.0.1"),
+        ("http://localhost/hook", None),
+        ("https://10.1.2.3/hook", "10.1.2.3"),
+        ("http://192.168.0.10/hook", "192.168.0.10"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+        ("http://[::1]/hook", "::1"),
+    ],
+)
+def test_a_private_address_is_refused_unless_the_operator_allows_it(
+    webhook_client, settings, url, address
+):
+    """With WEBHOOK_ALLOW_PRIVATE_URLS off, loopback, private and link-local hosts are 400,
+    on create and on update."""
+    settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
+    _, client = webhook_client()
+    answer = client.post("/api/v1/webhooks/", {"url": url, "events": ["upload.failed"]}, "json")
+    host = url.split("/")[2].rsplit(":", 1)[0] if "[" not in url else "::1"
+    if address is None:  # localhost: whichever loopback address it resolves to first
+        address = json.loads(answer.content)["detail"].split(" resolves to ")[1].split(",")[0]
+        host = "localhost"
+    detail = (
+        f"The host {host!r} resolves to {address}, a loopback, link-local or private "
+        "address: not allowed."
+    )
+    assert_problem(answer, 400, "Webhook URL not allowed", detail, "url_not_allowed")
+    settings.WEBHOOK_ALLOW_PRIVATE_URLS = True
+    endpoint_id = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
+    settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
+    answer = client.patch(f"/api/v1/webhooks/{endpoint_id}/", {"url": url}, format="json")
+    assert_problem(answer, 400, "Webhook URL not allowed", detail, "url_not_allowed")
+
+
+def test_a_test_event_is_logged_as_a_pending_delivery_and_can_be_redelivered(webhook_client):
+    """POST test/ answers 202 with a pending delivery, which the log lists; redeliver adds a
+    new delivery of the same event."""
+    _, client = webhook_client()
+    endpoint_id = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
+    sent = client.post(f"/api/v1/webhooks/{endpoint_id}/test/")
+    assert sent.status_code == 202, sent.content
+    delivery = sent.json()
+    assert delivery["event_id"].startswith("msg_")
+    assert delivery == {
+        "id": delivery["id"],
+        "event_id": delivery["event_id"],
+        "event_type": "webhook.test",
+        "state": "pending",
+        "attempt": 0,
+        "status_code": None,
+        "latency_ms": None,
+        "error": "",
+        "next_attempt_at": delivery["next_attempt_at"],
+        "delivered_at": None,
+        "created_at": delivery["created_at"],
+        "attempts": [],
+    }
+    log = client.get(f"/api/v1/webhooks/{endpoint_id}/deliveries/").json()
+    assert (log["count"], log["results"]) == (1, [delivery])
+    again = client.post(f"/api/v1/webhooks/{endpoint_id}/deliveries/{delivery['id']}/redeliver/")
+    assert again.status_code == 202, again.content
+    assert again.json()["event_id"] == delivery["event_id"]
+    assert again.json()["id"] != delivery["id"]
+    log = client.get(f"/api/v1/webhooks/{endpoint_id}/deliveries/").json()
+    assert [d["id"] for d in log["results"]] == [again.json()["id"], delivery["id"]]
+    missing = client.post(f"/api/v1/webhooks/{endpoint_id}/deliveries/999999/redeliver/")
+    assert_problem(missing, 404, "Not found", "No such delivery.", "not_found")
+
+
+def test_events_go_only_to_enabled_endpoints_that_take_their_type(webhook_client):
+    """An event is recorded for each enabled endpoint of its tenant subscribed to its type,
+    and for none when there is none (nothing is even built)."""
+    from apps.webhooks.services import event_record
+
+    tenant, client = webhook_client()
+    other, other_client = webhook_client("Globex")
+    takes = register(client, "http://127.0.0.1:9/a", ["upload.failed"])["id"]
+    register(client, "http://127.0.0.1:9/b", ["upload.completed"])
+    off = register(client, "http://127.0.0.1:9/c", ["upload.failed"])["id"]
+    client.patch(f"/api/v1/webhooks/{off}/", {"enabled": False}, format="json")
+    register(other_client, "http://127.0.0.1:9/d", ["upload.failed"])
+    event = event_record(tenant_id=tenant.id, type="upload.failed", data=lambda: {"id": "u1"})
+    assert [str(d.endpoint_id) for d in event.deliveries.all()] == [takes]
+
+    def never() -> dict:
+        raise AssertionError("built for no endpoint")
+
+    assert event_record(tenant_id=tenant.id, type="pending.expired", data=never) is None
+
+
+def test_a_body_too_large_carries_the_smaller_form_then_the_essentials(webhook_client, settings):
+    """Over WEBHOOK_MAX_PAYLOAD_BYTES, `smaller()` is sent instead; failing that, the
+    resource's essential fields and `truncated`."""
+    from apps.webhooks.services import event_record
+
+    tenant, client = webhook_client()
+    register(client, "http://127.0.0.1:9/a", ["records.batch_merged"])
+    settings.WEBHOOK_MAX_PAYLOAD_BYTES = 2000
+    big = {"id": 7, "url": "u", "state": "merged", "rejects": ["x" * 100] * 50}
+    small = {"id": 7, "url": "u", "state": "merged"}
+    sent = event_record(
+        tenant_id=tenant.id, type="records.batch_merged", data=lambda: big, smaller=lambda: small
+    )
+    assert json.loads(sent.payload)["data"] == small
+    sent = event_record(tenant_id=tenant.id, type="records.batch_merged", data=lambda: big)
+    assert json.loads(sent.payload)["data"] == {**small, "truncated": True}
+    assert WebhookDelivery.objects.count() == 2
+
+
+def test_the_metrics_count_deliveries_by_state_and_failing_endpoints(webhook_client, client):
+    """/metrics shows webhook_deliveries{state} and webhook_endpoints_failing."""
+    _, api = webhook_client()
+    endpoint_id = register(api, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
+    api.post(f"/api/v1/webhooks/{endpoint_id}/test/")
+    text = client.get("/metrics").content.decode()
+    assert 'webhook_deliveries{state="pending"} 1.0' in text
+    assert 'webhook_deliveries{state="delivered"} 0.0' in text
+    assert "webhook_endpoints_failing 0.0" in text
+
+
+def test_staff_read_endpoints_and_deliveries_in_the_admin_never_the_secret(webhook_client):
+    """The admin lists and shows endpoints and deliveries, read-only, without the secret."""
+    from tests.factories import signed_in, staff_user
+
+    _, client = webhook_client()
+    created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
+    delivery = client.post(f"/api/v1/webhooks/{created['id']}/test/").json()
+    staff = signed_in(staff_user("reader"))
+    pages = [
+        staff.get("/admin/webhooks/webhookendpoint/"),
+        staff.get(f"/admin/webhooks/webhookendpoint/{created['id']}/change/"),
+        staff.get("/admin/webhooks/webhookdelivery/"),
+        staff.get(f"/admin/webhooks/webhookdelivery/{delivery['id']}/change/"),
+    ]
+    assert [page.status_code for page in pages] == [200, 200, 200, 200]
+    assert all(created["secret"] not in page.content.decode() for page in pages)
+    assert "http://127.0.0.1:9/hook" in pages[1].content.decode()
+    assert staff.get("/admin/webhooks/webhookendpoint/add/").status_code == 403

@@ -1,0 +1,57 @@
+"""A worker SIGKILLed mid-delivery: the delivery is taken again once its lease is over, by
+the sweep a new worker's housekeeping sends (no beat), and ends delivered. Real worker
+processes (prefork pool) on the configured broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from apps.webhooks.models import WebhookDelivery
+from tests.conftest import wait_for
+from tests.webhooks.conftest import Answer, register
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+LEASE_SECONDS = 3  # WEBHOOK_LEASE_SECONDS of the workers
+
+
+@pytest.fixture
+def start_worker(celery_processes):
+    env = {
+        "WEBHOOK_ALLOW_PRIVATE_URLS": "1",
+        "WEBHOOK_LEASE_SECONDS": str(LEASE_SECONDS),
+        "WEBHOOK_TIMEOUT_SECONDS": "2",
+        "WORKER_HOUSEKEEPING_SECONDS": "1",
+    }
+    return lambda: celery_processes(env)
+
+
+def test_a_delivery_whose_worker_is_killed_mid_request_is_delivered_after_a_restart(
+    start_worker, webhook_client, receiver
+):
+    """The receiver holds the first request; the worker sending it is SIGKILLed (its whole
+    process group). A new worker's sweep sends the event again once the lease is over: it
+    is delivered, with the same `webhook-id` (at least once: receivers dedupe by it)."""
+    first, _ = start_worker()
+    _, client = webhook_client()
+    endpoint = register(client, receiver.url, ["upload.completed"])
+    receiver.answer(Answer(200, delay=30))  # the first request hangs until the kill
+    sent = client.post(f"/api/v1/webhooks/{endpoint['id']}/test/").json()
+    wait_for(lambda: len(receiver.requests) == 1, timeout=30)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    taken = WebhookDelivery.objects.get(id=sent["id"])
+    assert (taken.state, taken.attempts) == ("pending", 1)
+
+    start_worker()
+    delivered = wait_for(
+        lambda: WebhookDelivery.objects.filter(id=sent["id"], state="delivered").first(),
+        timeout=60,
+    )
+    assert delivered.attempts == 2
+    assert [a.number for a in delivered.attempt_log.all()] == [2]  # the first never ended
+    assert len(receiver.requests) == 2
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {sent["event_id"]}
