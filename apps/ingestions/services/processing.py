@@ -47,14 +47,17 @@ logger = logging.getLogger("apps.ingestions.services")
 
 def upload_run(*, upload_id) -> Upload | None:
     """What a worker does with a queued upload: wait (state `waiting`) while the tenant has
-    unfinished uploads of the types it depends on (`upload_admit`), else process it from its
-    stored bytes, then wake the tenant's uploads that were waiting for it. An upload that
-    gave way to one of its parents' uploads that arrived meanwhile is back in the queue: it
-    is looked at again at once, and waits for them (docs/engine.md#scheduling)."""
+    unfinished uploads of the types it depends on or another file being processed
+    (`upload_admit`), else process it from its stored bytes, then wake the tenant's uploads
+    that were waiting for it. An upload that gave way to one of its parents' uploads that
+    arrived meanwhile is back in the queue: it is looked at again at once, and waits for
+    them (docs/engine.md#scheduling)."""
     while True:
         upload, ready = upload_admit(upload_id=upload_id)
+        if upload is None:
+            return None
         if not ready:
-            return upload
+            break  # waiting (or finished): the wake below finds the tenant's next, if any
         if upload.blob_id is None:
             _upload_fail(upload_id=upload.id, code="no_data", detail="The upload's bytes are gone.")
             break
@@ -62,8 +65,9 @@ def upload_run(*, upload_id) -> Upload | None:
             processed = upload_process(upload_id=upload.id, stream=stream, give_way=True)
         if processed is None or processed.state != UploadState.QUEUED:
             break  # done (or another worker has it)
-    if not upload.dry_run:
-        upload_wake(tenant_id=upload.tenant_id)
+    # Also after a dry run: it holds no parents back, but it held the tenant's merge lock,
+    # and uploads that waited for it to finish (`tenant_busy`) may run now.
+    upload_wake(tenant_id=upload.tenant_id)
     return Upload.objects.get(id=upload.id)
 
 
@@ -127,9 +131,8 @@ def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Up
             result = _load(upload, stream=stream, progress=progress, give_way=give_way, rules=rules)
             version = rules.version if rules is not None else None
             state = upload_finish(upload=upload, result=result, rules_version=version)
-        if not upload.dry_run:
-            # The tenant's next upload need not wait for the statistics refresh below.
-            upload_wake(tenant_id=upload.tenant_id)
+        # The tenant's next upload need not wait for the statistics refresh below.
+        upload_wake(tenant_id=upload.tenant_id)
         _report(upload, result, state=state, seconds=time.monotonic() - started)
     except engine.ParentsComing:
         upload_give_way(upload_id=upload_id)  # rolled back: nothing of it merged

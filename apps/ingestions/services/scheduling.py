@@ -100,6 +100,22 @@ def _blocked(cursor, upload: Upload) -> bool:
     return cursor.fetchone()[0]
 
 
+_RUNNING = (
+    "SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %s AND state = %s "
+    "AND id <> %s AND source = 'file')"
+)
+
+
+def tenant_busy(upload: Upload) -> bool:
+    """Is another of the tenant's files being processed? Its load holds the tenant's merge
+    lock until it ends: this one, started now, would wait for the lock in a worker slot that
+    another tenant's upload could use (two big files of one tenant would take both slots of
+    a worker, and a small upload of another tenant would wait for the first to finish)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RUNNING, (upload.tenant_id, UploadState.PROCESSING, upload.id))
+        return cursor.fetchone()[0]
+
+
 def parents_unfinished(upload: Upload) -> bool:
     """The rule: has the tenant an unfinished upload of a type this one depends on (an
     earlier stage), received before it or sent with it (at most `_SENT_TOGETHER_SECONDS`
@@ -132,8 +148,10 @@ class ParentsArriving:
 
 def upload_admit(*, upload_id) -> tuple[Upload | None, bool]:
     """Whether a worker may run the upload now: not when it is gone or finished, nor while
-    `parents_unfinished` holds it back (then `queued` becomes `waiting`). Returns the
-    upload as found, and the answer."""
+    `parents_unfinished` holds it back, nor while another of the tenant's files is being
+    processed (`tenant_busy`); then `queued` becomes `waiting`, and the worker is free for
+    other uploads until `upload_wake` queues it again. Returns the upload as found, and
+    the answer."""
     with transaction.atomic():
         upload = Upload.objects.filter(id=upload_id).first()
         if upload is None or upload.is_terminal:
@@ -141,15 +159,16 @@ def upload_admit(*, upload_id) -> tuple[Upload | None, bool]:
         log_bind(tenant_id=upload.tenant_id, upload_id=upload.id)  # the task unbinds them
         _lock_schedule(upload.tenant_id)
         if parents_unfinished(upload):
-            if Upload.objects.filter(id=upload.id, state=UploadState.QUEUED).update(
-                state=UploadState.WAITING
-            ):
-                logger.info(
-                    "upload waiting for the tenant's earlier uploads",
-                    extra={"state": UploadState.WAITING},
-                )
-            return upload, False
-    return upload, True
+            reason = "upload waiting for the tenant's earlier uploads"
+        elif tenant_busy(upload):
+            reason = "upload waiting for the tenant's upload being processed"
+        else:
+            return upload, True
+        if Upload.objects.filter(id=upload.id, state=UploadState.QUEUED).update(
+            state=UploadState.WAITING
+        ):
+            logger.info(reason, extra={"state": UploadState.WAITING})
+        return upload, False
 
 
 def upload_give_way(*, upload_id) -> None:
@@ -172,18 +191,24 @@ def upload_give_way(*, upload_id) -> None:
 
 
 def upload_wake(*, tenant_id) -> int:
-    """Queue the tenant's waiting uploads that nothing blocks any more."""
-    woken = []
+    """Queue the tenant's oldest waiting upload that nothing blocks any more: no parents'
+    upload unfinished, no other file of the tenant being processed. One at a time: the
+    tenant's loads take its merge lock one after the other anyway, and each wakes the next
+    as it ends (woken all at once, all but one would find the tenant busy and wait again).
+    Returns how many it queued (0 or 1)."""
     with transaction.atomic():
         _lock_schedule(tenant_id)
-        for upload in Upload.objects.filter(tenant_id=tenant_id, state=UploadState.WAITING):
-            if not parents_unfinished(upload):
-                Upload.objects.filter(id=upload.id).update(state=UploadState.QUEUED)
-                woken.append(upload.id)
-                logger.info(
-                    "upload queued: nothing blocks it any more",
-                    extra={"upload_id": str(upload.id), "state": UploadState.QUEUED},
-                )
-        for upload_id in woken:
-            transaction.on_commit(lambda upload_id=upload_id: upload_enqueue(upload_id=upload_id))
-    return len(woken)
+        waiting = Upload.objects.filter(tenant_id=tenant_id, state=UploadState.WAITING)
+        for upload in waiting.order_by("created_at", "id"):
+            if tenant_busy(upload):
+                return 0  # the one being processed wakes the next when it ends
+            if parents_unfinished(upload):
+                continue
+            Upload.objects.filter(id=upload.id).update(state=UploadState.QUEUED)
+            logger.info(
+                "upload queued: nothing blocks it any more",
+                extra={"upload_id": str(upload.id), "state": UploadState.QUEUED},
+            )
+            transaction.on_commit(lambda queued=upload.id: upload_enqueue(upload_id=queued))
+            return 1
+    return 0
