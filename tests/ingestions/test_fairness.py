@@ -48,42 +48,48 @@ def _state(upload: dict) -> str:
     return Upload.objects.values_list("state", flat=True).get(id=upload["id"])
 
 
+_UPLOAD_LOCK = "SELECT pg_advisory_{}(hashtextextended('upload:' || %s::text, 0))"
+
+
+def _upload(tenant, name: str, state: str) -> Upload:
+    return Upload.objects.create(
+        tenant=tenant,
+        record_type="customers",
+        filename=f"customers_{name}.ndjson",
+        sha256=uid(name),
+        state=state,
+    )
+
+
 def test_a_tenants_second_file_waits_while_its_first_is_processed(tenant, other_tenant):
-    """Run by a worker while another of the tenant's files is `processing`, an upload goes
-    to `waiting` without loading anything; once the first has ended, the wake queues it.
-    Another tenant's upload is not held back."""
-    first = Upload.objects.create(
-        tenant=tenant,
-        record_type="customers",
-        filename="customers_big.ndjson",
-        sha256=uid("big"),
-        state=UploadState.PROCESSING,
-    )
-    second = Upload.objects.create(
-        tenant=tenant,
-        record_type="customers",
-        filename="customers_more.ndjson",
-        sha256=uid("more"),
-        state=UploadState.QUEUED,
-    )
-    upload_run(upload_id=second.id)
-    held = Upload.objects.get(id=second.id)
-    assert (held.state, held.started_at) == (UploadState.WAITING, None)
-    assert upload_wake(tenant_id=tenant.id) == 0  # the first still runs
-    Upload.objects.filter(id=first.id).update(state=UploadState.COMPLETED)
+    """Run by a worker while another of the tenant's files is `processing` (its worker
+    holds its lock), an upload goes to `waiting` without loading anything; once the first
+    has ended, the wake queues it. Another tenant's upload is not held back."""
+    first = _upload(tenant, "big", UploadState.PROCESSING)
+    second = _upload(tenant, "more", UploadState.QUEUED)
+    with psycopg.connect(database_url_of_tests(), autocommit=True) as worker:
+        worker.execute(_UPLOAD_LOCK.format("lock"), (str(first.id),))
+        upload_run(upload_id=second.id)
+        held = Upload.objects.get(id=second.id)
+        assert (held.state, held.started_at) == (UploadState.WAITING, None)
+        assert upload_wake(tenant_id=tenant.id) == 0  # the first still runs
+        # another tenant's upload of the same moment is not held back by this tenant's
+        other = _upload(other_tenant, "small", UploadState.QUEUED)
+        upload_run(upload_id=other.id)
+        ran = Upload.objects.get(id=other.id)
+        assert (ran.state, ran.error_code) == (UploadState.FAILED, "no_data")  # run: no bytes
+        Upload.objects.filter(id=first.id).update(state=UploadState.COMPLETED)
     assert upload_wake(tenant_id=tenant.id) == 1
     assert Upload.objects.get(id=second.id).state == UploadState.QUEUED
-    # another tenant's upload of the same moment is not held back by this tenant's
-    other = Upload.objects.create(
-        tenant=other_tenant,
-        record_type="customers",
-        filename="customers_small.ndjson",
-        sha256=uid("small"),
-        state=UploadState.QUEUED,
-    )
-    Upload.objects.filter(id=first.id).update(state=UploadState.PROCESSING)
-    upload_run(upload_id=other.id)
-    ran = Upload.objects.get(id=other.id)
+
+
+def test_a_file_left_processing_by_a_dead_worker_holds_nothing_back(tenant):
+    """Nobody holds the lock of an upload whose worker died: the tenant's other uploads
+    run (the re-queue job sends the dead one again)."""
+    _upload(tenant, "orphaned", UploadState.PROCESSING)
+    queued = _upload(tenant, "next", UploadState.QUEUED)
+    upload_run(upload_id=queued.id)
+    ran = Upload.objects.get(id=queued.id)
     assert (ran.state, ran.error_code) == (UploadState.FAILED, "no_data")  # run: no bytes
 
 

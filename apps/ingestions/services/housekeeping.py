@@ -21,7 +21,12 @@ from apps.ingestions import engine
 from apps.ingestions.models import Reject, Upload, UploadState
 from apps.ingestions.services.events import pending_expired_events, upload_event
 from apps.ingestions.services.record_merge import records_merge_stuck
-from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock, upload_wake
+from apps.ingestions.services.scheduling import (
+    upload_enqueue,
+    upload_lock_holder,
+    upload_try_lock,
+    upload_wake,
+)
 from apps.ingestions.services.storage import BlobReader
 
 # Every module that changes an upload's state logs on this one logger (docs/operations.md).
@@ -110,21 +115,6 @@ def _job_lock(name: str) -> Iterator[bool]:
                     connection.close()  # and the lock goes with the session
 
 
-def _upload_lock_holder(upload_id) -> int | None:
-    """The server process id of the session holding the upload's lock, if any."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT l.pid FROM pg_locks l, "
-            "(SELECT hashtextextended('upload:' || %s::text, 0) AS k) key "
-            "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted "
-            "AND l.classid = ((key.k >> 32) & 4294967295)::oid "
-            "AND l.objid = (key.k & 4294967295)::oid",
-            (str(upload_id),),
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
-
-
 def upload_stop_hung(*, silent_for: timedelta | None = None) -> int:
     """Stop uploads that a live worker holds but that made no progress for `silent_for`
     (progress is written every chunk, so a healthy upload is never silent that long): mark
@@ -136,7 +126,7 @@ def upload_stop_hung(*, silent_for: timedelta | None = None) -> int:
     for upload_id in Upload.objects.filter(
         state=UploadState.PROCESSING, updated_at__lt=cutoff
     ).values_list("id", flat=True):
-        pid = _upload_lock_holder(upload_id)
+        pid = upload_lock_holder(upload_id)
         if pid is None:
             continue  # nobody holds it: a dead worker's upload, `upload_requeue` sends it
         with transaction.atomic():

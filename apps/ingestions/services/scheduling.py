@@ -82,6 +82,22 @@ def upload_try_lock(upload_id) -> bool:
         return cursor.fetchone()[0]
 
 
+def upload_lock_holder(upload_id) -> int | None:
+    """The server process id of the session holding the upload's lock (`upload_try_lock`):
+    the worker running it; None when no live process does."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT l.pid FROM pg_locks l, "
+            "(SELECT hashtextextended('upload:' || %s::text, 0) AS k) key "
+            "WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted "
+            "AND l.classid = ((key.k >> 32) & 4294967295)::oid "
+            "AND l.objid = (key.k & 4294967295)::oid",
+            (str(upload_id),),
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 def _lock_schedule(tenant_id) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -100,20 +116,19 @@ def _blocked(cursor, upload: Upload) -> bool:
     return cursor.fetchone()[0]
 
 
-_RUNNING = (
-    "SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %s AND state = %s "
-    "AND id <> %s AND source = 'file')"
-)
-
-
 def tenant_busy(upload: Upload) -> bool:
-    """Is another of the tenant's files being processed? Its load holds the tenant's merge
-    lock until it ends: this one, started now, would wait for the lock in a worker slot that
-    another tenant's upload could use (two big files of one tenant would take both slots of
-    a worker, and a small upload of another tenant would wait for the first to finish)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_RUNNING, (upload.tenant_id, UploadState.PROCESSING, upload.id))
-        return cursor.fetchone()[0]
+    """Is another of the tenant's files being processed by a live worker? Its load holds the
+    tenant's merge lock until it ends: this one, started now, would wait for the lock in a
+    worker slot that another tenant's upload could use (two big files of one tenant would
+    take both slots of a worker, and a small upload of another tenant would wait for the
+    first to finish). One left `processing` by a dead worker does not count: nothing holds
+    its lock, and the re-queue job sends it again."""
+    running = Upload.objects.filter(
+        tenant_id=upload.tenant_id, state=UploadState.PROCESSING, source="file"
+    ).exclude(id=upload.id)
+    return any(
+        upload_lock_holder(other) is not None for other in running.values_list("id", flat=True)
+    )
 
 
 def parents_unfinished(upload: Upload) -> bool:
