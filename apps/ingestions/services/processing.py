@@ -52,12 +52,16 @@ def upload_run(*, upload_id) -> Upload | None:
     that were waiting for it. An upload that gave way to one of its parents' uploads that
     arrived meanwhile is back in the queue: it is looked at again at once, and waits for
     them (docs/engine.md#scheduling)."""
+    ran = False
     while True:
         upload, ready = upload_admit(upload_id=upload_id)
         if upload is None:
             return None
+        if not ready and not ran:
+            return upload  # waiting (or gone, or finished): nothing of it ran
         if not ready:
-            break  # waiting (or finished): the wake below finds the tenant's next, if any
+            break  # it gave way, and waits now: the wake below finds the tenant's next
+        ran = True
         if upload.blob_id is None:
             _upload_fail(upload_id=upload.id, code="no_data", detail="The upload's bytes are gone.")
             break
