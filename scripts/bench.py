@@ -208,8 +208,13 @@ def main() -> None:
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 120)
-    raw, eng, analytics, rules, e2e, live = _run(args, console)
+    raw, eng, analytics, rules, e2e, tenants, live = _run(args, console)
     _report(console, raw, eng, e2e)
+    if tenants is not None:
+        from scripts.bench_tenants import tenants_lines
+
+        rows = sum(eng[name]["rows"] for name in RECORD_ORDER)
+        console.print(*tenants_lines(tenants, e2e, rows), sep="\n")
     if analytics is not None:
         from scripts.bench_analytics import analytics_tables
 
@@ -235,6 +240,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--no-live", action="store_true", help="skip the live records run")
     parser.add_argument("--no-rules", action="store_true", help="skip the rules run")
     parser.add_argument(
+        "--no-tenants", action="store_true", help="skip the fairness and several-tenants run"
+    )
+    parser.add_argument(
         "--no-analytics", action="store_true", help="skip the analytics endpoints and loads"
     )
     parser.add_argument(
@@ -253,7 +261,7 @@ def _arguments() -> argparse.Namespace:
 
 def _run(args: argparse.Namespace, console) -> tuple:
     """Every phase in a fresh database of its own: (raw, engine, analytics, rules, end to
-    end, live; each but the first two None when skipped)."""
+    end, tenants, live; each but the first two None when skipped)."""
     import psycopg
 
     base = _base_url()  # keeps the embedded server up for the whole run
@@ -291,6 +299,13 @@ def _run(args: argparse.Namespace, console) -> tuple:
             console.print("end to end: HTTP API (gunicorn) and a Celery worker ...")
             _checkpoint(bench_url)
             e2e = phase_e2e(folder, env)
+        tenants = None
+        if not args.no_tenants:
+            from scripts.bench_tenants import phase_tenants
+
+            console.print("fairness, and several tenants at once ...")
+            _checkpoint(bench_url)
+            tenants = phase_tenants(folder, env, _tenant_maker(env))
         live = None
         if not args.no_live:
             from scripts.bench_live import phase_live
@@ -302,7 +317,7 @@ def _run(args: argparse.Namespace, console) -> tuple:
         if not args.keep:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    return raw, eng, analytics, rules, e2e, live
+    return raw, eng, analytics, rules, e2e, tenants, live
 
 
 def _tenant_maker(env: dict):

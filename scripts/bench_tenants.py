@@ -1,0 +1,134 @@
+"""`make bench`'s tenants phase, on one stack with the default worker (concurrency 2):
+
+- **fairness**: tenant A sends its order items as two files at once (its parents loaded
+  before); half a second later tenant B sends 1,000 customers. Timed: B's 202 to B's upload
+  completed, and A's two files from first request to both completed;
+- **several tenants at once**: two new tenants send their four files each, all eight at
+  once; rows/s over all of them from the first request to the last upload completed, next
+  to the end-to-end phase's one tenant alone.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from apps.ingestions.engine import RECORD_ORDER
+
+_FINAL = ("completed", "completed_with_errors", "failed")
+SMALL_ROWS = 1_000
+TENANTS_AT_ONCE = 2
+
+
+def _small_file() -> bytes:
+    lines = [
+        f'{{"customer_id":"00000000-0000-4000-8000-{n:012d}","name":"Small {n}",'
+        f'"email":"small.{n}@example.com","created_at":"2026-01-01T00:00:00Z"}}'
+        for n in range(SMALL_ROWS)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+class _Api:
+    def __init__(self, client, key: str):
+        self.client = client
+        self.headers = {"X-API-Key": key, "Content-Type": "application/x-ndjson"}
+
+    def send(self, filename: str, body: bytes) -> str:
+        response = self.client.post(
+            "/api/v1/ingest/comprehensive/",
+            params={"filename": filename},
+            content=body,
+            headers=self.headers,
+        )
+        response.raise_for_status()
+        return response.json()["url"]
+
+    def done(self, url: str, *, every: float = 0.02) -> float:
+        """Wait until the upload at `url` has ended; the time it was seen so."""
+        while self.client.get(url, headers=self.headers).json()["state"] not in _FINAL:
+            time.sleep(every)
+        return time.perf_counter()
+
+
+def _fairness(client, folder: Path, make_tenant) -> dict:
+    big, small = (
+        _Api(client, make_tenant("bench-fair-a")),
+        _Api(client, make_tenant("bench-fair-b")),
+    )
+    for name in RECORD_ORDER[:-1]:
+        big.done(big.send(f"{name}_1.ndjson", (folder / f"{name}_1.ndjson").read_bytes()))
+    lines = (folder / "order_items_1.ndjson").read_bytes().splitlines(keepends=True)
+    halves = [b"".join(lines[: len(lines) // 2]), b"".join(lines[len(lines) // 2 :])]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sent = [
+            pool.submit(big.send, f"order_items_{n}.ndjson", half) for n, half in enumerate(halves)
+        ]
+        time.sleep(0.5)
+        accepted_at = time.perf_counter()
+        url = small.send("customers_small.ndjson", _small_file())
+        accepted = time.perf_counter()
+        small_done = small.done(url)
+        urls = [future.result() for future in sent]
+    big_done = max(big.done(u, every=0.2) for u in urls)
+    return {
+        "small_accept_seconds": accepted - accepted_at,
+        "small_seconds": small_done - accepted,
+        "big_seconds": big_done - started,
+        "big_rows": len(lines),
+    }
+
+
+def _several(client, folder: Path, make_tenant) -> dict:
+    apis = [_Api(client, make_tenant(f"bench-many-{n}")) for n in range(TENANTS_AT_ONCE)]
+    jobs = [(api, name) for api in apis for name in RECORD_ORDER]
+    rows = TENANTS_AT_ONCE * sum(
+        sum(1 for _ in (folder / f"{name}_1.ndjson").open("rb")) for name in RECORD_ORDER
+    )
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        urls = list(
+            pool.map(
+                lambda job: (
+                    job[0],
+                    job[0].send(f"{job[1]}_1.ndjson", (folder / f"{job[1]}_1.ndjson").read_bytes()),
+                ),
+                jobs,
+            )
+        )
+    ended = max(api.done(url, every=0.2) for api, url in urls)
+    return {"tenants": TENANTS_AT_ONCE, "rows": rows, "seconds": ended - started}
+
+
+def phase_tenants(folder: Path, env: dict, make_tenant) -> dict:
+    """Fairness, then several tenants at once, on one stack."""
+    import httpx
+
+    from scripts.stack import running_stack
+
+    env = {**env, "API_RATE_LIMIT": "10000000/min"}
+    with running_stack(env=env) as base, httpx.Client(base_url=base, timeout=600) as client:
+        return {
+            "fairness": _fairness(client, folder, make_tenant),
+            "several": _several(client, folder, make_tenant),
+        }
+
+
+def tenants_lines(tenants: dict, e2e: dict | None, rows_one: int) -> list[str]:
+    """What the phase found, as lines to print."""
+    fair, several = tenants["fairness"], tenants["several"]
+    rate = several["rows"] / several["seconds"]
+    lines = [
+        f"fairness: tenant B's {SMALL_ROWS:,}-row upload completed "
+        f"{fair['small_seconds']:.2f} s after its 202 (accepted in "
+        f"{fair['small_accept_seconds']:.2f} s) while tenant A loaded {fair['big_rows']:,} order "
+        f"items as two files ({fair['big_seconds']:.1f} s for both)",
+        f"{several['tenants']} tenants at once, four files each: {several['rows']:,} rows in "
+        f"{several['seconds']:.1f} s, {rate:,.0f} rows/s",
+    ]
+    if e2e is not None:
+        alone = rows_one / e2e["seconds"]
+        lines[-1] += f" (one tenant alone, end to end: {alone:,.0f} rows/s; {rate / alone:.0%})"
+    return lines
