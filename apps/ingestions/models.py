@@ -241,6 +241,7 @@ class RecordBatch(BaseModel):
 
     class Meta:
         db_table = "record_batches"
+        verbose_name_plural = "record batches"  # the admin's, not "record batchs"
         indexes = [models.Index(fields=["tenant", "id"], condition=_UNMERGED, name="batch_backlog")]
 
     def __str__(self) -> str:

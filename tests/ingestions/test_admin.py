@@ -63,6 +63,7 @@ def test_staff_read_uploads_rejects_sessions_batches_and_rules(staff, tenant, lo
     assert f"/admin/ingestions/reject/?upload__id__exact={upload.id}" in page
     rejects = _html(staff.get(f"/admin/ingestions/reject/?upload__id__exact={upload.id}"))
     assert "invalid_json" in rejects
+    assert "Record batches" in _html(staff.get("/admin/"))  # not "Record batchs"
     batch = _html(staff.get(f"/admin/ingestions/recordbatch/{objects['recordbatch'].pk}/change/"))
     assert '"code": "invalid_uuid"' in batch
     assert '"maxLength": 40' in _html(
