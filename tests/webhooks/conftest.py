@@ -11,7 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 # the ingestion tests' real worker processes, on a queue of the test's own
-from tests.ingestions.conftest import celery_processes, queue  # noqa: F401 - fixtures
+from tests.ingestions.conftest import (  # noqa: F401 - fixtures
+    celery_processes,
+    queue,
+    tenant_client,
+)
 
 
 @dataclass
@@ -103,22 +107,6 @@ def _webhook_settings(settings):
     settings.WEBHOOK_TIMEOUT_SECONDS = 2
     settings.WEBHOOK_LEASE_SECONDS = 10
     settings.PUBLIC_BASE_URL = "http://testserver"  # links in events, as the test client's
-
-
-@pytest.fixture
-def webhook_client():
-    """`webhook_client(name)`: a new tenant and a DRF client sending its key."""
-    from rest_framework.test import APIClient
-
-    from apps.tenants.services import tenant_create
-
-    def make(name: str = "Acme"):
-        tenant, issued = tenant_create(name=name)
-        client = APIClient()
-        client.credentials(HTTP_X_API_KEY=issued.raw)
-        return tenant, client
-
-    return make
 
 
 def register(client, url: str, events: list[str], **more) -> dict:

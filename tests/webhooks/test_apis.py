@@ -32,9 +32,9 @@ def assert_problem(response, status: int, title: str, detail: str, code: str, **
     }
 
 
-def test_a_registered_endpoint_answers_201_with_its_secret_shown_only_then(webhook_client):
+def test_a_registered_endpoint_answers_201_with_its_secret_shown_only_then(tenant_client):
     """POST answers 201 with the id and a `whsec_` secret; GET and the list never show it."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     created = register(
         client, "http://127.0.0.1:9/hook", ["upload.failed", "upload.completed"], description="ops"
     )
@@ -62,9 +62,9 @@ def test_a_registered_endpoint_answers_201_with_its_secret_shown_only_then(webho
     assert secret not in shown.content.decode() + json.dumps(listed)
 
 
-def test_an_endpoint_is_changed_disabled_and_deleted(webhook_client):
+def test_an_endpoint_is_changed_disabled_and_deleted(tenant_client):
     """PATCH changes url, events, description and enabled; DELETE answers 204, then 404."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint_id = register(client, "http://127.0.0.1:9/a", ["upload.failed"])["id"]
     changed = client.patch(
         f"/api/v1/webhooks/{endpoint_id}/",
@@ -85,12 +85,12 @@ def test_an_endpoint_is_changed_disabled_and_deleted(webhook_client):
 
 
 def test_rotating_the_secret_shows_a_new_one_and_keeps_the_old_signing_for_a_day(
-    webhook_client,
+    tenant_client,
 ):
     """rotate-secret answers the new secret; the old one is kept to sign beside it for 24 h."""
     from apps.webhooks.services import endpoint_secrets
 
-    _, client = webhook_client()
+    _, client = tenant_client()
     created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
     rotated = client.post(f"/api/v1/webhooks/{created['id']}/rotate-secret/")
     assert rotated.status_code == 200, rotated.content
@@ -105,10 +105,10 @@ def test_rotating_the_secret_shows_a_new_one_and_keeps_the_old_signing_for_a_day
     assert endpoint_secrets(endpoint) == [new]
 
 
-def test_another_tenants_endpoint_is_not_found_for_every_operation(webhook_client):
+def test_another_tenants_endpoint_is_not_found_for_every_operation(tenant_client):
     """Every operation on another tenant's endpoint is 404, and its list is empty."""
-    _, owner = webhook_client("Acme")
-    _, other = webhook_client("Globex")
+    _, owner = tenant_client("Acme")
+    _, other = tenant_client("Globex")
     endpoint_id = register(owner, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
     delivery_id = owner.post(f"/api/v1/webhooks/{endpoint_id}/test/").json()["id"]
     base = f"/api/v1/webhooks/{endpoint_id}/"
@@ -163,9 +163,9 @@ def test_another_tenants_endpoint_is_not_found_for_every_operation(webhook_clien
     ],
     ids=["scheme", "no-host", "unknown-event", "no-events", "unknown-field"],
 )
-def test_an_invalid_endpoint_is_refused_with_a_problem(webhook_client, body, detail, code, extra):
+def test_an_invalid_endpoint_is_refused_with_a_problem(tenant_client, body, detail, code, extra):
     """A bad scheme, no host, an unknown event type, no events, an unknown field: 400."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     answer = client.post("/api/v1/webhooks/", body, format="json")
     title = "Webhook URL not allowed" if code == "invalid_url" else "Bad request"
     assert_problem(answer, 400, title, detail, code, **extra)
@@ -184,12 +184,12 @@ def test_an_invalid_endpoint_is_refused_with_a_problem(webhook_client, body, det
     ],
 )
 def test_a_private_address_is_refused_unless_the_operator_allows_it(
-    webhook_client, settings, url, address
+    tenant_client, settings, url, address
 ):
     """With WEBHOOK_ALLOW_PRIVATE_URLS off, loopback, private and link-local hosts are 400,
     on create and on update."""
     settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
-    _, client = webhook_client()
+    _, client = tenant_client()
     answer = client.post("/api/v1/webhooks/", {"url": url, "events": ["upload.failed"]}, "json")
     host = url.split("/")[2].rsplit(":", 1)[0] if "[" not in url else "::1"
     if address is None:  # localhost: whichever loopback address it resolves to first
@@ -207,10 +207,10 @@ def test_a_private_address_is_refused_unless_the_operator_allows_it(
     assert_problem(answer, 400, "Webhook URL not allowed", detail, "url_not_allowed")
 
 
-def test_a_test_event_is_logged_as_a_pending_delivery_and_can_be_redelivered(webhook_client):
+def test_a_test_event_is_logged_as_a_pending_delivery_and_can_be_redelivered(tenant_client):
     """POST test/ answers 202 with a pending delivery, which the log lists; redeliver adds a
     new delivery of the same event."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint_id = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
     sent = client.post(f"/api/v1/webhooks/{endpoint_id}/test/")
     assert sent.status_code == 202, sent.content
@@ -242,13 +242,13 @@ def test_a_test_event_is_logged_as_a_pending_delivery_and_can_be_redelivered(web
     assert_problem(missing, 404, "Not found", "No such delivery.", "not_found")
 
 
-def test_events_go_only_to_enabled_endpoints_that_take_their_type(webhook_client):
+def test_events_go_only_to_enabled_endpoints_that_take_their_type(tenant_client):
     """An event is recorded for each enabled endpoint of its tenant subscribed to its type,
     and for none when there is none (nothing is even built)."""
     from apps.webhooks.services import event_record
 
-    tenant, client = webhook_client()
-    other, other_client = webhook_client("Globex")
+    tenant, client = tenant_client()
+    other, other_client = tenant_client("Globex")
     takes = register(client, "http://127.0.0.1:9/a", ["upload.failed"])["id"]
     register(client, "http://127.0.0.1:9/b", ["upload.completed"])
     off = register(client, "http://127.0.0.1:9/c", ["upload.failed"])["id"]
@@ -263,12 +263,12 @@ def test_events_go_only_to_enabled_endpoints_that_take_their_type(webhook_client
     assert event_record(tenant_id=tenant.id, type="pending.expired", data=never) is None
 
 
-def test_a_body_too_large_carries_the_smaller_form_then_the_essentials(webhook_client, settings):
+def test_a_body_too_large_carries_the_smaller_form_then_the_essentials(tenant_client, settings):
     """Over WEBHOOK_MAX_PAYLOAD_BYTES, `smaller()` is sent instead; failing that, the
     resource's essential fields and `truncated`."""
     from apps.webhooks.services import event_record
 
-    tenant, client = webhook_client()
+    tenant, client = tenant_client()
     register(client, "http://127.0.0.1:9/a", ["records.batch_merged"])
     settings.WEBHOOK_MAX_PAYLOAD_BYTES = 2000
     big = {"id": 7, "url": "u", "state": "merged", "rejects": ["x" * 100] * 50}
@@ -282,9 +282,9 @@ def test_a_body_too_large_carries_the_smaller_form_then_the_essentials(webhook_c
     assert WebhookDelivery.objects.count() == 2
 
 
-def test_the_metrics_count_deliveries_by_state_and_failing_endpoints(webhook_client, client):
+def test_the_metrics_count_deliveries_by_state_and_failing_endpoints(tenant_client, client):
     """/metrics shows webhook_deliveries{state} and webhook_endpoints_failing."""
-    _, api = webhook_client()
+    _, api = tenant_client()
     endpoint_id = register(api, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
     api.post(f"/api/v1/webhooks/{endpoint_id}/test/")
     text = client.get("/metrics").content.decode()
@@ -293,11 +293,11 @@ def test_the_metrics_count_deliveries_by_state_and_failing_endpoints(webhook_cli
     assert "webhook_endpoints_failing 0.0" in text
 
 
-def test_staff_read_endpoints_and_deliveries_in_the_admin_never_the_secret(webhook_client):
+def test_staff_read_endpoints_and_deliveries_in_the_admin_never_the_secret(tenant_client):
     """The admin lists and shows endpoints and deliveries, read-only, without the secret."""
     from tests.factories import signed_in, staff_user
 
-    _, client = webhook_client()
+    _, client = tenant_client()
     created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
     delivery = client.post(f"/api/v1/webhooks/{created['id']}/test/").json()
     staff = signed_in(staff_user("reader"))

@@ -65,7 +65,7 @@ def broker():
 
 
 def test_an_event_recorded_while_the_broker_is_down_is_delivered_once_it_is_back(
-    broker, celery_processes, webhook_client, receiver
+    broker, celery_processes, tenant_client, receiver
 ):
     """Nothing is sent while Redis is down; the same worker process, reconnected, delivers
     the event after Redis restarts empty."""
@@ -76,7 +76,7 @@ def test_an_event_recorded_while_the_broker_is_down_is_delivered_once_it_is_back
             "WORKER_HOUSEKEEPING_SECONDS": "1",
         }
     )
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.completed"])
     first = client.post(f"/api/v1/webhooks/{endpoint['id']}/test/").json()
     wait_for(lambda: len(receiver.requests) == 1, timeout=30)  # the worker works

@@ -41,11 +41,11 @@ def _verified(secret: str, request) -> dict:
 
 
 def test_a_completed_upload_is_delivered_signed_with_the_uploads_api_representation(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """`upload.completed` reaches the receiver with Standard Webhooks headers, a signature
     the library accepts, and `data` equal to the API's GET of the upload."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ALL_EVENTS)
     upload = upload_finished(client, _upload(client, "customers_1.ndjson", [customer_row()]))
     wait_for(lambda: _delivery(endpoint["id"], "delivered"))
@@ -60,11 +60,11 @@ def test_a_completed_upload_is_delivered_signed_with_the_uploads_api_representat
 
 
 def test_a_slow_receiver_does_not_hold_up_the_upload_it_reports(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """While the receiver still holds the request, the upload already reads `completed`:
     delivery runs after the upload's transaction, never inside it."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.completed"])
     receiver.answer(Answer(200, delay=1.5))
     sent = _upload(client, "customers_1.ndjson", [customer_row()])
@@ -75,11 +75,11 @@ def test_a_slow_receiver_does_not_hold_up_the_upload_it_reports(
 
 
 def test_a_dry_run_a_rejecting_and_a_strict_failed_upload_each_send_their_event(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """A dry run sends its event with `dry_run: true`; rejects give
     `upload.completed_with_errors`; a refused strict upload `upload.failed`."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     register(client, receiver.url, ALL_EVENTS)
     bad = {**customer_row(customer_id=uid("bad")), "email": "nope"}
     dry = upload_finished(
@@ -99,11 +99,11 @@ def test_a_dry_run_a_rejecting_and_a_strict_failed_upload_each_send_their_event(
 
 
 def test_an_upload_failing_on_a_file_error_sends_upload_failed_with_its_error(
-    celery_worker, webhook_client, receiver, settings
+    celery_worker, tenant_client, receiver, settings
 ):
     """A gzip file past the decompression limit fails in the worker: its state and its
     `upload.failed` event commit together, the event carrying the upload's `error`."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     register(client, receiver.url, ["upload.failed"])
     settings.INGEST_MAX_DECOMPRESSED_BYTES = 100  # the worker runs in this process
     rows = [customer_row(customer_id=uid(f"gz{n}")) for n in range(50)]
@@ -118,11 +118,11 @@ def test_an_upload_failing_on_a_file_error_sends_upload_failed_with_its_error(
 
 
 def test_during_a_rotation_both_the_old_and_the_new_secret_verify(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """After rotate-secret, `webhook-signature` carries two signatures: the library accepts
     the body with the old secret and with the new one."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.completed"])
     new = client.post(f"/api/v1/webhooks/{endpoint['id']}/rotate-secret/").json()["secret"]
     client.post(f"/api/v1/webhooks/{endpoint['id']}/test/")
@@ -134,11 +134,11 @@ def test_during_a_rotation_both_the_old_and_the_new_secret_verify(
 
 
 def test_a_receiver_answering_500_gets_the_event_again_until_it_answers_200(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """500, 500, then 200: delivered on the third attempt, the same `webhook-id` and body
     each time; the log shows every attempt."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.completed"])
     receiver.answer(Answer(500), Answer(503))
     sent = client.post(f"/api/v1/webhooks/{endpoint['id']}/test/").json()
@@ -165,12 +165,12 @@ def test_a_receiver_answering_500_gets_the_event_again_until_it_answers_200(
 
 
 def test_a_receiver_that_is_down_gets_the_event_once_it_is_back(
-    celery_worker, webhook_client, receiver, settings
+    celery_worker, tenant_client, receiver, settings
 ):
     """Connections refused while the receiver is down are failed attempts, retried; once
     it is up again the event is delivered."""
     settings.WEBHOOK_RETRY_SCHEDULE = [0.3] * 20
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.completed"])
     receiver.stop()
     client.post(f"/api/v1/webhooks/{endpoint['id']}/test/")
@@ -185,10 +185,10 @@ def test_a_receiver_that_is_down_gets_the_event_once_it_is_back(
 
 
 def test_a_redirect_is_not_followed_and_counts_as_a_failed_attempt(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """A 302 is a failed attempt: its Location is never requested; the retry delivers."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.completed"])
     elsewhere = receiver.url.replace("/hook", "/elsewhere")
     receiver.answer(Answer(302, headers={"Location": elsewhere}))
@@ -201,11 +201,11 @@ def test_a_redirect_is_not_followed_and_counts_as_a_failed_attempt(
 
 
 def test_after_its_last_attempt_a_delivery_fails_and_its_endpoint_is_marked_failing(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """Every attempt answered 500: the delivery ends failed after 1 + len(schedule)
     attempts and the endpoint shows `failing`; a later success clears it."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.completed"])
     receiver.answer(*[Answer(500)] * 4)
     sent = client.post(f"/api/v1/webhooks/{endpoint['id']}/test/").json()
@@ -223,14 +223,14 @@ def test_after_its_last_attempt_a_delivery_fails_and_its_endpoint_is_marked_fail
 
 
 def test_a_rolled_back_state_change_writes_no_event_and_sends_nothing(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """An upload's failure recorded in a transaction that rolls back leaves no event, no
     delivery, and the receiver hears nothing."""
     from apps.ingestions.models import Upload
     from apps.ingestions.services.events import upload_event
 
-    tenant, client = webhook_client()
+    tenant, client = tenant_client()
     register(client, receiver.url, ALL_EVENTS)
     upload = upload_finished(client, _upload(client, "customers_1.ndjson", [customer_row()]))
     wait_for(lambda: len(receiver.requests) == 1)
@@ -251,13 +251,13 @@ def test_a_rolled_back_state_change_writes_no_event_and_sends_nothing(
 
 
 def test_a_delivery_whose_wake_up_was_lost_is_delivered_by_the_sweep(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """A delivery in PostgreSQL whose message never reached the broker (the broker was
     down, or restarted and lost it) is found and sent by the periodic sweep."""
     from apps.webhooks.services import event_record
 
-    tenant, client = webhook_client()
+    tenant, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.failed"])
     with transaction.atomic():
         event_record(tenant_id=tenant.id, type="upload.failed", data=lambda: {"id": "x"})
@@ -270,7 +270,7 @@ def test_a_delivery_whose_wake_up_was_lost_is_delivered_by_the_sweep(
 
 
 def test_expired_held_rows_send_pending_expired_with_the_upload(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """Orders held for a customer that never comes: when they expire, `pending.expired`
     carries the upload as the API then shows it (its rows now rejected)."""
@@ -280,7 +280,7 @@ def test_expired_held_rows_send_pending_expired_with_the_upload(
 
     from apps.ingestions.services import pending_expire
 
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["pending.expired"])
     orders = _upload(client, "orders_1.ndjson", [order_row(customer_id=uid("never"))])
     held = upload_finished(client, orders)
@@ -297,7 +297,7 @@ def test_expired_held_rows_send_pending_expired_with_the_upload(
 
 
 def test_expired_held_rows_of_a_live_batch_send_pending_expired_with_the_batch(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """A live batch's order held for a customer that never comes: `pending.expired`
     carries the batch, as `GET /ingest/records/batches/{id}/` then shows it."""
@@ -307,7 +307,7 @@ def test_expired_held_rows_of_a_live_batch_send_pending_expired_with_the_batch(
 
     from apps.ingestions.services import pending_expire
 
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["pending.expired"])
     rows = [order_row(customer_id=uid("never-live"))]
     accepted = client.post(
@@ -326,11 +326,11 @@ def test_expired_held_rows_of_a_live_batch_send_pending_expired_with_the_batch(
 
 
 def test_a_merged_batch_of_live_records_sends_records_batch_merged(
-    celery_worker, webhook_client, receiver
+    celery_worker, tenant_client, receiver
 ):
     """A live batch merged by the worker: `records.batch_merged` carries the batch as
     `GET /ingest/records/batches/{id}/` shows it."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["records.batch_merged"])
     rows = [customer_row(customer_id=uid("live-1")), customer_row(customer_id=uid("live-2"))]
     accepted = client.post(
@@ -344,9 +344,9 @@ def test_a_merged_batch_of_live_records_sends_records_batch_merged(
     assert (body["data"]["state"], body["data"]["rows"]["inserted"]) == ("merged", 2)
 
 
-def test_sending_a_delivery_twice_makes_one_attempt(celery_worker, webhook_client, receiver):
+def test_sending_a_delivery_twice_makes_one_attempt(celery_worker, tenant_client, receiver):
     """Two wake-ups for one due delivery: the first takes it, the second finds it taken."""
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.completed"])
     receiver.answer(Answer(200, delay=0.5))
     sent = client.post(f"/api/v1/webhooks/{endpoint['id']}/test/").json()

@@ -30,13 +30,13 @@ def start_worker(celery_processes):
 
 
 def test_a_delivery_whose_worker_is_killed_mid_request_is_delivered_after_a_restart(
-    start_worker, webhook_client, receiver
+    start_worker, tenant_client, receiver
 ):
     """The receiver holds the first request; the worker sending it is SIGKILLed (its whole
     process group). A new worker's sweep sends the event again once the lease is over: it
     is delivered, with the same `webhook-id` (at least once: receivers dedupe by it)."""
     first, _ = start_worker()
-    _, client = webhook_client()
+    _, client = tenant_client()
     endpoint = register(client, receiver.url, ["upload.completed"])
     receiver.answer(Answer(200, delay=30))  # the first request hangs until the kill
     sent = client.post(f"/api/v1/webhooks/{endpoint['id']}/test/").json()
