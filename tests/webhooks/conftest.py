@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-# the ingestion tests' real worker processes, on a queue of the test's own
+# the ingestion tests' fixtures: real worker processes on a queue of the test's own, and a
+# new tenant with a client sending its key
 from tests.ingestions.conftest import (  # noqa: F401 - fixtures
     celery_processes,
     queue,

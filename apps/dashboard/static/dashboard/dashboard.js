@@ -134,56 +134,21 @@
   }
 
   function renderChart(series) {
-    const chart = document.getElementById("throughput-chart");
-    const width = 600, height = 190, left = 56, right = 8, top = 10, bottom = 32;
-    const plotW = width - left - right, plotH = height - top - bottom;
-    const values = series.rows_per_second;
-    const max = niceMax(Math.max(0, ...values));
-    const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: max < 10 ? 1 : 0 });
-    const nodes = [];
-    if (!values.some(function (value) { return value > 0; })) {
-      nodes.push(svg("text", { x: left + plotW / 2, y: top + plotH / 2, class: "axis",
-        "text-anchor": "middle" }, "no rows processed in this window yet"));
-    }
-    for (const fraction of [0, 0.5, 1]) {
-      const y = top + plotH * (1 - fraction);
-      nodes.push(svg("line", { x1: left, x2: width - right, y1: y, y2: y, class: "rule" }));
-      nodes.push(svg("text", { x: left - 6, y: y + 4, class: "axis", "text-anchor": "end" },
-        fmt.format(max * fraction)));
-    }
-    const slot = plotW / values.length;
     const start = Date.parse(series.start);
-    values.forEach(function (value, i) {
-      if (value <= 0) return;
-      const h = Math.max(1, plotH * value / max);
-      const bar = svg("rect", {
-        x: left + i * slot + slot * 0.1, y: top + plotH - h,
-        width: Math.max(1, slot * 0.8), height: h, class: "bar",
-      });
+    drawBars(document.getElementById("throughput-chart"), series.rows_per_second, function (i, fmt) {
       const at = new Date(start + i * series.bucket_seconds * 1000).toISOString().slice(11, 16);
-      bar.appendChild(svg("title", {}, at + " UTC: " + fmt.format(value) + " rows/s"));
-      nodes.push(bar);
-    });
-    // round times between the two ends, each with its tick; the ends carry their dates
-    for (const tick of series.ticks) {
-      const x = left + plotW * tick.at;
-      nodes.push(svg("line", { x1: x, x2: x, y1: top + plotH, y2: top + plotH + 4, class: "tick" }));
-      if (tick.at > 0.12 && tick.at < 0.88) {
-        nodes.push(svg("text", { x: x, y: top + plotH + 14, class: "axis", "text-anchor": "middle" },
-          tick.label));
-      }
-    }
-    nodes.push(svg("text", { x: left, y: height - 2, class: "axis" }, series.start_label));
-    nodes.push(svg("text", { x: width - right, y: height - 2, class: "axis", "text-anchor": "end" },
-      series.end_label));
-    chart.replaceChildren(...nodes);
+      return at + " UTC: " + fmt.format(series.rows_per_second[i]) + " rows/s";
+    }, series.start_label, series.end_label, "no rows processed in this window yet", series.ticks);
     document.getElementById("throughput-caption").textContent = series.caption;
   }
 
   // Bars for `values` (one a slot), a y axis from 0 to a round maximum, and a title for
-  // each bar; `empty` is written across a chart without any value above 0.
-  function drawBars(chart, values, titleOf, startLabel, endLabel, empty) {
-    const width = 600, height = 180, left = 56, right = 8, top = 10, bottom = 22;
+  // each bar (`titleOf(i, fmt)`, `fmt` the axis's number format); under them the two ends'
+  // labels and, when given, `ticks` ({at: a fraction of the width, label}) at round times.
+  // `empty` is written across a chart without any value above 0.
+  function drawBars(chart, values, titleOf, startLabel, endLabel, empty, ticks) {
+    const width = 600, height = ticks ? 190 : 180, left = 56, right = 8, top = 10;
+    const bottom = ticks ? 32 : 22;
     const plotW = width - left - right, plotH = height - top - bottom;
     const max = niceMax(Math.max(0, ...values));
     const fmt = new Intl.NumberFormat("en-US", { maximumFractionDigits: max < 10 ? 1 : 0 });
@@ -206,11 +171,21 @@
         x: left + i * slot + slot * 0.1, y: top + plotH - h,
         width: Math.max(1, slot * 0.8), height: h, class: "bar",
       });
-      bar.appendChild(svg("title", {}, titleOf(i)));
+      bar.appendChild(svg("title", {}, titleOf(i, fmt)));
       nodes.push(bar);
     });
-    nodes.push(svg("text", { x: left, y: height - 6, class: "axis" }, startLabel));
-    nodes.push(svg("text", { x: width - right, y: height - 6, class: "axis", "text-anchor": "end" },
+    // round times between the two ends, each with its tick; the ends carry their dates
+    for (const tick of ticks || []) {
+      const x = left + plotW * tick.at;
+      nodes.push(svg("line", { x1: x, x2: x, y1: top + plotH, y2: top + plotH + 4, class: "tick" }));
+      if (tick.at > 0.12 && tick.at < 0.88) {
+        nodes.push(svg("text", { x: x, y: top + plotH + 14, class: "axis", "text-anchor": "middle" },
+          tick.label));
+      }
+    }
+    const labelY = height - (ticks ? 2 : 6);
+    nodes.push(svg("text", { x: left, y: labelY, class: "axis" }, startLabel));
+    nodes.push(svg("text", { x: width - right, y: labelY, class: "axis", "text-anchor": "end" },
       endLabel));
     chart.replaceChildren(...nodes);
   }
@@ -223,7 +198,7 @@
     const nodes = [];
     if (!products.length) {
       nodes.push(svg("text", { x: width / 2, y: 90, class: "axis", "text-anchor": "middle" },
-        "no products sold in " + code));
+        code ? "no products sold in " + code : "no orders yet"));
     }
     products.forEach(function (p, i) {
       const y = top + i * rowH;
