@@ -122,7 +122,9 @@ def analytics_summary(*, tenant: Tenant, span: Range, currency: str | None = Non
         totals.revenue[code] = revenue
     if not totals.orders:
         return totals
-    query = f"SELECT count(DISTINCT o.customer_id) FROM orders o WHERE {where}"
+    # grouped, then counted: hashing the ids is about a fifth faster than DISTINCT's sort
+    # over a year of orders (per day, in `analytics_daily`, DISTINCT is the faster)
+    query = f"SELECT count(*) FROM (SELECT o.customer_id FROM orders o WHERE {where} GROUP BY 1) c"
     totals.customers = _rows(query, values)[0][0]
     query = f"SELECT count(*), coalesce(sum(i.quantity), 0) {_ITEMS} WHERE {where}"
     totals.items, totals.units = _rows(query, values)[0]
