@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,14 @@ from apps.tenants.services import tenant_create
 
 # The standalone end-to-end script runs against a live deployment, not under pytest.
 collect_ignore = ["test_comprehensive_ingestion.py"]
+
+# The browser tests drive Debian's `chromium` (never a browser download) with Playwright.
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no `chromium` on PATH: install Debian's package (`apt-get install chromium`); "
+    ".ci/run installs it",
+)
 
 
 @pytest.fixture

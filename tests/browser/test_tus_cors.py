@@ -8,7 +8,6 @@ The same page from an origin not listed is refused by the browser."""
 from __future__ import annotations
 
 import contextlib
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,23 +22,18 @@ from apps.ingestions.models import TERMINAL_STATES, Upload, UploadSession
 from apps.ingestions.tables import Customer
 from apps.tenants.services import tenant_create
 from scripts.stack import running_stack
-from tests.conftest import wait_for
+from tests.conftest import CHROMIUM, needs_chromium, wait_for
 from tests.factories import database_url_of_tests
 
 HERE = Path(__file__).resolve().parent
 TUS_JS = HERE / "node_modules" / "tus-js-client" / "dist" / "tus.min.js"
-CHROMIUM = shutil.which("chromium")
 ROWS = 1_500
 CHUNK = 64 * 1024  # several PATCHes for the file
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="no `chromium` on PATH: install Debian's package (`apt-get install chromium`); "
-        ".ci/run installs it",
-    ),
+    needs_chromium,
     pytest.mark.skipif(
         not TUS_JS.exists(),
         reason="tus-js-client is not installed: `make install` runs "

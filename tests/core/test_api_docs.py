@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 from django.test import Client
 
-CHROMIUM = shutil.which("chromium")
+from tests.conftest import CHROMIUM, needs_chromium
+
 _ASSET = re.compile(rb'(?:src|href)="([^"]+)"')
 
 
@@ -61,7 +61,7 @@ def test_the_api_key_is_a_security_scheme(db):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (.ci/run installs it)")
+@needs_chromium
 def test_swagger_ui_renders_the_operations_with_nothing_from_elsewhere(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 

@@ -5,7 +5,6 @@ processes. Screenshots go to artifacts/screenshots/."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import httpx
@@ -16,9 +15,9 @@ from playwright.sync_api import expect, sync_playwright
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.tenants.services import tenant_create
 from scripts.stack import ROOT, running_stack
+from tests.conftest import CHROMIUM, needs_chromium
 from tests.factories import database_url_of_tests
 
-CHROMIUM = shutil.which("chromium")
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 ROWS = 30_000
 BAD_LINES = {2: "email", 29_000: "name"}  # line -> the field it breaks
@@ -26,11 +25,7 @@ BAD_LINES = {2: "email", 29_000: "name"}  # line -> the field it breaks
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="no `chromium` on PATH: install Debian's package (`apt-get install chromium`); "
-        ".ci/run installs it",
-    ),
+    needs_chromium,
 ]
 
 # The per-tenant merge lock every load takes first (apps/ingestions/engine/merge.py).

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,14 @@ from apps.ingestions.engine.testing import customer_row, uid
 from apps.ingestions.services import session_create
 from apps.tenants.services import tenant_create
 from scripts.stack import ROOT
+from tests.conftest import CHROMIUM, needs_chromium
 from tests.dashboard.conftest import PASSWORD, _customers
 
-CHROMIUM = shutil.which("chromium")
 SHOTS = Path(os.environ.get("DASHBOARD_SCREENSHOTS") or ROOT / "artifacts" / "screenshots")
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="no `chromium` on PATH: install Debian's package (`apt-get install chromium`); "
-        ".ci/run installs it",
-    ),
+    needs_chromium,
 ]
 
 # Any element wider than its box: a table that would need scrolling sideways.

@@ -4,7 +4,6 @@ the charts are drawn by the page's own script, one currency at a time."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,15 @@ from playwright.sync_api import expect, sync_playwright
 
 from apps.tenants.services import tenant_create
 from scripts.stack import ROOT, running_stack
+from tests.conftest import CHROMIUM, needs_chromium
 from tests.factories import database_url_of_tests, shop_load
 
-CHROMIUM = shutil.which("chromium")
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (Debian's package)"),
+    needs_chromium,
 ]
 
 
