@@ -82,16 +82,13 @@ def _staging_tables_dropped(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker):
-    """A real Celery worker (in a thread of this process) on the configured broker: Redis in
-    CI, the embedded filesystem transport when nothing is set. Its own queue keeps it away
-    from any other worker on the same broker. Use with `transactional_db`."""
+def _celery_worker_thread(django_db_setup, django_db_blocker):
+    """The session's Celery worker (a thread of this process, solo pool) and its queue."""
     from celery.contrib.testing.worker import start_worker
 
     from main.celery import app
 
     queue = f"tests-{uuid.uuid4().hex[:8]}"
-    app.conf.task_default_queue = queue
     with (
         django_db_blocker.unblock(),
         start_worker(
@@ -103,7 +100,29 @@ def celery_worker(django_db_setup, django_db_blocker):
             loglevel="WARNING",
         ),
     ):
+        yield app, queue
+
+
+@pytest.fixture
+def celery_worker(_celery_worker_thread):
+    """A real Celery worker (in a thread of this process) on the configured broker: Redis in
+    CI, the embedded filesystem transport when nothing is set. Its own queue keeps it away
+    from any other worker on the same broker, and the app sends there only during the tests
+    that ask for it: a later test's task never runs behind that test's back (as when it
+    flushes the database). Afterwards what was left queued is dropped and the task in hand
+    is waited for. Use with `transactional_db`."""
+    from celery.worker import state
+
+    app, queue = _celery_worker_thread
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    try:
         yield app
+    finally:
+        app.conf.task_default_queue = previous
+        with app.connection_for_write() as conn:
+            app.amqp.queues[queue](conn.default_channel).purge()
+        wait_for(lambda: not state.active_requests, timeout=60)
 
 
 @pytest.fixture

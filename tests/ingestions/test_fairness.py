@@ -61,10 +61,11 @@ def _upload(tenant, name: str, state: str) -> Upload:
     )
 
 
-def test_a_tenants_second_file_waits_while_its_first_is_processed(tenant, other_tenant):
+def test_a_tenants_second_file_waits_while_its_first_is_processed(tenant, other_tenant, queue):
     """Run by a worker while another of the tenant's files is `processing` (its worker
     holds its lock), an upload goes to `waiting` without loading anything; once the first
-    has ended, the wake queues it. Another tenant's upload is not held back."""
+    has ended, the wake queues it (to this test's own queue, which no worker reads).
+    Another tenant's upload is not held back."""
     first = _upload(tenant, "big", UploadState.PROCESSING)
     second = _upload(tenant, "more", UploadState.QUEUED)
     with psycopg.connect(database_url_of_tests(), autocommit=True) as worker:
