@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import resource
+import secrets
 import subprocess
 import sys
 import time
@@ -259,6 +260,12 @@ def _arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def _phase_env(bench_url: str) -> dict[str, str]:
+    """As in production: DEBUG off (no per-query bookkeeping), a secret of this run's own."""
+    env = {**os.environ, "DATABASE_URL": bench_url, "DJANGO_DEBUG": "false"}
+    return {**env, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+
+
 def _run(args: argparse.Namespace, console) -> tuple:
     """Every phase in a fresh database of its own: (raw, engine, analytics, rules, end to
     end, tenants, live; each but the first two None when skipped)."""
@@ -270,7 +277,7 @@ def _run(args: argparse.Namespace, console) -> tuple:
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{db}"')
-    env = {**os.environ, "DATABASE_URL": bench_url}
+    env = _phase_env(bench_url)
     try:
         console.print(f"[bold]bench[/] database {db}: migrating")
         _child(["manage.py", "migrate", "--verbosity", "0"], env)
@@ -328,6 +335,9 @@ def _tenant_maker(env: dict):
     return make
 
 
+_SIZES = ("customers", "products", "orders", "items-per-order")
+
+
 def _generate(args: argparse.Namespace, console, env: dict) -> tuple[str, Path]:
     """One tenant's files, as `manage.py generate_data` writes them: (tenant id, folder)."""
     data = ROOT / "bench_data"
@@ -335,14 +345,9 @@ def _generate(args: argparse.Namespace, console, env: dict) -> tuple[str, Path]:
         f"generating {args.customers} customers, {args.products} products, "
         f"{args.orders} orders, ~{args.items_per_order} items per order"
     )
-    sizes = {
-        "--customers": args.customers,
-        "--products": args.products,
-        "--orders": args.orders,
-        "--items-per-order": args.items_per_order,
-    }
+    sizes = [f"--{name}={getattr(args, name.replace('-', '_'))}" for name in _SIZES]
     command = ["manage.py", "generate_data", "--out", str(data), "--tenants", "1", "--seed", "1"]
-    _child(command + [str(part) for option in sizes.items() for part in option], env)
+    _child(command + sizes, env)
     manifest = json.loads((data / "tenants.json").read_text())[0]
     return manifest["tenant_id"], data / manifest["dir"]
 

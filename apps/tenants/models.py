@@ -10,6 +10,10 @@ class Tenant(BaseModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
     is_active = models.BooleanField(default=True)
+    # Moved by every change to the tenant's validation rules, in the change's transaction
+    # (apps.ingestions.services.rules): read with the tenant on each request, it lets a
+    # process keep the rules it compiled until it moves, instead of asking each time.
+    rules_serial = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         db_table = "tenants"

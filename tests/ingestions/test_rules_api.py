@@ -389,6 +389,33 @@ def test_a_live_batch_is_checked_against_the_rules_and_records_their_versions(cl
     assert "warnings" not in client.get("/api/v1/ingest/records/batches/").json()["results"][0]
 
 
+def test_each_change_of_the_rules_reaches_the_very_next_batch(client, tenant):
+    """The rules a process kept for the tenant's serial are asked again once a PUT or a
+    DELETE moves it: each batch is checked with the rules current when it was sent."""
+
+    def send(name: str) -> dict:
+        row = customer_row(customer_id=uid(name), name=name)
+        response = client.post(
+            "/api/v1/ingest/records/customers/", json.dumps([row]), content_type="application/json"
+        )
+        assert response.status_code == 202, response.content
+        body = response.json()
+        return {"rules": body["rules"], "rejects": [r["code"] for r in body["rejects"]]}
+
+    short = {"schema": {"properties": {"name": {"maxLength": 3}}}}
+    assert send("Grace") == {"rules": {}, "rejects": []}  # kept: no rules
+    assert _put(client, "customers", short).status_code == 200
+    assert send("Grace") == {"rules": {"customers": 1}, "rejects": ["rule_violation"]}
+    assert send("Ada") == {"rules": {"customers": 1}, "rejects": []}
+    two = {"schema": {"properties": {"name": {"maxLength": 2}}}}
+    assert _put(client, "customers", two).status_code == 200
+    assert send("Ada") == {"rules": {"customers": 2}, "rejects": ["rule_violation"]}
+    assert client.delete(f"{RULES}customers/").status_code == 204
+    assert send("Grace") == {"rules": {}, "rejects": []}
+    tenant.refresh_from_db()
+    assert tenant.rules_serial == 3
+
+
 def test_a_dry_run_keeps_its_warnings_rejects_and_version_and_loads_nothing(
     client, tenant, ndjson, load
 ):

@@ -5,6 +5,13 @@ A live batch's request is small and frequent, so its cost is mostly fixed: one s
 in autocommit (atomic and durable on its own) instead of a transaction of four round
 trips and the ORM's building of each. What it writes is exactly what the models describe:
 `tests/ingestions/test_records.py` reads every batch and part back through them.
+
+Outside a transaction, the same round trip also asks whether the tenant's merge is on its
+way, once the batch is committed: PostgreSQL runs the statements of one simple query as
+one implicit transaction, which a `COMMIT` between them ends, so the question that
+follows reads a snapshot taken after the batch is committed (why that order matters:
+`record_batch_accept`). An error before the `COMMIT` rolls back the batch and skips the
+rest, leaving the session idle.
 """
 
 from __future__ import annotations
@@ -47,6 +54,13 @@ SELECT backlog.records, b.id, b.created_at, b.merged_at
 FROM backlog LEFT JOIN batch b ON true
 """
 
+# Whether the tenant's merge is on its way: sent at or after `fresh` (and not yet begun: a
+# merge deletes its request when it starts).
+MERGE_PENDING = "SELECT 1 FROM record_merge_requests WHERE tenant_id = %s AND sent_at >= %s"
+_AFTER_COMMIT = "; COMMIT; " + MERGE_PENDING.replace("%s", "%(tenant)s", 1).replace(
+    "%s", "%(merge_fresh)s", 1
+)
+
 
 @dataclass(frozen=True)
 class NewPart:
@@ -57,10 +71,20 @@ class NewPart:
     warned: int = 0  # its rows accepted with warnings
 
 
-def batch_store(*, batch: RecordBatch, parts: list[NewPart], limit: int) -> int | None:
+@dataclass(frozen=True)
+class Stored:
+    refused_by: int | None  # the backlog that refused the batch; None when it was stored
+    merge_pending: bool = False  # asked after the commit, and a merge is on its way
+
+
+def batch_store(
+    *, batch: RecordBatch, parts: list[NewPart], limit: int, merge_fresh=None
+) -> Stored:
     """Store `batch` (unsaved; its id and times are set here) and its parts unless the
     tenant's backlog is at `limit`, in one statement (its own transaction, unless the
-    caller has one open). None when stored, else the backlog that refused it."""
+    caller has one open). With `merge_fresh` (a time) and no transaction open, also asks
+    once the batch is committed whether a merge sent since then is on its way."""
+    after_commit = merge_fresh is not None and not connection.in_atomic_block
     params = {
         "tenant": batch.tenant_id,
         "type": batch.record_type,
@@ -79,13 +103,19 @@ def batch_store(*, batch: RecordBatch, parts: list[NewPart], limit: int) -> int 
         "bodies": [p.body for p in parts],
         "warned": [p.warned for p in parts],
         "versions": [p.rules_version for p in parts],
+        "merge_fresh": merge_fresh,
     }
+    merge_pending = False
     with connection.cursor() as cursor:
-        cursor.execute(_STORE, params)
+        cursor.execute(_STORE + _AFTER_COMMIT if after_commit else _STORE, params)
         backlog, batch_id, created_at, merged_at = cursor.fetchone()
+        if after_commit:
+            cursor.nextset()  # the COMMIT
+            cursor.nextset()
+            merge_pending = cursor.fetchone() is not None
     if batch_id is None:
-        return backlog
+        return Stored(refused_by=backlog)
     batch.id, batch.merged_at = batch_id, merged_at
     batch.created_at = batch.updated_at = created_at
     batch._state.adding = False  # stored: a save() updates it
-    return None
+    return Stored(refused_by=None, merge_pending=merge_pending)

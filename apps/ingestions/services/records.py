@@ -29,7 +29,7 @@ from django.utils import timezone
 from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.ingestions import engine
 from apps.ingestions.models import MIXED, BatchState, MergeRequest, RecordBatch
-from apps.ingestions.services.record_store import NewPart, batch_store
+from apps.ingestions.services.record_store import MERGE_PENDING, NewPart, batch_store
 from apps.ingestions.services.rules import rules_current
 from apps.tenants.models import Tenant
 
@@ -184,7 +184,7 @@ def record_batch_accept(
     sent once that commits, unless one is on its way (`records_merge_enqueue`). Refused
     (429) while the tenant's backlog is at the limit. Records are checked against the
     tenant's current rules too; the batch and its parts record their versions."""
-    rules = rules_current(tenant_id=tenant.id, record_type=record_type)
+    rules = rules_current(tenant_id=tenant.id, record_type=record_type, serial=tenant.rules_serial)
     checked = records_check(record_type=record_type, body=body, json_array=json_array, rules=rules)
     accepted = checked.records - len(checked.rejects)
     batch = RecordBatch(
@@ -203,18 +203,25 @@ def record_batch_accept(
         for kind in engine.RECORD_ORDER
         if (lines := checked.lines.get(kind))
     ]
-    backlog = batch_store(batch=batch, parts=parts, limit=settings.LIVE_BACKLOG_LIMIT)
-    if backlog is not None:
+    stale = timezone.now() - timedelta(seconds=settings.LIVE_MERGE_RESEND_SECONDS)
+    stored = batch_store(
+        batch=batch,
+        parts=parts,
+        limit=settings.LIVE_BACKLOG_LIMIT,
+        merge_fresh=stale if accepted else None,
+    )
+    if stored.refused_by is not None:
         raise BacklogFullError(
-            f"{backlog} accepted records are waiting to be merged (the limit is "
+            f"{stored.refused_by} accepted records are waiting to be merged (the limit is "
             f"{settings.LIVE_BACKLOG_LIMIT}); retry later.",
             headers={"Retry-After": str(settings.LIVE_RETRY_AFTER_SECONDS)},
         )
-    if accepted:
+    if accepted and not stored.merge_pending:
         # Asked only once the batch is committed: a merge that had started before would
         # have deleted the request already, so one seen now has not started yet and will
-        # see this batch. (Asked in the statement above, a merge starting between its
-        # snapshot and its commit could miss the batch, and nothing would send another.)
+        # see this batch. (Asked in the statement that stores it, a merge starting between
+        # its snapshot and its commit could miss the batch, and nothing would send
+        # another.) Outside a transaction `batch_store` asked already, in its round trip.
         tenant_id = tenant.id
         transaction.on_commit(lambda: records_merge_enqueue(tenant_id=tenant_id))
     logger.info(
@@ -240,10 +247,7 @@ def records_merge_enqueue(*, tenant_id, countdown: float | None = None, force=Fa
     stale = timezone.now() - timedelta(seconds=settings.LIVE_MERGE_RESEND_SECONDS)
     with connection.cursor() as cursor:
         if not force:  # the usual answer, read without a write (and its WAL flush)
-            cursor.execute(
-                "SELECT 1 FROM record_merge_requests WHERE tenant_id = %s AND sent_at >= %s",
-                [tenant_id, stale],
-            )
+            cursor.execute(MERGE_PENDING, [tenant_id, stale])
             if cursor.fetchone() is not None:
                 return False
         cursor.execute(

@@ -2,7 +2,9 @@
 (`rules_end`), and compiled for a load (`rules_current`).
 
 A version is never changed once written, so its compiled form is kept by id in this
-process (`_COMPILED`): a load or a live batch pays one small query, not a compile.
+process (`_COMPILED`): a load pays one small query, not a compile. A live batch, whose
+request read its tenant (`rules_serial`, which every write here moves in its own
+transaction), does not even query while the serial has not moved (`_CURRENT`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import OrderedDict
 
 import msgspec
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, NotFoundError
@@ -22,6 +25,9 @@ from apps.tenants.models import Tenant
 _COMPILED: OrderedDict[int, engine.Rules] = OrderedDict()
 _COMPILED_MAX = 256
 _compiled_lock = threading.Lock()
+# (tenant id, record type or None, the tenant's rules_serial) -> its current rules
+_CURRENT: OrderedDict[tuple, dict[str, engine.Rules]] = OrderedDict()
+_CURRENT_MAX = 1024
 # One writer of a tenant's rules of one type at a time: versions follow each other.
 _WRITE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('rules:' || %s || ':' || %s, 0))"
 
@@ -42,6 +48,7 @@ def rules_put(
         raise InvalidRulesError(str(exc)) from None
     with transaction.atomic():
         _lock_writers(tenant, record_type)
+        _serial_moved(tenant)
         now = timezone.now()
         mine = ValidationRule.objects.filter(tenant=tenant, record_type=record_type)
         mine.filter(ended_at__isnull=True).update(ended_at=now)
@@ -71,6 +78,7 @@ def rules_end(*, tenant: Tenant, record_type: str) -> ValidationRule:
         )
         if current is None:
             raise NotFoundError(f"No rules for {record_type} to end.")
+        _serial_moved(tenant)
         current.ended_at = timezone.now()
         current.save(update_fields=["ended_at"])
         return current
@@ -82,9 +90,36 @@ def _lock_writers(tenant: Tenant, record_type: str) -> None:
         cursor.execute(_WRITE_LOCK, [str(tenant.id), record_type])
 
 
-def rules_current(*, tenant_id, record_type: str | None = None) -> dict[str, engine.Rules]:
+def _serial_moved(tenant: Tenant) -> None:
+    """In the writer's transaction: processes that kept the tenant's rules ask again."""
+    Tenant.objects.filter(id=tenant.id).update(rules_serial=F("rules_serial") + 1)
+
+
+def rules_current(
+    *, tenant_id, record_type: str | None = None, serial: int | None = None
+) -> dict[str, engine.Rules]:
     """The tenant's current rules, compiled, by record type (of `record_type` only, when
-    given): one query; a version compiled once in this process is not compiled again."""
+    given): one query; a version compiled once in this process is not compiled again.
+    With the tenant's `serial` (`Tenant.rules_serial` as read by the caller), the answer
+    kept for that serial, without a query: the rules as of when the serial was read, or
+    later."""
+    if serial is None:
+        return _current(tenant_id, record_type)
+    key = (str(tenant_id), record_type, serial)
+    with _compiled_lock:
+        rules = _CURRENT.get(key)
+        if rules is not None:
+            _CURRENT.move_to_end(key)
+            return rules
+    rules = _current(tenant_id, record_type)
+    with _compiled_lock:
+        _CURRENT[key] = rules
+        while len(_CURRENT) > _CURRENT_MAX:
+            _CURRENT.popitem(last=False)
+    return rules
+
+
+def _current(tenant_id, record_type: str | None) -> dict[str, engine.Rules]:
     sql = (
         "SELECT id, record_type, version, action, unknown_fields, schema "
         "FROM validation_rules WHERE tenant_id = %s AND ended_at IS NULL"
