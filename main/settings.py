@@ -106,6 +106,12 @@ DATABASES = {
     )
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
+# Prepared statements only where the code asks for them (apps.core.db: the few statements
+# every request runs); Django's own cursors never prepare. DATABASE_PREPARE=false turns
+# them off, for a connection pooler that cannot keep them (PgBouncer before 1.21).
+DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+    2**31 if env_bool("DATABASE_PREPARE", True) else None
+)
 # With DATABASE_POOL_SIZE, each process keeps a pool of at most that many connections
 # (psycopg_pool, through Django's `pool` option): a request takes one and gives it back at
 # its end, instead of opening its own (about 5 ms). gunicorn.conf.py sets it for the web

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import redis
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection
+
+from apps.core.db import prepared_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -172,11 +173,11 @@ def _postgres_hit(*, name: str, rate: Rate) -> tuple[int, int]:
     # One statement on the request's connection: in autocommit (no ATOMIC_REQUESTS) it
     # commits at once, so the row lock is held for that statement only.
     params = {"key": name, "period": rate.period, "limit": rate.limit}
-    with connection.cursor() as cursor:
-        cursor.execute(_POSTGRES_HIT, params)
+    with prepared_cursor() as cursor:
+        cursor.execute(_POSTGRES_HIT, params, prepare=True)
         row = cursor.fetchone()
         if row is None:  # over the limit, nothing written: when its window ends
-            cursor.execute(_POSTGRES_RESET, params)
+            cursor.execute(_POSTGRES_RESET, params, prepare=True)
             reset = cursor.fetchone()
             row = (rate.limit + 1, reset[0] if reset else rate.period * 1000)
     hits, milliseconds = row

@@ -7,9 +7,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.core.db import prepared_cursor
 from apps.core.errors import ApplicationError, ConflictError, NotFoundError
 from apps.tenants.models import ApiKey, Tenant
 from apps.tenants.selectors import tenant_named
@@ -99,10 +100,10 @@ def tenant_from_api_key(*, raw_key: str) -> Tenant | None:
     parts = raw_key.split("_", 2)
     if len(parts) < 3 or parts[0] != "ck" or not _PREFIX_RE.fullmatch(parts[1]):
         return None
-    # One plain query: this runs on every request, and the ORM's building of it cost more
-    # than the query itself.
-    with connection.cursor() as cursor:
-        cursor.execute(_TENANT_OF_KEY, [parts[1]])
+    # One plain query, prepared: this runs on every request, and the ORM's building of it
+    # cost more than the query itself.
+    with prepared_cursor() as cursor:
+        cursor.execute(_TENANT_OF_KEY, [parts[1]], prepare=True)
         row = cursor.fetchone()
         if row is None or not hmac.compare_digest(row[0], _hash(raw_key)):
             return None

@@ -205,12 +205,15 @@ class _Loader:
     def segment_end(self, first: int) -> int:
         """The last part of the segment that starts at part `first`: the one before the
         first part that repeats an id of an earlier part of the segment."""
+        # An id's rows in a part after the first part it is in: the earliest such part.
+        # A window, not a self-join: the staging table has no statistics, and a join of
+        # it with itself was planned as a nested loop (25 ms for 800 rows).
         key = sql.Identifier(self.spec.key)
         rows = self._execute(
             sql.SQL(
-                "WITH v AS (SELECT d.{key} AS id, {part} AS part FROM {stage} d "
-                "WHERE d.r_code IS NULL AND d.line >= {start}) "
-                "SELECT min(b.part) FROM v a JOIN v b ON a.id = b.id AND a.part < b.part"
+                "SELECT min(v.part) FROM (SELECT {part} AS part, "
+                "min({part}) OVER (PARTITION BY d.{key}) AS first FROM {stage} d "
+                "WHERE d.r_code IS NULL AND d.line >= {start}) v WHERE v.part > v.first"
             ).format(
                 key=key, part=_PART, stage=self.stage, start=sql.Literal(self.starts[first - 1])
             )

@@ -6,12 +6,13 @@ in autocommit (atomic and durable on its own) instead of a transaction of four r
 trips and the ORM's building of each. What it writes is exactly what the models describe:
 `tests/ingestions/test_records.py` reads every batch and part back through them.
 
-Outside a transaction, the same round trip also asks whether the tenant's merge is on its
-way, once the batch is committed: PostgreSQL runs the statements of one simple query as
-one implicit transaction, which a `COMMIT` between them ends, so the question that
-follows reads a snapshot taken after the batch is committed (why that order matters:
-`record_batch_accept`). An error before the `COMMIT` rolls back the batch and skips the
-rest, leaving the session idle.
+The same statement says whether the tenant's merge is on its way, and makes sure that
+merge sees this batch: it locks the merge's request (`FOR KEY SHARE`), which a merge
+deletes when it begins, before it reads the batches to merge. Locked here, the delete
+waits for this batch's commit, so the merge reads the batch; deleted first, the lock finds
+no row (PostgreSQL locks the row's latest version, not the snapshot's) and the caller
+sends a merge. The statement is prepared (`prepared_cursor`): planned once per
+connection, not per batch.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.db import connection
 from psycopg.types.json import Jsonb
 
+from apps.core.db import prepared_cursor
 from apps.ingestions.models import RecordBatch
 
 # The backlog is read and the batch inserted in one statement: nothing is inserted when
@@ -49,17 +50,14 @@ WITH backlog AS (
     FROM batch b, unnest(%(ids)s::uuid[], %(types)s::text[], %(sha256s)s::text[],
         %(sizes)s::bigint[], %(bodies)s::bytea[], %(warned)s::bigint[], %(versions)s::int[])
         AS p(id, type, sha256, size, body, warned, rules)
+), pending AS (
+    SELECT 1 FROM record_merge_requests
+    WHERE tenant_id = %(tenant)s AND sent_at >= %(merge_fresh)s
+    FOR KEY SHARE
 )
-SELECT backlog.records, b.id, b.created_at, b.merged_at
+SELECT backlog.records, b.id, b.created_at, b.merged_at, EXISTS (SELECT 1 FROM pending)
 FROM backlog LEFT JOIN batch b ON true
 """
-
-# Whether the tenant's merge is on its way: sent at or after `fresh` (and not yet begun: a
-# merge deletes its request when it starts).
-MERGE_PENDING = "SELECT 1 FROM record_merge_requests WHERE tenant_id = %s AND sent_at >= %s"
-_AFTER_COMMIT = "; COMMIT; " + MERGE_PENDING.replace("%s", "%(tenant)s", 1).replace(
-    "%s", "%(merge_fresh)s", 1
-)
 
 
 @dataclass(frozen=True)
@@ -74,17 +72,14 @@ class NewPart:
 @dataclass(frozen=True)
 class Stored:
     refused_by: int | None  # the backlog that refused the batch; None when it was stored
-    merge_pending: bool = False  # asked after the commit, and a merge is on its way
+    merge_pending: bool = False  # a merge is on its way and will see the batch
 
 
-def batch_store(
-    *, batch: RecordBatch, parts: list[NewPart], limit: int, merge_fresh=None
-) -> Stored:
+def batch_store(*, batch: RecordBatch, parts: list[NewPart], limit: int, merge_fresh) -> Stored:
     """Store `batch` (unsaved; its id and times are set here) and its parts unless the
     tenant's backlog is at `limit`, in one statement (its own transaction, unless the
-    caller has one open). With `merge_fresh` (a time) and no transaction open, also asks
-    once the batch is committed whether a merge sent since then is on its way."""
-    after_commit = merge_fresh is not None and not connection.in_atomic_block
+    caller has one open); also says whether a merge sent at or after `merge_fresh` is on
+    its way, and will see the batch."""
     params = {
         "tenant": batch.tenant_id,
         "type": batch.record_type,
@@ -105,14 +100,9 @@ def batch_store(
         "versions": [p.rules_version for p in parts],
         "merge_fresh": merge_fresh,
     }
-    merge_pending = False
-    with connection.cursor() as cursor:
-        cursor.execute(_STORE + _AFTER_COMMIT if after_commit else _STORE, params)
-        backlog, batch_id, created_at, merged_at = cursor.fetchone()
-        if after_commit:
-            cursor.nextset()  # the COMMIT
-            cursor.nextset()
-            merge_pending = cursor.fetchone() is not None
+    with prepared_cursor() as cursor:
+        cursor.execute(_STORE, params, prepare=True)
+        backlog, batch_id, created_at, merged_at, merge_pending = cursor.fetchone()
     if batch_id is None:
         return Stored(refused_by=backlog)
     batch.id, batch.merged_at = batch_id, merged_at

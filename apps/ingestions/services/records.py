@@ -29,7 +29,7 @@ from django.utils import timezone
 from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.ingestions import engine
 from apps.ingestions.models import MIXED, BatchState, MergeRequest, RecordBatch
-from apps.ingestions.services.record_store import MERGE_PENDING, NewPart, batch_store
+from apps.ingestions.services.record_store import NewPart, batch_store
 from apps.ingestions.services.rules import rules_current
 from apps.tenants.models import Tenant
 
@@ -205,10 +205,7 @@ def record_batch_accept(
     ]
     stale = timezone.now() - timedelta(seconds=settings.LIVE_MERGE_RESEND_SECONDS)
     stored = batch_store(
-        batch=batch,
-        parts=parts,
-        limit=settings.LIVE_BACKLOG_LIMIT,
-        merge_fresh=stale if accepted else None,
+        batch=batch, parts=parts, limit=settings.LIVE_BACKLOG_LIMIT, merge_fresh=stale
     )
     if stored.refused_by is not None:
         raise BacklogFullError(
@@ -217,11 +214,8 @@ def record_batch_accept(
             headers={"Retry-After": str(settings.LIVE_RETRY_AFTER_SECONDS)},
         )
     if accepted and not stored.merge_pending:
-        # Asked only once the batch is committed: a merge that had started before would
-        # have deleted the request already, so one seen now has not started yet and will
-        # see this batch. (Asked in the statement that stores it, a merge starting between
-        # its snapshot and its commit could miss the batch, and nothing would send
-        # another.) Outside a transaction `batch_store` asked already, in its round trip.
+        # No merge on its way that will see this batch (`batch_store` says why it can
+        # tell): send one once the batch is committed.
         tenant_id = tenant.id
         transaction.on_commit(lambda: records_merge_enqueue(tenant_id=tenant_id))
     logger.info(
@@ -247,7 +241,10 @@ def records_merge_enqueue(*, tenant_id, countdown: float | None = None, force=Fa
     stale = timezone.now() - timedelta(seconds=settings.LIVE_MERGE_RESEND_SECONDS)
     with connection.cursor() as cursor:
         if not force:  # the usual answer, read without a write (and its WAL flush)
-            cursor.execute(MERGE_PENDING, [tenant_id, stale])
+            cursor.execute(
+                "SELECT 1 FROM record_merge_requests WHERE tenant_id = %s AND sent_at >= %s",
+                [tenant_id, stale],
+            )
             if cursor.fetchone() is not None:
                 return False
         cursor.execute(
