@@ -69,9 +69,11 @@ def _merge_some(*, tenant_id: str) -> int | None:
             records += accepted
         if not picked:
             return 0
-        parts = Upload.objects.filter(batch_id__in=picked, state=UploadState.RECEIVED)
-        parts = parts.only("id", "record_type", "batch_id", "body", "blob_id").order_by("batch_id")
-        grown = _load(tenant_id, list(parts))
+        # By batch alone, then the state: with the state in the query the planner may
+        # scan every received upload's index entries (stale statistics, dead rows).
+        parts = Upload.objects.filter(batch_id__in=picked).order_by("batch_id")
+        parts = parts.only("id", "record_type", "batch_id", "body", "blob_id", "state")
+        grown = _load(tenant_id, [p for p in parts if p.state == UploadState.RECEIVED])
         now = timezone.now()
         RecordBatch.objects.filter(id__in=picked).update(
             state=BatchState.MERGED, merged_at=now, updated_at=now
