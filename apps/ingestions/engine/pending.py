@@ -138,7 +138,11 @@ def resolve_pending(
 def _move_resolvable(cursor: Cursor, spec: RecordSpec, tenant_id: str) -> int:
     """Move the tenant's held rows of `spec` whose parents are all there into `pg_temp._moved`;
     how many. A temp table, not a CTE: joining two CTEs would give the planner no
-    statistics (and a nested loop over both)."""
+    statistics (and a nested loop over both). None held at all (the usual case of a live
+    merge), no temp table is made: the tenant's lock keeps other loads from holding rows
+    meanwhile."""
+    if not has_pending(cursor, spec, tenant_id=tenant_id):
+        return 0
     pending = sql.Identifier(spec.pending_table)
     cursor.execute("DROP TABLE IF EXISTS pg_temp._moved, pg_temp._outcome")
     cursor.execute(
