@@ -216,8 +216,8 @@ def record_batch_accept(
     if accepted and not stored.merge_pending:
         # No merge on its way that will see this batch (`batch_store` says why it can
         # tell): send one once the batch is committed.
-        tenant_id = tenant.id
-        transaction.on_commit(lambda: records_merge_enqueue(tenant_id=tenant_id))
+        tenant_id, delay = tenant.id, settings.LIVE_MERGE_DELAY_SECONDS or None
+        transaction.on_commit(lambda: records_merge_enqueue(tenant_id=tenant_id, countdown=delay))
     logger.info(
         "record batch accepted",
         extra={"batch_id": batch.id, "records": batch.records, "rejected": batch.rejected},
