@@ -31,11 +31,12 @@ logger = logging.getLogger("apps.ingestions.services")
 
 
 def records_merge(*, tenant_id) -> int:
-    """Merge the tenant's accepted batches until none is left; returns how many. When the
-    tenant's lock stays taken (a file loading), sends itself again in
-    `LIVE_MERGE_RETRY_SECONDS` and returns."""
-    # From here on, a batch accepted sends a merge of its own; those accepted before are
-    # seen by the loop below.
+    """Merge the tenant's accepted batches; returns how many. When the tenant's lock stays
+    taken (a file loading), sends itself again in `LIVE_MERGE_RETRY_SECONDS` and returns."""
+    # From here on, a batch accepted sends a merge of its own (`record_store` explains why
+    # none is missed); those accepted before are read below. So one micro-batch is
+    # enough, unless the backlog was more than one: batches arriving meanwhile wait for
+    # the merge they send, `LIVE_MERGE_DELAY_SECONDS` later, and go in together then.
     MergeRequest.objects.filter(tenant_id=tenant_id).delete()
     merged = 0
     while True:
@@ -45,16 +46,21 @@ def records_merge(*, tenant_id) -> int:
                 tenant_id=tenant_id, countdown=settings.LIVE_MERGE_RETRY_SECONDS, force=True
             )
             return merged
-        if not done:
+        batches, more = done
+        merged += batches
+        if not more:
             return merged
-        merged += done
 
 
-def _merge_some(*, tenant_id: str) -> int | None:
+_MAX_BATCHES = 5000  # in one micro-batch
+
+
+def _merge_some(*, tenant_id: str) -> tuple[int, bool] | None:
     """One micro-batch: the oldest accepted batches up to `LIVE_MERGE_RECORDS` records (at
     least one batch), loaded type by type in dependency order, each type's parts in the
     order accepted (a later row wins for the same id), and marked merged, all in one
-    transaction. Returns how many batches it merged; None when the tenant's lock is taken."""
+    transaction. Returns how many batches it merged and whether it left accepted ones for
+    the next; None when the tenant's lock is taken."""
     with transaction.atomic():
         connection.ensure_connection()
         with connection.connection.cursor() as cursor:
@@ -62,13 +68,15 @@ def _merge_some(*, tenant_id: str) -> int | None:
                 return None
         picked, records = [], 0
         unmerged = RecordBatch.objects.filter(tenant_id=tenant_id, state=BatchState.ACCEPTED)
-        for batch_id, accepted in unmerged.order_by("id").values_list("id", "accepted")[:5000]:
+        oldest = list(unmerged.order_by("id").values_list("id", "accepted")[:_MAX_BATCHES])
+        for batch_id, accepted in oldest:
             if picked and records + accepted > settings.LIVE_MERGE_RECORDS:
                 break
             picked.append(batch_id)
             records += accepted
+        more = len(picked) < len(oldest) or len(oldest) == _MAX_BATCHES
         if not picked:
-            return 0
+            return 0, False
         # By batch alone, then the state: with the state in the query the planner may
         # scan every received upload's index entries (stale statistics, dead rows).
         parts = Upload.objects.filter(batch_id__in=picked).order_by("batch_id")
@@ -83,7 +91,7 @@ def _merge_some(*, tenant_id: str) -> int | None:
     with connection.cursor() as cursor:
         for record_type, inserted in grown.items():
             engine.refresh_statistics(cursor.cursor, record_type=record_type, inserted=inserted)
-    return len(picked)
+    return len(picked), more
 
 
 def _load(tenant_id: str, parts: list[Upload]) -> dict[str, int]:
