@@ -483,3 +483,23 @@ def test_a_new_batchs_answer_reads_none_of_its_parts_back(client, tenant):
         "warned": 1,
     }
     assert client.get(body["url"]).json()["rows"] == body["rows"]
+
+
+def test_a_merge_takes_one_micro_batch_unless_more_were_waiting(client, tenant, settings):
+    """Five batches waiting, two records a transaction: three transactions in one merge.
+    Then one batch: one transaction, and the merge returns (what arrives later sends the
+    next merge)."""
+    settings.LIVE_MERGE_RECORDS = 2
+    for n in range(5):
+        assert (
+            _post_rows(client, "customers", [customer_row(customer_id=uid(f"m{n}"))]).status_code
+            == 202
+        )
+    assert records_merge(tenant_id=tenant.id) == 5
+    merged = RecordBatch.objects.filter(tenant=tenant, state="merged")
+    assert merged.values("merged_at").distinct().count() == 3
+    assert (
+        _post_rows(client, "customers", [customer_row(customer_id=uid("late"))]).status_code == 202
+    )
+    assert records_merge(tenant_id=tenant.id) == 1
+    assert Customer.objects.filter(tenant=tenant).count() == 6

@@ -137,3 +137,34 @@ def test_a_merge_waits_briefly_for_its_tenants_lock_then_puts_itself_off(queue, 
         locked.close()
     assert records_merge(tenant_id=tenant.id) == 1
     assert Customer.objects.filter(tenant=tenant).count() == 2
+
+
+def test_a_batchs_merge_starts_its_delay_after_it_and_takes_the_batches_sent_meanwhile(
+    celery_worker, settings
+):
+    """The first batch sends the merge to start LIVE_MERGE_DELAY_SECONDS later: nothing is
+    merged before then, and the batches sent in between go into the same transaction."""
+    import time
+
+    from rest_framework.test import APIClient
+
+    settings.LIVE_MERGE_DELAY_SECONDS = 1.0
+    tenant, issued = tenant_create(name="lingers")
+    client = APIClient()
+    client.credentials(HTTP_X_API_KEY=issued.raw)
+    sent = time.monotonic()
+    for n in range(3):
+        response = client.generic(
+            "POST",
+            "/api/v1/ingest/records/customers/",
+            ndjson_bytes([customer_row(customer_id=uid(f"l{n}"))]),
+            content_type="application/x-ndjson",
+        )
+        assert response.status_code == 202, response.content
+    batches = RecordBatch.objects.filter(tenant=tenant)
+    while time.monotonic() - sent < 0.8:
+        assert not batches.filter(state="merged").exists()
+        time.sleep(0.05)
+    wait_for(lambda: not batches.filter(state="accepted").exists())
+    assert batches.values("merged_at").distinct().count() == 1  # one transaction
+    assert Customer.objects.filter(tenant=tenant).count() == 3
