@@ -233,24 +233,22 @@ def batch_data(batch: RecordBatch, request) -> dict:
 
 
 def _reject_data(reject: dict) -> dict:
-    return {
-        "line": int(reject["line"]),
-        "field": str(reject["field"]),
-        "code": str(reject["code"]),
-        "message": str(reject["message"]),
-        "errors": reject_errors(reject),
-        "raw": str(reject["raw"]),
-    }
+    return {**_first_problem(reject), "errors": reject_errors(reject), "raw": str(reject["raw"])}
 
 
 def _warning_data(warning: dict) -> dict:
+    errors = [
+        {"field": str(e["field"]), "code": str(e["code"]), "message": str(e["message"])}
+        for e in warning["errors"]
+    ]
+    return {**_first_problem(warning), "errors": errors}
+
+
+def _first_problem(row: dict) -> dict:
+    """A reject's or warning's line, then its first problem's field, code and message."""
     return {
-        "line": int(warning["line"]),
-        "field": str(warning["field"]),
-        "code": str(warning["code"]),
-        "message": str(warning["message"]),
-        "errors": [
-            {"field": str(e["field"]), "code": str(e["code"]), "message": str(e["message"])}
-            for e in warning["errors"]
-        ],
+        "line": int(row["line"]),
+        "field": str(row["field"]),
+        "code": str(row["code"]),
+        "message": str(row["message"]),
     }

@@ -43,6 +43,17 @@ def test_batches_are_merged_exactly_once_by_a_real_worker(celery_worker):
     assert (rows["total"], rows["inserted"], rows["pending"], rows["duplicates"]) == (20, 20, 0, 0)
 
 
+def _send_customer(client, name: str) -> None:
+    """One live batch of one customer, accepted."""
+    response = client.generic(
+        "POST",
+        "/api/v1/ingest/records/customers/",
+        ndjson_bytes([customer_row(customer_id=uid(name))]),
+        content_type="application/x-ndjson",
+    )
+    assert response.status_code == 202, response.content
+
+
 def _tenant_locked(tenant_id):
     """A connection of its own holding the tenant's merge lock, as a loading file does: to
     the very server and database the test's connection uses (advisory locks are per
@@ -109,13 +120,7 @@ def test_a_merge_waits_briefly_for_its_tenants_lock_then_puts_itself_off(queue, 
     client.credentials(HTTP_X_API_KEY=issued.raw)
 
     def post(n):
-        response = client.generic(
-            "POST",
-            "/api/v1/ingest/records/customers/",
-            ndjson_bytes([customer_row(customer_id=uid(f"w{n}"))]),
-            content_type="application/x-ndjson",
-        )
-        assert response.status_code == 202, response.content
+        _send_customer(client, f"w{n}")
 
     post(1)
     locked = _tenant_locked(str(tenant.id))
@@ -154,13 +159,7 @@ def test_a_batchs_merge_starts_its_delay_after_it_and_takes_the_batches_sent_mea
     client.credentials(HTTP_X_API_KEY=issued.raw)
     sent = time.monotonic()
     for n in range(3):
-        response = client.generic(
-            "POST",
-            "/api/v1/ingest/records/customers/",
-            ndjson_bytes([customer_row(customer_id=uid(f"l{n}"))]),
-            content_type="application/x-ndjson",
-        )
-        assert response.status_code == 202, response.content
+        _send_customer(client, f"l{n}")
     batches = RecordBatch.objects.filter(tenant=tenant)
     while time.monotonic() - sent < 0.8:
         assert not batches.filter(state="merged").exists()
