@@ -203,9 +203,8 @@ def record_batch_accept(
         for kind in engine.RECORD_ORDER
         if (lines := checked.lines.get(kind))
     ]
-    stale = timezone.now() - timedelta(seconds=settings.LIVE_MERGE_RESEND_SECONDS)
     stored = batch_store(
-        batch=batch, parts=parts, limit=settings.LIVE_BACKLOG_LIMIT, merge_fresh=stale
+        batch=batch, parts=parts, limit=settings.LIVE_BACKLOG_LIMIT, merge_fresh=_merge_fresh()
     )
     if stored.refused_by is not None:
         raise BacklogFullError(
@@ -232,13 +231,18 @@ def _part(
     return NewPart(record_type, body, hashlib.sha256(body).hexdigest(), rules_version, warned)
 
 
+def _merge_fresh():
+    """A merge request sent since then is still on its way; an older one was lost."""
+    return timezone.now() - timedelta(seconds=settings.LIVE_MERGE_RESEND_SECONDS)
+
+
 def records_merge_enqueue(*, tenant_id, countdown: float | None = None, force=False) -> bool:
     """Send the tenant's merge (by name: services never import tasks) unless one is on its
     way already, sent less than `LIVE_MERGE_RESEND_SECONDS` ago; with `force`, send it
     anyway (the merge putting itself off). Returns whether it was sent. A lost message is
     recovered by the next batch once the request is that old, or by the housekeeping
     (`records_merge_stuck`)."""
-    stale = timezone.now() - timedelta(seconds=settings.LIVE_MERGE_RESEND_SECONDS)
+    stale = _merge_fresh()
     with connection.cursor() as cursor:
         if not force:  # the usual answer, read without a write (and its WAL flush)
             cursor.execute(

@@ -116,16 +116,16 @@ def _blocked(cursor, upload: Upload) -> bool:
     return cursor.fetchone()[0]
 
 
-def tenant_busy(upload: Upload) -> bool:
-    """Is another of the tenant's files being processed by a live worker? Its load holds the
-    tenant's merge lock until it ends: this one, started now, would wait for the lock in a
-    worker slot that another tenant's upload could use (two big files of one tenant would
-    take both slots of a worker, and a small upload of another tenant would wait for the
-    first to finish). One left `processing` by a dead worker does not count: nothing holds
-    its lock, and the re-queue job sends it again."""
+def tenant_busy(tenant_id, *, besides=None) -> bool:
+    """Is a file of the tenant (other than `besides`) being processed by a live worker? Its
+    load holds the tenant's merge lock until it ends: an upload started now would wait for
+    the lock in a worker slot that another tenant's upload could use (two big files of one
+    tenant would take both slots of a worker, and a small upload of another tenant would
+    wait for the first to finish). One left `processing` by a dead worker does not count:
+    nothing holds its lock, and the re-queue job sends it again."""
     running = Upload.objects.filter(
-        tenant_id=upload.tenant_id, state=UploadState.PROCESSING, source="file"
-    ).exclude(id=upload.id)
+        tenant_id=tenant_id, state=UploadState.PROCESSING, source="file"
+    ).exclude(id=besides)
     return any(
         upload_lock_holder(other) is not None for other in running.values_list("id", flat=True)
     )
@@ -175,7 +175,7 @@ def upload_admit(*, upload_id) -> tuple[Upload | None, bool]:
         _lock_schedule(upload.tenant_id)
         if parents_unfinished(upload):
             reason = "upload waiting for the tenant's earlier uploads"
-        elif tenant_busy(upload):
+        elif tenant_busy(upload.tenant_id, besides=upload.id):
             reason = "upload waiting for the tenant's upload being processed"
         else:
             return upload, True
@@ -214,9 +214,10 @@ def upload_wake(*, tenant_id) -> int:
     with transaction.atomic():
         _lock_schedule(tenant_id)
         waiting = Upload.objects.filter(tenant_id=tenant_id, state=UploadState.WAITING)
-        for upload in waiting.order_by("created_at", "id"):
-            if tenant_busy(upload):
-                return 0  # the one being processed wakes the next when it ends
+        waiting = list(waiting.order_by("created_at", "id"))
+        if waiting and tenant_busy(tenant_id):
+            return 0  # the one being processed wakes the next when it ends
+        for upload in waiting:
             if parents_unfinished(upload):
                 continue
             Upload.objects.filter(id=upload.id).update(state=UploadState.QUEUED)
