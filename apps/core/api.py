@@ -18,7 +18,7 @@ from rest_framework.views import APIView, exception_handler
 
 from apps.core.errors import ApplicationError
 from apps.core.logs import bound_ids
-from apps.core.ratelimit import parse_rate, rate_limit_hit
+from apps.core.ratelimit import api_key_window, parse_rate, rate_limit_hit
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -149,11 +149,13 @@ class KeyRateThrottle(BaseThrottle):
         parts = raw.split("_", 2)
         if request.auth is None or len(parts) < 3:
             return True  # not a keyed request: nothing to count it against
-        state = rate_limit_hit(
-            key=f"api_key:{parts[1]}",
-            rate=parse_rate(settings.API_RATE_LIMIT),
-            redis_url=settings.REDIS_URL,
-        )
+        state = getattr(request, "rate_limit_counted", None)  # by the key's lookup
+        if state is None:
+            state = rate_limit_hit(
+                key=api_key_window(parts[1]),
+                rate=parse_rate(settings.API_RATE_LIMIT),
+                redis_url=settings.REDIS_URL,
+            )
         if state is None:
             return True  # the store is unreachable (logged): let it through
         request.rate_limit = state

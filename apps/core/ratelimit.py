@@ -85,12 +85,21 @@ def parse_rate(rate: str) -> Rate:
     return Rate(limit=int(match["limit"]), period=period)
 
 
+def window_name(key: str, rate: Rate) -> str:
+    """The store's name for `key`'s window. The period is in it: a rate changed to another
+    period starts afresh rather than finish a window of the other length."""
+    return f"{key}:{rate.period}"
+
+
+def api_key_window(prefix: str) -> str:
+    """What an API key's requests are counted under: its public prefix, never the secret."""
+    return f"api_key:{prefix}"
+
+
 def rate_limit_hit(*, key: str, rate: Rate, redis_url: str = "") -> RateLimitState | None:
     """Count one request of `key` against `rate`, atomically; None when the Redis store
     cannot be reached (the request is then let through)."""
-    # The period is in the name: a rate changed to another period starts afresh rather than
-    # finish a window of the other length.
-    name = f"{key}:{rate.period}"
+    name = window_name(key, rate)
     if redis_url:
         try:
             hits, milliseconds = _redis_hit(redis_url, name=name, rate=rate)
@@ -99,6 +108,12 @@ def rate_limit_hit(*, key: str, rate: Rate, redis_url: str = "") -> RateLimitSta
             return None
     else:
         hits, milliseconds = _postgres_hit(name=name, rate=rate)
+    return rate_limit_state(hits, milliseconds, rate)
+
+
+def rate_limit_state(hits: int, milliseconds: int, rate: Rate) -> RateLimitState:
+    """The outcome of a request that made its window's count `hits`, `milliseconds` before
+    the window ends."""
     return RateLimitState(
         allowed=hits <= rate.limit,
         limit=rate.limit,
@@ -154,31 +169,51 @@ def _redis_hit(url: str, *, name: str, rate: Rate) -> tuple[int, int]:
 # A window is live until it ends. Over the limit nothing is written (the row is only
 # locked), so a client that keeps knocking while limited costs no dead rows.
 _LIVE = "w.resets_at > statement_timestamp()"
-_POSTGRES_HIT = f"""
+
+
+def postgres_hit_sql(only_with: str = "") -> str:
+    """The hit, one statement: an upsert that returns the window's `hits` and the
+    milliseconds left (`reset_ms`), or no row when over the limit. `only_with` (`FROM x`)
+    counts only when `x` has a row: a caller's statement that counts in the same round
+    trip, in a CTE (`apps.tenants.services`, a key found)."""
+    return f"""
 INSERT INTO core_rate_limit_window AS w (key, hits, resets_at)
-VALUES (%(key)s, 1, statement_timestamp() + make_interval(secs => %(period)s))
+SELECT %(key)s::text, 1, statement_timestamp() + make_interval(secs => %(period)s)
+    {only_with}
 ON CONFLICT (key) DO UPDATE SET
     hits = CASE WHEN {_LIVE} THEN w.hits + 1 ELSE 1 END,
     resets_at = CASE WHEN {_LIVE} THEN w.resets_at ELSE excluded.resets_at END
 WHERE NOT ({_LIVE}) OR w.hits < %(limit)s
-RETURNING w.hits, ceil(extract(epoch FROM w.resets_at - statement_timestamp()) * 1000)
+RETURNING w.hits AS hits,
+    ceil(extract(epoch FROM w.resets_at - statement_timestamp()) * 1000) AS reset_ms
 """
+
+
+def postgres_hit_params(name: str, rate: Rate) -> dict:
+    return {"key": name, "period": rate.period, "limit": rate.limit}
+
+
+_POSTGRES_HIT = postgres_hit_sql()
 _POSTGRES_RESET = """
 SELECT ceil(extract(epoch FROM w.resets_at - statement_timestamp()) * 1000)
 FROM core_rate_limit_window AS w WHERE w.key = %(key)s
 """
 
 
+def postgres_over_limit(cursor, name: str, rate: Rate) -> tuple[int, int]:
+    """(hits, milliseconds) of a hit refused (nothing written): its window's end."""
+    cursor.execute(_POSTGRES_RESET, {"key": name}, prepare=True)
+    reset = cursor.fetchone()
+    return rate.limit + 1, reset[0] if reset else rate.period * 1000
+
+
 def _postgres_hit(*, name: str, rate: Rate) -> tuple[int, int]:
     # One statement on the request's connection: in autocommit (no ATOMIC_REQUESTS) it
     # commits at once, so the row lock is held for that statement only.
-    params = {"key": name, "period": rate.period, "limit": rate.limit}
     with prepared_cursor() as cursor:
-        cursor.execute(_POSTGRES_HIT, params, prepare=True)
+        cursor.execute(_POSTGRES_HIT, postgres_hit_params(name, rate), prepare=True)
         row = cursor.fetchone()
         if row is None:  # over the limit, nothing written: when its window ends
-            cursor.execute(_POSTGRES_RESET, params, prepare=True)
-            reset = cursor.fetchone()
-            row = (rate.limit + 1, reset[0] if reset else rate.period * 1000)
+            row = postgres_over_limit(cursor, name, rate)
     hits, milliseconds = row
     return int(hits), max(0, int(milliseconds))

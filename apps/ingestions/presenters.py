@@ -215,9 +215,10 @@ def batch_data(batch: RecordBatch, request) -> dict:
     """A batch as `BatchOutputSerializer` shows it, built directly: each live batch's 202
     carries one, and building the serializer's fields cost more than the rest of the
     answer (`tests/ingestions/test_presenters.py` holds the two equal)."""
+    url = link_of(request, "record-batch-detail", batch_id=batch.id)
     return {
         "id": batch.id,
-        "url": link_of(request, "record-batch-detail", batch_id=batch.id),
+        "url": url,
         "type": str(batch.record_type),
         "state": str(batch.state),
         "records": batch.records,
@@ -226,7 +227,7 @@ def batch_data(batch: RecordBatch, request) -> dict:
         "warnings": [_warning_data(warning) for warning in batch.warnings],
         "rules": {str(kind): int(version) for kind, version in batch.rules.items()},
         "rows": record_batch_rows(batch=batch),
-        "errors_url": link_of(request, "record-batch-errors", batch_id=batch.id),
+        "errors_url": url + "errors/",  # the route under the batch's own
         "created_at": _WHEN.to_representation(batch.created_at),
         "merged_at": None if batch.merged_at is None else _WHEN.to_representation(batch.merged_at),
     }

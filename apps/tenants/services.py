@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
 import secrets
 from dataclasses import dataclass
@@ -12,6 +11,16 @@ from django.utils import timezone
 
 from apps.core.db import prepared_cursor
 from apps.core.errors import ApplicationError, ConflictError, NotFoundError
+from apps.core.ratelimit import (
+    Rate,
+    RateLimitState,
+    api_key_window,
+    postgres_hit_params,
+    postgres_hit_sql,
+    postgres_over_limit,
+    rate_limit_state,
+    window_name,
+)
 from apps.tenants.models import ApiKey, Tenant
 from apps.tenants.selectors import tenant_named
 
@@ -97,30 +106,61 @@ def api_key_revoke(*, tenant: Tenant, prefix: str | None = None) -> int:
 
 def tenant_from_api_key(*, raw_key: str) -> Tenant | None:
     """Resolve a raw API key to its active tenant, or None when it is unknown or revoked."""
+    return tenant_from_api_key_counted(raw_key=raw_key, rate=None).tenant
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    tenant: Tenant | None  # None: the key is unknown or revoked
+    rate_limit: RateLimitState | None  # the request counted, when a rate was given
+
+
+def tenant_from_api_key_counted(*, raw_key: str, rate: Rate | None) -> KeyCheck:
+    """`tenant_from_api_key`, and with a `rate` one request of a valid key counted against
+    it (`apps.core.ratelimit`, its PostgreSQL store) in the same statement: the lookup and
+    the count are one round trip. A wrong key counts nothing."""
     parts = raw_key.split("_", 2)
     if len(parts) < 3 or parts[0] != "ck" or not _PREFIX_RE.fullmatch(parts[1]):
-        return None
+        return KeyCheck(None, None)
     # One plain query, prepared: this runs on every request, and the ORM's building of it
-    # cost more than the query itself.
+    # cost more than the query itself. The hash is compared in the statement (a sha256 of
+    # the secret: how long a comparison takes tells nothing of the secret itself).
+    params = {"prefix": parts[1], "hash": _hash(raw_key)}
+    statement = _TENANT_OF_KEY
+    if rate is not None:
+        name = window_name(api_key_window(parts[1]), rate)
+        params |= postgres_hit_params(name, rate)
+        statement = _TENANT_OF_KEY_COUNTED
     with prepared_cursor() as cursor:
-        cursor.execute(_TENANT_OF_KEY, [parts[1]], prepare=True)
+        cursor.execute(statement, params, prepare=True)
         row = cursor.fetchone()
-        if row is None or not hmac.compare_digest(row[0], _hash(raw_key)):
-            return None
-        key_id, last_used_at = row[1:3]
+        if row is None:
+            return KeyCheck(None, None)
+        state = None
+        if rate is not None:
+            row, hits, milliseconds = row[:-2], *row[-2:]
+            if hits is None:  # over the limit, nothing written: when its window ends
+                hits, milliseconds = postgres_over_limit(cursor, name, rate)
+            state = rate_limit_state(int(hits), max(0, int(milliseconds)), rate)
+        key_id, last_used_at = row[:2]
         now = timezone.now()
         if last_used_at is None or last_used_at < now - LAST_USED_RESOLUTION:
             # the condition again in the statement: of requests racing here, one writes
             cursor.execute(_KEY_USED, [now, key_id, now - LAST_USED_RESOLUTION])
-    return Tenant.from_db("default", _TENANT_FIELDS, row[3:])
+    return KeyCheck(Tenant.from_db("default", _TENANT_FIELDS, row[2:]), state)
 
 
 _TENANT_FIELDS = [f.attname for f in Tenant._meta.concrete_fields]
 _TENANT_OF_KEY = (
-    "SELECT k.key_hash, k.id, k.last_used_at, "
+    "SELECT k.id, k.last_used_at, "
     + ", ".join(f"t.{name}" for name in _TENANT_FIELDS)
     + " FROM api_keys k JOIN tenants t ON t.id = k.tenant_id"
-    " WHERE k.prefix = %s AND k.revoked_at IS NULL AND t.is_active"
+    " WHERE k.prefix = %(prefix)s AND k.key_hash = %(hash)s AND k.revoked_at IS NULL"
+    " AND t.is_active"
+)
+_TENANT_OF_KEY_COUNTED = (
+    f"WITH found AS ({_TENANT_OF_KEY}), hit AS ({postgres_hit_sql('FROM found')}) "
+    "SELECT found.*, hit.hits, hit.reset_ms FROM found LEFT JOIN hit ON true"
 )
 _KEY_USED = (
     "UPDATE api_keys SET last_used_at = %s"

@@ -16,10 +16,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from rest_framework.test import APIClient
 
-from apps.core.ratelimit import Rate, parse_rate, rate_limit_hit
+from apps.core.ratelimit import Rate, api_key_window, parse_rate, rate_limit_hit, window_name
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes
 from apps.ingestions.models import Upload
-from apps.tenants.services import tenant_create
+from apps.tenants.services import (
+    KeyCheck,
+    api_key_revoke,
+    tenant_create,
+    tenant_from_api_key_counted,
+)
 from scripts.stack import BIN, free_port, running_processes, wait_ready
 from tests.factories import database_url_of_tests
 
@@ -47,6 +52,17 @@ def key(db) -> str:
 @pytest.fixture
 def other_key(db) -> str:
     return tenant_create(name="Globex")[1].raw
+
+
+@pytest.fixture(params=["postgres", "redis"])
+def limit_store(request, settings) -> str:
+    """Each store in turn. PostgreSQL counts a request in the API key's own lookup, Redis
+    after it (`ApiKeyAuthentication`, `KeyRateThrottle`): the same answers either way."""
+    if request.param == "redis" and not settings.REDIS_URL:
+        pytest.skip("no Redis configured (CELERY_BROKER_URL or REDIS_URL)")
+    if request.param == "postgres":
+        settings.REDIS_URL = ""
+    return request.param
 
 
 # --- the rate setting ----------------------------------------------------------------------
@@ -79,7 +95,7 @@ def test_a_malformed_rate_is_refused(rate):
 # --- headers and 429, through Django's test client -----------------------------------------
 
 
-def test_every_keyed_answer_carries_the_rate_limit_headers(key, settings):
+def test_every_keyed_answer_carries_the_rate_limit_headers(key, settings, limit_store):
     """200, 202, 400, 404 and 405 alike carry Limit, Remaining (counting down), Reset and
     Policy."""
     settings.API_RATE_LIMIT = "10/min"
@@ -104,7 +120,7 @@ def test_every_keyed_answer_carries_the_rate_limit_headers(key, settings):
 
 
 def test_past_the_limit_a_429_problem_with_retry_after_and_other_keys_unaffected(
-    key, other_key, settings
+    key, other_key, settings, limit_store
 ):
     """The request after the last one allowed is 429 problem+json; Retry-After is the window's
     Reset; nothing is stored for a refused upload; another key still has its whole quota."""
@@ -142,7 +158,7 @@ def test_past_the_limit_a_429_problem_with_retry_after_and_other_keys_unaffected
 
 
 def test_a_wrong_secret_with_a_real_keys_prefix_is_401_and_spends_none_of_its_requests(
-    key, settings
+    key, settings, limit_store
 ):
     """The prefix is public: someone who knows it but not the secret gets 401, without
     headers, and the key's owner still has every request of the window."""
@@ -156,7 +172,7 @@ def test_a_wrong_secret_with_a_real_keys_prefix_is_401_and_spends_none_of_its_re
     assert (answer.status_code, answer["RateLimit-Remaining"]) == (200, "1")
 
 
-def test_a_new_window_opens_when_the_period_is_over(key, settings):
+def test_a_new_window_opens_when_the_period_is_over(key, settings, limit_store):
     """A fixed window: once it ends, the next request opens a new one with the whole quota."""
     settings.API_RATE_LIMIT = "2/2s"
     client = client_with(key)
@@ -167,7 +183,9 @@ def test_a_new_window_opens_when_the_period_is_over(key, settings):
     assert (answer.status_code, answer["RateLimit-Remaining"]) == (200, "1")
 
 
-def test_a_shorter_period_configured_mid_window_starts_a_window_of_its_own(key, settings):
+def test_a_shorter_period_configured_mid_window_starts_a_window_of_its_own(
+    key, settings, limit_store
+):
     """A window opened under a long period does not hold a key once a shorter one is set."""
     settings.API_RATE_LIMIT = "1/day"
     client = client_with(key)
@@ -376,3 +394,67 @@ def test_the_schema_documents_429_and_the_rate_limit_headers_of_every_keyed_oper
                 assert not headers & set(HEADERS), (name, status)
             else:
                 assert set(HEADERS) <= headers, (name, status)
+
+
+# --- counted in the API key's lookup (the PostgreSQL store) ---------------------------------
+
+
+def _window_hits(prefix: str, rate: Rate) -> int | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT hits FROM core_rate_limit_window WHERE key = %s",
+            [window_name(api_key_window(prefix), rate)],
+        )
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def test_the_key_lookup_counts_a_valid_key_once_and_a_wrong_one_not_at_all(key):
+    """One statement finds the tenant and counts the request: remaining 1, 0, then refused
+    with the window's reset and nothing written; the prefix with a wrong secret, a revoked
+    key and no rate count nothing."""
+    rate = Rate(limit=2, period=60)
+    scheme, prefix, _secret = key.split("_", 2)
+    found = [tenant_from_api_key_counted(raw_key=key, rate=rate) for _ in range(3)]
+    assert {check.tenant.name for check in found} == {"Acme"}
+    states = [check.rate_limit for check in found]
+    assert [(s.allowed, s.remaining) for s in states] == [(True, 1), (True, 0), (False, 0)]
+    assert all(0 < s.reset <= 60 and s.limit == 2 and s.period == 60 for s in states)
+    assert _window_hits(prefix, rate) == 2  # the refused request wrote nothing
+    wrong = tenant_from_api_key_counted(raw_key=f"{scheme}_{prefix}_{'0' * 43}", rate=rate)
+    assert wrong == KeyCheck(None, None)
+    uncounted = tenant_from_api_key_counted(raw_key=key, rate=None)
+    assert (uncounted.tenant.name, uncounted.rate_limit) == ("Acme", None)
+    api_key_revoke(tenant=uncounted.tenant)
+    assert tenant_from_api_key_counted(raw_key=key, rate=rate) == KeyCheck(None, None)
+    assert _window_hits(prefix, rate) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_requests_of_one_key_counted_in_its_lookup_pass_exactly_the_limit(settings):
+    """12 threads (each its own connection) send 3 requests each with one key at once,
+    counted by the key's lookup (PostgreSQL store, limit 10): exactly 10 pass, with
+    remaining 9 down to 0 once each, and 26 are refused."""
+    settings.REDIS_URL = ""
+    raw = tenant_create(name=f"Racing {uuid.uuid4().hex}")[1].raw
+    rate = Rate(limit=10, period=60)
+    start = threading.Barrier(12)
+    states, lock = [], threading.Lock()
+
+    def client() -> None:
+        try:
+            start.wait()
+            for _ in range(3):
+                check = tenant_from_api_key_counted(raw_key=raw, rate=rate)
+                with lock:
+                    states.append(check.rate_limit)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=client) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    allowed = sorted(s.remaining for s in states if s.allowed)
+    assert (allowed, sum(not s.allowed for s in states)) == (list(range(10)), 26)
