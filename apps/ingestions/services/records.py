@@ -58,20 +58,22 @@ class _Checked:
     warnings: list[engine.RowWarning] = field(default_factory=list)
     warned: dict[str, int] = field(default_factory=dict)  # by type
     versions: dict[str, int] = field(default_factory=dict)
+    # read once, not once a record (a setting is a lookup through Django's lazy object)
+    max_records: int = field(default_factory=lambda: settings.LIVE_MAX_RECORDS)
 
     def add(self, record_type: str | None, line: engine.Line, reject=None) -> None:
         self.records += 1
-        if self.records > settings.LIVE_MAX_RECORDS:
+        if self.records > self.max_records:
             raise PayloadTooLargeError(
-                f"More than {settings.LIVE_MAX_RECORDS} records in one batch.",
+                f"More than {self.max_records} records in one batch.",
                 code="too_many_records",
             )
         if reject is None and record_type is not None:
-            rules = self.rules.get(record_type)
+            rules = self.rules.get(record_type) if self.rules else None
             if rules is not None:
                 self.versions[record_type] = rules.version
-            reject = engine.check_line(record_type, line, rules)
-            if isinstance(reject, engine.RowWarning):
+            reject = _check_line(record_type, line, rules)
+            if reject is not None and type(reject) is _RowWarning:
                 self.warnings.append(reject)
                 self.warned[record_type] = self.warned.get(record_type, 0) + 1
                 reject = None
@@ -79,6 +81,9 @@ class _Checked:
             self.rejects.append(reject)
         else:
             self.lines.setdefault(record_type, []).append(line)
+
+
+_check_line, _RowWarning = engine.check_line, engine.RowWarning
 
 
 def _envelope_reject(number: int, data: bytes, problems: list[tuple[str, str, str]]):
