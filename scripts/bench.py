@@ -14,9 +14,11 @@ Runs in a fresh database of its own (`<name>_bench`, dropped afterwards unless -
 5. rules: the order items again, for two new tenants (their parents loaded first), one
    without rules and one with a rule set of ten keywords (`BENCH_RULES`), in one process;
 6. end to end: the same files uploaded through the API (gunicorn) and a Celery worker;
-7. live: records sent as they happen next to small uploads sent the same way
+7. big file: one file of ten million customers through the API and a worker, with the
+   peak memory of each web and worker process (`scripts/bench_bigfile.py`);
+8. live: records sent as they happen next to small uploads sent the same way
    (`scripts/bench_live.py`);
-8. prints rows/s per type and overall, the ratio of the two, the engine process's peak
+9. prints rows/s per type and overall, the ratio of the two, the engine process's peak
    memory (max RSS), and the live figures.
 """
 
@@ -209,13 +211,17 @@ def main() -> None:
     from rich.console import Console
 
     console = Console(width=None if sys.stdout.isatty() else 120)
-    raw, eng, analytics, rules, e2e, tenants, live = _run(args, console)
+    raw, eng, analytics, rules, e2e, tenants, big, live = _run(args, console)
     _report(console, raw, eng, e2e)
+    rows = sum(eng[name]["rows"] for name in RECORD_ORDER)
     if tenants is not None:
         from scripts.bench_tenants import tenants_lines
 
-        rows = sum(eng[name]["rows"] for name in RECORD_ORDER)
         console.print(*tenants_lines(tenants, e2e, rows), sep="\n")
+    if big is not None:
+        from scripts.bench_bigfile import big_lines
+
+        console.print(*big_lines(big, e2e, rows), sep="\n")
     if analytics is not None:
         from scripts.bench_analytics import analytics_tables
 
@@ -247,6 +253,12 @@ def _arguments() -> argparse.Namespace:
         "--no-analytics", action="store_true", help="skip the analytics endpoints and loads"
     )
     parser.add_argument(
+        "--big-rows",
+        type=int,
+        default=10_000_000,
+        help="rows of the big file sent through the API (0 skips that phase)",
+    )
+    parser.add_argument(
         "--live-seconds",
         type=float,
         default=60,
@@ -268,7 +280,7 @@ def _phase_env(bench_url: str) -> dict[str, str]:
 
 def _run(args: argparse.Namespace, console) -> tuple:
     """Every phase in a fresh database of its own: (raw, engine, analytics, rules, end to
-    end, tenants, live; each but the first two None when skipped)."""
+    end, tenants, big file, live; each but the first two None when skipped)."""
     import psycopg
 
     base = _base_url()  # keeps the embedded server up for the whole run
@@ -313,6 +325,13 @@ def _run(args: argparse.Namespace, console) -> tuple:
             console.print("fairness, and several tenants at once ...")
             _checkpoint(bench_url)
             tenants = phase_tenants(folder, env, _tenant_maker(env))
+        big = None
+        if args.big_rows:
+            from scripts.bench_bigfile import phase_big
+
+            console.print(f"a file of {args.big_rows:,} rows through the API ...")
+            _checkpoint(bench_url)
+            big = phase_big(env, folder, _tenant_maker(env), args.big_rows)
         live = None
         if not args.no_live:
             from scripts.bench_live import phase_live
@@ -324,7 +343,7 @@ def _run(args: argparse.Namespace, console) -> tuple:
         if not args.keep:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-    return raw, eng, analytics, rules, e2e, tenants, live
+    return raw, eng, analytics, rules, e2e, tenants, big, live
 
 
 def _tenant_maker(env: dict):

@@ -1,0 +1,154 @@
+"""`make bench`'s big-file phase: one NDJSON file of `--big-rows` customers (about 200 bytes
+each: 10 million make a file of about 2 GB) uploaded through the API to a fresh tenant on
+one stack (gunicorn, and a worker of concurrency 2), timed from the first byte sent to the
+upload completed.
+
+Each process of the stack (gunicorn's master and its workers, Celery's main process and
+its pool) has its resident memory sampled every 0.2 s; the figure is the largest peak of a
+single process of the web server and of the worker, next to that process's size before
+the upload. A file's rows are streamed in and loaded chunk by chunk, so neither should
+grow with the file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+_FINAL = ("completed", "completed_with_errors", "failed")
+
+
+def _row(n: int) -> str:
+    return (
+        f'{{"customer_id":"00000000-0000-4000-8000-{n:012d}",'
+        f'"name":"Big Customer Number {n}","email":"big.customer.{n}@example.com",'
+        f'"metadata":{{"tier":"gold","source":"bench","visits":{n}}},'
+        '"created_at":"2026-01-01T00:00:00Z"}\n'
+    )
+
+
+def write_big_file(path: Path, rows: int) -> int:
+    """`rows` valid customers, 100,000 lines at a time; the file's size in bytes."""
+    with path.open("w", encoding="ascii") as out:
+        for start in range(0, rows, 100_000):
+            out.write("".join(_row(n) for n in range(start, min(rows, start + 100_000))))
+    return path.stat().st_size
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                todo.extend(int(child) for child in children.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class _Sampler:
+    """Every process under each named root: its size at the start and its peak."""
+
+    def __init__(self, roots: dict[str, int]):
+        self.roots = roots
+        self.start = {name: self._sizes(pid) for name, pid in roots.items()}
+        self.peak = {name: dict(sizes) for name, sizes in self.start.items()}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _sizes(root: int) -> dict[int, float]:
+        return {pid: _rss_mb(pid) for pid in _descendants(root)}
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.2):
+            for name, root in self.roots.items():
+                for pid, size in self._sizes(root).items():
+                    peak = self.peak[name]
+                    peak[pid] = max(peak.get(pid, 0.0), size)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def largest(self, name: str) -> tuple[float, float]:
+        """(size before, peak) of the process of `name` whose peak was the largest."""
+        pid, peak = max(self.peak[name].items(), key=lambda item: item[1])
+        return self.start[name].get(pid, 0.0), peak
+
+
+def phase_big(env: dict, folder: Path, make_tenant, rows: int) -> dict:
+    import httpx
+
+    from scripts.stack import running_stack
+
+    path = folder / "customers_big.ndjson"
+    size = write_big_file(path, rows)
+    headers = {"X-API-Key": make_tenant("bench-big"), "Content-Type": "application/x-ndjson"}
+    processes: dict = {}
+    try:
+        with (
+            running_stack(env=env, processes=processes) as base,
+            httpx.Client(base_url=base, timeout=3600) as client,
+            _Sampler({name: processes[name].pid for name in ("web", "worker")}) as memory,
+        ):
+            started = time.perf_counter()
+            with path.open("rb") as body:
+                response = client.post(
+                    "/api/v1/ingest/comprehensive/",
+                    params={"filename": path.name},
+                    content=body,
+                    headers=headers,
+                )
+            response.raise_for_status()
+            received = time.perf_counter()
+            url = response.json()["url"]
+            while (upload := client.get(url, headers=headers).json())["state"] not in _FINAL:
+                time.sleep(0.5)
+            ended = time.perf_counter()
+    finally:
+        path.unlink(missing_ok=True)
+    return {
+        "rows": upload["rows"]["inserted"],
+        "bytes": size,
+        "state": upload["state"],
+        "receive_seconds": received - started,
+        "seconds": ended - started,
+        "web_mb": memory.largest("web"),
+        "worker_mb": memory.largest("worker"),
+    }
+
+
+def big_lines(big: dict, e2e: dict | None, e2e_rows: int) -> list[str]:
+    rate = big["rows"] / big["seconds"]
+    line = (
+        f"big file: {big['rows']:,} rows ({big['bytes'] / 1e9:.2f} GB) through the API and a "
+        f"worker in {big['seconds']:.1f} s (received in {big['receive_seconds']:.1f} s): "
+        f"{rate:,.0f} rows/s, {big['state']}"
+    )
+    if e2e is not None:
+        line += f"; the end-to-end phase's files: {e2e_rows / e2e['seconds']:,.0f} rows/s"
+    web, worker = big["web_mb"], big["worker_mb"]
+    memory = (
+        f"big file: peak memory of one process: web {web[0]:.0f} -> {web[1]:.0f} MB, "
+        f"worker {worker[0]:.0f} -> {worker[1]:.0f} MB (its size before the upload -> its peak)"
+    )
+    return [line, memory]
