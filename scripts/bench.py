@@ -13,7 +13,8 @@ Runs in a fresh database of its own (`<name>_bench`, dropped afterwards unless -
    without the analytics index (`scripts/bench_analytics.py`);
 5. rules: the order items again, for two new tenants (their parents loaded first), one
    without rules and one with a rule set of ten keywords (`BENCH_RULES`), in one process;
-6. end to end: the same files uploaded through the API (gunicorn) and a Celery worker;
+6. end to end: the same files uploaded through the API (gunicorn) and a Celery worker
+   (`scripts/bench_e2e.py`);
 7. big file: one file of ten million customers through the API and a worker, with the
    peak memory of each web and worker process (`scripts/bench_bigfile.py`);
 8. live: records sent as they happen next to small uploads sent the same way
@@ -33,7 +34,6 @@ import secrets
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -114,46 +114,6 @@ def phase_engine(folder: Path, tenant_id: str) -> dict:
         }
     out["_peak_rss_mb"] = _peak_rss_mb()
     return out
-
-
-def phase_e2e(folder: Path, env: dict) -> dict:
-    """Upload the files through the API to a fresh tenant and time until all are done."""
-    import httpx
-
-    from scripts.stack import running_stack
-
-    created = json.loads(_child(["manage.py", "create_tenant", "bench-e2e", "--json"], env))
-    headers = {"X-API-Key": created["api_key"], "Content-Type": "application/x-ndjson"}
-
-    def send(client: httpx.Client, name: str) -> str:
-        path = folder / f"{name}_1.ndjson"
-        with path.open("rb") as body:
-            response = client.post(
-                "/api/v1/ingest/comprehensive/",
-                params={"filename": path.name},
-                content=body,
-                headers=headers,
-            )
-        response.raise_for_status()
-        return response.json()["url"]
-
-    with running_stack(env=env) as base, httpx.Client(base_url=base, timeout=600) as client:
-        started = time.perf_counter()
-        # all four at once, as a client may: the server runs them in dependency order
-        with ThreadPoolExecutor(max_workers=len(RECORD_ORDER)) as pool:
-            urls = list(pool.map(lambda name: send(client, name), RECORD_ORDER))
-        states = []
-        for url in urls:
-            while (state := client.get(url, headers=headers).json()["state"]) not in (
-                "completed",
-                "completed_with_errors",
-                "failed",
-            ):
-                # often enough to time the end closely, seldom enough that the polling
-                # (a request and its queries each) takes next to nothing from the worker
-                time.sleep(0.2)
-            states.append(state)
-        return {"seconds": time.perf_counter() - started, "states": states}
 
 
 def _child(args: list[str], env: dict) -> str:
@@ -281,6 +241,7 @@ def _phase_env(bench_url: str) -> dict[str, str]:
 def _run(args: argparse.Namespace, console) -> tuple:
     """Every phase in a fresh database of its own: (raw, engine, analytics, rules, end to
     end, tenants, big file, live; each but the first two None when skipped)."""
+    # long: one short block per phase, in the order they run, all in the one database
     import psycopg
 
     base = _base_url()  # keeps the embedded server up for the whole run
@@ -317,7 +278,9 @@ def _run(args: argparse.Namespace, console) -> tuple:
         if not args.no_e2e:
             console.print("end to end: HTTP API (gunicorn) and a Celery worker ...")
             _checkpoint(bench_url)
-            e2e = phase_e2e(folder, env)
+            from scripts.bench_e2e import phase_e2e
+
+            e2e = phase_e2e(folder, env, _child)
         tenants = None
         if not args.no_tenants:
             from scripts.bench_tenants import phase_tenants

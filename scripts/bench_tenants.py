@@ -21,7 +21,7 @@ SMALL_ROWS = 1_000
 TENANTS_AT_ONCE = 2
 
 
-def _small_file() -> bytes:
+def small_file() -> bytes:
     lines = [
         f'{{"customer_id":"00000000-0000-4000-8000-{n:012d}","name":"Small {n}",'
         f'"email":"small.{n}@example.com","created_at":"2026-01-01T00:00:00Z"}}'
@@ -30,7 +30,7 @@ def _small_file() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-class _Api:
+class TenantApi:
     def __init__(self, client, key: str):
         self.client = client
         self.headers = {"X-API-Key": key, "Content-Type": "application/x-ndjson"}
@@ -54,8 +54,8 @@ class _Api:
 
 def _fairness(client, folder: Path, make_tenant) -> dict:
     big, small = (
-        _Api(client, make_tenant("bench-fair-a")),
-        _Api(client, make_tenant("bench-fair-b")),
+        TenantApi(client, make_tenant("bench-fair-a")),
+        TenantApi(client, make_tenant("bench-fair-b")),
     )
     for name in RECORD_ORDER[:-1]:
         big.done(big.send(f"{name}_1.ndjson", (folder / f"{name}_1.ndjson").read_bytes()))
@@ -68,7 +68,7 @@ def _fairness(client, folder: Path, make_tenant) -> dict:
         ]
         time.sleep(0.5)
         accepted_at = time.perf_counter()
-        url = small.send("customers_small.ndjson", _small_file())
+        url = small.send("customers_small.ndjson", small_file())
         accepted = time.perf_counter()
         small_done = small.done(url)
         urls = [future.result() for future in sent]
@@ -82,7 +82,7 @@ def _fairness(client, folder: Path, make_tenant) -> dict:
 
 
 def _several(client, folder: Path, make_tenant) -> dict:
-    apis = [_Api(client, make_tenant(f"bench-many-{n}")) for n in range(TENANTS_AT_ONCE)]
+    apis = [TenantApi(client, make_tenant(f"bench-many-{n}")) for n in range(TENANTS_AT_ONCE)]
     jobs = [(api, name) for api in apis for name in RECORD_ORDER]
     rows = TENANTS_AT_ONCE * sum(
         sum(1 for _ in (folder / f"{name}_1.ndjson").open("rb")) for name in RECORD_ORDER

@@ -113,12 +113,16 @@ def rate_limit_hit(*, key: str, rate: Rate, redis_url: str = "") -> RateLimitSta
 
 def rate_limit_state(hits: int, milliseconds: int, rate: Rate) -> RateLimitState:
     """The outcome of a request that made its window's count `hits`, `milliseconds` before
-    the window ends."""
+    the window ends (as of its statement's start)."""
+    # A statement that began just before another opened the window reaches the row after
+    # it, and measures from its own, earlier start: a little more than the period. The
+    # window opened before this request counted in it, so the period is the most left.
+    seconds = min(rate.period, math.ceil(milliseconds / 1000))
     return RateLimitState(
         allowed=hits <= rate.limit,
         limit=rate.limit,
         remaining=max(0, rate.limit - hits),
-        reset=max(1, math.ceil(milliseconds / 1000)),
+        reset=max(1, seconds),
         period=rate.period,
     )
 
