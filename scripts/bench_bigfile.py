@@ -99,6 +99,7 @@ class _Sampler:
 def phase_big(env: dict, folder: Path, make_tenant, rows: int) -> dict:
     import httpx
 
+    from scripts.bench_e2e import send_file
     from scripts.stack import running_stack
 
     path = folder / "customers_big.ndjson"
@@ -112,16 +113,8 @@ def phase_big(env: dict, folder: Path, make_tenant, rows: int) -> dict:
             _Sampler({name: processes[name].pid for name in ("web", "worker")}) as memory,
         ):
             started = time.perf_counter()
-            with path.open("rb") as body:
-                response = client.post(
-                    "/api/v1/ingest/comprehensive/",
-                    params={"filename": path.name},
-                    content=body,
-                    headers=headers,
-                )
-            response.raise_for_status()
+            url = send_file(client, path, headers)
             received = time.perf_counter()
-            url = response.json()["url"]
             fairness = _small_meanwhile(client, url, headers, make_tenant)
             while (upload := client.get(url, headers=headers).json())["state"] not in _FINAL:
                 time.sleep(0.5)

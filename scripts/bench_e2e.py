@@ -22,16 +22,7 @@ def phase_e2e(folder: Path, env: dict, child) -> dict:
     headers = {"X-API-Key": created["api_key"], "Content-Type": "application/x-ndjson"}
 
     def send(client: httpx.Client, name: str) -> str:
-        path = folder / f"{name}_1.ndjson"
-        with path.open("rb") as body:
-            response = client.post(
-                "/api/v1/ingest/comprehensive/",
-                params={"filename": path.name},
-                content=body,
-                headers=headers,
-            )
-        response.raise_for_status()
-        return response.json()["url"]
+        return send_file(client, folder / f"{name}_1.ndjson", headers)
 
     with running_stack(env=env) as base, httpx.Client(base_url=base, timeout=600) as client:
         started = time.perf_counter()
@@ -50,3 +41,17 @@ def phase_e2e(folder: Path, env: dict, child) -> dict:
                 time.sleep(0.2)
             states.append(state)
         return {"seconds": time.perf_counter() - started, "states": states}
+
+
+def send_file(client, path: Path, headers: dict) -> str:
+    """POST the file at `path` as a raw body named by its file name (streamed from disk);
+    the upload's URL."""
+    with path.open("rb") as body:
+        response = client.post(
+            "/api/v1/ingest/comprehensive/",
+            params={"filename": path.name},
+            content=body,
+            headers=headers,
+        )
+    response.raise_for_status()
+    return response.json()["url"]

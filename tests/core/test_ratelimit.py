@@ -209,6 +209,15 @@ def test_an_unreachable_redis_lets_requests_through_without_headers(key, setting
 # --- exactly the limit, under concurrency ---------------------------------------------------
 
 
+def _all_at_once(client, count: int) -> None:
+    """Run `client` in `count` threads and wait for them all."""
+    threads = [threading.Thread(target=client) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("store", ["postgres", "redis"])
 def test_racing_hits_on_fresh_keys_pass_exactly_the_limit_each_with_its_own_count(store, settings):
@@ -233,11 +242,7 @@ def test_racing_hits_on_fresh_keys_pass_exactly_the_limit_each_with_its_own_coun
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _all_at_once(client, 16)
     for key in keys:
         allowed = sorted(s.remaining for s in states[key] if s.allowed)
         refused = [s for s in states[key] if not s.allowed]
@@ -452,10 +457,6 @@ def test_racing_requests_of_one_key_counted_in_its_lookup_pass_exactly_the_limit
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=client) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _all_at_once(client, 12)
     allowed = sorted(s.remaining for s in states if s.allowed)
     assert (allowed, sum(not s.allowed for s in states)) == (list(range(10)), 26)
