@@ -11,6 +11,18 @@ class ContentNegotiation(DefaultContentNegotiation):
     """`?format=` with no renderer of that name is a 400 naming the formats there are
     (DRF answers 404, as if the resource were missing)."""
 
+    def select_renderer(self, request, renderers, format_suffix=None):
+        # Most requests ask for nothing in particular (no query string, so no `?format=`;
+        # `Accept` absent or `*/*`): the first renderer, with its own media type, as DRF
+        # would choose after parsing the header and the query string.
+        if (
+            format_suffix is None
+            and not request.META.get("QUERY_STRING")
+            and request.META.get("HTTP_ACCEPT", "*/*") == "*/*"
+        ):
+            return renderers[0], renderers[0].media_type
+        return super().select_renderer(request, renderers, format_suffix)
+
     def filter_renderers(self, renderers, format):
         found = [renderer for renderer in renderers if renderer.format == format]
         if not found:
