@@ -74,9 +74,12 @@ def _staging_tables_dropped(django_db_setup, django_db_blocker):
     table: drop what they leave once the session ends (the test database is reused)."""
     yield
     from django.db import connection, transaction
+    from django.db.backends.base.creation import TEST_DATABASE_PREFIX
 
     from apps.ingestions.engine import staging_drop_stale
 
+    if not connection.settings_dict["NAME"].startswith(TEST_DATABASE_PREFIX):
+        return  # no test used the database, so pytest-django never made the test one
     with django_db_blocker.unblock(), transaction.atomic(), connection.cursor() as cursor:
         staging_drop_stale(cursor.cursor)
 
