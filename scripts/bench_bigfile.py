@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+from scripts.stack import process_tree, resident_mb, running_stack
+
 _FINAL = ("completed", "completed_with_errors", "failed")
 
 
@@ -37,30 +39,6 @@ def write_big_file(path: Path, rows: int) -> int:
     return path.stat().st_size
 
 
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        try:
-            with open(f"/proc/{current}/task/{current}/children") as children:
-                todo.extend(int(child) for child in children.read().split())
-        except OSError:
-            continue
-    return found
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 class _Sampler:
     """Every process under each named root: its size at the start and its peak."""
 
@@ -73,7 +51,7 @@ class _Sampler:
 
     @staticmethod
     def _sizes(root: int) -> dict[int, float]:
-        return {pid: _rss_mb(pid) for pid in _descendants(root)}
+        return {pid: resident_mb(pid) for pid in process_tree(root)}
 
     def _run(self) -> None:
         while not self.stopped.wait(0.2):
@@ -100,7 +78,6 @@ def phase_big(env: dict, folder: Path, make_tenant, rows: int) -> dict:
     import httpx
 
     from scripts.bench_e2e import send_file
-    from scripts.stack import running_stack
 
     path = folder / "customers_big.ndjson"
     size = write_big_file(path, rows)

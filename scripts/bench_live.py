@@ -26,6 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from scripts.stack import process_tree, resident_mb
+
 CLIENTS = 8
 _FINAL = ("completed", "completed_with_errors", "failed")
 
@@ -163,19 +165,7 @@ def _percentile(values: list[float], share: float) -> float:
 
 def _rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants, in MB."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            with open(f"/proc/{current}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            with open(f"/proc/{current}/task/{current}/children") as children:
-                todo.extend(int(child) for child in children.read().split())
-        except OSError:
-            continue
-    return total / 1024
+    return sum(resident_mb(p) for p in process_tree(pid))
 
 
 def _scenario(name, drive, *, cursor, table, processes, records_per_request) -> dict:

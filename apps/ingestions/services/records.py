@@ -69,11 +69,11 @@ class _Checked:
                 code="too_many_records",
             )
         if reject is None and record_type is not None:
-            rules = self.rules.get(record_type) if self.rules else None
+            rules = self.rules.get(record_type)
             if rules is not None:
                 self.versions[record_type] = rules.version
-            reject = _check_line(record_type, line, rules)
-            if reject is not None and type(reject) is _RowWarning:
+            reject = engine.check_line(record_type, line, rules)
+            if isinstance(reject, engine.RowWarning):
                 self.warnings.append(reject)
                 self.warned[record_type] = self.warned.get(record_type, 0) + 1
                 reject = None
@@ -81,9 +81,6 @@ class _Checked:
             self.rejects.append(reject)
         else:
             self.lines.setdefault(record_type, []).append(line)
-
-
-_check_line, _RowWarning = engine.check_line, engine.RowWarning
 
 
 def _envelope_reject(number: int, data: bytes, problems: list[tuple[str, str, str]]):
