@@ -165,7 +165,8 @@ def analytics_daily(
         "ON i.tenant_id = %(tenant)s AND i.order_id = o.order_id GROUP BY 1"
     )
     for key, items, units in _rows(query, values):
-        days[name(key)].items, days[name(key)].units = items, units
+        totals = days[name(key)]
+        totals.items, totals.units = items, units
     return sorted(days.items())
 
 
