@@ -3,7 +3,14 @@ import os
 import sys
 
 from celery import Celery, bootsteps
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
 
 from apps.core.logs import connect_celery_signals
 
@@ -30,6 +37,30 @@ def short_switch_interval(**kwargs) -> None:
     from apps.ingestions.engine import SWITCH_INTERVAL
 
     sys.setswitchinterval(SWITCH_INTERVAL)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def task_connections(task=None, **kwargs) -> None:
+    """Around every task, as Django does around every request: close a database connection
+    that is broken, or older than DATABASE_CONN_MAX_AGE, and keep the others (Celery's own
+    closing is off: settings.CELERY_DB_REUSE_MAX). A task run eagerly, inside its caller, is
+    left alone, as Celery leaves it."""
+    if task is not None and getattr(task.request, "is_eager", False):
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+@worker_shutdown.connect  # the solo and threads pools: the tasks' connection is this one
+@worker_process_shutdown.connect  # each process of the prefork pool
+def close_connections(**kwargs) -> None:
+    """A kept connection is closed when its worker stops, not left for the server to find
+    gone."""
+    from django.db import connections
+
+    connections.close_all()
 
 
 class Housekeeping(bootsteps.StartStopStep):

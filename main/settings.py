@@ -106,6 +106,9 @@ DATABASES = {
     )
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
+# A kept connection is checked (one round trip) before its first use in a request or task,
+# so one the server dropped meanwhile is replaced instead of failing the work.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Prepared statements only where the code asks for them (apps.core.db: the few statements
 # every request runs); Django's own cursors never prepare. DATABASE_PREPARE=false turns
 # them off, for a connection pooler that cannot keep them (PgBouncer before 1.21).
@@ -167,6 +170,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A task sent with a countdown (a live merge, LIVE_MERGE_DELAY_SECONDS later) runs within
 # this of its time; Celery's default, 1 s, would hold each merge that long.
 CELERY_WORKER_TIMER_PRECISION = 0.05
+# Celery's Django fixup closes the database connection before and after every task unless
+# this is set; then it closes it once in twice this many. A live merge every few tenths of a
+# second would open a connection each time (about 5 ms, and a server process whose caches
+# start cold). A worker keeps its connection as the web server does instead, by
+# DATABASE_CONN_MAX_AGE and the health check (`main.celery.task_connections`).
+CELERY_DB_REUSE_MAX = 2**62
 # Far above any healthy upload (a million rows take well under a minute): a stuck one is
 # caught by the progress watchdog (UPLOAD_HUNG_SECONDS) long before. A task past the soft
 # limit stops cleanly and its upload is reported failed ("timed_out").

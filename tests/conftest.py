@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,26 @@ def _celery_worker_thread(django_db_setup, django_db_blocker):
 
     from main.celery import app
 
+    closed = threading.Event()
+
+    @app.task(name="tests.close_connections", shared=False)
+    def close_connections():
+        """The worker keeps its database connection between tasks, in its own thread: close
+        it there before the thread ends (a real worker does so at its shutdown)."""
+        from django.db import connections
+
+        connections.close_all()
+        closed.set()
+
+    @app.task(name="tests.backend_pid", shared=False)
+    def backend_pid(token: str):
+        """The server process behind the worker's database connection, for `worker_backend`."""
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            _BACKENDS[token] = cursor.fetchone()[0]
+
     queue = f"tests-{uuid.uuid4().hex[:8]}"
     with (
         django_db_blocker.unblock(),
@@ -104,6 +125,19 @@ def _celery_worker_thread(django_db_setup, django_db_blocker):
         ),
     ):
         yield app, queue
+        close_connections.apply_async(queue=queue)
+        closed.wait(timeout=30)
+
+
+_BACKENDS: dict[str, int] = {}
+
+
+def worker_backend(app) -> int:
+    """Run a task on the session's worker (`celery_worker`); the pid of the server process
+    its database connection talks to."""
+    token = uuid.uuid4().hex
+    app.send_task("tests.backend_pid", args=[token])
+    return wait_for(lambda: _BACKENDS.pop(token, None), timeout=30)
 
 
 @pytest.fixture
