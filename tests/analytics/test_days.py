@@ -86,4 +86,3 @@ def test_orders_further_apart_than_the_check_covers_are_converted_one_by_one(
 def test_no_orders_no_days(tenant, client_for):
     assert _starts(tenant, "UTC") is None
     assert _daily(client_for(tenant), "UTC") == []
-

@@ -53,6 +53,7 @@ def test_the_parts_of_a_merge_are_read_by_index_without_statistics(client, tenan
     scans = {
         node["Node Type"] for node in _plan_nodes(plan) if node.get("Relation Name") == "uploads"
     }
-    assert scans and "Seq Scan" not in scans, scans
+    assert scans
+    assert "Seq Scan" not in scans, scans
     found = list(Upload.objects.raw(record_merge._PARTS, [[part.batch_id]]))
     assert [p.id for p in found] == [part.id]
