@@ -60,6 +60,11 @@ _MAX_BATCHES = 5000  # in one micro-batch
 # planner from turning the per-batch lookup back into one join. By batch alone, then the
 # state: with the state in the query the planner may scan every received upload's index
 # entries (stale statistics, dead rows).
+# The tenant's merged total, in the merge's transaction (see `record_store`).
+_MERGED = (
+    "INSERT INTO record_backlog_merged AS m (tenant_id, records) VALUES (%s, %s) "
+    "ON CONFLICT (tenant_id) DO UPDATE SET records = m.records + excluded.records"
+)
 _PARTS = """
 SELECT u.id, u.record_type, u.batch_id, u.body, u.blob_id, u.state
 FROM unnest(%s::bigint[]) AS b(id)
@@ -96,6 +101,8 @@ def _merge_some(*, tenant_id: str) -> tuple[int, bool] | None:
         RecordBatch.objects.filter(id__in=picked).update(
             state=BatchState.MERGED, merged_at=now, updated_at=now
         )
+        with connection.cursor() as cursor:
+            cursor.execute(_MERGED, [tenant_id, records])
         batch_merged_events(tenant_id=tenant_id, batch_ids=picked)
     logger.info("record batches merged", extra={"batches": len(picked), "records": records})
     with connection.cursor() as cursor:

@@ -26,22 +26,34 @@ from psycopg.types.json import Jsonb
 from apps.core.db import prepared_cursor
 from apps.ingestions.models import RecordBatch
 
-# The backlog is read and the batch inserted in one statement: nothing is inserted when
-# the backlog is at the limit. Every NOT NULL column of `uploads` is given (Django keeps
+# The backlog is counted and the batch inserted in one statement: nothing is inserted when
+# the backlog is at the limit. The backlog is the tenant's records accepted less those
+# merged (`BacklogAccepted`, `BacklogMerged`): the accepted total is added to under its
+# row's lock, so batches stored at once are counted one after the other and the limit
+# holds exactly; the merged total is read as of the statement (a merge committing
+# meanwhile is seen by the next batch). When refused, the backlog is read again, as it is
+# now (`_BACKLOG`), for the answer. Every NOT NULL column of `uploads` is given (Django keeps
 # its defaults in Python, not in the table). `{parts}` is where the parts come from: one
 # row of plain values for a batch of one type (most batches), arrays unnested for several
 # (psycopg scans every list it sends to choose its type: about a tenth of a single
 # record's request).
 _STORE = """
-WITH backlog AS (
-    SELECT coalesce(sum(accepted), 0) AS records FROM record_batches
-    WHERE tenant_id = %(tenant)s AND state = 'accepted'
+WITH merged AS (
+    SELECT coalesce(
+        (SELECT records FROM record_backlog_merged WHERE tenant_id = %(tenant)s), 0
+    ) AS records
+), counted AS (
+    INSERT INTO record_backlog_accepted AS a (tenant_id, records)
+    SELECT %(tenant)s, %(accepted)s WHERE %(limit)s > 0
+    ON CONFLICT (tenant_id) DO UPDATE SET records = a.records + excluded.records
+    WHERE a.records - (SELECT records FROM merged) < %(limit)s
+    RETURNING 1
 ), batch AS (
     INSERT INTO record_batches (created_at, updated_at, tenant_id, record_type, state, records,
         rejected, accepted, rejects, warnings, rules, merged_at)
     SELECT now(), now(), %(tenant)s, %(type)s, %(state)s, %(records)s, %(rejected)s,
         %(accepted)s, %(rejects)s, %(warnings)s, %(rules)s, NULL
-    FROM backlog WHERE backlog.records < %(limit)s
+    FROM counted
     RETURNING id, created_at, merged_at
 ), parts AS (
     INSERT INTO uploads (created_at, updated_at, id, tenant_id, record_type, filename, state,
@@ -57,9 +69,13 @@ WITH backlog AS (
     WHERE tenant_id = %(tenant)s AND sent_at >= %(merge_fresh)s
     FOR KEY SHARE
 )
-SELECT backlog.records, b.id, b.created_at, b.merged_at, EXISTS (SELECT 1 FROM pending)
-FROM backlog LEFT JOIN batch b ON true
+SELECT b.id, b.created_at, b.merged_at, EXISTS (SELECT 1 FROM pending)
+FROM merged LEFT JOIN batch b ON true
 """
+_BACKLOG = (
+    "SELECT a.records - coalesce(m.records, 0) FROM record_backlog_accepted a"
+    " LEFT JOIN record_backlog_merged m USING (tenant_id) WHERE a.tenant_id = %s"
+)
 _PART_COLUMNS = (
     ("ids", "uuid"),
     ("types", "text"),
@@ -70,10 +86,10 @@ _PART_COLUMNS = (
     ("versions", "int"),
 )
 _STORE_ONE = _STORE.format(
-    parts="(VALUES ({}))".format(", ".join(f"%({n})s::{t}" for n, t in _PART_COLUMNS))
+    parts="(VALUES ({}))".format(", ".join(f"%({n})s::{t}" for n, t in _PART_COLUMNS)),
 )
 _STORE_MANY = _STORE.format(
-    parts="unnest({})".format(", ".join(f"%({n})s::{t}[]" for n, t in _PART_COLUMNS))
+    parts="unnest({})".format(", ".join(f"%({n})s::{t}[]" for n, t in _PART_COLUMNS)),
 )
 
 
@@ -130,9 +146,11 @@ def batch_store(*, batch: RecordBatch, parts: list[NewPart], limit: int, merge_f
     }
     with prepared_cursor() as cursor:
         cursor.execute(statement, params, prepare=True)
-        backlog, batch_id, created_at, merged_at, merge_pending = cursor.fetchone()
-    if batch_id is None:
-        return Stored(refused_by=backlog)
+        batch_id, created_at, merged_at, merge_pending = cursor.fetchone()
+        if batch_id is None:
+            cursor.execute(_BACKLOG, [batch.tenant_id])
+            row = cursor.fetchone()  # none before the tenant's first batch (a limit of 0)
+            return Stored(refused_by=row[0] if row else 0)
     batch.id, batch.merged_at = batch_id, merged_at
     batch.created_at = batch.updated_at = created_at
     batch._state.adding = False  # stored: a save() updates it
