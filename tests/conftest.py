@@ -92,16 +92,19 @@ def _celery_worker_thread(django_db_setup, django_db_blocker):
 
     from main.celery import app
 
-    closed = threading.Event()
+    closed = threading.Semaphore(0)
 
     @app.task(name="tests.close_connections", shared=False)
     def close_connections():
-        """The worker keeps its database connection between tasks, in its own thread: close
-        it there before the thread ends (a real worker does so at its shutdown)."""
+        """The worker keeps its database connection between tasks, in the thread that ran
+        them: close it there before the threads end (a real worker does so at its
+        shutdown). A task sent with a countdown runs in Celery's timer thread when the
+        transport has no event loop (the embedded filesystem one), so this is sent both
+        ways."""
         from django.db import connections
 
         connections.close_all()
-        closed.set()
+        closed.release()
 
     @app.task(name="tests.backend_pid", shared=False)
     def backend_pid(token: str):
@@ -126,7 +129,9 @@ def _celery_worker_thread(django_db_setup, django_db_blocker):
     ):
         yield app, queue
         close_connections.apply_async(queue=queue)
-        closed.wait(timeout=30)
+        close_connections.apply_async(queue=queue, countdown=0.1)
+        for _ in range(2):
+            closed.acquire(timeout=30)
 
 
 _BACKENDS: dict[str, int] = {}
