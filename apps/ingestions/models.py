@@ -248,33 +248,32 @@ class RecordBatch(BaseModel):
         return f"batch {self.id} ({self.state})"
 
 
-class BacklogAccepted(models.Model):
+class _BacklogTotal(models.Model):
+    tenant = models.OneToOneField(Tenant, primary_key=True, on_delete=models.CASCADE)
+    records = models.BigIntegerField()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.records} records ({self._meta.db_table}) of tenant {self.tenant_id}"
+
+
+class BacklogAccepted(_BacklogTotal):
     """The live records a tenant's batches ever added to its backlog, counted as each is
     stored; less `BacklogMerged`, the backlog the limit refuses at: two lookups, however
     many batches. Two rows: a merge holds its own until it commits, and batches go on."""
 
-    tenant = models.OneToOneField(Tenant, primary_key=True, on_delete=models.CASCADE)
-    records = models.BigIntegerField()
-
     class Meta:
         db_table = "record_backlog_accepted"
 
-    def __str__(self) -> str:
-        return f"{self.records} records accepted by tenant {self.tenant_id}"
 
-
-class BacklogMerged(models.Model):
+class BacklogMerged(_BacklogTotal):
     """The live records of a tenant merged so far, counted by each merge in its transaction
     (see `BacklogAccepted`)."""
 
-    tenant = models.OneToOneField(Tenant, primary_key=True, on_delete=models.CASCADE)
-    records = models.BigIntegerField()
-
     class Meta:
         db_table = "record_backlog_merged"
-
-    def __str__(self) -> str:
-        return f"{self.records} records merged for tenant {self.tenant_id}"
 
 
 class MergeRequest(models.Model):
