@@ -53,6 +53,11 @@ def records_merge(*, tenant_id) -> int:
 
 
 _MAX_BATCHES = 5000  # in one micro-batch
+# The tenant's merged total, in the merge's transaction (see `record_store`).
+_MERGED = (
+    "INSERT INTO record_backlog_merged AS m (tenant_id, records) VALUES (%s, %s) "
+    "ON CONFLICT (tenant_id) DO UPDATE SET records = m.records + excluded.records"
+)
 # The parts of the picked batches, looked up batch by batch in `batch_id`'s index, whatever
 # the statistics say: without any (a server with autovacuum off, or a table not analyzed
 # yet), PostgreSQL guesses that a list of ids matches a good share of the table and reads
@@ -60,11 +65,6 @@ _MAX_BATCHES = 5000  # in one micro-batch
 # planner from turning the per-batch lookup back into one join. By batch alone, then the
 # state: with the state in the query the planner may scan every received upload's index
 # entries (stale statistics, dead rows).
-# The tenant's merged total, in the merge's transaction (see `record_store`).
-_MERGED = (
-    "INSERT INTO record_backlog_merged AS m (tenant_id, records) VALUES (%s, %s) "
-    "ON CONFLICT (tenant_id) DO UPDATE SET records = m.records + excluded.records"
-)
 _PARTS = """
 SELECT u.id, u.record_type, u.batch_id, u.body, u.blob_id, u.state
 FROM unnest(%s::bigint[]) AS b(id)
