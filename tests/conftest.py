@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -92,20 +91,6 @@ def _celery_worker_thread(django_db_setup, django_db_blocker):
 
     from main.celery import app
 
-    closed = threading.Semaphore(0)
-
-    @app.task(name="tests.close_connections", shared=False)
-    def close_connections():
-        """The worker keeps its database connection between tasks, in the thread that ran
-        them: close it there before the threads end (a real worker does so at its
-        shutdown). A task sent with a countdown runs in Celery's timer thread when the
-        transport has no event loop (the embedded filesystem one), so this is sent both
-        ways."""
-        from django.db import connections
-
-        connections.close_all()
-        closed.release()
-
     @app.task(name="tests.backend_pid", shared=False)
     def backend_pid(token: str):
         """The server process behind the worker's database connection, for `worker_backend`."""
@@ -128,10 +113,28 @@ def _celery_worker_thread(django_db_setup, django_db_blocker):
         ),
     ):
         yield app, queue
-        close_connections.apply_async(queue=queue)
-        close_connections.apply_async(queue=queue, countdown=0.1)
-        for _ in range(2):
-            closed.acquire(timeout=30)
+    _close_thread_connections()
+
+
+def _close_thread_connections() -> None:
+    """The worker keeps its database connection between tasks, in each thread that ran
+    them: the worker's own and, on the embedded filesystem transport, Celery's timer
+    thread (a task sent with a countdown runs there). A real worker closes its connection
+    at shutdown; the test worker's threads end without, so their connections are closed
+    here (each thread's own, now that the thread is gone)."""
+    import gc
+
+    from django.db import connection
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    for wrapper in gc.get_objects():
+        if (
+            isinstance(wrapper, BaseDatabaseWrapper)
+            and wrapper is not connection  # this thread's: pytest-django's to close
+            and wrapper.connection is not None
+            and not wrapper.connection.closed
+        ):
+            wrapper.connection.close()
 
 
 _BACKENDS: dict[str, int] = {}
