@@ -129,7 +129,7 @@ def _close_thread_connections() -> None:
 
     for wrapper in gc.get_objects():
         if (
-            isinstance(wrapper, BaseDatabaseWrapper)
+            issubclass(type(wrapper), BaseDatabaseWrapper)  # type(): weak proxies are about
             and wrapper is not connection  # this thread's: pytest-django's to close
             and wrapper.connection is not None
             and not wrapper.connection.closed
