@@ -8,9 +8,9 @@ Runs in a fresh database of its own (`<name>_bench`, dropped afterwards unless -
    these files pays;
 3. engine: another child process ingests the same files with the engine (validate, stage
    with COPY, merge with keys and foreign keys), in dependency order;
-4. analytics: each analytics endpoint timed on the engine phase's tenant (p50/p95 over
-   50 varied ranges), and the files loaded for three new tenants without, with and
-   without the analytics index (`scripts/bench_analytics.py`);
+4. analytics: the engine phase's tenant's copies brought up to date, each analytics
+   endpoint timed on it (p50/p95 over 50 varied ranges), and the files loaded for three
+   new tenants without, with and without the change feed (`scripts/bench_analytics.py`);
 5. rules: the order items again, for two new tenants (their parents loaded first), one
    without rules and one with a rule set of ten keywords (`BENCH_RULES`), in one process;
 6. end to end: the same files uploaded through the API (gunicorn) and a Celery worker
@@ -264,7 +264,7 @@ def _run(args: argparse.Namespace, console) -> tuple:
         eng = json.loads(_child([*phase, tenant_id], env))
         analytics = None
         if not args.no_analytics:
-            console.print("analytics endpoints, and the engine without and with their index ...")
+            console.print("analytics endpoints, and the engine without and with the change feed ...")
             _checkpoint(bench_url)
             phase = ["scripts/bench.py", "--phase", "analytics", "--dir", str(folder), "--tenant"]
             analytics = json.loads(_child([*phase, tenant_id], env))

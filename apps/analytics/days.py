@@ -41,7 +41,8 @@ class DayStarts:
 # orders' filter, alias `o`.
 _STARTS = """
 WITH span AS (
-  SELECT min(o.order_date) AS lo, max(o.order_date) AS hi FROM orders o WHERE {where}),
+  SELECT min(o.order_date) AS lo, max(o.order_date) AS hi FROM analytics_orders o
+  WHERE {where}),
 b AS (
   SELECT array_agg(d::date ORDER BY d) AS days,
          array_agg(d AT TIME ZONE %(tz)s ORDER BY d) AS starts

@@ -373,26 +373,5 @@ class UploadWarning(models.Model):
         return f"line {self.line}: {self.code} ({self.field})"
 
 
-from apps.ingestions.tables import (  # noqa: E402 - registered with the app's models
-    Customer,
-    Order,
-    OrderFields,
-    OrderItem,
-    OrderItemFields,
-    PendingFields,
-    PendingOrder,
-    PendingOrderItem,
-    Product,
-)
-
-__all__ = [
-    "Customer",
-    "Order",
-    "OrderFields",
-    "OrderItem",
-    "OrderItemFields",
-    "PendingFields",
-    "PendingOrder",
-    "PendingOrderItem",
-    "Product",
-]
+# The final tables, the pending holds and the change feed, registered with the app's models.
+from apps.ingestions.tables import *  # noqa: E402, F403

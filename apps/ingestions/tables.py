@@ -7,10 +7,25 @@ PostgreSQL enforces them. Secondary indexes are kept to what is needed: each one
 for on every row of a bulk load.
 """
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
 from apps.tenants.models import Tenant
+
+__all__ = [
+    "Customer",
+    "FinalChange",
+    "FinalChangeWake",
+    "Order",
+    "OrderFields",
+    "OrderItem",
+    "OrderItemFields",
+    "PendingFields",
+    "PendingOrder",
+    "PendingOrderItem",
+    "Product",
+]
 
 
 def _tenant_fk(*, constraint: bool):
@@ -156,3 +171,35 @@ class PendingOrderItem(OrderItemFields, PendingFields):
 
     def __str__(self) -> str:
         return f"pending item {self.order_item_id}"
+
+
+class FinalChange(models.Model):
+    """The ids of orders or order items one merge statement wrote (`engine.changes`), for
+    the reader of the change feed (analytics) to catch up from; it deletes what it read."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = _tenant_fk(constraint=False)
+    record_type = models.CharField(max_length=16)
+    keys = ArrayField(models.UUIDField())
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "final_changes"
+        indexes = [models.Index(fields=["tenant", "id"], name="final_changes_tenant")]
+
+    def __str__(self) -> str:
+        return f"{len(self.keys)} {self.record_type} of tenant {self.tenant_id}"
+
+
+class FinalChangeWake(models.Model):
+    """The feed's reader has been sent for the tenant's changes (at `sent_at`): a merge
+    meanwhile sends none of its own. The reader deletes it once it has read them all."""
+
+    tenant = models.OneToOneField(Tenant, primary_key=True, on_delete=models.CASCADE)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "final_change_wakes"
+
+    def __str__(self) -> str:
+        return f"change feed reader of tenant {self.tenant_id} sent at {self.sent_at}"

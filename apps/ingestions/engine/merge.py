@@ -19,6 +19,7 @@ from datetime import datetime
 import psycopg
 from psycopg import Cursor, sql
 
+from apps.ingestions.engine.changes import note_changes
 from apps.ingestions.engine.keys import ParentLocks
 from apps.ingestions.engine.pending import hold_missing, supersede_held
 from apps.ingestions.engine.records import RECORDS, RecordSpec
@@ -198,6 +199,8 @@ def insert_new(
         inserted = None
     if inserted is None:
         cursor.execute("ROLLBACK TO SAVEPOINT ingest_chunk")
+    else:
+        note_changes(cursor, spec, source, tenant_id)
     cursor.execute("RELEASE SAVEPOINT ingest_chunk")
     return inserted
 
@@ -276,6 +279,7 @@ def _write(
     # keys check each row anyway, and the filter would cost a second lookup per row. Else
     # it keeps out exactly the rows just held, whatever arrived since.
     written = _written(spec, source, held)
+    note_changes(cursor, spec, written, params["tenant"])
     select = select_sql(spec, written)
     # A plain INSERT when none of the ids exists yet (first loads, append-only feeds):
     # ON CONFLICT's speculative insertion costs ~20% more per row. Safe: the tenant's merge

@@ -24,6 +24,7 @@ from datetime import datetime
 
 from psycopg import Cursor, sql
 
+from apps.ingestions.engine.changes import note_changes
 from apps.ingestions.engine.job import Job
 from apps.ingestions.engine.keys import ParentLocks
 from apps.ingestions.engine.load import _check_isolation
@@ -272,6 +273,7 @@ class _Loader:
         if pending == rows:
             return
         written = _written(spec, source, pending)
+        note_changes(cursor, spec, written, params["tenant"])
         if any_stored(cursor, spec, written, params["tenant"]):
             self._upsert(written, counts)
             return

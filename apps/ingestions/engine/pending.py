@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from psycopg import Cursor, sql
 
+from apps.ingestions.engine.changes import note_changes
 from apps.ingestions.engine.checks import copy_text
 from apps.ingestions.engine.keys import ParentLocks
 from apps.ingestions.engine.parse import raw_text
@@ -167,6 +168,7 @@ def _load_moved(
     held them."""
     cursor.execute("ANALYZE pg_temp._moved")
     source = sql.Identifier("pg_temp", "_moved")
+    note_changes(cursor, spec, source, tenant_id)
     if _insert_all_new(cursor, spec, source, moved, tenant_id, setwise_key_checks):
         cursor.execute("SELECT upload_id::text, count(*) FROM pg_temp._moved GROUP BY upload_id")
         return [ResolvedCounts(u, spec.name, n, 0, 0) for u, n in cursor.fetchall()]

@@ -5,10 +5,11 @@ way) and hands it to a worker; `processing` runs it; `housekeeping` keeps upload
 (periodic jobs, retry); `sessions` and `session_chunks` are resumable uploads; `idempotency`
 is the Idempotency-Key protocol; `storage` keeps uploaded bytes in PostgreSQL; `records`
 accepts live record batches and `record_merge` merges them; `rules` keeps a tenant's
-validation rules. Services never import tasks:
-they send them by name.
+validation rules; `changes` wakes the reader of the final tables' change feed. Services
+never import tasks: they send them by name.
 """
 
+from apps.ingestions.services.changes import CHANGES_READER_TASK, changes_reader_send
 from apps.ingestions.services.housekeeping import (
     pending_expire,
     staging_purge,
@@ -80,9 +81,11 @@ from apps.ingestions.services.uploads import (
 )
 
 __all__ = [
+    "CHANGES_READER_TASK",
     "MIXED",
     "RECORDS_MERGE_TASK",
     "BacklogFullError",
+    "changes_reader_send",
     "record_batch_accept",
     "records_check",
     "records_merge",

@@ -30,6 +30,7 @@ from django.utils import timezone
 from apps.core.logs import log_bind, log_reset
 from apps.ingestions import engine
 from apps.ingestions.models import Upload, UploadState
+from apps.ingestions.services.changes import changes_wake
 from apps.ingestions.services.events import upload_event
 from apps.ingestions.services.rules import rules_current
 from apps.ingestions.services.scheduling import (
@@ -135,6 +136,7 @@ def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Up
             result = _load(upload, stream=stream, progress=progress, give_way=give_way, rules=rules)
             version = rules.version if rules is not None else None
             state = upload_finish(upload=upload, result=result, rules_version=version)
+            changes_wake(tenant_id=upload.tenant_id)
         # The tenant's next upload need not wait for the statistics refresh below.
         upload_wake(tenant_id=upload.tenant_id)
         _report(upload, result, state=state, seconds=time.monotonic() - started)

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from apps.ingestions import engine
 from apps.ingestions.models import BatchState, MergeRequest, RecordBatch, Upload, UploadState
+from apps.ingestions.services.changes import changes_wake
 from apps.ingestions.services.events import batch_merged_events
 from apps.ingestions.services.processing import uploads_adjust
 from apps.ingestions.services.records import records_merge_enqueue
@@ -97,6 +98,7 @@ def _merge_some(*, tenant_id: str) -> tuple[int, bool] | None:
             return 0, False
         parts = Upload.objects.raw(_PARTS, [picked])
         grown = _load(tenant_id, [p for p in parts if p.state == UploadState.RECEIVED])
+        changes_wake(tenant_id=tenant_id)
         now = timezone.now()
         RecordBatch.objects.filter(id__in=picked).update(
             state=BatchState.MERGED, merged_at=now, updated_at=now

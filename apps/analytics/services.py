@@ -1,0 +1,214 @@
+"""Keeping the analytics copies (`models`) exactly in step with the final tables.
+
+Merges note the ids of the orders and order items they write in the change feed
+(`final_changes`, see `apps.ingestions.engine.changes`), in their own transaction, and wake
+`analytics_refresh` once they commit. Catching up applies, set-wise, every change the
+transaction's snapshot sees and deletes those notes, so a snapshot with no note of a tenant
+left sees copies that match its final tables exactly. A read (`consistent_read`) checks
+that first; when notes are left (a merge committed since the last refresh), it catches up
+itself in its own transaction and answers from there: an answer is always that of the
+final tables as of one committed state, never a stale one.
+
+Catching up for a tenant is one at a time (a session advisory lock taken before the
+transaction starts, so its snapshot follows the previous one's commit). Merges never wait
+for it: they only add notes.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import OperationalError, connection, transaction
+
+from apps.ingestions.models import FinalChangeWake
+from apps.ingestions.services import changes_reader_send
+
+logger = logging.getLogger("apps.analytics.services")
+
+_LOCK_KEY = "hashtextextended('analytics:' || %s::text, 0)"
+_RESEND_SECONDS = 1.0  # a merge holding the wake row: the refresh comes back after this
+
+# Each step sees the tenant as `%(tenant)s`; `pg_temp._chg` holds the ids taken from the
+# feed. Items: their copies replaced by their current rows (with their order's date and
+# currency), and what that adds to or takes from each order's count kept (`_delta`).
+# Orders: their items' copies follow their date and currency; the copy of every order
+# touched (itself, or one of its items, moved from or to it) is made again, its counts its
+# old copy's plus the delta; then the previous order dates along the customers concerned
+# (old and new). Lookups in the copies go by array (`= ANY`) or by key, through their
+# indexes, whatever the statistics say of tables this very transaction has just filled.
+_TAKE = (
+    "WITH gone AS (DELETE FROM final_changes WHERE tenant_id = %(tenant)s "
+    "RETURNING record_type, keys) "
+    "INSERT INTO pg_temp._chg SELECT DISTINCT record_type, unnest(keys) FROM gone"
+)
+_STEPS = (
+    "CREATE TEMP TABLE pg_temp._new_lines ON COMMIT DROP AS "
+    "SELECT i.order_item_id, i.order_id, i.product_id, o.order_date, o.currency, i.quantity, "
+    "i.line_total FROM pg_temp._chg c "
+    "JOIN order_items i ON i.tenant_id = %(tenant)s AND i.order_item_id = c.id "
+    "JOIN orders o ON o.tenant_id = %(tenant)s AND o.order_id = i.order_id "
+    "WHERE c.record_type = 'order_items'",
+    "CREATE TEMP TABLE pg_temp._delta ON COMMIT DROP AS "
+    "WITH gone AS (DELETE FROM analytics_lines l WHERE l.tenant_id = %(tenant)s "
+    "AND l.order_item_id = ANY (array(SELECT id FROM pg_temp._chg "
+    "WHERE record_type = 'order_items')) RETURNING l.order_id, l.quantity) "
+    "SELECT order_id, -count(*) AS items, -sum(quantity) AS units FROM gone GROUP BY 1 "
+    "UNION ALL SELECT order_id, count(*), sum(quantity) FROM pg_temp._new_lines GROUP BY 1",
+    "INSERT INTO analytics_lines (tenant_id, order_item_id, order_id, product_id, order_date, "
+    "currency, quantity, line_total) SELECT %(tenant)s, * FROM pg_temp._new_lines",
+    "UPDATE analytics_lines l SET order_date = o.order_date, currency = o.currency "
+    "FROM orders o WHERE l.tenant_id = %(tenant)s AND l.order_id = ANY (array("
+    "SELECT id FROM pg_temp._chg WHERE record_type = 'orders')) "
+    "AND o.tenant_id = %(tenant)s AND o.order_id = l.order_id "
+    "AND (l.order_date, l.currency) IS DISTINCT FROM (o.order_date, o.currency)",
+    "CREATE TEMP TABLE pg_temp._touched ON COMMIT DROP AS "
+    "SELECT id AS order_id FROM pg_temp._chg WHERE record_type = 'orders' "
+    "UNION SELECT order_id FROM pg_temp._delta",
+    "CREATE TEMP TABLE pg_temp._old ON COMMIT DROP AS "
+    "WITH gone AS (DELETE FROM analytics_orders f WHERE f.tenant_id = %(tenant)s "
+    "AND f.order_id = ANY (array(SELECT order_id FROM pg_temp._touched)) "
+    "RETURNING f.order_id, f.customer_id, f.items, f.units) SELECT * FROM gone",
+    "ANALYZE pg_temp._delta, pg_temp._touched, pg_temp._old",
+    "CREATE TEMP TABLE pg_temp._customers ON COMMIT DROP AS "
+    "WITH made AS (INSERT INTO analytics_orders (tenant_id, order_id, order_date, customer_id, "
+    "currency, total, items, units) SELECT %(tenant)s, o.order_id, o.order_date, o.customer_id, "
+    "o.currency, o.total_amount, coalesce(f.items, 0) + coalesce(d.items, 0), "
+    "coalesce(f.units, 0) + coalesce(d.units, 0) FROM pg_temp._touched t "
+    "JOIN orders o ON o.tenant_id = %(tenant)s AND o.order_id = t.order_id "
+    "LEFT JOIN pg_temp._old f ON f.order_id = t.order_id "
+    "LEFT JOIN (SELECT order_id, sum(items) AS items, sum(units) AS units "
+    "FROM pg_temp._delta GROUP BY 1) d ON d.order_id = t.order_id RETURNING customer_id) "
+    "SELECT customer_id FROM made UNION SELECT customer_id FROM pg_temp._old",
+    # worked out first into a table of its own: as a subquery of the UPDATE, the planner
+    # may run it again for every row it updates
+    "CREATE TEMP TABLE pg_temp._prev ON COMMIT DROP AS SELECT order_id, "
+    "lag(order_date) OVER (PARTITION BY customer_id ORDER BY order_date, order_id) AS prev, "
+    "lag(order_date) OVER (PARTITION BY customer_id, currency ORDER BY order_date, order_id) "
+    "AS prev_in FROM analytics_orders WHERE tenant_id = %(tenant)s "
+    "AND customer_id = ANY (array(SELECT customer_id FROM pg_temp._customers))",
+    "ANALYZE pg_temp._prev",
+    "UPDATE analytics_orders f SET prev_order_date = p.prev, prev_in_currency = p.prev_in "
+    "FROM pg_temp._prev p WHERE f.tenant_id = %(tenant)s AND f.order_id = p.order_id "
+    "AND (f.prev_order_date, f.prev_in_currency) IS DISTINCT FROM (p.prev, p.prev_in)",
+)
+_TEMP = ", ".join(
+    f"pg_temp.{name}"
+    for name in ("_chg", "_new_lines", "_delta", "_touched", "_old", "_customers", "_prev")
+)
+
+
+def _apply(tenant_id) -> int:
+    """Apply the tenant's changes that this transaction sees; how many ids it took."""
+    params = {"tenant": tenant_id}
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {_TEMP}")
+        cursor.execute("CREATE TEMP TABLE pg_temp._chg (record_type text, id uuid) ON COMMIT DROP")
+        cursor.execute(_TAKE, params)
+        taken = cursor.rowcount
+        if taken:
+            cursor.execute("ANALYZE pg_temp._chg")
+            for step in _STEPS:
+                cursor.execute(step, params)
+        cursor.execute(f"DROP TABLE IF EXISTS {_TEMP}")
+    return taken
+
+
+@contextmanager
+def _tenant_lock(tenant_id) -> Iterator[None]:
+    """The tenant's catching-up lock, for the session, outside any transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT pg_advisory_lock({_LOCK_KEY})", [tenant_id])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})", [tenant_id])
+
+
+def _begin(cursor, *, read_only: bool) -> None:
+    mode = "READ ONLY" if read_only else "READ WRITE"
+    cursor.execute(f"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, {mode}")
+    # analytics plans are short: compiling costs more than they save
+    cursor.execute("SET LOCAL jit = off")
+    cursor.execute("SET LOCAL work_mem = '32MB'")
+
+
+def _pending(cursor, tenant_id) -> bool:
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM final_changes WHERE tenant_id = %s)", [tenant_id])
+    return cursor.fetchone()[0]
+
+
+# The copies whose statistics are refreshed after a catching up that changed more than a
+# tenth of them: the next one plans with the tenant's true size (autovacuum's analyze may
+# come a minute later). After the commit: ANALYZE would hold other tenants' refreshes.
+_STALE = """
+SELECT relname FROM pg_stat_user_tables
+WHERE relname IN ('analytics_orders', 'analytics_lines')
+  AND n_mod_since_analyze > 1000 + 0.1 * greatest(n_live_tup, 0)
+"""
+
+
+def analytics_catch_up(*, tenant_id) -> int:
+    """Apply every change of the tenant committed so far to its copies, in one transaction;
+    how many ids it took (0: none was left)."""
+    if connection.in_atomic_block:  # a caller's transaction: its snapshot is the one there is
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})", [tenant_id])
+        return _apply(tenant_id)
+    with _tenant_lock(tenant_id):
+        with transaction.atomic(), connection.cursor() as cursor:
+            _begin(cursor, read_only=False)
+            taken = _apply(tenant_id)
+        if taken > 1000:
+            with connection.cursor() as cursor:
+                cursor.execute(_STALE)
+                for (table,) in cursor.fetchall():
+                    cursor.execute(f"ANALYZE {table}")
+    return taken
+
+
+def analytics_refresh(*, tenant_id) -> int:
+    """The change feed's reader, sent after merges: catch up, then let merges send it again
+    (delete the tenant's wake row), and catch up once more if a merge noted changes before
+    it could. How many ids it took."""
+    taken = 0
+    while True:
+        taken += analytics_catch_up(tenant_id=tenant_id)
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                # A merge that marked the row holds it until it commits: come back then
+                # rather than hold a worker while a file loads.
+                cursor.execute("SET LOCAL lock_timeout = '100ms'")
+                FinalChangeWake.objects.filter(tenant_id=tenant_id).delete()
+        except OperationalError:
+            changes_reader_send(tenant_id=tenant_id, countdown=_RESEND_SECONDS)
+            return taken
+        with connection.cursor() as cursor:
+            if not _pending(cursor, tenant_id):
+                return taken
+
+
+def consistent_read(selector):
+    """Run `selector` (keyword `tenant` first) in one REPEATABLE READ snapshot whose copies
+    match its final tables: read-only when no change is left to apply, else after applying
+    them in the same transaction."""
+
+    @functools.wraps(selector)
+    def read(**kwargs):
+        tenant_id = kwargs["tenant"].id
+        if connection.in_atomic_block:
+            analytics_catch_up(tenant_id=tenant_id)
+            return selector(**kwargs)
+        with transaction.atomic(), connection.cursor() as cursor:
+            _begin(cursor, read_only=True)
+            if not _pending(cursor, tenant_id):
+                return selector(**kwargs)
+        with _tenant_lock(tenant_id), transaction.atomic(), connection.cursor() as cursor:
+            _begin(cursor, read_only=False)
+            _apply(tenant_id)
+            return selector(**kwargs)
+
+    return read
