@@ -5,8 +5,10 @@ import the API."""
 
 from __future__ import annotations
 
+import functools
+
 from django.conf import settings
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -35,10 +37,27 @@ class LinkingSerializer(serializers.Serializer):
 def link_of(request, name: str, **kwargs) -> str:
     """The named route's URL: absolute for the `request`, or without one (an event's data)
     at the configured address."""
-    path = reverse(name, kwargs=kwargs)
+    return _absolute(request, reverse(name, kwargs=kwargs))
+
+
+def _absolute(request, path: str) -> str:
     if request is None:
         return settings.PUBLIC_BASE_URL + path
     return request.build_absolute_uri(path)
+
+
+@functools.lru_cache(maxsize=16)
+def _route_path(name: str, urlconf: str | None, script_prefix: str) -> str:
+    """A route without parameters, reversed once per URLconf and script prefix (a reverse
+    is a tenth of a single record's answer)."""
+    return reverse(name, urlconf=urlconf)
+
+
+def _batch_url(request, batch_id: int) -> str:
+    """`link_of(request, "record-batch-detail", batch_id=...)`: the list's path and the id
+    (`tests/ingestions/test_presenters.py` holds them equal)."""
+    path = _route_path("record-batch-list", get_urlconf(), get_script_prefix())
+    return _absolute(request, f"{path}{batch_id}/")
 
 
 class RowsOutputSerializer(serializers.Serializer):
@@ -215,7 +234,7 @@ def batch_data(batch: RecordBatch, request) -> dict:
     """A batch as `BatchOutputSerializer` shows it, built directly: each live batch's 202
     carries one, and building the serializer's fields cost more than the rest of the
     answer (`tests/ingestions/test_presenters.py` holds the two equal)."""
-    url = link_of(request, "record-batch-detail", batch_id=batch.id)
+    url = _batch_url(request, batch.id)
     return {
         "id": batch.id,
         "url": url,

@@ -85,6 +85,7 @@ class _RecordBatchCreate(TenantApiView):
             )
         body = _read_body(request)
         json_array = _is_json_array(request, body)
+        key = request.headers.get("Idempotency-Key")
 
         def run() -> tuple[Answer, str]:
             batch = record_batch_accept(
@@ -92,7 +93,8 @@ class _RecordBatchCreate(TenantApiView):
             )
             data = batch_data(batch, request)
             answer = Answer(status.HTTP_202_ACCEPTED, data, {"Location": data["url"]})
-            return answer, fingerprint()
+            # the body's sha256, for a key to store; no key, nothing keeps it
+            return answer, fingerprint() if key is not None else ""
 
         def fingerprint() -> str:
             sha256 = hashlib.sha256(body).hexdigest()
@@ -103,7 +105,7 @@ class _RecordBatchCreate(TenantApiView):
 
         answer, replayed = idempotent(
             tenant=self.tenant,
-            key=request.headers.get("Idempotency-Key"),
+            key=key,
             run=run,
             fingerprint_of=fingerprint,
         )
