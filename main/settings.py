@@ -72,10 +72,11 @@ MIDDLEWARE = [
     "apps.core.middleware.RequestBodyMiddleware",  # bodies read before a DB connection is taken
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn too
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's session, user and messages, outside /api/ only (the API's are its key's)
+    "apps.core.middleware.DashboardSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "apps.core.middleware.DashboardAuthenticationMiddleware",
+    "apps.core.middleware.DashboardMessageMiddleware",
 ]
 
 ROOT_URLCONF = "main.urls"
