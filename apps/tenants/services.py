@@ -132,7 +132,9 @@ def tenant_from_api_key_counted(*, raw_key: str, rate: Rate | None) -> KeyCheck:
         params |= postgres_hit_params(name, rate)
         statement = _TENANT_OF_KEY_COUNTED
     with prepared_cursor() as cursor:
-        cursor.execute(statement, params, prepare=True)
+        # results in binary: the same values, read in half the time of their text
+        # (mostly the tenant's and the key's timestamps)
+        cursor.execute(statement, params, prepare=True, binary=True)
         row = cursor.fetchone()
         if row is None:
             return KeyCheck(None, None)

@@ -145,7 +145,8 @@ def batch_store(*, batch: RecordBatch, parts: list[NewPart], limit: int, merge_f
         "merge_fresh": merge_fresh,
     }
     with prepared_cursor() as cursor:
-        cursor.execute(statement, params, prepare=True)
+        # results in binary: the same values, the timestamp read faster than its text
+        cursor.execute(statement, params, prepare=True, binary=True)
         batch_id, created_at, merged_at, merge_pending = cursor.fetchone()
         if batch_id is None:
             cursor.execute(_BACKLOG, [batch.tenant_id])
