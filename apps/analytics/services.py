@@ -36,15 +36,22 @@ _RESEND_SECONDS = 1.0  # a merge holding the wake row: the refresh comes back af
 # currency), and what that adds to or takes from each order's count kept (`_delta`).
 # Orders: their items' copies follow their date and currency; the copy of every order
 # touched (itself, or one of its items, moved from or to it) is made again, its counts its
-# old copy's plus the delta; then the previous order dates along the customers concerned
-# (old and new). Lookups in the copies go by array (`= ANY`) or by key, through their
-# indexes, whatever the statistics say of tables this very transaction has just filled.
+# old copy's plus the delta, with the previous order dates worked out along the customers
+# concerned (old and new), whose other copies get theirs corrected.
+#
+# Plans that hold whatever the statistics say (a tenant whose copies this very
+# transaction has just filled looks empty to the planner): the copies are looked up by
+# array (`= ANY`, one pass whichever index), and every temp table is indexed on the key it
+# is joined by, so that a nested loop the planner picks on a wrong estimate probes an index
+# instead of scanning a table once per row.
 _TAKE = (
     "WITH gone AS (DELETE FROM final_changes WHERE tenant_id = %(tenant)s "
     "RETURNING record_type, keys) "
     "INSERT INTO pg_temp._chg SELECT DISTINCT record_type, unnest(keys) FROM gone"
 )
 _STEPS = (
+    "CREATE INDEX ON pg_temp._chg (id)",
+    "ANALYZE pg_temp._chg",
     "CREATE TEMP TABLE pg_temp._new_lines ON COMMIT DROP AS "
     "SELECT i.order_item_id, i.order_id, i.product_id, o.order_date, o.currency, i.quantity, "
     "i.line_total FROM pg_temp._chg c "
@@ -58,12 +65,21 @@ _STEPS = (
     "SELECT order_id, -count(*) AS items, -sum(quantity) AS units FROM gone GROUP BY 1 "
     "UNION ALL SELECT order_id, count(*), sum(quantity) FROM pg_temp._new_lines GROUP BY 1",
     "INSERT INTO analytics_lines (tenant_id, order_item_id, order_id, product_id, order_date, "
-    "currency, quantity, line_total) SELECT %(tenant)s, * FROM pg_temp._new_lines",
-    "UPDATE analytics_lines l SET order_date = o.order_date, currency = o.currency "
-    "FROM orders o WHERE l.tenant_id = %(tenant)s AND l.order_id = ANY (array("
+    "currency, quantity, line_total) SELECT %(tenant)s, * FROM pg_temp._new_lines "
+    "ORDER BY order_item_id",  # in the key's order: a bulk of new ids fills pages in turn
+    # only orders that had a copy, with another date or currency now, have items to move;
+    # found by their old date (the items' copies are indexed by date, not by order)
+    "CREATE TEMP TABLE pg_temp._moved ON COMMIT DROP AS "
+    "SELECT o.order_id, f.order_date AS was, o.order_date, o.currency FROM analytics_orders f "
+    "JOIN orders o ON o.tenant_id = %(tenant)s AND o.order_id = f.order_id "
+    "WHERE f.tenant_id = %(tenant)s AND f.order_id = ANY (array("
     "SELECT id FROM pg_temp._chg WHERE record_type = 'orders')) "
-    "AND o.tenant_id = %(tenant)s AND o.order_id = l.order_id "
-    "AND (l.order_date, l.currency) IS DISTINCT FROM (o.order_date, o.currency)",
+    "AND (f.order_date, f.currency) IS DISTINCT FROM (o.order_date, o.currency)",
+    "CREATE INDEX ON pg_temp._moved (order_id)",
+    "ANALYZE pg_temp._moved",
+    "UPDATE analytics_lines l SET order_date = m.order_date, currency = m.currency "
+    "FROM pg_temp._moved m WHERE l.tenant_id = %(tenant)s AND l.order_date = m.was "
+    "AND l.order_id = m.order_id",
     "CREATE TEMP TABLE pg_temp._touched ON COMMIT DROP AS "
     "SELECT id AS order_id FROM pg_temp._chg WHERE record_type = 'orders' "
     "UNION SELECT order_id FROM pg_temp._delta",
@@ -71,32 +87,44 @@ _STEPS = (
     "WITH gone AS (DELETE FROM analytics_orders f WHERE f.tenant_id = %(tenant)s "
     "AND f.order_id = ANY (array(SELECT order_id FROM pg_temp._touched)) "
     "RETURNING f.order_id, f.customer_id, f.items, f.units) SELECT * FROM gone",
+    "CREATE INDEX ON pg_temp._touched (order_id)",
+    "CREATE INDEX ON pg_temp._old (order_id)",
     "ANALYZE pg_temp._delta, pg_temp._touched, pg_temp._old",
-    "CREATE TEMP TABLE pg_temp._customers ON COMMIT DROP AS "
-    "WITH made AS (INSERT INTO analytics_orders (tenant_id, order_id, order_date, customer_id, "
-    "currency, total, items, units) SELECT %(tenant)s, o.order_id, o.order_date, o.customer_id, "
-    "o.currency, o.total_amount, coalesce(f.items, 0) + coalesce(d.items, 0), "
-    "coalesce(f.units, 0) + coalesce(d.units, 0) FROM pg_temp._touched t "
+    "CREATE TEMP TABLE pg_temp._made ON COMMIT DROP AS "
+    "SELECT o.order_id, o.order_date, o.customer_id, o.currency, o.total_amount AS total, "
+    "coalesce(f.items, 0) + coalesce(d.items, 0) AS items, "
+    "coalesce(f.units, 0) + coalesce(d.units, 0) AS units FROM pg_temp._touched t "
     "JOIN orders o ON o.tenant_id = %(tenant)s AND o.order_id = t.order_id "
     "LEFT JOIN pg_temp._old f ON f.order_id = t.order_id "
     "LEFT JOIN (SELECT order_id, sum(items) AS items, sum(units) AS units "
-    "FROM pg_temp._delta GROUP BY 1) d ON d.order_id = t.order_id RETURNING customer_id) "
-    "SELECT customer_id FROM made UNION SELECT customer_id FROM pg_temp._old",
-    # worked out first into a table of its own: as a subquery of the UPDATE, the planner
-    # may run it again for every row it updates
-    "CREATE TEMP TABLE pg_temp._prev ON COMMIT DROP AS SELECT order_id, "
+    "FROM pg_temp._delta GROUP BY 1) d ON d.order_id = t.order_id",
+    "CREATE TEMP TABLE pg_temp._customers ON COMMIT DROP AS "
+    "SELECT customer_id FROM pg_temp._made UNION SELECT customer_id FROM pg_temp._old",
+    "CREATE INDEX ON pg_temp._customers (customer_id)",
+    "ANALYZE pg_temp._made, pg_temp._customers",
+    # the previous dates along those customers' orders: the copies kept and the ones made
+    "CREATE TEMP TABLE pg_temp._prev ON COMMIT DROP AS SELECT order_id, made, "
     "lag(order_date) OVER (PARTITION BY customer_id ORDER BY order_date, order_id) AS prev, "
     "lag(order_date) OVER (PARTITION BY customer_id, currency ORDER BY order_date, order_id) "
-    "AS prev_in FROM analytics_orders WHERE tenant_id = %(tenant)s "
-    "AND customer_id = ANY (array(SELECT customer_id FROM pg_temp._customers))",
+    "AS prev_in FROM (SELECT f.order_id, f.order_date, f.customer_id, f.currency, false AS made "
+    "FROM analytics_orders f WHERE f.tenant_id = %(tenant)s AND f.customer_id = ANY (array("
+    "SELECT customer_id FROM pg_temp._customers)) UNION ALL SELECT order_id, order_date, "
+    "customer_id, currency, true FROM pg_temp._made) a",
+    "CREATE INDEX ON pg_temp._prev (order_id)",
     "ANALYZE pg_temp._prev",
+    "INSERT INTO analytics_orders (tenant_id, order_id, order_date, customer_id, currency, "
+    "total, items, units, prev_order_date, prev_in_currency) SELECT %(tenant)s, m.order_id, "
+    "m.order_date, m.customer_id, m.currency, m.total, m.items, m.units, p.prev, p.prev_in "
+    "FROM pg_temp._made m JOIN pg_temp._prev p ON p.order_id = m.order_id AND p.made",
     "UPDATE analytics_orders f SET prev_order_date = p.prev, prev_in_currency = p.prev_in "
-    "FROM pg_temp._prev p WHERE f.tenant_id = %(tenant)s AND f.order_id = p.order_id "
+    "FROM pg_temp._prev p WHERE NOT p.made AND f.tenant_id = %(tenant)s "
+    "AND f.order_id = p.order_id "
     "AND (f.prev_order_date, f.prev_in_currency) IS DISTINCT FROM (p.prev, p.prev_in)",
 )
 _TEMP = ", ".join(
     f"pg_temp.{name}"
-    for name in ("_chg", "_new_lines", "_delta", "_touched", "_old", "_customers", "_prev")
+    for name in ("_chg", "_new_lines", "_delta", "_moved", "_touched", "_old", "_made")
+    + ("_customers", "_prev")
 )
 
 
@@ -109,7 +137,6 @@ def _apply(tenant_id) -> int:
         cursor.execute(_TAKE, params)
         taken = cursor.rowcount
         if taken:
-            cursor.execute("ANALYZE pg_temp._chg")
             for step in _STEPS:
                 cursor.execute(step, params)
         cursor.execute(f"DROP TABLE IF EXISTS {_TEMP}")

@@ -69,7 +69,6 @@ class Migration(migrations.Migration):
             options={
                 "db_table": "analytics_lines",
                 "indexes": [
-                    models.Index(fields=["tenant", "order_id"], name="analytics_lines_order"),
                     models.Index(
                         fields=["tenant", "order_date"],
                         include=("product_id", "currency", "quantity", "line_total"),
