@@ -82,3 +82,59 @@ class LineFact(models.Model):
 
     def __str__(self) -> str:
         return str(self.order_item_id)
+
+
+class ProductMonth(models.Model):
+    """A product's order items in a currency, in a calendar month (UTC) of their orders'
+    dates; `lines` 0 is a group every item has left (it counts for nothing)."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "month", "currency", "product_id")
+    tenant = _tenant()
+    month = models.DateTimeField()
+    currency = models.CharField(max_length=3)
+    product_id = models.UUIDField()
+    lines = models.IntegerField()
+    units = models.BigIntegerField()
+    revenue = models.DecimalField(max_digits=20, decimal_places=2)
+
+    class Meta:
+        db_table = "analytics_product_months"
+
+    def __str__(self) -> str:
+        return f"{self.product_id} {self.currency} {self.month:%Y-%m}"
+
+
+class ProductTotal(models.Model):
+    """`ProductMonth` over all months."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "currency", "product_id")
+    tenant = _tenant()
+    currency = models.CharField(max_length=3)
+    product_id = models.UUIDField()
+    lines = models.IntegerField()
+    units = models.BigIntegerField()
+    revenue = models.DecimalField(max_digits=20, decimal_places=2)
+
+    class Meta:
+        db_table = "analytics_product_totals"
+
+    def __str__(self) -> str:
+        return f"{self.product_id} {self.currency}"
+
+
+class CustomerTotal(models.Model):
+    """A customer's orders and revenue in a currency, over all their orders; `orders` 0
+    is a group every order has left."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "customer_id", "currency")
+    tenant = _tenant()
+    customer_id = models.UUIDField()
+    currency = models.CharField(max_length=3)
+    orders = models.IntegerField()
+    revenue = models.DecimalField(max_digits=20, decimal_places=2)
+
+    class Meta:
+        db_table = "analytics_customer_totals"
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} {self.currency}"

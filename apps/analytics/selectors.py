@@ -23,6 +23,7 @@ from django.db import connection
 from apps.analytics.days import day_starts
 from apps.analytics.params import Range
 from apps.analytics.services import consistent_read
+from apps.analytics.sources import covers_most, customer_source, product_source
 from apps.tenants.models import Tenant
 
 CENT = Decimal("0.01")
@@ -158,18 +159,24 @@ def analytics_daily(
     return sorted(days.items())
 
 
+def _most(tenant: Tenant, span: Range) -> bool:
+    """Does `span` cover most of the tenant's orders' time (see `sources`)?"""
+    query = "SELECT min(order_date), max(order_date) FROM analytics_orders WHERE tenant_id = %s"
+    first, last = _rows(query, [tenant.id])[0]
+    return covers_most(span, first, last)
+
+
 @consistent_read
 def analytics_top_products(
     *, tenant: Tenant, span: Range, limit: int, by: str = "revenue", currency: str | None = None
 ) -> list[ProductRank]:
     """Units sold and revenue (line totals) per product and currency, the top `limit`
     by revenue or units; ties go to the lower product id, then currency."""
-    where, values = _where(tenant, span, currency)
+    source, values = product_source(tenant.id, span, currency, most=_most(tenant, span))
     order = "revenue DESC, units DESC" if by == "revenue" else "units DESC, revenue DESC"
     query = (
         "SELECT t.product_id, p.sku, p.name, t.currency, t.units, t.revenue FROM ("
-        "SELECT o.product_id, o.currency, sum(o.quantity) AS units, "
-        f"sum(o.line_total) AS revenue FROM analytics_lines o WHERE {where} GROUP BY 1, 2 "
+        f"SELECT product_id, currency, units, revenue FROM ({source}) s WHERE n > 0 "
         f"ORDER BY {order}, 1, 2 LIMIT %(limit)s) t "
         "JOIN products p ON p.tenant_id = %(tenant)s AND p.product_id = t.product_id "
         f"ORDER BY {order}, 1, 4"
@@ -183,14 +190,13 @@ def analytics_top_customers(
 ) -> list[CustomerRank]:
     """Orders and revenue per customer and currency, the top `limit` by revenue (then
     orders); ties go to the lower customer id, then currency."""
-    where, values = _where(tenant, span, currency)
+    source, values = customer_source(tenant.id, span, currency, most=_most(tenant, span))
     query = (
-        "SELECT t.customer_id, c.name, c.email, t.currency, t.orders, t.revenue FROM ("
-        "SELECT o.customer_id, o.currency, count(*) AS orders, sum(o.total) AS revenue "
-        f"FROM analytics_orders o WHERE {where} GROUP BY 1, 2 "
-        "ORDER BY revenue DESC, orders DESC, 1, 2 LIMIT %(limit)s) t "
+        "SELECT t.customer_id, c.name, c.email, t.currency, t.n, t.revenue FROM ("
+        f"SELECT customer_id, currency, n, revenue FROM ({source}) s WHERE n > 0 "
+        "ORDER BY revenue DESC, n DESC, 1, 2 LIMIT %(limit)s) t "
         "JOIN customers c ON c.tenant_id = %(tenant)s AND c.customer_id = t.customer_id "
-        "ORDER BY t.revenue DESC, t.orders DESC, 1, 4"
+        "ORDER BY t.revenue DESC, t.n DESC, 1, 4"
     )
     return [CustomerRank(*row) for row in _rows(query, {**values, "limit": limit})]
 
@@ -201,13 +207,12 @@ def analytics_top_products_each_currency(
 ) -> list[ProductRank]:
     """`analytics_top_products` by revenue, the top `limit` of each currency (the
     dashboard's chart shows one currency at a time)."""
-    where, values = _where(tenant, span, None)
+    source, values = product_source(tenant.id, span, None, most=_most(tenant, span))
     query = (
         "SELECT t.product_id, p.sku, p.name, t.currency, t.units, t.revenue FROM ("
-        "SELECT o.product_id, o.currency, sum(o.quantity) AS units, "
-        "sum(o.line_total) AS revenue, row_number() OVER (PARTITION BY o.currency "
-        "ORDER BY sum(o.line_total) DESC, sum(o.quantity) DESC, o.product_id) AS place "
-        f"FROM analytics_lines o WHERE {where} GROUP BY 1, 2) t "
+        "SELECT product_id, currency, units, revenue, row_number() OVER (PARTITION BY "
+        "currency ORDER BY revenue DESC, units DESC, product_id) AS place "
+        f"FROM ({source}) s WHERE n > 0) t "
         "JOIN products p ON p.tenant_id = %(tenant)s AND p.product_id = t.product_id "
         "WHERE t.place <= %(limit)s ORDER BY t.currency, t.place"
     )

@@ -58,35 +58,64 @@ _STEPS = (
     "JOIN order_items i ON i.tenant_id = %(tenant)s AND i.order_item_id = c.id "
     "JOIN orders o ON o.tenant_id = %(tenant)s AND o.order_id = i.order_id "
     "WHERE c.record_type = 'order_items'",
-    "CREATE TEMP TABLE pg_temp._delta ON COMMIT DROP AS "
+    "CREATE TEMP TABLE pg_temp._gone ON COMMIT DROP AS "
     "WITH gone AS (DELETE FROM analytics_lines l WHERE l.tenant_id = %(tenant)s "
     "AND l.order_item_id = ANY (array(SELECT id FROM pg_temp._chg "
-    "WHERE record_type = 'order_items')) RETURNING l.order_id, l.quantity) "
-    "SELECT order_id, -count(*) AS items, -sum(quantity) AS units FROM gone GROUP BY 1 "
+    "WHERE record_type = 'order_items')) RETURNING l.order_id, l.product_id, l.order_date, "
+    "l.currency, l.quantity, l.line_total) SELECT * FROM gone",
+    "CREATE TEMP TABLE pg_temp._delta ON COMMIT DROP AS "
+    "SELECT order_id, -count(*) AS items, -sum(quantity) AS units FROM pg_temp._gone GROUP BY 1 "
     "UNION ALL SELECT order_id, count(*), sum(quantity) FROM pg_temp._new_lines GROUP BY 1",
     "INSERT INTO analytics_lines (tenant_id, order_item_id, order_id, product_id, order_date, "
     "currency, quantity, line_total) SELECT %(tenant)s, * FROM pg_temp._new_lines "
     "ORDER BY order_item_id",  # in the key's order: a bulk of new ids fills pages in turn
     # only orders that had a copy, with another date or currency now, have items to move;
-    # found by their old date (the items' copies are indexed by date, not by order)
+    # found by their old date (the items' copies are indexed by date, not by order) and
+    # currency (an item copied again above has its order's new ones already)
     "CREATE TEMP TABLE pg_temp._moved ON COMMIT DROP AS "
-    "SELECT o.order_id, f.order_date AS was, o.order_date, o.currency FROM analytics_orders f "
+    "SELECT o.order_id, f.order_date AS was, f.currency AS was_currency, o.order_date, "
+    "o.currency FROM analytics_orders f "
     "JOIN orders o ON o.tenant_id = %(tenant)s AND o.order_id = f.order_id "
     "WHERE f.tenant_id = %(tenant)s AND f.order_id = ANY (array("
     "SELECT id FROM pg_temp._chg WHERE record_type = 'orders')) "
     "AND (f.order_date, f.currency) IS DISTINCT FROM (o.order_date, o.currency)",
     "CREATE INDEX ON pg_temp._moved (order_id)",
     "ANALYZE pg_temp._moved",
+    "CREATE TEMP TABLE pg_temp._shifted ON COMMIT DROP AS WITH shifted AS ("
     "UPDATE analytics_lines l SET order_date = m.order_date, currency = m.currency "
     "FROM pg_temp._moved m WHERE l.tenant_id = %(tenant)s AND l.order_date = m.was "
-    "AND l.order_id = m.order_id",
+    "AND l.order_id = m.order_id AND l.currency = m.was_currency RETURNING l.product_id, "
+    "l.quantity, l.line_total, m.was, m.was_currency, m.order_date, m.currency) "
+    "SELECT * FROM shifted",
+    # what the items' changes add to each product's month and total
+    "CREATE TEMP TABLE pg_temp._products ON COMMIT DROP AS SELECT date_trunc('month', "
+    "at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month, currency, product_id, "
+    "sum(lines) AS lines, sum(units) AS units, sum(revenue) AS revenue FROM ("
+    "SELECT order_date AS at, currency, product_id, -1 AS lines, -quantity AS units, "
+    "-line_total AS revenue FROM pg_temp._gone UNION ALL SELECT order_date, currency, "
+    "product_id, 1, quantity, line_total FROM pg_temp._new_lines UNION ALL SELECT was, "
+    "was_currency, product_id, -1, -quantity, -line_total FROM pg_temp._shifted UNION ALL "
+    "SELECT order_date, currency, product_id, 1, quantity, line_total FROM pg_temp._shifted"
+    ") d GROUP BY 1, 2, 3",
+    "INSERT INTO analytics_product_months AS t (tenant_id, month, currency, product_id, lines, "
+    "units, revenue) SELECT %(tenant)s, * FROM pg_temp._products "
+    "ON CONFLICT (tenant_id, month, currency, product_id) DO UPDATE SET "
+    "lines = t.lines + excluded.lines, units = t.units + excluded.units, "
+    "revenue = t.revenue + excluded.revenue",
+    "INSERT INTO analytics_product_totals AS t (tenant_id, currency, product_id, lines, units, "
+    "revenue) SELECT %(tenant)s, currency, product_id, sum(lines), sum(units), sum(revenue) "
+    "FROM pg_temp._products GROUP BY 2, 3 "
+    "ON CONFLICT (tenant_id, currency, product_id) DO UPDATE SET "
+    "lines = t.lines + excluded.lines, units = t.units + excluded.units, "
+    "revenue = t.revenue + excluded.revenue",
     "CREATE TEMP TABLE pg_temp._touched ON COMMIT DROP AS "
     "SELECT id AS order_id FROM pg_temp._chg WHERE record_type = 'orders' "
     "UNION SELECT order_id FROM pg_temp._delta",
     "CREATE TEMP TABLE pg_temp._old ON COMMIT DROP AS "
     "WITH gone AS (DELETE FROM analytics_orders f WHERE f.tenant_id = %(tenant)s "
     "AND f.order_id = ANY (array(SELECT order_id FROM pg_temp._touched)) "
-    "RETURNING f.order_id, f.customer_id, f.items, f.units) SELECT * FROM gone",
+    "RETURNING f.order_id, f.customer_id, f.currency, f.total, f.items, f.units) "
+    "SELECT * FROM gone",
     "CREATE INDEX ON pg_temp._touched (order_id)",
     "CREATE INDEX ON pg_temp._old (order_id)",
     "ANALYZE pg_temp._delta, pg_temp._touched, pg_temp._old",
@@ -120,11 +149,18 @@ _STEPS = (
     "FROM pg_temp._prev p WHERE NOT p.made AND f.tenant_id = %(tenant)s "
     "AND f.order_id = p.order_id "
     "AND (f.prev_order_date, f.prev_in_currency) IS DISTINCT FROM (p.prev, p.prev_in)",
+    # what the orders' changes add to each customer's total in a currency
+    "INSERT INTO analytics_customer_totals AS t (tenant_id, customer_id, currency, orders, "
+    "revenue) SELECT %(tenant)s, customer_id, currency, sum(orders), sum(revenue) FROM ("
+    "SELECT customer_id, currency, -1 AS orders, -total AS revenue FROM pg_temp._old "
+    "UNION ALL SELECT customer_id, currency, 1, total FROM pg_temp._made) d GROUP BY 2, 3 "
+    "ON CONFLICT (tenant_id, customer_id, currency) DO UPDATE SET "
+    "orders = t.orders + excluded.orders, revenue = t.revenue + excluded.revenue",
 )
 _TEMP = ", ".join(
     f"pg_temp.{name}"
-    for name in ("_chg", "_new_lines", "_delta", "_moved", "_touched", "_old", "_made")
-    + ("_customers", "_prev")
+    for name in ("_chg", "_new_lines", "_gone", "_delta", "_moved", "_shifted", "_products")
+    + ("_touched", "_old", "_made", "_customers", "_prev")
 )
 
 

@@ -39,14 +39,14 @@ QUERIES = [
 ]
 
 
-def _orders(rng: random.Random, count: int) -> list[dict]:
+def _orders(rng: random.Random, count: int, days: int = 5) -> list[dict]:
     return [
         order_row(
             order_id=uid(f"o{n}"),
             customer_id=uid(f"c{rng.randrange(6)}"),
             currency=rng.choice(CURRENCIES),
             total_amount=str(Decimal(rng.randrange(0, 50000)) / 100),
-            order_date=(FIRST_DAY + timedelta(minutes=rng.randrange(5 * 24 * 60))).isoformat(),
+            order_date=(FIRST_DAY + timedelta(minutes=rng.randrange(days * 24 * 60))).isoformat(),
         )
         for n in range(count)
     ]
@@ -197,9 +197,9 @@ def _expected(tenant, query: dict) -> dict[str, dict]:
     }
 
 
-def _assert_all_match(client, tenant) -> list:
+def _assert_all_match(client, tenant, queries: list[dict] = QUERIES) -> list:
     answers = []
-    for query in QUERIES:
+    for query in queries:
         expected = _expected(tenant, query)
         limits = {"top-products": {"limit": "5"}, "customers/top": {"limit": "3"}}
         for path, want in expected.items():
@@ -268,3 +268,39 @@ def test_every_endpoint_matches_the_final_tables_through_every_kind_of_change(
     assert response.status_code == 202, response.content
     assert records_merge(tenant_id=tenant.id) == 1
     assert _assert_all_match(client, tenant) != updated
+
+
+# Over five months: ranges of whole months and the days beside them, short and long ones
+# (the long ones are read as the totals less the rest), both ends open or not.
+MONTH_QUERIES = [
+    {},
+    {"from": "2024-04-15", "to": "2024-07-10"},
+    {"from": "2024-04-01", "to": "2024-06-30", "currency": "EUR"},
+    {"from": "2024-05-02", "to": "2024-05-20"},
+    {"from": "2024-04-02T10:00:00Z", "tz": "Asia/Kolkata"},
+    {"to": "2024-05-01", "tz": "America/New_York"},
+    {"from": "2024-04-20", "to": "2024-08-25", "currency": "JPY"},
+    {"from": "2024-06-01", "to": "2024-06-30"},
+]
+
+
+def test_ranges_of_months_match_the_final_tables(tenant, ndjson, load, client_for):
+    """Orders over five months, then some moved to other months and currencies: every
+    endpoint equals the ground truth over whole months, parts of months, and both."""
+    rng = random.Random(7)
+    client = client_for(tenant)
+    customers = [customer_row(customer_id=uid(f"c{n}"), name=f"C{n}") for n in range(6)]
+    products = [product_row(product_id=uid(f"p{n}"), sku=f"P{n}") for n in range(4)]
+    load(tenant, ndjson("customers_1.ndjson", customers))
+    load(tenant, ndjson("products_1.ndjson", products))
+    orders, items = _orders(rng, 80, days=150), _items(rng, 80)
+    load(tenant, ndjson("orders_1.ndjson", orders))
+    load(tenant, ndjson("order_items_1.ndjson", items))
+    first = _assert_all_match(client, tenant, MONTH_QUERIES)
+    moved = [dict(row) for row in orders[:20]]
+    for n, row in enumerate(moved):
+        row["order_date"] = (FIRST_DAY + timedelta(days=5 * n + 1)).isoformat()
+        if n % 3 == 0:
+            row["currency"] = "JPY" if row["currency"] != "JPY" else "EUR"
+    load(tenant, ndjson("orders_2.ndjson", moved))
+    assert _assert_all_match(client, tenant, MONTH_QUERIES) != first

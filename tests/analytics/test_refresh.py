@@ -52,6 +52,36 @@ _LINES_TRUTH = (
 )
 
 
+# The totals, from the final tables; the copies' groups every row has left (0) left out.
+_MONTHS = (
+    "SELECT month, currency, product_id, lines, units, revenue FROM analytics_product_months "
+    "WHERE tenant_id = %s AND lines <> 0 ORDER BY 1, 2, 3"
+)
+_MONTHS_TRUTH = (
+    "SELECT date_trunc('month', o.order_date AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', o.currency, "
+    "i.product_id, count(*), sum(i.quantity), sum(i.line_total) FROM order_items i "
+    "JOIN orders o ON o.tenant_id = i.tenant_id AND o.order_id = i.order_id "
+    "WHERE i.tenant_id = %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+)
+_PRODUCTS = (
+    "SELECT currency, product_id, lines, units, revenue FROM analytics_product_totals "
+    "WHERE tenant_id = %s AND lines <> 0 ORDER BY 1, 2"
+)
+_PRODUCTS_TRUTH = (
+    "SELECT o.currency, i.product_id, count(*), sum(i.quantity), sum(i.line_total) "
+    "FROM order_items i JOIN orders o ON o.tenant_id = i.tenant_id AND o.order_id = i.order_id "
+    "WHERE i.tenant_id = %s GROUP BY 1, 2 ORDER BY 1, 2"
+)
+_CUSTOMERS = (
+    "SELECT customer_id, currency, orders, revenue FROM analytics_customer_totals "
+    "WHERE tenant_id = %s AND orders <> 0 ORDER BY 1, 2"
+)
+_CUSTOMERS_TRUTH = (
+    "SELECT customer_id, currency, count(*), sum(total_amount) FROM orders "
+    "WHERE tenant_id = %s GROUP BY 1, 2 ORDER BY 1, 2"
+)
+
+
 def _all(query: str, tenant) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(query, [tenant.id])
@@ -61,6 +91,9 @@ def _all(query: str, tenant) -> list[tuple]:
 def _assert_copies_true(tenant) -> None:
     assert _all(_FACTS, tenant) == _all(_TRUTH, tenant)
     assert _all(_LINES, tenant) == _all(_LINES_TRUTH, tenant)
+    assert _all(_MONTHS, tenant) == _all(_MONTHS_TRUTH, tenant)
+    assert _all(_PRODUCTS, tenant) == _all(_PRODUCTS_TRUTH, tenant)
+    assert _all(_CUSTOMERS, tenant) == _all(_CUSTOMERS_TRUTH, tenant)
 
 
 def _item(n: str, order: str, product: str = "pen", quantity: int = 1) -> dict:
@@ -108,14 +141,20 @@ def test_the_copies_match_the_final_tables_after_every_kind_of_change(tenant, lo
     counted = {str(row[0]): row[5:7] for row in _all(_FACTS, tenant)}
     assert [counted[uid(n)] for n in ("o1", "o2", "o3")] == [(2, 4), (1, 1), (0, 0)]
 
-    # o1 moves after o2, to USD, to Bob: its items follow it; both customers' chains change
-    moved = [_order("o1", "bob", "2024-03-05T10:00:00Z", currency="USD", total="30.00")]
+    # o1 moves to April, after o2, to USD, to Bob: its items follow it (to another month of
+    # their products); both customers' chains change
+    moved = [_order("o1", "bob", "2024-04-05T10:00:00Z", currency="USD", total="30.00")]
     assert load(tenant, ndjson("orders_2.ndjson", moved)).rows_updated == 1
     analytics_catch_up(tenant_id=tenant.id)
     _assert_copies_true(tenant)
     # an item changes order and quantity
     changed = [_item("i3", "o4", quantity=5)]
     assert load(tenant, ndjson("order_items_2.ndjson", changed)).rows_updated == 1
+    analytics_catch_up(tenant_id=tenant.id)
+    _assert_copies_true(tenant)
+    # an order changes currency only while one of its items changes, in one catching up
+    load(tenant, ndjson("orders_4.ndjson", [_order("o2", "ada", "2024-03-02T10:00:00Z", "GBP")]))
+    load(tenant, ndjson("order_items_3.ndjson", [_item("i3", "o2", quantity=2)]))
     analytics_catch_up(tenant_id=tenant.id)
     _assert_copies_true(tenant)
     # rows sent again as they are change nothing, and noting them again changes nothing
