@@ -233,10 +233,31 @@ def analytics_catch_up(*, tenant_id) -> int:
     return taken
 
 
+# Uploads of the tenant still to load: a refresh now would share the workers with them.
+_LOADING = """
+SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %(tenant)s AND state = ANY (%(states)s))
+  AND (SELECT min(created_at) FROM final_changes WHERE tenant_id = %(tenant)s)
+      > now() - %(patience)s * interval '1 second'
+"""
+_LOADING_STATES = ["queued", "waiting", "processing"]
+_PATIENCE_SECONDS = 60  # the longest a refresh puts itself off for the tenant's loads
+
+
 def analytics_refresh(*, tenant_id) -> int:
     """The change feed's reader, sent after merges: catch up, then let merges send it again
     (delete the tenant's wake row), and catch up once more if a merge noted changes before
-    it could. How many ids it took."""
+    it could. How many ids it took.
+
+    While the tenant has files still to load (a bulk load of its four types), it comes
+    back later instead, for up to a minute from the oldest change: one refresh after the
+    last file rather than one per file, each sharing the workers with the next load.
+    Answers meanwhile catch up themselves."""
+    with connection.cursor() as cursor:
+        params = {"tenant": tenant_id, "states": _LOADING_STATES, "patience": _PATIENCE_SECONDS}
+        cursor.execute(_LOADING, params)
+        if cursor.fetchone()[0]:
+            changes_reader_send(tenant_id=tenant_id, countdown=_RESEND_SECONDS * 5)
+            return 0
     taken = 0
     while True:
         taken += analytics_catch_up(tenant_id=tenant_id)

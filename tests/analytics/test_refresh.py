@@ -5,12 +5,14 @@ here from the final tables), the worker that catches up after a merge, and reade
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
-from apps.analytics.services import analytics_catch_up
+from apps.analytics.services import analytics_catch_up, analytics_refresh
 from apps.ingestions.engine.testing import (
     customer_row,
     ndjson_bytes,
@@ -19,7 +21,7 @@ from apps.ingestions.engine.testing import (
     product_row,
     uid,
 )
-from apps.ingestions.models import FinalChange, FinalChangeWake
+from apps.ingestions.models import FinalChange, FinalChangeWake, Upload
 from apps.tenants.services import api_key_rotate
 from tests.conftest import wait_for
 
@@ -232,4 +234,25 @@ def test_readers_at_once_catch_up_once_and_agree(tenant, load, ndjson):
         assert status == 200
         assert {k: body[k] for k in expected} == expected
     assert not FinalChange.objects.filter(tenant=tenant).exists()
+    _assert_copies_true(tenant)
+
+
+@pytest.mark.django_db
+def test_the_refresh_waits_for_the_tenant_s_files_still_to_load(tenant, load, ndjson):
+    """With a file of the tenant queued, the refresh leaves the changes for later (a
+    minute at most from the oldest); once nothing is left to load, it applies them."""
+    load(tenant, ndjson("customers_1.ndjson", [customer_row(customer_id=uid("ada"))]))
+    upload = load(tenant, ndjson("orders_1.ndjson", [_order("o1", "ada", "2024-03-01T10:00Z")]))
+    Upload.objects.filter(id=upload.id).update(state="queued")  # as if another file waited
+    assert analytics_refresh(tenant_id=tenant.id) == 0
+    assert FinalChange.objects.filter(tenant=tenant).exists()
+    FinalChange.objects.filter(tenant=tenant).update(
+        created_at=timezone.now() - timedelta(minutes=2)
+    )
+    assert analytics_refresh(tenant_id=tenant.id) == 1  # waited long enough
+    _assert_copies_true(tenant)
+    load(tenant, ndjson("orders_2.ndjson", [_order("o2", "ada", "2024-03-02T10:00Z")]))
+    assert analytics_refresh(tenant_id=tenant.id) == 0
+    Upload.objects.filter(id=upload.id).update(state="completed")
+    assert analytics_refresh(tenant_id=tenant.id) == 1
     _assert_copies_true(tenant)
