@@ -264,7 +264,7 @@ def _run(args: argparse.Namespace, console) -> tuple:
         eng = json.loads(_child([*phase, tenant_id], env))
         analytics = None
         if not args.no_analytics:
-            console.print("analytics endpoints, and the engine without and with the change feed ...")
+            console.print("analytics endpoints, the engine without and with the change feed ...")
             _checkpoint(bench_url)
             phase = ["scripts/bench.py", "--phase", "analytics", "--dir", str(folder), "--tenant"]
             analytics = json.loads(_child([*phase, tenant_id], env))

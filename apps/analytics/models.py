@@ -84,18 +84,24 @@ class LineFact(models.Model):
         return str(self.order_item_id)
 
 
-class ProductMonth(models.Model):
-    """A product's order items in a currency, in a calendar month (UTC) of their orders'
-    dates; `lines` 0 is a group every item has left (it counts for nothing)."""
-
-    pk = models.CompositePrimaryKey("tenant_id", "month", "currency", "product_id")
+class _ProductFigures(models.Model):
     tenant = _tenant()
-    month = models.DateTimeField()
     currency = models.CharField(max_length=3)
     product_id = models.UUIDField()
     lines = models.IntegerField()
     units = models.BigIntegerField()
     revenue = models.DecimalField(max_digits=20, decimal_places=2)
+
+    class Meta:
+        abstract = True
+
+
+class ProductMonth(_ProductFigures):
+    """A product's order items in a currency, in a calendar month (UTC) of their orders'
+    dates; `lines` 0 is a group every item has left (it counts for nothing)."""
+
+    pk = models.CompositePrimaryKey("tenant_id", "month", "currency", "product_id")
+    month = models.DateTimeField()
 
     class Meta:
         db_table = "analytics_product_months"
@@ -104,16 +110,10 @@ class ProductMonth(models.Model):
         return f"{self.product_id} {self.currency} {self.month:%Y-%m}"
 
 
-class ProductTotal(models.Model):
+class ProductTotal(_ProductFigures):
     """`ProductMonth` over all months."""
 
     pk = models.CompositePrimaryKey("tenant_id", "currency", "product_id")
-    tenant = _tenant()
-    currency = models.CharField(max_length=3)
-    product_id = models.UUIDField()
-    lines = models.IntegerField()
-    units = models.BigIntegerField()
-    revenue = models.DecimalField(max_digits=20, decimal_places=2)
 
     class Meta:
         db_table = "analytics_product_totals"

@@ -70,6 +70,14 @@ def _items(rng: random.Random, orders: int) -> list[dict]:
     return rows
 
 
+def _people_and_products(tenant, load, ndjson) -> None:
+    """The six customers and four products the orders and items refer to, loaded."""
+    customers = [customer_row(customer_id=uid(f"c{n}"), name=f"C{n}") for n in range(6)]
+    products = [product_row(product_id=uid(f"p{n}"), sku=f"P{n}") for n in range(4)]
+    load(tenant, ndjson("customers_1.ndjson", customers))
+    load(tenant, ndjson("products_1.ndjson", products))
+
+
 def _truth_rows(tenant) -> tuple[list[tuple], list[tuple]]:
     """The tenant's orders (with their items counted one by one) and items (with their
     order's date and currency), straight from the final tables."""
@@ -218,10 +226,7 @@ def test_every_endpoint_matches_the_final_tables_through_every_kind_of_change(
     # long: one story of changes, checked after each step
     rng = random.Random(18)
     client = client_for(tenant)
-    customers = [customer_row(customer_id=uid(f"c{n}"), name=f"C{n}") for n in range(6)]
-    products = [product_row(product_id=uid(f"p{n}"), sku=f"P{n}") for n in range(4)]
-    load(tenant, ndjson("customers_1.ndjson", customers))
-    load(tenant, ndjson("products_1.ndjson", products))
+    _people_and_products(tenant, load, ndjson)
     orders, items = _orders(rng, 40), _items(rng, 40)
     assert load(tenant, ndjson("order_items_1.ndjson", items)).rows_pending == len(items)
     _assert_all_match(client, tenant)  # held items count for nothing
@@ -289,10 +294,7 @@ def test_ranges_of_months_match_the_final_tables(tenant, ndjson, load, client_fo
     endpoint equals the ground truth over whole months, parts of months, and both."""
     rng = random.Random(7)
     client = client_for(tenant)
-    customers = [customer_row(customer_id=uid(f"c{n}"), name=f"C{n}") for n in range(6)]
-    products = [product_row(product_id=uid(f"p{n}"), sku=f"P{n}") for n in range(4)]
-    load(tenant, ndjson("customers_1.ndjson", customers))
-    load(tenant, ndjson("products_1.ndjson", products))
+    _people_and_products(tenant, load, ndjson)
     orders, items = _orders(rng, 80, days=150), _items(rng, 80)
     load(tenant, ndjson("orders_1.ndjson", orders))
     load(tenant, ndjson("order_items_1.ndjson", items))

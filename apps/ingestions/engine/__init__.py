@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from apps.ingestions.engine.changes import changes_unnoted
 from apps.ingestions.engine.contract import contract_markdown, record_schema
 from apps.ingestions.engine.dry_run import dry_run_upload
 from apps.ingestions.engine.lines import check_line, line_of, split_lines
@@ -84,6 +85,7 @@ __all__ = [
     "RuleError",
     "Rules",
     "StagingUnavailable",
+    "changes_unnoted",
     "check_line",
     "compile_rules",
     "contract_markdown",
