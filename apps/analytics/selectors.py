@@ -143,16 +143,20 @@ def analytics_daily(
         for key, customers in _rows(query, values):
             days[key].customers = customers
         return sorted(days.items())
-    # the day's number, 1 for the first (see `days`), and its first instant, or the range's
-    day = "width_bucket(o.order_date, %(starts)s)"
-    since = f"(%(starts)s::timestamptz[])[{day}]"
+    # each order's day number, 1 for the first (see `days`), worked out once in a subquery
+    # (`OFFSET 0` keeps it there: about half the time of using it twice per row); then
+    # the order's customer counts on that day when their previous order was before the
+    # day's first instant, or the range's start if later
+    since = "(%(starts)s::timestamptz[])[o.day]"
     if span.start is not None:
         since = f"greatest({since}, %(start)s)"
     values["starts"] = starts.starts
     first = _first_in(currency, since)
     query = (
-        f"SELECT {day}, o.currency, count(*), sum(o.total), sum(o.items), sum(o.units), "
-        f"count(*) FILTER (WHERE {first}) FROM analytics_orders o WHERE {where} GROUP BY 1, 2"
+        "SELECT o.day, o.currency, count(*), sum(o.total), sum(o.items), sum(o.units), "
+        f"count(*) FILTER (WHERE {first}) FROM (SELECT width_bucket(o.order_date, %(starts)s) "
+        "AS day, o.currency, o.total, o.items, o.units, o.prev_order_date, o.prev_in_currency "
+        f"FROM analytics_orders o WHERE {where} OFFSET 0) o GROUP BY 1, 2"
     )
     for key, *row in _rows(query, values):
         _add(days[starts.days[key - 1]], *row)
