@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 from django.db import OperationalError, connection, transaction
 
-from apps.ingestions.models import FinalChangeWake
+from apps.ingestions.models import FinalChangeWake, UploadState
 from apps.ingestions.services import changes_reader_send
 
 logger = logging.getLogger("apps.analytics.services")
@@ -239,7 +239,7 @@ SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %(tenant)s AND state = AN
   AND (SELECT min(created_at) FROM final_changes WHERE tenant_id = %(tenant)s)
       > now() - %(patience)s * interval '1 second'
 """
-_LOADING_STATES = ["queued", "waiting", "processing"]
+_LOADING_STATES = [UploadState.QUEUED, UploadState.WAITING, UploadState.PROCESSING]
 _PATIENCE_SECONDS = 60  # the longest a refresh puts itself off for the tenant's loads
 
 
