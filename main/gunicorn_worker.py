@@ -14,6 +14,10 @@ from gunicorn.workers.ggevent import GeventWorker
 # Seconds a socket read or write may wait: a client that stops sending its body (or
 # reading its answer) this long is dropped, its request refused as an incomplete body.
 CLIENT_TIMEOUT = float(os.environ.get("WEB_CLIENT_TIMEOUT") or 60)
+# Requests one kept-alive connection serves before the answer says `Connection: close`
+# (nginx's keepalive_requests): the client opens a new one, which the least busy worker
+# process accepts first, so that busy clients do not stay piled on one process.
+KEEPALIVE_REQUESTS = int(os.environ.get("WEB_KEEPALIVE_REQUESTS") or 100)
 _CODES = {400: "bad_request", 403: "forbidden", 431: "header_too_large", 501: "not_implemented"}
 
 
@@ -56,3 +60,8 @@ class ProblemGeventWorker(GeventWorker):
         # does its part and goes on from its parent.)
         client.settimeout(CLIENT_TIMEOUT)
         AsyncWorker.handle(self, listener, client, addr)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        if req.req_number >= KEEPALIVE_REQUESTS:
+            req.must_close = True  # gunicorn answers `Connection: close`, then closes
+        return super().handle_request(listener_name, req, sock, addr)

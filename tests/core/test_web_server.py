@@ -489,3 +489,46 @@ def test_a_client_silent_mid_body_is_dropped_after_the_client_timeout(tmp_path):
     assert (status, problem["code"]) == (400, "incomplete_body")
     assert 1.5 < waited < 10
     assert (Upload.objects.count(), Blob.objects.count()) == (0, 0)
+
+
+def _answer(sock: socket.socket) -> tuple[dict, bool]:
+    """Read one answer off a kept-alive socket: its status and headers (lower-cased names),
+    and whether the server closed the connection after it (rather than a second of quiet)."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before an answer"
+        raw += chunk
+    head_part, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head_part.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
+    while len(rest) < int(headers["content-length"]):
+        rest += sock.recv(65536)
+    assert len(rest) == int(headers["content-length"]), "more than the answer arrived"
+    sock.settimeout(1)
+    try:
+        closed = sock.recv(65536) == b""
+    except TimeoutError:
+        closed = False
+    finally:
+        sock.settimeout(15)
+    return {"status": int(lines[0].split()[1]), **headers}, closed
+
+
+def test_a_kept_alive_connection_is_closed_after_its_share_of_requests(tmp_path):
+    """After WEB_KEEPALIVE_REQUESTS answers (here 3) on one connection the last says
+    `Connection: close` and the server closes it, so that a client's next connection goes
+    to whichever process is free; a new connection is served again."""
+    env = {"WEB_KEEPALIVE_REQUESTS": "3", "DATABASE_URL": database_url_of_tests()}
+    with gunicorn_env(tmp_path, env) as (_, port):
+        head = request_head("GET", "/healthz", {}).encode()
+        seen = []
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            for _ in range(3):
+                sock.sendall(head)
+                answer, closed = _answer(sock)
+                seen.append((answer["status"], answer["connection"], closed))
+        assert seen == [(200, "keep-alive", False), (200, "keep-alive", False), (200, "close", True)]
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(head)
+            assert _answer(sock)[0]["status"] == 200
