@@ -2,7 +2,9 @@
 copies offer for it (`models`).
 
 A range's products are its whole months (UTC) from `analytics_product_months` and the
-days at its ends from the items' copies. A range that covers most of the time from the
+days at its ends from the items' copies; an end that takes more than half its month is
+that month's totals less the items of the rest of it, so that no more than half a month
+of items is read at either end. A range that covers most of the time from the
 tenant's first order to its last is worked out the other way round: the all-time totals
 less what lies outside it, so that the longest ranges, a year of a million items, cost
 the least. Customers have no months (a customer orders a few times a year, so a month of
@@ -29,11 +31,13 @@ def _month_floor(moment: datetime) -> datetime:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
+def _next_month(floor: datetime) -> datetime:
+    return floor.replace(year=floor.year + floor.month // 12, month=floor.month % 12 + 1)
+
+
 def _month_ceil(moment: datetime) -> datetime:
     floor = _month_floor(moment)
-    if floor == moment:
-        return floor
-    return floor.replace(year=floor.year + floor.month // 12, month=floor.month % 12 + 1)
+    return floor if floor == moment else _next_month(floor)
 
 
 def covers_most(span: Range, first: datetime | None, last: datetime | None) -> bool:
@@ -52,63 +56,98 @@ def _from(column: str, low: str | None, high: str | None) -> str:
     return " AND ".join(p for p in parts if p) or "TRUE"
 
 
+class _ProductParts:
+    """The members of a product source's UNION ALL, each rows of (product_id, currency,
+    n, units, revenue), some negated, and their parameters."""
+
+    def __init__(self, tenant_id, currency: str | None):
+        self.values: dict = {"tenant": tenant_id, "currency": currency}
+        self.sql: list[str] = []
+        self._only = "" if currency is None else " AND currency = %(currency)s"
+
+    def _names(self, low: datetime | None, high: datetime | None) -> tuple:
+        names = []
+        for value in (low, high):
+            names.append(None if value is None else f"p{len(self.values)}")
+            if value is not None:
+                self.values[names[-1]] = value
+        return tuple(names)
+
+    def lines(self, low: datetime | None, high: datetime | None, sign: str) -> None:
+        self.sql.append(
+            f"SELECT product_id, currency, {sign}1 AS n, {sign}quantity AS units, "
+            f"{sign}line_total AS revenue FROM analytics_lines WHERE tenant_id = %(tenant)s"
+            f"{self._only} AND {_from('order_date', *self._names(low, high))}"
+        )
+
+    def months(self, low: datetime | None, high: datetime | None, sign: str) -> None:
+        self.sql.append(
+            f"SELECT product_id, currency, {sign}lines AS n, {sign}units AS units, "
+            f"{sign}revenue AS revenue FROM analytics_product_months WHERE tenant_id = "
+            f"%(tenant)s{self._only} AND {_from('month', *self._names(low, high))}"
+        )
+
+    def segment(self, low: datetime, high: datetime, sign: str) -> None:
+        """[low, high) inside one month: its items, or, when that is more than half the
+        month, the month's totals less the items of the rest of it."""
+        floor = _month_floor(low)
+        following = _next_month(floor)
+        if high - low <= (following - floor) / 2:
+            self.lines(low, high, sign)
+            return
+        other = "" if sign else "-"
+        self.months(floor, following, sign)
+        if floor < low:
+            self.lines(floor, low, other)
+        if high < following:
+            self.lines(high, following, other)
+
+    def span(self, low: datetime | None, high: datetime | None, sign: str = "") -> None:
+        """[low, high), None unbounded: its whole months from the month totals, the rest
+        of it by `segment`."""
+        low_ceil = None if low is None else _month_ceil(low)
+        high_floor = None if high is None else _month_floor(high)
+        if low_ceil is not None and high_floor is not None and low_ceil > high_floor:
+            if low < high:  # inside one month
+                self.segment(low, high, sign)
+            return
+        if low_ceil is None or high_floor is None or low_ceil < high_floor:
+            self.months(low_ceil, high_floor, sign)
+        if low is not None and low < low_ceil:
+            self.segment(low, low_ceil, sign)
+        if high is not None and high_floor < high:
+            self.segment(high_floor, high, sign)
+
+
 def product_source(tenant_id, span: Range, currency: str | None, *, most: bool) -> tuple[str, dict]:
     """Items (`n`), units and revenue per product and currency of the orders in `span`;
     with `most`, as the totals less the rest."""
-    values = {
-        "tenant": tenant_id,
-        "currency": currency,
-        "start": span.start,
-        "end": span.end,
-        "start_floor": span.start and _month_floor(span.start),
-        "start_ceil": span.start and _month_ceil(span.start),
-        "end_floor": span.end and _month_floor(span.end),
-        "end_ceil": span.end and _month_ceil(span.end),
-    }
-    only = "" if currency is None else " AND currency = %(currency)s"
-    lines = (
-        "SELECT product_id, currency, 1 AS n, quantity AS units, line_total AS revenue "
-        f"FROM analytics_lines WHERE tenant_id = %(tenant)s{only} AND "
-    )
-    months = (
-        "SELECT product_id, currency, lines AS n, units, revenue FROM analytics_product_months "
-        f"WHERE tenant_id = %(tenant)s{only} AND "
-    )
-    if most:  # outside: (-inf, start) and [end, inf)
-        parts = []
-        if span.start is not None:
-            parts += [months + _from("month", None, "start_floor")]
-            parts += [lines + _from("order_date", "start_floor", "start")]
-        if span.end is not None:
-            parts += [lines + _from("order_date", "end", "end_ceil")]
-            parts += [months + _from("month", "end_ceil", None)]
-        rest = " UNION ALL ".join(parts) or months + "FALSE"
-        total_only = "" if currency is None else " AND t.currency = %(currency)s"
+    parts = _ProductParts(tenant_id, currency)
+    if not most:
+        parts.span(span.start, span.end)
         query = (
-            "SELECT t.product_id, t.currency, t.lines - coalesce(r.n, 0) AS n, "
-            "(t.units - coalesce(r.units, 0))::bigint AS units, "
-            "t.revenue - coalesce(r.revenue, 0) AS revenue FROM analytics_product_totals t "
-            "LEFT JOIN (SELECT product_id, currency, sum(n) AS n, sum(units) AS units, "
-            f"sum(revenue) AS revenue FROM ({rest}) o GROUP BY 1, 2) r "
-            f"USING (product_id, currency) WHERE t.tenant_id = %(tenant)s{total_only}"
+            "SELECT product_id, currency, sum(n) AS n, sum(units)::bigint AS units, "
+            f"sum(revenue) AS revenue FROM ({' UNION ALL '.join(parts.sql)}) o GROUP BY 1, 2"
         )
-        return query, values
-    whole = span.start is None or span.end is None or values["start_ceil"] < values["end_floor"]
-    if whole:  # the whole months, and the days before and after them
-        low = None if span.start is None else "start_ceil"
-        high = None if span.end is None else "end_floor"
-        parts = [months + _from("month", low, high)]
-        if span.start is not None:
-            parts += [lines + _from("order_date", "start", "start_ceil")]
-        if span.end is not None:
-            parts += [lines + _from("order_date", "end_floor", "end")]
-    else:
-        parts = [lines + _from("order_date", "start", "end")]
-    query = (
-        "SELECT product_id, currency, sum(n) AS n, sum(units)::bigint AS units, "
-        f"sum(revenue) AS revenue FROM ({' UNION ALL '.join(parts)}) o GROUP BY 1, 2"
+        return query, parts.values
+    if span.start is not None:  # outside: (-inf, start) and [end, inf)
+        parts.span(None, span.start)
+    if span.end is not None:
+        parts.span(span.end, None)
+    rest = " UNION ALL ".join(parts.sql) or (
+        "SELECT product_id, currency, lines AS n, units, revenue FROM analytics_product_months "
+        "WHERE FALSE"
     )
-    return query, values
+    total_only = "" if currency is None else " AND t.currency = %(currency)s"
+    query = (
+        "SELECT t.product_id, t.currency, t.lines - coalesce(r.n, 0) AS n, "
+        "(t.units - coalesce(r.units, 0))::bigint AS units, "
+        "t.revenue - coalesce(r.revenue, 0) AS revenue FROM analytics_product_totals t "
+        "LEFT JOIN (SELECT product_id, currency, sum(n) AS n, sum(units) AS units, "
+        f"sum(revenue) AS revenue FROM ({rest}) o GROUP BY 1, 2) r "
+        f"USING (product_id, currency) WHERE t.tenant_id = %(tenant)s{total_only}"
+    )
+    return query, parts.values
 
 
 def customer_source(

@@ -286,6 +286,10 @@ MONTH_QUERIES = [
     {"to": "2024-05-01", "tz": "America/New_York"},
     {"from": "2024-04-20", "to": "2024-08-25", "currency": "JPY"},
     {"from": "2024-06-01", "to": "2024-06-30"},
+    # ends that take most of their months (a month's totals less the rest of it)
+    {"from": "2024-05-03", "to": "2024-06-27"},
+    {"from": "2024-07-02", "to": "2024-07-30", "tz": "America/New_York"},
+    {"from": "2024-04-25", "to": "2024-08-05"},
 ]
 
 
