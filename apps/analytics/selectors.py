@@ -22,8 +22,9 @@ from django.db import connection
 
 from apps.analytics.days import day_starts
 from apps.analytics.params import Range
+from apps.analytics.ranking import top_customers_walk
 from apps.analytics.services import consistent_read
-from apps.analytics.sources import covers_most, customer_source, product_source
+from apps.analytics.sources import customer_source, product_source, time_share
 from apps.tenants.models import Tenant
 
 CENT = Decimal("0.01")
@@ -163,11 +164,18 @@ def analytics_daily(
     return sorted(days.items())
 
 
-def _most(tenant: Tenant, span: Range) -> bool:
-    """Does `span` cover most of the tenant's orders' time (see `sources`)?"""
+# Past these shares of the tenant's time with orders, a range is worked out as the totals
+# less the rest (`sources`), and its top customers are first looked for by walking the
+# totals (`ranking`).
+MOST = 0.5
+WALK = 0.2
+
+
+def _share(tenant: Tenant, span: Range) -> float:
+    """The share of the tenant's orders' time that `span` covers (see `sources`)."""
     query = "SELECT min(order_date), max(order_date) FROM analytics_orders WHERE tenant_id = %s"
     first, last = _rows(query, [tenant.id])[0]
-    return covers_most(span, first, last)
+    return time_share(span, first, last)
 
 
 @consistent_read
@@ -176,7 +184,7 @@ def analytics_top_products(
 ) -> list[ProductRank]:
     """Units sold and revenue (line totals) per product and currency, the top `limit`
     by revenue or units; ties go to the lower product id, then currency."""
-    source, values = product_source(tenant.id, span, currency, most=_most(tenant, span))
+    source, values = product_source(tenant.id, span, currency, most=_share(tenant, span) > MOST)
     order = "revenue DESC, units DESC" if by == "revenue" else "units DESC, revenue DESC"
     query = (
         "SELECT t.product_id, p.sku, p.name, t.currency, t.units, t.revenue FROM ("
@@ -194,7 +202,19 @@ def analytics_top_customers(
 ) -> list[CustomerRank]:
     """Orders and revenue per customer and currency, the top `limit` by revenue (then
     orders); ties go to the lower customer id, then currency."""
-    source, values = customer_source(tenant.id, span, currency, most=_most(tenant, span))
+    share = _share(tenant, span)
+    found = top_customers_walk(tenant.id, span, currency, limit) if share > WALK else None
+    if found == []:
+        return []
+    if found is not None:
+        source = (
+            "SELECT * FROM unnest(%(ids)s::uuid[], %(codes)s::text[], %(ns)s::bigint[], "
+            "%(revenues)s::numeric[]) AS s(customer_id, currency, n, revenue)"
+        )
+        ids, codes, ns, revenues = (list(column) for column in zip(*found, strict=True))
+        values = {"tenant": tenant.id, "ids": ids, "codes": codes, "ns": ns, "revenues": revenues}
+    else:
+        source, values = customer_source(tenant.id, span, currency, most=share > MOST)
     query = (
         "SELECT t.customer_id, c.name, c.email, t.currency, t.n, t.revenue FROM ("
         f"SELECT customer_id, currency, n, revenue FROM ({source}) s WHERE n > 0 "
@@ -211,7 +231,7 @@ def analytics_top_products_each_currency(
 ) -> list[ProductRank]:
     """`analytics_top_products` by revenue, the top `limit` of each currency (the
     dashboard's chart shows one currency at a time)."""
-    source, values = product_source(tenant.id, span, None, most=_most(tenant, span))
+    source, values = product_source(tenant.id, span, None, most=_share(tenant, span) > MOST)
     query = (
         "SELECT t.product_id, p.sku, p.name, t.currency, t.units, t.revenue FROM ("
         "SELECT product_id, currency, units, revenue, row_number() OVER (PARTITION BY "

@@ -22,9 +22,6 @@ from datetime import UTC, datetime
 
 from apps.analytics.params import Range
 
-# Past this share of the tenant's time with orders, a range is the totals less the rest.
-_MOST = 0.5
-
 
 def _month_floor(moment: datetime) -> datetime:
     moment = moment.astimezone(UTC)
@@ -40,14 +37,14 @@ def _month_ceil(moment: datetime) -> datetime:
     return floor if floor == moment else _next_month(floor)
 
 
-def covers_most(span: Range, first: datetime | None, last: datetime | None) -> bool:
-    """Does `span` cover more than half the time from the tenant's first order to its
-    last (`first`, `last`: None without orders)?"""
+def time_share(span: Range, first: datetime | None, last: datetime | None) -> float:
+    """The share of the time from the tenant's first order to its last (`first`, `last`:
+    None without orders) that `span` covers."""
     if first is None or last is None or last <= first:
-        return span.start is None and span.end is None
+        return 1.0 if span.start is None and span.end is None else 0.0
     start = first if span.start is None else max(span.start, first)
     end = last if span.end is None else min(span.end, last)
-    return (end - start) / (last - first) > _MOST
+    return max(0.0, (end - start) / (last - first))
 
 
 def _from(column: str, low: str | None, high: str | None) -> str:
