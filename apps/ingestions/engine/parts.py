@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import psycopg
 from psycopg import Cursor, sql
 
 from apps.ingestions.engine.changes import note_changes
@@ -38,12 +39,7 @@ from apps.ingestions.engine.pending import (
 from apps.ingestions.engine.records import RECORDS, RecordSpec
 from apps.ingestions.engine.results import LoadResult, RowCounts
 from apps.ingestions.engine.stage import STAGED_ERRORS, LocalStaging
-from apps.ingestions.engine.statements import (
-    any_stored,
-    insert_sql,
-    select_sql,
-    upsert_sql,
-)
+from apps.ingestions.engine.statements import insert_sql, select_sql, upsert_sql
 
 _PART = sql.SQL("width_bucket(d.line, %(starts)s::bigint[])")
 _SEGMENT = sql.Identifier("pg_temp", "_segment")
@@ -274,17 +270,34 @@ class _Loader:
             return
         written = _written(spec, source, pending)
         note_changes(cursor, spec, written, params["tenant"])
-        if any_stored(cursor, spec, written, params["tenant"]):
+        if not self._insert(written, parents, all_there=all_there, rows=rows):
             self._upsert(written, counts)
             return
-        insert = insert_sql(spec, select_sql(spec, written))
-        if parents is not None and (all_there or parents.lock(cursor, written, params, rows=rows)):
-            parents.insert(cursor, insert, params)
-        else:
-            cursor.execute(insert, params)  # PostgreSQL checks each row
         for part in range(first, last + 1):
             c = counts[part - 1]
             c.inserted = c.rows - c.rejected - c.duplicates - c.pending
+
+    def _insert(self, written, parents: ParentLocks | None, *, all_there: bool, rows: int) -> bool:
+        """Insert `written` when every id in it is new, as the files' fast way does
+        (`merge.insert_new`): the primary key checks each row as it goes in, so no probe
+        of the final table comes first (one cost as much as the insert). False, with
+        nothing written, when an id is stored already: the caller upserts instead."""
+        spec, cursor, params = self.spec, self.cursor, self.params
+        insert = insert_sql(spec, select_sql(spec, written))
+        cursor.execute("SAVEPOINT live_insert")
+        try:
+            if parents is not None and (
+                all_there or parents.lock(cursor, written, params, rows=rows)
+            ):
+                parents.insert(cursor, insert, params)
+            else:
+                cursor.execute(insert, params)  # PostgreSQL checks each row
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT live_insert")
+            cursor.execute("RELEASE SAVEPOINT live_insert")
+            return False
+        cursor.execute("RELEASE SAVEPOINT live_insert")
+        return True
 
     def _hold(self, source: sql.Composable, counts: list[_Counts]) -> int:
         """Hold the rows of `source` with a parent missing, each under its part's upload
