@@ -81,8 +81,9 @@ def _timings(tenant) -> dict:
 
 def _settle() -> None:
     """Each load starts from the same state: nothing left for autovacuum to do from the
-    loads before it (it would otherwise run during this one, on one side only), and no
-    checkpoint half way."""
+    loads before it (it would otherwise run during this one, on one side only), and the
+    WAL checkpointed (a load may still reach `max_wal_size` and start one). The bench's
+    role is the server's superuser, as CHECKPOINT needs."""
     from django.db import connection
 
     with connection.cursor() as cursor:

@@ -4,12 +4,12 @@ each group's figures in the range added up from its own orders, until no group l
 enter the top.
 
 A group (customer and currency) has no more revenue in a range than over all time, since
-no order's total is negative (the contract's `total_amount >= 0`). So once the top
-`limit` found so far all have more revenue in the range than the next group has in all,
-no group left can reach them, and the answer is exact. A range with most of a year in it
-stops after the first page; a short one, where the top customers in the range are far
-down the all-time ranking, gives up after a few pages (None), and the caller adds up
-the range's orders instead.
+no order's total is negative (the contract's `total_amount >= 0`, a CHECK constraint on
+`orders`). So once the top `limit` found so far all have more revenue in the range than
+the next group has in all, no group left can reach them, and the answer is exact. A range
+with most of a year in it stops after the first page; a short one, where the top
+customers in the range are far down the all-time ranking, gives up after a few pages
+(None), and the caller adds up the range's orders instead.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ PAGES = 6  # walked before giving up
 
 _TOTALS = (
     "SELECT customer_id, revenue FROM analytics_customer_totals "
-    "WHERE tenant_id = %(tenant)s{only} AND orders > 0 "
+    "WHERE tenant_id = %(tenant)s{only} "
     "ORDER BY revenue DESC, customer_id, currency LIMIT %(page)s OFFSET %(offset)s"
 )
 _IN_RANGE = (

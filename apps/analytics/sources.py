@@ -13,12 +13,13 @@ range's orders and the all-time totals less the orders outside it.
 
 Either way the figures are exact. Each builder returns SQL for a subquery with the
 group's key (product_id or customer_id), currency, `n` (its items, or orders, in the
-range: groups with none are left out) and the figures, and its parameters.
+range: a group with none may come with 0, which the callers leave out) and the figures,
+and its parameters.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import MAXYEAR, UTC, datetime
 
 from apps.analytics.params import Range
 
@@ -29,6 +30,8 @@ def _month_floor(moment: datetime) -> datetime:
 
 
 def _next_month(floor: datetime) -> datetime:
+    if floor.year == MAXYEAR and floor.month == 12:
+        return datetime.max.replace(tzinfo=UTC)  # no month after it: the end of time
     return floor.replace(year=floor.year + floor.month // 12, month=floor.month % 12 + 1)
 
 

@@ -503,7 +503,9 @@ def _answer(sock: socket.socket) -> tuple[dict, bool]:
     lines = head_part.decode("latin-1").split("\r\n")
     headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
     while len(rest) < int(headers["content-length"]):
-        rest += sock.recv(65536)
+        chunk = sock.recv(65536)
+        assert chunk, "closed in the middle of an answer"
+        rest += chunk
     assert len(rest) == int(headers["content-length"]), "more than the answer arrived"
     sock.settimeout(1)
     try:

@@ -270,7 +270,9 @@ class _Loader:
             return
         written = _written(spec, source, pending)
         note_changes(cursor, spec, written, params["tenant"])
-        if not self._insert(written, parents, all_there=all_there, rows=rows):
+        # A segment after the first starts at a part that repeats an id the segment before
+        # it wrote: its insert would fail; it is upserted.
+        if first > 1 or not self._insert(written, parents, all_there=all_there, rows=rows):
             self._upsert(written, counts)
             return
         for part in range(first, last + 1):
@@ -278,10 +280,11 @@ class _Loader:
             c.inserted = c.rows - c.rejected - c.duplicates - c.pending
 
     def _insert(self, written, parents: ParentLocks | None, *, all_there: bool, rows: int) -> bool:
-        """Insert `written` when every id in it is new, as the files' fast way does
+        """Insert `written` when every id in it is new, as a file's fast way does
         (`merge.insert_new`): the primary key checks each row as it goes in, so no probe
         of the final table comes first (one cost as much as the insert). False, with
-        nothing written, when an id is stored already: the caller upserts instead."""
+        nothing written, when an id is stored already: the caller upserts instead. Any
+        other error aborts the merge's transaction, savepoint and all."""
         spec, cursor, params = self.spec, self.cursor, self.params
         insert = insert_sql(spec, select_sql(spec, written))
         cursor.execute("SAVEPOINT live_insert")
