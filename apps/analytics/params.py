@@ -55,14 +55,30 @@ def read_tz(params) -> str:
     return raw
 
 
+_FIRST_INSTANT = datetime.min.replace(tzinfo=UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """`moment` in UTC: PostgreSQL takes offsets up to 15:59 only, ISO 8601 up to 23:59.
+    An instant before 0001-01-01 UTC is that one (nothing is earlier); one after the
+    calendar's end raises OverflowError."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        if moment.year == 1:
+            return _FIRST_INSTANT
+        raise
+
+
 def _bound(name: str, raw: str, zone: tzinfo, *, end: bool) -> datetime | None:
-    """A `from` (inclusive start) or a `to` (exclusive end just past it): a date is its whole
-    day in `zone`, a timestamp without an offset is in `zone`. None: past the calendar."""
+    """A `from` (inclusive start) or a `to` (exclusive end just past it), in UTC: a date is
+    its whole day in `zone`, a timestamp without an offset is in `zone`. None: past the
+    calendar."""
     try:
         if _DATE.fullmatch(raw):
             day = date.fromisoformat(raw)
             moment = datetime.combine(day, time(), tzinfo=zone)
-            return moment + timedelta(days=1) if end else moment
+            return _utc(moment + timedelta(days=1) if end else moment)
         match = _TIMESTAMP.fullmatch(raw)
         if match is None:
             raise ValueError(raw)
@@ -70,7 +86,7 @@ def _bound(name: str, raw: str, zone: tzinfo, *, end: bool) -> datetime | None:
         moment = datetime.fromisoformat(f"{match['date']}T{match['time']}{offset}")
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=zone)
-        return moment + timedelta(microseconds=1) if end else moment
+        return _utc(moment + timedelta(microseconds=1) if end else moment)
     except OverflowError:
         return None  # the day after 9999-12-31: no end
     except ValueError:

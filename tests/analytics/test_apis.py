@@ -188,6 +188,25 @@ def test_a_range_ending_in_the_calendars_last_month_is_answered(shop, client_for
 
 
 @pytest.mark.parametrize("path", [SUMMARY, DAILY, PRODUCTS, CUSTOMERS])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"from": "2024-01-01T00:00:00-23:59", "to": "2024-12-31T00:00:00+23:59"},
+        {"from": "0001-01-01", "tz": "Asia/Kolkata"},
+        {"from": "0001-01-01T00:00:00+23:59", "tz": "Asia/Kolkata"},
+    ],
+)
+def test_offsets_past_postgresqls_and_the_calendars_first_day_are_answered(
+    shop, client_for, path, params
+):
+    """ISO 8601 offsets go to 23:59, PostgreSQL's to 15:59: bounds are sent in UTC. A day
+    that starts before 0001-01-01 UTC (east of UTC) starts at the first instant there is.
+    Each range here holds all of the shop's orders (2024)."""
+    client = client_for(shop)
+    assert _get(client, path, **params) == _get(client, path, tz=params.get("tz", "UTC"))
+
+
+@pytest.mark.parametrize("path", [SUMMARY, DAILY, PRODUCTS, CUSTOMERS])
 def test_without_a_key_the_answer_is_401(api, path):
     """No X-API-Key: 401 problem+json."""
     response = api.get(path)
