@@ -170,40 +170,28 @@ def test_another_tenant_sees_nothing_of_the_shop(shop, other_tenant, client_for,
 
 @pytest.mark.parametrize("path", [SUMMARY, DAILY, PRODUCTS, CUSTOMERS])
 @pytest.mark.parametrize(
-    "params",
+    ("params", "all_of_it"),
     [
-        {"from": "9999-11-20", "to": "9999-12-30"},
-        {"from": "9999-12-02T00:00:00Z", "to": "9999-12-31T12:00:00Z"},
-        {"from": "2024-03-01", "to": "9999-12-28"},
-        {"to": "9999-12-30", "tz": "America/New_York"},
+        ({"from": "9999-11-20", "to": "9999-12-30"}, False),
+        ({"from": "9999-12-02T00:00:00Z", "to": "9999-12-31T12:00:00Z"}, False),
+        ({"from": "2024-03-01", "to": "9999-12-28"}, True),
+        ({"to": "9999-12-30", "tz": "America/New_York"}, True),
+        ({"from": "2024-01-01T00:00:00-23:59", "to": "2024-12-31T00:00:00+23:59"}, True),
+        ({"from": "0001-01-01", "tz": "Asia/Kolkata"}, True),
+        ({"from": "0001-01-01T00:00:00+23:59", "tz": "Asia/Kolkata"}, True),
     ],
 )
-def test_a_range_ending_in_the_calendars_last_month_is_answered(shop, client_for, path, params):
-    """December 9999 has no month after it: its ends are read up to the end of time, not
-    a 500; the shop's figures are in 2024, so the open and long ranges see them all."""
-    response = client_for(shop).get(path, params)
-    assert response.status_code == 200, response.content
-    if "from" not in params or params["from"].startswith("2024"):
-        assert response.json() == _get(client_for(shop), path, **{"tz": params.get("tz", "UTC")})
-
-
-@pytest.mark.parametrize("path", [SUMMARY, DAILY, PRODUCTS, CUSTOMERS])
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"from": "2024-01-01T00:00:00-23:59", "to": "2024-12-31T00:00:00+23:59"},
-        {"from": "0001-01-01", "tz": "Asia/Kolkata"},
-        {"from": "0001-01-01T00:00:00+23:59", "tz": "Asia/Kolkata"},
-    ],
-)
-def test_offsets_past_postgresqls_and_the_calendars_first_day_are_answered(
-    shop, client_for, path, params
+def test_ranges_at_the_calendars_ends_and_offsets_past_postgresqls_are_answered(
+    shop, client_for, path, params, all_of_it
 ):
-    """ISO 8601 offsets go to 23:59, PostgreSQL's to 15:59: bounds are sent in UTC. A day
-    that starts before 0001-01-01 UTC (east of UTC) starts at the first instant there is.
-    Each range here holds all of the shop's orders (2024)."""
+    """December 9999 has no month after it: its ends are read up to the end of time. ISO
+    8601 offsets go to 23:59, PostgreSQL's to 15:59: bounds are sent in UTC. A day that
+    starts before 0001-01-01 UTC (east of UTC) starts at the first instant there is. None
+    is a 500; a range holding all of the shop's orders (2024) gives all of its figures."""
     client = client_for(shop)
-    assert _get(client, path, **params) == _get(client, path, tz=params.get("tz", "UTC"))
+    answer = _get(client, path, **params)
+    if all_of_it:
+        assert answer == _get(client, path, tz=params.get("tz", "UTC"))
 
 
 @pytest.mark.parametrize("path", [SUMMARY, DAILY, PRODUCTS, CUSTOMERS])
