@@ -204,17 +204,15 @@ def analytics_top_customers(
     orders); ties go to the lower customer id, then currency."""
     share = _share(tenant, span)
     found = top_customers_walk(tenant.id, span, currency, limit) if share > WALK else None
-    if found == []:
-        return []
-    if found is not None:
-        source = (
-            "SELECT * FROM unnest(%(ids)s::uuid[], %(codes)s::text[], %(ns)s::bigint[], "
-            "%(revenues)s::numeric[]) AS s(customer_id, currency, n, revenue)"
+    if found is not None:  # ranked already: only the customers' names to add
+        query = (
+            "SELECT customer_id, name, email FROM customers "
+            "WHERE tenant_id = %(tenant)s AND customer_id = ANY(%(ids)s)"
         )
-        ids, codes, ns, revenues = (list(column) for column in zip(*found, strict=True))
-        values = {"tenant": tenant.id, "ids": ids, "codes": codes, "ns": ns, "revenues": revenues}
-    else:
-        source, values = customer_source(tenant.id, span, currency, most=share > MOST)
+        ids = list({customer_id for customer_id, *_ in found})
+        named = {row[0]: row[1:] for row in _rows(query, {"tenant": tenant.id, "ids": ids})}
+        return [CustomerRank(c, *named[c], code, n, revenue) for c, code, n, revenue in found]
+    source, values = customer_source(tenant.id, span, currency, most=share > MOST)
     query = (
         "SELECT t.customer_id, c.name, c.email, t.currency, t.n, t.revenue FROM ("
         f"SELECT customer_id, currency, n, revenue FROM ({source}) s WHERE n > 0 "
