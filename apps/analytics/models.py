@@ -96,22 +96,26 @@ class _ProductFigures(models.Model):
         abstract = True
 
 
-class ProductMonth(_ProductFigures):
-    """A product's order items in a currency, in a calendar month (UTC) of their orders'
-    dates; `lines` 0 is a group every item has left (it counts for nothing)."""
+class ProductYearToDate(_ProductFigures):
+    """A product's order items in a currency from the first of January to the end of
+    `month` (UTC, its first instant), by their orders' dates: a row for every month from
+    the group's first of that year through December, so that a group without a row in a
+    month has had nothing yet that year. The figures of months a to b of one year are
+    the row of b less the row of the month before a, two rows per group whatever the
+    span (`sources`); December's row is the year's. `lines` 0 is nothing."""
 
     pk = models.CompositePrimaryKey("tenant_id", "month", "currency", "product_id")
     month = models.DateTimeField()
 
     class Meta:
-        db_table = "analytics_product_months"
+        db_table = "analytics_product_ytd"
 
     def __str__(self) -> str:
-        return f"{self.product_id} {self.currency} {self.month:%Y-%m}"
+        return f"{self.product_id} {self.currency} to {self.month:%Y-%m}"
 
 
 class ProductTotal(_ProductFigures):
-    """`ProductMonth` over all months."""
+    """A product's order items in a currency over all time."""
 
     pk = models.CompositePrimaryKey("tenant_id", "currency", "product_id")
 

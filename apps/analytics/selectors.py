@@ -164,18 +164,17 @@ def analytics_daily(
     return sorted(days.items())
 
 
-# Past these shares of the tenant's time with orders, a range is worked out as the totals
-# less the rest (`sources`), and its top customers are first looked for by walking the
-# totals (`ranking`).
+# Past these shares of the tenant's time with orders, a range's customers are worked out
+# as the totals less the rest (`sources`), and first looked for by walking the totals
+# (`ranking`).
 MOST = 0.5
 WALK = 0.2
 
 
-def _share(tenant: Tenant, span: Range) -> float:
-    """The share of the tenant's orders' time that `span` covers (see `sources`)."""
+def _first_last(tenant: Tenant) -> tuple[datetime | None, datetime | None]:
+    """The dates of the tenant's first and last orders (None without orders)."""
     query = "SELECT min(order_date), max(order_date) FROM analytics_orders WHERE tenant_id = %s"
-    first, last = _rows(query, [tenant.id])[0]
-    return time_share(span, first, last)
+    return _rows(query, [tenant.id])[0]
 
 
 @consistent_read
@@ -184,7 +183,7 @@ def analytics_top_products(
 ) -> list[ProductRank]:
     """Units sold and revenue (line totals) per product and currency, the top `limit`
     by revenue or units; ties go to the lower product id, then currency."""
-    source, values = product_source(tenant.id, span, currency, most=_share(tenant, span) > MOST)
+    source, values = product_source(tenant.id, span, currency, *_first_last(tenant))
     order = "revenue DESC, units DESC" if by == "revenue" else "units DESC, revenue DESC"
     query = (
         "SELECT t.product_id, p.sku, p.name, t.currency, t.units, t.revenue FROM ("
@@ -202,7 +201,7 @@ def analytics_top_customers(
 ) -> list[CustomerRank]:
     """Orders and revenue per customer and currency, the top `limit` by revenue (then
     orders); ties go to the lower customer id, then currency."""
-    share = _share(tenant, span)
+    share = time_share(span, *_first_last(tenant))
     found = top_customers_walk(tenant.id, span, currency, limit) if share > WALK else None
     if found is not None:  # ranked already: only the customers' names to add
         query = (
@@ -229,7 +228,7 @@ def analytics_top_products_each_currency(
 ) -> list[ProductRank]:
     """`analytics_top_products` by revenue, the top `limit` of each currency (the
     dashboard's chart shows one currency at a time)."""
-    source, values = product_source(tenant.id, span, None, most=_share(tenant, span) > MOST)
+    source, values = product_source(tenant.id, span, None, *_first_last(tenant))
     query = (
         "SELECT t.product_id, p.sku, p.name, t.currency, t.units, t.revenue FROM ("
         "SELECT product_id, currency, units, revenue, row_number() OVER (PARTITION BY "

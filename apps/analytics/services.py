@@ -87,7 +87,7 @@ _STEPS = (
     "AND l.order_id = m.order_id AND l.currency = m.was_currency RETURNING l.product_id, "
     "l.quantity, l.line_total, m.was, m.was_currency, m.order_date, m.currency) "
     "SELECT * FROM shifted",
-    # what the items' changes add to each product's month and total
+    # what the items' changes add to each product's months and total
     "CREATE TEMP TABLE pg_temp._products ON COMMIT DROP AS SELECT date_trunc('month', "
     "at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month, currency, product_id, "
     "sum(lines) AS lines, sum(units) AS units, sum(revenue) AS revenue FROM ("
@@ -97,8 +97,12 @@ _STEPS = (
     "was_currency, product_id, -1, -quantity, -line_total FROM pg_temp._shifted UNION ALL "
     "SELECT order_date, currency, product_id, 1, quantity, line_total FROM pg_temp._shifted"
     ") d GROUP BY 1, 2, 3",
-    "INSERT INTO analytics_product_months AS t (tenant_id, month, currency, product_id, lines, "
-    "units, revenue) SELECT %(tenant)s, * FROM pg_temp._products "
+    # each month's change is its year-to-date row's and every later month's of its year
+    "INSERT INTO analytics_product_ytd AS t (tenant_id, month, currency, product_id, lines, "
+    "units, revenue) SELECT %(tenant)s, g.at AT TIME ZONE 'UTC', p.currency, p.product_id, "
+    "sum(p.lines), sum(p.units), sum(p.revenue) FROM pg_temp._products p, "
+    "generate_series(p.month AT TIME ZONE 'UTC', date_trunc('year', p.month AT TIME ZONE 'UTC') "
+    "+ interval '11 months', interval '1 month') AS g(at) GROUP BY 2, 3, 4 ORDER BY 2, 3, 4 "
     "ON CONFLICT (tenant_id, month, currency, product_id) DO UPDATE SET "
     "lines = t.lines + excluded.lines, units = t.units + excluded.units, "
     "revenue = t.revenue + excluded.revenue",

@@ -56,14 +56,21 @@ _LINES_TRUTH = (
 
 # The totals, from the final tables; the copies' groups every row has left (0) left out.
 _MONTHS = (
-    "SELECT month, currency, product_id, lines, units, revenue FROM analytics_product_months "
+    "SELECT month, currency, product_id, lines, units, revenue FROM analytics_product_ytd "
     "WHERE tenant_id = %s AND lines <> 0 ORDER BY 1, 2, 3"
 )
+# each month that has a group's items, and every later month of its year, to date
 _MONTHS_TRUTH = (
-    "SELECT date_trunc('month', o.order_date AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', o.currency, "
-    "i.product_id, count(*), sum(i.quantity), sum(i.line_total) FROM order_items i "
+    "WITH m AS (SELECT date_trunc('month', o.order_date AT TIME ZONE 'UTC') AS month, "
+    "o.currency, i.product_id, i.quantity, i.line_total FROM order_items i "
     "JOIN orders o ON o.tenant_id = i.tenant_id AND o.order_id = i.order_id "
-    "WHERE i.tenant_id = %s GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    "WHERE i.tenant_id = %s), "
+    "k AS (SELECT DISTINCT g.month, m.currency, m.product_id FROM m, generate_series("
+    "m.month, date_trunc('year', m.month) + interval '11 months', interval '1 month') g(month)) "
+    "SELECT k.month AT TIME ZONE 'UTC', k.currency, k.product_id, count(*), sum(m.quantity), "
+    "sum(m.line_total) FROM k JOIN m ON m.currency = k.currency AND m.product_id = k.product_id "
+    "AND m.month <= k.month AND date_trunc('year', m.month) = date_trunc('year', k.month) "
+    "GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 )
 _PRODUCTS = (
     "SELECT currency, product_id, lines, units, revenue FROM analytics_product_totals "
