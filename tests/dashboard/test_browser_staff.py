@@ -72,7 +72,10 @@ def test_staff_see_every_table_within_1400_px_and_reach_an_uploads_rows(live_ser
             expect(page.locator("#uploads tr")).to_have_count(3)
             expect(page.locator("#tenant-rows tr")).to_have_count(3)
             expect(page.locator("#receiving tr")).to_have_count(3)
-            assert page.locator("#throughput-chart line.tick").count() >= 5
+            # the chart is drawn once its figures are fetched: wait for it, not for luck
+            page.wait_for_function(
+                "document.querySelectorAll('#throughput-chart line.tick').length >= 5"
+            )
             _shot(page, "dashboard-staff.png")
             assert page.evaluate(_OVERFLOWING) == []
 
