@@ -12,8 +12,13 @@ from uuid import uuid4
 
 from apps.analytics.params import Range
 from apps.analytics.sources import product_source
-from apps.ingestions.engine.testing import order_item_row, order_row, uid
-from tests.analytics.test_consistency import _bounds, _people_and_products, _truth_rows
+from apps.ingestions.engine.testing import order_row, uid
+from tests.analytics.test_consistency import (
+    _bounds,
+    _items,
+    _people_and_products,
+    _truth_rows,
+)
 
 
 def _reads(span: Range, first: datetime, last: datetime) -> tuple[list, int, int]:
@@ -132,20 +137,7 @@ def test_every_products_figures_over_ranges_across_years_match_the_final_tables(
         )
         for n in range(120)
     ]
-    items = []
-    for n in range(120):
-        for k in range(rng.randrange(1, 4)):
-            quantity, price = rng.randrange(1, 6), Decimal(rng.randrange(0, 99999)) / 100
-            items.append(
-                order_item_row(
-                    order_item_id=uid(f"i{n}.{k}"),
-                    order_id=uid(f"o{n}"),
-                    product_id=uid(f"p{rng.randrange(4)}"),
-                    quantity=quantity,
-                    unit_price=str(price),
-                    line_total=str(price * quantity),
-                )
-            )
+    items = _items(rng, 120)
     load(tenant, ndjson("orders_1.ndjson", orders))
     load(tenant, ndjson("order_items_1.ndjson", items))
 
