@@ -535,28 +535,3 @@ def test_a_kept_alive_connection_is_closed_after_its_share_of_requests(tmp_path)
         with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
             sock.sendall(head)
             assert _answer(sock)[0]["status"] == 200
-
-
-def test_a_worker_leaves_what_it_loaded_out_of_the_garbage_collectors_passes(monkeypatch):
-    """gunicorn.conf.py's `post_worker_init`: Django, the project and every view imported
-    and frozen (`gc.freeze`), so that a full collection walks only what requests made (it
-    walked everything, 60-80 ms a pass under load, every few seconds)."""
-    import gc
-    import importlib.util
-    import os
-    import sys
-
-    from scripts.stack import ROOT
-
-    for name in ("DATABASE_CONN_MAX_AGE", "DATABASE_POOL_SIZE"):  # the file sets defaults
-        monkeypatch.setenv(name, os.environ.get(name, ""))
-    spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
-    conf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conf)
-    gc.unfreeze()
-    try:
-        conf.post_worker_init(worker=None)
-        assert gc.get_freeze_count() > 10_000
-        assert "apps.ingestions.apis.records" in sys.modules  # a view, imported by then
-    finally:
-        gc.unfreeze()
