@@ -83,15 +83,14 @@ def _timings(tenant) -> dict:
 
 
 def _settle() -> None:
-    """Each load starts from the same state: nothing left for autovacuum to do from the
-    loads before it (it would otherwise run during this one, on one side only), and the
-    WAL checkpointed (a load may still reach `max_wal_size` and start one). The bench's
-    role is the server's superuser, as CHECKPOINT needs."""
+    """Each load starts from the same state (`scripts.stack.settle`): autovacuum of the
+    loads before it would otherwise run during this one, on one side only."""
     from django.db import connection
 
+    from scripts.stack import settle
+
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM (ANALYZE)")
-        cursor.execute("CHECKPOINT")
+        settle(cursor)
 
 
 def _load_all(folder: Path, tenant) -> dict:

@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from scripts.stack import process_tree, resident_mb
+from scripts.stack import process_tree, resident_mb, settle
 
 CLIENTS = 8
 _FINAL = ("completed", "completed_with_errors", "failed")
@@ -256,13 +256,9 @@ def phase_live(env: dict, *, seconds: float, make_tenant, report=None) -> list[d
         conn.cursor() as cursor,
     ):
         for number, (name, path, records, table, longest, rate) in enumerate(SCENARIOS):
-            # Each scenario starts from the same state: the rows the one before wrote
-            # vacuumed and checkpointed now, not by autovacuum and a checkpoint during this
-            # one (after a minute of batches, 1.8 million rows, single records ran at 454
-            # requests/s in one run without this, 590 in one with it). The bench's role is
-            # the server's superuser, as CHECKPOINT needs.
-            cursor.execute("VACUUM (ANALYZE)")
-            cursor.execute("CHECKPOINT")
+            # after a minute of batches (1.8 million rows), single records ran at 454
+            # requests/s in one run without this, 590 in one with it
+            settle(cursor)
             key = make_tenant(f"bench-live-{number}")
             duration = min(seconds, longest or seconds)
 

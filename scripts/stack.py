@@ -142,6 +142,15 @@ def running_stack(
         yield base
 
 
+def settle(cursor) -> None:
+    """Start a bench phase or scenario from the same server state: what the ones before it
+    wrote vacuumed and analyzed now, not by autovacuum during it, and the WAL checkpointed
+    (no checkpoint's full-page writes left pending). CHECKPOINT needs the server's
+    superuser, the bench's role."""
+    cursor.execute("VACUUM (ANALYZE)")
+    cursor.execute("CHECKPOINT")
+
+
 def wait_worker(
     node: str, processes: dict[str, subprocess.Popen], *, env: dict | None, timeout: float = 90
 ) -> None:

@@ -51,7 +51,7 @@ def time_share(span: Range, first: datetime | None, last: datetime | None) -> fl
     return max(0.0, (end - start) / (last - first))
 
 
-def _from(column: str, low: str | None, high: str | None) -> str:
+def between(column: str, low: str | None, high: str | None) -> str:
     """`column` in [low, high), None unbounded (SQL parameters' names)."""
     parts = [f"{column} >= %({low})s" if low else "", f"{column} < %({high})s" if high else ""]
     return " AND ".join(p for p in parts if p) or "TRUE"
@@ -222,7 +222,7 @@ def customer_source(
     if not most:
         low = None if span.start is None else "start"
         high = None if span.end is None else "end"
-        return orders + _from("order_date", low, high) + " GROUP BY 1, 2", values
+        return orders + between("order_date", low, high) + " GROUP BY 1, 2", values
     outside = [
         f"order_date < %({name})s" if name == "start" else f"order_date >= %({name})s"
         for name in ("start", "end")
