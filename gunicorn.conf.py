@@ -22,6 +22,7 @@ from apps.core.logs import logging_config
 
 logconfig_dict = logging_config()
 worker_class = "main.gunicorn_worker.ProblemGeventWorker"
+logger_class = "main.gunicorn_worker.QuietAccessLogger"  # its access line only when written
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)  # or --workers
 # Connections one worker holds at once (idle keep-alives and slow uploads included).
 worker_connections = int(os.environ.get("WEB_WORKER_CONNECTIONS") or 1000)

@@ -1,13 +1,16 @@
 """gunicorn's gevent worker, with the errors gunicorn answers by itself (a malformed request
 line, headers too large, a bad Content-Length, Content-Length beside chunked) written as
-application/problem+json like every other error of the service, instead of an HTML page."""
+application/problem+json like every other error of the service, instead of an HTML page;
+and its logger, which builds an access line only when something writes it."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from gunicorn import util
+from gunicorn.glogging import Logger
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -65,3 +68,16 @@ class ProblemGeventWorker(GeventWorker):
         if req.req_number >= KEEPALIVE_REQUESTS:
             req.must_close = True  # gunicorn answers `Connection: close`, then closes
         return super().handle_request(listener_name, req, sock, addr)
+
+
+class QuietAccessLogger(Logger):
+    """gunicorn's logger, without its access line when nothing would write it: gunicorn
+    builds every line's fields (a dict of some thirty) before its logger drops the line,
+    and `AccessMiddleware` writes the service's own. `gunicorn.access` given a handler (or
+    propagating) writes them again."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.access_log.isEnabledFor(logging.INFO) and (
+            self.access_log.handlers or self.access_log.propagate
+        ):
+            super().access(resp, req, environ, request_time)

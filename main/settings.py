@@ -107,9 +107,6 @@ DATABASES = {
     )
 }
 DATABASES["default"]["ATOMIC_REQUESTS"] = False  # services own their transactions
-# A kept connection is checked (one round trip) before its first use in a request or task,
-# so one the server dropped meanwhile is replaced instead of failing the work.
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # Prepared statements only where the code asks for them (apps.core.db: the few statements
 # every request runs); Django's own cursors never prepare. DATABASE_PREPARE=false turns
 # them off, for a connection pooler that cannot keep them (PgBouncer before 1.21).
@@ -121,7 +118,13 @@ DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
 # its end, instead of opening its own (about 5 ms). gunicorn.conf.py sets it for the web
 # server (WEB_MAX_STREAMING_BODIES + 8); a request waits up to DATABASE_POOL_TIMEOUT
 # seconds for one (then 503: the database is down, or every connection is busy).
-if DATABASE_POOL_SIZE := env_int("DATABASE_POOL_SIZE", 0):
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0)
+# A kept connection is checked (one round trip) before its first use in a request or task,
+# so one the server dropped meanwhile is replaced instead of failing the work; a pooled one
+# by apps/core/postgresql, without the round trip when it is known to be alive.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = not DATABASE_POOL_SIZE
+DATABASES["default"]["ENGINE"] = "apps.core.postgresql"  # Django's, for a pooled one's check
+if DATABASE_POOL_SIZE:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,
         "max_size": DATABASE_POOL_SIZE,

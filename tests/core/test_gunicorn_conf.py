@@ -24,3 +24,39 @@ def test_a_worker_leaves_what_it_loaded_out_of_the_garbage_collectors_passes(mon
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
+
+
+def test_gunicorns_access_line_is_built_only_when_something_writes_it(monkeypatch):
+    """`QuietAccessLogger`: the service's settings give `gunicorn.access` no handler (the
+    access line is `AccessMiddleware`'s), so gunicorn's own line, and the thirty-odd fields
+    it builds for it per request, are skipped; given a handler, gunicorn writes it again."""
+    import logging
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from main.gunicorn_worker import QuietAccessLogger
+
+    built = []
+    monkeypatch.setattr(Logger, "atoms", lambda self, *args: built.append(args) or {"s": "202"})
+    logger = QuietAccessLogger.__new__(QuietAccessLogger)  # no setup: logging stays as it is
+    logger.cfg = Config()
+    logger.cfg.set("accesslog", "-")
+    logger.cfg.set("access_log_format", "%(s)s")
+    logger.access_log = logging.getLogger("tests.gunicorn.access")
+    monkeypatch.setattr(logger.access_log, "propagate", False)
+    logger.access_log.setLevel(logging.INFO)
+
+    logger.access("resp", "req", {}, None)
+    assert built == []
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger.access_log.addHandler(handler)
+    try:
+        logger.access("resp", "req", {}, None)
+    finally:
+        logger.access_log.removeHandler(handler)
+    assert len(built) == 1
+    assert lines == ["202"]
