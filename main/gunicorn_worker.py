@@ -10,7 +10,7 @@ import logging
 import os
 
 from gunicorn import util
-from gunicorn.glogging import Logger
+from gunicorn.instrument.statsd import Statsd
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -70,14 +70,17 @@ class ProblemGeventWorker(GeventWorker):
         return super().handle_request(listener_name, req, sock, addr)
 
 
-class QuietAccessLogger(Logger):
+class QuietAccessLogger(Statsd):
     """gunicorn's logger, without its access line when nothing would write it: gunicorn
     builds every line's fields (a dict of some thirty) before its logger drops the line,
     and `AccessMiddleware` writes the service's own. `gunicorn.access` given a handler (or
-    propagating) writes them again."""
+    propagating) writes them again. It is gunicorn's StatsD logger, which gunicorn picks
+    by itself only when no logger class is named: with `--statsd-host` it sends its
+    metrics as before (without, it sends nothing)."""
 
     def access(self, resp, req, environ, request_time):
-        if self.access_log.isEnabledFor(logging.INFO) and (
-            self.access_log.handlers or self.access_log.propagate
+        if self.sock is not None or (
+            self.access_log.isEnabledFor(logging.INFO)
+            and (self.access_log.handlers or self.access_log.propagate)
         ):
             super().access(resp, req, environ, request_time)

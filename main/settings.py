@@ -99,8 +99,7 @@ TEMPLATES = [
 
 # Database: DATABASE_URL, or the embedded PostgreSQL (main/embedded.py) when unset.
 DATABASE_URL = os.environ.get("DATABASE_URL") or embedded.embedded_database_url()
-# Seconds a connection is kept between requests; gunicorn.conf.py sets 0 for its gevent
-# worker (a connection per greenlet would otherwise outlive the request).
+# Seconds a connection is kept between requests (gunicorn.conf.py sets 0: see there).
 DATABASES = {
     "default": dj_database_url.parse(
         DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60)
@@ -123,7 +122,8 @@ DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0)
 # so one the server dropped meanwhile is replaced instead of failing the work; a pooled one
 # by apps/core/postgresql, without the round trip when it is known to be alive.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = not DATABASE_POOL_SIZE
-DATABASES["default"]["ENGINE"] = "apps.core.postgresql"  # Django's, for a pooled one's check
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "apps.core.postgresql"  # Django's, and that check
 if DATABASE_POOL_SIZE:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,

@@ -53,6 +53,44 @@ def test_a_connection_given_back_a_moment_ago_is_quiet_until_the_server_drops_it
         assert not base.answers(conn)
 
 
+def test_a_wrapper_takes_a_connection_it_just_gave_back_without_a_query(monkeypatch):
+    """Django's own path through the backend, with a pool of one: the time a connection is
+    given back is kept (`_close`); taken again at once, it is not queried; terminated by
+    the server, it is queried, given back, and a new one is taken."""
+    checked = []
+    real_answers = base.answers
+    monkeypatch.setattr(base, "answers", lambda conn: checked.append(conn) or real_answers(conn))
+    settings = {
+        **connection.settings_dict,
+        "CONN_HEALTH_CHECKS": False,
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {**connection.settings_dict["OPTIONS"], "pool": {"min_size": 1, "max_size": 1}},
+    }
+    wrapper = base.DatabaseWrapper(settings, alias="pooled_test")
+    try:
+        wrapper.ensure_connection()
+        first = wrapper.connection
+        wrapper.close()
+        assert time.monotonic() - base._returned[first] < 1
+        checked.clear()
+        wrapper.ensure_connection()
+        assert wrapper.connection is first
+        assert checked == []  # no round trip
+        wrapper.close()
+
+        _terminate(first.info.backend_pid)
+        _dropped(first)
+        wrapper.ensure_connection()
+        assert checked[0] is first  # its socket told: queried, and failed
+        assert wrapper.connection is not first
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+        wrapper.close()
+    finally:
+        wrapper.close_pool()
+
+
 def test_requests_after_the_server_dropped_every_pooled_connection_succeed(tmp_path):
     """gunicorn's pooled connections terminated between requests (as a restart does):
     the next requests are answered, none fails on a dead connection."""

@@ -8,6 +8,12 @@ has nothing to read, is taken as it is: a server that ends a connection (a resta
 message or the connection's end, and an idle connection receives nothing else. Any other
 connection gets the empty query, and one that fails it is given back (the pool replaces
 it) and the next one taken, as psycopg's pool does.
+
+What the socket cannot tell is a peer gone silently (a network cut, a failover that moved
+the address): the query would have found it at once, the request finds it within its
+first statement. The window is kept short for that reason; under load a connection comes
+back within milliseconds. A descriptor past select()'s limit (1024, with that many client
+connections open) gets the query.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import weakref
 from django.db.backends.postgresql import base
 from psycopg_pool import ConnectionPool
 
-QUIET_SECONDS = 5.0
+QUIET_SECONDS = 1.0
 # when each pooled connection was last given back (by any wrapper of this process)
 _returned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -32,7 +38,7 @@ def quiet(connection, now: float) -> bool:
         return False
     try:
         readable, _, _ = select.select([connection.fileno()], [], [], 0)
-    except ValueError:  # a descriptor past select()'s limit (1024): the query tells
+    except ValueError:  # past select()'s limit
         return False
     return not readable
 
@@ -53,8 +59,12 @@ class DatabaseWrapper(base.DatabaseWrapper):
         # each failed one is replaced by the pool: every connection it holds may have been
         # dropped at once (a restart), and then some
         for _ in range(self.pool.max_size + 1):
-            if quiet(connection, time.monotonic()) or answers(connection):
-                return connection
+            try:
+                if quiet(connection, time.monotonic()) or answers(connection):
+                    return connection
+            except BaseException:  # interrupted (a greenlet killed): the pool keeps its slot
+                self.pool.putconn(connection)
+                raise
             self.pool.putconn(connection)
             connection = super().get_new_connection(conn_params)
         return connection  # the server is down: the request's first query says so
