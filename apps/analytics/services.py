@@ -44,9 +44,10 @@ _RESEND_SECONDS = 1.0  # a merge holding the wake row: the refresh comes back af
 # array (`= ANY`, one pass whichever index), and every temp table is indexed on the key it
 # is joined by, so that a nested loop the planner picks on a wrong estimate probes an index
 # instead of scanning a table once per row.
+# The oldest `rows` of the tenant's feed (all of it when NULL).
 _TAKE = (
-    "WITH gone AS (DELETE FROM final_changes WHERE tenant_id = %(tenant)s "
-    "RETURNING record_type, keys) "
+    "WITH gone AS (DELETE FROM final_changes WHERE id IN (SELECT id FROM final_changes "
+    "WHERE tenant_id = %(tenant)s ORDER BY id LIMIT %(rows)s) RETURNING record_type, keys) "
     "INSERT INTO pg_temp._chg SELECT DISTINCT record_type, unnest(keys) FROM gone"
 )
 _STEPS = (
@@ -168,13 +169,14 @@ _TEMP = ", ".join(
 )
 
 
-def _apply(tenant_id) -> int:
-    """Apply the tenant's changes that this transaction sees; how many ids it took."""
+def _apply(tenant_id, rows: int | None = None) -> int:
+    """Apply the tenant's changes that this transaction sees (the oldest `rows` entries of
+    the feed only, when given); how many ids it took."""
     params = {"tenant": tenant_id}
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {_TEMP}")
         cursor.execute("CREATE TEMP TABLE pg_temp._chg (record_type text, id uuid) ON COMMIT DROP")
-        cursor.execute(_TAKE, params)
+        cursor.execute(_TAKE, {**params, "rows": rows})
         taken = cursor.rowcount
         if taken:
             for step in _STEPS:
@@ -218,17 +220,18 @@ WHERE relname IN ('analytics_orders', 'analytics_lines')
 """
 
 
-def analytics_catch_up(*, tenant_id) -> int:
-    """Apply every change of the tenant committed so far to its copies, in one transaction;
-    how many ids it took (0: none was left)."""
+def analytics_catch_up(*, tenant_id, rows: int | None = None) -> int:
+    """Apply every change of the tenant committed so far to its copies (with `rows`, the
+    oldest that many entries of the feed), in one transaction; how many ids it took (0:
+    none was left)."""
     if connection.in_atomic_block:  # a caller's transaction: its snapshot is the one there is
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})", [tenant_id])
-        return _apply(tenant_id)
+        return _apply(tenant_id, rows)
     with _tenant_lock(tenant_id):
         with transaction.atomic(), connection.cursor() as cursor:
             _begin(cursor, read_only=False)
-            taken = _apply(tenant_id)
+            taken = _apply(tenant_id, rows)
         if taken > 1000:
             with connection.cursor() as cursor:
                 cursor.execute(_STALE)
@@ -245,6 +248,11 @@ SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %(tenant)s AND state = AN
 """
 _LOADING_STATES = [UploadState.QUEUED, UploadState.WAITING, UploadState.PROCESSING]
 _PATIENCE_SECONDS = 60  # the longest a refresh puts itself off for the tenant's loads
+# Feed entries (one per merged chunk, at most 20,000 ids each) one refresh task applies; it
+# sends itself again for the rest, so a worker slot is never held for much more than a
+# second: 950,000 ids at once held one for 17-20 s, and two tenants' refreshes both slots,
+# while other tenants' uploads waited.
+REFRESH_ENTRIES = 3
 
 
 def analytics_refresh(*, tenant_id) -> int:
@@ -255,7 +263,8 @@ def analytics_refresh(*, tenant_id) -> int:
     While the tenant has files still to load (a bulk load of its four types), it comes
     back later instead, for up to a minute from the oldest change: one refresh after the
     last file rather than one per file, each sharing the workers with the next load.
-    Answers meanwhile catch up themselves."""
+    Answers meanwhile catch up themselves. It applies `REFRESH_ENTRIES` of the feed at a
+    time, and sends itself again while more is left."""
     with connection.cursor() as cursor:
         params = {"tenant": tenant_id, "states": _LOADING_STATES, "patience": _PATIENCE_SECONDS}
         cursor.execute(_LOADING, params)
@@ -264,7 +273,13 @@ def analytics_refresh(*, tenant_id) -> int:
             return 0
     taken = 0
     while True:
-        taken += analytics_catch_up(tenant_id=tenant_id)
+        taken += analytics_catch_up(tenant_id=tenant_id, rows=REFRESH_ENTRIES)
+        with connection.cursor() as cursor:
+            if _pending(cursor, tenant_id):
+                # the rest after the tasks queued meanwhile (its wake row kept: this is on
+                # its way, so merges need not send another)
+                changes_reader_send(tenant_id=tenant_id)
+                return taken
         try:
             with transaction.atomic(), connection.cursor() as cursor:
                 # A merge that marked the row holds it until it commits: come back then

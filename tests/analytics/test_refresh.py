@@ -263,3 +263,45 @@ def test_the_refresh_waits_for_the_tenant_s_files_still_to_load(tenant, load, nd
     Upload.objects.filter(id=upload.id).update(state="completed")
     assert analytics_refresh(tenant_id=tenant.id) == 1
     _assert_copies_true(tenant)
+
+
+@pytest.mark.django_db
+def test_a_refresh_applies_the_feed_a_few_entries_at_a_time(tenant, load, ndjson, monkeypatch):
+    """A refresh task applies `REFRESH_ENTRIES` of the feed and sends itself again for the
+    rest, so that a tenant's backlog never holds a worker slot for long. Applied one entry
+    at a time, in the order written, with orders moved to other days and customers after
+    their items were loaded, the copies come out equal to the final tables."""
+    from apps.analytics import services
+
+    sent = []
+    send = services.changes_reader_send
+    monkeypatch.setattr(
+        services, "changes_reader_send", lambda **kwargs: sent.append(kwargs) or send(**kwargs)
+    )
+    monkeypatch.setattr(services, "REFRESH_ENTRIES", 1)
+    people = [customer_row(customer_id=uid(c)) for c in ("ada", "bob")]
+    load(tenant, ndjson("customers_1.ndjson", people))
+    load(tenant, ndjson("products_1.ndjson", [product_row(product_id=uid("pen"))]))
+    orders = [
+        _order("o1", "ada", "2024-03-01T10:00:00Z"),
+        _order("o2", "ada", "2024-03-02T10:00:00Z"),
+        _order("o3", "bob", "2024-12-31T23:00:00Z", currency="USD"),
+    ]
+    load(tenant, ndjson("orders_1.ndjson", orders))
+    items = [_item("i1", "o1"), _item("i2", "o1", quantity=3), _item("i3", "o2")]
+    load(tenant, ndjson("order_items_1.ndjson", items))
+    moved = [
+        _order("o1", "bob", "2024-04-05T10:00:00Z", currency="USD", total="30.00"),
+        _order("o3", "ada", "2025-01-01T01:00:00Z"),
+    ]
+    load(tenant, ndjson("orders_2.ndjson", moved))
+    load(tenant, ndjson("order_items_2.ndjson", [_item("i3", "o3", quantity=5)]))
+    entries = FinalChange.objects.filter(tenant=tenant).count()
+    assert entries >= 3
+
+    for done in range(1, entries + 1):
+        assert analytics_refresh(tenant_id=tenant.id) > 0
+        assert FinalChange.objects.filter(tenant=tenant).count() == entries - done
+    assert len(sent) == entries - 1  # sent again after each entry but the last
+    assert not FinalChangeWake.objects.filter(tenant=tenant).exists()  # merges send it next
+    _assert_copies_true(tenant)
