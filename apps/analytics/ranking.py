@@ -20,7 +20,7 @@ from uuid import UUID
 from django.db import connection
 
 from apps.analytics.params import Range
-from apps.analytics.sources import between
+from apps.analytics.sources import in_span
 
 PAGE = 500  # groups walked at a time, or PER_LIMIT times the limit
 PER_LIMIT = 4
@@ -53,9 +53,7 @@ def top_customers_walk(
     when PAGES pages were not enough to be sure."""
     values = {"tenant": tenant_id, "currency": currency, "start": span.start, "end": span.end}
     only = "" if currency is None else " AND currency = %(currency)s"
-    dates = " AND " + between(
-        "order_date", None if span.start is None else "start", None if span.end is None else "end"
-    )
+    dates = " AND " + in_span("order_date", span)
     totals = _TOTALS.format(only=only)
     in_range = _IN_RANGE.format(only=only, dates=dates)
     page = max(PAGE, PER_LIMIT * limit)

@@ -51,9 +51,13 @@ def time_share(span: Range, first: datetime | None, last: datetime | None) -> fl
     return max(0.0, (end - start) / (last - first))
 
 
-def between(column: str, low: str | None, high: str | None) -> str:
-    """`column` in [low, high), None unbounded (SQL parameters' names)."""
-    parts = [f"{column} >= %({low})s" if low else "", f"{column} < %({high})s" if high else ""]
+def in_span(column: str, span: Range) -> str:
+    """`column` in [start, end) of `span`, as the parameters `start` and `end`; an end
+    that is None is unbounded."""
+    parts = [
+        f"{column} >= %(start)s" if span.start is not None else "",
+        f"{column} < %(end)s" if span.end is not None else "",
+    ]
     return " AND ".join(p for p in parts if p) or "TRUE"
 
 
@@ -220,9 +224,7 @@ def customer_source(
         f"FROM analytics_orders WHERE tenant_id = %(tenant)s{only} AND "
     )
     if not most:
-        low = None if span.start is None else "start"
-        high = None if span.end is None else "end"
-        return orders + between("order_date", low, high) + " GROUP BY 1, 2", values
+        return orders + in_span("order_date", span) + " GROUP BY 1, 2", values
     outside = [
         f"order_date < %({name})s" if name == "start" else f"order_date >= %({name})s"
         for name in ("start", "end")
