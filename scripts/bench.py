@@ -126,13 +126,24 @@ def _child(args: list[str], env: dict) -> str:
     return done.stdout
 
 
-def _checkpoint(url: str) -> None:
+def _checkpoint(url: str, env: dict) -> None:
     """Start each phase with the same server state: no checkpoint (and its full-page
-    writes) left pending from the phase before. Best effort: it needs the right to."""
+    writes) left pending from the phase before (best effort: it needs the right to), and
+    no task queued by the phases before. Those are the analytics refreshes of their
+    tenants (about 20 s of a worker per million rows), which the next phase's worker would
+    run first; no later phase reads those tenants, and the analytics phase times catching
+    up on its own. Their wake rows go too, so a later merge of theirs sends a refresh."""
     import psycopg
 
-    with contextlib.suppress(psycopg.Error), psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
+    with psycopg.connect(url, autocommit=True) as conn:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("CHECKPOINT")
+        conn.execute("DELETE FROM final_change_wakes")
+    _purge(env)
+
+
+def _purge(env: dict) -> None:
+    _child(["-m", "celery", "-A", "main", "purge", "-f", "-Q", env["CELERY_QUEUE"]], env)
 
 
 def _base_url() -> str:
@@ -233,9 +244,11 @@ def _arguments() -> argparse.Namespace:
 
 
 def _phase_env(bench_url: str) -> dict[str, str]:
-    """As in production: DEBUG off (no per-query bookkeeping), a secret of this run's own."""
+    """As in production: DEBUG off (no per-query bookkeeping), a secret and a queue of this
+    run's own (a broker shared with other workers: theirs are left alone)."""
     env = {**os.environ, "DATABASE_URL": bench_url, "DJANGO_DEBUG": "false"}
-    return {**env, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+    queue = f"bench-{secrets.token_hex(4)}"
+    return {**env, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), "CELERY_QUEUE": queue}
 
 
 def _run(args: argparse.Namespace, console) -> tuple:
@@ -256,28 +269,28 @@ def _run(args: argparse.Namespace, console) -> tuple:
         _child(["manage.py", "migrate", "--verbosity", "0"], env)
         tenant_id, folder = _generate(args, console, env)
         console.print("raw COPY into unconstrained tables ...")
-        _checkpoint(bench_url)
+        _checkpoint(bench_url, env)
         raw = json.loads(_child(["scripts/bench.py", "--phase", "raw", "--dir", str(folder)], env))
         console.print("engine ...")
-        _checkpoint(bench_url)
+        _checkpoint(bench_url, env)
         phase = ["scripts/bench.py", "--phase", "engine", "--dir", str(folder), "--tenant"]
         eng = json.loads(_child([*phase, tenant_id], env))
         analytics = None
         if not args.no_analytics:
             console.print("analytics endpoints, the engine without and with the change feed ...")
-            _checkpoint(bench_url)
+            _checkpoint(bench_url, env)
             phase = ["scripts/bench.py", "--phase", "analytics", "--dir", str(folder), "--tenant"]
             analytics = json.loads(_child([*phase, tenant_id], env))
         rules = None
         if not args.no_rules:
             console.print("order items without and with a tenant's rules ...")
-            _checkpoint(bench_url)
+            _checkpoint(bench_url, env)
             command = ["scripts/bench.py", "--phase", "rules", "--dir", str(folder)]
             rules = json.loads(_child(command, env))
         e2e = None
         if not args.no_e2e:
             console.print("end to end: HTTP API (gunicorn) and a Celery worker ...")
-            _checkpoint(bench_url)
+            _checkpoint(bench_url, env)
             from scripts.bench_e2e import phase_e2e
 
             e2e = phase_e2e(folder, env, _child)
@@ -286,23 +299,25 @@ def _run(args: argparse.Namespace, console) -> tuple:
             from scripts.bench_tenants import phase_tenants
 
             console.print("fairness, and several tenants at once ...")
-            _checkpoint(bench_url)
+            _checkpoint(bench_url, env)
             tenants = phase_tenants(folder, env, _tenant_maker(env))
         big = None
         if args.big_rows:
             from scripts.bench_bigfile import phase_big
 
             console.print(f"a file of {args.big_rows:,} rows through the API ...")
-            _checkpoint(bench_url)
+            _checkpoint(bench_url, env)
             big = phase_big(env, folder, _tenant_maker(env), args.big_rows)
         live = None
         if not args.no_live:
             from scripts.bench_live import phase_live
 
             console.print("live records next to small uploads (8 clients each) ...")
-            _checkpoint(bench_url)
+            _checkpoint(bench_url, env)
             live = phase_live(env, seconds=args.live_seconds, make_tenant=_tenant_maker(env))
     finally:
+        with contextlib.suppress(SystemExit):  # the run's queue left empty on the broker
+            _purge(env)
         if not args.keep:
             with psycopg.connect(base, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
