@@ -23,6 +23,7 @@ from contextlib import contextmanager
 
 from django.db import OperationalError, connection, transaction
 
+from apps.ingestions.engine import tenant_rows_estimate
 from apps.ingestions.models import FinalChangeWake, UploadState
 from apps.ingestions.services import changes_reader_send
 
@@ -211,13 +212,25 @@ def _pending(cursor, tenant_id) -> bool:
 
 
 # The copies whose statistics are refreshed after a catching up that changed more than a
-# tenth of them: the next one plans with the tenant's true size (autovacuum's analyze may
-# come a minute later). After the commit: ANALYZE would hold other tenants' refreshes.
+# tenth of them, or in which the planner takes the tenant for (nearly) empty: the next one
+# plans with the tenant's true size (autovacuum's analyze may come a minute later, and
+# never for a tenant new to copies that are large already; on such a tenant, a lookup of
+# the slice's ids read all of its copies and compared each with every id, slices took
+# 35 s). After the commit: ANALYZE would hold other tenants' refreshes.
+_COPIES = ("analytics_orders", "analytics_lines")
 _STALE = """
 SELECT relname FROM pg_stat_user_tables
-WHERE relname IN ('analytics_orders', 'analytics_lines')
-  AND n_mod_since_analyze > 1000 + 0.1 * greatest(n_live_tup, 0)
+WHERE relname = ANY (%s) AND n_mod_since_analyze > 1000 + 0.1 * greatest(n_live_tup, 0)
 """
+
+
+def _analyze_stale(tenant_id, taken: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_STALE, [list(_COPIES)])
+        stale = {table for (table,) in cursor.fetchall()}
+        for table in _COPIES:
+            if table in stale or tenant_rows_estimate(cursor.cursor, table, tenant_id) * 10 < taken:
+                cursor.execute(f"ANALYZE {table}")
 
 
 def analytics_catch_up(*, tenant_id, rows: int | None = None) -> int:
@@ -233,10 +246,7 @@ def analytics_catch_up(*, tenant_id, rows: int | None = None) -> int:
             _begin(cursor, read_only=False)
             taken = _apply(tenant_id, rows)
         if taken > 1000:
-            with connection.cursor() as cursor:
-                cursor.execute(_STALE)
-                for (table,) in cursor.fetchall():
-                    cursor.execute(f"ANALYZE {table}")
+            _analyze_stale(tenant_id, taken)
     return taken
 
 

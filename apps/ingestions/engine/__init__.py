@@ -32,7 +32,12 @@ from apps.ingestions.engine.load import (
     DEFAULT_MAX_LINE_BYTES,
     load_upload,
 )
-from apps.ingestions.engine.merge import lock_tenant, refresh_statistics, try_lock_tenant
+from apps.ingestions.engine.merge import (
+    lock_tenant,
+    refresh_statistics,
+    tenant_rows_estimate,
+    try_lock_tenant,
+)
 from apps.ingestions.engine.parts import Part, load_parts
 from apps.ingestions.engine.pending import expire_pending, pending_tenants, restore_reject_lines
 from apps.ingestions.engine.pipeline import SWITCH_INTERVAL
@@ -102,6 +107,7 @@ __all__ = [
     "restore_reject_lines",
     "split_lines",
     "staging_drop_stale",
+    "tenant_rows_estimate",
     "try_lock_tenant",
 ]
 

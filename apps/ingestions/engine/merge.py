@@ -314,18 +314,35 @@ def _written(spec: RecordSpec, source: sql.Composable, pending: int) -> sql.Comp
     )
 
 
-def refresh_statistics(cursor: Cursor, *, record_type: str, inserted: int) -> bool:
-    """ANALYZE a final table that has just grown by a good share, so the next merge plans
-    with true sizes (autovacuum may not get there before the next upload arrives).
+def refresh_statistics(cursor: Cursor, *, record_type: str, inserted: int, tenant_id=None) -> bool:
+    """ANALYZE a final table that has just grown by a good share, or (with `tenant_id`)
+    whose planner believes the tenant has fewer rows than it just got, so the next merge
+    plans with true sizes (autovacuum may not get there before the next upload arrives,
+    and never for a tenant that is new to a table already large: its first loads add less
+    than a tenth, and until then the planner takes the tenant for empty).
 
     Run it after the upload's transaction commits: ANALYZE holds a lock that would
     otherwise serialise other tenants' merges on the same table.
     """
     spec = RECORDS[record_type]
+    if inserted < 1000:
+        return False
     cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (spec.table,))
     row = cursor.fetchone()
     known = max(row[0], 0) if row else 0
-    if inserted < 1000 or inserted < 0.1 * known:
+    if inserted < 0.1 * known and (
+        tenant_id is None or tenant_rows_estimate(cursor, spec.table, tenant_id) >= inserted
+    ):
         return False
     cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(spec.table)))
     return True
+
+
+def tenant_rows_estimate(cursor: Cursor, table: str, tenant_id) -> float:
+    """How many rows the planner believes `table` holds for the tenant (EXPLAIN: no scan)."""
+    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} WHERE tenant_id = %s").format(
+        sql.Identifier(table)
+    )
+    cursor.execute(query, (tenant_id,))
+    plan = cursor.fetchone()[0]
+    return float(plan[0]["Plan"]["Plan Rows"])

@@ -231,7 +231,12 @@ def _report(upload: Upload, result: engine.LoadResult, *, state: str, seconds: f
         grown[resolved.record_type] = grown.get(resolved.record_type, 0) + resolved.inserted
     with connection.cursor() as cursor:
         for record_type, inserted in grown.items():
-            engine.refresh_statistics(cursor.cursor, record_type=record_type, inserted=inserted)
+            engine.refresh_statistics(
+                cursor.cursor,
+                record_type=record_type,
+                inserted=inserted,
+                tenant_id=upload.tenant_id,
+            )
 
 
 def _upload_fail(*, upload_id, code: str, detail: str) -> None:

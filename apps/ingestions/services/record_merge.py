@@ -109,7 +109,9 @@ def _merge_some(*, tenant_id: str) -> tuple[int, bool] | None:
     logger.info("record batches merged", extra={"batches": len(picked), "records": records})
     with connection.cursor() as cursor:
         for record_type, inserted in grown.items():
-            engine.refresh_statistics(cursor.cursor, record_type=record_type, inserted=inserted)
+            engine.refresh_statistics(
+                cursor.cursor, record_type=record_type, inserted=inserted, tenant_id=tenant_id
+            )
     return len(picked), more
 
 
