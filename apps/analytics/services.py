@@ -250,9 +250,11 @@ def analytics_catch_up(*, tenant_id, rows: int | None = None) -> int:
     return taken
 
 
-# Uploads of the tenant still to load: a refresh now would share the workers with them.
+# Files still to load, of any tenant: a refresh now would share the workers with them
+# (index `uploads_loading`). Applying the tenant's feed in slices costs about three times
+# what one catching up after the loads does, and each slice holds a worker slot.
 _LOADING = """
-SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %(tenant)s AND state = ANY (%(states)s))
+SELECT EXISTS (SELECT 1 FROM uploads WHERE source = 'file' AND state = ANY (%(states)s))
   AND (SELECT min(created_at) FROM final_changes WHERE tenant_id = %(tenant)s)
       > now() - %(patience)s * interval '1 second'
 """
@@ -270,10 +272,10 @@ def analytics_refresh(*, tenant_id) -> int:
     (delete the tenant's wake row), and catch up once more if a merge noted changes before
     it could. How many ids it took.
 
-    While the tenant has files still to load (a bulk load of its four types), it comes
-    back later instead, for up to a minute from the oldest change: one refresh after the
-    last file rather than one per file, each sharing the workers with the next load.
-    Answers meanwhile catch up themselves. It applies `REFRESH_ENTRIES` of the feed at a
+    While files are still to load (the tenant's bulk load of its four types, or another
+    tenant's), it comes back later instead, for up to a minute from the oldest change:
+    one refresh after the last file rather than one per file, and the workers left to
+    the loads. Answers meanwhile catch up themselves. It applies `REFRESH_ENTRIES` of the feed at a
     time, and sends itself again while more is left."""
     with connection.cursor() as cursor:
         params = {"tenant": tenant_id, "states": _LOADING_STATES, "patience": _PATIENCE_SECONDS}

@@ -119,7 +119,16 @@ class Upload(BaseModel):
                 name="uploads_unique_content",
             ),
         ]
-        indexes = [models.Index(fields=["tenant", "state"], name="uploads_tenant_state")]
+        indexes = [
+            models.Index(fields=["tenant", "state"], name="uploads_tenant_state"),
+            # files of any tenant still to load (the analytics refresh yields to them):
+            # the few such rows only, however many live parts the table holds
+            models.Index(
+                fields=["created_at"],
+                condition=Q(source="file", state__in=["queued", "waiting", "processing"]),
+                name="uploads_loading",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.record_type}:{self.filename} ({self.state})"

@@ -266,6 +266,30 @@ def test_the_refresh_waits_for_the_tenant_s_files_still_to_load(tenant, load, nd
 
 
 @pytest.mark.django_db
+def test_the_refresh_leaves_the_workers_to_another_tenant_s_files(
+    tenant, other_tenant, load, ndjson
+):
+    """Another tenant's file still to load puts the refresh off as the tenant's own does
+    (a minute at most); a live part still to merge does not."""
+    load(tenant, ndjson("customers_1.ndjson", [customer_row(customer_id=uid("ada"))]))
+    load(tenant, ndjson("orders_1.ndjson", [_order("o1", "ada", "2024-03-01T10:00Z")]))
+    other = load(other_tenant, ndjson("customers_1.ndjson", [customer_row()]))
+    Upload.objects.filter(id=other.id).update(state="processing")
+    assert analytics_refresh(tenant_id=tenant.id) == 0
+    assert FinalChange.objects.filter(tenant=tenant).exists()
+    Upload.objects.filter(id=other.id).update(state="queued", source="live")
+    assert analytics_refresh(tenant_id=tenant.id) == 1
+    _assert_copies_true(tenant)
+    with connection.cursor() as cursor:  # the question is answered from the partial index
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN SELECT 1 FROM uploads WHERE source = 'file' AND state = ANY (%s)",
+            [["queued", "waiting", "processing"]],
+        )
+        assert "uploads_loading" in "\n".join(row[0] for row in cursor.fetchall())
+
+
+@pytest.mark.django_db
 def test_a_refresh_applies_the_feed_a_few_entries_at_a_time(tenant, load, ndjson, monkeypatch):
     """A refresh task applies `REFRESH_ENTRIES` of the feed and sends itself again for the
     rest, so that a tenant's backlog never holds a worker slot for long. Applied one entry
