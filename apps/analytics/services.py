@@ -275,8 +275,8 @@ def analytics_refresh(*, tenant_id) -> int:
     While files are still to load (the tenant's bulk load of its four types, or another
     tenant's), it comes back later instead, for up to a minute from the oldest change:
     one refresh after the last file rather than one per file, and the workers left to
-    the loads. Answers meanwhile catch up themselves. It applies `REFRESH_ENTRIES` of the feed at a
-    time, and sends itself again while more is left."""
+    the loads. Answers meanwhile catch up themselves. It applies `REFRESH_ENTRIES` of the
+    feed at a time, and sends itself again while more is left."""
     with connection.cursor() as cursor:
         params = {"tenant": tenant_id, "states": _LOADING_STATES, "patience": _PATIENCE_SECONDS}
         cursor.execute(_LOADING, params)
