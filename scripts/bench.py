@@ -126,7 +126,7 @@ def _child(args: list[str], env: dict) -> str:
     return done.stdout
 
 
-def _checkpoint(url: str, env: dict) -> None:
+def _settle(url: str, env: dict) -> None:
     """Start each phase with the same server state: no checkpoint (and its full-page
     writes) left pending from the phase before (best effort: it needs the right to), and
     no task queued by the phases before. Those are the analytics refreshes of their
@@ -269,28 +269,28 @@ def _run(args: argparse.Namespace, console) -> tuple:
         _child(["manage.py", "migrate", "--verbosity", "0"], env)
         tenant_id, folder = _generate(args, console, env)
         console.print("raw COPY into unconstrained tables ...")
-        _checkpoint(bench_url, env)
+        _settle(bench_url, env)
         raw = json.loads(_child(["scripts/bench.py", "--phase", "raw", "--dir", str(folder)], env))
         console.print("engine ...")
-        _checkpoint(bench_url, env)
+        _settle(bench_url, env)
         phase = ["scripts/bench.py", "--phase", "engine", "--dir", str(folder), "--tenant"]
         eng = json.loads(_child([*phase, tenant_id], env))
         analytics = None
         if not args.no_analytics:
             console.print("analytics endpoints, the engine without and with the change feed ...")
-            _checkpoint(bench_url, env)
+            _settle(bench_url, env)
             phase = ["scripts/bench.py", "--phase", "analytics", "--dir", str(folder), "--tenant"]
             analytics = json.loads(_child([*phase, tenant_id], env))
         rules = None
         if not args.no_rules:
             console.print("order items without and with a tenant's rules ...")
-            _checkpoint(bench_url, env)
+            _settle(bench_url, env)
             command = ["scripts/bench.py", "--phase", "rules", "--dir", str(folder)]
             rules = json.loads(_child(command, env))
         e2e = None
         if not args.no_e2e:
             console.print("end to end: HTTP API (gunicorn) and a Celery worker ...")
-            _checkpoint(bench_url, env)
+            _settle(bench_url, env)
             from scripts.bench_e2e import phase_e2e
 
             e2e = phase_e2e(folder, env, _child)
@@ -299,21 +299,21 @@ def _run(args: argparse.Namespace, console) -> tuple:
             from scripts.bench_tenants import phase_tenants
 
             console.print("fairness, and several tenants at once ...")
-            _checkpoint(bench_url, env)
+            _settle(bench_url, env)
             tenants = phase_tenants(folder, env, _tenant_maker(env))
         big = None
         if args.big_rows:
             from scripts.bench_bigfile import phase_big
 
             console.print(f"a file of {args.big_rows:,} rows through the API ...")
-            _checkpoint(bench_url, env)
+            _settle(bench_url, env)
             big = phase_big(env, folder, _tenant_maker(env), args.big_rows)
         live = None
         if not args.no_live:
             from scripts.bench_live import phase_live
 
             console.print("live records next to small uploads (8 clients each) ...")
-            _checkpoint(bench_url, env)
+            _settle(bench_url, env)
             live = phase_live(env, seconds=args.live_seconds, make_tenant=_tenant_maker(env))
     finally:
         with contextlib.suppress(SystemExit):  # the run's queue left empty on the broker

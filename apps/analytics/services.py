@@ -214,9 +214,10 @@ def _pending(cursor, tenant_id) -> bool:
 # The copies whose statistics are refreshed after a catching up that changed more than a
 # tenth of them, or in which the planner takes the tenant for (nearly) empty: the next one
 # plans with the tenant's true size (autovacuum's analyze may come a minute later, and
-# never for a tenant new to copies that are large already; on such a tenant, a lookup of
-# the slice's ids read all of its copies and compared each with every id, slices took
-# 35 s). After the commit: ANALYZE would hold other tenants' refreshes.
+# never for a tenant new to copies that are large already: the planner then takes the
+# tenant for empty, and a lookup of a slice's ids `= ANY (array(...))` reads all of its
+# copies and compares each with every id). After the commit: ANALYZE would hold other
+# tenants' refreshes.
 _COPIES = ("analytics_orders", "analytics_lines")
 _STALE = """
 SELECT relname FROM pg_stat_user_tables
@@ -261,9 +262,9 @@ SELECT EXISTS (SELECT 1 FROM uploads WHERE source = 'file' AND state = ANY (%(st
 _LOADING_STATES = [UploadState.QUEUED, UploadState.WAITING, UploadState.PROCESSING]
 _PATIENCE_SECONDS = 60  # the longest a refresh puts itself off for the tenant's loads
 # Feed entries (one per merged chunk, at most 20,000 ids each) one refresh task applies; it
-# sends itself again for the rest, so a worker slot is never held for much more than a
-# second: 950,000 ids at once held one for 17-20 s, and two tenants' refreshes both slots,
-# while other tenants' uploads waited.
+# sends itself again for the rest, so a worker slot is held for a few seconds at most
+# (1-6 s on the bench's two cores): 950,000 ids at once held one for 17-20 s, and two
+# tenants' refreshes both slots, while other tenants' uploads waited.
 REFRESH_ENTRIES = 3
 
 
