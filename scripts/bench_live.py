@@ -155,13 +155,13 @@ def _done_times(
 ) -> dict[str, float]:
     """Poll, while the clients send and until everything they got accepted is done (merged
     batch, finished upload), every 10 ms: the time each was first seen done. Stops at once
-    when the web server or the worker has exited."""
-    done_sql = {
-        "record_batches": "SELECT id::text FROM record_batches WHERE id = ANY(%s::bigint[]) "
-        "AND state = 'merged'",
-        "uploads": "SELECT id::text FROM uploads WHERE id = ANY(%s::uuid[]) "
-        "AND state IN ('completed', 'completed_with_errors', 'failed')",
-    }[table]
+    when the web server or the worker has exited.
+
+    A batch is done once it is no longer `accepted` (its 202 came after its commit, so it
+    is there): the poll reads the scenario's tenant's accepted batches, a few hundred
+    entries of a partial index (`batch_backlog`), rather than looking up every batch
+    waiting, which took 1.4 ms of the server's CPU a poll (a twentieth of its two cores)
+    at 30,000 records/s."""
     seen: dict[str, float] = {}
     deadline = None
     while True:
@@ -175,14 +175,32 @@ def _done_times(
             if not waiting or time.perf_counter() > deadline:
                 return seen
         if waiting:
-            cursor.execute(done_sql, (waiting,))
+            done = _done(cursor, table, waiting)
             now = time.perf_counter()
-            done = [resource for (resource,) in cursor.fetchall()]
             with tally.lock:
                 tally.waiting.difference_update(done)
             for resource in done:
                 seen[resource] = now
         time.sleep(0.01)
+
+
+_UPLOADS_DONE = (
+    "SELECT id::text FROM uploads WHERE id = ANY(%s::uuid[]) "
+    "AND state IN ('completed', 'completed_with_errors', 'failed')"
+)
+# One scenario's batches are of one tenant: any of them names it.
+_BATCHES_NOT_DONE = (
+    "SELECT id::text FROM record_batches WHERE state = 'accepted' "
+    "AND tenant_id = (SELECT tenant_id FROM record_batches WHERE id = %s)"
+)
+
+
+def _done(cursor, table: str, waiting: list[str]) -> set[str]:
+    if table == "uploads":
+        cursor.execute(_UPLOADS_DONE, (waiting,))
+        return {resource for (resource,) in cursor.fetchall()}
+    cursor.execute(_BATCHES_NOT_DONE, (int(waiting[0]),))
+    return set(waiting).difference(resource for (resource,) in cursor.fetchall())
 
 
 def _percentile(values: list[float], share: float) -> float:
