@@ -316,10 +316,16 @@ def _written(spec: RecordSpec, source: sql.Composable, pending: int) -> sql.Comp
 
 def refresh_statistics(cursor: Cursor, *, record_type: str, inserted: int, tenant_id=None) -> bool:
     """ANALYZE a final table that has just grown by a good share, or (with `tenant_id`)
-    whose planner believes the tenant has fewer rows than it just got, so the next merge
-    plans with true sizes (autovacuum may not get there before the next upload arrives,
-    and never for a tenant that is new to a table already large: its first loads add less
-    than a tenth, and until then the planner takes the tenant for empty).
+    whose planner takes the tenant for nearly empty (under a tenth of the rows it just
+    got), so the next merge plans with true sizes (autovacuum may not get there before the
+    next upload arrives, and never for a tenant that is new to a table already large: its
+    first loads add less than a tenth, and until then the planner takes the tenant for
+    empty).
+
+    Only nearly empty: a tenant sending live records grows by a merge's few thousand rows
+    at a time, and the estimate for a tenant small next to the others stays near that
+    size. Compared with the rows just inserted, it asked for an ANALYZE of the whole
+    table (a second or more of CPU on ten million rows) every few merges.
 
     Run it after the upload's transaction commits: ANALYZE holds a lock that would
     otherwise serialise other tenants' merges on the same table.
@@ -331,7 +337,7 @@ def refresh_statistics(cursor: Cursor, *, record_type: str, inserted: int, tenan
     row = cursor.fetchone()
     known = max(row[0], 0) if row else 0
     if inserted < 0.1 * known and (
-        tenant_id is None or tenant_rows_estimate(cursor, spec.table, tenant_id) >= inserted
+        tenant_id is None or 10 * tenant_rows_estimate(cursor, spec.table, tenant_id) >= inserted
     ):
         return False
     cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(spec.table)))
