@@ -160,8 +160,8 @@ def _done_times(
     A batch is done once it is no longer `accepted` (its 202 came after its commit, so it
     is there): the poll reads the scenario's tenant's accepted batches, a few hundred
     entries of a partial index (`batch_backlog`), rather than looking up every batch
-    waiting, which took 1.4 ms of the server's CPU a poll (a twentieth of its two cores)
-    at 30,000 records/s."""
+    waiting, which took PostgreSQL 1.4 ms a poll (about a twentieth of one core) at
+    30,000 records/s."""
     seen: dict[str, float] = {}
     deadline = None
     while True:
