@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 from django.db import OperationalError, connection, transaction
 
-from apps.ingestions.engine import tenant_rows_estimate
+from apps.ingestions.engine import tenant_looks_empty
 from apps.ingestions.models import FinalChangeWake, UploadState
 from apps.ingestions.services import changes_reader_send
 
@@ -230,7 +230,7 @@ def _analyze_stale(tenant_id, taken: int) -> None:
         cursor.execute(_STALE, [list(_COPIES)])
         stale = {table for (table,) in cursor.fetchall()}
         for table in _COPIES:
-            if table in stale or tenant_rows_estimate(cursor.cursor, table, tenant_id) * 10 < taken:
+            if table in stale or tenant_looks_empty(cursor.cursor, table, tenant_id, rows=taken):
                 cursor.execute(f"ANALYZE {table}")
 
 

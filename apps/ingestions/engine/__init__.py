@@ -35,6 +35,7 @@ from apps.ingestions.engine.load import (
 from apps.ingestions.engine.merge import (
     lock_tenant,
     refresh_statistics,
+    tenant_looks_empty,
     tenant_rows_estimate,
     try_lock_tenant,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "restore_reject_lines",
     "split_lines",
     "staging_drop_stale",
+    "tenant_looks_empty",
     "tenant_rows_estimate",
     "try_lock_tenant",
 ]

@@ -338,11 +338,17 @@ def refresh_statistics(cursor: Cursor, *, record_type: str, inserted: int, tenan
     row = cursor.fetchone()
     known = max(row[0], 0) if row else 0
     if inserted < 0.1 * known and (
-        tenant_id is None or 10 * tenant_rows_estimate(cursor, spec.table, tenant_id) >= inserted
+        tenant_id is None or not tenant_looks_empty(cursor, spec.table, tenant_id, rows=inserted)
     ):
         return False
     cursor.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(spec.table)))
     return True
+
+
+def tenant_looks_empty(cursor: Cursor, table: str, tenant_id, *, rows: int) -> bool:
+    """Does the planner take the tenant for nearly empty in `table`: an estimate under a
+    tenth of the `rows` it just got? Then its statistics are worth an ANALYZE."""
+    return 10 * tenant_rows_estimate(cursor, table, tenant_id) < rows
 
 
 def tenant_rows_estimate(cursor: Cursor, table: str, tenant_id) -> float:
