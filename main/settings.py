@@ -10,25 +10,9 @@ from kombu.transport import TRANSPORT_ALIASES
 
 from apps.core import logs
 from main import embedded
+from main.env import env_bool, env_float, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_bool(name: str, default: bool) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-def env_list(name: str) -> list[str]:
-    """A comma-separated value as a list, blanks around and between commas left out."""
-    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
 
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
@@ -308,6 +292,13 @@ INGEST_PENDING_RETENTION_SECONDS = env_int("INGEST_PENDING_RETENTION_SECONDS", 7
 # the INSERT run without PostgreSQL's per-row checks) where the database role may set
 # session_replication_role; off, PostgreSQL checks every row. Same result, see engine/keys.py.
 INGEST_SETWISE_KEY_CHECKS = env_bool("INGEST_SETWISE_KEY_CHECKS", True)
+# A raw-body upload larger than WEB_BUFFER_BODY_BYTES is queued at its first bytes, and a
+# worker loads it while the rest arrives (docs/engine.md#process-while-receiving); off, it
+# is queued once stored whole. A worker following such an upload gives it up (failed,
+# `incomplete_upload`) when no byte of it comes for INGEST_RECEIVE_STALL_SECONDS: keep it
+# above WEB_CLIENT_TIMEOUT, after which the web server drops a silent client itself.
+INGEST_PROCESS_WHILE_RECEIVING = env_bool("INGEST_PROCESS_WHILE_RECEIVING", True)
+INGEST_RECEIVE_STALL_SECONDS = env_int("INGEST_RECEIVE_STALL_SECONDS", 120)
 # A resumable upload session (and a tus upload) left unfinished this long expires and its
 # bytes are deleted by the periodic job.
 INGEST_SESSION_TTL_SECONDS = env_int("INGEST_SESSION_TTL_SECONDS", 24 * 3600)

@@ -112,10 +112,11 @@ class Upload(BaseModel):
         db_table = "uploads"
         constraints = [
             # identical bytes for one tenant and type are one upload, never processed twice;
-            # a dry run loads nothing, so it is neither that upload nor kept from running
+            # a dry run loads nothing, so it is neither that upload nor kept from running;
+            # an upload still receiving its bytes has no sha256 yet ("")
             models.UniqueConstraint(
                 fields=["tenant", "record_type", "sha256"],
-                condition=Q(source="file", dry_run=False),
+                condition=Q(source="file", dry_run=False) & ~Q(sha256=""),
                 name="uploads_unique_content",
             ),
         ]

@@ -17,7 +17,7 @@ from django.test import Client
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.ingestions.models import Upload
 from apps.tenants.services import tenant_create
-from main.settings import env_list
+from main.env import env_list
 from scripts.stack import ROOT
 
 pytestmark = pytest.mark.django_db

@@ -60,6 +60,7 @@ from apps.ingestions.services import (
     idempotent,
     request_fingerprint,
     upload_create,
+    upload_receive,
 )
 
 _UPLOAD_PARAMS = [
@@ -151,15 +152,20 @@ class UploadCreateApi(TenantApiView):
         """Store the file and queue its upload: 202 with it, or 200 with the earlier upload
         of the same bytes; and the request's fingerprint."""
         with self._body(request) as (stream, filename, params):
-            outcome = upload_create(
-                tenant=self.tenant,
-                stream=stream,
-                filename=filename,
-                record_type=params["type"] or None,
-                strict=params["strict"],
-                dry_run=params["dry_run"],
-                allowed_types=self.allowed_types,
-            )
+            upload = {
+                "tenant": self.tenant,
+                "stream": stream,
+                "filename": filename,
+                "record_type": params["type"] or None,
+                "strict": params["strict"],
+                "dry_run": params["dry_run"],
+                "allowed_types": self.allowed_types,
+            }
+            size = _streamed_size(request)
+            if size is None:
+                outcome = upload_create(**upload)  # stored whole, then queued
+            else:
+                outcome = upload_receive(size=size, **upload)  # queued at its first bytes
         body = upload_data(outcome.upload, request)
         code = status.HTTP_202_ACCEPTED if outcome.created else status.HTTP_200_OK
         answer = Answer(status_code=code, body=body, headers={"Location": body["url"]})
@@ -217,6 +223,18 @@ class UploadCreateApi(TenantApiView):
         params = self.ParamsSerializer(data=data)
         params.is_valid(raise_exception=True)
         return dict(params.validated_data)
+
+
+def _streamed_size(request) -> int | None:
+    """The Content-Length of a raw body processed while it arrives: one that streams into
+    PostgreSQL (larger than WEB_BUFFER_BODY_BYTES), with INGEST_PROCESS_WHILE_RECEIVING on.
+    None for any other (a multipart form is parsed whole before the view runs)."""
+    if not settings.INGEST_PROCESS_WHILE_RECEIVING:
+        return None
+    if (request.content_type or "").startswith("multipart/form-data"):
+        return None
+    length = int_header(request, "Content-Length")
+    return length if length is not None and length > settings.WEB_BUFFER_BODY_BYTES else None
 
 
 def _request_fingerprint(request, sha256: str, filename: str, params: dict) -> str:

@@ -29,6 +29,7 @@ from apps.ingestions.services.idempotency import (
     request_fingerprint,
 )
 from apps.ingestions.services.processing import upload_process, upload_run
+from apps.ingestions.services.receiving import upload_cancel, upload_receive
 from apps.ingestions.services.record_merge import records_merge, records_merge_stuck
 from apps.ingestions.services.records import (
     MIXED,
@@ -128,7 +129,9 @@ __all__ = [
     "session_terminate",
     "staging_purge",
     "upload_admit",
+    "upload_cancel",
     "upload_create",
+    "upload_receive",
     "upload_enqueue",
     "upload_give_way",
     "upload_ingest_path",

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from apps.core.logs import log_bind, log_reset
 from apps.ingestions import engine
-from apps.ingestions.models import Upload, UploadState
+from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadState
 from apps.ingestions.services.changes import changes_wake
 from apps.ingestions.services.events import upload_event
 from apps.ingestions.services.rules import rules_current
@@ -40,7 +40,7 @@ from apps.ingestions.services.scheduling import (
     upload_try_lock,
     upload_wake,
 )
-from apps.ingestions.services.storage import BlobReader
+from apps.ingestions.services.storage import BlobGone, BlobReader
 
 # Every module that changes an upload's state logs on this one logger (docs/operations.md).
 logger = logging.getLogger("apps.ingestions.services")
@@ -63,17 +63,21 @@ def upload_run(*, upload_id) -> Upload | None:
         if not ready:
             break  # it gave way, and waits now: the wake below finds the tenant's next
         ran = True
+        receiving = upload.sha256 == ""  # its bytes may still be arriving: follow them
+        if upload.blob_id is None and receiving:
+            _upload_discard(upload_id=upload.id)  # cancelled while receiving
+            break
         if upload.blob_id is None:
             _upload_fail(upload_id=upload.id, code="no_data", detail="The upload's bytes are gone.")
             break
-        with BlobReader(upload.blob_id) as stream:
+        with BlobReader(upload.blob_id, follow=receiving) as stream:
             processed = upload_process(upload_id=upload.id, stream=stream, give_way=True)
         if processed is None or processed.state != UploadState.QUEUED:
-            break  # done (or another worker has it)
+            break  # done (or another worker has it, or it was cancelled)
     # Also after a dry run: it holds no parents back, but it held the tenant's merge lock,
     # and uploads that waited for it to finish (`tenant_busy`) may run now.
     upload_wake(tenant_id=upload.tenant_id)
-    return Upload.objects.get(id=upload.id)
+    return Upload.objects.filter(id=upload.id).first()
 
 
 class _ProgressWriter:
@@ -142,9 +146,10 @@ def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Up
         _report(upload, result, state=state, seconds=time.monotonic() - started)
     except engine.ParentsComing:
         upload_give_way(upload_id=upload_id)  # rolled back: nothing of it merged
+    except BlobGone:
+        _upload_discard(upload_id=upload_id)  # cancelled while receiving: rolled back
     except engine.FileError as exc:
-        logger.warning("upload %s failed: %s", upload_id, exc.detail)
-        _upload_fail(upload_id=upload_id, code=exc.code, detail=exc.detail)
+        _upload_unreadable(upload_id=upload_id, error=exc)
     except (OperationalError, InterfaceError, engine.StagingUnavailable):
         # The database went away, or refused the load's staging connection (too many
         # clients): the upload stays as it was, to be run again.
@@ -169,7 +174,7 @@ def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Up
     finally:
         progress.close()
         log_reset(log_token)
-    return Upload.objects.get(id=upload_id)
+    return Upload.objects.filter(id=upload_id).first()
 
 
 def _load(
@@ -237,6 +242,26 @@ def _report(upload: Upload, result: engine.LoadResult, *, state: str, seconds: f
                 inserted=inserted,
                 tenant_id=upload.tenant_id,
             )
+
+
+def _upload_unreadable(*, upload_id, error: engine.FileError) -> None:
+    """Fail an upload whose bytes cannot be read to their end: invalid compression, too
+    large once decompressed, or never whole (its sender died: its bytes go too)."""
+    logger.warning("upload %s failed: %s", upload_id, error.detail)
+    _upload_fail(upload_id=upload_id, code=error.code, detail=error.detail)
+    if error.code == "incomplete_upload":
+        uploads = Upload.objects.filter(id=upload_id)
+        Blob.objects.filter(id__in=uploads.values("blob_id")).delete()
+
+
+def _upload_discard(*, upload_id) -> None:
+    """Remove an upload cancelled while its bytes arrived (`receiving.upload_cancel`
+    deleted them while this worker ran it), once its load is rolled back."""
+    with transaction.atomic():
+        Upload.objects.filter(id=upload_id, sha256="", blob=None).exclude(
+            state__in=TERMINAL_STATES
+        ).delete()
+    logger.info("upload cancelled while its bytes arrived: its load rolled back")
 
 
 def _upload_fail(*, upload_id, code: str, detail: str) -> None:

@@ -1,12 +1,15 @@
 """Uploaded bytes in PostgreSQL: blobs stored piece by piece as they arrive, read back as streams.
 
 Pieces are 1 MiB; any worker on any machine reads a blob back, and nothing is ever held whole
-in memory.
+in memory. A blob is sealed when its `sha256` is set: all its pieces are in. A reader that
+follows (`BlobReader(follow=True)`) reads a blob still being written, piece by piece as each
+commits, to the seal (docs/engine.md#process-while-receiving).
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import timedelta
 from typing import BinaryIO
 
@@ -17,10 +20,18 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from apps.core.errors import PayloadTooLargeError
+from apps.ingestions import engine
 from apps.ingestions.models import Blob, Upload, UploadSession
 
 CHUNK_BYTES = 1 << 20
 HEAD_BYTES = 256 * 1024  # kept on the blob row: enough to tell a file's type
+_FOLLOW_WAITS = (0.005, 0.01, 0.02, 0.05, 0.1)  # seconds between looks for the next piece
+
+
+class BlobGone(Exception):
+    """The blob a reader follows was deleted before its seal: its upload was cancelled
+    while its bytes were arriving (the client went away, or they were bytes received
+    before)."""
 
 
 @transaction.atomic
@@ -63,33 +74,63 @@ class BlobReader:
     """A read-only, rewindable file over a blob's chunks, on a connection of its own (so it
     can be read while the caller's connection is busy loading), or on the caller's."""
 
-    def __init__(self, blob_id: int, *, shared: bool = False):
+    def __init__(self, blob_id: int, *, shared: bool = False, follow: bool = False):
         self.blob_id = blob_id
         # shared: read on the default connection (inside its transaction, between its
         # statements) instead of a connection of its own
         self._shared = shared
         self._conn = connection if shared else connections.create_connection("default")
+        # follow: the blob may still be written; a missing piece is waited for until the
+        # blob is sealed (the end), deleted (`BlobGone`), or no piece came for
+        # INGEST_RECEIVE_STALL_SECONDS (its writer died: FileError `incomplete_upload`)
+        self.follow = follow
         self._seq = 0
         self._buffer = memoryview(b"")
         self._eof = False
         self._position = 0
 
     def _fetch(self) -> None:
-        self._conn.ensure_connection()
-        # binary: the bytes as they are, not hex-encoded by the server and decoded here
-        with self._conn.wrap_database_errors, psycopg.Cursor(self._conn.connection) as cursor:
-            cursor.execute(
-                "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq = %s",
-                (self.blob_id, self._seq),
-                binary=True,
-            )
-            row = cursor.fetchone()
-        if row is None:
+        waits, since = iter(_FOLLOW_WAITS), time.monotonic()
+        while (data := self._piece()) is None and self.follow:
+            if self._sealed():  # the piece may have committed since the look above
+                data = self._piece()
+                break
+            if time.monotonic() - since > settings.INGEST_RECEIVE_STALL_SECONDS:
+                raise engine.FileError(
+                    "incomplete_upload",
+                    f"The file's bytes stopped arriving after {self._position} bytes, "
+                    f"for {settings.INGEST_RECEIVE_STALL_SECONDS} s (the connection that "
+                    "sent them was lost); nothing of this file was loaded.",
+                )
+            time.sleep(next(waits, _FOLLOW_WAITS[-1]))
+        if data is None:
             self._eof = True
             self._buffer = memoryview(b"")
         else:
-            self._buffer = memoryview(bytes(row[0]))
+            self._buffer = memoryview(data)
             self._seq += 1
+
+    def _query(self, sql: str, params: tuple):
+        self._conn.ensure_connection()
+        # binary: the bytes as they are, not hex-encoded by the server and decoded here
+        with self._conn.wrap_database_errors, psycopg.Cursor(self._conn.connection) as cursor:
+            cursor.execute(sql, params, binary=True)
+            return cursor.fetchone()
+
+    def _piece(self) -> bytes | None:
+        row = self._query(
+            "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq = %s",
+            (self.blob_id, self._seq),
+        )
+        return None if row is None else bytes(row[0])
+
+    def _sealed(self) -> bool:
+        """Is the blob sealed (every piece in)? Raises BlobGone when it was deleted. A piece
+        commits before the seal does, so once sealed, a missing piece is the end."""
+        row = self._query("SELECT sha256 FROM blobs WHERE id = %s", (self.blob_id,))
+        if row is None:
+            raise BlobGone(f"blob {self.blob_id} was deleted while being read")
+        return row[0] != ""
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:

@@ -64,6 +64,22 @@ def record_type_decide(*, filename: str, explicit: str | None, open_stream: Open
     return found
 
 
+def record_type_of(
+    head: bytes, *, filename: str, explicit: str | None, allowed_types: frozenset[str] | None
+) -> str:
+    """The type of a received file, from its first bytes (`HEAD_BYTES`): 4xx when it cannot
+    be told, or when the endpoint takes other types only."""
+    record_type = record_type_decide(
+        filename=filename, explicit=explicit, open_stream=lambda: io.BytesIO(head)
+    )
+    if allowed_types is not None and record_type not in allowed_types:
+        raise WrongRecordTypeError(
+            f"This endpoint takes {' and '.join(sorted(allowed_types))} files only, "
+            f"not {record_type}."
+        )
+    return record_type
+
+
 @dataclass(frozen=True)
 class UploadOutcome:
     upload: Upload
@@ -172,15 +188,9 @@ def upload_create(
     try:
         if blob.size_bytes == 0:
             raise ApplicationError("The file is empty.", code="empty_file")
-        head = bytes(blob.head)
-        record_type = record_type_decide(
-            filename=filename, explicit=record_type, open_stream=lambda: io.BytesIO(head)
+        record_type = record_type_of(
+            bytes(blob.head), filename=filename, explicit=record_type, allowed_types=allowed_types
         )
-        if allowed_types is not None and record_type not in allowed_types:
-            raise WrongRecordTypeError(
-                f"This endpoint takes {' and '.join(sorted(allowed_types))} files only, "
-                f"not {record_type}."
-            )
         outcome = upload_register(
             tenant=tenant,
             record_type=record_type,

@@ -1,0 +1,185 @@
+"""Process while receiving: a big raw-body upload is queued at its first bytes, not its last.
+
+`upload_receive` decides the type from the first bytes, creates the upload and its blob
+(both unsealed: `sha256` empty) and queues it at once; then it stores each piece in a
+transaction of its own, which the worker's reader follows (`BlobReader(follow=True)`). At
+the last byte it seals both in one transaction. A worker's load reaches its end, and can
+commit, only once the blob is sealed, so nothing is loaded before every byte is in.
+
+When the seal finds the bytes were already received (the uploads' identity constraint), or
+the request fails before its end (the client went away, the body is too large, the server
+stopped it), the upload is cancelled (`upload_cancel`): its bytes are deleted, and the
+upload with them unless a worker is running it; that worker's reader then finds its blob
+gone, rolls its load back and removes the upload itself (`processing`). docs/engine.md
+#process-while-receiving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from apps.core.errors import ApplicationError, PayloadTooLargeError
+from apps.core.logs import log_bind
+from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadSource, UploadState
+from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock
+from apps.ingestions.services.storage import CHUNK_BYTES, HEAD_BYTES, blob_write_piece
+from apps.ingestions.services.uploads import UploadOutcome, record_type_of
+from apps.tenants.models import Tenant
+
+# Every module that changes an upload's state logs on this one logger (docs/operations.md).
+logger = logging.getLogger("apps.ingestions.services")
+
+# A piece is written when it has 1 MiB, or this long after its first byte, so that a
+# reader following a slow sender can tell it alive (INGEST_RECEIVE_STALL_SECONDS).
+FLUSH_SECONDS = 5.0
+_UNIQUE_CONTENT = "uploads_unique_content"
+
+
+def upload_receive(
+    *,
+    tenant: Tenant,
+    stream: BinaryIO,
+    filename: str,
+    size: int,
+    record_type: str | None = None,
+    strict: bool = False,
+    dry_run: bool = False,
+    allowed_types: frozenset[str] | None = None,
+) -> UploadOutcome:
+    """Receive a body of `size` bytes (its Content-Length) while a worker processes it.
+    Returns the new upload (sealed), or the original when the same bytes were received
+    before; like `upload_create`, which stores the whole body before queueing."""
+    limit = settings.INGEST_MAX_UPLOAD_BYTES
+    if size > limit:
+        raise PayloadTooLargeError(f"The upload is larger than the limit of {limit} bytes.")
+    head = _read_head(stream)
+    if not head:
+        raise ApplicationError("The file is empty.", code="empty_file")
+    record_type = record_type_of(
+        head, filename=filename, explicit=record_type, allowed_types=allowed_types
+    )
+    upload = _upload_open(
+        tenant=tenant,
+        record_type=record_type,
+        filename=filename,
+        size=size,
+        head=head,
+        strict=strict,
+        dry_run=dry_run,
+    )
+    try:
+        sha256, stored = _store(upload.blob_id, head=head, stream=stream, limit=limit)
+        return _seal(upload, sha256=sha256, size=stored)
+    except BaseException:
+        upload_cancel(upload_id=upload.id, blob_id=upload.blob_id)
+        raise
+
+
+def _read_head(stream: BinaryIO) -> bytes:
+    """The body's first bytes, enough to tell its type (fewer only when it is shorter)."""
+    head = b""
+    while len(head) < HEAD_BYTES and (more := stream.read(HEAD_BYTES - len(head))):
+        head += more
+    return head
+
+
+@transaction.atomic
+def _upload_open(
+    *,
+    tenant: Tenant,
+    record_type: str,
+    filename: str,
+    size: int,
+    head: bytes,
+    strict: bool,
+    dry_run: bool,
+) -> Upload:
+    """The upload and its blob, unsealed, queued for a worker once this commits."""
+    blob = Blob.objects.create(sha256="", size_bytes=0, head=head)
+    upload = Upload.objects.create(
+        tenant=tenant,
+        record_type=record_type,
+        filename=filename[:255],
+        sha256="",  # not known yet: the identity constraint does not apply to it
+        size_bytes=size,
+        strict=strict,
+        dry_run=dry_run,
+        blob=blob,
+        source=UploadSource.FILE,
+        state=UploadState.QUEUED,
+    )
+    log_bind(tenant_id=tenant.id, upload_id=upload.id)  # on the rest of this request's lines
+    logger.info(
+        "upload queued while its bytes arrive",
+        extra={
+            "state": upload.state,
+            "type": record_type,
+            "size_bytes": size,
+            "dry_run": dry_run,
+        },
+    )
+    transaction.on_commit(lambda: upload_enqueue(upload_id=upload.id))
+    return upload
+
+
+def _store(blob_id: int, *, head: bytes, stream: BinaryIO, limit: int) -> tuple[str, int]:
+    """Write the body into the blob, each piece committed on its own (the default
+    connection is in autocommit here); returns its sha256 and size."""
+    digest = hashlib.sha256(head)
+    size, seq = len(head), 0
+    piece, pending, started = [head], len(head), time.monotonic()
+    while chunk := stream.read(CHUNK_BYTES - pending):  # a piece is at most 1 MiB
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"The upload is larger than the limit of {limit} bytes.")
+        digest.update(chunk)
+        piece.append(chunk)
+        pending += len(chunk)
+        if pending >= CHUNK_BYTES or time.monotonic() - started >= FLUSH_SECONDS:
+            blob_write_piece(blob_id, seq, b"".join(piece))
+            seq, piece, pending, started = seq + 1, [], 0, time.monotonic()
+    if pending:
+        blob_write_piece(blob_id, seq, b"".join(piece))
+    return digest.hexdigest(), size
+
+
+def _seal(upload: Upload, *, sha256: str, size: int) -> UploadOutcome:
+    """Seal the blob and the upload in one transaction. When the same bytes were received
+    before, the original upload answers and this one is cancelled (by the caller)."""
+    try:
+        with transaction.atomic():
+            Blob.objects.filter(id=upload.blob_id).update(sha256=sha256, size_bytes=size)
+            Upload.objects.filter(id=upload.id).update(sha256=sha256, size_bytes=size)
+    except IntegrityError as exc:
+        if _UNIQUE_CONTENT not in str(exc):
+            raise
+        original = Upload.objects.get(
+            tenant_id=upload.tenant_id,
+            record_type=upload.record_type,
+            sha256=sha256,
+            source=UploadSource.FILE,
+            dry_run=False,
+        )
+        upload_cancel(upload_id=upload.id, blob_id=upload.blob_id)
+        log_bind(upload_id=original.id)
+        logger.info("upload already received: same bytes, the original upload answers")
+        return UploadOutcome(upload=original, created=False)
+    return UploadOutcome(upload=Upload.objects.get(id=upload.id), created=True)
+
+
+def upload_cancel(*, upload_id, blob_id: int) -> None:
+    """An upload whose bytes will not all arrive, or were received before: its bytes go.
+    With no worker running it, the upload goes with them; a worker running it finds them
+    gone, rolls back and removes the upload itself. One that a worker already finished
+    (failed on its first bytes, its event sent) stays, without its bytes."""
+    with transaction.atomic():
+        if upload_try_lock(upload_id):
+            Upload.objects.filter(id=upload_id).exclude(state__in=TERMINAL_STATES).delete()
+        Blob.objects.filter(id=blob_id).delete()
+    logger.info("upload cancelled while its bytes arrived", extra={"upload_id": str(upload_id)})

@@ -1,0 +1,279 @@
+"""Process while receiving, in process: the web's side (`upload_receive`) fed by a stream the
+test controls, the worker's side (`upload_run`) in a thread of its own, on the real
+database. The same through gunicorn and a Celery worker: test_receiving_stack.py."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+
+import pytest
+from django.db import connection, connections
+
+from apps.core.errors import PayloadTooLargeError
+from apps.ingestions import engine
+from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
+from apps.ingestions.models import Blob, BlobChunk, Customer, Upload
+from apps.ingestions.services import BlobReader, upload_create, upload_receive, upload_run
+from apps.ingestions.services.storage import CHUNK_BYTES, BlobGone, blob_write_piece
+from apps.tenants.services import tenant_create
+from tests.conftest import wait_for
+
+# tasks sent on commit go to a queue of the test's own, which no worker reads
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("queue")]
+
+
+def _customers(count: int, label: str = "c") -> bytes:
+    rows = [
+        customer_row(customer_id=uid(f"{label}-{n}"), email=f"{label}{n}@example.com")
+        for n in range(count)
+    ]
+    return ndjson_bytes(rows)
+
+
+class GatedBody:
+    """A request body that hands out `data` up to `open_until` bytes, then blocks until the
+    test opens more (`release`) or breaks it (`fail`: the client went away)."""
+
+    def __init__(self, data: bytes, open_until: int):
+        self.data, self.position, self.open_until = data, 0, open_until
+        self._changed = threading.Condition()
+        self._error: BaseException | None = None
+        self.waiting = threading.Event()  # set while a read waits for the gate
+
+    def read(self, size: int = -1) -> bytes:
+        with self._changed:
+            while self.position >= self.open_until and self.position < len(self.data):
+                if self._error is not None:
+                    raise self._error
+                self.waiting.set()
+                self._changed.wait(0.05)
+            self.waiting.clear()
+            if self._error is not None:
+                raise self._error
+            end = min(self.open_until, len(self.data))
+            if size is not None and size >= 0:
+                end = min(end, self.position + size)
+            piece, self.position = self.data[self.position : end], end
+            return piece
+
+    def release(self) -> None:
+        with self._changed:
+            self.open_until = len(self.data)
+            self._changed.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        with self._changed:
+            self._error = error
+            self._changed.notify_all()
+
+
+def _in_thread(target) -> tuple[threading.Thread, dict]:
+    """Run `target` in a thread with its own database connection; its result or error in
+    the returned dict once joined."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["result"] = target()
+        except BaseException as exc:  # the test asserts on it
+            out["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def _receive(tenant, body, *, size: int, filename="customers_1.ndjson", **options):
+    return lambda: upload_receive(
+        tenant=tenant, stream=body, filename=filename, size=size, **options
+    )
+
+
+def test_a_following_reader_gets_each_piece_as_it_commits_and_ends_at_the_seal():
+    blob = Blob.objects.create(sha256="", size_bytes=0)
+    pieces = [bytes([n]) * 1000 for n in range(3)]
+    with BlobReader(blob.id, follow=True) as reader:
+        blob_write_piece(blob.id, 0, pieces[0])
+        assert reader.read(1000) == pieces[0]  # the first piece, before the others exist
+        got = {}
+        thread, _ = _in_thread(lambda: got.setdefault("rest", reader.read()))
+        blob_write_piece(blob.id, 1, pieces[1])
+        wait_for(lambda: reader.tell() == 2000, timeout=10)
+        assert thread.is_alive()  # not sealed: it waits for more
+        blob_write_piece(blob.id, 2, pieces[2])
+        Blob.objects.filter(id=blob.id).update(sha256="ab" * 32, size_bytes=3000)
+        thread.join(10)
+        assert got["rest"] == pieces[1] + pieces[2]
+
+
+def test_a_reader_that_does_not_follow_ends_at_the_last_stored_piece():
+    blob = Blob.objects.create(sha256="", size_bytes=0)
+    blob_write_piece(blob.id, 0, b"abc")
+    with BlobReader(blob.id) as reader:
+        assert reader.read() == b"abc"
+
+
+def test_a_following_reader_raises_blob_gone_when_the_blob_is_deleted():
+    blob = Blob.objects.create(sha256="", size_bytes=0)
+    blob_write_piece(blob.id, 0, b"x" * 10)
+    with BlobReader(blob.id, follow=True) as reader:
+        assert reader.read(10) == b"x" * 10
+        thread, out = _in_thread(reader.read)
+        wait_for(lambda: thread.is_alive(), timeout=5)
+        blob.delete()
+        thread.join(10)
+    assert isinstance(out["error"], BlobGone)
+
+
+def test_a_following_reader_gives_up_when_no_piece_comes_for_the_stall_limit(settings):
+    settings.INGEST_RECEIVE_STALL_SECONDS = 1
+    blob = Blob.objects.create(sha256="", size_bytes=0)
+    blob_write_piece(blob.id, 0, b"y" * 7)
+    with BlobReader(blob.id, follow=True) as reader, pytest.raises(engine.FileError) as caught:
+        reader.read()
+    assert caught.value.code == "incomplete_upload"
+    assert "stopped arriving after 7 bytes, for 1 s" in caught.value.detail
+
+
+def test_a_received_upload_is_queued_before_its_end_and_sealed_at_it():
+    tenant, _ = tenant_create(name="receive")
+    data = _customers(30_000)
+    body = GatedBody(data, open_until=2 * CHUNK_BYTES)
+    thread, out = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    upload = Upload.objects.get(tenant=tenant)
+    assert (upload.state, upload.sha256, upload.size_bytes) == ("queued", "", len(data))
+    assert BlobChunk.objects.filter(blob_id=upload.blob_id).count() == 2
+    body.release()
+    thread.join(30)
+    outcome = out["result"]
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert (outcome.created, outcome.upload.id, outcome.upload.sha256) == (True, upload.id, sha256)
+    blob = Blob.objects.get(id=upload.blob_id)
+    assert (blob.sha256, blob.size_bytes) == (sha256, len(data))
+    with BlobReader(blob.id) as reader:
+        assert reader.read() == data
+
+
+def test_a_worker_loads_the_upload_while_its_bytes_arrive_and_finishes_after_the_last():
+    tenant, _ = tenant_create(name="overlap")
+    data = _customers(40_000)
+    body = GatedBody(data, open_until=len(data) // 2)
+    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    upload = Upload.objects.get(tenant=tenant)
+    worker, worked = _in_thread(lambda: upload_run(upload_id=upload.id))
+    # rows of the first half are parsed and staged while the second half is not sent
+    wait_for(lambda: Upload.objects.get(id=upload.id).rows_done > 0, timeout=30)
+    assert Upload.objects.get(id=upload.id).state == "processing"
+    assert worker.is_alive() and receiving.is_alive()
+    assert Customer.objects.filter(tenant=tenant).count() == 0  # nothing committed yet
+    body.release()
+    receiving.join(30)
+    worker.join(60)
+    assert received["result"].created
+    done = Upload.objects.get(id=upload.id)
+    assert (done.state, done.rows_inserted, done.bytes_done) == ("completed", 40_000, len(data))
+    assert done.sha256 == hashlib.sha256(data).hexdigest()
+    assert Customer.objects.filter(tenant=tenant).count() == 40_000
+
+
+def test_bytes_received_before_answer_with_the_original_and_load_nothing_twice():
+    tenant, _ = tenant_create(name="again")
+    data = _customers(20_000)
+    original = upload_create(tenant=tenant, stream=io.BytesIO(data), filename="customers_1.ndjson")
+    upload_run(upload_id=original.upload.id)
+    body = GatedBody(data, open_until=len(data) - 10)
+    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    again = Upload.objects.exclude(id=original.upload.id).get(tenant=tenant)
+    worker, worked = _in_thread(lambda: upload_run(upload_id=again.id))
+    wait_for(lambda: Upload.objects.get(id=again.id).rows_done > 0, timeout=30)
+    body.release()  # the last bytes: the same file as the original's
+    receiving.join(30)
+    worker.join(60)
+    outcome = received["result"]
+    assert (outcome.created, outcome.upload.id) == (False, original.upload.id)
+    assert worked["result"] is None  # its load rolled back, the upload removed
+    assert list(Upload.objects.filter(tenant=tenant).values_list("id", flat=True)) == [
+        original.upload.id
+    ]
+    assert not Blob.objects.filter(id=again.blob_id).exists()
+    first = Upload.objects.get(id=original.upload.id)
+    assert (first.rows_inserted, first.rows_unchanged) == (20_000, 0)
+    assert Customer.objects.filter(tenant=tenant).count() == 20_000
+
+
+def test_a_client_gone_mid_body_leaves_nothing_loaded_nor_stored():
+    tenant, _ = tenant_create(name="gone")
+    data = _customers(30_000)
+    body = GatedBody(data, open_until=len(data) // 2)
+    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    upload = Upload.objects.get(tenant=tenant)
+    worker, worked = _in_thread(lambda: upload_run(upload_id=upload.id))
+    wait_for(lambda: Upload.objects.get(id=upload.id).rows_done > 0, timeout=30)
+    body.fail(OSError("the client closed the connection"))
+    receiving.join(30)
+    worker.join(60)
+    assert isinstance(received["error"], OSError)
+    assert worked["result"] is None
+    assert not Upload.objects.filter(tenant=tenant).exists()
+    assert not Blob.objects.filter(id=upload.blob_id).exists()
+    assert Customer.objects.filter(tenant=tenant).count() == 0
+
+
+def test_a_client_gone_before_any_worker_ran_it_leaves_nothing():
+    tenant, _ = tenant_create(name="early")
+    data = _customers(20_000)
+    body = GatedBody(data, open_until=CHUNK_BYTES + 5)
+    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    upload = Upload.objects.get(tenant=tenant)
+    body.fail(OSError("reset"))
+    receiving.join(30)
+    assert isinstance(received["error"], OSError)
+    assert not Upload.objects.filter(tenant=tenant).exists()
+    assert not Blob.objects.filter(id=upload.blob_id).exists()
+    assert upload_run(upload_id=upload.id) is None  # its task, arriving late, finds nothing
+
+
+def test_a_body_longer_than_the_limit_is_refused_mid_way_and_nothing_is_kept(settings):
+    tenant, _ = tenant_create(name="limit")
+    data = _customers(20_000)
+    settings.INGEST_MAX_UPLOAD_BYTES = len(data) - 1
+    with pytest.raises(PayloadTooLargeError):
+        # a Content-Length that lied: the body goes on past it
+        upload_receive(tenant=tenant, stream=io.BytesIO(data), filename="c.ndjson", size=1000)
+    assert not Upload.objects.filter(tenant=tenant).exists()
+    assert not Blob.objects.exists()
+
+
+def test_an_upload_whose_sender_died_fails_as_incomplete_and_its_bytes_go(settings):
+    """The web process was killed mid-body: no more pieces, no seal, no cancel. The worker
+    following it gives up after INGEST_RECEIVE_STALL_SECONDS."""
+    settings.INGEST_RECEIVE_STALL_SECONDS = 1
+    tenant, _ = tenant_create(name="dead-web")
+    data = _customers(30_000)
+    body = GatedBody(data, open_until=len(data) // 2)
+    receiving, _ = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    upload = Upload.objects.get(tenant=tenant)
+    done = upload_run(upload_id=upload.id)  # the sender is stuck: as good as dead
+    assert (done.state, done.error_code) == ("failed", "incomplete_upload")
+    assert done.blob_id is None and not Blob.objects.filter(id=upload.blob_id).exists()
+    assert Customer.objects.filter(tenant=tenant).count() == 0
+    body.fail(OSError("gone"))
+    receiving.join(30)
+    assert Upload.objects.get(id=upload.id).state == "failed"  # kept: its event was sent
+
+
+def test_connection_is_left_in_autocommit_after_receiving():
+    tenant, _ = tenant_create(name="autocommit")
+    data = _customers(1000)
+    upload_receive(tenant=tenant, stream=io.BytesIO(data), filename="c.ndjson", size=len(data))
+    assert connection.get_autocommit() and not connection.in_atomic_block
