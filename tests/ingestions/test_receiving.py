@@ -170,7 +170,8 @@ def test_a_worker_loads_the_upload_while_its_bytes_arrive_and_finishes_after_the
     # rows of the first half are parsed and staged while the second half is not sent
     wait_for(lambda: Upload.objects.get(id=upload.id).rows_done > 0, timeout=30)
     assert Upload.objects.get(id=upload.id).state == "processing"
-    assert worker.is_alive() and receiving.is_alive()
+    assert worker.is_alive()
+    assert receiving.is_alive()
     assert Customer.objects.filter(tenant=tenant).count() == 0  # nothing committed yet
     body.release()
     receiving.join(30)
@@ -265,7 +266,8 @@ def test_an_upload_whose_sender_died_fails_as_incomplete_and_its_bytes_go(settin
     upload = Upload.objects.get(tenant=tenant)
     done = upload_run(upload_id=upload.id)  # the sender is stuck: as good as dead
     assert (done.state, done.error_code) == ("failed", "incomplete_upload")
-    assert done.blob_id is None and not Blob.objects.filter(id=upload.blob_id).exists()
+    assert done.blob_id is None
+    assert not Blob.objects.filter(id=upload.blob_id).exists()
     assert Customer.objects.filter(tenant=tenant).count() == 0
     body.fail(OSError("gone"))
     receiving.join(30)
@@ -276,4 +278,5 @@ def test_connection_is_left_in_autocommit_after_receiving():
     tenant, _ = tenant_create(name="autocommit")
     data = _customers(1000)
     upload_receive(tenant=tenant, stream=io.BytesIO(data), filename="c.ndjson", size=len(data))
-    assert connection.get_autocommit() and not connection.in_atomic_block
+    assert connection.get_autocommit()
+    assert not connection.in_atomic_block
