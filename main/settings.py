@@ -294,10 +294,12 @@ INGEST_PENDING_RETENTION_SECONDS = env_int("INGEST_PENDING_RETENTION_SECONDS", 7
 INGEST_SETWISE_KEY_CHECKS = env_bool("INGEST_SETWISE_KEY_CHECKS", True)
 # A raw-body upload larger than WEB_BUFFER_BODY_BYTES is queued at its first bytes, and a
 # worker loads it while the rest arrives (docs/engine.md#process-while-receiving); off, it
-# is queued once stored whole. A worker following such an upload gives it up (failed,
-# `incomplete_upload`) when no byte of it comes for INGEST_RECEIVE_STALL_SECONDS: keep it
-# above WEB_CLIENT_TIMEOUT, after which the web server drops a silent client itself.
+# is queued once stored whole. A worker that has waited INGEST_RECEIVE_PATIENCE_SECONDS in
+# all for its bytes puts it back until they are all in (a slow sender must not hold a
+# worker). One whose bytes stop for INGEST_RECEIVE_STALL_SECONDS fails (`incomplete_upload`):
+# keep that above WEB_CLIENT_TIMEOUT, after which the web drops a silent client itself.
 INGEST_PROCESS_WHILE_RECEIVING = env_bool("INGEST_PROCESS_WHILE_RECEIVING", True)
+INGEST_RECEIVE_PATIENCE_SECONDS = env_float("INGEST_RECEIVE_PATIENCE_SECONDS", 3.0)
 INGEST_RECEIVE_STALL_SECONDS = env_int("INGEST_RECEIVE_STALL_SECONDS", 120)
 # A resumable upload session (and a tus upload) left unfinished this long expires and its
 # bytes are deleted by the periodic job.

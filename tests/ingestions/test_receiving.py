@@ -7,21 +7,40 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
+from django.utils import timezone
 
 from apps.core.errors import PayloadTooLargeError
 from apps.ingestions import engine
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.ingestions.models import Blob, BlobChunk, Customer, Upload
-from apps.ingestions.services import BlobReader, upload_create, upload_receive, upload_run
+from apps.ingestions.services import (
+    BlobReader,
+    upload_create,
+    upload_receive,
+    upload_run,
+    upload_stop_incomplete,
+    upload_wake,
+)
 from apps.ingestions.services.storage import CHUNK_BYTES, BlobGone, blob_write_piece
 from apps.tenants.services import tenant_create
 from tests.conftest import wait_for
 
 # tasks sent on commit go to a queue of the test's own, which no worker reads
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("queue")]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("queue", "patient_workers"),
+]
+
+
+@pytest.fixture
+def patient_workers(settings):
+    """The tests hold a body back as long as they need: a worker waits for it."""
+    settings.INGEST_RECEIVE_PATIENCE_SECONDS = 600
 
 
 def _customers(count: int, label: str = "c") -> bytes:
@@ -57,6 +76,11 @@ class GatedBody:
                 end = min(end, self.position + size)
             piece, self.position = self.data[self.position : end], end
             return piece
+
+    def open_more(self, count: int) -> None:
+        with self._changed:
+            self.open_until += count
+            self._changed.notify_all()
 
     def release(self) -> None:
         with self._changed:
@@ -280,3 +304,65 @@ def test_connection_is_left_in_autocommit_after_receiving():
     upload_receive(tenant=tenant, stream=io.BytesIO(data), filename="c.ndjson", size=len(data))
     assert connection.get_autocommit()
     assert not connection.in_atomic_block
+
+
+def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(settings):
+    """Past INGEST_RECEIVE_PATIENCE_SECONDS of waits the load rolls back and the upload
+    waits, passed over by the wakes, until its seal queues it again."""
+    settings.INGEST_RECEIVE_PATIENCE_SECONDS = 0.3
+    tenant, _ = tenant_create(name="slow")
+    data = _customers(30_000)
+    body = GatedBody(data, open_until=len(data) // 2)
+    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    upload = Upload.objects.get(tenant=tenant)
+    parked = upload_run(upload_id=upload.id)
+    assert (parked.state, parked.started_at, parked.rows_done) == ("waiting", None, 0)
+    assert Customer.objects.filter(tenant=tenant).count() == 0
+    assert upload_wake(tenant_id=tenant.id) == 0  # still receiving: not woken
+    body.release()
+    receiving.join(30)
+    assert Upload.objects.get(id=upload.id).state == "queued"  # woken by its seal
+    done = upload_run(upload_id=upload.id)
+    assert (done.state, done.rows_inserted) == ("completed", 30_000)
+
+
+def test_the_housekeeping_fails_an_upload_whose_sender_went_silent_and_no_worker_holds():
+    tenant, _ = tenant_create(name="silent")
+    data = _customers(20_000)
+    body = GatedBody(data, open_until=CHUNK_BYTES + 10)
+    receiving, _ = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    upload = Upload.objects.get(tenant=tenant)
+    assert upload_stop_incomplete(silent_for=timedelta(seconds=30)) == 0  # heard of recently
+    Upload.objects.filter(id=upload.id).update(updated_at=timezone.now() - timedelta(minutes=5))
+    assert upload_stop_incomplete(silent_for=timedelta(seconds=30)) == 1
+    failed = Upload.objects.get(id=upload.id)
+    assert (failed.state, failed.error_code) == ("failed", "incomplete_upload")
+    assert failed.blob_id is None
+    assert failed.error_detail == (
+        "The file's bytes stopped arriving, for 30 s (the connection that sent them was "
+        "lost); nothing of this file was loaded."
+    )
+    assert not Blob.objects.filter(id=upload.blob_id).exists()
+    body.fail(OSError("gone at last"))
+    receiving.join(30)
+    assert Upload.objects.get(id=upload.id).state == "failed"
+
+
+def test_a_sender_that_keeps_sending_touches_its_upload(settings, monkeypatch):
+    monkeypatch.setattr("apps.ingestions.services.receiving.FLUSH_SECONDS", 0.2)
+    tenant, _ = tenant_create(name="alive")
+    data = _customers(20_000)
+    body = GatedBody(data, open_until=1000 + 256 * 1024)  # past the head: into the pieces
+    receiving, _ = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    upload = Upload.objects.get(tenant=tenant)
+    before = upload.updated_at
+    for step in range(1, 4):  # a little every 0.3 s, as a slow link sends
+        time.sleep(0.3)
+        body.open_more(step * 1000)
+    wait_for(lambda: Upload.objects.get(id=upload.id).updated_at > before, timeout=10)
+    assert BlobChunk.objects.filter(blob_id=upload.blob_id).count() >= 1  # flushed < 1 MiB
+    body.release()
+    receiving.join(30)

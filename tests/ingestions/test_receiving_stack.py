@@ -27,6 +27,8 @@ ROWS = 40_000
 STALL_SECONDS = 3  # INGEST_RECEIVE_STALL_SECONDS of the workers
 WORKER_ENV = {
     "INGEST_RECEIVE_STALL_SECONDS": str(STALL_SECONDS),
+    # the tests hold the second half back as long as they need: the worker waits for it
+    "INGEST_RECEIVE_PATIENCE_SECONDS": "600",
     "UPLOAD_STUCK_SECONDS": "2",  # a dead worker's upload is sent again soon
     "WORKER_HOUSEKEEPING_SECONDS": "1",
 }

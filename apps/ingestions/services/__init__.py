@@ -17,6 +17,7 @@ from apps.ingestions.services.housekeeping import (
     upload_requeue,
     upload_retry,
     upload_stop_hung,
+    upload_stop_incomplete,
 )
 from apps.ingestions.services.idempotency import (
     Answer,
@@ -131,16 +132,17 @@ __all__ = [
     "upload_admit",
     "upload_cancel",
     "upload_create",
-    "upload_receive",
     "upload_enqueue",
     "upload_give_way",
     "upload_ingest_path",
     "upload_process",
+    "upload_receive",
     "upload_recover",
     "upload_register",
     "upload_requeue",
     "upload_retry",
     "upload_run",
     "upload_stop_hung",
+    "upload_stop_incomplete",
     "upload_wake",
 ]

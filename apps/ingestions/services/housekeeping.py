@@ -18,7 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.ingestions import engine
-from apps.ingestions.models import Reject, Upload, UploadState
+from apps.ingestions.models import TERMINAL_STATES, Blob, Reject, Upload, UploadState
 from apps.ingestions.services.events import pending_expired_events, upload_event
 from apps.ingestions.services.record_merge import records_merge_stuck
 from apps.ingestions.services.scheduling import (
@@ -27,7 +27,7 @@ from apps.ingestions.services.scheduling import (
     upload_try_lock,
     upload_wake,
 )
-from apps.ingestions.services.storage import BlobReader
+from apps.ingestions.services.storage import BlobReader, incomplete_upload
 
 # Every module that changes an upload's state logs on this one logger (docs/operations.md).
 logger = logging.getLogger("apps.ingestions.services")
@@ -85,6 +85,7 @@ def upload_recover() -> int:
         if not ours:
             return 0
         upload_stop_hung()
+        upload_stop_incomplete()
         sent = upload_requeue()
         records_merge_stuck()
         try:  # housekeeping: never in the way of the re-queueing above
@@ -145,6 +146,37 @@ def upload_stop_hung(*, silent_for: timedelta | None = None) -> int:
                 cursor.execute("SELECT pg_cancel_backend(%s)", (pid,))
             logger.error("upload %s made no progress: stopped (backend %s)", upload_id, pid)
             stopped += 1
+    return stopped
+
+
+def upload_stop_incomplete(*, silent_for: timedelta | None = None) -> int:
+    """Fail uploads whose bytes stopped arriving (docs/engine.md#process-while-receiving):
+    still unsealed, their sender silent for INGEST_RECEIVE_STALL_SECONDS (it touches the
+    upload as pieces come), and no worker on them (one following them gives up by itself).
+    Their bytes are deleted: they will never be whole. Called by a periodic job."""
+    if silent_for is None:
+        silent_for = timedelta(seconds=settings.INGEST_RECEIVE_STALL_SECONDS)
+    cutoff = timezone.now() - silent_for
+    unsealed = Upload.objects.filter(source="file", sha256="", updated_at__lt=cutoff)
+    stopped = 0
+    for upload_id in unsealed.exclude(state__in=TERMINAL_STATES).values_list("id", flat=True):
+        with transaction.atomic():
+            if not upload_try_lock(upload_id):
+                continue  # a worker is on it
+            upload = unsealed.filter(id=upload_id).exclude(state__in=TERMINAL_STATES).first()
+            if upload is None:
+                continue  # sealed, cancelled or finished since
+            error = incomplete_upload(int(silent_for.total_seconds()))
+            Upload.objects.filter(id=upload_id).update(
+                state=UploadState.FAILED,
+                error_code=error.code,
+                error_detail=error.detail,
+                finished_at=timezone.now(),
+            )
+            Blob.objects.filter(id=upload.blob_id).delete()
+            upload_event(tenant_id=upload.tenant_id, upload_id=upload_id, state=UploadState.FAILED)
+        logger.warning("upload %s failed: its bytes stopped arriving", upload_id)
+        stopped += 1
     return stopped
 
 

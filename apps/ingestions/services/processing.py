@@ -40,7 +40,7 @@ from apps.ingestions.services.scheduling import (
     upload_try_lock,
     upload_wake,
 )
-from apps.ingestions.services.storage import BlobGone, BlobReader
+from apps.ingestions.services.storage import BlobGone, BlobReader, ReceiveBehind
 
 # Every module that changes an upload's state logs on this one logger (docs/operations.md).
 logger = logging.getLogger("apps.ingestions.services")
@@ -73,7 +73,7 @@ def upload_run(*, upload_id) -> Upload | None:
         with BlobReader(upload.blob_id, follow=receiving) as stream:
             processed = upload_process(upload_id=upload.id, stream=stream, give_way=True)
         if processed is None or processed.state != UploadState.QUEUED:
-            break  # done (or another worker has it, or it was cancelled)
+            break  # done, or another worker has it, or cancelled, or waits for its bytes
     # Also after a dry run: it holds no parents back, but it held the tenant's merge lock,
     # and uploads that waited for it to finish (`tenant_busy`) may run now.
     upload_wake(tenant_id=upload.tenant_id)
@@ -148,6 +148,8 @@ def upload_process(*, upload_id, stream: BinaryIO, give_way: bool = False) -> Up
         upload_give_way(upload_id=upload_id)  # rolled back: nothing of it merged
     except BlobGone:
         _upload_discard(upload_id=upload_id)  # cancelled while receiving: rolled back
+    except ReceiveBehind:
+        upload_give_way(upload_id=upload_id, until_received=True)  # rolled back
     except engine.FileError as exc:
         _upload_unreadable(upload_id=upload_id, error=exc)
     except (OperationalError, InterfaceError, engine.StagingUnavailable):

@@ -23,11 +23,12 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.core.logs import log_bind
 from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadSource, UploadState
-from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock
+from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock, upload_wake
 from apps.ingestions.services.storage import CHUNK_BYTES, HEAD_BYTES, blob_write_piece
 from apps.ingestions.services.uploads import UploadOutcome, record_type_of
 from apps.tenants.models import Tenant
@@ -74,7 +75,7 @@ def upload_receive(
         dry_run=dry_run,
     )
     try:
-        sha256, stored = _store(upload.blob_id, head=head, stream=stream, limit=limit)
+        sha256, stored = _store(upload, head=head, stream=stream, limit=limit)
         return _seal(upload, sha256=sha256, size=stored)
     except BaseException:
         upload_cancel(upload_id=upload.id, blob_id=upload.blob_id)
@@ -128,12 +129,15 @@ def _upload_open(
     return upload
 
 
-def _store(blob_id: int, *, head: bytes, stream: BinaryIO, limit: int) -> tuple[str, int]:
+def _store(upload: Upload, *, head: bytes, stream: BinaryIO, limit: int) -> tuple[str, int]:
     """Write the body into the blob, each piece committed on its own (the default
-    connection is in autocommit here); returns its sha256 and size."""
+    connection is in autocommit here), and touch the upload's `updated_at` every
+    FLUSH_SECONDS, so the housekeeping can tell a sender that died
+    (`upload_stop_incomplete`); returns its sha256 and size."""
     digest = hashlib.sha256(head)
     size, seq = len(head), 0
     piece, pending, started = [head], len(head), time.monotonic()
+    touched = started
     while chunk := stream.read(CHUNK_BYTES - pending):  # a piece is at most 1 MiB
         size += len(chunk)
         if size > limit:
@@ -142,10 +146,13 @@ def _store(blob_id: int, *, head: bytes, stream: BinaryIO, limit: int) -> tuple[
         piece.append(chunk)
         pending += len(chunk)
         if pending >= CHUNK_BYTES or time.monotonic() - started >= FLUSH_SECONDS:
-            blob_write_piece(blob_id, seq, b"".join(piece))
+            blob_write_piece(upload.blob_id, seq, b"".join(piece))
             seq, piece, pending, started = seq + 1, [], 0, time.monotonic()
+        if started - touched >= FLUSH_SECONDS:
+            Upload.objects.filter(id=upload.id).update(updated_at=timezone.now())
+            touched = started
     if pending:
-        blob_write_piece(blob_id, seq, b"".join(piece))
+        blob_write_piece(upload.blob_id, seq, b"".join(piece))
     return digest.hexdigest(), size
 
 
@@ -170,7 +177,12 @@ def _seal(upload: Upload, *, sha256: str, size: int) -> UploadOutcome:
         log_bind(upload_id=original.id)
         logger.info("upload already received: same bytes, the original upload answers")
         return UploadOutcome(upload=original, created=False)
-    return UploadOutcome(upload=Upload.objects.get(id=upload.id), created=True)
+    sealed = Upload.objects.get(id=upload.id)
+    if sealed.state == UploadState.WAITING:
+        # put back by its worker while the bytes arrived (or held by its parents' uploads):
+        # `upload_wake` passed over it until now
+        upload_wake(tenant_id=sealed.tenant_id)
+    return UploadOutcome(upload=sealed, created=True)
 
 
 def upload_cancel(*, upload_id, blob_id: int) -> None:

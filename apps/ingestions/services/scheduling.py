@@ -186,22 +186,27 @@ def upload_admit(*, upload_id) -> tuple[Upload | None, bool]:
         return upload, False
 
 
-def upload_give_way(*, upload_id) -> None:
+def upload_give_way(*, upload_id, until_received: bool = False) -> None:
     """After its load gave up on `ParentsArriving` (and rolled back): back in the queue as
     it was, never started, where it waits for those parents (`upload_run` looks at it
-    again at once); unless another worker has taken it meanwhile."""
+    again at once); unless another worker has taken it meanwhile. `until_received`: it
+    gave up on bytes that arrive slower than it loads (`ReceiveBehind`), and waits until
+    they are all in (`upload_wake` passes over it until then, its seal wakes it)."""
+    state = UploadState.WAITING if until_received else UploadState.QUEUED
     with transaction.atomic():
         if upload_try_lock(upload_id):
             Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
-                state=UploadState.QUEUED,
+                state=state,
                 started_at=None,
                 bytes_done=0,
                 rows_done=0,
                 updated_at=timezone.now(),
             )
     logger.info(
-        "upload put back: an upload of the parents its rows need has arrived",
-        extra={"state": UploadState.QUEUED},
+        "upload put back: its bytes arrive slower than it loads; it waits for the rest"
+        if until_received
+        else "upload put back: an upload of the parents its rows need has arrived",
+        extra={"state": state},
     )
 
 
@@ -214,7 +219,9 @@ def upload_wake(*, tenant_id) -> int:
     with transaction.atomic():
         _lock_schedule(tenant_id)
         waiting = Upload.objects.filter(tenant_id=tenant_id, state=UploadState.WAITING)
-        waiting = list(waiting.order_by("created_at", "id"))
+        # one still receiving its bytes is woken by its seal (docs/engine.md#process-while-
+        # receiving): a worker would only wait for them
+        waiting = list(waiting.exclude(sha256="").order_by("created_at", "id"))
         if waiting and tenant_busy(tenant_id):
             return 0  # the one being processed wakes the next when it ends
         for upload in waiting:

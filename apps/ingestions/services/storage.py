@@ -28,6 +28,12 @@ HEAD_BYTES = 256 * 1024  # kept on the blob row: enough to tell a file's type
 _FOLLOW_WAITS = (0.005, 0.01, 0.02, 0.05, 0.1)  # seconds between looks for the next piece
 
 
+class ReceiveBehind(Exception):
+    """A following reader waited longer in all than INGEST_RECEIVE_PATIENCE_SECONDS for
+    pieces: the bytes arrive slower than they are loaded, and its worker is better used
+    elsewhere until they are all in."""
+
+
 class BlobGone(Exception):
     """The blob a reader follows was deleted before its seal: its upload was cancelled
     while its bytes were arriving (the client went away, or they were bytes received
@@ -70,6 +76,16 @@ def blob_write_piece(blob_id: int, seq: int, data: bytes) -> None:
         )
 
 
+def incomplete_upload(seconds: int, after: int | None = None) -> engine.FileError:
+    """The error of an upload whose bytes stopped arriving before their end."""
+    where = "" if after is None else f" after {after} bytes"
+    return engine.FileError(
+        "incomplete_upload",
+        f"The file's bytes stopped arriving{where}, for {seconds} s (the connection that "
+        "sent them was lost); nothing of this file was loaded.",
+    )
+
+
 class BlobReader:
     """A read-only, rewindable file over a blob's chunks, on a connection of its own (so it
     can be read while the caller's connection is busy loading), or on the caller's."""
@@ -82,8 +98,10 @@ class BlobReader:
         self._conn = connection if shared else connections.create_connection("default")
         # follow: the blob may still be written; a missing piece is waited for until the
         # blob is sealed (the end), deleted (`BlobGone`), or no piece came for
-        # INGEST_RECEIVE_STALL_SECONDS (its writer died: FileError `incomplete_upload`)
+        # INGEST_RECEIVE_STALL_SECONDS (its writer died: FileError `incomplete_upload`);
+        # past INGEST_RECEIVE_PATIENCE_SECONDS of waits in all, `ReceiveBehind`
         self.follow = follow
+        self._waited = 0.0
         self._seq = 0
         self._buffer = memoryview(b"")
         self._eof = False
@@ -96,13 +114,12 @@ class BlobReader:
                 data = self._piece()
                 break
             if time.monotonic() - since > settings.INGEST_RECEIVE_STALL_SECONDS:
-                raise engine.FileError(
-                    "incomplete_upload",
-                    f"The file's bytes stopped arriving after {self._position} bytes, "
-                    f"for {settings.INGEST_RECEIVE_STALL_SECONDS} s (the connection that "
-                    "sent them was lost); nothing of this file was loaded.",
-                )
-            time.sleep(next(waits, _FOLLOW_WAITS[-1]))
+                raise incomplete_upload(settings.INGEST_RECEIVE_STALL_SECONDS, self._position)
+            if self._waited > settings.INGEST_RECEIVE_PATIENCE_SECONDS:
+                raise ReceiveBehind(f"blob {self.blob_id}: its pieces come slower than read")
+            pause = next(waits, _FOLLOW_WAITS[-1])
+            time.sleep(pause)
+            self._waited += pause
         if data is None:
             self._eof = True
             self._buffer = memoryview(b"")
