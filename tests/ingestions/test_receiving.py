@@ -22,9 +22,9 @@ from apps.ingestions.services import (
     BlobReader,
     upload_create,
     upload_receive,
+    upload_requeue,
     upload_run,
     upload_stop_incomplete,
-    upload_wake,
 )
 from apps.ingestions.services.storage import CHUNK_BYTES, BlobGone, blob_write_piece
 from apps.tenants.services import tenant_create
@@ -306,23 +306,35 @@ def test_connection_is_left_in_autocommit_after_receiving():
     assert not connection.in_atomic_block
 
 
-def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(settings):
-    """Past INGEST_RECEIVE_PATIENCE_SECONDS of waits the load rolls back and the upload
-    waits, passed over by the wakes, until its seal queues it again."""
+def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(settings, monkeypatch):
+    """Past INGEST_RECEIVE_PATIENCE_SECONDS of waits the load rolls back and the upload is
+    queued again, but sent to a worker only by its seal (the re-queue job passes over it)."""
+    from apps.ingestions.services import receiving
+
+    sent, send = [], receiving.upload_enqueue  # sent for real, to the test's queue
+
+    def enqueue(*, upload_id) -> bool:
+        sent.append(upload_id)
+        return send(upload_id=upload_id)
+
+    monkeypatch.setattr(receiving, "upload_enqueue", enqueue)
     settings.INGEST_RECEIVE_PATIENCE_SECONDS = 0.3
     tenant, _ = tenant_create(name="slow")
     data = _customers(30_000)
     body = GatedBody(data, open_until=len(data) // 2)
-    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
+    receiving_thread, _ = _in_thread(_receive(tenant, body, size=len(data)))
     body.waiting.wait(10)
     upload = Upload.objects.get(tenant=tenant)
+    sent.clear()  # its first message, at its first bytes
     parked = upload_run(upload_id=upload.id)
-    assert (parked.state, parked.started_at, parked.rows_done) == ("waiting", None, 0)
+    assert (parked.state, parked.started_at, parked.rows_done) == ("queued", None, 0)
     assert Customer.objects.filter(tenant=tenant).count() == 0
-    assert upload_wake(tenant_id=tenant.id) == 0  # still receiving: not woken
+    Upload.objects.filter(id=upload.id).update(updated_at=timezone.now() - timedelta(hours=1))
+    assert upload_requeue() == 0  # not sent again while its bytes arrive
+    assert sent == []
     body.release()
-    receiving.join(30)
-    assert Upload.objects.get(id=upload.id).state == "queued"  # woken by its seal
+    receiving_thread.join(30)
+    assert sent == [upload.id]  # sent by its seal
     done = upload_run(upload_id=upload.id)
     assert (done.state, done.rows_inserted) == ("completed", 30_000)
 

@@ -51,9 +51,14 @@ def upload_requeue(*, stuck_after: timedelta | None = None) -> int:
     if stuck_after is None:
         stuck_after = timedelta(seconds=settings.UPLOAD_STUCK_SECONDS)
     cutoff = timezone.now() - stuck_after
-    candidates = Upload.objects.filter(
-        state__in=(UploadState.PROCESSING, UploadState.QUEUED), updated_at__lt=cutoff
-    ).values_list("id", "state")
+    candidates = (
+        Upload.objects.filter(
+            state__in=(UploadState.PROCESSING, UploadState.QUEUED), updated_at__lt=cutoff
+        )
+        # queued with its bytes still arriving: its seal sends it (process while receiving)
+        .exclude(state=UploadState.QUEUED, sha256="")
+        .values_list("id", "state")
+    )
     sent = 0
     for upload_id, state in candidates:
         with transaction.atomic():

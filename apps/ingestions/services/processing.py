@@ -73,7 +73,9 @@ def upload_run(*, upload_id) -> Upload | None:
         with BlobReader(upload.blob_id, follow=receiving) as stream:
             processed = upload_process(upload_id=upload.id, stream=stream, give_way=True)
         if processed is None or processed.state != UploadState.QUEUED:
-            break  # done, or another worker has it, or cancelled, or waits for its bytes
+            break  # done (or another worker has it, or it was cancelled)
+        if processed.sha256 == "":
+            break  # its bytes still arrive: its seal sends it to a worker again
     # Also after a dry run: it holds no parents back, but it held the tenant's merge lock,
     # and uploads that waited for it to finish (`tenant_busy`) may run now.
     upload_wake(tenant_id=upload.tenant_id)

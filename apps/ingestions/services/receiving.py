@@ -28,7 +28,7 @@ from django.utils import timezone
 from apps.core.errors import ApplicationError, PayloadTooLargeError
 from apps.core.logs import log_bind
 from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadSource, UploadState
-from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock, upload_wake
+from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock
 from apps.ingestions.services.storage import CHUNK_BYTES, HEAD_BYTES, blob_write_piece
 from apps.ingestions.services.uploads import UploadOutcome, record_type_of
 from apps.tenants.models import Tenant
@@ -178,10 +178,10 @@ def _seal(upload: Upload, *, sha256: str, size: int) -> UploadOutcome:
         logger.info("upload already received: same bytes, the original upload answers")
         return UploadOutcome(upload=original, created=False)
     sealed = Upload.objects.get(id=upload.id)
-    if sealed.state == UploadState.WAITING:
-        # put back by its worker while the bytes arrived (or held by its parents' uploads):
-        # `upload_wake` passed over it until now
-        upload_wake(tenant_id=sealed.tenant_id)
+    if sealed.state == UploadState.QUEUED:
+        # put back by a worker that would have waited for these bytes (or not yet taken):
+        # sent again; a second message for it is harmless
+        upload_enqueue(upload_id=upload.id)
     return UploadOutcome(upload=sealed, created=True)
 
 

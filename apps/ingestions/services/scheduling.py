@@ -190,9 +190,9 @@ def upload_give_way(*, upload_id, until_received: bool = False) -> None:
     """After its load gave up on `ParentsArriving` (and rolled back): back in the queue as
     it was, never started, where it waits for those parents (`upload_run` looks at it
     again at once); unless another worker has taken it meanwhile. `until_received`: it
-    gave up on bytes that arrive slower than it loads (`ReceiveBehind`), and waits until
-    they are all in (`upload_wake` passes over it until then, its seal wakes it)."""
-    state = UploadState.WAITING if until_received else UploadState.QUEUED
+    gave up on bytes that arrive slower than it loads (`ReceiveBehind`): queued, but sent
+    to a worker again only by its seal (docs/engine.md#process-while-receiving)."""
+    state = UploadState.QUEUED
     with transaction.atomic():
         if upload_try_lock(upload_id):
             Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
@@ -219,9 +219,7 @@ def upload_wake(*, tenant_id) -> int:
     with transaction.atomic():
         _lock_schedule(tenant_id)
         waiting = Upload.objects.filter(tenant_id=tenant_id, state=UploadState.WAITING)
-        # one still receiving its bytes is woken by its seal (docs/engine.md#process-while-
-        # receiving): a worker would only wait for them
-        waiting = list(waiting.exclude(sha256="").order_by("created_at", "id"))
+        waiting = list(waiting.order_by("created_at", "id"))
         if waiting and tenant_busy(tenant_id):
             return 0  # the one being processed wakes the next when it ends
         for upload in waiting:
