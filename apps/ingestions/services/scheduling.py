@@ -192,11 +192,10 @@ def upload_give_way(*, upload_id, until_received: bool = False) -> None:
     again at once); unless another worker has taken it meanwhile. `until_received`: it
     gave up on bytes that arrive slower than it loads (`ReceiveBehind`): queued, but sent
     to a worker again only by its seal (docs/engine.md#process-while-receiving)."""
-    state = UploadState.QUEUED
     with transaction.atomic():
         if upload_try_lock(upload_id):
             Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
-                state=state,
+                state=UploadState.QUEUED,
                 started_at=None,
                 bytes_done=0,
                 rows_done=0,
@@ -206,7 +205,7 @@ def upload_give_way(*, upload_id, until_received: bool = False) -> None:
         "upload put back: its bytes arrive slower than it loads; it waits for the rest"
         if until_received
         else "upload put back: an upload of the parents its rows need has arrived",
-        extra={"state": state},
+        extra={"state": UploadState.QUEUED},
     )
 
 
