@@ -8,6 +8,7 @@ import hashlib
 import io
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -117,6 +118,31 @@ def _receive(tenant, body, *, size: int, filename="customers_1.ndjson", **option
     )
 
 
+@dataclass
+class Receiving:
+    """A body being received in a thread (`upload_receive`), held back at `open_until`."""
+
+    body: GatedBody
+    upload: Upload
+    thread: threading.Thread
+    out: dict
+
+
+def _receiving(tenant, data: bytes, *, open_until: int) -> Receiving:
+    """Start receiving `data`; returns once its upload exists and the body is held."""
+    body = GatedBody(data, open_until=open_until)
+    thread, out = _in_thread(_receive(tenant, body, size=len(data)))
+    body.waiting.wait(10)
+    return Receiving(body, Upload.objects.get(tenant=tenant, sha256=""), thread, out)
+
+
+def _worker_loading(upload_id) -> tuple[threading.Thread, dict]:
+    """`upload_run` in a thread, returned once it has loaded rows (not committed them)."""
+    worker, worked = _in_thread(lambda: upload_run(upload_id=upload_id))
+    wait_for(lambda: Upload.objects.get(id=upload_id).rows_done > 0, timeout=30)
+    return worker, worked
+
+
 def test_a_following_reader_gets_each_piece_as_it_commits_and_ends_at_the_seal():
     blob = Blob.objects.create(sha256="", size_bytes=0)
     pieces = [bytes([n]) * 1000 for n in range(3)]
@@ -166,15 +192,13 @@ def test_a_following_reader_gives_up_when_no_piece_comes_for_the_stall_limit(set
 def test_a_received_upload_is_queued_before_its_end_and_sealed_at_it():
     tenant, _ = tenant_create(name="receive")
     data = _customers(30_000)
-    body = GatedBody(data, open_until=2 * CHUNK_BYTES)
-    thread, out = _in_thread(_receive(tenant, body, size=len(data)))
-    body.waiting.wait(10)
-    upload = Upload.objects.get(tenant=tenant)
+    receiving = _receiving(tenant, data, open_until=2 * CHUNK_BYTES)
+    upload = receiving.upload
     assert (upload.state, upload.sha256, upload.size_bytes) == ("queued", "", len(data))
     assert BlobChunk.objects.filter(blob_id=upload.blob_id).count() == 2
-    body.release()
-    thread.join(30)
-    outcome = out["result"]
+    receiving.body.release()
+    receiving.thread.join(30)
+    outcome = receiving.out["result"]
     sha256 = hashlib.sha256(data).hexdigest()
     assert (outcome.created, outcome.upload.id, outcome.upload.sha256) == (True, upload.id, sha256)
     blob = Blob.objects.get(id=upload.blob_id)
@@ -186,21 +210,18 @@ def test_a_received_upload_is_queued_before_its_end_and_sealed_at_it():
 def test_a_worker_loads_the_upload_while_its_bytes_arrive_and_finishes_after_the_last():
     tenant, _ = tenant_create(name="overlap")
     data = _customers(40_000)
-    body = GatedBody(data, open_until=len(data) // 2)
-    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
-    body.waiting.wait(10)
-    upload = Upload.objects.get(tenant=tenant)
-    worker, worked = _in_thread(lambda: upload_run(upload_id=upload.id))
+    receiving = _receiving(tenant, data, open_until=len(data) // 2)
+    upload = receiving.upload
     # rows of the first half are parsed and staged while the second half is not sent
-    wait_for(lambda: Upload.objects.get(id=upload.id).rows_done > 0, timeout=30)
+    worker, _ = _worker_loading(upload.id)
     assert Upload.objects.get(id=upload.id).state == "processing"
     assert worker.is_alive()
-    assert receiving.is_alive()
+    assert receiving.thread.is_alive()
     assert Customer.objects.filter(tenant=tenant).count() == 0  # nothing committed yet
-    body.release()
-    receiving.join(30)
+    receiving.body.release()
+    receiving.thread.join(30)
     worker.join(60)
-    assert received["result"].created
+    assert receiving.out["result"].created
     done = Upload.objects.get(id=upload.id)
     assert (done.state, done.rows_inserted, done.bytes_done) == ("completed", 40_000, len(data))
     assert done.sha256 == hashlib.sha256(data).hexdigest()
@@ -212,16 +233,13 @@ def test_bytes_received_before_answer_with_the_original_and_load_nothing_twice()
     data = _customers(20_000)
     original = upload_create(tenant=tenant, stream=io.BytesIO(data), filename="customers_1.ndjson")
     upload_run(upload_id=original.upload.id)
-    body = GatedBody(data, open_until=len(data) - 10)
-    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
-    body.waiting.wait(10)
-    again = Upload.objects.exclude(id=original.upload.id).get(tenant=tenant)
-    worker, worked = _in_thread(lambda: upload_run(upload_id=again.id))
-    wait_for(lambda: Upload.objects.get(id=again.id).rows_done > 0, timeout=30)
-    body.release()  # the last bytes: the same file as the original's
-    receiving.join(30)
+    receiving = _receiving(tenant, data, open_until=len(data) - 10)
+    again = receiving.upload
+    worker, worked = _worker_loading(again.id)
+    receiving.body.release()  # the last bytes: the same file as the original's
+    receiving.thread.join(30)
     worker.join(60)
-    outcome = received["result"]
+    outcome = receiving.out["result"]
     assert (outcome.created, outcome.upload.id) == (False, original.upload.id)
     assert worked["result"] is None  # its load rolled back, the upload removed
     assert list(Upload.objects.filter(tenant=tenant).values_list("id", flat=True)) == [
@@ -236,16 +254,13 @@ def test_bytes_received_before_answer_with_the_original_and_load_nothing_twice()
 def test_a_client_gone_mid_body_leaves_nothing_loaded_nor_stored():
     tenant, _ = tenant_create(name="gone")
     data = _customers(30_000)
-    body = GatedBody(data, open_until=len(data) // 2)
-    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
-    body.waiting.wait(10)
-    upload = Upload.objects.get(tenant=tenant)
-    worker, worked = _in_thread(lambda: upload_run(upload_id=upload.id))
-    wait_for(lambda: Upload.objects.get(id=upload.id).rows_done > 0, timeout=30)
-    body.fail(OSError("the client closed the connection"))
-    receiving.join(30)
+    receiving = _receiving(tenant, data, open_until=len(data) // 2)
+    upload = receiving.upload
+    worker, worked = _worker_loading(upload.id)
+    receiving.body.fail(OSError("the client closed the connection"))
+    receiving.thread.join(30)
     worker.join(60)
-    assert isinstance(received["error"], OSError)
+    assert isinstance(receiving.out["error"], OSError)
     assert worked["result"] is None
     assert not Upload.objects.filter(tenant=tenant).exists()
     assert not Blob.objects.filter(id=upload.blob_id).exists()
@@ -255,13 +270,11 @@ def test_a_client_gone_mid_body_leaves_nothing_loaded_nor_stored():
 def test_a_client_gone_before_any_worker_ran_it_leaves_nothing():
     tenant, _ = tenant_create(name="early")
     data = _customers(20_000)
-    body = GatedBody(data, open_until=CHUNK_BYTES + 5)
-    receiving, received = _in_thread(_receive(tenant, body, size=len(data)))
-    body.waiting.wait(10)
-    upload = Upload.objects.get(tenant=tenant)
-    body.fail(OSError("reset"))
-    receiving.join(30)
-    assert isinstance(received["error"], OSError)
+    receiving = _receiving(tenant, data, open_until=CHUNK_BYTES + 5)
+    upload = receiving.upload
+    receiving.body.fail(OSError("reset"))
+    receiving.thread.join(30)
+    assert isinstance(receiving.out["error"], OSError)
     assert not Upload.objects.filter(tenant=tenant).exists()
     assert not Blob.objects.filter(id=upload.blob_id).exists()
     assert upload_run(upload_id=upload.id) is None  # its task, arriving late, finds nothing
@@ -284,17 +297,15 @@ def test_an_upload_whose_sender_died_fails_as_incomplete_and_its_bytes_go(settin
     settings.INGEST_RECEIVE_STALL_SECONDS = 1
     tenant, _ = tenant_create(name="dead-web")
     data = _customers(30_000)
-    body = GatedBody(data, open_until=len(data) // 2)
-    receiving, _ = _in_thread(_receive(tenant, body, size=len(data)))
-    body.waiting.wait(10)
-    upload = Upload.objects.get(tenant=tenant)
+    receiving = _receiving(tenant, data, open_until=len(data) // 2)
+    body, upload = receiving.body, receiving.upload
     done = upload_run(upload_id=upload.id)  # the sender is stuck: as good as dead
     assert (done.state, done.error_code) == ("failed", "incomplete_upload")
     assert done.blob_id is None
     assert not Blob.objects.filter(id=upload.blob_id).exists()
     assert Customer.objects.filter(tenant=tenant).count() == 0
     body.fail(OSError("gone"))
-    receiving.join(30)
+    receiving.thread.join(30)
     assert Upload.objects.get(id=upload.id).state == "failed"  # kept: its event was sent
 
 
@@ -309,22 +320,20 @@ def test_connection_is_left_in_autocommit_after_receiving():
 def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(settings, monkeypatch):
     """Past INGEST_RECEIVE_PATIENCE_SECONDS of waits the load rolls back and the upload is
     queued again, but sent to a worker only by its seal (the re-queue job passes over it)."""
-    from apps.ingestions.services import receiving
+    from apps.ingestions.services import receiving as receiving_service
 
-    sent, send = [], receiving.upload_enqueue  # sent for real, to the test's queue
+    sent, send = [], receiving_service.upload_enqueue  # sent for real, to the test's queue
 
     def enqueue(*, upload_id) -> bool:
         sent.append(upload_id)
         return send(upload_id=upload_id)
 
-    monkeypatch.setattr(receiving, "upload_enqueue", enqueue)
+    monkeypatch.setattr(receiving_service, "upload_enqueue", enqueue)
     settings.INGEST_RECEIVE_PATIENCE_SECONDS = 0.3
     tenant, _ = tenant_create(name="slow")
     data = _customers(30_000)
-    body = GatedBody(data, open_until=len(data) // 2)
-    receiving_thread, _ = _in_thread(_receive(tenant, body, size=len(data)))
-    body.waiting.wait(10)
-    upload = Upload.objects.get(tenant=tenant)
+    receiving = _receiving(tenant, data, open_until=len(data) // 2)
+    body, upload = receiving.body, receiving.upload
     sent.clear()  # its first message, at its first bytes
     parked = upload_run(upload_id=upload.id)
     assert (parked.state, parked.started_at, parked.rows_done) == ("queued", None, 0)
@@ -333,7 +342,7 @@ def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(sett
     assert upload_requeue() == 0  # not sent again while its bytes arrive
     assert sent == []
     body.release()
-    receiving_thread.join(30)
+    receiving.thread.join(30)
     assert sent == [upload.id]  # sent by its seal
     done = upload_run(upload_id=upload.id)
     assert (done.state, done.rows_inserted) == ("completed", 30_000)
@@ -342,10 +351,8 @@ def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(sett
 def test_the_housekeeping_fails_an_upload_whose_sender_went_silent_and_no_worker_holds():
     tenant, _ = tenant_create(name="silent")
     data = _customers(20_000)
-    body = GatedBody(data, open_until=CHUNK_BYTES + 10)
-    receiving, _ = _in_thread(_receive(tenant, body, size=len(data)))
-    body.waiting.wait(10)
-    upload = Upload.objects.get(tenant=tenant)
+    receiving = _receiving(tenant, data, open_until=CHUNK_BYTES + 10)
+    body, upload = receiving.body, receiving.upload
     assert upload_stop_incomplete(silent_for=timedelta(seconds=30)) == 0  # heard of recently
     Upload.objects.filter(id=upload.id).update(updated_at=timezone.now() - timedelta(minutes=5))
     assert upload_stop_incomplete(silent_for=timedelta(seconds=30)) == 1
@@ -358,7 +365,7 @@ def test_the_housekeeping_fails_an_upload_whose_sender_went_silent_and_no_worker
     )
     assert not Blob.objects.filter(id=upload.blob_id).exists()
     body.fail(OSError("gone at last"))
-    receiving.join(30)
+    receiving.thread.join(30)
     assert Upload.objects.get(id=upload.id).state == "failed"
 
 
@@ -366,10 +373,9 @@ def test_a_sender_that_keeps_sending_touches_its_upload(settings, monkeypatch):
     monkeypatch.setattr("apps.ingestions.services.receiving.FLUSH_SECONDS", 0.2)
     tenant, _ = tenant_create(name="alive")
     data = _customers(20_000)
-    body = GatedBody(data, open_until=1000 + 256 * 1024)  # past the head: into the pieces
-    receiving, _ = _in_thread(_receive(tenant, body, size=len(data)))
-    body.waiting.wait(10)
-    upload = Upload.objects.get(tenant=tenant)
+    # past the head (256 KiB), into the pieces
+    receiving = _receiving(tenant, data, open_until=1000 + 256 * 1024)
+    body, upload = receiving.body, receiving.upload
     before = upload.updated_at
     for step in range(1, 4):  # a little every 0.3 s, as a slow link sends
         time.sleep(0.3)
@@ -377,4 +383,4 @@ def test_a_sender_that_keeps_sending_touches_its_upload(settings, monkeypatch):
     wait_for(lambda: Upload.objects.get(id=upload.id).updated_at > before, timeout=10)
     assert BlobChunk.objects.filter(blob_id=upload.blob_id).count() >= 1  # flushed < 1 MiB
     body.release()
-    receiving.join(30)
+    receiving.thread.join(30)
