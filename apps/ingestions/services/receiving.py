@@ -158,7 +158,8 @@ def _store(upload: Upload, *, head: bytes, stream: BinaryIO, limit: int) -> tupl
 
 def _seal(upload: Upload, *, sha256: str, size: int) -> UploadOutcome:
     """Seal the blob and the upload in one transaction. When the same bytes were received
-    before, the original upload answers and this one is cancelled (by the caller)."""
+    before, this one is cancelled and the original answers. A sealed upload still queued
+    (put back by a worker that would have waited for these bytes) is sent again."""
     try:
         with transaction.atomic():
             Blob.objects.filter(id=upload.blob_id).update(sha256=sha256, size_bytes=size)
@@ -178,9 +179,7 @@ def _seal(upload: Upload, *, sha256: str, size: int) -> UploadOutcome:
         logger.info("upload already received: same bytes, the original upload answers")
         return UploadOutcome(upload=original, created=False)
     sealed = Upload.objects.get(id=upload.id)
-    if sealed.state == UploadState.QUEUED:
-        # put back by a worker that would have waited for these bytes (or not yet taken):
-        # sent again; a second message for it is harmless
+    if sealed.state == UploadState.QUEUED:  # or not taken yet: a second message is harmless
         upload_enqueue(upload_id=upload.id)
     return UploadOutcome(upload=sealed, created=True)
 
