@@ -252,10 +252,11 @@ def _upload_unreadable(*, upload_id, error: engine.FileError) -> None:
     """Fail an upload whose bytes cannot be read to their end: invalid compression, too
     large once decompressed, or never whole (its sender died: its bytes go too)."""
     logger.warning("upload %s failed: %s", upload_id, error.detail)
-    _upload_fail(upload_id=upload_id, code=error.code, detail=error.detail)
-    if error.code == "incomplete_upload":
-        uploads = Upload.objects.filter(id=upload_id)
-        Blob.objects.filter(id__in=uploads.values("blob_id")).delete()
+    with transaction.atomic():  # failed and without its bytes at once, never one alone
+        if error.code == "incomplete_upload":
+            uploads = Upload.objects.filter(id=upload_id)
+            Blob.objects.filter(id__in=uploads.values("blob_id")).delete()
+        _upload_fail(upload_id=upload_id, code=error.code, detail=error.detail)
 
 
 def _upload_discard(*, upload_id) -> None:
