@@ -384,3 +384,26 @@ def test_a_sender_that_keeps_sending_touches_its_upload(settings, monkeypatch):
     assert BlobChunk.objects.filter(blob_id=upload.blob_id).count() >= 1  # flushed < 1 MiB
     body.release()
     receiving.thread.join(30)
+
+
+def test_two_clients_sending_the_same_bytes_at_once_get_one_upload():
+    """The second body ends first: its upload is sealed, the first one's seal finds the
+    same bytes and answers with it; one upload, loaded once."""
+    tenant, _ = tenant_create(name="both")
+    data = _customers(20_000)
+    first = _receiving(tenant, data, open_until=len(data) // 2)
+    second = upload_receive(
+        tenant=tenant, stream=io.BytesIO(data), filename="customers_2.ndjson", size=len(data)
+    )
+    assert second.created
+    first.body.release()
+    first.thread.join(30)
+    outcome = first.out["result"]
+    assert (outcome.created, outcome.upload.id) == (False, second.upload.id)
+    assert list(Upload.objects.filter(tenant=tenant).values_list("id", flat=True)) == [
+        second.upload.id
+    ]
+    assert not Blob.objects.filter(id=first.upload.blob_id).exists()
+    done = upload_run(upload_id=second.upload.id)
+    assert (done.state, done.rows_inserted) == ("completed", 20_000)
+    assert Customer.objects.filter(tenant=tenant).count() == 20_000
