@@ -158,7 +158,8 @@ def upload_stop_incomplete(*, silent_for: timedelta | None = None) -> int:
     """Fail uploads whose bytes stopped arriving (docs/engine.md#process-while-receiving):
     still unsealed, their sender silent for INGEST_RECEIVE_STALL_SECONDS (it touches the
     upload as pieces come), and no worker on them (one following them gives up by itself).
-    Their bytes are deleted: they will never be whole. Called by a periodic job."""
+    Their bytes are deleted: they will never be whole. One whose bytes a cancel deleted
+    already is removed. Returns how many it failed. Called by a periodic job."""
     if silent_for is None:
         silent_for = timedelta(seconds=settings.INGEST_RECEIVE_STALL_SECONDS)
     cutoff = timezone.now() - silent_for
@@ -171,6 +172,12 @@ def upload_stop_incomplete(*, silent_for: timedelta | None = None) -> int:
             upload = unsealed.filter(id=upload_id).exclude(state__in=TERMINAL_STATES).first()
             if upload is None:
                 continue  # sealed, cancelled or finished since
+            if upload.blob_id is None:
+                # cancelled while something else held its lock (its client got its answer
+                # or went away): removed, as the cancel would have
+                Upload.objects.filter(id=upload_id).delete()
+                logger.info("upload %s cancelled while receiving: removed", upload_id)
+                continue
             error = incomplete_upload(int(silent_for.total_seconds()))
             Upload.objects.filter(id=upload_id).update(
                 state=UploadState.FAILED,

@@ -25,10 +25,14 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from apps.core.errors import ApplicationError, PayloadTooLargeError
+from apps.core.errors import ApplicationError, ConflictError, PayloadTooLargeError
 from apps.core.logs import log_bind
 from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadSource, UploadState
-from apps.ingestions.services.scheduling import upload_enqueue, upload_try_lock
+from apps.ingestions.services.scheduling import (
+    upload_enqueue,
+    upload_lock_holder,
+    upload_try_lock,
+)
 from apps.ingestions.services.storage import CHUNK_BYTES, HEAD_BYTES, blob_write_piece
 from apps.ingestions.services.uploads import UploadOutcome, record_type_of
 from apps.tenants.models import Tenant
@@ -39,6 +43,7 @@ logger = logging.getLogger("apps.ingestions.services")
 # A piece is written when it has 1 MiB, or this long after its first byte, so that a
 # reader following a slow sender can tell it alive (INGEST_RECEIVE_STALL_SECONDS).
 FLUSH_SECONDS = 5.0
+_READ_BYTES = 64 * 1024
 _UNIQUE_CONTENT = "uploads_unique_content"
 
 
@@ -76,10 +81,23 @@ def upload_receive(
     )
     try:
         sha256, stored = _store(upload, head=head, stream=stream, limit=limit)
-        return _seal(upload, sha256=sha256, size=stored)
+        original = _seal(upload, sha256=sha256, size=stored)
     except BaseException:
         upload_cancel(upload_id=upload.id, blob_id=upload.blob_id)
         raise
+    if original is not None:  # the same bytes were received before
+        upload_cancel(upload_id=upload.id, blob_id=upload.blob_id)
+        log_bind(upload_id=original.id)
+        logger.info("upload already received: same bytes, the original upload answers")
+        return UploadOutcome(upload=original, created=False)
+    sealed = Upload.objects.get(id=upload.id)
+    # put back by a worker that would have waited for these bytes, not taken yet, or left
+    # by a worker that died: sent again (a second message for it is harmless)
+    if sealed.state == UploadState.QUEUED or (
+        sealed.state == UploadState.PROCESSING and upload_lock_holder(sealed.id) is None
+    ):
+        upload_enqueue(upload_id=upload.id)
+    return UploadOutcome(upload=sealed, created=True)
 
 
 def _read_head(stream: BinaryIO) -> bytes:
@@ -138,7 +156,9 @@ def _store(upload: Upload, *, head: bytes, stream: BinaryIO, limit: int) -> tupl
     size, seq = len(head), 0
     piece, pending, started = [head], len(head), time.monotonic()
     touched = started
-    while chunk := stream.read(CHUNK_BYTES - pending):  # a piece is at most 1 MiB
+    # small reads: a server's read returns only once it has every byte asked for, and a
+    # slow sender must still see its piece written and its upload touched every few seconds
+    while chunk := stream.read(min(_READ_BYTES, CHUNK_BYTES - pending)):
         size += len(chunk)
         if size > limit:
             raise PayloadTooLargeError(f"The upload is larger than the limit of {limit} bytes.")
@@ -146,42 +166,59 @@ def _store(upload: Upload, *, head: bytes, stream: BinaryIO, limit: int) -> tupl
         piece.append(chunk)
         pending += len(chunk)
         if pending >= CHUNK_BYTES or time.monotonic() - started >= FLUSH_SECONDS:
-            blob_write_piece(upload.blob_id, seq, b"".join(piece))
+            _write_piece(upload.blob_id, seq, b"".join(piece))
             seq, piece, pending, started = seq + 1, [], 0, time.monotonic()
         if started - touched >= FLUSH_SECONDS:
             Upload.objects.filter(id=upload.id).update(updated_at=timezone.now())
             touched = started
     if pending:
-        blob_write_piece(upload.blob_id, seq, b"".join(piece))
+        _write_piece(upload.blob_id, seq, b"".join(piece))
     return digest.hexdigest(), size
 
 
-def _seal(upload: Upload, *, sha256: str, size: int) -> UploadOutcome:
-    """Seal the blob and the upload in one transaction. When the same bytes were received
-    before, this one is cancelled and the original answers. A sealed upload still queued
-    (put back by a worker that would have waited for these bytes) is sent again."""
+def _write_piece(blob_id: int, seq: int, data: bytes) -> None:
+    """One piece, committed; a 409 when the blob is gone (the upload was stopped)."""
+    try:
+        blob_write_piece(blob_id, seq, data)
+    except IntegrityError as exc:  # the blob's foreign key: it was deleted
+        raise _stopped() from exc
+
+
+def _stopped() -> ConflictError:
+    return ConflictError(
+        "This upload was stopped before its last byte arrived (its bytes stopped arriving "
+        "for too long): nothing of it was loaded; send it again.",
+        code="upload_stopped",
+    )
+
+
+def _seal(upload: Upload, *, sha256: str, size: int) -> Upload | None:
+    """Seal the upload and its blob in one transaction (in that order, as every other
+    writer of both locks them); None, or the original upload when the same bytes were
+    received before (nothing sealed then). An upload stopped meanwhile (its sender taken
+    for dead, its bytes deleted) is a 409: nothing of it loads."""
     try:
         with transaction.atomic():
-            Blob.objects.filter(id=upload.blob_id).update(sha256=sha256, size_bytes=size)
-            Upload.objects.filter(id=upload.id).update(sha256=sha256, size_bytes=size)
+            sealed = Upload.objects.filter(id=upload.id, sha256="").update(
+                sha256=sha256, size_bytes=size
+            )
+            if sealed:  # and its bytes still there (an upload failed on them keeps them)
+                sealed = Blob.objects.filter(id=upload.blob_id, sha256="").update(
+                    sha256=sha256, size_bytes=size
+                )
+            if not sealed:
+                raise _stopped()
     except IntegrityError as exc:
         if _UNIQUE_CONTENT not in str(exc):
             raise
-        original = Upload.objects.get(
+        return Upload.objects.get(
             tenant_id=upload.tenant_id,
             record_type=upload.record_type,
             sha256=sha256,
             source=UploadSource.FILE,
             dry_run=False,
         )
-        upload_cancel(upload_id=upload.id, blob_id=upload.blob_id)
-        log_bind(upload_id=original.id)
-        logger.info("upload already received: same bytes, the original upload answers")
-        return UploadOutcome(upload=original, created=False)
-    sealed = Upload.objects.get(id=upload.id)
-    if sealed.state == UploadState.QUEUED:  # or not taken yet: a second message is harmless
-        upload_enqueue(upload_id=upload.id)
-    return UploadOutcome(upload=sealed, created=True)
+    return None
 
 
 def upload_cancel(*, upload_id, blob_id: int) -> None:
@@ -191,6 +228,8 @@ def upload_cancel(*, upload_id, blob_id: int) -> None:
     (failed on its first bytes, its event sent) stays, without its bytes."""
     with transaction.atomic():
         if upload_try_lock(upload_id):
-            Upload.objects.filter(id=upload_id).exclude(state__in=TERMINAL_STATES).delete()
-        Blob.objects.filter(id=blob_id).delete()
+            Upload.objects.filter(id=upload_id, sha256="").exclude(
+                state__in=TERMINAL_STATES
+            ).delete()
+        Blob.objects.filter(id=blob_id, sha256="").delete()  # never a sealed one
     logger.info("upload cancelled while its bytes arrived", extra={"upload_id": str(upload_id)})
