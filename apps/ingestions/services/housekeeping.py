@@ -179,12 +179,14 @@ def upload_stop_incomplete(*, silent_for: timedelta | None = None) -> int:
                 logger.info("upload %s cancelled while receiving: removed", upload_id)
                 continue
             error = incomplete_upload(int(silent_for.total_seconds()))
-            Upload.objects.filter(id=upload_id).update(
+            failed = unsealed.filter(id=upload_id).exclude(state__in=TERMINAL_STATES)
+            if not failed.update(
                 state=UploadState.FAILED,
                 error_code=error.code,
                 error_detail=error.detail,
                 finished_at=timezone.now(),
-            )
+            ):
+                continue  # its worker failed it just now (and sent its event)
             Blob.objects.filter(id=upload.blob_id).delete()
             upload_event(tenant_id=upload.tenant_id, upload_id=upload_id, state=UploadState.FAILED)
         logger.warning("upload %s failed: its bytes stopped arriving", upload_id)
