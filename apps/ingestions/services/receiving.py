@@ -16,7 +16,6 @@ gone, rolls its load back and removes the upload itself (`processing`). docs/eng
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import BinaryIO
@@ -33,15 +32,16 @@ from apps.ingestions.services.scheduling import (
     upload_lock_holder,
     upload_try_lock,
 )
-from apps.ingestions.services.storage import CHUNK_BYTES, HEAD_BYTES, blob_write_piece
+from apps.ingestions.services.storage import HEAD_BYTES, BodyPieces, blob_write_piece
 from apps.ingestions.services.uploads import UploadOutcome, record_type_of
 from apps.tenants.models import Tenant
 
 # Every module that changes an upload's state logs on this one logger (docs/operations.md).
 logger = logging.getLogger("apps.ingestions.services")
 
-# A piece is written when it has 1 MiB, or this long after its first byte, so that a
-# reader following a slow sender can tell it alive (INGEST_RECEIVE_STALL_SECONDS).
+# A piece is written when it has 1 MiB, or this long after the one before with bytes
+# pending, so a slow sender is seen alive (INGEST_RECEIVE_STALL_SECONDS); the body is read
+# this much at a time for that.
 FLUSH_SECONDS = 5.0
 _READ_BYTES = 64 * 1024
 _UNIQUE_CONTENT = "uploads_unique_content"
@@ -149,31 +149,19 @@ def _upload_open(
 
 def _store(upload: Upload, *, head: bytes, stream: BinaryIO, limit: int) -> tuple[str, int]:
     """Write the body into the blob, each piece committed on its own (the default
-    connection is in autocommit here), and touch the upload's `updated_at` every
-    FLUSH_SECONDS, so the housekeeping can tell a sender that died
-    (`upload_stop_incomplete`); returns its sha256 and size."""
-    digest = hashlib.sha256(head)
-    size, seq = len(head), 0
-    piece, pending, started = [head], len(head), time.monotonic()
-    touched = started
-    # small reads: a server's read returns only once it has every byte asked for, and a
-    # slow sender must still see its piece written and its upload touched every few seconds
-    while chunk := stream.read(min(_READ_BYTES, CHUNK_BYTES - pending)):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The upload is larger than the limit of {limit} bytes.")
-        digest.update(chunk)
-        piece.append(chunk)
-        pending += len(chunk)
-        if pending >= CHUNK_BYTES or time.monotonic() - started >= FLUSH_SECONDS:
-            _write_piece(upload.blob_id, seq, b"".join(piece))
-            seq, piece, pending, started = seq + 1, [], 0, time.monotonic()
-        if started - touched >= FLUSH_SECONDS:
+    connection is in autocommit here), at least every FLUSH_SECONDS while bytes come, and
+    touch the upload's `updated_at` as often, so the housekeeping can tell a sender that
+    died (`upload_stop_incomplete`); returns its sha256 and size."""
+    pieces = BodyPieces(
+        stream, limit=limit, first=head, read_bytes=_READ_BYTES, flush_seconds=FLUSH_SECONDS
+    )
+    touched = time.monotonic()
+    for seq, piece in enumerate(pieces):
+        _write_piece(upload.blob_id, seq, piece)
+        if time.monotonic() - touched >= FLUSH_SECONDS:
             Upload.objects.filter(id=upload.id).update(updated_at=timezone.now())
-            touched = started
-    if pending:
-        _write_piece(upload.blob_id, seq, b"".join(piece))
-    return digest.hexdigest(), size
+            touched = time.monotonic()
+    return pieces.sha256, pieces.size
 
 
 def _write_piece(blob_id: int, seq: int, data: bytes) -> None:

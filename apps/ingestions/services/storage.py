@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import BinaryIO
 
@@ -40,24 +41,68 @@ class BlobGone(Exception):
     before)."""
 
 
+class BodyPieces:
+    """A body cut into a blob's pieces as it is read: at most `CHUNK_BYTES` each, and a
+    smaller one once `flush_seconds` have passed with bytes pending; read `read_bytes` at
+    a time (a server's read returns only once it has every byte asked for); its sha256,
+    size and first bytes computed on the way; past `limit` bytes, a 413. `first`: bytes
+    of the body read already."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        limit: int,
+        first: bytes = b"",
+        read_bytes: int = CHUNK_BYTES,
+        flush_seconds: float | None = None,
+    ):
+        self._stream, self._limit, self._first = stream, limit, first
+        self._read_bytes, self._flush_seconds = read_bytes, flush_seconds
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self.head = b""
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def _take(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self._limit:
+            raise PayloadTooLargeError(
+                f"The upload is larger than the limit of {self._limit} bytes."
+            )
+        self._digest.update(data)
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._take(self._first)
+        piece, pending, started = [self._first], len(self._first), time.monotonic()
+        while data := self._stream.read(min(self._read_bytes, CHUNK_BYTES - pending)):
+            self._take(data)
+            piece.append(data)
+            pending += len(data)
+            late = self._flush_seconds is not None and (
+                time.monotonic() - started >= self._flush_seconds
+            )
+            if pending >= CHUNK_BYTES or late:
+                yield b"".join(piece)
+                piece, pending, started = [], 0, time.monotonic()
+        if pending:
+            yield b"".join(piece)
+
+
 @transaction.atomic
 def blob_store(*, stream: BinaryIO, max_bytes: int | None = None) -> Blob:
     """Copy a stream into a new blob, computing its sha256 and size on the way."""
     limit = settings.INGEST_MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     blob = Blob.objects.create(sha256="", size_bytes=0)
-    digest = hashlib.sha256()
-    size = seq = 0
-    head = b""
-    while chunk := stream.read(CHUNK_BYTES):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The upload is larger than the limit of {limit} bytes.")
-        digest.update(chunk)
-        if len(head) < HEAD_BYTES:
-            head += chunk[: HEAD_BYTES - len(head)]
-        blob_write_piece(blob.id, seq, chunk)
-        seq += 1
-    blob.sha256, blob.size_bytes, blob.head = digest.hexdigest(), size, head
+    pieces = BodyPieces(stream, limit=limit)
+    for seq, piece in enumerate(pieces):
+        blob_write_piece(blob.id, seq, piece)
+    blob.sha256, blob.size_bytes, blob.head = pieces.sha256, pieces.size, pieces.head
     blob.save(update_fields=["sha256", "size_bytes", "head"])
     return blob
 
