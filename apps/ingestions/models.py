@@ -188,6 +188,11 @@ class UploadSession(BaseModel):
     upload = models.ForeignKey(
         Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The upload loading the bytes while they arrive (process while receiving): from the
+    # first chunk until the session completes (then `upload`), fails, expires or ends.
+    receiving = models.ForeignKey(
+        Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     error_code = models.CharField(max_length=64, blank=True, default="")
     error_detail = models.TextField(blank=True, default="")
     metadata = models.CharField(max_length=4096, blank=True, default="")  # tus Upload-Metadata
@@ -204,6 +209,14 @@ class UploadSession(BaseModel):
 
     def __str__(self) -> str:
         return f"session {self.token} ({self.offset}/{self.size}, {self.state})"
+
+    @classmethod
+    def receiving_ids(cls) -> models.QuerySet:
+        """The ids of the uploads loading open sessions' bytes as they arrive (a subquery):
+        their senders may pause for as long as their sessions last."""
+        return cls.objects.filter(state=SessionState.OPEN, receiving__isnull=False).values(
+            "receiving_id"
+        )
 
 
 class IdempotencyKey(models.Model):

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from apps.core.errors import ConflictError, PayloadTooLargeError
@@ -32,6 +32,7 @@ from apps.ingestions.services.storage import CHUNK_BYTES, BlobGone, blob_write_p
 from apps.tenants.services import tenant_create
 from tests.conftest import wait_for
 from tests.factories import database_url_of_tests
+from tests.ingestions.gated import GatedBody, in_thread
 
 # tasks sent on commit go to a queue of the test's own, which no worker reads
 pytestmark = [
@@ -54,68 +55,6 @@ def _customers(count: int, label: str = "c") -> bytes:
     return ndjson_bytes(rows)
 
 
-class GatedBody:
-    """A request body that hands out `data` up to `open_until` bytes, then blocks until the
-    test opens more (`release`) or breaks it (`fail`: the client went away)."""
-
-    def __init__(self, data: bytes, open_until: int):
-        self.data, self.position, self.open_until = data, 0, open_until
-        self._changed = threading.Condition()
-        self._error: BaseException | None = None
-        self.waiting = threading.Event()  # set while a read waits for the gate
-
-    def read(self, size: int = -1) -> bytes:
-        """As a web server's body reads: all `size` bytes asked for (fewer only at the
-        end), waiting for the gate to let them through."""
-        with self._changed:
-            left = len(self.data) - self.position
-            want = left if size is None or size < 0 else min(size, left)
-            while self.position + want > self.open_until:
-                if self._error is not None:
-                    raise self._error
-                self.waiting.set()
-                self._changed.wait(0.05)
-            self.waiting.clear()
-            if self._error is not None:
-                raise self._error
-            piece = self.data[self.position : self.position + want]
-            self.position += want
-            return piece
-
-    def open_more(self, count: int) -> None:
-        with self._changed:
-            self.open_until += count
-            self._changed.notify_all()
-
-    def release(self) -> None:
-        with self._changed:
-            self.open_until = len(self.data)
-            self._changed.notify_all()
-
-    def fail(self, error: BaseException) -> None:
-        with self._changed:
-            self._error = error
-            self._changed.notify_all()
-
-
-def _in_thread(target) -> tuple[threading.Thread, dict]:
-    """Run `target` in a thread with its own database connection; its result or error in
-    the returned dict once joined."""
-    out: dict = {}
-
-    def run():
-        try:
-            out["result"] = target()
-        except BaseException as exc:  # the test asserts on it
-            out["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, out
-
-
 def _receive(tenant, body, *, size: int, filename="customers_1.ndjson", **options):
     return lambda: upload_receive(
         tenant=tenant, stream=body, filename=filename, size=size, **options
@@ -135,14 +74,14 @@ class Receiving:
 def _receiving(tenant, data: bytes, *, open_until: int) -> Receiving:
     """Start receiving `data`; returns once its upload exists and the body is held."""
     body = GatedBody(data, open_until=open_until)
-    thread, out = _in_thread(_receive(tenant, body, size=len(data)))
+    thread, out = in_thread(_receive(tenant, body, size=len(data)))
     body.waiting.wait(10)
     return Receiving(body, Upload.objects.get(tenant=tenant, sha256=""), thread, out)
 
 
 def _worker_loading(upload_id) -> tuple[threading.Thread, dict]:
     """`upload_run` in a thread, returned once it has loaded rows (not committed them)."""
-    worker, worked = _in_thread(lambda: upload_run(upload_id=upload_id))
+    worker, worked = in_thread(lambda: upload_run(upload_id=upload_id))
     wait_for(lambda: Upload.objects.get(id=upload_id).rows_done > 0, timeout=30)
     return worker, worked
 
@@ -154,7 +93,7 @@ def test_a_following_reader_gets_each_piece_as_it_commits_and_ends_at_the_seal()
         blob_write_piece(blob.id, 0, pieces[0])
         assert reader.read(1000) == pieces[0]  # the first piece, before the others exist
         got = {}
-        thread, _ = _in_thread(lambda: got.setdefault("rest", reader.read()))
+        thread, _ = in_thread(lambda: got.setdefault("rest", reader.read()))
         blob_write_piece(blob.id, 1, pieces[1])
         wait_for(lambda: reader.tell() == 2000, timeout=10)
         assert thread.is_alive()  # not sealed: it waits for more
@@ -176,7 +115,7 @@ def test_a_following_reader_raises_blob_gone_when_the_blob_is_deleted():
     blob_write_piece(blob.id, 0, b"x" * 10)
     with BlobReader(blob.id, follow=True) as reader:
         assert reader.read(10) == b"x" * 10
-        thread, out = _in_thread(reader.read)
+        thread, out = in_thread(reader.read)
         time.sleep(0.3)
         assert thread.is_alive()  # waiting for the next piece
         blob.delete()

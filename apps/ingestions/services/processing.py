@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from apps.core.logs import log_bind, log_reset
 from apps.ingestions import engine
-from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadState
+from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadSession, UploadState
 from apps.ingestions.services.changes import changes_wake
 from apps.ingestions.services.events import upload_event
 from apps.ingestions.services.rules import rules_current
@@ -251,6 +251,12 @@ def _report(upload: Upload, result: engine.LoadResult, *, state: str, seconds: f
 def _upload_unreadable(*, upload_id, error: engine.FileError) -> None:
     """Fail an upload whose bytes cannot be read to their end: invalid compression, too
     large once decompressed, or never whole (its sender died: its bytes go too)."""
+    if error.code == "incomplete_upload" and (
+        UploadSession.receiving_ids().filter(receiving_id=upload_id).exists()
+    ):
+        # an open session's sender may pause for as long as the session lasts
+        upload_give_way(upload_id=upload_id, until_received=True)
+        return
     logger.warning("upload %s failed: %s", upload_id, error.detail)
     with transaction.atomic():  # failed and without its bytes at once, never one alone
         if error.code == "incomplete_upload":

@@ -81,7 +81,7 @@ def upload_receive(
     )
     try:
         sha256, stored = _store(upload, head=head, stream=stream, limit=limit)
-        original = _seal(upload, sha256=sha256, size=stored)
+        original = upload_seal(upload, sha256=sha256, size=stored)
     except BaseException:
         upload_cancel(upload_id=upload.id, blob_id=upload.blob_id)
         raise
@@ -90,14 +90,19 @@ def upload_receive(
         log_bind(upload_id=original.id)
         logger.info("upload already received: same bytes, the original upload answers")
         return UploadOutcome(upload=original, created=False)
-    sealed = Upload.objects.get(id=upload.id)
-    # put back by a worker that would have waited for these bytes, not taken yet, or left
-    # by a worker that died: sent again (a second message for it is harmless)
+    return UploadOutcome(upload=upload_send_sealed(upload_id=upload.id), created=True)
+
+
+def upload_send_sealed(*, upload_id) -> Upload:
+    """After the seal: the upload sent to a worker again if one may be waiting for it (put
+    back by a worker that would have waited for these bytes, not taken yet, or left by a
+    worker that died); a second message for it is harmless. Returns it as it is now."""
+    sealed = Upload.objects.get(id=upload_id)
     if sealed.state == UploadState.QUEUED or (
         sealed.state == UploadState.PROCESSING and upload_lock_holder(sealed.id) is None
     ):
-        upload_enqueue(upload_id=upload.id)
-    return UploadOutcome(upload=sealed, created=True)
+        upload_enqueue(upload_id=upload_id)
+    return sealed
 
 
 def _read_head(stream: BinaryIO) -> bytes:
@@ -121,11 +126,34 @@ def _upload_open(
 ) -> Upload:
     """The upload and its blob, unsealed, queued for a worker once this commits."""
     blob = Blob.objects.create(sha256="", size_bytes=0, head=head)
+    return upload_open_unsealed(
+        tenant=tenant,
+        blob=blob,
+        record_type=record_type,
+        filename=filename,
+        size=size,
+        strict=strict,
+        dry_run=dry_run,
+    )
+
+
+def upload_open_unsealed(
+    *,
+    tenant: Tenant,
+    blob: Blob,
+    record_type: str,
+    filename: str,
+    size: int,
+    strict: bool,
+    dry_run: bool,
+) -> Upload:
+    """An upload of the unsealed `blob` (`sha256` empty: the identity constraint does not
+    apply to it yet), queued for a worker once the caller's transaction commits."""
     upload = Upload.objects.create(
         tenant=tenant,
         record_type=record_type,
         filename=filename[:255],
-        sha256="",  # not known yet: the identity constraint does not apply to it
+        sha256="",
         size_bytes=size,
         strict=strict,
         dry_run=dry_run,
@@ -180,7 +208,7 @@ def _stopped() -> ConflictError:
     )
 
 
-def _seal(upload: Upload, *, sha256: str, size: int) -> Upload | None:
+def upload_seal(upload: Upload, *, sha256: str, size: int) -> Upload | None:
     """Seal the upload and its blob in one transaction (in that order, as every other
     writer of both locks them); None, or the original upload when the same bytes were
     received before (nothing sealed then). An upload stopped meanwhile (its sender taken

@@ -53,10 +53,13 @@ _ACTIVE = (UploadState.RECEIVED, UploadState.QUEUED, UploadState.WAITING, Upload
 # those of the types it depends on (and gives way to them), not for ones sent later, so a
 # tenant that keeps sending parent files can never starve it.
 _SENT_TOGETHER_SECONDS = 300
+# Nor an upload loading an open session's bytes as they arrive: a session's sender may
+# pause for as long as the session lasts (without it, the session would be no upload yet).
 _BLOCKED = (
-    "SELECT EXISTS (SELECT 1 FROM uploads WHERE tenant_id = %s "
+    "SELECT EXISTS (SELECT 1 FROM uploads u WHERE tenant_id = %s "
     "AND record_type = ANY(%s) AND state = ANY(%s) AND created_at <= %s "
-    "AND id <> %s AND source = 'file' AND NOT dry_run)"
+    "AND id <> %s AND source = 'file' AND NOT dry_run AND NOT (sha256 = '' AND EXISTS "
+    "(SELECT 1 FROM upload_sessions s WHERE s.receiving_id = u.id AND s.state = 'open')))"
 )
 
 

@@ -3,6 +3,10 @@
 A chunk without a checksum of its own is committed piece by piece (1 MiB at a time), so a
 transfer cut in the middle of a chunk resumes from the last stored piece, not from the
 start of the chunk. A chunk with a checksum (tus `Upload-Checksum`) is all or nothing.
+
+A big file is processed while it arrives (docs/engine.md#process-while-receiving): its
+upload is opened, unsealed, with the first piece, and a worker follows the pieces as they
+commit; the last byte seals it instead of registering a new one.
 """
 
 from __future__ import annotations
@@ -15,12 +19,19 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, UnknownRecordTypeError, UnprocessableError
 from apps.ingestions.models import Blob, BlobChunk, SessionState, UploadSession
+from apps.ingestions.services.receiving import (
+    upload_cancel,
+    upload_open_unsealed,
+    upload_seal,
+    upload_send_sealed,
+)
 from apps.ingestions.services.sessions import (
     SESSION_TOKEN,
     offset_conflict,
@@ -35,6 +46,7 @@ from apps.ingestions.services.uploads import (
     Fingerprint,
     UploadOutcome,
     record_type_decide,
+    record_type_of,
     upload_register,
 )
 from apps.tenants.models import Tenant
@@ -185,6 +197,8 @@ def _store_chunk(
                 UploadSession.objects.filter(token=session.token).update(
                     offset=F("offset") + len(piece), updated_at=timezone.now()
                 )
+                if seq == 0:
+                    _receive_early(session, piece)
             offset += len(piece)
         if hasher and hasher.digest() != checksum.digest:
             raise ChecksumMismatchError(
@@ -195,6 +209,38 @@ def _store_chunk(
             )
 
 
+def _receive_early(session: UploadSession, first: bytes) -> None:
+    """With the file's first piece (in its transaction): a big file's upload opened,
+    unsealed, and queued, so a worker loads it as its bytes arrive. Not when the piece is
+    too short to tell the type from the head the completion would read, nor when the type
+    cannot be told: the completion does as it always did."""
+    big = session.size > settings.WEB_BUFFER_BODY_BYTES
+    if not (big and settings.INGEST_PROCESS_WHILE_RECEIVING):
+        return
+    head = first[:HEAD_BYTES]
+    if len(head) < min(HEAD_BYTES, session.size):
+        return
+    try:
+        explicit = session.record_type or None
+        record_type = record_type_of(
+            head, filename=session.filename, explicit=explicit, allowed_types=None
+        )
+    except UnknownRecordTypeError:
+        return  # the completion fails the session, as without this
+    Blob.objects.filter(id=session.blob_id).update(head=head)
+    upload = upload_open_unsealed(
+        tenant=session.tenant,
+        blob=Blob(id=session.blob_id),
+        record_type=record_type,
+        filename=session.filename,
+        size=session.size,
+        strict=session.strict,
+        dry_run=session.dry_run,
+    )
+    UploadSession.objects.filter(token=session.token).update(receiving=upload)
+    session.receiving = upload
+
+
 def _durable() -> None:
     # A chunk is acknowledged only once it is on disk, whatever the server's default.
     with connection.cursor() as cursor:
@@ -202,20 +248,24 @@ def _durable() -> None:
 
 
 def _session_fail(session: UploadSession, *, code: str, detail: str) -> None:
-    blob_id = session.blob_id
-    UploadSession.objects.filter(token=session.token).update(
-        state=SessionState.FAILED,
-        error_code=code,
-        error_detail=detail,
-        blob=None,
-        updated_at=timezone.now(),
-    )
-    Blob.objects.filter(id=blob_id).delete()
+    """The session failed: its bytes go, and the upload loading them (never sealed)."""
+    blob_id, receiving_id = session.blob_id, session.receiving_id
+    with transaction.atomic():
+        UploadSession.objects.filter(token=session.token).update(
+            state=SessionState.FAILED,
+            error_code=code,
+            error_detail=detail,
+            blob=None,
+            receiving=None,
+            updated_at=timezone.now(),
+        )
+        if receiving_id is not None:
+            upload_cancel(upload_id=receiving_id, blob_id=blob_id)
+        Blob.objects.filter(id=blob_id).delete()
 
 
-def _session_complete(session: UploadSession) -> UploadOutcome:
-    """All bytes are in: check the file's sha256, decide its type and register the upload
-    (queued once this commits). Identical bytes already received give the earlier upload."""
+def _read_back(session: UploadSession) -> tuple[str, int, bytes]:
+    """The stored file's sha256, size and head (its first `HEAD_BYTES`)."""
     digest = hashlib.sha256()
     head = b""
     size = 0
@@ -225,7 +275,14 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
             size += len(piece)
             if len(head) < HEAD_BYTES:
                 head += piece[: HEAD_BYTES - len(head)]
-    sha256 = digest.hexdigest()
+    return digest.hexdigest(), size, head
+
+
+def _session_complete(session: UploadSession) -> UploadOutcome:
+    """All bytes are in: check the file's sha256, decide its type and register the upload
+    (queued once this commits), or seal the one loading it. Identical bytes already received
+    give the earlier upload."""
+    sha256, size, head = _read_back(session)
     if size != session.size:  # cannot happen while offsets are checked; never load if it does
         detail = f"stored {size} bytes for a session of {session.size}"
         _session_fail(session, code="size_mismatch", detail=detail)
@@ -236,6 +293,8 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
         )
         _session_fail(session, code="checksum_mismatch", detail=detail)
         raise UnprocessableError(f"Checksum mismatch: {detail}.", code="checksum_mismatch")
+    if session.receiving_id is not None:
+        return _session_seal(session, sha256=sha256, size=size)
     try:
         record_type = record_type_decide(
             filename=session.filename,
@@ -272,3 +331,30 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
         "new" if outcome.created else "identical bytes already received",
     )
     return outcome
+
+
+def _session_seal(session: UploadSession, *, sha256: str, size: int) -> UploadOutcome:
+    """All bytes are in, and an upload is loading them: seal it (its load can commit now)
+    and complete the session, in one transaction. Identical bytes already received: the
+    earlier upload answers, and this one is cancelled (nothing of it loads)."""
+    upload = session.receiving
+    with transaction.atomic():
+        original = upload_seal(upload, sha256=sha256, size=size)
+        UploadSession.objects.filter(token=session.token).update(
+            state=SessionState.COMPLETE,
+            upload=original or upload,
+            receiving=None,
+            blob=None if original else session.blob_id,
+            updated_at=timezone.now(),
+        )
+        if original is not None:
+            upload_cancel(upload_id=upload.id, blob_id=session.blob_id)
+    if original is not None:
+        logger.info(
+            "session %s complete: identical bytes already received, upload %s answers",
+            session.token,
+            original.id,
+        )
+        return UploadOutcome(upload=original, created=False)
+    logger.info("session %s complete: upload %s sealed", session.token, upload.id)
+    return UploadOutcome(upload=upload_send_sealed(upload_id=upload.id), created=True)

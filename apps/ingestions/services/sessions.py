@@ -29,6 +29,7 @@ from apps.ingestions import engine
 from apps.ingestions.models import Blob, SessionState, UploadSession
 from apps.ingestions.selectors import session_get
 from apps.ingestions.services.housekeeping import upload_retry
+from apps.ingestions.services.receiving import upload_cancel
 from apps.tenants.models import Tenant
 
 logger = logging.getLogger("apps.ingestions.sessions")  # the name it always had
@@ -174,6 +175,7 @@ def session_terminate(*, tenant: Tenant, token: str) -> None:
             blob_id = session.blob_id if session.state == SessionState.OPEN else None
             UploadSession.objects.filter(token=token).delete()
             if blob_id is not None:
+                _receiving_cancel(session)
                 Blob.objects.filter(id=blob_id).delete()
     finally:
         session_unlock(token)
@@ -182,11 +184,20 @@ def session_terminate(*, tenant: Tenant, token: str) -> None:
 def _session_mark_expired(session: UploadSession) -> None:
     with transaction.atomic():
         blob_id = session.blob_id
-        UploadSession.objects.filter(token=session.token, state=SessionState.OPEN).update(
-            state=SessionState.EXPIRED, blob=None, updated_at=timezone.now()
-        )
+        expired = UploadSession.objects.filter(token=session.token, state=SessionState.OPEN)
+        if expired.update(
+            state=SessionState.EXPIRED, blob=None, receiving=None, updated_at=timezone.now()
+        ):
+            _receiving_cancel(session)
         Blob.objects.filter(id=blob_id).delete()
     session.refresh_from_db()
+
+
+def _receiving_cancel(session: UploadSession) -> None:
+    """The upload loading an open session's bytes as they arrive (`session_chunks`), if
+    any: cancelled, as the session's bytes will never be whole (nothing of it loads)."""
+    if session.receiving_id is not None and session.blob_id is not None:
+        upload_cancel(upload_id=session.receiving_id, blob_id=session.blob_id)
 
 
 def session_expire(*, now=None) -> int:
