@@ -1,10 +1,13 @@
 """Process while receiving through the real stack: gunicorn (its gevent worker) takes a raw
-body in two parts over a plain socket, a Celery worker (prefork) loads it from PostgreSQL
-while the second part is held back; then the body ends, is cut, or a process is SIGKILLed
-(docs/engine.md#process-while-receiving)."""
+body (or a tus PATCH) in two parts over a plain socket, a Celery worker (prefork) loads it
+from PostgreSQL while the second part is held back; then the body ends, is cut, or a
+process is SIGKILLed (docs/engine.md#process-while-receiving)."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -15,7 +18,7 @@ import sys
 import pytest
 
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
-from apps.ingestions.models import Blob, Customer, Upload
+from apps.ingestions.models import Blob, Customer, Upload, UploadSession
 from apps.tenants.services import tenant_create
 from scripts.stack import BIN, ROOT, free_port, wait_ready
 from tests.conftest import wait_for
@@ -39,6 +42,12 @@ def web(queue, tmp_path):
     """gunicorn as configured (gevent worker), in a process group of its own, sending tasks
     to the test's queue; any body over 64 KiB is processed while it arrives. Yields
     (host, port, process)."""
+    with _gunicorn(queue, tmp_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _gunicorn(queue, tmp_path):
     port = free_port()
     env = {
         **os.environ,
@@ -191,3 +200,93 @@ def test_a_web_server_sigkilled_mid_body_leaves_the_upload_failed_and_nothing_lo
     assert done.blob_id is None
     assert not Blob.objects.filter(id=upload.blob_id).exists()
     assert Customer.objects.filter(tenant=tenant).count() == 0
+
+
+def _tus_create(web, api_key, size: int) -> str:
+    host, port, _ = web
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    filename = base64.b64encode(b"customers_1.ndjson").decode()
+    headers = {
+        "X-API-Key": api_key.raw,
+        "Tus-Resumable": "1.0.0",
+        "Upload-Length": str(size),
+        "Upload-Metadata": f"filename {filename}",
+    }
+    conn.request("POST", "/api/v1/ingest/tus/", headers=headers)
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 201
+    return response.getheader("Location").rsplit("/", 1)[1]
+
+
+def _tus_patch(web, api_key, token: str, data: bytes, offset: int) -> http.client.HTTPConnection:
+    """A PATCH of `data` from `offset`; its first half sent only."""
+    host, port, _ = web
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    conn.putrequest("PATCH", f"/api/v1/ingest/tus/{token}")
+    for name, value in (
+        ("X-API-Key", api_key.raw),
+        ("Tus-Resumable", "1.0.0"),
+        ("Upload-Offset", str(offset)),
+        ("Content-Type", "application/offset+octet-stream"),
+        ("Content-Length", str(len(data))),
+    ):
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(data[: len(data) // 2])
+    return conn
+
+
+def _tus_finish(conn: http.client.HTTPConnection, data: bytes) -> http.client.HTTPResponse:
+    conn.send(data[len(data) // 2 :])
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response
+
+
+def test_a_tus_upload_is_loaded_while_its_patch_arrives(web, celery_processes):
+    celery_processes(WORKER_ENV)
+    tenant, api_key = tenant_create(name="tus-overlap")
+    data = _customers("f")
+    token = _tus_create(web, api_key, len(data))
+    conn = _tus_patch(web, api_key, token, data, 0)
+    upload = _loading(tenant)
+    assert (upload.sha256, Customer.objects.filter(tenant=tenant).count()) == ("", 0)
+    response = _tus_finish(conn, data)
+    assert response.status == 204
+    assert response.getheader("Upload-Result").endswith(f"/uploads/{upload.id}/")
+    done = _finished(upload.id)
+    assert (done.state, done.rows_inserted, done.bytes_done) == ("completed", ROWS, len(data))
+    assert Customer.objects.filter(tenant=tenant).count() == ROWS
+
+
+def test_a_tus_upload_whose_web_server_was_sigkilled_resumes_and_loads_once(
+    web, celery_processes, queue, tmp_path
+):
+    """The web server dies mid-PATCH while a worker follows the bytes: the pieces stored
+    stay, the upload waits (its session is open: no stall fails it), and the client
+    resumes from the offset the session reports, through another server."""
+    celery_processes(WORKER_ENV)
+    tenant, api_key = tenant_create(name="tus-web-killed")
+    data = _customers("g")
+    token = _tus_create(web, api_key, len(data))
+    conn = _tus_patch(web, api_key, token, data, 0)
+    upload = _loading(tenant)
+    os.killpg(web[2].pid, signal.SIGKILL)
+    web[2].wait(timeout=30)
+    conn.close()
+    # the worker's stall check (STALL_SECONDS) puts it back rather than failing it
+    wait_for(lambda: Upload.objects.get(id=upload.id).state == "queued", timeout=30)
+    offset = UploadSession.objects.get(token=token).offset
+    assert 0 < offset < len(data)
+    assert Customer.objects.filter(tenant=tenant).count() == 0
+    with _gunicorn(queue, tmp_path) as again:
+        rest = data[offset:]
+        response = _tus_finish(_tus_patch(again, api_key, token, rest, offset), rest)
+    assert response.status == 204
+    done = _finished(upload.id)
+    assert (done.state, done.rows_inserted, done.rows_unchanged) == ("completed", ROWS, 0)
+    assert done.sha256 == hashlib.sha256(data).hexdigest()
+    assert Customer.objects.filter(tenant=tenant).count() == ROWS
