@@ -185,6 +185,55 @@ def api(db):
     return client
 
 
+def stack_server(django_db_setup, django_db_blocker, tmp_path_factory):
+    """The body of a package's `_stack_server` fixture: one stack per package that runs the
+    project's commands against it, stopped when its tests are done (the other packages'
+    tests expect no worker on the default queue)."""
+    from scripts.stack import running_stack
+    from tests.factories import database_url_of_tests
+
+    with django_db_blocker.unblock():
+        url = database_url_of_tests()
+    with running_stack(
+        env={"DATABASE_URL": url}, workers=1, log_dir=tmp_path_factory.mktemp("stack-logs")
+    ) as base:
+        yield base
+
+
+@pytest.fixture
+def live_stack(_stack_server, django_db_blocker):
+    """The web server (gunicorn) and a Celery worker on the test database, started once for
+    the tests that run the project's commands as operators do; yields the base URL. After
+    each test, waits for the stack's work in the database to end (a merge, the statistics
+    after it): the test database's flush (TRUNCATE) would otherwise deadlock with it."""
+    yield _stack_server
+    with django_db_blocker.unblock():
+        _database_quiet()
+
+
+def _database_quiet(timeout: float = 30.0) -> None:
+    """Until no other session of this database has been in a transaction for 0.3 s."""
+    import time
+
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+                "AND backend_type = 'client backend'"
+            )
+            busy = cursor.fetchone()[0]
+        if busy:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 0.3:
+            return
+        time.sleep(0.05)
+
+
 def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1):
     """Poll until `predicate()` is truthy; returns its value or fails the test."""
     import time
