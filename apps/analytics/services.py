@@ -25,6 +25,7 @@ from django.db import OperationalError, connection, transaction
 
 from apps.ingestions.engine import tenant_looks_empty
 from apps.ingestions.models import FinalChangeWake, UploadState
+from apps.ingestions.selectors import SESSION_RECEIVING_SQL
 from apps.ingestions.services import changes_reader_send
 
 logger = logging.getLogger("apps.analytics.services")
@@ -254,8 +255,9 @@ def analytics_catch_up(*, tenant_id, rows: int | None = None) -> int:
 # Files still to load, of any tenant: a refresh now would share the workers with them
 # (index `uploads_loading`). Applying the tenant's feed in slices costs about three times
 # what one catching up after the loads does, and each slice holds a worker slot.
-_LOADING = """
-SELECT EXISTS (SELECT 1 FROM uploads WHERE source = 'file' AND state = ANY (%(states)s))
+_LOADING = f"""
+SELECT EXISTS (SELECT 1 FROM uploads u WHERE source = 'file' AND state = ANY (%(states)s)
+               AND NOT {SESSION_RECEIVING_SQL})
   AND (SELECT min(created_at) FROM final_changes WHERE tenant_id = %(tenant)s)
       > now() - %(patience)s * interval '1 second'
 """

@@ -36,6 +36,7 @@ from apps.ingestions.models import (
     UploadSource,
     UploadState,
 )
+from apps.ingestions.selectors import session_receiving_ids
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ def _files():
 def _uploads_by_state() -> list[Metric]:
     counts = {
         (row["record_type"], row["state"]): row["n"]
-        for row in _files().values("record_type", "state").annotate(n=Count("id")).order_by()
+        for row in _files()
+        .exclude(id__in=session_receiving_ids())  # shown once their sessions complete
+        .values("record_type", "state")
+        .annotate(n=Count("id"))
+        .order_by()
     }
     uploads = GaugeMetricFamily(
         "ingest_uploads", "Uploads by record type and state.", labels=["type", "state"]

@@ -188,8 +188,8 @@ class UploadSession(BaseModel):
     upload = models.ForeignKey(
         Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # The upload loading the bytes while they arrive (process while receiving): from the
-    # first chunk until the session completes (then `upload`), fails, expires or ends.
+    # The upload loading the bytes as they arrive, until the session completes (`upload`
+    # then), fails, expires or ends.
     receiving = models.ForeignKey(
         Upload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -209,14 +209,6 @@ class UploadSession(BaseModel):
 
     def __str__(self) -> str:
         return f"session {self.token} ({self.offset}/{self.size}, {self.state})"
-
-    @classmethod
-    def receiving_ids(cls) -> models.QuerySet:
-        """The ids of the uploads loading open sessions' bytes as they arrive (a subquery):
-        their senders may pause for as long as their sessions last."""
-        return cls.objects.filter(state=SessionState.OPEN, receiving__isnull=False).values(
-            "receiving_id"
-        )
 
 
 class IdempotencyKey(models.Model):

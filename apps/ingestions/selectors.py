@@ -26,10 +26,26 @@ def _uuid(value) -> uuid.UUID | None:
         return None
 
 
+# The uploads loading open sessions' bytes as they arrive, whose senders may pause for as
+# long as their sessions last: in SQL (is the upload `u` one?), and their ids.
+SESSION_RECEIVING_SQL = (
+    "(u.sha256 = '' AND EXISTS (SELECT 1 FROM upload_sessions s "
+    "WHERE s.receiving_id = u.id AND s.state = 'open'))"
+)
+
+
+def session_receiving_ids() -> QuerySet:
+    return UploadSession.objects.filter(state="open", receiving__isnull=False).values(
+        "receiving_id"
+    )
+
+
 def upload_list(
     *, tenant: Tenant, state: str | None = None, record_type: str | None = None
 ) -> QuerySet[Upload]:
     uploads = Upload.objects.filter(tenant=tenant, source=UploadSource.FILE).order_by("-created_at")
+    # one loading a session's bytes as they arrive shows once the session is complete
+    uploads = uploads.exclude(id__in=session_receiving_ids())
     if state:
         uploads = uploads.filter(state=state)
     if record_type:

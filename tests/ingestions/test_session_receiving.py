@@ -16,6 +16,7 @@ from django.utils import timezone
 from apps.core.errors import UnprocessableError
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, order_row, uid
 from apps.ingestions.models import Blob, Customer, Upload, UploadSession
+from apps.ingestions.selectors import upload_list
 from apps.ingestions.services import (
     ChecksumMismatchError,
     ChunkChecksum,
@@ -23,6 +24,7 @@ from apps.ingestions.services import (
     session_append,
     session_create,
     session_expire,
+    session_lookup,
     session_terminate,
     upload_create,
     upload_run,
@@ -301,3 +303,119 @@ def test_a_first_chunk_refused_by_its_checksum_leaves_no_upload():
     session.refresh_from_db()
     assert (session.state, outcome.upload.created) == ("complete", True)
     assert upload_run(upload_id=session.upload_id).rows_inserted == 20_000
+
+
+def test_a_terminate_that_read_the_session_before_its_last_chunk_leaves_the_upload_whole(
+    monkeypatch,
+):
+    """DELETE looked the session up, then the last chunk took the lock first and completed
+    it: the terminate reads it again under the lock, and the sealed bytes stay."""
+    from apps.ingestions.services import sessions
+
+    tenant, _ = tenant_create(name="session-stale-terminate")
+    data = _customers(20_000)
+    session, early = _first_half(tenant, data)
+    stale = UploadSession.objects.get(token=session.token)
+    assert _append(tenant, session, data[len(data) // 2 :], len(data) // 2).upload.created
+    monkeypatch.setattr(sessions, "session_lookup", lambda **_: stale)
+    session_terminate(tenant=tenant, token=session.token)
+    assert Blob.objects.filter(id=early.blob_id).exists()
+    done = upload_run(upload_id=early.id)
+    assert (done.state, done.rows_inserted) == ("completed", 20_000)
+
+
+def test_an_expiry_that_read_the_session_before_its_last_chunk_leaves_it_complete():
+    from apps.ingestions.services.sessions import _session_mark_expired
+
+    tenant, _ = tenant_create(name="session-stale-expiry")
+    data = _customers(20_000)
+    session, early = _first_half(tenant, data)
+    stale = UploadSession.objects.get(token=session.token)  # open, as a HEAD read it
+    _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
+    _session_mark_expired(stale)
+    session.refresh_from_db()
+    assert (session.state, session.blob_id) == ("complete", early.blob_id)
+    assert Blob.objects.filter(id=early.blob_id).exists()
+
+
+def test_a_lookup_past_expiry_while_a_chunk_arrives_leaves_the_session_to_its_sender():
+    """A tus HEAD on an overdue session while its last chunk is being received: nothing is
+    expired under the sender (it holds the session's lock), and the chunk completes it."""
+    tenant, _ = tenant_create(name="session-head-during-chunk")
+    data = _customers(20_000)
+    session, early = _first_half(tenant, data)
+    rest = data[len(data) // 2 :]
+    body = GatedBody(rest, open_until=len(rest) // 2)
+    sending, sent = in_thread(
+        lambda: session_append(
+            tenant=tenant,
+            token=session.token,
+            offset=len(data) // 2,
+            stream=body,
+            content_length=len(rest),
+            keep_partial=True,
+        )
+    )
+    body.waiting.wait(10)
+    UploadSession.objects.filter(token=session.token).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert session_lookup(tenant=tenant, token=session.token).state == "open"
+    assert Upload.objects.filter(id=early.id).exists()
+    body.release()
+    sending.join(30)
+    assert sent["result"].upload.upload.id == early.id
+    assert upload_run(upload_id=early.id).rows_inserted == 20_000
+
+
+def test_a_stall_reported_after_the_seal_puts_the_upload_back_instead_of_failing_it():
+    """The reader gave up on the next piece just as the last byte came and sealed it."""
+    from apps.ingestions.services.processing import _upload_unreadable
+    from apps.ingestions.services.storage import incomplete_upload
+
+    tenant, _ = tenant_create(name="session-stall-sealed")
+    data = _customers(20_000)
+    session, early = _first_half(tenant, data)
+    _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
+    _upload_unreadable(upload_id=early.id, error=incomplete_upload(1))
+    assert Upload.objects.get(id=early.id).state == "queued"
+    assert Blob.objects.filter(id=early.blob_id).exists()
+    assert upload_run(upload_id=early.id).rows_inserted == 20_000
+
+
+def test_a_sessions_upload_counts_as_received_at_its_last_byte_for_the_schedule():
+    """Opened ten minutes before its last byte, an orders session's upload waits for a
+    customers upload received meanwhile, as one registered at the last byte would."""
+    tenant, _ = tenant_create(name="session-schedule")
+    orders = ndjson_bytes(
+        [order_row(order_id=uid(f"o-{n}"), customer_id=uid(f"c-{n}")) for n in range(15_000)]
+    )
+    session = session_create(tenant=tenant, filename="orders_1.ndjson", size=len(orders))
+    _append(tenant, session, orders[: len(orders) // 2], 0)
+    session.refresh_from_db()
+    early_id = session.receiving_id
+    Upload.objects.filter(id=early_id).update(created_at=F("created_at") - timedelta(minutes=10))
+    upload_create(tenant=tenant, stream=io.BytesIO(_customers(10)), filename="customers_1.ndjson")
+    _append(tenant, session, orders[len(orders) // 2 :], len(orders) // 2)
+    assert parents_unfinished(Upload.objects.get(id=early_id))
+
+
+def test_an_upload_a_worker_failed_before_the_last_byte_is_registered_afresh_at_it():
+    tenant, _ = tenant_create(name="session-early-failed")
+    data = _customers(20_000)
+    session, early = _first_half(tenant, data)
+    Upload.objects.filter(id=early.id).update(state="failed", error_code="internal_error")
+    outcome = _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
+    assert outcome.upload.created
+    assert outcome.upload.upload.id != early.id
+    assert not Upload.objects.filter(id=early.id).exists()
+    assert upload_run(upload_id=outcome.upload.upload.id).rows_inserted == 20_000
+
+
+def test_the_upload_list_shows_a_sessions_upload_once_the_session_is_complete():
+    tenant, _ = tenant_create(name="session-listed")
+    data = _customers(20_000)
+    session, early = _first_half(tenant, data)
+    assert not upload_list(tenant=tenant).exists()
+    _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
+    assert [u.id for u in upload_list(tenant=tenant)] == [early.id]

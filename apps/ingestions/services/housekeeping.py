@@ -23,9 +23,9 @@ from apps.ingestions.models import (
     Blob,
     Reject,
     Upload,
-    UploadSession,
     UploadState,
 )
+from apps.ingestions.selectors import session_receiving_ids
 from apps.ingestions.services.events import pending_expired_events, upload_event
 from apps.ingestions.services.record_merge import records_merge_stuck
 from apps.ingestions.services.scheduling import (
@@ -171,7 +171,7 @@ def upload_stop_incomplete(*, silent_for: timedelta | None = None) -> int:
         silent_for = timedelta(seconds=settings.INGEST_RECEIVE_STALL_SECONDS)
     cutoff = timezone.now() - silent_for
     unsealed = Upload.objects.filter(source="file", sha256="", updated_at__lt=cutoff).exclude(
-        id__in=UploadSession.receiving_ids()  # a session's expiry ends those
+        id__in=session_receiving_ids()  # a session's expiry ends those
     )
     stopped = 0
     for upload_id in unsealed.exclude(state__in=TERMINAL_STATES).values_list("id", flat=True):

@@ -29,7 +29,8 @@ from django.utils import timezone
 
 from apps.core.logs import log_bind, log_reset
 from apps.ingestions import engine
-from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadSession, UploadState
+from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadState
+from apps.ingestions.selectors import session_receiving_ids
 from apps.ingestions.services.changes import changes_wake
 from apps.ingestions.services.events import upload_event
 from apps.ingestions.services.rules import rules_current
@@ -251,28 +252,47 @@ def _report(upload: Upload, result: engine.LoadResult, *, state: str, seconds: f
 def _upload_unreadable(*, upload_id, error: engine.FileError) -> None:
     """Fail an upload whose bytes cannot be read to their end: invalid compression, too
     large once decompressed, or never whole (its sender died: its bytes go too)."""
-    if error.code == "incomplete_upload" and (
-        UploadSession.receiving_ids().filter(receiving_id=upload_id).exists()
-    ):
-        # an open session's sender may pause for as long as the session lasts
-        upload_give_way(upload_id=upload_id, until_received=True)
+    if error.code == "incomplete_upload":
+        _upload_incomplete(upload_id=upload_id, error=error)
         return
     logger.warning("upload %s failed: %s", upload_id, error.detail)
-    with transaction.atomic():  # failed and without its bytes at once, never one alone
-        if error.code == "incomplete_upload":
-            uploads = Upload.objects.filter(id=upload_id)
-            Blob.objects.filter(id__in=uploads.values("blob_id")).delete()
+    _upload_fail(upload_id=upload_id, code=error.code, detail=error.detail)
+
+
+def _upload_incomplete(*, upload_id, error: engine.FileError) -> None:
+    """Its reader waited longer than the stall limit for the next piece: failed, and its
+    bytes deleted, in one transaction, while it is still unsealed and no session of a
+    client that may resume it is open. Sealed meanwhile (the last byte came as the reader
+    gave up), or receiving an open session's bytes (its sender may pause for as long as
+    the session lasts): put back instead, to run again once its bytes are in."""
+    with transaction.atomic():
+        if not upload_try_lock(upload_id):
+            return  # another worker has it
+        unsealed = Upload.objects.filter(id=upload_id, sha256="").exclude(
+            id__in=session_receiving_ids()
+        )
+        if not unsealed.exists():
+            upload_give_way(upload_id=upload_id, until_received=True)
+            return
+        logger.warning("upload %s failed: %s", upload_id, error.detail)
+        Blob.objects.filter(id__in=unsealed.values("blob_id")).delete()
         _upload_fail(upload_id=upload_id, code=error.code, detail=error.detail)
 
 
 def _upload_discard(*, upload_id) -> None:
     """Remove an upload cancelled while its bytes arrived (`receiving.upload_cancel`
-    deleted them while this worker ran it), once its load is rolled back."""
+    deleted them while this worker ran it), once its load is rolled back. One sealed
+    before its bytes went (which nothing should do) fails instead of staying `processing`."""
     with transaction.atomic():
-        Upload.objects.filter(id=upload_id, sha256="", blob=None).exclude(
-            state__in=TERMINAL_STATES
-        ).delete()
-    logger.info("upload cancelled while its bytes arrived: its load rolled back")
+        removed, _ = (
+            Upload.objects.filter(id=upload_id, sha256="", blob=None)
+            .exclude(state__in=TERMINAL_STATES)
+            .delete()
+        )
+    if removed:
+        logger.info("upload cancelled while its bytes arrived: its load rolled back")
+    elif Upload.objects.filter(id=upload_id).exclude(state__in=TERMINAL_STATES).exists():
+        _upload_fail(upload_id=upload_id, code="no_data", detail="The upload's bytes are gone.")
 
 
 def _upload_fail(*, upload_id, code: str, detail: str) -> None:

@@ -27,6 +27,7 @@ from django.utils import timezone
 from apps.core.logs import log_bind
 from apps.ingestions import engine
 from apps.ingestions.models import Upload, UploadState
+from apps.ingestions.selectors import SESSION_RECEIVING_SQL
 
 # Every module that changes an upload's state logs on this one logger (docs/operations.md).
 logger = logging.getLogger("apps.ingestions.services")
@@ -58,8 +59,7 @@ _SENT_TOGETHER_SECONDS = 300
 _BLOCKED = (
     "SELECT EXISTS (SELECT 1 FROM uploads u WHERE tenant_id = %s "
     "AND record_type = ANY(%s) AND state = ANY(%s) AND created_at <= %s "
-    "AND id <> %s AND source = 'file' AND NOT dry_run AND NOT (sha256 = '' AND EXISTS "
-    "(SELECT 1 FROM upload_sessions s WHERE s.receiving_id = u.id AND s.state = 'open')))"
+    f"AND id <> %s AND source = 'file' AND NOT dry_run AND NOT {SESSION_RECEIVING_SQL})"
 )
 
 

@@ -25,7 +25,14 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, UnknownRecordTypeError, UnprocessableError
-from apps.ingestions.models import Blob, BlobChunk, SessionState, UploadSession
+from apps.ingestions.models import (
+    TERMINAL_STATES,
+    Blob,
+    BlobChunk,
+    SessionState,
+    Upload,
+    UploadSession,
+)
 from apps.ingestions.services.receiving import (
     upload_cancel,
     upload_open_unsealed,
@@ -293,7 +300,7 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
         )
         _session_fail(session, code="checksum_mismatch", detail=detail)
         raise UnprocessableError(f"Checksum mismatch: {detail}.", code="checksum_mismatch")
-    if session.receiving_id is not None:
+    if session.receiving_id is not None and _early_upload_kept(session):
         return _session_seal(session, sha256=sha256, size=size)
     try:
         record_type = record_type_decide(
@@ -333,6 +340,20 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
     return outcome
 
 
+def _early_upload_kept(session: UploadSession) -> bool:
+    """Whether the upload loading the session's bytes is still to seal. One a worker
+    failed before the last byte (say, internal_error, or bad compression in the first
+    bytes) is removed: it was never shown, and the completion registers the file afresh,
+    as if none had been opened (a fault of the bytes fails it again)."""
+    failed = Upload.objects.filter(id=session.receiving_id, sha256="", state__in=TERMINAL_STATES)
+    if failed.delete()[0]:
+        logger.info("session %s: the upload loading it early had failed, removed", session.token)
+        UploadSession.objects.filter(token=session.token).update(receiving=None)
+        session.receiving_id = None
+        return False
+    return True
+
+
 def _session_seal(session: UploadSession, *, sha256: str, size: int) -> UploadOutcome:
     """All bytes are in, and an upload is loading them: seal it (its load can commit now)
     and complete the session, in one transaction. Identical bytes already received: the
@@ -340,6 +361,8 @@ def _session_seal(session: UploadSession, *, sha256: str, size: int) -> UploadOu
     upload = session.receiving
     with transaction.atomic():
         original = upload_seal(upload, sha256=sha256, size=size)
+        if original is None:  # received, as the API tells, when its last byte came
+            Upload.objects.filter(id=upload.id).update(created_at=timezone.now())
         UploadSession.objects.filter(token=session.token).update(
             state=SessionState.COMPLETE,
             upload=original or upload,

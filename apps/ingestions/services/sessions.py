@@ -128,8 +128,14 @@ def session_lookup(*, tenant: Tenant, token: str) -> UploadSession:
     session = session_get(tenant=tenant, token=token) if SESSION_TOKEN.fullmatch(token) else None
     if session is None:
         raise session_not_found()
-    if session.state == SessionState.OPEN and session.expires_at <= timezone.now():
-        _session_mark_expired(session)
+    # under the session's lock, as every writer of its bytes: a chunk being received now
+    # is left to end (the periodic job expires the session after it)
+    overdue = session.state == SessionState.OPEN and session.expires_at <= timezone.now()
+    if overdue and session_try_lock(token):
+        try:
+            _session_mark_expired(session)
+        finally:
+            session_unlock(token)
     return session
 
 
@@ -171,6 +177,7 @@ def session_terminate(*, tenant: Tenant, token: str) -> None:
             session, "A chunk of this session is being received; retry.", "session_busy"
         )
     try:
+        session.refresh_from_db()  # as it is now: a chunk may have completed it meanwhile
         with transaction.atomic():
             blob_id = session.blob_id if session.state == SessionState.OPEN else None
             UploadSession.objects.filter(token=token).delete()
@@ -182,14 +189,16 @@ def session_terminate(*, tenant: Tenant, token: str) -> None:
 
 
 def _session_mark_expired(session: UploadSession) -> None:
+    """Expire an open session (the caller holds its lock): its bytes are deleted, and the
+    upload loading them. One that a chunk completed meanwhile is left as it is."""
     with transaction.atomic():
-        blob_id = session.blob_id
+        session.refresh_from_db()
         expired = UploadSession.objects.filter(token=session.token, state=SessionState.OPEN)
-        if expired.update(
+        if session.state == SessionState.OPEN and expired.update(
             state=SessionState.EXPIRED, blob=None, receiving=None, updated_at=timezone.now()
         ):
             _receiving_cancel(session)
-        Blob.objects.filter(id=blob_id).delete()
+            Blob.objects.filter(id=session.blob_id).delete()
     session.refresh_from_db()
 
 
