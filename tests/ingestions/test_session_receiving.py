@@ -92,7 +92,7 @@ def _worker_loading(upload_id):
 
 def test_a_big_sessions_upload_is_loaded_while_its_chunks_arrive_and_sealed_by_the_last():
     tenant, _ = tenant_create(name="session-overlap")
-    data = _customers(40_000)
+    data = _customers(20_000)
     session, upload = _first_half(tenant, data)
     assert (upload.state, upload.sha256, upload.size_bytes) == ("queued", "", len(data))
     assert (upload.record_type, upload.filename, upload.blob_id) == (
@@ -112,15 +112,15 @@ def test_a_big_sessions_upload_is_loaded_while_its_chunks_arrive_and_sealed_by_t
     assert (session.state, session.upload_id, session.receiving_id) == ("complete", upload.id, None)
     done = Upload.objects.get(id=upload.id)
     sha256 = hashlib.sha256(data).hexdigest()
-    assert (done.state, done.rows_inserted, done.sha256) == ("completed", 40_000, sha256)
+    assert (done.state, done.rows_inserted, done.sha256) == ("completed", 20_000, sha256)
     assert worked["result"].id == upload.id
     assert Blob.objects.get(id=session.blob_id).sha256 == sha256
-    assert Customer.objects.filter(tenant=tenant).count() == 40_000
+    assert Customer.objects.filter(tenant=tenant).count() == 20_000
 
 
 def test_a_chunk_held_back_mid_way_is_followed_piece_by_piece():
     tenant, _ = tenant_create(name="session-gated")
-    data = _customers(40_000)
+    data = _customers(20_000)
     session = _session(tenant, data)
     body = GatedBody(data, open_until=len(data) // 2)
     sending, sent = in_thread(
@@ -143,12 +143,12 @@ def test_a_chunk_held_back_mid_way_is_followed_piece_by_piece():
     worker.join(60)
     assert sent["result"].upload.created
     done = Upload.objects.get(id=session.receiving_id)
-    assert (done.state, done.rows_inserted) == ("completed", 40_000)
+    assert (done.state, done.rows_inserted) == ("completed", 20_000)
 
 
 def test_identical_bytes_found_at_the_end_answer_with_the_original_and_load_nothing_twice():
     tenant, _ = tenant_create(name="session-again")
-    data = _customers(20_000)
+    data = _customers(10_000)
     original = upload_create(tenant=tenant, stream=io.BytesIO(data), filename="customers_1.ndjson")
     upload_run(upload_id=original.upload.id)
     session, early = _first_half(tenant, data)
@@ -169,13 +169,13 @@ def test_identical_bytes_found_at_the_end_answer_with_the_original_and_load_noth
         None,
     )
     first = Upload.objects.get(id=original.upload.id)
-    assert (first.rows_inserted, first.rows_unchanged) == (20_000, 0)
-    assert Customer.objects.filter(tenant=tenant).count() == 20_000
+    assert (first.rows_inserted, first.rows_unchanged) == (10_000, 0)
+    assert Customer.objects.filter(tenant=tenant).count() == 10_000
 
 
 def test_a_checksum_that_does_not_match_at_the_end_fails_the_session_and_loads_nothing():
     tenant, _ = tenant_create(name="session-mismatch")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data, sha256="0" * 64)
     worker, worked = _worker_loading(early.id)
     with pytest.raises(UnprocessableError) as raised:
@@ -195,7 +195,7 @@ def test_a_checksum_that_does_not_match_at_the_end_fails_the_session_and_loads_n
 
 def test_a_session_terminated_mid_way_rolls_its_load_back():
     tenant, _ = tenant_create(name="session-terminated")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     worker, worked = _worker_loading(early.id)
     session_terminate(tenant=tenant, token=session.token)
@@ -209,7 +209,7 @@ def test_a_session_terminated_mid_way_rolls_its_load_back():
 
 def test_a_session_terminated_before_any_worker_took_its_upload_leaves_nothing():
     tenant, _ = tenant_create(name="session-terminated-early")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     session_terminate(tenant=tenant, token=session.token)
     assert not Upload.objects.filter(id=early.id).exists()
@@ -219,7 +219,7 @@ def test_a_session_terminated_before_any_worker_took_its_upload_leaves_nothing()
 
 def test_a_session_that_expires_takes_its_upload_with_it():
     tenant, _ = tenant_create(name="session-expired")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     UploadSession.objects.filter(token=session.token).update(
         expires_at=timezone.now() - timedelta(seconds=1)
@@ -233,7 +233,7 @@ def test_a_session_that_expires_takes_its_upload_with_it():
 
 def test_a_paused_session_is_neither_failed_as_silent_nor_holds_back_the_tenants_orders():
     tenant, _ = tenant_create(name="session-paused")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     Upload.objects.filter(id=early.id).update(updated_at=F("updated_at") - timedelta(hours=1))
     assert upload_stop_incomplete(silent_for=timedelta(seconds=1)) == 0
@@ -253,7 +253,7 @@ def test_a_worker_that_waits_too_long_for_a_sessions_bytes_puts_it_back_instead_
 ):
     settings.INGEST_RECEIVE_STALL_SECONDS = 1  # patience (600) is longer: the stall check
     tenant, _ = tenant_create(name="session-stall")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     assert upload_run(upload_id=early.id).state == "queued"  # put back, not failed
     assert Blob.objects.filter(id=session.blob_id).exists()
@@ -261,7 +261,7 @@ def test_a_worker_that_waits_too_long_for_a_sessions_bytes_puts_it_back_instead_
     outcome = _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
     assert outcome.upload.created
     done = upload_run(upload_id=early.id)
-    assert (done.state, done.rows_inserted) == ("completed", 20_000)
+    assert (done.state, done.rows_inserted) == ("completed", 10_000)
 
 
 def test_a_small_session_registers_its_upload_at_the_end_as_before(settings):
@@ -279,18 +279,18 @@ def test_a_small_session_registers_its_upload_at_the_end_as_before(settings):
 
 def test_a_first_chunk_shorter_than_the_head_opens_no_upload_early():
     tenant, _ = tenant_create(name="session-short-first")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session = _session(tenant, data)
     _append(tenant, session, data[:1000], 0)
     session.refresh_from_db()
     assert session.receiving_id is None
     outcome = _append(tenant, session, data[1000:], 1000)
-    assert upload_run(upload_id=outcome.upload.upload.id).rows_inserted == 20_000
+    assert upload_run(upload_id=outcome.upload.upload.id).rows_inserted == 10_000
 
 
 def test_a_first_chunk_refused_by_its_checksum_leaves_no_upload():
     tenant, _ = tenant_create(name="session-checksum")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session = _session(tenant, data)
     wrong = ChunkChecksum(algorithm="sha256", digest=b"\0" * 32)
     with pytest.raises(ChecksumMismatchError):
@@ -302,7 +302,7 @@ def test_a_first_chunk_refused_by_its_checksum_leaves_no_upload():
     outcome = _append(tenant, session, data, 0, checksum=right)
     session.refresh_from_db()
     assert (session.state, outcome.upload.created) == ("complete", True)
-    assert upload_run(upload_id=session.upload_id).rows_inserted == 20_000
+    assert upload_run(upload_id=session.upload_id).rows_inserted == 10_000
 
 
 def test_a_terminate_that_read_the_session_before_its_last_chunk_leaves_the_upload_whole(
@@ -313,7 +313,7 @@ def test_a_terminate_that_read_the_session_before_its_last_chunk_leaves_the_uplo
     from apps.ingestions.services import sessions
 
     tenant, _ = tenant_create(name="session-stale-terminate")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     stale = UploadSession.objects.get(token=session.token)
     assert _append(tenant, session, data[len(data) // 2 :], len(data) // 2).upload.created
@@ -321,14 +321,14 @@ def test_a_terminate_that_read_the_session_before_its_last_chunk_leaves_the_uplo
     session_terminate(tenant=tenant, token=session.token)
     assert Blob.objects.filter(id=early.blob_id).exists()
     done = upload_run(upload_id=early.id)
-    assert (done.state, done.rows_inserted) == ("completed", 20_000)
+    assert (done.state, done.rows_inserted) == ("completed", 10_000)
 
 
 def test_an_expiry_that_read_the_session_before_its_last_chunk_leaves_it_complete():
     from apps.ingestions.services.sessions import _session_mark_expired
 
     tenant, _ = tenant_create(name="session-stale-expiry")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     stale = UploadSession.objects.get(token=session.token)  # open, as a HEAD read it
     _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
@@ -342,7 +342,7 @@ def test_a_lookup_past_expiry_while_a_chunk_arrives_leaves_the_session_to_its_se
     """A tus HEAD on an overdue session while its last chunk is being received: nothing is
     expired under the sender (it holds the session's lock), and the chunk completes it."""
     tenant, _ = tenant_create(name="session-head-during-chunk")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     rest = data[len(data) // 2 :]
     body = GatedBody(rest, open_until=len(rest) // 2)
@@ -365,7 +365,7 @@ def test_a_lookup_past_expiry_while_a_chunk_arrives_leaves_the_session_to_its_se
     body.release()
     sending.join(30)
     assert sent["result"].upload.upload.id == early.id
-    assert upload_run(upload_id=early.id).rows_inserted == 20_000
+    assert upload_run(upload_id=early.id).rows_inserted == 10_000
 
 
 def test_a_stall_reported_after_the_seal_puts_the_upload_back_instead_of_failing_it():
@@ -374,13 +374,13 @@ def test_a_stall_reported_after_the_seal_puts_the_upload_back_instead_of_failing
     from apps.ingestions.services.storage import incomplete_upload
 
     tenant, _ = tenant_create(name="session-stall-sealed")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
     _upload_unreadable(upload_id=early.id, error=incomplete_upload(1))
     assert Upload.objects.get(id=early.id).state == "queued"
     assert Blob.objects.filter(id=early.blob_id).exists()
-    assert upload_run(upload_id=early.id).rows_inserted == 20_000
+    assert upload_run(upload_id=early.id).rows_inserted == 10_000
 
 
 def test_a_sessions_upload_counts_as_received_at_its_last_byte_for_the_schedule():
@@ -402,19 +402,19 @@ def test_a_sessions_upload_counts_as_received_at_its_last_byte_for_the_schedule(
 
 def test_an_upload_a_worker_failed_before_the_last_byte_is_registered_afresh_at_it():
     tenant, _ = tenant_create(name="session-early-failed")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     Upload.objects.filter(id=early.id).update(state="failed", error_code="internal_error")
     outcome = _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
     assert outcome.upload.created
     assert outcome.upload.upload.id != early.id
     assert not Upload.objects.filter(id=early.id).exists()
-    assert upload_run(upload_id=outcome.upload.upload.id).rows_inserted == 20_000
+    assert upload_run(upload_id=outcome.upload.upload.id).rows_inserted == 10_000
 
 
 def test_the_upload_list_shows_a_sessions_upload_once_the_session_is_complete():
     tenant, _ = tenant_create(name="session-listed")
-    data = _customers(20_000)
+    data = _customers(10_000)
     session, early = _first_half(tenant, data)
     assert not upload_list(tenant=tenant).exists()
     _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
