@@ -7,6 +7,19 @@ import threading
 
 from django.db import connections
 
+from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
+from apps.ingestions.models import Upload
+from tests.conftest import wait_for
+
+
+def customers_bytes(count: int, label: str = "c") -> bytes:
+    """`count` customers as NDJSON, their ids and emails made from `label`."""
+    rows = [
+        customer_row(customer_id=uid(f"{label}-{n}"), email=f"{label}{n}@example.com")
+        for n in range(count)
+    ]
+    return ndjson_bytes(rows)
+
 
 class GatedBody:
     """A request body that hands out `data` up to `open_until` bytes, then blocks until the
@@ -68,3 +81,12 @@ def in_thread(target) -> tuple[threading.Thread, dict]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, out
+
+
+def worker_loading(upload_id):
+    """`upload_run` in a thread, returned once it has loaded rows (not committed them)."""
+    from apps.ingestions.services import upload_run
+
+    worker, worked = in_thread(lambda: upload_run(upload_id=upload_id))
+    wait_for(lambda: Upload.objects.get(id=upload_id).rows_done > 0, timeout=30)
+    return worker, worked

@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from apps.core.errors import ConflictError, PayloadTooLargeError
 from apps.ingestions import engine
-from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.ingestions.models import Blob, BlobChunk, Customer, Upload
 from apps.ingestions.services import (
     BlobReader,
@@ -32,7 +31,7 @@ from apps.ingestions.services.storage import CHUNK_BYTES, BlobGone, blob_write_p
 from apps.tenants.services import tenant_create
 from tests.conftest import wait_for
 from tests.factories import database_url_of_tests
-from tests.ingestions.gated import GatedBody, in_thread
+from tests.ingestions.gated import GatedBody, customers_bytes, in_thread, worker_loading
 
 # tasks sent on commit go to a queue of the test's own, which no worker reads
 pytestmark = [
@@ -45,14 +44,6 @@ pytestmark = [
 def patient_workers(settings):
     """The tests hold a body back as long as they need: a worker waits for it."""
     settings.INGEST_RECEIVE_PATIENCE_SECONDS = 600
-
-
-def _customers(count: int, label: str = "c") -> bytes:
-    rows = [
-        customer_row(customer_id=uid(f"{label}-{n}"), email=f"{label}{n}@example.com")
-        for n in range(count)
-    ]
-    return ndjson_bytes(rows)
 
 
 def _receive(tenant, body, *, size: int, filename="customers_1.ndjson", **options):
@@ -77,13 +68,6 @@ def _receiving(tenant, data: bytes, *, open_until: int) -> Receiving:
     thread, out = in_thread(_receive(tenant, body, size=len(data)))
     body.waiting.wait(10)
     return Receiving(body, Upload.objects.get(tenant=tenant, sha256=""), thread, out)
-
-
-def _worker_loading(upload_id) -> tuple[threading.Thread, dict]:
-    """`upload_run` in a thread, returned once it has loaded rows (not committed them)."""
-    worker, worked = in_thread(lambda: upload_run(upload_id=upload_id))
-    wait_for(lambda: Upload.objects.get(id=upload_id).rows_done > 0, timeout=30)
-    return worker, worked
 
 
 def test_a_following_reader_gets_each_piece_as_it_commits_and_ends_at_the_seal():
@@ -135,7 +119,7 @@ def test_a_following_reader_gives_up_when_no_piece_comes_for_the_stall_limit(set
 
 def test_a_received_upload_is_queued_before_its_end_and_sealed_at_it():
     tenant, _ = tenant_create(name="receive")
-    data = _customers(30_000)
+    data = customers_bytes(30_000)
     receiving = _receiving(tenant, data, open_until=2 * CHUNK_BYTES)
     upload = receiving.upload
     assert (upload.state, upload.sha256, upload.size_bytes) == ("queued", "", len(data))
@@ -153,11 +137,11 @@ def test_a_received_upload_is_queued_before_its_end_and_sealed_at_it():
 
 def test_a_worker_loads_the_upload_while_its_bytes_arrive_and_finishes_after_the_last():
     tenant, _ = tenant_create(name="overlap")
-    data = _customers(40_000)
+    data = customers_bytes(40_000)
     receiving = _receiving(tenant, data, open_until=len(data) // 2)
     upload = receiving.upload
     # rows of the first half are parsed and staged while the second half is not sent
-    worker, _ = _worker_loading(upload.id)
+    worker, _ = worker_loading(upload.id)
     assert Upload.objects.get(id=upload.id).state == "processing"
     assert worker.is_alive()
     assert receiving.thread.is_alive()
@@ -174,12 +158,12 @@ def test_a_worker_loads_the_upload_while_its_bytes_arrive_and_finishes_after_the
 
 def test_bytes_received_before_answer_with_the_original_and_load_nothing_twice():
     tenant, _ = tenant_create(name="again")
-    data = _customers(20_000)
+    data = customers_bytes(20_000)
     original = upload_create(tenant=tenant, stream=io.BytesIO(data), filename="customers_1.ndjson")
     upload_run(upload_id=original.upload.id)
     receiving = _receiving(tenant, data, open_until=len(data) - 10)
     again = receiving.upload
-    worker, worked = _worker_loading(again.id)
+    worker, worked = worker_loading(again.id)
     receiving.body.release()  # the last bytes: the same file as the original's
     receiving.thread.join(30)
     worker.join(60)
@@ -197,10 +181,10 @@ def test_bytes_received_before_answer_with_the_original_and_load_nothing_twice()
 
 def test_a_client_gone_mid_body_leaves_nothing_loaded_nor_stored():
     tenant, _ = tenant_create(name="gone")
-    data = _customers(30_000)
+    data = customers_bytes(30_000)
     receiving = _receiving(tenant, data, open_until=len(data) // 2)
     upload = receiving.upload
-    worker, worked = _worker_loading(upload.id)
+    worker, worked = worker_loading(upload.id)
     receiving.body.fail(OSError("the client closed the connection"))
     receiving.thread.join(30)
     worker.join(60)
@@ -213,7 +197,7 @@ def test_a_client_gone_mid_body_leaves_nothing_loaded_nor_stored():
 
 def test_a_client_gone_before_any_worker_ran_it_leaves_nothing():
     tenant, _ = tenant_create(name="early")
-    data = _customers(20_000)
+    data = customers_bytes(20_000)
     receiving = _receiving(tenant, data, open_until=CHUNK_BYTES + 5)
     upload = receiving.upload
     receiving.body.fail(OSError("reset"))
@@ -226,7 +210,7 @@ def test_a_client_gone_before_any_worker_ran_it_leaves_nothing():
 
 def test_a_body_longer_than_the_limit_is_refused_mid_way_and_nothing_is_kept(settings):
     tenant, _ = tenant_create(name="limit")
-    data = _customers(20_000)
+    data = customers_bytes(20_000)
     settings.INGEST_MAX_UPLOAD_BYTES = len(data) - 1
     with pytest.raises(PayloadTooLargeError):
         # a Content-Length that lied: the body goes on past it
@@ -240,7 +224,7 @@ def test_an_upload_whose_sender_died_fails_as_incomplete_and_its_bytes_go(settin
     following it gives up after INGEST_RECEIVE_STALL_SECONDS."""
     settings.INGEST_RECEIVE_STALL_SECONDS = 1
     tenant, _ = tenant_create(name="dead-web")
-    data = _customers(30_000)
+    data = customers_bytes(30_000)
     receiving = _receiving(tenant, data, open_until=len(data) // 2)
     body, upload = receiving.body, receiving.upload
     done = upload_run(upload_id=upload.id)  # the sender is stuck: as good as dead
@@ -255,7 +239,7 @@ def test_an_upload_whose_sender_died_fails_as_incomplete_and_its_bytes_go(settin
 
 def test_connection_is_left_in_autocommit_after_receiving():
     tenant, _ = tenant_create(name="autocommit")
-    data = _customers(1000)
+    data = customers_bytes(1000)
     upload_receive(tenant=tenant, stream=io.BytesIO(data), filename="c.ndjson", size=len(data))
     assert connection.get_autocommit()
     assert not connection.in_atomic_block
@@ -275,7 +259,7 @@ def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(sett
     monkeypatch.setattr(receiving_service, "upload_enqueue", enqueue)
     settings.INGEST_RECEIVE_PATIENCE_SECONDS = 0.3
     tenant, _ = tenant_create(name="slow")
-    data = _customers(30_000)
+    data = customers_bytes(30_000)
     receiving = _receiving(tenant, data, open_until=len(data) // 2)
     body, upload = receiving.body, receiving.upload
     sent.clear()  # its first message, at its first bytes
@@ -293,7 +277,7 @@ def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(sett
 
 def test_the_housekeeping_fails_an_upload_whose_sender_went_silent_and_no_worker_holds():
     tenant, _ = tenant_create(name="silent")
-    data = _customers(20_000)
+    data = customers_bytes(20_000)
     receiving = _receiving(tenant, data, open_until=CHUNK_BYTES + 10)
     body, upload = receiving.body, receiving.upload
     assert upload_stop_incomplete(silent_for=timedelta(seconds=30)) == 0  # heard of recently
@@ -320,7 +304,7 @@ def test_an_upload_whose_cancel_lost_the_lock_race_is_removed_by_the_housekeepin
     re-queue job, a worker putting it back): only its bytes went; the housekeeping removes
     the upload, with no failure to report for it."""
     tenant, _ = tenant_create(name="ghost")
-    data = _customers(20_000)
+    data = customers_bytes(20_000)
     receiving = _receiving(tenant, data, open_until=CHUNK_BYTES + 10)
     upload = receiving.upload
     lock = "SELECT pg_advisory_xact_lock(hashtextextended('upload:' || %s::text, 0))"
@@ -338,7 +322,7 @@ def test_an_upload_whose_cancel_lost_the_lock_race_is_removed_by_the_housekeepin
 def test_a_sender_that_keeps_sending_touches_its_upload(settings, monkeypatch):
     monkeypatch.setattr("apps.ingestions.services.receiving.FLUSH_SECONDS", 0.2)
     tenant, _ = tenant_create(name="alive")
-    data = _customers(20_000)
+    data = customers_bytes(20_000)
     # past the head (256 KiB), into the pieces
     receiving = _receiving(tenant, data, open_until=1000 + 256 * 1024)
     body, upload = receiving.body, receiving.upload
@@ -356,7 +340,7 @@ def test_two_clients_sending_the_same_bytes_at_once_get_one_upload():
     """The second body ends first: its upload is sealed, the first one's seal finds the
     same bytes and answers with it, and the first upload is gone: one upload to load."""
     tenant, _ = tenant_create(name="both")
-    data = _customers(20_000)
+    data = customers_bytes(20_000)
     first = _receiving(tenant, data, open_until=len(data) // 2)
     second = upload_receive(
         tenant=tenant, stream=io.BytesIO(data), filename="customers_2.ndjson", size=len(data)

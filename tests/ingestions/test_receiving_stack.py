@@ -246,13 +246,19 @@ def _tus_finish(conn: http.client.HTTPConnection, data: bytes) -> http.client.HT
     return response
 
 
-def test_a_tus_upload_is_loaded_while_its_patch_arrives(web, celery_processes):
-    celery_processes(WORKER_ENV)
-    tenant, api_key = tenant_create(name="tus-overlap")
-    data = _customers("f")
+def _tus_loading(web, name: str, label: str):
+    """A new tenant's tus upload, its PATCH half sent and a worker loading it: (tenant, API
+    key, the file, the session token, the PATCH's connection, the upload)."""
+    tenant, api_key = tenant_create(name=name)
+    data = _customers(label)
     token = _tus_create(web, api_key, len(data))
     conn = _tus_patch(web, api_key, token, data, 0)
-    upload = _loading(tenant)
+    return tenant, api_key, data, token, conn, _loading(tenant)
+
+
+def test_a_tus_upload_is_loaded_while_its_patch_arrives(web, celery_processes):
+    celery_processes(WORKER_ENV)
+    tenant, _, data, _, conn, upload = _tus_loading(web, "tus-overlap", "f")
     assert (upload.sha256, Customer.objects.filter(tenant=tenant).count()) == ("", 0)
     response = _tus_finish(conn, data)
     assert response.status == 204
@@ -269,11 +275,7 @@ def test_a_tus_upload_whose_web_server_was_sigkilled_resumes_and_loads_once(
     stay, the upload waits (its session is open: no stall fails it), and the client
     resumes from the offset the session reports, through another server."""
     celery_processes(WORKER_ENV)
-    tenant, api_key = tenant_create(name="tus-web-killed")
-    data = _customers("g")
-    token = _tus_create(web, api_key, len(data))
-    conn = _tus_patch(web, api_key, token, data, 0)
-    upload = _loading(tenant)
+    tenant, api_key, data, token, conn, upload = _tus_loading(web, "tus-web-killed", "g")
     os.killpg(web[2].pid, signal.SIGKILL)
     web[2].wait(timeout=30)
     conn.close()

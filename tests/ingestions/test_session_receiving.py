@@ -14,7 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.core.errors import UnprocessableError
-from apps.ingestions.engine.testing import customer_row, ndjson_bytes, order_row, uid
+from apps.ingestions.engine.testing import ndjson_bytes, order_row, uid
 from apps.ingestions.models import Blob, Customer, Upload, UploadSession
 from apps.ingestions.selectors import upload_list
 from apps.ingestions.services import (
@@ -31,8 +31,7 @@ from apps.ingestions.services import (
     upload_stop_incomplete,
 )
 from apps.tenants.services import tenant_create
-from tests.conftest import wait_for
-from tests.ingestions.gated import GatedBody, in_thread
+from tests.ingestions.gated import GatedBody, customers_bytes, in_thread, worker_loading
 
 # tasks sent on commit go to a queue of the test's own, which no worker reads
 pytestmark = [
@@ -47,14 +46,6 @@ def big_from_one_mib(settings):
     as long as the test holds them back."""
     settings.WEB_BUFFER_BODY_BYTES = 1 << 20
     settings.INGEST_RECEIVE_PATIENCE_SECONDS = 600
-
-
-def _customers(count: int, label: str = "c") -> bytes:
-    rows = [
-        customer_row(customer_id=uid(f"{label}-{n}"), email=f"{label}{n}@example.com")
-        for n in range(count)
-    ]
-    return ndjson_bytes(rows)
 
 
 def _session(tenant, data: bytes, **options) -> UploadSession:
@@ -83,16 +74,9 @@ def _first_half(tenant, data: bytes, **options) -> tuple[UploadSession, Upload]:
     return session, Upload.objects.get(id=session.receiving_id)
 
 
-def _worker_loading(upload_id):
-    """`upload_run` in a thread, returned once it has loaded rows (not committed them)."""
-    worker, worked = in_thread(lambda: upload_run(upload_id=upload_id))
-    wait_for(lambda: Upload.objects.get(id=upload_id).rows_done > 0, timeout=30)
-    return worker, worked
-
-
 def test_a_big_sessions_upload_is_loaded_while_its_chunks_arrive_and_sealed_by_the_last():
     tenant, _ = tenant_create(name="session-overlap")
-    data = _customers(20_000)
+    data = customers_bytes(20_000)
     session, upload = _first_half(tenant, data)
     assert (upload.state, upload.sha256, upload.size_bytes) == ("queued", "", len(data))
     assert (upload.record_type, upload.filename, upload.blob_id) == (
@@ -101,7 +85,7 @@ def test_a_big_sessions_upload_is_loaded_while_its_chunks_arrive_and_sealed_by_t
         session.blob_id,
     )
     assert session.upload_id is None  # the session shows its upload once complete
-    worker, worked = _worker_loading(upload.id)
+    worker, worked = worker_loading(upload.id)
     assert worker.is_alive()  # waits for the second half
     assert Customer.objects.filter(tenant=tenant).count() == 0  # nothing committed
 
@@ -120,7 +104,7 @@ def test_a_big_sessions_upload_is_loaded_while_its_chunks_arrive_and_sealed_by_t
 
 def test_a_chunk_held_back_mid_way_is_followed_piece_by_piece():
     tenant, _ = tenant_create(name="session-gated")
-    data = _customers(20_000)
+    data = customers_bytes(20_000)
     session = _session(tenant, data)
     body = GatedBody(data, open_until=len(data) // 2)
     sending, sent = in_thread(
@@ -135,7 +119,7 @@ def test_a_chunk_held_back_mid_way_is_followed_piece_by_piece():
     )
     body.waiting.wait(10)
     session.refresh_from_db()
-    worker, worked = _worker_loading(session.receiving_id)
+    worker, worked = worker_loading(session.receiving_id)
     assert sending.is_alive()
     assert worker.is_alive()
     body.release()
@@ -148,11 +132,11 @@ def test_a_chunk_held_back_mid_way_is_followed_piece_by_piece():
 
 def test_identical_bytes_found_at_the_end_answer_with_the_original_and_load_nothing_twice():
     tenant, _ = tenant_create(name="session-again")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     original = upload_create(tenant=tenant, stream=io.BytesIO(data), filename="customers_1.ndjson")
     upload_run(upload_id=original.upload.id)
     session, early = _first_half(tenant, data)
-    worker, worked = _worker_loading(early.id)
+    worker, worked = worker_loading(early.id)
 
     outcome = _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
     worker.join(60)
@@ -175,9 +159,9 @@ def test_identical_bytes_found_at_the_end_answer_with_the_original_and_load_noth
 
 def test_a_checksum_that_does_not_match_at_the_end_fails_the_session_and_loads_nothing():
     tenant, _ = tenant_create(name="session-mismatch")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data, sha256="0" * 64)
-    worker, worked = _worker_loading(early.id)
+    worker, worked = worker_loading(early.id)
     with pytest.raises(UnprocessableError) as raised:
         _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
     assert raised.value.code == "checksum_mismatch"
@@ -195,9 +179,9 @@ def test_a_checksum_that_does_not_match_at_the_end_fails_the_session_and_loads_n
 
 def test_a_session_terminated_mid_way_rolls_its_load_back():
     tenant, _ = tenant_create(name="session-terminated")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
-    worker, worked = _worker_loading(early.id)
+    worker, worked = worker_loading(early.id)
     session_terminate(tenant=tenant, token=session.token)
     worker.join(60)
     assert worked["result"] is None
@@ -209,7 +193,7 @@ def test_a_session_terminated_mid_way_rolls_its_load_back():
 
 def test_a_session_terminated_before_any_worker_took_its_upload_leaves_nothing():
     tenant, _ = tenant_create(name="session-terminated-early")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     session_terminate(tenant=tenant, token=session.token)
     assert not Upload.objects.filter(id=early.id).exists()
@@ -219,7 +203,7 @@ def test_a_session_terminated_before_any_worker_took_its_upload_leaves_nothing()
 
 def test_a_session_that_expires_takes_its_upload_with_it():
     tenant, _ = tenant_create(name="session-expired")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     UploadSession.objects.filter(token=session.token).update(
         expires_at=timezone.now() - timedelta(seconds=1)
@@ -233,7 +217,7 @@ def test_a_session_that_expires_takes_its_upload_with_it():
 
 def test_a_paused_session_is_neither_failed_as_silent_nor_holds_back_the_tenants_orders():
     tenant, _ = tenant_create(name="session-paused")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     Upload.objects.filter(id=early.id).update(updated_at=F("updated_at") - timedelta(hours=1))
     assert upload_stop_incomplete(silent_for=timedelta(seconds=1)) == 0
@@ -253,7 +237,7 @@ def test_a_worker_that_waits_too_long_for_a_sessions_bytes_puts_it_back_instead_
 ):
     settings.INGEST_RECEIVE_STALL_SECONDS = 1  # patience (600) is longer: the stall check
     tenant, _ = tenant_create(name="session-stall")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     assert upload_run(upload_id=early.id).state == "queued"  # put back, not failed
     assert Blob.objects.filter(id=session.blob_id).exists()
@@ -267,7 +251,7 @@ def test_a_worker_that_waits_too_long_for_a_sessions_bytes_puts_it_back_instead_
 def test_a_small_session_registers_its_upload_at_the_end_as_before(settings):
     settings.WEB_BUFFER_BODY_BYTES = 8 << 20
     tenant, _ = tenant_create(name="session-small")
-    data = _customers(2_000)
+    data = customers_bytes(2_000)
     session = _session(tenant, data)
     _append(tenant, session, data[:100_000], 0)
     session.refresh_from_db()
@@ -279,7 +263,7 @@ def test_a_small_session_registers_its_upload_at_the_end_as_before(settings):
 
 def test_a_first_chunk_shorter_than_the_head_opens_no_upload_early():
     tenant, _ = tenant_create(name="session-short-first")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session = _session(tenant, data)
     _append(tenant, session, data[:1000], 0)
     session.refresh_from_db()
@@ -290,7 +274,7 @@ def test_a_first_chunk_shorter_than_the_head_opens_no_upload_early():
 
 def test_a_first_chunk_refused_by_its_checksum_leaves_no_upload():
     tenant, _ = tenant_create(name="session-checksum")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session = _session(tenant, data)
     wrong = ChunkChecksum(algorithm="sha256", digest=b"\0" * 32)
     with pytest.raises(ChecksumMismatchError):
@@ -313,7 +297,7 @@ def test_a_terminate_that_read_the_session_before_its_last_chunk_leaves_the_uplo
     from apps.ingestions.services import sessions
 
     tenant, _ = tenant_create(name="session-stale-terminate")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     stale = UploadSession.objects.get(token=session.token)
     assert _append(tenant, session, data[len(data) // 2 :], len(data) // 2).upload.created
@@ -328,7 +312,7 @@ def test_an_expiry_that_read_the_session_before_its_last_chunk_leaves_it_complet
     from apps.ingestions.services.sessions import _session_mark_expired
 
     tenant, _ = tenant_create(name="session-stale-expiry")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     stale = UploadSession.objects.get(token=session.token)  # open, as a HEAD read it
     _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
@@ -342,7 +326,7 @@ def test_a_lookup_past_expiry_while_a_chunk_arrives_leaves_the_session_to_its_se
     """A tus HEAD on an overdue session while its last chunk is being received: nothing is
     expired under the sender (it holds the session's lock), and the chunk completes it."""
     tenant, _ = tenant_create(name="session-head-during-chunk")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     rest = data[len(data) // 2 :]
     body = GatedBody(rest, open_until=len(rest) // 2)
@@ -374,7 +358,7 @@ def test_a_stall_reported_after_the_seal_puts_the_upload_back_instead_of_failing
     from apps.ingestions.services.storage import incomplete_upload
 
     tenant, _ = tenant_create(name="session-stall-sealed")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
     _upload_unreadable(upload_id=early.id, error=incomplete_upload(1))
@@ -395,14 +379,16 @@ def test_a_sessions_upload_counts_as_received_at_its_last_byte_for_the_schedule(
     session.refresh_from_db()
     early_id = session.receiving_id
     Upload.objects.filter(id=early_id).update(created_at=F("created_at") - timedelta(minutes=10))
-    upload_create(tenant=tenant, stream=io.BytesIO(_customers(10)), filename="customers_1.ndjson")
+    upload_create(
+        tenant=tenant, stream=io.BytesIO(customers_bytes(10)), filename="customers_1.ndjson"
+    )
     _append(tenant, session, orders[len(orders) // 2 :], len(orders) // 2)
     assert parents_unfinished(Upload.objects.get(id=early_id))
 
 
 def test_an_upload_a_worker_failed_before_the_last_byte_is_registered_afresh_at_it():
     tenant, _ = tenant_create(name="session-early-failed")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     Upload.objects.filter(id=early.id).update(state="failed", error_code="internal_error")
     outcome = _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
@@ -414,7 +400,7 @@ def test_an_upload_a_worker_failed_before_the_last_byte_is_registered_afresh_at_
 
 def test_the_upload_list_shows_a_sessions_upload_once_the_session_is_complete():
     tenant, _ = tenant_create(name="session-listed")
-    data = _customers(10_000)
+    data = customers_bytes(10_000)
     session, early = _first_half(tenant, data)
     assert not upload_list(tenant=tenant).exists()
     _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
