@@ -292,9 +292,9 @@ INGEST_PENDING_RETENTION_SECONDS = env_int("INGEST_PENDING_RETENTION_SECONDS", 7
 # the INSERT run without PostgreSQL's per-row checks) where the database role may set
 # session_replication_role; off, PostgreSQL checks every row. Same result, see engine/keys.py.
 INGEST_SETWISE_KEY_CHECKS = env_bool("INGEST_SETWISE_KEY_CHECKS", True)
-# A raw-body upload (or a session's file) larger than WEB_BUFFER_BODY_BYTES is queued at its
-# first bytes, and a worker loads it while the rest arrives
-# (docs/engine.md#process-while-receiving); off, it is queued once stored whole. A worker that has waited INGEST_RECEIVE_PATIENCE_SECONDS in
+# A raw-body upload (or a session's file) over WEB_BUFFER_BODY_BYTES is queued at its first
+# bytes, and loaded while the rest arrives (docs/engine.md#process-while-receiving); off, it
+# is queued once stored whole. A worker that has waited INGEST_RECEIVE_PATIENCE_SECONDS in
 # all for its bytes puts it back until they are all in (a slow sender must not hold a
 # worker). One whose bytes stop for INGEST_RECEIVE_STALL_SECONDS fails (`incomplete_upload`):
 # keep that above WEB_CLIENT_TIMEOUT, after which the web drops a silent client itself.
