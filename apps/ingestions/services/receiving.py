@@ -128,7 +128,7 @@ def _upload_open(
     blob = Blob.objects.create(sha256="", size_bytes=0, head=head)
     return upload_open_unsealed(
         tenant=tenant,
-        blob=blob,
+        blob_id=blob.id,
         record_type=record_type,
         filename=filename,
         size=size,
@@ -140,14 +140,14 @@ def _upload_open(
 def upload_open_unsealed(
     *,
     tenant: Tenant,
-    blob: Blob,
+    blob_id: int,
     record_type: str,
     filename: str,
     size: int,
     strict: bool,
     dry_run: bool,
 ) -> Upload:
-    """An upload of the unsealed `blob` (`sha256` empty: the identity constraint does not
+    """An upload of the unsealed blob `blob_id` (`sha256` empty: the identity constraint does not
     apply to it yet), queued for a worker once the caller's transaction commits."""
     upload = Upload.objects.create(
         tenant=tenant,
@@ -157,7 +157,7 @@ def upload_open_unsealed(
         size_bytes=size,
         strict=strict,
         dry_run=dry_run,
-        blob=blob,
+        blob_id=blob_id,
         source=UploadSource.FILE,
         state=UploadState.QUEUED,
     )

@@ -42,6 +42,7 @@ from apps.ingestions.services.receiving import (
 from apps.ingestions.services.sessions import (
     SESSION_TOKEN,
     offset_conflict,
+    session_bytes_delete,
     session_expired_error,
     session_lookup,
     session_not_found,
@@ -237,7 +238,7 @@ def _receive_early(session: UploadSession, first: bytes) -> None:
     Blob.objects.filter(id=session.blob_id).update(head=head)
     upload = upload_open_unsealed(
         tenant=session.tenant,
-        blob=Blob(id=session.blob_id),
+        blob_id=session.blob_id,
         record_type=record_type,
         filename=session.filename,
         size=session.size,
@@ -256,7 +257,6 @@ def _durable() -> None:
 
 def _session_fail(session: UploadSession, *, code: str, detail: str) -> None:
     """The session failed: its bytes go, and the upload loading them (never sealed)."""
-    blob_id, receiving_id = session.blob_id, session.receiving_id
     with transaction.atomic():
         UploadSession.objects.filter(token=session.token).update(
             state=SessionState.FAILED,
@@ -266,9 +266,7 @@ def _session_fail(session: UploadSession, *, code: str, detail: str) -> None:
             receiving=None,
             updated_at=timezone.now(),
         )
-        if receiving_id is not None:
-            upload_cancel(upload_id=receiving_id, blob_id=blob_id)
-        Blob.objects.filter(id=blob_id).delete()
+        session_bytes_delete(session)  # as read before the update
 
 
 def _read_back(session: UploadSession) -> tuple[str, int, bytes]:

@@ -182,8 +182,7 @@ def session_terminate(*, tenant: Tenant, token: str) -> None:
             blob_id = session.blob_id if session.state == SessionState.OPEN else None
             UploadSession.objects.filter(token=token).delete()
             if blob_id is not None:
-                _receiving_cancel(session)
-                Blob.objects.filter(id=blob_id).delete()
+                session_bytes_delete(session)
     finally:
         session_unlock(token)
 
@@ -197,16 +196,17 @@ def _session_mark_expired(session: UploadSession) -> None:
         if session.state == SessionState.OPEN and expired.update(
             state=SessionState.EXPIRED, blob=None, receiving=None, updated_at=timezone.now()
         ):
-            _receiving_cancel(session)
-            Blob.objects.filter(id=session.blob_id).delete()
+            session_bytes_delete(session)
     session.refresh_from_db()
 
 
-def _receiving_cancel(session: UploadSession) -> None:
-    """The upload loading an open session's bytes as they arrive (`session_chunks`), if
-    any: cancelled, as the session's bytes will never be whole (nothing of it loads)."""
-    if session.receiving_id is not None and session.blob_id is not None:
+def session_bytes_delete(session: UploadSession) -> None:
+    """An open session's bytes deleted, as it fails, expires or ends (the caller holds its
+    lock): the upload loading them as they arrive (`session_chunks`), if any, is cancelled
+    with them (never sealed, nothing of it loads)."""
+    if session.receiving_id is not None:
         upload_cancel(upload_id=session.receiving_id, blob_id=session.blob_id)
+    Blob.objects.filter(id=session.blob_id).delete()
 
 
 def session_expire(*, now=None) -> int:
