@@ -16,7 +16,7 @@ import msgspec
 from apps.ingestions.engine.checks import Invalid, exact_number
 from apps.ingestions.engine.parse import contract_and_rule_errors, json_error, raw_text
 from apps.ingestions.engine.reader import RAW_PREFIX, ByteStream, Line, read_lines
-from apps.ingestions.engine.records import RECORDS, validate_record
+from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.results import RowReject, RowWarning
 from apps.ingestions.engine.rules import Rules
 
@@ -49,7 +49,7 @@ def check_line(
         return RowReject(number, "", "line_too_long", message, raw_text(data))
     spec = RECORDS[record_type]
     try:
-        validate_record(spec, obj := _decode(data), number)
+        spec.validate(obj := _decode(data), number)
     except Invalid as exc:
         errors = tuple(contract_and_rule_errors(spec, obj, rules))
         return RowReject(number, exc.field, exc.code, exc.message, raw_text(data), errors)

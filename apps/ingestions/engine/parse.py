@@ -16,7 +16,7 @@ import msgspec
 
 from apps.ingestions.engine.checks import NULL, Invalid, copy_text, exact_number
 from apps.ingestions.engine.reader import Line
-from apps.ingestions.engine.records import RecordSpec, record_errors, validate_record
+from apps.ingestions.engine.records import RecordSpec, record_errors
 from apps.ingestions.engine.results import RowError
 from apps.ingestions.engine.rules import Rules
 
@@ -133,6 +133,7 @@ def parse_chunks(
     valid_tail = "\t\\N" * len(REJECT_COLUMNS) + "\n"
     warned_tail = "\t\\N" * (len(REJECT_COLUMNS) - 1) + "\t"
     decode = _decode
+    validate = spec.validate
     check = rules.check if rules is not None else None
     parts: list[str] = []
     rows = rejected = warned = total = size = 0
@@ -160,7 +161,7 @@ def parse_chunks(
         else:
             rows += 1
             try:
-                values = validate_record(spec, obj := decode(data), number)
+                values = validate(obj := decode(data), number)
             except Invalid as exc:
                 # the rare refused row is looked at again, for every problem it has
                 rejected += 1

@@ -15,6 +15,7 @@ stage, already as COPY text (in the order of `RecordSpec.columns`), or raises `I
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -107,10 +108,15 @@ class RecordSpec:
     row_rule: LineTotal | None = None
     children: tuple[str, ...] = ()
     row_check: RowCheck | None = dataclasses.field(default=None, init=False, compare=False)
+    # `validate_record` for this type, compiled (see `_compiled_validator`)
+    validate: Callable[[Any, int], list[str]] = dataclasses.field(
+        default=None, init=False, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.row_rule is not None:
             object.__setattr__(self, "row_check", self.row_rule.bind(self.columns))
+        object.__setattr__(self, "validate", _compiled_validator(self))
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -132,6 +138,45 @@ class RecordSpec:
     @property
     def pending_table(self) -> str:
         return f"pending_{self.name}"
+
+
+def _compiled_validator(spec: RecordSpec) -> Callable[[Any, int], list[str]]:
+    """`_validate_fields` for one type, with its loop unrolled: one statement per field,
+    each field's name, check and default bound in advance. It runs once for every line
+    of every load, and the loop (its field lookups and list appends) cost about a sixth
+    of a row's parse time. The source is built from the type's declaration only (names
+    are passed as `repr` literals), never from input."""
+    env: dict[str, Any] = {"_missing": _missing, "_not_an_object": _not_an_object}
+    body = [
+        "def validate(obj, line):",
+        "    if type(obj) is not dict:",
+        "        raise _not_an_object(obj)",
+        "    get = obj.get",
+    ]
+    for i, field in enumerate(spec.fields):
+        env[f"check_{i}"], env[f"default_{i}"] = field.check, field.default
+        name = repr(field.name)
+        body.append(f"    v{i} = get({name})")
+        if field.required:
+            body += [f"    if v{i} is None:", f"        raise _missing({name})"]
+            body.append(f"    v{i} = check_{i}({name}, v{i})")
+        else:
+            body.append(f"    v{i} = default_{i} if v{i} is None else check_{i}({name}, v{i})")
+    body.append(f"    values = [str(line), {', '.join(f'v{i}' for i in range(len(spec.fields)))}]")
+    if spec.row_check is not None:
+        env["row_check"] = spec.row_check
+        body.append("    row_check(values)")
+    body.append("    return values")
+    exec("\n".join(body), env)  # noqa: S102 - the type's own declaration, see above
+    return env["validate"]
+
+
+def _not_an_object(obj: Any) -> Invalid:
+    return Invalid("", "not_an_object", f"the line is a JSON {type_name(obj)}, not an object")
+
+
+def _missing(name: str) -> Invalid:
+    return Invalid(name, "missing_field", f"{name} is required")
 
 
 _DECLARED = (
@@ -251,7 +296,14 @@ def descendants(record_type: str) -> tuple[str, ...]:
 
 def validate_record(spec: RecordSpec, obj: Any, line: int) -> list[str]:
     """Return `[line, *values]` as COPY text for a decoded row, or raise `Invalid` (its
-    first problem: `record_errors` finds the others)."""
+    first problem: `record_errors` finds the others). `spec.validate(obj, line)` does the
+    same, faster: the parser's loop calls that."""
+    return spec.validate(obj, line)
+
+
+def _validate_fields(spec: RecordSpec, obj: Any, line: int) -> list[str]:
+    """What `validate_record` does, field by field in a loop: the definition the compiled
+    validator follows (tests compare the two)."""
     if type(obj) is not dict:
         raise _not_an_object(obj)
     values: list[str] = [str(line)]
@@ -303,14 +355,6 @@ def record_errors(spec: RecordSpec, obj: Any) -> list[Invalid]:
         except Invalid as exc:
             problems.append(exc)
     return problems
-
-
-def _not_an_object(obj: Any) -> Invalid:
-    return Invalid("", "not_an_object", f"the line is a JSON {type_name(obj)}, not an object")
-
-
-def _missing(name: str) -> Invalid:
-    return Invalid(name, "missing_field", f"{name} is required")
 
 
 _PREFIXES = sorted(RECORDS, key=len, reverse=True)  # longest match first

@@ -51,11 +51,16 @@ def parents_exist_sql(spec: RecordSpec, alias: str) -> sql.Composable:
 def select_sql(
     spec: RecordSpec, source: sql.Composable, where: sql.Composable | None = None
 ) -> sql.Composable:
-    """The tenant's rows of `source` (aliased `d`) in the final table's column order."""
+    """The tenant's rows of `source` (aliased `d`) in the final table's column order, in
+    the order of its primary key: each row's index entry then goes in next to the one
+    before, on a page just read, not on a page anywhere in the index (ids are usually
+    random)."""
     query = sql.SQL("SELECT %(tenant)s, {dcols} FROM {source} d").format(
         dcols=prefixed_sql("d", spec.columns), source=source
     )
-    return query if where is None else sql.SQL("{} WHERE {}").format(query, where)
+    if where is not None:
+        query = sql.SQL("{} WHERE {}").format(query, where)
+    return sql.SQL("{} ORDER BY d.{}").format(query, sql.Identifier(spec.key))
 
 
 def insert_sql(spec: RecordSpec, select: sql.Composable) -> sql.Composable:
