@@ -317,6 +317,15 @@ def check_currency(name: str, value: Any) -> str:
     return value
 
 
+def _in_cents(text: str) -> int:
+    """A money value as `check_decimal` stages it (digits, then at most two places: "7",
+    "7.5", "7.50") in whole cents. Exact: `LineTotal` compares quantity x price with the
+    total within one cent in integers, which is its Decimal test times 100, at a third of
+    its cost."""
+    whole, _, places = text.partition(".")
+    return int(whole + places.ljust(2, "0"))
+
+
 RowCheck = Callable[[list[str]], None]  # `[line, *values]` as COPY text; raises `Invalid`
 
 
@@ -344,6 +353,10 @@ class LineTotal:
 
         def check(values: list[str]) -> None:
             quantity = int(values[at_quantity])
+            # in whole cents first: the same test, in integers (see `_in_cents`)
+            cents = quantity * _in_cents(values[at_price]) - _in_cents(values[at_total])
+            if -1 <= cents <= 1:
+                return
             unit_price, line_total = Decimal(values[at_price]), Decimal(values[at_total])
             expected = quantity * unit_price
             if abs(expected - line_total) > LINE_TOTAL_TOLERANCE:

@@ -93,3 +93,35 @@ def test_an_order_item_whose_total_is_off_is_refused_by_the_row_rule():
         "line_total_mismatch",
         f"line_total 7.52 differs from quantity x unit_price = {3 * Decimal('2.50')}",
     )
+
+
+_MONEY = st.builds(
+    lambda whole, places: f"{whole}{places}",
+    st.integers(0, 10**10 - 1),
+    st.sampled_from(["", *(f".{d}" for d in range(10)), *(f".{d:02d}" for d in range(100))]),
+)
+
+
+@settings(max_examples=2000, deadline=None, database=None)
+@given(quantity=st.integers(1, 2**31 - 1), unit_price=_MONEY, line_total=_MONEY, near=st.booleans())
+def test_the_line_total_rule_in_cents_decides_as_decimal_arithmetic(
+    quantity, unit_price, line_total, near
+):
+    """The row rule's integer test refuses exactly the rows whose total is more than a cent
+    off quantity x unit price, computed in Decimal; `near` puts the total within a few
+    cents of it, where the boundary is."""
+    if near:
+        expected = quantity * Decimal(unit_price)
+        line_total = str(max(Decimal(0), expected + Decimal(quantity % 5 - 2) / 100))
+    spec = RECORDS["order_items"]
+    at = {name: spec.columns.index(name) + 1 for name in ("quantity", "unit_price", "line_total")}
+    values = ["1"] + ["x"] * len(spec.columns)
+    values[at["quantity"]], values[at["unit_price"]] = str(quantity), unit_price
+    values[at["line_total"]] = line_total
+    off = abs(quantity * Decimal(unit_price) - Decimal(line_total)) > Decimal("0.01")
+    if off:
+        with pytest.raises(Invalid) as refused:
+            spec.row_check(values)
+        assert refused.value.code == "line_total_mismatch"
+    else:
+        spec.row_check(values)
