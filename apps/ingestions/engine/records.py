@@ -143,7 +143,7 @@ class RecordSpec:
 def _compiled_validator(spec: RecordSpec) -> Callable[[Any, int], list[str]]:
     """`_validate_fields` for one type, with its loop unrolled: one statement per field,
     each field's name, check and default bound in advance. It runs once for every line
-    of every load, and the loop (its field lookups and list appends) cost about a sixth
+    of every load, and the loop (its field lookups and list appends) cost about a tenth
     of a row's parse time. The source is built from the type's declaration only (names
     are passed as `repr` literals), never from input."""
     env: dict[str, Any] = {"_missing": _missing, "_not_an_object": _not_an_object}
