@@ -13,7 +13,7 @@ import pytest
 from django.db.models import F
 from django.utils import timezone
 
-from apps.core.errors import UnprocessableError
+from apps.core.errors import ConflictError, UnprocessableError
 from apps.ingestions.engine.testing import ndjson_bytes, order_row, uid
 from apps.ingestions.models import Blob, Customer, Upload, UploadSession
 from apps.ingestions.selectors import upload_list
@@ -405,3 +405,57 @@ def test_the_upload_list_shows_a_sessions_upload_once_the_session_is_complete():
     assert not upload_list(tenant=tenant).exists()
     _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
     assert [u.id for u in upload_list(tenant=tenant)] == [early.id]
+
+
+def _unreadable_gzip(size: int) -> bytes:
+    """A gzip header, then bytes that are no deflate stream: unreadable from the start."""
+    import random
+
+    noise = random.Random(7).randbytes(size - 10)
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + noise
+
+
+def test_a_session_whose_first_bytes_cannot_be_decompressed_fails_before_the_rest_is_sent():
+    """The worker fails the early upload on its bytes (invalid_compression): the next chunk
+    is refused, the session fails with that error and shows that upload, its bytes go."""
+    tenant, _ = tenant_create(name="session-unreadable")
+    data = _unreadable_gzip(3 << 20)
+    session = session_create(tenant=tenant, filename="customers_1.ndjson.gz", size=len(data))
+    half = len(data) // 2
+    assert _append(tenant, session, data[:half], 0).upload is None
+    session.refresh_from_db()
+    early, blob_id = session.receiving_id, session.blob_id
+    upload_run(upload_id=early)  # fails at once: its bytes are no deflate stream
+    failed = Upload.objects.get(id=early)
+    assert (failed.state, failed.error_code) == ("failed", "invalid_compression")
+
+    with pytest.raises(UnprocessableError) as refused:
+        _append(tenant, session, data[half:], half)
+    assert refused.value.code == "invalid_compression"
+    assert refused.value.detail.startswith("The session failed: the file cannot be read: ")
+    session.refresh_from_db()
+    assert (session.state, session.error_code, session.upload_id) == (
+        "failed",
+        "invalid_compression",
+        early,
+    )
+    assert (session.offset, session.blob_id, session.receiving_id) == (half, None, None)
+    assert not Blob.objects.filter(id=blob_id).exists()
+    assert Upload.objects.get(id=early).state == "failed"  # as its event told
+    with pytest.raises(ConflictError) as again:
+        _append(tenant, session, data[half:], half)
+    assert again.value.code == "session_failed"
+
+
+def test_an_early_upload_failed_for_another_reason_lets_the_session_go_on():
+    """Only a fault of the bytes received fails the session early: after an internal error
+    the rest is taken, and the file registered afresh at its last byte."""
+    tenant, _ = tenant_create(name="session-early-internal")
+    data = customers_bytes(10_000)
+    session, early = _first_half(tenant, data)
+    Upload.objects.filter(id=early.id).update(
+        state="failed", error_code="decompression_bomb", error_detail="ratio"
+    )
+    outcome = _append(tenant, session, data[len(data) // 2 :], len(data) // 2)
+    assert outcome.upload.created
+    assert outcome.upload.upload.id != early.id

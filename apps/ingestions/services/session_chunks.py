@@ -32,6 +32,7 @@ from apps.ingestions.models import (
     SessionState,
     Upload,
     UploadSession,
+    UploadState,
 )
 from apps.ingestions.services.receiving import (
     upload_cancel,
@@ -40,10 +41,11 @@ from apps.ingestions.services.receiving import (
     upload_send_sealed,
 )
 from apps.ingestions.services.sessions import (
+    BYTES_FAULTS,
     SESSION_TOKEN,
     offset_conflict,
-    session_bytes_delete,
     session_expired_error,
+    session_fail,
     session_lookup,
     session_not_found,
     session_try_lock,
@@ -155,6 +157,7 @@ def session_append(
                 f"of {session.size} bytes.",
                 code="past_declared_size",
             )
+        _fail_if_unreadable(session)
         _store_chunk(session, stream, checksum, whole=not keep_partial or checksum is not None)
         session.refresh_from_db()
         upload = None
@@ -164,6 +167,21 @@ def session_append(
         return ChunkOutcome(session=session, upload=upload)
     finally:
         session_unlock(token)
+
+
+def _fail_if_unreadable(session: UploadSession) -> None:
+    """The upload loading the session's bytes failed on them (compression that cannot be
+    read, in what has arrived): the file fails so however it ends. The session fails now,
+    showing that upload, rather than take the rest of the file first."""
+    if session.receiving_id is None:
+        return
+    failed = Upload.objects.filter(
+        id=session.receiving_id, sha256="", state=UploadState.FAILED, error_code__in=BYTES_FAULTS
+    ).first()
+    if failed is not None:
+        detail = f"the file cannot be read: {failed.error_detail}"
+        session_fail(session, code=failed.error_code, detail=detail, upload=failed)
+        raise UnprocessableError(f"The session failed: {detail}", code=failed.error_code)
 
 
 def _store_chunk(
@@ -255,20 +273,6 @@ def _durable() -> None:
         cursor.execute("SET LOCAL synchronous_commit = on")
 
 
-def _session_fail(session: UploadSession, *, code: str, detail: str) -> None:
-    """The session failed: its bytes go, and the upload loading them (never sealed)."""
-    with transaction.atomic():
-        UploadSession.objects.filter(token=session.token).update(
-            state=SessionState.FAILED,
-            error_code=code,
-            error_detail=detail,
-            blob=None,
-            receiving=None,
-            updated_at=timezone.now(),
-        )
-        session_bytes_delete(session)  # as read before the update
-
-
 def _read_back(session: UploadSession) -> tuple[str, int, bytes]:
     """The stored file's sha256, size and head (its first `HEAD_BYTES`)."""
     digest = hashlib.sha256()
@@ -290,13 +294,13 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
     sha256, size, head = _read_back(session)
     if size != session.size:  # cannot happen while offsets are checked; never load if it does
         detail = f"stored {size} bytes for a session of {session.size}"
-        _session_fail(session, code="size_mismatch", detail=detail)
+        session_fail(session, code="size_mismatch", detail=detail)
         raise ApplicationError(f"The session failed: {detail}.", code="size_mismatch")
     if session.sha256 and sha256 != session.sha256:
         detail = (
             f"the file's sha256 is {sha256}, not the {session.sha256} announced; nothing was loaded"
         )
-        _session_fail(session, code="checksum_mismatch", detail=detail)
+        session_fail(session, code="checksum_mismatch", detail=detail)
         raise UnprocessableError(f"Checksum mismatch: {detail}.", code="checksum_mismatch")
     if session.receiving_id is not None and _early_upload_kept(session):
         return _session_seal(session, sha256=sha256, size=size)
@@ -307,7 +311,7 @@ def _session_complete(session: UploadSession) -> UploadOutcome:
             open_stream=lambda: io.BytesIO(head),
         )
     except UnknownRecordTypeError as exc:
-        _session_fail(session, code=exc.code, detail=exc.detail)
+        session_fail(session, code=exc.code, detail=exc.detail)
         raise
     with transaction.atomic():
         Blob.objects.filter(id=session.blob_id).update(sha256=sha256, size_bytes=size, head=head)

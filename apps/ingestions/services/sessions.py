@@ -200,6 +200,29 @@ def _session_mark_expired(session: UploadSession) -> None:
     session.refresh_from_db()
 
 
+# The faults of a file that its first bytes decide, whatever follows them: a load that
+# meets one before the last byte fails the session at once (`session_chunks`). Not
+# `decompression_bomb`: its ratio counts the compressed bytes read so far, which differ
+# when the reader waits for bytes still arriving.
+BYTES_FAULTS = ("invalid_compression",)
+
+
+def session_fail(session: UploadSession, *, code: str, detail: str, upload=None) -> None:
+    """The session failed: its bytes go, and the upload loading them unless a worker ended
+    it already (`upload`, then shown as the session's)."""
+    with transaction.atomic():
+        UploadSession.objects.filter(token=session.token).update(
+            state=SessionState.FAILED,
+            error_code=code,
+            error_detail=detail,
+            blob=None,
+            receiving=None,
+            upload=upload,
+            updated_at=timezone.now(),
+        )
+        session_bytes_delete(session)  # as read before the update
+
+
 def session_bytes_delete(session: UploadSession) -> None:
     """An open session's bytes deleted, as it fails, expires or ends (the caller holds its
     lock): the upload loading them as they arrive (`session_chunks`), if any, is cancelled
