@@ -320,8 +320,7 @@ def check_currency(name: str, value: Any) -> str:
 def _in_cents(text: str) -> int:
     """A money value as `check_decimal` stages it (digits, then at most two places: "7",
     "7.5", "7.50") in whole cents. Exact: `LineTotal` compares quantity x price with the
-    total within one cent in integers, which is its Decimal test times 100, at a third of
-    its cost."""
+    total within one cent in integers, which is its Decimal test times 100, and cheaper."""
     whole, _, places = text.partition(".")
     return int(whole + places.ljust(2, "0"))
 

@@ -108,7 +108,7 @@ class RecordSpec:
     row_rule: LineTotal | None = None
     children: tuple[str, ...] = ()
     row_check: RowCheck | None = dataclasses.field(default=None, init=False, compare=False)
-    # `validate_record` for this type, compiled (see `_compiled_validator`)
+    # `validate_record` for this type, compiled (`_compiled_validator`)
     validate: Callable[[Any, int], list[str]] = dataclasses.field(
         default=None, init=False, compare=False, repr=False
     )
@@ -141,7 +141,7 @@ class RecordSpec:
 
 
 def _compiled_validator(spec: RecordSpec) -> Callable[[Any, int], list[str]]:
-    """`_validate_fields` for one type, with its loop unrolled: one statement per field,
+    """`validate_record` for one type, with its loop unrolled: one statement per field,
     each field's name, check and default bound in advance. It runs once for every line
     of every load, and the loop (its field lookups and list appends) cost about a tenth
     of a row's parse time. The source is built from the type's declaration only (names
@@ -296,14 +296,9 @@ def descendants(record_type: str) -> tuple[str, ...]:
 
 def validate_record(spec: RecordSpec, obj: Any, line: int) -> list[str]:
     """Return `[line, *values]` as COPY text for a decoded row, or raise `Invalid` (its
-    first problem: `record_errors` finds the others). `spec.validate(obj, line)` does the
-    same, faster: the parser's loop calls that."""
-    return spec.validate(obj, line)
-
-
-def _validate_fields(spec: RecordSpec, obj: Any, line: int) -> list[str]:
-    """What `validate_record` does, field by field in a loop: the definition the compiled
-    validator follows (tests compare the two)."""
+    first problem: `record_errors` finds the others). The definition, field by field;
+    `spec.validate(obj, line)` is its compiled form, which loads call (tests hold the two
+    to the same answers)."""
     if type(obj) is not dict:
         raise _not_an_object(obj)
     values: list[str] = [str(line)]

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apps.ingestions.engine.checks import Invalid
-from apps.ingestions.engine.records import RECORDS, _validate_fields
+from apps.ingestions.engine.records import RECORDS, validate_record
 from apps.ingestions.engine.testing import ROW_FACTORIES
 
 _JSON = st.recursive(
@@ -63,7 +63,7 @@ def test_the_compiled_validator_answers_as_the_field_by_field_one(record_type, d
     that are not objects: both give the same values or the same first problem."""
     spec = RECORDS[record_type]
     obj = data.draw(_objects(record_type))
-    assert _outcome(spec.validate, obj) == _outcome(lambda o, n: _validate_fields(spec, o, n), obj)
+    assert _outcome(spec.validate, obj) == _outcome(lambda o, n: validate_record(spec, o, n), obj)
 
 
 @pytest.mark.parametrize("record_type", list(RECORDS))
