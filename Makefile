@@ -28,8 +28,11 @@ $(NODE_STAMP): tests/browser/package.json tests/browser/package-lock.json
 demo: install  # make demo DEMO_ARGS=--keep-running leaves the web server, worker and beat up
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
+# Two test processes (pytest-xdist): the suite waits on servers and workers much of the
+# time. TEST_PROCESSES=0 runs it in this one process.
+TEST_PROCESSES ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES)
 
 bench: install
 	$(PY) scripts/bench.py
