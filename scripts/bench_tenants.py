@@ -3,10 +3,15 @@
 - **fairness**: tenant A sends its order items as two files at once (its parents loaded
   before); half a second later tenant B sends 1,000 customers. Timed: B's 202 to B's upload
   completed, and A's two files from first request to both completed;
-- **several tenants at once**: two new tenants send their four files each, all eight at
-  once; rows/s over all of them from the first request to the last upload completed, next
-  to the end-to-end phase's one tenant alone. Started once the worker has caught up with
-  the analytics of the fairness loads (as the end-to-end phase starts with none queued).
+- **several tenants at once**: one new tenant sends its four files at once (one tenant
+  alone), then two new tenants send their four files each, all eight at once; rows/s over
+  all of them from the first request to the last upload completed. The tenant alone runs
+  on the same stack and database just before, so the two are compared on the same footing
+  (the two at once find more rows in the tables); the end-to-end phase's figure is shown
+  too. Each is started once the worker has caught up with the analytics of the loads
+  before (as the end-to-end phase starts with none queued), and each comes with the share
+  of the machine's CPU that was busy (`/proc/stat`): a tenant alone already keeps both
+  cores nearly busy, so two at once can gain little over it.
 """
 
 from __future__ import annotations
@@ -82,12 +87,13 @@ def _fairness(client, folder: Path, make_tenant) -> dict:
     }
 
 
-def _several(client, folder: Path, make_tenant) -> dict:
-    apis = [TenantApi(client, make_tenant(f"bench-many-{n}")) for n in range(TENANTS_AT_ONCE)]
+def _several(client, folder: Path, make_tenant, count: int, name: str) -> dict:
+    apis = [TenantApi(client, make_tenant(f"bench-{name}-{n}")) for n in range(count)]
     jobs = [(api, name) for api in apis for name in RECORD_ORDER]
-    rows = TENANTS_AT_ONCE * sum(
+    rows = count * sum(
         sum(1 for _ in (folder / f"{name}_1.ndjson").open("rb")) for name in RECORD_ORDER
     )
+    busy = _CpuBusy()
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         urls = list(
@@ -100,7 +106,30 @@ def _several(client, folder: Path, make_tenant) -> dict:
             )
         )
     ended = max(api.done(url, every=0.2) for api, url in urls)
-    return {"tenants": TENANTS_AT_ONCE, "rows": rows, "seconds": ended - started}
+    return {"tenants": count, "rows": rows, "seconds": ended - started, "cpu_busy": busy.share()}
+
+
+class _CpuBusy:
+    """The share of the machine's CPU time that was busy since it was made (None off Linux)."""
+
+    def __init__(self):
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as stat:
+                ticks = [int(n) for n in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle and iowait
+
+    def share(self) -> float | None:
+        end = self._read()
+        if self.start is None or end is None or end[0] == self.start[0]:
+            return None
+        total, idle = end[0] - self.start[0], end[1] - self.start[1]
+        return (total - idle) / total
 
 
 def phase_tenants(folder: Path, env: dict, make_tenant) -> dict:
@@ -113,10 +142,13 @@ def phase_tenants(folder: Path, env: dict, make_tenant) -> dict:
     with running_stack(env=env) as base, httpx.Client(base_url=base, timeout=600) as client:
         fairness = _fairness(client, folder, make_tenant)
         quiet = _quiet(env["DATABASE_URL"])
+        alone = _several(client, folder, make_tenant, 1, "alone")
+        _quiet(env["DATABASE_URL"])
         return {
             "fairness": fairness,
             "quiet_seconds": quiet,
-            "several": _several(client, folder, make_tenant),
+            "alone": alone,
+            "several": _several(client, folder, make_tenant, TENANTS_AT_ONCE, "many"),
         }
 
 
@@ -137,18 +169,25 @@ def _quiet(url: str, timeout: float = 600) -> float:
 
 def tenants_lines(tenants: dict, e2e: dict | None, rows_one: int) -> list[str]:
     """What the phase found, as lines to print."""
-    fair, several = tenants["fairness"], tenants["several"]
-    rate = several["rows"] / several["seconds"]
+    fair, several, alone = tenants["fairness"], tenants["several"], tenants["alone"]
+    rate, rate_alone = (run["rows"] / run["seconds"] for run in (several, alone))
     lines = [
         f"fairness: tenant B's {SMALL_ROWS:,}-row upload completed "
         f"{fair['small_seconds']:.2f} s after its 202 (accepted in "
         f"{fair['small_accept_seconds']:.2f} s) while tenant A loaded {fair['big_rows']:,} order "
         f"items as two files ({fair['big_seconds']:.1f} s for both)",
+        f"one tenant alone, four files: {alone['rows']:,} rows in {alone['seconds']:.1f} s, "
+        f"{rate_alone:,.0f} rows/s{_busy(alone)} (started once the fairness loads' analytics "
+        f"were caught up, {tenants['quiet_seconds']:.0f} s after them)",
         f"{several['tenants']} tenants at once, four files each: {several['rows']:,} rows in "
-        f"{several['seconds']:.1f} s, {rate:,.0f} rows/s (started once the fairness loads' "
-        f"analytics were caught up, {tenants['quiet_seconds']:.0f} s after them)",
+        f"{several['seconds']:.1f} s, {rate:,.0f} rows/s{_busy(several)}: "
+        f"{rate / rate_alone:.0%} of one tenant alone",
     ]
     if e2e is not None:
-        alone = rows_one / e2e["seconds"]
-        lines[-1] += f" (one tenant alone, end to end: {alone:,.0f} rows/s; {rate / alone:.0%})"
+        e2e_rate = rows_one / e2e["seconds"]
+        lines[-1] += f" ({rate / e2e_rate:.0%} of the end-to-end phase's {e2e_rate:,.0f} rows/s)"
     return lines
+
+
+def _busy(run: dict) -> str:
+    return "" if run["cpu_busy"] is None else f", CPU {run['cpu_busy']:.0%} busy"
