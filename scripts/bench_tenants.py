@@ -9,9 +9,10 @@
   on the same stack and database just before, so the two are compared on the same footing
   (the two at once find more rows in the tables); the end-to-end phase's figure is shown
   too. Each is started once the worker has caught up with the analytics of the loads
-  before (as the end-to-end phase starts with none queued), and each comes with the share
-  of the machine's CPU that was busy (`/proc/stat`): a tenant alone already keeps both
-  cores nearly busy, so two at once can gain little over it.
+  before (as the end-to-end phase starts with none queued) and the server has settled
+  (`settle`: vacuumed, analyzed, checkpointed, as every phase starts), and each comes with
+  the share of the machine's CPU that was busy (`/proc/stat`): on the bench's two cores a
+  tenant alone already keeps them nearly busy, so two at once can gain little over it.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ def _fairness(client, folder: Path, make_tenant) -> dict:
     }
 
 
-def _several(client, folder: Path, make_tenant, count: int, name: str) -> dict:
-    apis = [TenantApi(client, make_tenant(f"bench-{name}-{n}")) for n in range(count)]
+def _several(client, folder: Path, make_tenant, count: int, label: str) -> dict:
+    apis = [TenantApi(client, make_tenant(f"bench-{label}-{n}")) for n in range(count)]
     jobs = [(api, name) for api in apis for name in RECORD_ORDER]
     rows = count * sum(
         sum(1 for _ in (folder / f"{name}_1.ndjson").open("rb")) for name in RECORD_ORDER
@@ -122,7 +123,9 @@ class _CpuBusy:
                 ticks = [int(n) for n in stat.readline().split()[1:]]
         except (OSError, ValueError):
             return None
-        return sum(ticks), ticks[3] + ticks[4]  # all, idle and iowait
+        # user, nice, system, idle, iowait, irq, softirq, steal (guest time is counted in
+        # user and nice already); idle and iowait are the idle part
+        return sum(ticks[:8]), ticks[3] + ticks[4]
 
     def share(self) -> float | None:
         end = self._read()
@@ -133,7 +136,7 @@ class _CpuBusy:
 
 
 def phase_tenants(folder: Path, env: dict, make_tenant) -> dict:
-    """Fairness, then several tenants at once, on one stack."""
+    """Fairness, then one tenant alone, then several tenants at once, on one stack."""
     import httpx
 
     from scripts.stack import running_stack
@@ -153,10 +156,12 @@ def phase_tenants(folder: Path, env: dict, make_tenant) -> dict:
 
 
 def _quiet(url: str, timeout: float = 600) -> float:
-    """Wait until the worker has caught up with the analytics of the fairness loads (no
-    tenant's refresh left on its way), so that the several tenants are timed on a quiet
-    worker as one tenant alone is; how long that took."""
+    """Wait until the worker has caught up with the analytics of the loads before (no
+    tenant's refresh left on its way), so that the next loads are timed on a quiet worker
+    as the end-to-end phase's are, then settle the server; how long the wait took."""
     import psycopg
+
+    from scripts.stack import settle
 
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -164,7 +169,10 @@ def _quiet(url: str, timeout: float = 600) -> float:
             if time.perf_counter() - started > timeout:
                 raise RuntimeError(f"the analytics refreshes did not end within {timeout:.0f}s")
             time.sleep(0.5)
-    return time.perf_counter() - started
+        waited = time.perf_counter() - started
+        with conn.cursor() as cursor:
+            settle(cursor)
+    return waited
 
 
 def tenants_lines(tenants: dict, e2e: dict | None, rows_one: int) -> list[str]:

@@ -5,12 +5,16 @@ process already has a database of its own (pytest-django suffixes the test datab
 with the process's id, gw0, gw1...). What the processes would otherwise share is the
 broker and Redis, so each process past the first gets:
 
-- its own default Celery queue (`CELERY_QUEUE`): a stack worker started by one process
-  never takes a task another process's test sent to the default queue, whose ids belong to
-  another database. This holds on every broker, the embedded filesystem one included.
+- its own default Celery queue (`CELERY_QUEUE`, and `WEBHOOK_QUEUE` when one is set): a
+  stack worker started by one process never takes a task another process's test sent to
+  the default queue, whose ids belong to another database. This holds on every broker,
+  the embedded filesystem one included.
 - its own Redis database (the number in `CELERY_BROKER_URL` and `REDIS_URL`): remote
   control, the cache and the rate limits' counters (keyed by ids that repeat from one test
-  database to the next) stay apart.
+  database to the next) stay apart. This needs a Redis with as many databases as test
+  processes (16 by default; a Redis Cluster has only database 0), reached by a `redis://`
+  or `rediss://` URL: others (a unix socket, Sentinel) are left as they are, and then the
+  processes share them. CI and the embedded defaults are neither.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ def _isolate() -> None:
         return
     queue = os.environ.get("CELERY_QUEUE") or "celery"
     os.environ["CELERY_QUEUE"] = f"{queue}-gw{number}"
+    if os.environ.get("WEBHOOK_QUEUE"):  # unset: deliveries go to the default queue
+        os.environ["WEBHOOK_QUEUE"] += f"-gw{number}"
     for name in ("CELERY_BROKER_URL", "REDIS_URL"):
         if os.environ.get(name):
             os.environ[name] = redis_url_for(os.environ[name], number)

@@ -36,7 +36,7 @@ def test_a_later_process_reads_its_own_queue_and_redis_database_into_the_setting
     script = (
         "import tests.isolation, django; from django.conf import settings; django.setup(); "
         "print(settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_BROKER_URL, "
-        "settings.CACHES['default']['LOCATION'])"
+        "settings.CACHES['default']['LOCATION'], settings.WEBHOOK_QUEUE)"
     )
     env = {
         **os.environ,
@@ -44,6 +44,7 @@ def test_a_later_process_reads_its_own_queue_and_redis_database_into_the_setting
         "DJANGO_SETTINGS_MODULE": "main.settings",
         "DATABASE_URL": "postgresql://user@127.0.0.1:5432/unused",  # read, never connected to
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+        "WEBHOOK_QUEUE": "hooks",
     }
     for name in ("CELERY_QUEUE", "REDIS_URL"):
         env.pop(name, None)
@@ -55,4 +56,5 @@ def test_a_later_process_reads_its_own_queue_and_redis_database_into_the_setting
         "celery-gw3",
         "redis://127.0.0.1:6379/3",
         "redis://127.0.0.1:6379/3",
+        "hooks-gw3",
     ]

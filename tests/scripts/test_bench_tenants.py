@@ -4,6 +4,7 @@ was in each."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from scripts.bench_tenants import _CpuBusy, tenants_lines
@@ -44,6 +45,4 @@ def test_the_cpu_busy_share_counts_this_process_spinning():
 
 
 def _cores() -> int:
-    import os
-
     return os.cpu_count() or 1

@@ -147,8 +147,8 @@ def test_an_insert_rule_on_the_table_makes_postgres_check_every_row(tenant, ndjs
         assert cursor.fetchone()[0] == 6
 
 
-_SET_GRANT = "GRANT SET ON PARAMETER session_replication_role TO test_loader"
-_UPDATE_GRANT = "GRANT UPDATE ON orders, products TO test_loader"
+_SET_GRANT = "GRANT SET ON PARAMETER session_replication_role TO {role}"
+_UPDATE_GRANT = "GRANT UPDATE ON orders, products TO {role}"
 
 
 @pytest.mark.parametrize(
@@ -163,13 +163,16 @@ _UPDATE_GRANT = "GRANT UPDATE ON orders, products TO test_loader"
     ids=["no-set-grant", "no-update-on-parents"],
 )
 def test_a_role_missing_a_right_the_engines_checks_need_gets_postgres_checks(db, granted, missing):
+    # Roles are the server's, not the test database's: a name of its own, so that a test
+    # process running the other case at the same time does not wait on this one's.
+    role = f"test_loader_{uuid.uuid4().hex[:12]}"
     with connection.cursor() as cursor:
-        cursor.execute("CREATE ROLE test_loader NOSUPERUSER")
-        cursor.execute("GRANT INSERT ON order_items TO test_loader")
-        cursor.execute("GRANT SELECT ON orders, products TO test_loader")
+        cursor.execute(f"CREATE ROLE {role} NOSUPERUSER")
+        cursor.execute(f"GRANT INSERT ON order_items TO {role}")
+        cursor.execute(f"GRANT SELECT ON orders, products TO {role}")
         for grant, prepared in ((granted, False), (missing, True)):
-            cursor.execute(grant)
-            cursor.execute("SET LOCAL ROLE test_loader")
+            cursor.execute(grant.format(role=role))
+            cursor.execute(f"SET LOCAL ROLE {role}")
             assert (_prepare("order_items") is not None) is prepared
             cursor.execute("RESET ROLE")
 
