@@ -78,14 +78,19 @@ def _files():
 
 
 def _uploads_by_state() -> list[Metric]:
-    counts = {
-        (row["record_type"], row["state"]): row["n"]
-        for row in _files()
+    counts: dict[tuple[str, str], int] = {}
+    put_back = 0  # queued, but waiting for their client: their seal sends them to a worker
+    for row in (
+        _files()
         .exclude(id__in=session_receiving_ids())  # shown once their sessions complete
-        .values("record_type", "state")
+        .values("record_type", "state", "waits_for_bytes")
         .annotate(n=Count("id"))
         .order_by()
-    }
+    ):
+        key = (row["record_type"], row["state"])
+        counts[key] = counts.get(key, 0) + row["n"]
+        if row["waits_for_bytes"] and row["state"] == UploadState.QUEUED:
+            put_back += row["n"]
     uploads = GaugeMetricFamily(
         "ingest_uploads", "Uploads by record type and state.", labels=["type", "state"]
     )
@@ -94,11 +99,13 @@ def _uploads_by_state() -> list[Metric]:
             uploads.add_metric([record_type, state], counts.get((record_type, state), 0))
     depth = GaugeMetricFamily(
         "ingest_queue_depth",
-        "Uploads waiting for a worker: queued, or waiting for a tenant's earlier uploads.",
+        "Uploads waiting for a worker: queued (less those put back until their bytes are "
+        "in), or waiting for a tenant's earlier uploads.",
         labels=["state"],
     )
     for state in _WAITING_STATES:
-        depth.add_metric([state], sum(n for (_, s), n in counts.items() if s == state))
+        waiting = sum(n for (_, s), n in counts.items() if s == state)
+        depth.add_metric([state], waiting - put_back if state == UploadState.QUEUED else waiting)
     return [uploads, depth]
 
 

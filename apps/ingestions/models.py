@@ -107,6 +107,9 @@ class Upload(BaseModel):
     rows_done = models.BigIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Put back by a worker that loaded faster than its bytes arrived (`queued`, unsealed): it
+    # waits for its client, not for a worker, until its seal sends it to one again.
+    waits_for_bytes = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         db_table = "uploads"

@@ -30,6 +30,7 @@ from apps.ingestions.services import (
 from apps.ingestions.services.storage import CHUNK_BYTES, BlobGone, blob_write_piece
 from apps.tenants.services import tenant_create
 from tests.conftest import wait_for
+from tests.core.test_metrics import labels, scrape
 from tests.factories import database_url_of_tests
 from tests.ingestions.gated import GatedBody, customers_bytes, in_thread, worker_loading
 
@@ -245,9 +246,12 @@ def test_connection_is_left_in_autocommit_after_receiving():
     assert not connection.in_atomic_block
 
 
-def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(settings, monkeypatch):
+def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(
+    settings, monkeypatch, client
+):
     """Past INGEST_RECEIVE_PATIENCE_SECONDS of waits the load rolls back and the upload is
-    queued again, but sent to a worker only by its seal (the re-queue job passes over it)."""
+    queued again, but sent to a worker only by its seal (the re-queue job passes over it).
+    Meanwhile it waits for its client, not for a worker: the queue's depth leaves it out."""
     from apps.ingestions.services import receiving as receiving_service
 
     sent, send = [], receiving_service.upload_enqueue  # sent for real, to the test's queue
@@ -266,11 +270,15 @@ def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(sett
     parked = upload_run(upload_id=upload.id)
     assert (parked.state, parked.started_at, parked.rows_done) == ("queued", None, 0)
     assert Customer.objects.filter(tenant=tenant).count() == 0
+    metrics = scrape(client)
+    assert metrics[("ingest_uploads", labels(state="queued", type="customers"))] == 1
+    assert metrics[("ingest_queue_depth", labels(state="queued"))] == 0
     Upload.objects.filter(id=upload.id).update(updated_at=timezone.now() - timedelta(hours=1))
     assert upload_requeue() == 0  # not sent again while its bytes arrive
     body.release()
     receiving.thread.join(30)
     assert sent == [upload.id]  # sent by its seal
+    assert scrape(client)[("ingest_queue_depth", labels(state="queued"))] == 1
     done = upload_run(upload_id=upload.id)
     assert (done.state, done.rows_inserted) == ("completed", 30_000)
 

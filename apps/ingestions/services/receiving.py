@@ -216,7 +216,7 @@ def upload_seal(upload: Upload, *, sha256: str, size: int) -> Upload | None:
     try:
         with transaction.atomic():
             sealed = Upload.objects.filter(id=upload.id, sha256="").update(
-                sha256=sha256, size_bytes=size
+                sha256=sha256, size_bytes=size, waits_for_bytes=False
             )
             if sealed:  # and its bytes still there (an upload failed on them keeps them)
                 sealed = Blob.objects.filter(id=upload.blob_id, sha256="").update(

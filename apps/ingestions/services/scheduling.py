@@ -199,6 +199,7 @@ def upload_give_way(*, upload_id, until_received: bool = False) -> None:
         if upload_try_lock(upload_id):
             Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
                 state=UploadState.QUEUED,
+                waits_for_bytes=until_received,
                 started_at=None,
                 bytes_done=0,
                 rows_done=0,
