@@ -22,6 +22,7 @@ from apps.ingestions.models import Blob, BlobChunk, Customer, Upload
 from apps.ingestions.services import (
     BlobReader,
     upload_create,
+    upload_give_way,
     upload_receive,
     upload_requeue,
     upload_run,
@@ -281,6 +282,37 @@ def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(
     assert scrape(client)[("ingest_queue_depth", labels(state="queued"))] == 1
     done = upload_run(upload_id=upload.id)
     assert (done.state, done.rows_inserted) == ("completed", 30_000)
+
+
+def test_an_upload_sealed_as_its_worker_gives_up_on_its_bytes_is_sent_again(monkeypatch):
+    """The seal can come after the worker gave up waiting (`ReceiveBehind`) and before it
+    put the upload back: the seal found the upload still the worker's and sent it to none,
+    so putting it back sends it, and it is not left waiting for bytes that are all in."""
+    from apps.ingestions.services import scheduling
+
+    sent, send = [], scheduling.upload_enqueue  # sent for real, to the test's queue
+
+    def enqueue(*, upload_id) -> bool:
+        sent.append(upload_id)
+        return send(upload_id=upload_id)
+
+    monkeypatch.setattr(scheduling, "upload_enqueue", enqueue)
+    tenant, _ = tenant_create(name="sealed-meanwhile")
+    data = customers_bytes(5_000)
+    upload = upload_create(tenant=tenant, stream=io.BytesIO(data), filename="customers_1.ndjson")
+    upload = upload.upload
+    assert upload.sha256 == hashlib.sha256(data).hexdigest()  # sealed
+    Upload.objects.filter(id=upload.id).update(state="processing")  # its worker's, giving up
+    upload_give_way(upload_id=upload.id, until_received=True)
+    put_back = Upload.objects.get(id=upload.id)
+    assert (put_back.state, put_back.waits_for_bytes, put_back.started_at) == (
+        "queued",
+        False,
+        None,
+    )
+    assert sent == [upload.id]
+    done = upload_run(upload_id=upload.id)
+    assert (done.state, done.rows_inserted) == ("completed", 5_000)
 
 
 def test_the_housekeeping_fails_an_upload_whose_sender_went_silent_and_no_worker_holds():

@@ -194,10 +194,12 @@ def upload_give_way(*, upload_id, until_received: bool = False) -> None:
     it was, never started, where it waits for those parents (`upload_run` looks at it
     again at once); unless another worker has taken it meanwhile. `until_received`: it
     gave up on bytes that arrive slower than it loads (`ReceiveBehind`): queued, but sent
-    to a worker again only by its seal (docs/engine.md#process-while-receiving)."""
+    to a worker again only by its seal (docs/engine.md#process-while-receiving); or now,
+    when the seal came after the worker gave up and before this (the seal then found the
+    upload still the worker's, and sent it to none)."""
     with transaction.atomic():
         if upload_try_lock(upload_id):
-            Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
+            put_back = Upload.objects.filter(id=upload_id, state=UploadState.PROCESSING).update(
                 state=UploadState.QUEUED,
                 waits_for_bytes=until_received,
                 started_at=None,
@@ -205,6 +207,10 @@ def upload_give_way(*, upload_id, until_received: bool = False) -> None:
                 rows_done=0,
                 updated_at=timezone.now(),
             )
+            # The update waited for a seal in progress: a sealed upload is read here.
+            sealed = Upload.objects.filter(id=upload_id, waits_for_bytes=True).exclude(sha256="")
+            if put_back and until_received and sealed.update(waits_for_bytes=False):
+                transaction.on_commit(lambda: upload_enqueue(upload_id=upload_id))
     logger.info(
         "upload put back: its bytes arrive slower than it loads; it waits for the rest"
         if until_received
