@@ -247,6 +247,19 @@ def test_connection_is_left_in_autocommit_after_receiving():
     assert not connection.in_atomic_block
 
 
+def _sent_by(module, monkeypatch) -> list:
+    """The uploads `module` sends to a worker from now on (sent for real, to the test's
+    queue), in order."""
+    sent, send = [], module.upload_enqueue
+
+    def enqueue(*, upload_id) -> bool:
+        sent.append(upload_id)
+        return send(upload_id=upload_id)
+
+    monkeypatch.setattr(module, "upload_enqueue", enqueue)
+    return sent
+
+
 def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(
     settings, monkeypatch, client
 ):
@@ -255,13 +268,7 @@ def test_a_worker_puts_back_an_upload_whose_bytes_come_slower_than_it_loads(
     Meanwhile it waits for its client, not for a worker: the queue's depth leaves it out."""
     from apps.ingestions.services import receiving as receiving_service
 
-    sent, send = [], receiving_service.upload_enqueue  # sent for real, to the test's queue
-
-    def enqueue(*, upload_id) -> bool:
-        sent.append(upload_id)
-        return send(upload_id=upload_id)
-
-    monkeypatch.setattr(receiving_service, "upload_enqueue", enqueue)
+    sent = _sent_by(receiving_service, monkeypatch)
     settings.INGEST_RECEIVE_PATIENCE_SECONDS = 0.3
     tenant, _ = tenant_create(name="slow")
     data = customers_bytes(30_000)
@@ -290,13 +297,7 @@ def test_an_upload_sealed_as_its_worker_gives_up_on_its_bytes_is_sent_again(monk
     so putting it back sends it, and it is not left waiting for bytes that are all in."""
     from apps.ingestions.services import scheduling
 
-    sent, send = [], scheduling.upload_enqueue  # sent for real, to the test's queue
-
-    def enqueue(*, upload_id) -> bool:
-        sent.append(upload_id)
-        return send(upload_id=upload_id)
-
-    monkeypatch.setattr(scheduling, "upload_enqueue", enqueue)
+    sent = _sent_by(scheduling, monkeypatch)
     tenant, _ = tenant_create(name="sealed-meanwhile")
     data = customers_bytes(5_000)
     upload = upload_create(tenant=tenant, stream=io.BytesIO(data), filename="customers_1.ndjson")
