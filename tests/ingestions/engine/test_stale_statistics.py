@@ -118,3 +118,32 @@ def test_a_load_that_leaves_the_tenant_looking_empty_has_the_table_analyzed(tena
         known = tenant_rows_estimate(cursor.cursor, "customers", tenant.id)
         assert known < 2_000
         assert not refresh_statistics(cursor.cursor, **{**grown, "inserted": 2_000})
+
+
+def _stats(cursor, column: str):
+    cursor.execute(
+        "SELECT null_frac, n_distinct, most_common_vals::text, most_common_freqs::text "
+        "FROM pg_stats WHERE schemaname = 'public' AND tablename = 'customers' "
+        "AND attname = %s",
+        [column],
+    )
+    return cursor.fetchone()
+
+
+def test_the_refresh_analyzes_the_columns_rows_are_looked_up_by(tenant, other_tenant):
+    with connection.cursor() as cursor:
+        _customers(cursor, other_tenant, 3_000)
+        cursor.execute("ANALYZE customers")
+        cursor.execute(  # 2,000 more, each with an email of its own
+            "INSERT INTO customers (tenant_id, customer_id, name, email, metadata, created_at) "
+            "SELECT %s, gen_random_uuid(), 'n', i || '@example.com', '{}', now() "
+            "FROM generate_series(1, 2000) i",
+            [tenant.id],
+        )
+        email, tenants = _stats(cursor, "email"), _stats(cursor, "tenant_id")
+        grown = {"record_type": "customers", "inserted": 2_000, "tenant_id": tenant.id}
+        assert refresh_statistics(cursor.cursor, **grown)
+        assert _stats(cursor, "tenant_id") != tenants  # the tenant's share is known now
+        assert str(tenant.id) in _stats(cursor, "tenant_id")[2]
+        assert tenant_rows_estimate(cursor.cursor, "customers", tenant.id) > 1_000
+        assert _stats(cursor, "email") == email  # left to autovacuum
