@@ -20,7 +20,7 @@ import psycopg
 from psycopg import Cursor, sql
 
 from apps.ingestions.engine.changes import note_changes
-from apps.ingestions.engine.keys import ParentLocks
+from apps.ingestions.engine.keys import Locked, ParentLocks, remember
 from apps.ingestions.engine.pending import hold_missing, supersede_held
 from apps.ingestions.engine.records import RECORDS, RecordSpec
 from apps.ingestions.engine.results import ParentsComing
@@ -172,13 +172,17 @@ def insert_new(
     rows: int,
     tenant_id: str,
     parents: ParentLocks | None = None,
+    named: Locked | None = None,
+    locked: Locked | None = None,
 ) -> int | None:
     """The fast way in: a plain INSERT of rows with new ids whose parents all exist.
 
     This relies on the composite foreign keys being checked at the end of each statement
     (they are not DEFERRABLE, migration 0002): a deferred check would fail at commit
     instead, after the chance to take the careful way had passed. With `parents`, the
-    engine checks them itself for the whole chunk first (see `keys`).
+    engine checks them itself for the whole chunk first (see `keys`): with `named`, the
+    ids of the parents the parse collected, those not `locked` already in this
+    transaction; `locked` then grows by those it locked, once the rows are in.
 
     Nothing else is checked beforehand: the primary key checks every row anyway. When a
     key fails (an id that exists, a parent that does not), the INSERT is rolled back to a
@@ -187,10 +191,15 @@ def insert_new(
     insert = insert_sql(spec, select_sql(spec, source))
     params = {"tenant": tenant_id}
     cursor.execute("SAVEPOINT ingest_chunk")
+    fresh: Locked = {}
     try:
         if parents is None:
             cursor.execute(insert, params)
             inserted = cursor.rowcount
+        elif named and locked is not None:
+            found = parents.lock_ids(cursor, source, params, rows=rows, named=named, locked=locked)
+            inserted = None if found is None else parents.insert(cursor, insert, params)
+            fresh = found or {}
         elif parents.lock(cursor, source, params, rows=rows):
             inserted = parents.insert(cursor, insert, params)
         else:
@@ -202,6 +211,8 @@ def insert_new(
     else:
         note_changes(cursor, spec, source, tenant_id)
     cursor.execute("RELEASE SAVEPOINT ingest_chunk")
+    if inserted is not None and locked is not None:
+        remember(locked, fresh)
     return inserted
 
 

@@ -50,6 +50,8 @@ class Chunk:
     rejected: int
     last: bool = False  # known to end the file (a full chunk at the very end is not marked)
     warned: int = 0  # valid rows with warnings
+    # the ids its valid rows name, per parent column named again (`Parent.named_again`)
+    parent_ids: dict[str, set[str]] | None = None
 
 
 def json_error(exc: Exception, data: bytes) -> str:
@@ -135,6 +137,12 @@ def parse_chunks(
     decode = _decode
     validate = spec.validate
     check = rules.check if rules is not None else None
+    # The ids of the parents each chunk's valid rows name again and again (`named_again`),
+    # collected as they go by: the merge locks each once (`keys.ParentLocks.lock_ids`).
+    parent_at = tuple(
+        (p.column, 1 + spec.columns.index(p.column)) for p in spec.parents if p.named_again
+    )
+    named, collect = _parent_sets(parent_at)
     parts: list[str] = []
     rows = rejected = warned = total = size = 0
     max_size = CHUNK_CHARS
@@ -182,6 +190,8 @@ def parse_chunks(
             else:
                 if check is None or (found := check(obj)) is None:
                     parts.append("\t".join(values) + valid_tail)
+                    for at, add in collect:
+                        add(values[at])
                 elif found[0]:  # rejected by the tenant's rules
                     rejected += 1
                     bad = found[0][0]
@@ -194,18 +204,37 @@ def parse_chunks(
                 else:  # loaded, with warnings
                     warned += 1
                     parts.append("\t".join(values) + warned_tail + _problems_text(found[1]) + "\n")
+                    for at, add in collect:
+                        add(values[at])
         size += len(parts[-1])
         if rows == limit or size >= max_size:
             total += rows
-            yield Chunk(first, number, "".join(parts), rows, rejected, warned=warned)
+            yield Chunk(
+                first, number, "".join(parts), rows, rejected, warned=warned, parent_ids=named
+            )
             if progress is not None:
                 progress(total)
             parts, rows, rejected, warned, first, size = [], 0, 0, 0, None, 0
+            named, collect = _parent_sets(parent_at)
             limit = chunk_rows
     if rows or parts:
         total += rows
         yield Chunk(
-            first or number, number, "".join(parts), rows, rejected, last=True, warned=warned
+            first or number,
+            number,
+            "".join(parts),
+            rows,
+            rejected,
+            last=True,
+            warned=warned,
+            parent_ids=named,
         )
     if progress is not None:
         progress(total)
+
+
+def _parent_sets(parent_at: tuple[tuple[str, int], ...]) -> tuple[dict[str, set[str]], list]:
+    """Empty sets of ids for one chunk, per parent column, and (value index, the set's add)
+    for the loop. A NULL (an optional parent left out) is not a parent: the merge drops it."""
+    named: dict[str, set[str]] = {column: set() for column, _ in parent_at}
+    return named, [(at, named[column].add) for column, at in parent_at]

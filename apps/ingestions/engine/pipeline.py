@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from psycopg import Cursor
 
 from apps.ingestions.engine.job import Job, Totals
+from apps.ingestions.engine.keys import Locked
 from apps.ingestions.engine.merge import (
     MergeCounts,
     chunk_source,
@@ -83,6 +84,7 @@ class Pipeline:
         self._repeated_id = False  # the merge thread met an id it had merged before
         self._careful = False  # chunks go the careful way, their ids tracked
         self._older_held = False  # the tenant held rows of this type when the load began
+        self._locked: Locked = {}  # parents locked by the fast way so far (`keys.lock_ids`)
         name = job.upload_id
         self._stager = threading.Thread(target=self._stage, name=f"stage-{name}", daemon=True)
         self._merger = threading.Thread(target=self._merge, name=f"merge-{name}", daemon=True)
@@ -229,7 +231,14 @@ class Pipeline:
         rows = chunk_source(spec, stage, chunk.first_line, chunk.last_line)
         if not self._careful:
             inserted = insert_new(
-                cursor, spec, rows, rows=valid, tenant_id=job.tenant_id, parents=job.parents
+                cursor,
+                spec,
+                rows,
+                rows=valid,
+                tenant_id=job.tenant_id,
+                parents=job.parents,
+                named=chunk.parent_ids,
+                locked=self._locked,
             )
             if inserted is not None:
                 self._merged.append(MergeCounts(inserted, 0, valid - inserted, 0, 0, ()))

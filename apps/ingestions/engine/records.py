@@ -90,6 +90,11 @@ class Parent:
 
     record_type: str
     column: str
+    # Rows of a file name the same parent again and again, across its chunks (a product,
+    # a customer): a pipelined load collects these ids as it parses and locks each once
+    # (`keys.ParentLocks.lock_ids`). A parent whose rows come together (an order's items)
+    # is read back from the staging table instead: collecting it costs more than it saves.
+    named_again: bool = dataclasses.field(default=False, compare=False)
 
     @property
     def table(self) -> str:
@@ -220,7 +225,7 @@ _DECLARED = (
             Field("raw_payload", check_object, "jsonb", required=False),
             _timestamp("created_at"),
         ),
-        parents=(Parent("customers", "customer_id"),),
+        parents=(Parent("customers", "customer_id", named_again=True),),
     ),
     RecordSpec(
         "order_items",
@@ -233,7 +238,10 @@ _DECLARED = (
             _money("unit_price"),
             _money("line_total"),
         ),
-        parents=(Parent("orders", "order_id"), Parent("products", "product_id")),
+        parents=(
+            Parent("orders", "order_id"),
+            Parent("products", "product_id", named_again=True),
+        ),
         row_rule=LineTotal(quantity="quantity", unit_price="unit_price", line_total="line_total"),
     ),
 )

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from django.db import connection, connections, transaction
+from psycopg import sql
 
 from apps.ingestions.engine import RECORDS, ParentsComing
 from apps.ingestions.engine.keys import HELD, ParentLocks, _Key
@@ -504,3 +505,98 @@ def test_a_load_that_holds_nothing_never_asks(tenant, ndjson, load, small_chunks
     result = _load_items(tenant, ITEMS_FILE, parents_coming=lambda: asked.append(1) or True)
     assert result.rows.inserted == 6
     assert asked == []
+
+
+# --- the parents' ids from the parse, each probed once per upload --------------------------------
+
+
+class _Probes:
+    """A cursor that records the ids of each parent probe the engine sends as arrays."""
+
+    def __init__(self, cursor):
+        self._cursor = cursor
+        self.probed: list[set[str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+    def execute(self, query, params=None, **kwargs):
+        for name, value in (params or {}).items() if isinstance(params, dict) else ():
+            if name.startswith("ids_"):
+                self.probed.append(set(value.strip("{}").split(",")))
+        return self._cursor.execute(query, params, **kwargs)
+
+
+def test_a_parent_named_again_by_later_chunks_is_probed_once(tenant, ndjson, load, small_chunks):
+    """Chunks of three items naming the same two products: each product is locked by the
+    first chunk that names it, and no later chunk probes it again. Orders, whose items come
+    together, are read back from the staged chunk each time."""
+    _parents(tenant, load, ndjson)
+    rows = [item(f"i{i}", f"o{i // 6}", f"p{i % 2}") for i in range(12)]
+    data = ndjson_bytes(rows)
+    upload = _register(tenant, data, "order_items")
+    with connection.cursor() as cursor:
+        probes = _Probes(cursor.cursor)
+        result = load_registered(probes, upload, io.BytesIO(data))
+    assert result.rows.inserted == 12
+    assert probes.probed == [{uid("p0"), uid("p1")}]  # four chunks, one probe of products
+    assert Order.objects.filter(tenant=tenant).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_parent_only_an_earlier_chunk_probed_stays_locked_until_the_commit(
+    tenant, ndjson, load, small_chunks
+):
+    """The product of every chunk is locked by the first: deleting it waits while the upload
+    is open, and is refused once it committed."""
+    _parents(tenant, load, ndjson)
+    rows = [item(f"i{i}", "o0", "p0") for i in range(9)]
+    data = ndjson_bytes(rows)
+    upload = _register(tenant, data, "order_items")
+    delete = "DELETE FROM products WHERE tenant_id = %s AND product_id = %s"
+    with _connect() as loader, _connect() as other:
+        other.execute("SET lock_timeout = '300ms'")
+        with loader.transaction(), loader.cursor() as cursor:
+            assert load_registered(cursor, upload, io.BytesIO(data)).rows.inserted == 9
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                other.execute(delete, (tenant.id, uid("p0")))
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            other.execute(delete, (tenant.id, uid("p0")))
+
+
+def _chunk_table(cursor, rows) -> sql.Composable:
+    """A temp table of staged-like rows (`line`, order_id, product_id) as a chunk source."""
+    cursor.execute(
+        "CREATE TEMP TABLE chunk (line bigint, order_item_id uuid, order_id uuid, "
+        "product_id uuid) ON COMMIT DROP"
+    )
+    for line, (order_label, product_label) in enumerate(rows, 1):
+        cursor.execute(
+            "INSERT INTO pg_temp.chunk VALUES (%s, gen_random_uuid(), %s, %s)",
+            (line, uid(order_label), uid(product_label)),
+        )
+    return sql.SQL("pg_temp.chunk")
+
+
+def test_the_ids_probed_leave_out_nulls_and_those_locked_already(tenant, ndjson, load):
+    """Products named by the parse are probed but for those locked already; orders are read
+    back from the chunk, and a missing one fails the check as before."""
+    _parents(tenant, load, ndjson)
+    locks = _prepare("order_items")
+    params = {"tenant": tenant.id}
+    with connection.cursor() as cursor:
+        source = _chunk_table(cursor.cursor, [("o0", "p0"), ("o1", "p1")])
+        named = {"product_id": {uid("p0"), uid("p1"), "\\N"}}
+        check = {"rows": 2, "named": named}
+        fresh = locks.lock_ids(cursor.cursor, source, params, **check, locked={})
+        assert fresh == {"product_id": {uid("p0"), uid("p1")}}
+        fresh = locks.lock_ids(cursor.cursor, source, params, **check, locked=fresh)
+        assert fresh == {}  # nothing to probe: both are locked already
+        named["product_id"].add(uid("p9"))  # no such product
+        assert locks.lock_ids(cursor.cursor, source, params, **check, locked={}) is None
+        cursor.execute(
+            "INSERT INTO pg_temp.chunk VALUES (3, gen_random_uuid(), %s, %s)",
+            (uid("o9"), uid("p0")),
+        )  # no such order
+        named["product_id"].discard(uid("p9"))
+        assert locks.lock_ids(cursor.cursor, source, params, **check, locked={}) is None
