@@ -331,19 +331,29 @@ def test_a_parent_cannot_be_deleted_under_an_upload_nor_after_it(tenant, ndjson,
     """While an upload of items is open, deleting their order waits (and times out here);
     once the upload commits, the delete is refused by the key: no item is left orphaned."""
     _parents(tenant, load, ndjson)
-    data = ndjson_bytes(ITEMS_FILE)
+    _load_then_delete(tenant, ITEMS_FILE, ("orders", "order_id", "o0"), setwise_key_checks=setwise)
+    assert OrderItem.objects.filter(tenant=tenant).count() == 6
+
+
+def _load_then_delete(tenant, rows, parent: tuple[str, str, str], **options) -> None:
+    """Load `rows` of order items in a transaction of its own; while it is open, deleting
+    `parent` (table, key column, label) waits for its lock; once committed, the key
+    refuses it."""
+    data = ndjson_bytes(rows)
     upload = _register(tenant, data, "order_items")
-    delete = "DELETE FROM orders WHERE tenant_id = %s AND order_id = %s"
+    table, column, label = parent
+    delete = sql.SQL("DELETE FROM {} WHERE tenant_id = %s AND {} = %s").format(
+        sql.Identifier(table), sql.Identifier(column)
+    )
     with _connect() as loader, _connect() as other:
         other.execute("SET lock_timeout = '300ms'")
         with loader.transaction(), loader.cursor() as cursor:
-            result = load_registered(cursor, upload, io.BytesIO(data), setwise_key_checks=setwise)
-            assert result.rows.inserted == 6
+            result = load_registered(cursor, upload, io.BytesIO(data), **options)
+            assert result.rows.inserted == len(rows)
             with pytest.raises(psycopg.errors.LockNotAvailable):
-                other.execute(delete, (tenant.id, uid("o0")))
+                other.execute(delete, (tenant.id, uid(label)))
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
-            other.execute(delete, (tenant.id, uid("o0")))
-    assert OrderItem.objects.filter(tenant=tenant).count() == 6
+            other.execute(delete, (tenant.id, uid(label)))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -551,17 +561,7 @@ def test_a_parent_only_an_earlier_chunk_probed_stays_locked_until_the_commit(
     is open, and is refused once it committed."""
     _parents(tenant, load, ndjson)
     rows = [item(f"i{i}", "o0", "p0") for i in range(9)]
-    data = ndjson_bytes(rows)
-    upload = _register(tenant, data, "order_items")
-    delete = "DELETE FROM products WHERE tenant_id = %s AND product_id = %s"
-    with _connect() as loader, _connect() as other:
-        other.execute("SET lock_timeout = '300ms'")
-        with loader.transaction(), loader.cursor() as cursor:
-            assert load_registered(cursor, upload, io.BytesIO(data)).rows.inserted == 9
-            with pytest.raises(psycopg.errors.LockNotAvailable):
-                other.execute(delete, (tenant.id, uid("p0")))
-        with pytest.raises(psycopg.errors.ForeignKeyViolation):
-            other.execute(delete, (tenant.id, uid("p0")))
+    _load_then_delete(tenant, rows, ("products", "product_id", "p0"))
 
 
 def _chunk_table(cursor, rows) -> sql.Composable:
