@@ -31,6 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from scripts.bench_cpu import cpu_now, cpu_use
 from scripts.stack import process_tree, resident_mb, settle
 
 CLIENTS = 8
@@ -217,12 +218,19 @@ def _rss_mb(pid: int) -> float:
 
 def _scenario(name, drive, *, cursor, table, processes, records_per_request) -> dict:
     memory_before = {n: _rss_mb(p.pid) for n, p in processes.items()}
+    cpu_before = cpu_now(processes)
     started = time.perf_counter()
     tally = Tally()
     sending = threading.Thread(target=drive, args=(tally,))
     sending.start()
     seen = _done_times(cursor, table, tally, sending, processes)
     sending.join()
+    cpu = cpu_use(
+        cpu_before,
+        cpu_now(processes),
+        seconds=time.perf_counter() - started,
+        requests=tally.requests,
+    )
     sent_for = tally.ended - started
     finished = max(seen.values(), default=started)
     lags = [seen[r] - tally.accepted_at[r] for r in seen]
@@ -242,6 +250,7 @@ def _scenario(name, drive, *, cursor, table, processes, records_per_request) -> 
         "lag_p50_ms": 1000 * _percentile(lags, 0.50),
         "lag_p99_ms": 1000 * _percentile(lags, 0.99),
         "memory_mb": {n: (memory_before[n], _rss_mb(p.pid)) for n, p in processes.items()},
+        "cpu": cpu,
     }
 
 

@@ -46,6 +46,37 @@ def resident_mb(pid: int) -> float:
     return 0.0
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of `pid` and its living descendants, in seconds (Linux:
+    /proc); a process gone meanwhile counts 0, so take it over processes that stay up."""
+    total = 0
+    for current in process_tree(pid):
+        try:
+            with open(f"/proc/{current}/stat") as stat:
+                # the fields after the name, which is in parentheses and may hold spaces
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICKS
+
+
+def busy_seconds() -> float | None:
+    """CPU time all of the machine's cores have spent running its processes since it
+    started (/proc/stat's user, nice, system, irq and softirq; not idle, iowait, or steal,
+    the time a virtual machine's host ran something else), in seconds; None without /proc."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:8]]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = ticks
+    return (user + nice + system + irq + softirq) / _TICKS
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
