@@ -264,10 +264,12 @@ SELECT EXISTS (SELECT 1 FROM uploads u WHERE source = 'file' AND state = ANY (%(
 _LOADING_STATES = [UploadState.QUEUED, UploadState.WAITING, UploadState.PROCESSING]
 _PATIENCE_SECONDS = 60  # the longest a refresh puts itself off for the tenant's loads
 # Feed entries (one per merged chunk, at most 20,000 ids each) one refresh task applies; it
-# sends itself again for the rest, so a worker slot is held for a few seconds at most
-# (1-6 s on the bench's two cores): 950,000 ids at once held one for 17-20 s, and two
-# tenants' refreshes both slots, while other tenants' uploads waited.
-REFRESH_ENTRIES = 3
+# sends itself again for the rest, so an upload that arrives meanwhile waits for one entry
+# at most: 950,000 ids at once held a slot for 17-20 s, and two tenants' refreshes both
+# slots, while other tenants' uploads waited; three entries a task held a small upload
+# queued for 0.5-1.65 s on a slow machine. Smaller slices cost more in all
+# (docs/analytics.md): catching up is the workers' spare time, loads come first.
+REFRESH_ENTRIES = 1
 
 
 def analytics_refresh(*, tenant_id) -> int:
