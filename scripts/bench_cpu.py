@@ -2,8 +2,7 @@
 process, read from Linux's /proc (`scripts.stack.cpu_seconds`, `busy_seconds`).
 
 On a machine whose cores are all busy, a figure is the machine's limit, not the service's
-waits: these numbers tell which, and what a request or a phase costs in CPU, which moves
-less than wall time from one machine (or one neighbour on the host) to another.
+waits: these numbers tell which, and which process a request's or a phase's CPU went to.
 """
 
 from __future__ import annotations

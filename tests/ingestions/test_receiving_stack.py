@@ -177,7 +177,7 @@ def test_a_worker_sigkilled_mid_load_leaves_it_to_another_which_loads_it_once(
     first.wait(timeout=30)
     celery_processes(WORKER_ENV)  # no beat: its own housekeeping sends the upload again
     status, body = _finish_post(conn, data)
-    assert (status, body["id"]) == (202, str(upload.id))
+    assert (status, body.get("id")) == (202, str(upload.id)), body
     done = _finished(upload.id)
     assert (done.state, done.rows_inserted, done.rows_unchanged) == ("completed", ROWS, 0)
     assert done.started_at > upload.started_at  # run again, from the stored pieces
