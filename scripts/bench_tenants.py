@@ -17,11 +17,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from apps.ingestions.engine import RECORD_ORDER
+from scripts.stack import busy_seconds
 
 _FINAL = ("completed", "completed_with_errors", "failed")
 SMALL_ROWS = 1_000
@@ -111,28 +113,17 @@ def _several(client, folder: Path, make_tenant, count: int, label: str) -> dict:
 
 
 class _CpuBusy:
-    """The share of the machine's CPU time that was busy since it was made (None off Linux)."""
+    """The share of the machine's CPU time that was busy since it was made (None off Linux):
+    `stack.busy_seconds` over the wall time of all its cores."""
 
     def __init__(self):
-        self.start = self._read()
-
-    @staticmethod
-    def _read() -> tuple[int, int] | None:
-        try:
-            with open("/proc/stat") as stat:
-                ticks = [int(n) for n in stat.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        # user, nice, system, idle, iowait, irq, softirq, steal (guest time is counted in
-        # user and nice already); idle and iowait are the idle part
-        return sum(ticks[:8]), ticks[3] + ticks[4]
+        self.start, self.started = busy_seconds(), time.perf_counter()
 
     def share(self) -> float | None:
-        end = self._read()
-        if self.start is None or end is None or end[0] == self.start[0]:
+        end, seconds = busy_seconds(), time.perf_counter() - self.started
+        if self.start is None or end is None or seconds <= 0:
             return None
-        total, idle = end[0] - self.start[0], end[1] - self.start[1]
-        return (total - idle) / total
+        return min(1.0, (end - self.start) / (seconds * (os.cpu_count() or 1)))
 
 
 def phase_tenants(folder: Path, env: dict, make_tenant) -> dict:
