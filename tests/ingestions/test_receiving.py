@@ -28,7 +28,12 @@ from apps.ingestions.services import (
     upload_run,
     upload_stop_incomplete,
 )
-from apps.ingestions.services.storage import CHUNK_BYTES, BlobGone, blob_write_piece
+from apps.ingestions.services.storage import (
+    CHUNK_BYTES,
+    BlobGone,
+    ReceiveBehind,
+    blob_write_piece,
+)
 from apps.tenants.services import tenant_create
 from tests.conftest import wait_for
 from tests.core.test_metrics import labels, scrape
@@ -117,6 +122,34 @@ def test_a_following_reader_gives_up_when_no_piece_comes_for_the_stall_limit(set
         reader.read()
     assert caught.value.code == "incomplete_upload"
     assert "stopped arriving after 7 bytes, for 1 s" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("work_seconds", "gives_up"),
+    [(0.0, True), (2.0, False)],
+    ids=["reader-mostly-waiting", "reader-mostly-working"],
+)
+def test_a_following_reader_gives_up_past_its_patience_only_when_it_waits_more_than_it_works(
+    settings, work_seconds, gives_up
+):
+    """Past INGEST_RECEIVE_PATIENCE_SECONDS of waits a reader gives up (`ReceiveBehind`)
+    when it has waited longer than it worked; one whose bytes come nearly as fast as it
+    uses them goes on: giving up would throw its work away."""
+    settings.INGEST_RECEIVE_PATIENCE_SECONDS = 0.2
+    blob = Blob.objects.create(sha256="", size_bytes=0)
+    blob_write_piece(blob.id, 0, b"a" * 10)
+    with BlobReader(blob.id, follow=True) as reader:
+        assert reader.read(10) == b"a" * 10
+        time.sleep(work_seconds)  # what its load does with the first piece
+        thread, out = in_thread(reader.read)
+        time.sleep(0.6)  # the next piece comes late: waits past the patience
+        blob_write_piece(blob.id, 1, b"b" * 10)
+        Blob.objects.filter(id=blob.id).update(sha256="ab" * 32, size_bytes=20)
+        thread.join(10)
+    if gives_up:
+        assert isinstance(out["error"], ReceiveBehind)
+    else:
+        assert (out.get("error"), out["result"]) == (None, b"b" * 10)
 
 
 def test_a_received_upload_is_queued_before_its_end_and_sealed_at_it():
