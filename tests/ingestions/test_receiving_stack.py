@@ -168,14 +168,18 @@ def test_a_client_that_disconnects_mid_body_leaves_nothing_loaded(web, celery_pr
 def test_a_worker_sigkilled_mid_load_leaves_it_to_another_which_loads_it_once(
     web, celery_processes
 ):
-    first, _ = celery_processes(WORKER_ENV)
+    # The body's second half waits until the new worker is up, seconds on a loaded
+    # machine: past STALL_SECONDS of silence, the new worker's housekeeping could fail the
+    # upload as incomplete before it sends it again, which is not what this test is about.
+    env = {**WORKER_ENV, "INGEST_RECEIVE_STALL_SECONDS": "60"}
+    first, _ = celery_processes(env)
     tenant, api_key = tenant_create(name="killed")
     data = _customers("d")
     conn = _start_post(web, api_key, data)
     upload = _loading(tenant)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
-    celery_processes(WORKER_ENV)  # no beat: its own housekeeping sends the upload again
+    celery_processes(env)  # no beat: its own housekeeping sends the upload again
     status, body = _finish_post(conn, data)
     assert (status, body.get("id")) == (202, str(upload.id)), body
     done = _finished(upload.id)
