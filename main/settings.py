@@ -296,8 +296,9 @@ INGEST_SETWISE_KEY_CHECKS = env_bool("INGEST_SETWISE_KEY_CHECKS", True)
 # bytes, and loaded while the rest arrives (docs/engine.md#process-while-receiving); off, it
 # is queued once stored whole. A worker that has waited INGEST_RECEIVE_PATIENCE_SECONDS in
 # all for its bytes, and longer than it loaded, puts it back until they are all in (a slow
-# sender must not hold a worker). One whose bytes stop for INGEST_RECEIVE_STALL_SECONDS fails (`incomplete_upload`):
-# keep that above WEB_CLIENT_TIMEOUT, after which the web drops a silent client itself.
+# sender must not hold a worker). One whose bytes stop for INGEST_RECEIVE_STALL_SECONDS
+# fails (`incomplete_upload`): keep that above WEB_CLIENT_TIMEOUT, after which the web
+# drops a silent client itself.
 INGEST_PROCESS_WHILE_RECEIVING = env_bool("INGEST_PROCESS_WHILE_RECEIVING", True)
 INGEST_RECEIVE_PATIENCE_SECONDS = env_float("INGEST_RECEIVE_PATIENCE_SECONDS", 3.0)
 INGEST_RECEIVE_STALL_SECONDS = env_int("INGEST_RECEIVE_STALL_SECONDS", 120)
