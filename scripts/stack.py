@@ -50,8 +50,10 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) of `pid` and its living descendants, in seconds (Linux:
-    /proc); a process gone meanwhile counts 0, so take it over processes that stay up."""
+    """CPU time (user and system) of `pid` and its descendants, in seconds (Linux: /proc):
+    the living ones' own, and the children each has waited for (a worker's pool process
+    replaced meanwhile still counts). A process gone meanwhile counts 0, so take it over
+    processes that stay up."""
     total = 0
     for current in process_tree(pid):
         try:
@@ -60,7 +62,7 @@ def cpu_seconds(pid: int) -> float:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
+        total += sum(int(field) for field in fields[11:15])  # utime, stime, cutime, cstime
     return total / _TICKS
 
 
