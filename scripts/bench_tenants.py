@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from apps.ingestions.engine import RECORD_ORDER
-from scripts.stack import busy_seconds
+from scripts.bench_cpu import phase_cpu
 
 _FINAL = ("completed", "completed_with_errors", "failed")
 SMALL_ROWS = 1_000
@@ -96,9 +96,8 @@ def _several(client, folder: Path, make_tenant, count: int, label: str) -> dict:
     rows = count * sum(
         sum(1 for _ in (folder / f"{name}_1.ndjson").open("rb")) for name in RECORD_ORDER
     )
-    busy = _CpuBusy()
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+    with phase_cpu() as cpu, ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         urls = list(
             pool.map(
                 lambda job: (
@@ -108,22 +107,16 @@ def _several(client, folder: Path, make_tenant, count: int, label: str) -> dict:
                 jobs,
             )
         )
-    ended = max(api.done(url, every=0.2) for api, url in urls)
-    return {"tenants": count, "rows": rows, "seconds": ended - started, "cpu_busy": busy.share()}
+        ended = max(api.done(url, every=0.2) for api, url in urls)
+    return {"tenants": count, "rows": rows, "seconds": ended - started, "cpu_busy": busy_share(cpu)}
 
 
-class _CpuBusy:
-    """The share of the machine's CPU time that was busy since it was made (None off Linux):
-    `stack.busy_seconds` over the wall time of all its cores."""
-
-    def __init__(self):
-        self.start, self.started = busy_seconds(), time.perf_counter()
-
-    def share(self) -> float | None:
-        end, seconds = busy_seconds(), time.perf_counter() - self.started
-        if self.start is None or end is None or seconds <= 0:
-            return None
-        return min(1.0, (end - self.start) / (seconds * (os.cpu_count() or 1)))
+def busy_share(cpu: dict) -> float | None:
+    """The share of the machine's CPU time that was busy over a `phase_cpu` block (None
+    off Linux): its cores busy over all its cores."""
+    if "cores_busy" not in cpu:
+        return None
+    return min(1.0, cpu["cores_busy"] / (os.cpu_count() or 1))
 
 
 def phase_tenants(folder: Path, env: dict, make_tenant) -> dict:

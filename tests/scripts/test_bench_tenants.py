@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import time
 
-from scripts.bench_tenants import _CpuBusy, tenants_lines
+from scripts.bench_cpu import phase_cpu
+from scripts.bench_tenants import busy_share, tenants_lines
 
 FAIRNESS = {"small_seconds": 0.21, "small_accept_seconds": 1.2, "big_seconds": 8.1, "big_rows": 7}
 
@@ -34,11 +35,11 @@ def test_two_tenants_are_compared_with_one_alone_on_the_same_stack():
 
 
 def test_the_cpu_busy_share_counts_this_process_spinning():
-    busy = _CpuBusy()
-    until = time.monotonic() + 0.3
-    while time.monotonic() < until:
-        pass
-    share = busy.share()
+    with phase_cpu() as cpu:
+        until = time.monotonic() + 0.3
+        while time.monotonic() < until:
+            pass
+    share = busy_share(cpu)
     # one core of the machine's spun the whole time; the rest may have been idle
     assert share is not None
     assert 0.9 / _cores() <= share <= 1.0
