@@ -17,6 +17,14 @@ def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`, in any case; anything else stops the process, naming the setting."""
+    value = os.environ.get(name, default).strip().lower()
+    if value not in choices:
+        raise RuntimeError(f"{name} is {' or '.join(choices)}, not {value!r}")
+    return value
+
+
 def env_list(name: str) -> list[str]:
     """A comma-separated value as a list, blanks around and between commas left out."""
     return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]

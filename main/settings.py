@@ -10,7 +10,7 @@ from kombu.transport import TRANSPORT_ALIASES
 
 from apps.core import logs
 from main import embedded
-from main.env import env_bool, env_float, env_int, env_list
+from main.env import env_bool, env_choice, env_float, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -221,8 +221,8 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Redis when REDIS_URL (or a redis broker) is configured: the rate limits' counters
-# (apps/core/ratelimit.py; PostgreSQL without it) and the cache (else the database).
+# Redis when REDIS_URL (or a redis broker) is configured: the cache (else the database),
+# and the rate limits' counters when RATE_LIMIT_STORE says so (below).
 REDIS_URL = os.environ.get("REDIS_URL") or (
     CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else ""
 )
@@ -246,8 +246,13 @@ else:
 WEB_BUFFER_BODY_BYTES = env_int("WEB_BUFFER_BODY_BYTES", 8 * 1024 * 1024)
 WEB_MAX_STREAMING_BODIES = env_int("WEB_MAX_STREAMING_BODIES", 16)
 # Requests per API key, "<n>/<period>" (s, min, hour, day; "50/10s" counts the period): a
-# fixed window per key, counted atomically in Redis or PostgreSQL (apps/core/ratelimit.py).
+# fixed window per key, counted atomically (apps/core/ratelimit.py) where RATE_LIMIT_STORE
+# says: "postgresql" (the default) in the API key's own lookup, one round trip for both;
+# "redis" in REDIS_URL, a second round trip that keeps the count's write off PostgreSQL.
 API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "600/min")
+RATE_LIMIT_STORE = env_choice("RATE_LIMIT_STORE", "postgresql", ("postgresql", "redis"))
+if RATE_LIMIT_STORE == "redis" and not REDIS_URL:
+    raise RuntimeError("RATE_LIMIT_STORE=redis needs REDIS_URL (or a Redis broker)")
 INGEST_MAX_UPLOAD_BYTES = env_int("INGEST_MAX_UPLOAD_BYTES", 5 * 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024  # non-file form fields and JSON bodies
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # bigger files spool to a temp file

@@ -18,7 +18,7 @@ from rest_framework.views import APIView, exception_handler
 
 from apps.core.errors import ApplicationError
 from apps.core.logs import bound_ids
-from apps.core.ratelimit import api_key_window, parse_rate, rate_limit_hit
+from apps.core.ratelimit import api_key_window, limit_redis_url, parse_rate, rate_limit_hit
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -154,7 +154,7 @@ class KeyRateThrottle(BaseThrottle):
             state = rate_limit_hit(
                 key=api_key_window(parts[1]),
                 rate=parse_rate(settings.API_RATE_LIMIT),
-                redis_url=settings.REDIS_URL,
+                redis_url=limit_redis_url(),
             )
         if state is None:
             return True  # the store is unreachable (logged): let it through

@@ -7,9 +7,11 @@ first request after the window ends opens the next one. A fixed window never let
 than the limit through within one window, whatever the number of clients and processes;
 across the end of a window a client can get up to twice the limit in a short time.
 
-The store is Redis when `REDIS_URL` is set (a Lua script: INCR, and PEXPIRE on a fresh
-key), else PostgreSQL: one row per key in an UNLOGGED table, counted by one
-`INSERT ... ON CONFLICT DO UPDATE ... RETURNING` statement. A key's row is reused window
+The store is PostgreSQL unless `RATE_LIMIT_STORE` is `redis`: one row per key in an
+UNLOGGED table, counted by one `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` statement,
+which an API key's request runs inside its key's lookup (`apps.tenants.services`): no round
+trip of its own. Redis (`REDIS_URL`) counts with a Lua script (INCR, and PEXPIRE on a fresh
+key), a round trip after the lookup. A key's row is reused window
 after window, so nothing piles up to purge: the table holds one row per key ever limited.
 Time is the store's own (the key's TTL, `statement_timestamp()`), so web hosts whose clocks
 differ still agree on every window. Redis unreachable: requests are let through (and
@@ -32,6 +34,7 @@ import time
 from dataclasses import dataclass
 
 import redis
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from apps.core.db import prepared_cursor
@@ -94,6 +97,12 @@ def window_name(key: str, rate: Rate) -> str:
 def api_key_window(prefix: str) -> str:
     """What an API key's requests are counted under: its public prefix, never the secret."""
     return f"api_key:{prefix}"
+
+
+def limit_redis_url() -> str:
+    """The Redis the limits are counted in (`RATE_LIMIT_STORE=redis`), or "" for
+    PostgreSQL."""
+    return settings.REDIS_URL if settings.RATE_LIMIT_STORE == "redis" else ""
 
 
 def rate_limit_hit(*, key: str, rate: Rate, redis_url: str = "") -> RateLimitState | None:

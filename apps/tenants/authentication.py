@@ -1,7 +1,7 @@
 from django.conf import settings
 from rest_framework import authentication, exceptions, permissions
 
-from apps.core.ratelimit import parse_rate
+from apps.core.ratelimit import limit_redis_url, parse_rate
 from apps.tenants.services import tenant_from_api_key_counted
 
 
@@ -29,9 +29,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if not raw:
             raise exceptions.NotAuthenticated("Send your API key in the X-API-Key header.")
         # Counted with the key's lookup, one round trip, when PostgreSQL keeps the counts
-        # (no REDIS_URL): every view a key opens is throttled (`KeyRateThrottle`), which
-        # then reads the outcome from the request instead of counting again.
-        rate = None if settings.REDIS_URL else parse_rate(settings.API_RATE_LIMIT)
+        # (`RATE_LIMIT_STORE`): every view a key opens is throttled (`KeyRateThrottle`),
+        # which then reads the outcome from the request instead of counting again.
+        rate = None if limit_redis_url() else parse_rate(settings.API_RATE_LIMIT)
         found = tenant_from_api_key_counted(raw_key=raw.strip(), rate=rate)
         if found.tenant is None:
             raise exceptions.AuthenticationFailed("The API key is unknown or revoked.")

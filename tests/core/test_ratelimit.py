@@ -1,10 +1,14 @@
 """Per-key rate limits (SPEC 5): exactly the limit passes, however many clients and web
-processes, with RateLimit-* headers on every keyed answer. Runs on the configured store:
-Redis when CELERY_BROKER_URL (or REDIS_URL) is Redis, else the PostgreSQL counter."""
+processes, with RateLimit-* headers on every keyed answer. Runs on each store: the
+PostgreSQL counter (the default), and Redis (`RATE_LIMIT_STORE=redis`) when REDIS_URL or
+CELERY_BROKER_URL names one."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -12,6 +16,7 @@ from collections import Counter
 
 import httpx
 import pytest
+import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from rest_framework.test import APIClient
@@ -60,8 +65,7 @@ def limit_store(request, settings) -> str:
     after it (`ApiKeyAuthentication`, `KeyRateThrottle`): the same answers either way."""
     if request.param == "redis" and not settings.REDIS_URL:
         pytest.skip("no Redis configured (CELERY_BROKER_URL or REDIS_URL)")
-    if request.param == "postgres":
-        settings.REDIS_URL = ""
+    settings.RATE_LIMIT_STORE = "redis" if request.param == "redis" else "postgresql"
     return request.param
 
 
@@ -199,6 +203,7 @@ def test_a_shorter_period_configured_mid_window_starts_a_window_of_its_own(
 def test_an_unreachable_redis_lets_requests_through_without_headers(key, settings):
     """A limiter whose Redis is down does not take the API down with it."""
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    settings.RATE_LIMIT_STORE = "redis"
     settings.API_RATE_LIMIT = "1/min"
     client = client_with(key)
     answers = [client.get(UPLOADS) for _ in range(3)]
@@ -415,6 +420,49 @@ def _window_hits(prefix: str, rate: Rate) -> int | None:
     return None if row is None else row[0]
 
 
+@pytest.mark.parametrize(
+    ("store", "broker", "message"),
+    [
+        ("", "", None),
+        ("memcached", "", "RATE_LIMIT_STORE is postgresql or redis, not 'memcached'"),
+        ("redis", "memory://", "RATE_LIMIT_STORE=redis needs REDIS_URL (or a Redis broker)"),
+        ("Redis", "redis://127.0.0.1:6379/15", None),
+    ],
+)
+def test_the_limit_store_is_postgresql_unless_set_to_a_configured_redis(store, broker, message):
+    """Settings read in a new process: unset, PostgreSQL; an unknown store, or Redis with
+    no Redis to count in, stops the process with a message naming the setting."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RATE_LIMIT_STORE")}
+    env |= {"CELERY_BROKER_URL": broker, "DJANGO_SETTINGS_MODULE": "main.settings"}
+    if store:
+        env["RATE_LIMIT_STORE"] = store
+    code = "from django.conf import settings; print(settings.RATE_LIMIT_STORE)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    if message is None:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == (store.lower() or "postgresql")
+    else:
+        assert done.returncode != 0
+        assert done.stderr.strip().splitlines()[-1] == f"RuntimeError: {message}"
+
+
+def test_by_default_a_request_is_counted_in_postgresql_even_with_redis_configured(key, settings):
+    """The default store counts in the key's lookup, whatever Redis there is: the window's
+    row holds the hits, and Redis holds no key of them."""
+    assert settings.RATE_LIMIT_STORE == "postgresql"
+    settings.API_RATE_LIMIT = "5/min"
+    client = client_with(key)
+    answers = [client.get(UPLOADS) for _ in range(2)]
+    assert [a["RateLimit-Remaining"] for a in answers] == ["4", "3"]
+    prefix = key.split("_")[1]
+    assert _window_hits(prefix, parse_rate("5/min")) == 2
+    if settings.REDIS_URL:
+        name = window_name(api_key_window(prefix), parse_rate("5/min"))
+        assert redis.Redis.from_url(settings.REDIS_URL).exists(f"ratelimit:{name}") == 0
+
+
 def test_the_key_lookup_counts_a_valid_key_once_and_a_wrong_one_not_at_all(key):
     """One statement finds the tenant and counts the request: remaining 1, 0, then refused
     with the window's reset and nothing written; the prefix with a wrong secret, a revoked
@@ -441,7 +489,7 @@ def test_racing_requests_of_one_key_counted_in_its_lookup_pass_exactly_the_limit
     """12 threads (each its own connection) send 3 requests each with one key at once,
     counted by the key's lookup (PostgreSQL store, limit 10): exactly 10 pass, with
     remaining 9 down to 0 once each, and 26 are refused."""
-    settings.REDIS_URL = ""
+    settings.RATE_LIMIT_STORE = "postgresql"
     raw = tenant_create(name=f"Racing {uuid.uuid4().hex}")[1].raw
     rate = Rate(limit=10, period=60)
     start = threading.Barrier(12)
