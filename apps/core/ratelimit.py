@@ -10,9 +10,9 @@ across the end of a window a client can get up to twice the limit in a short tim
 The store is PostgreSQL unless `RATE_LIMIT_STORE` is `redis`: one row per key in an
 UNLOGGED table, counted by one `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` statement,
 which an API key's request runs inside its key's lookup (`apps.tenants.services`): no round
-trip of its own. Redis (`REDIS_URL`) counts with a Lua script (INCR, and PEXPIRE on a fresh
-key), a round trip after the lookup. A key's row is reused window
-after window, so nothing piles up to purge: the table holds one row per key ever limited.
+trip of its own. A key's row is reused window after window, so nothing piles up to purge:
+the table holds one row per key ever limited. Redis (`REDIS_URL`) counts with a Lua script
+(INCR, and PEXPIRE on a fresh key), a round trip after the lookup.
 Time is the store's own (the key's TTL, `statement_timestamp()`), so web hosts whose clocks
 differ still agree on every window. Redis unreachable: requests are let through (and
 logged), as uploads are accepted while the broker is down; PostgreSQL down fails the
