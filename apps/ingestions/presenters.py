@@ -204,7 +204,11 @@ class BatchOutputSerializer(LinkingSerializer):
     rows = serializers.SerializerMethodField()
     errors_url = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
-    merged_at = serializers.DateTimeField(allow_null=True)
+    merged_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="null until its records are merged; a batch with every record rejected is "
+        "`merged` at once and keeps null (nothing of it was merged)",
+    )
 
     @extend_schema_field(serializers.URLField())
     def get_url(self, batch: RecordBatch) -> str:

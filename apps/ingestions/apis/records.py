@@ -157,7 +157,7 @@ def _is_json_array(request, body: bytes) -> bool:
         return True
     if content_type in ("application/x-ndjson", "application/jsonl"):
         return False
-    return body.lstrip()[:1] == b"["
+    return body.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"["  # past a UTF-8 BOM
 
 
 class RecordBatchListApi(TenantApiView):

@@ -26,7 +26,7 @@ import msgspec
 from apps.ingestions.engine.changes import changes_unnoted
 from apps.ingestions.engine.contract import contract_markdown, record_schema
 from apps.ingestions.engine.dry_run import dry_run_upload
-from apps.ingestions.engine.lines import check_line, line_of, split_lines
+from apps.ingestions.engine.lines import check_line, decompressed, line_of, split_lines
 from apps.ingestions.engine.load import (
     DEFAULT_MAX_DECOMPRESSED_BYTES,
     DEFAULT_MAX_LINE_BYTES,
@@ -95,6 +95,7 @@ __all__ = [
     "check_line",
     "compile_rules",
     "contract_markdown",
+    "decompressed",
     "detect_record_type",
     "dry_run_upload",
     "expire_pending",

@@ -100,7 +100,7 @@ Check = Callable[[str, Any], str]  # (field name, decoded value) -> COPY text
 
 def type_name(value: Any) -> str:
     """A decoded JSON value's type as JSON names it."""
-    return {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number"
     )
 

@@ -1,7 +1,8 @@
 """Checking records one at a time, as a file's lines are checked: for live records, whose
 rejects are answered at once, before anything is staged.
 
-`split_lines` cuts a body into lines as `read_lines` cuts a file; `check_line` gives the
+`split_lines` cuts a body into lines as `read_lines` cuts a file (`decompressed` reads a
+whole one as it does); `check_line` gives the
 reject `parse_chunks` would stage for the same line (same code, field, message, errors and
 raw), the warnings it would stage with a row it takes, or None for a row taken as it is.
 """
@@ -29,6 +30,13 @@ def split_lines(body: bytes, *, max_line_bytes: int, max_bytes: int) -> Iterator
     `FileError` for unreadable compression or more than `max_bytes` decompressed."""
     source = ByteStream(io.BytesIO(body), max_bytes=max_bytes)
     return read_lines(source, max_line_bytes=max_line_bytes)
+
+
+def decompressed(body: bytes, *, max_bytes: int) -> bytes:
+    """A whole body as `split_lines` reads it: as sent, or gzip or zstd decompressed (at most
+    `max_bytes`, else `FileError`)."""
+    source = ByteStream(io.BytesIO(body), max_bytes=max_bytes)
+    return body if source.compression is None else b"".join(source.chunks())
 
 
 def line_of(number: int, data: bytes, *, max_line_bytes: int) -> Line:

@@ -50,7 +50,8 @@ def _expired(row: IdempotencyKey) -> bool:
 
 def idempotency_begin(*, tenant: Tenant, key: str) -> IdempotencyKey | None:
     """Claim the key for a new request. Returns None when the key is already taken (done
-    or in flight); `idempotency_check` then says what to answer."""
+    or in flight) or was freed while this looked at it; `idempotency_check` then says what
+    to answer."""
     if not _KEY.fullmatch(key) or not key.strip():
         raise ApplicationError(
             "Idempotency-Key must be 1 to 255 printable ASCII characters.", code="bad_key"
@@ -61,7 +62,10 @@ def idempotency_begin(*, tenant: Tenant, key: str) -> IdempotencyKey | None:
     except IntegrityError:
         pass
     with transaction.atomic():
-        row = IdempotencyKey.objects.select_for_update().get(tenant=tenant, key=key)
+        # none when the request that held it failed and freed it since the insert above
+        row = IdempotencyKey.objects.select_for_update().filter(tenant=tenant, key=key).first()
+        if row is None:
+            return None
         stale = (
             row.status_code is None and row.created_at < timezone.now() - IN_FLIGHT_ABANDONED_AFTER
         )
@@ -73,10 +77,18 @@ def idempotency_begin(*, tenant: Tenant, key: str) -> IdempotencyKey | None:
     return None
 
 
+class KeyFreedError(Exception):
+    """The key has no row: the request that held it failed (or its answer expired and was
+    purged) since this request found it taken. It may be claimed again."""
+
+
 def idempotency_check(*, tenant: Tenant, key: str, fingerprint: str | None) -> Answer | None:
     """For a key already taken: the stored response to replay, or the error to answer.
-    With no fingerprint, only raise when the first request is still in flight."""
-    row = IdempotencyKey.objects.get(tenant=tenant, key=key)
+    With no fingerprint, only raise when the first request is still in flight. Raises
+    `KeyFreedError` when the key is no longer taken."""
+    row = IdempotencyKey.objects.filter(tenant=tenant, key=key).first()
+    if row is None:
+        raise KeyFreedError(key)
     if row.status_code is None:
         raise ConflictError(
             "A request with this Idempotency-Key is still being processed; retry later.",
@@ -128,10 +140,9 @@ def idempotent(
     the same request, 422 when it is another."""
     if key is None:
         return run()[0], False
-    claim = idempotency_begin(tenant=tenant, key=key)
-    if claim is None:
-        idempotency_check(tenant=tenant, key=key, fingerprint=None)  # 409 while in flight
-        return idempotency_check(tenant=tenant, key=key, fingerprint=fingerprint_of()), True
+    claim = _claim(tenant=tenant, key=key, fingerprint_of=fingerprint_of)
+    if isinstance(claim, Answer):
+        return claim, True
     try:
         answer, fingerprint = run()
     except BaseException:
@@ -145,3 +156,29 @@ def idempotent(
         headers=answer.headers,
     )
     return answer, False
+
+
+_CLAIMS = 3  # tries at a key that other requests keep claiming and freeing
+
+
+def _claim(
+    *, tenant: Tenant, key: str, fingerprint_of: Callable[[], str]
+) -> IdempotencyKey | Answer:
+    """The key claimed for this request, or the stored answer to replay (409 while the
+    first request is in flight, 422 for another request). A key freed meanwhile (its
+    request failed) is claimed again: the request that freed it answered an error, and
+    this one is a retry of it or runs at the same time; while clients keep claiming and
+    freeing it, 409 as for one in flight."""
+    for _ in range(_CLAIMS):
+        claim = idempotency_begin(tenant=tenant, key=key)
+        if claim is not None:
+            return claim
+        try:
+            idempotency_check(tenant=tenant, key=key, fingerprint=None)  # 409 while in flight
+            return idempotency_check(tenant=tenant, key=key, fingerprint=fingerprint_of())
+        except KeyFreedError:
+            continue
+    raise ConflictError(
+        "A request with this Idempotency-Key is still being processed; retry later.",
+        code="idempotency_in_flight",
+    )

@@ -37,6 +37,7 @@ logger = logging.getLogger("apps.ingestions.services")
 
 RECORDS_MERGE_TASK = "apps.ingestions.tasks.records_merge_task"
 _Envelope = dict[str, msgspec.Raw]
+_BOM = b"\xef\xbb\xbf"
 
 
 class BacklogFullError(ApplicationError):
@@ -91,9 +92,11 @@ def _envelope_reject(number: int, data: bytes, problems: list[tuple[str, str, st
 
 def _add_element(checked: _Checked, record_type: str | None, line: engine.Line) -> None:
     """One record, or with no `record_type` one `{"type", "record"}` element."""
-    if record_type is not None or line.too_long:
+    if record_type is not None:
         checked.add(record_type, line)
         return
+    if line.too_long:  # the element itself: its type is not read, it is rejected as it is
+        return checked.add(None, line, engine.check_line(engine.RECORD_ORDER[0], line))
     number, data, _ = line
     try:
         envelope = msgspec.json.decode(data, type=_Envelope)
@@ -106,7 +109,10 @@ def _add_element(checked: _Checked, record_type: str | None, line: engine.Line) 
     if "type" not in envelope:
         problems.append(("type", "missing_field", "type is required"))
     else:
-        kind = msgspec.json.decode(envelope["type"])
+        try:  # the envelope's decode leaves its values' bytes unread (invalid UTF-8 in them)
+            kind = msgspec.json.decode(envelope["type"])
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return checked.add(engine.RECORD_ORDER[0], line)  # the engine says why
         if not isinstance(kind, str) or kind not in engine.RECORDS:
             message = f"type must be one of {', '.join(engine.RECORDS)}"
             problems.append(("type", "invalid_type", message))
@@ -144,17 +150,7 @@ def records_check(
     checked = _Checked(rules=rules or {})
     limit = settings.INGEST_MAX_LINE_BYTES
     if json_array:
-        try:
-            elements = msgspec.json.decode(body, type=list[msgspec.Raw])
-        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-            raise ApplicationError(
-                f"The body is not a JSON array: {exc}", code="bad_json"
-            ) from None
-        except RecursionError:
-            raise ApplicationError(
-                "The body is not a JSON array: it is nested too deeply.", code="bad_json"
-            ) from None
-        for position, raw in enumerate(elements, start=1):
+        for position, raw in enumerate(_array_elements(body), start=1):
             data = _one_line(bytes(raw))
             _add_element(checked, record_type, engine.line_of(position, data, max_line_bytes=limit))
     else:
@@ -165,10 +161,35 @@ def records_check(
                 if line.too_long or (line.data and not line.data.isspace()):
                     _add_element(checked, record_type, line)
         except engine.FileError as exc:
-            raise ApplicationError(exc.detail, code=exc.code) from None
+            raise _body_error(exc) from None
     if not checked.records:
         raise ApplicationError("The batch is empty: send at least one record.", code="empty_batch")
     return checked
+
+
+def _array_elements(body: bytes) -> list[msgspec.Raw]:
+    """A JSON array body's elements, as sent (gzip or zstd decompressed first, as an NDJSON
+    body is; a leading UTF-8 BOM, not JSON's, read past as there)."""
+    try:
+        body = engine.decompressed(body, max_bytes=settings.LIVE_MAX_BYTES)
+    except engine.FileError as exc:
+        raise _body_error(exc) from None
+    try:
+        return msgspec.json.decode(body.removeprefix(_BOM), type=list[msgspec.Raw])
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise ApplicationError(f"The body is not a JSON array: {exc}", code="bad_json") from None
+    except RecursionError:
+        raise ApplicationError(
+            "The body is not a JSON array: it is nested too deeply.", code="bad_json"
+        ) from None
+
+
+def _body_error(exc: engine.FileError) -> ApplicationError:
+    """A compressed body that cannot be read is 400; one that decompresses past the batch's
+    byte limit is 413, as a body that large is."""
+    if exc.code == "decompression_bomb":
+        return PayloadTooLargeError(exc.detail, code=exc.code)
+    return ApplicationError(exc.detail, code=exc.code)
 
 
 def _part_bytes(lines: list[engine.Line]) -> bytes:

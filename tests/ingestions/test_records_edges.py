@@ -1,0 +1,124 @@
+"""Live batches at the edges of what a client sends: a mixed element over the line limit,
+bytes that are not UTF-8 in an element's type, a `null` record, a UTF-8 BOM before a JSON
+array, compressed bodies; each rejected or read exactly, never lost or a 500."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
+from apps.ingestions.models import Customer, RecordBatch
+from apps.ingestions.services import records_merge
+
+pytestmark = pytest.mark.django_db
+
+MIXED = "/api/v1/ingest/records/"
+CUSTOMERS = "/api/v1/ingest/records/customers/"
+NDJSON = "application/x-ndjson"
+JSON = "application/json"
+
+
+def _post(client, path, body: bytes, content_type=NDJSON):
+    return client.generic("POST", path, body, content_type=content_type)
+
+
+def _element(record: dict) -> bytes:
+    return json.dumps({"type": "customers", "record": record}).encode()
+
+
+def _two(first: bytes, second: bytes, content_type: str) -> bytes:
+    """Two elements as a JSON array or as NDJSON lines."""
+    if content_type == JSON:
+        return b"[" + first + b"," + second + b"]"
+    return first + b"\n" + second + b"\n"
+
+
+@pytest.mark.parametrize("content_type", [NDJSON, JSON])
+def test_a_mixed_element_over_the_line_limit_is_rejected_not_lost(
+    client, tenant, settings, content_type
+):
+    """The element is rejected at its position (`line_too_long`); before, it was counted as
+    accepted and then loaded nowhere."""
+    settings.INGEST_MAX_LINE_BYTES = 400
+    small = _element(customer_row(customer_id=uid("a")))
+    big = _element(customer_row(customer_id=uid("b"), name="x" * 300))
+    assert len(small) < 400 < len(big)
+    response = _post(client, MIXED, _two(small, big, content_type), content_type)
+    assert response.status_code == 202, response.content
+    answer = response.json()
+    assert (answer["records"], answer["rejected"]) == (2, 1)
+    assert [(r["line"], r["field"], r["code"]) for r in answer["rejects"]] == [
+        (2, "", "line_too_long")
+    ]
+    records_merge(tenant_id=tenant.id)
+    rows = client.get(answer["url"]).json()["rows"]
+    assert (rows["total"], rows["inserted"], rows["rejected"]) == (2, 1, 1)
+    loaded = Customer.objects.filter(tenant=tenant).values_list("customer_id", flat=True)
+    assert [str(c) for c in loaded] == [uid("a")]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"cust\xffomers", b"\xc0\xaf", b"\xed\xa0\x80", b"customers\xe2\x82"],
+    ids=["invalid byte", "overlong", "surrogate", "cut short"],
+)
+@pytest.mark.parametrize("content_type", [NDJSON, JSON])
+def test_an_element_type_that_is_not_utf8_is_an_invalid_json_reject(
+    client, tenant, bad, content_type
+):
+    """The element is `invalid_json`, as the same bytes in its record are; before, 500."""
+    good = _element(customer_row())
+    wrong = b'{"type":"' + bad + b'","record":{}}'
+    response = _post(client, MIXED, _two(good, wrong, content_type), content_type)
+    assert response.status_code == 202, response.content
+    assert [(r["line"], r["code"]) for r in response.json()["rejects"]] == [(2, "invalid_json")]
+
+
+def test_a_null_record_is_named_null(client, tenant):
+    response = _post(client, CUSTOMERS, b"null\n")
+    assert response.status_code == 202, response.content
+    reject = response.json()["rejects"][0]
+    assert (reject["code"], reject["message"]) == (
+        "not_an_object",
+        "the line is a JSON null, not an object",
+    )
+
+
+@pytest.mark.parametrize("content_type", [JSON, ""])
+def test_a_json_array_after_a_utf8_bom_is_read(client, tenant, content_type):
+    """As an NDJSON body's BOM is: by its Content-Type, or known by its first bracket."""
+    rows = [customer_row(customer_id=uid("a")), customer_row(customer_id=uid("b"))]
+    body = b"\xef\xbb\xbf" + json.dumps(rows).encode()
+    response = _post(client, CUSTOMERS, body, content_type)
+    assert response.status_code == 202, response.content
+    assert (response.json()["records"], response.json()["rejected"]) == (2, 0)
+
+
+def test_a_gzip_json_array_is_read_as_a_gzip_ndjson_body_is(client, tenant):
+    rows = [customer_row(customer_id=uid("a")), customer_row(customer_id=uid("b"))]
+    for body, content_type in (
+        (gzip.compress(json.dumps(rows).encode()), JSON),
+        (ndjson_bytes(rows, compression="gzip"), NDJSON),
+    ):
+        response = _post(client, CUSTOMERS, body, content_type)
+        assert response.status_code == 202, response.content
+        assert (response.json()["records"], response.json()["rejected"]) == (2, 0)
+
+
+@pytest.mark.parametrize("content_type", [NDJSON, JSON])
+def test_a_body_that_decompresses_past_the_byte_limit_is_413(
+    client, tenant, settings, content_type
+):
+    """Its decompressed bytes count against `LIVE_MAX_BYTES`, as a plain body's do."""
+    settings.LIVE_MAX_BYTES = 2000
+    rows = [customer_row(customer_id=uid(f"c{n}")) for n in range(40)]
+    plain = json.dumps(rows).encode() if content_type == JSON else ndjson_bytes(rows)
+    body = gzip.compress(plain)
+    assert len(body) < 2000 < len(plain)
+    response = _post(client, CUSTOMERS, body, content_type)
+    assert response.status_code == 413, response.content
+    assert response.json()["code"] == "decompression_bomb"
+    assert not RecordBatch.objects.exists()
