@@ -116,10 +116,13 @@ class Upload(BaseModel):
         constraints = [
             # identical bytes for one tenant and type are one upload, never processed twice;
             # a dry run loads nothing, so it is neither that upload nor kept from running;
+            # nor is a failed one (nothing of it loaded): the same bytes again are a retry;
             # an upload still receiving its bytes has no sha256 yet ("")
             models.UniqueConstraint(
                 fields=["tenant", "record_type", "sha256"],
-                condition=Q(source="file", dry_run=False) & ~Q(sha256=""),
+                condition=Q(source="file", dry_run=False)
+                & ~Q(sha256="")
+                & ~Q(state=UploadState.FAILED),
                 name="uploads_unique_content",
             ),
         ]

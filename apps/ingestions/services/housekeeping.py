@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -255,29 +255,37 @@ def _orphans_show_their_lines(*, upload_id) -> None:
 
 def upload_retry(*, upload_id) -> bool:
     """Process a failed upload again from its stored bytes (a resumed session asks for
-    this). Anything else is left as it is; returns whether the upload was queued."""
+    this). Anything else is left as it is, and so is one whose bytes were sent again as an
+    upload of their own since it failed (that one loads them); returns whether the upload
+    was queued."""
     with transaction.atomic():
         upload = Upload.objects.select_for_update().filter(id=upload_id).first()
         if upload is None or upload.state != UploadState.FAILED or upload.blob_id is None:
             return False
+        try:
+            with transaction.atomic():
+                Upload.objects.filter(id=upload.id).update(
+                    state=UploadState.QUEUED,
+                    error_code="",
+                    error_detail="",
+                    rows_total=0,
+                    rows_inserted=0,
+                    rows_updated=0,
+                    rows_unchanged=0,
+                    rows_rejected=0,
+                    rows_pending=0,
+                    rows_duplicates=0,
+                    bytes_done=0,
+                    rows_done=0,
+                    started_at=None,
+                    finished_at=None,
+                    updated_at=timezone.now(),
+                )
+        except IntegrityError as exc:  # no longer failed, it would be a second of those bytes
+            if "uploads_unique_content" not in str(exc):
+                raise
+            return False
         Reject.objects.filter(upload_id=upload.id).delete()
-        Upload.objects.filter(id=upload.id).update(
-            state=UploadState.QUEUED,
-            error_code="",
-            error_detail="",
-            rows_total=0,
-            rows_inserted=0,
-            rows_updated=0,
-            rows_unchanged=0,
-            rows_rejected=0,
-            rows_pending=0,
-            rows_duplicates=0,
-            bytes_done=0,
-            rows_done=0,
-            started_at=None,
-            finished_at=None,
-            updated_at=timezone.now(),
-        )
         transaction.on_commit(lambda: upload_enqueue(upload_id=upload.id))
     logger.info("upload %s queued again after failing", upload_id)
     return True

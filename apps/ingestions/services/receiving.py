@@ -45,6 +45,7 @@ logger = logging.getLogger("apps.ingestions.services")
 FLUSH_SECONDS = 5.0
 _READ_BYTES = 64 * 1024
 _UNIQUE_CONTENT = "uploads_unique_content"
+_SEALS = 3  # tries at a seal whose identical original keeps failing as it is found
 
 
 def upload_receive(
@@ -211,30 +212,41 @@ def _stopped() -> ConflictError:
 def upload_seal(upload: Upload, *, sha256: str, size: int) -> Upload | None:
     """Seal the upload and its blob in one transaction (in that order, as every other
     writer of both locks them); None, or the original upload when the same bytes were
-    received before (nothing sealed then). An upload stopped meanwhile (its sender taken
-    for dead, its bytes deleted) is a 409: nothing of it loads."""
-    try:
-        with transaction.atomic():
-            sealed = Upload.objects.filter(id=upload.id, sha256="").update(
-                sha256=sha256, size_bytes=size, waits_for_bytes=False
-            )
-            if sealed:  # and its bytes still there (an upload failed on them keeps them)
-                sealed = Blob.objects.filter(id=upload.blob_id, sha256="").update(
-                    sha256=sha256, size_bytes=size
+    received before (nothing sealed then; a failed upload is no original: this one is its
+    retry). An upload stopped meanwhile (its sender taken for dead, its bytes deleted) is a
+    409: nothing of it loads."""
+    attempts = 0
+    while True:
+        try:
+            with transaction.atomic():
+                sealed = Upload.objects.filter(id=upload.id, sha256="").update(
+                    sha256=sha256, size_bytes=size, waits_for_bytes=False
                 )
-            if not sealed:
-                raise _stopped()
-    except IntegrityError as exc:
-        if _UNIQUE_CONTENT not in str(exc):
-            raise
-        return Upload.objects.get(
-            tenant_id=upload.tenant_id,
-            record_type=upload.record_type,
-            sha256=sha256,
-            source=UploadSource.FILE,
-            dry_run=False,
+                if sealed:  # and its bytes still there (an upload failed on them keeps them)
+                    sealed = Blob.objects.filter(id=upload.blob_id, sha256="").update(
+                        sha256=sha256, size_bytes=size
+                    )
+                if not sealed:
+                    raise _stopped()
+            return None
+        except IntegrityError as exc:
+            attempts += 1
+            if _UNIQUE_CONTENT not in str(exc) or attempts == _SEALS:
+                raise
+        original = (
+            Upload.objects.filter(
+                tenant_id=upload.tenant_id,
+                record_type=upload.record_type,
+                sha256=sha256,
+                source=UploadSource.FILE,
+                dry_run=False,
+            )
+            .exclude(state=UploadState.FAILED)
+            .first()
         )
-    return None
+        if original is not None:
+            return original
+        # the original failed since the seal found it: sealed again, this one is its retry
 
 
 def upload_cancel(*, upload_id, blob_id: int) -> None:

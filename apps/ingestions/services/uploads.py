@@ -133,8 +133,9 @@ def upload_register(
     blob: Blob | None = None,
 ) -> UploadOutcome:
     """Create the upload, or return the earlier one when the same bytes were received (a
-    dry run is always created, and never returned for a real upload). An upload with stored
-    bytes is queued for a worker once this transaction commits."""
+    dry run is always created, and never returned for a real upload; nor is a failed one:
+    the same bytes again are its retry). An upload with stored bytes is queued for a worker
+    once this transaction commits."""
     fields = {
         "filename": filename[:255],
         "size_bytes": fingerprint.size,
@@ -151,7 +152,9 @@ def upload_register(
     if dry_run:
         upload, created = Upload.objects.create(**identity, **fields, dry_run=True), True
     else:
-        upload, created = Upload.objects.get_or_create(**identity, dry_run=False, defaults=fields)
+        # a failed upload loaded nothing: the same bytes again are a new one (a retry)
+        earlier = Upload.objects.exclude(state=UploadState.FAILED)
+        upload, created = earlier.get_or_create(**identity, dry_run=False, defaults=fields)
     log_bind(tenant_id=tenant.id, upload_id=upload.id)  # on the rest of this request's lines
     if created:
         logger.info(
