@@ -28,6 +28,27 @@ def client_for(db):
 
 
 @pytest.fixture
+def key_in_flight(db):
+    """`key_in_flight(tenant, key)`: the key claimed by a request still running elsewhere
+    (its row, unanswered, and its lock held by another connection until the test ends)."""
+    import psycopg
+
+    from apps.ingestions.models import IdempotencyKey
+    from apps.ingestions.services.idempotency import IN_FLIGHT_LOCK
+    from tests.factories import database_url_of_tests
+
+    with contextlib.ExitStack() as held:
+
+        def claim(tenant, key: str) -> None:
+            IdempotencyKey.objects.create(tenant=tenant, key=key, fingerprint="")
+            other = held.enter_context(psycopg.connect(database_url_of_tests(), autocommit=True))
+            held_key = {"tenant": str(tenant.id), "key": key}
+            other.execute(f"SELECT pg_advisory_lock({IN_FLIGHT_LOCK})", held_key)
+
+        yield claim
+
+
+@pytest.fixture
 def tenant_client():
     """`tenant_client(name)`: a new tenant and an API client sending its key."""
     from rest_framework.test import APIClient

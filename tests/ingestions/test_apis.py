@@ -26,7 +26,7 @@ from apps.ingestions.engine.testing import (
     uid,
 )
 from apps.ingestions.models import Blob, IdempotencyKey, Reject, Upload, UploadState
-from apps.ingestions.services import idempotency_begin, pending_expire
+from apps.ingestions.services import pending_expire
 from apps.tenants.services import api_key_revoke, api_key_rotate, tenant_create
 from tests.factories import ingest_stored
 
@@ -635,9 +635,9 @@ def test_the_same_key_with_a_different_request_is_422(client, second):
     assert (Upload.objects.count(), Blob.objects.count()) == (1, 1)
 
 
-def test_the_same_key_while_the_first_request_is_in_flight_is_409(client, tenant):
+def test_the_same_key_while_the_first_request_is_in_flight_is_409(client, tenant, key_in_flight):
     """A key claimed by a request still running: 409, nothing stored."""
-    assert idempotency_begin(tenant=tenant, key="busy") is not None
+    key_in_flight(tenant, "busy")
     response = post_file(
         client, "customers_1.ndjson", CUSTOMERS, headers={"Idempotency-Key": "busy"}
     )

@@ -231,11 +231,9 @@ def test_idempotency_key_replays_refuses_another_request(client, tenant):
     assert other.status_code == 422
 
 
-def test_idempotency_key_in_flight_is_409(client, tenant):
+def test_idempotency_key_in_flight_is_409(client, tenant, key_in_flight):
     """The same key while the first request is still in flight: 409."""
-    from apps.ingestions.services import idempotency_begin
-
-    idempotency_begin(tenant=tenant, key="k2")
+    key_in_flight(tenant, "k2")
     response = _post_rows(client, "customers", [customer_row()], HTTP_IDEMPOTENCY_KEY="k2")
     assert response.status_code == 409
 

@@ -20,7 +20,7 @@ from apps.ingestions.models import (
     UploadSession,
     UploadState,
 )
-from apps.ingestions.services import idempotency_begin, session_expire
+from apps.ingestions.services import session_expire
 
 SESSIONS = "/api/v1/ingest/sessions/"
 COMPREHENSIVE = "/api/v1/ingest/comprehensive/"
@@ -335,9 +335,9 @@ def test_session_creation_honours_idempotency_key(client):
     assert (other.status_code, other.json()["code"]) == (422, "idempotency_mismatch")
 
 
-def test_session_creation_with_a_key_in_flight_is_409(client, tenant):
+def test_session_creation_with_a_key_in_flight_is_409(client, tenant, key_in_flight):
     """The same Idempotency-Key while its first request still runs: 409, no session."""
-    assert idempotency_begin(tenant=tenant, key="busy") is not None
+    key_in_flight(tenant, "busy")
     response = client.post(
         SESSIONS,
         {"filename": "customers_1.ndjson", "size": 10},

@@ -6,6 +6,13 @@ again; the same key with a different request is 422; the same key while the firs
 is still in flight is 409; a request that fails frees its key. A file upload is
 fingerprinted by method, path, the file's sha256 and its parameters, so a retry with a new
 multipart boundary still matches.
+
+In flight means its request still runs: the request that claims a key holds a
+session-level advisory lock on it (`IN_FLIGHT_LOCK`) from the claim to its answer, taken
+and given back in the same statements as the key's row. A web process that dies (a crash,
+SIGKILL) closes its connections, and PostgreSQL lets go of their locks: the next request
+with the key finds its row unanswered and its lock free, and takes it over at once. A slow
+request (a large file's body arriving for an hour) keeps its key however long it takes.
 """
 
 from __future__ import annotations
@@ -17,15 +24,60 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from apps.core.errors import ApplicationError, ConflictError, UnprocessableError
 from apps.ingestions.models import IdempotencyKey
 from apps.tenants.models import Tenant
 
-IN_FLIGHT_ABANDONED_AFTER = timedelta(minutes=15)  # a crashed request frees its key
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")  # an RFC 8941 string's characters; never a NUL
+# The advisory lock of a key in flight, of (tenant id, key) given as parameters: a test that
+# holds one from another connection takes it with the same expression.
+IN_FLIGHT_LOCK = "hashtextextended('idempotency:' || %(tenant)s || ':' || %(key)s, 0)"
+# A new key: its row and its lock, in one statement (nothing when the key is taken). Its
+# lock is only tried: a lock held with no row is a request that is freeing the key (its
+# unlock ran, its delete not yet committed) or one whose row was purged; not this one's.
+_CLAIM = f"""
+WITH claimed AS (
+    INSERT INTO idempotency_keys (tenant_id, key, fingerprint, headers, created_at)
+    VALUES (%(tenant)s, %(key)s, '', '{{}}', now())
+    ON CONFLICT (tenant_id, key) DO NOTHING
+    RETURNING id
+)
+SELECT id, pg_try_advisory_lock({IN_FLIGHT_LOCK}) FROM claimed
+"""
+# A taken key, locked for the takeover, with whether it could be taken over (unanswered,
+# or answered too long ago). Its advisory lock is tried after, on its own: in the same
+# statement, PostgreSQL computes the lock's call before it locks the row, and may find
+# the row deleted once it does, with the advisory lock taken and no claim to give it back.
+_TAKEN = """
+SELECT id, status_code IS NULL OR created_at < %(expired)s
+FROM idempotency_keys WHERE tenant_id = %(tenant)s AND key = %(key)s
+FOR UPDATE
+"""
+_TRY_LOCK = f"SELECT pg_try_advisory_lock({IN_FLIGHT_LOCK})"
+_UNCLAIM = "DELETE FROM idempotency_keys WHERE id = %(id)s"
+_TAKE_OVER = (
+    "UPDATE idempotency_keys SET fingerprint = '', status_code = NULL, body = NULL, "
+    "headers = '{}', created_at = now() WHERE id = %(id)s"
+)
+_UNLOCK = f"SELECT pg_advisory_unlock({IN_FLIGHT_LOCK})"
+# The answer stored, or the key freed, and its lock given back, in one statement.
+_FINISH = f"""
+WITH done AS (
+    UPDATE idempotency_keys
+    SET fingerprint = %(fingerprint)s, status_code = %(status)s, body = %(body)s,
+        headers = %(headers)s
+    WHERE id = %(id)s
+)
+{_UNLOCK}
+"""
+_RELEASE = f"""
+WITH freed AS (DELETE FROM idempotency_keys WHERE id = %(id)s AND status_code IS NULL)
+{_UNLOCK}
+"""
 
 
 def request_fingerprint(*, method: str, path: str, sha256: str, params: dict) -> str:
@@ -44,37 +96,48 @@ class Answer:
     headers: dict
 
 
-def _expired(row: IdempotencyKey) -> bool:
-    return row.created_at < timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+def _held(tenant: Tenant, key: str, **more) -> dict:
+    return {"tenant": str(tenant.id), "key": key, **more}
 
 
 def idempotency_begin(*, tenant: Tenant, key: str) -> IdempotencyKey | None:
-    """Claim the key for a new request. Returns None when the key is already taken (done
-    or in flight) or was freed while this looked at it; `idempotency_check` then says what
-    to answer."""
+    """Claim the key for a new request (its row, and its lock held until the answer).
+    Returns None when the key is already taken (answered, or its request still in flight)
+    or was freed while this looked at it; `idempotency_check` then says what to answer. A
+    key whose request is gone (its process died) or whose answer expired is taken over."""
     if not _KEY.fullmatch(key) or not key.strip():
         raise ApplicationError(
             "Idempotency-Key must be 1 to 255 printable ASCII characters.", code="bad_key"
         )
-    try:
-        with transaction.atomic():
-            return IdempotencyKey.objects.create(tenant=tenant, key=key, fingerprint="")
-    except IntegrityError:
-        pass
-    with transaction.atomic():
-        # none when the request that held it failed and freed it since the insert above
-        row = IdempotencyKey.objects.select_for_update().filter(tenant=tenant, key=key).first()
-        if row is None:
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM, _held(tenant, key))
+        row = cursor.fetchone()
+        if row is not None:
+            if row[1]:
+                return _claim_row(row[0], tenant, key)
+            cursor.execute(_UNCLAIM, {"id": row[0]})  # as if it had been taken: 409 at worst
             return None
-        stale = (
-            row.status_code is None and row.created_at < timezone.now() - IN_FLIGHT_ABANDONED_AFTER
-        )
-        if _expired(row) or stale:
-            row.fingerprint, row.status_code, row.body, row.headers = "", None, None, {}
-            row.created_at = timezone.now()
-            row.save()
-            return row
-    return None
+        expired = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+        with transaction.atomic():
+            cursor.execute(_TAKEN, _held(tenant, key, expired=expired))
+            row = cursor.fetchone()
+            if row is None or not row[1]:  # freed meanwhile; answered
+                return None
+            cursor.execute(_TRY_LOCK, _held(tenant, key))
+            if not cursor.fetchone()[0]:  # its request still runs
+                return None
+            try:
+                cursor.execute(_TAKE_OVER, {"id": row[0]})
+            except BaseException:
+                cursor.execute(_UNLOCK, _held(tenant, key))
+                raise
+        return _claim_row(row[0], tenant, key)
+
+
+def _claim_row(row_id: int, tenant: Tenant, key: str) -> IdempotencyKey:
+    claim = IdempotencyKey(id=row_id, tenant=tenant, key=key, fingerprint="")
+    claim._state.adding = False
+    return claim
 
 
 class KeyFreedError(Exception):
@@ -107,14 +170,24 @@ def idempotency_check(*, tenant: Tenant, key: str, fingerprint: str | None) -> A
 def idempotency_finish(
     *, row: IdempotencyKey, fingerprint: str, status_code: int, body: dict, headers: dict
 ) -> None:
-    IdempotencyKey.objects.filter(id=row.id).update(
-        fingerprint=fingerprint, status_code=status_code, body=body, headers=headers
+    """Store the answer under the claimed key, and let go of it."""
+    params = _held(
+        row.tenant,
+        row.key,
+        id=row.id,
+        fingerprint=fingerprint,
+        status=status_code,
+        body=Jsonb(body),
+        headers=Jsonb(headers),
     )
+    with connection.cursor() as cursor:
+        cursor.execute(_FINISH, params)
 
 
 def idempotency_release(*, row: IdempotencyKey) -> None:
     """The request failed before answering: free the key for a retry."""
-    IdempotencyKey.objects.filter(id=row.id, status_code=None).delete()
+    with connection.cursor() as cursor:
+        cursor.execute(_RELEASE, _held(row.tenant, row.key, id=row.id))
 
 
 def idempotency_purge() -> int:
