@@ -19,6 +19,7 @@ load), `dry_run` (a load rolled back but for its report).
 
 from __future__ import annotations
 
+import io
 from typing import BinaryIO
 
 import msgspec
@@ -42,7 +43,7 @@ from apps.ingestions.engine.merge import (
 from apps.ingestions.engine.parts import Part, load_parts
 from apps.ingestions.engine.pending import expire_pending, pending_tenants, restore_reject_lines
 from apps.ingestions.engine.pipeline import SWITCH_INTERVAL
-from apps.ingestions.engine.reader import ByteStream, Line, read_lines
+from apps.ingestions.engine.reader import ByteStream, Line, decompress_prefix, read_lines
 from apps.ingestions.engine.records import (
     RECORD_ORDER,
     RECORD_STAGES,
@@ -115,6 +116,12 @@ __all__ = [
 ]
 
 
+# How much of a file the type is told from: its first bytes (compressed, at most), and what
+# they decompress to (at most): room for the first rows at the default line limit.
+_DETECT_BYTES = 2 * DEFAULT_MAX_LINE_BYTES
+_DETECT_TEXT_BYTES = 8 * DEFAULT_MAX_LINE_BYTES
+
+
 def detect_record_type(*, filename: str, explicit: str | None, stream: BinaryIO) -> str | None:
     """The record type of a file: the explicit type wins, then the file name prefix (longest
     match), then the keys of its first rows. None when nothing decides it."""
@@ -123,7 +130,10 @@ def detect_record_type(*, filename: str, explicit: str | None, stream: BinaryIO)
     by_name = type_from_filename(filename)
     if by_name is not None:
         return by_name
-    source = ByteStream(stream, max_bytes=DEFAULT_MAX_DECOMPRESSED_BYTES)
+    # Its first bytes only, which may be a blob's head, cut anywhere: a compressed one is
+    # read as far as it goes. A row longer than the line limit decides nothing.
+    head = decompress_prefix(stream.read(_DETECT_BYTES), max_bytes=_DETECT_TEXT_BYTES)
+    source = ByteStream(io.BytesIO(head), max_bytes=_DETECT_TEXT_BYTES)
     seen = 0
     try:
         for line in read_lines(source, max_line_bytes=DEFAULT_MAX_LINE_BYTES):
@@ -132,12 +142,13 @@ def detect_record_type(*, filename: str, explicit: str | None, stream: BinaryIO)
             seen += 1
             try:
                 obj = msgspec.json.decode(line.data)
-            except (ValueError, RecursionError):  # not JSON (or not UTF-8): look further
+            except (ValueError, RecursionError):  # not JSON (not UTF-8, or cut): look further
                 obj = None
             if isinstance(obj, dict) and (found := type_from_keys(set(obj))) is not None:
                 return found
             if seen >= 5:
                 break
-    except FileError:
+    except FileError:  # compressed twice
         return None
+    return None
     return None

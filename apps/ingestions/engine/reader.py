@@ -8,6 +8,7 @@ by the chunk size plus the line limit, whatever the file size.
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
@@ -204,3 +205,26 @@ def read_lines(stream: ByteStream, *, max_line_bytes: int) -> Iterator[Line]:
         if pending.endswith(b"\r"):
             pending = pending[:-1]
         yield Line(number + 1, pending, len(pending) > max_line_bytes)
+
+
+def decompress_prefix(data: bytes, *, max_bytes: int) -> bytes:
+    """What a file's first bytes, cut anywhere (a blob's head), decompress to: gzip or zstd
+    undone as far as `data` goes, without the error a cut stream raises, and at most
+    `max_bytes` of it; plain bytes as they are. For a look at the first rows only."""
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, max_bytes)
+        except zlib.error:
+            return b""
+    if not data.startswith(_ZSTD_MAGIC):
+        return data
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True)
+    out: list[bytes] = []
+    size = 0
+    try:
+        while size < max_bytes and (piece := reader.read(min(CHUNK_BYTES, max_bytes - size))):
+            out.append(piece)
+            size += len(piece)
+    except zstandard.ZstdError:
+        pass  # cut mid-frame: what came before is kept
+    return b"".join(out)
