@@ -243,6 +243,25 @@ def test_a_client_gone_before_any_worker_ran_it_leaves_nothing():
     assert upload_run(upload_id=upload.id) is None  # its task, arriving late, finds nothing
 
 
+def test_an_upload_waiting_for_one_whose_client_went_away_is_queued_at_once():
+    """Orders wait for the tenant's customers still arriving; the customers' client goes
+    away: the orders are queued then, not at the housekeeping's next sweep."""
+    from apps.ingestions.engine.testing import ndjson_bytes, order_row
+
+    tenant, _ = tenant_create(name="waits")
+    data = customers_bytes(20_000)
+    receiving = _receiving(tenant, data, open_until=CHUNK_BYTES + 5)
+    orders = upload_create(
+        tenant=tenant, stream=io.BytesIO(ndjson_bytes([order_row()])), filename="orders_1.ndjson"
+    )
+    upload_run(upload_id=orders.upload.id)
+    assert Upload.objects.get(id=orders.upload.id).state == "waiting"
+    receiving.body.fail(OSError("reset"))
+    receiving.thread.join(30)
+    assert not Upload.objects.filter(id=receiving.upload.id).exists()
+    assert Upload.objects.get(id=orders.upload.id).state == "queued"
+
+
 def test_a_body_longer_than_the_limit_is_refused_mid_way_and_nothing_is_kept(settings):
     tenant, _ = tenant_create(name="limit")
     data = customers_bytes(20_000)

@@ -31,6 +31,7 @@ from apps.ingestions.services.scheduling import (
     upload_enqueue,
     upload_lock_holder,
     upload_try_lock,
+    upload_wake,
 )
 from apps.ingestions.services.storage import HEAD_BYTES, BodyPieces, blob_write_piece
 from apps.ingestions.services.uploads import UploadOutcome, record_type_of
@@ -254,10 +255,15 @@ def upload_cancel(*, upload_id, blob_id: int) -> None:
     With no worker running it, the upload goes with them; a worker running it finds them
     gone, rolls back and removes the upload itself. One that a worker already finished
     (failed on its first bytes, its event sent) stays, without its bytes."""
+    removed = 0
     with transaction.atomic():
         if upload_try_lock(upload_id):
-            Upload.objects.filter(id=upload_id, sha256="").exclude(
+            unfinished = Upload.objects.filter(id=upload_id, sha256="").exclude(
                 state__in=TERMINAL_STATES
-            ).delete()
+            )
+            tenant_id = unfinished.values_list("tenant_id", flat=True).first()
+            removed, _ = unfinished.delete()
         Blob.objects.filter(id=blob_id, sha256="").delete()  # never a sealed one
     logger.info("upload cancelled while its bytes arrived", extra={"upload_id": str(upload_id)})
+    if removed:  # uploads of the tenant that waited for it go on now, not at the next sweep
+        upload_wake(tenant_id=tenant_id)
