@@ -64,19 +64,26 @@ _TAKE_OVER = (
     "headers = '{}', created_at = now() WHERE id = %(id)s"
 )
 _UNLOCK = f"SELECT pg_advisory_unlock({IN_FLIGHT_LOCK})"
-# The answer stored, or the key freed, and its lock given back, in one statement.
+# The answer stored, or the key freed, and its lock given back, in one statement: the
+# unlock reads the change's count, so it runs once the change is made. Called beside the
+# change instead, it could run first (PostgreSQL runs a statement's parts in no set order)
+# while the change waited for a takeover's lock on the row, and the takeover, finding the
+# lock free, would run the request a second time.
 _FINISH = f"""
 WITH done AS (
     UPDATE idempotency_keys
     SET fingerprint = %(fingerprint)s, status_code = %(status)s, body = %(body)s,
         headers = %(headers)s
     WHERE id = %(id)s
+    RETURNING 1
 )
-{_UNLOCK}
+SELECT pg_advisory_unlock({IN_FLIGHT_LOCK}) FROM (SELECT count(*) FROM done) AS changed
 """
 _RELEASE = f"""
-WITH freed AS (DELETE FROM idempotency_keys WHERE id = %(id)s AND status_code IS NULL)
-{_UNLOCK}
+WITH freed AS (
+    DELETE FROM idempotency_keys WHERE id = %(id)s AND status_code IS NULL RETURNING 1
+)
+SELECT pg_advisory_unlock({IN_FLIGHT_LOCK}) FROM (SELECT count(*) FROM freed) AS changed
 """
 
 
