@@ -151,4 +151,3 @@ def detect_record_type(*, filename: str, explicit: str | None, stream: BinaryIO)
     except FileError:  # compressed twice
         return None
     return None
-    return None

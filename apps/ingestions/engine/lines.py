@@ -2,9 +2,9 @@
 rejects are answered at once, before anything is staged.
 
 `split_lines` cuts a body into lines as `read_lines` cuts a file (`decompressed` reads a
-whole one as it does); `check_line` gives the
-reject `parse_chunks` would stage for the same line (same code, field, message, errors and
-raw), the warnings it would stage with a row it takes, or None for a row taken as it is.
+whole one as it does); `check_line` gives the reject `parse_chunks` would stage for the
+same line (same code, field, message, errors and raw), the warnings it would stage with a
+row it takes, or None for a row taken as it is.
 """
 
 from __future__ import annotations

@@ -125,19 +125,22 @@ def idempotency_begin(*, tenant: Tenant, key: str) -> IdempotencyKey | None:
             cursor.execute(_UNCLAIM, {"id": row[0]})  # as if it had been taken: 409 at worst
             return None
         expired = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
-        with transaction.atomic():
-            cursor.execute(_TAKEN, _held(tenant, key, expired=expired))
-            row = cursor.fetchone()
-            if row is None or not row[1]:  # freed meanwhile; answered
-                return None
-            cursor.execute(_TRY_LOCK, _held(tenant, key))
-            if not cursor.fetchone()[0]:  # its request still runs
-                return None
-            try:
+        locked = False
+        try:
+            with transaction.atomic():
+                cursor.execute(_TAKEN, _held(tenant, key, expired=expired))
+                row = cursor.fetchone()
+                if row is None or not row[1]:  # freed meanwhile; answered
+                    return None
+                cursor.execute(_TRY_LOCK, _held(tenant, key))
+                locked = cursor.fetchone()[0]
+                if not locked:  # its request still runs
+                    return None
                 cursor.execute(_TAKE_OVER, {"id": row[0]})
-            except BaseException:
+        except BaseException:
+            if locked:  # the takeover rolled back (the lock is not transactional): not kept
                 cursor.execute(_UNLOCK, _held(tenant, key))
-                raise
+            raise
         return _claim_row(row[0], tenant, key)
 
 
