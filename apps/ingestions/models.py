@@ -67,6 +67,9 @@ class BlobChunk(models.Model):
         return f"blob {self.blob_id} chunk {self.seq}"
 
 
+UNIQUE_CONTENT = "uploads_unique_content"  # an IntegrityError naming it: the same bytes again
+
+
 class Upload(BaseModel):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="uploads")
@@ -115,15 +118,14 @@ class Upload(BaseModel):
         db_table = "uploads"
         constraints = [
             # identical bytes for one tenant and type are one upload, never processed twice;
-            # a dry run loads nothing, so it is neither that upload nor kept from running;
-            # nor is a failed one (nothing of it loaded): the same bytes again are a retry;
-            # an upload still receiving its bytes has no sha256 yet ("")
+            # a dry run or a failed one loaded nothing: neither is that upload (the same bytes
+            # again run); an upload still receiving its bytes has no sha256 yet ("")
             models.UniqueConstraint(
                 fields=["tenant", "record_type", "sha256"],
                 condition=Q(source="file", dry_run=False)
                 & ~Q(sha256="")
                 & ~Q(state=UploadState.FAILED),
-                name="uploads_unique_content",
+                name=UNIQUE_CONTENT,
             ),
         ]
         indexes = [

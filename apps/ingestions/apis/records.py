@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 
 from django.conf import settings
@@ -157,7 +158,7 @@ def _is_json_array(request, body: bytes) -> bool:
         return True
     if content_type in ("application/x-ndjson", "application/jsonl"):
         return False
-    return body.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"["  # past a UTF-8 BOM
+    return body.removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"["  # past a UTF-8 BOM
 
 
 class RecordBatchListApi(TenantApiView):

@@ -20,6 +20,7 @@ from django.utils import timezone
 from apps.ingestions import engine
 from apps.ingestions.models import (
     TERMINAL_STATES,
+    UNIQUE_CONTENT,
     Blob,
     Reject,
     Upload,
@@ -282,7 +283,7 @@ def upload_retry(*, upload_id) -> bool:
                     updated_at=timezone.now(),
                 )
         except IntegrityError as exc:  # no longer failed, it would be a second of those bytes
-            if "uploads_unique_content" not in str(exc):
+            if UNIQUE_CONTENT not in str(exc):
                 raise
             return False
         Reject.objects.filter(upload_id=upload.id).delete()

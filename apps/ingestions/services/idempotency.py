@@ -155,10 +155,10 @@ class KeyFreedError(Exception):
     purged) since this request found it taken. It may be claimed again."""
 
 
-def idempotency_check(*, tenant: Tenant, key: str, fingerprint: str | None) -> Answer | None:
-    """For a key already taken: the stored response to replay, or the error to answer.
-    With no fingerprint, only raise when the first request is still in flight. Raises
-    `KeyFreedError` when the key is no longer taken."""
+def idempotency_check(*, tenant: Tenant, key: str, fingerprint_of: Callable[[], str]) -> Answer:
+    """For a key already taken: the stored response to replay, or the error to answer (409
+    while the first request is in flight, before `fingerprint_of()` reads anything; 422
+    for another request). Raises `KeyFreedError` when the key is no longer taken."""
     row = IdempotencyKey.objects.filter(tenant=tenant, key=key).first()
     if row is None:
         raise KeyFreedError(key)
@@ -167,9 +167,7 @@ def idempotency_check(*, tenant: Tenant, key: str, fingerprint: str | None) -> A
             "A request with this Idempotency-Key is still being processed; retry later.",
             code="idempotency_in_flight",
         )
-    if fingerprint is None:
-        return None
-    if row.fingerprint != fingerprint:
+    if row.fingerprint != fingerprint_of():
         raise UnprocessableError(
             "This Idempotency-Key was used for a different request.",
             code="idempotency_mismatch",
@@ -257,8 +255,7 @@ def _claim(
         if claim is not None:
             return claim
         try:
-            idempotency_check(tenant=tenant, key=key, fingerprint=None)  # 409 while in flight
-            return idempotency_check(tenant=tenant, key=key, fingerprint=fingerprint_of())
+            return idempotency_check(tenant=tenant, key=key, fingerprint_of=fingerprint_of)
         except KeyFreedError:
             continue
     raise ConflictError(

@@ -26,7 +26,14 @@ from django.utils import timezone
 
 from apps.core.errors import ApplicationError, ConflictError, PayloadTooLargeError
 from apps.core.logs import log_bind
-from apps.ingestions.models import TERMINAL_STATES, Blob, Upload, UploadSource, UploadState
+from apps.ingestions.models import (
+    TERMINAL_STATES,
+    UNIQUE_CONTENT,
+    Blob,
+    Upload,
+    UploadSource,
+    UploadState,
+)
 from apps.ingestions.services.scheduling import (
     upload_enqueue,
     upload_lock_holder,
@@ -45,7 +52,6 @@ logger = logging.getLogger("apps.ingestions.services")
 # this much at a time for that.
 FLUSH_SECONDS = 5.0
 _READ_BYTES = 64 * 1024
-_UNIQUE_CONTENT = "uploads_unique_content"
 _SEALS = 3  # tries at a seal whose identical original keeps failing as it is found
 
 
@@ -232,7 +238,7 @@ def upload_seal(upload: Upload, *, sha256: str, size: int) -> Upload | None:
             return None
         except IntegrityError as exc:
             attempts += 1
-            if _UNIQUE_CONTENT not in str(exc) or attempts == _SEALS:
+            if UNIQUE_CONTENT not in str(exc) or attempts == _SEALS:
                 raise
         original = (
             Upload.objects.filter(

@@ -15,6 +15,7 @@ One merge per tenant is on its way at a time: a batch sends one only when none i
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
@@ -37,7 +38,6 @@ logger = logging.getLogger("apps.ingestions.services")
 
 RECORDS_MERGE_TASK = "apps.ingestions.tasks.records_merge_task"
 _Envelope = dict[str, msgspec.Raw]
-_BOM = b"\xef\xbb\xbf"
 
 
 class BacklogFullError(ApplicationError):
@@ -175,7 +175,7 @@ def _array_elements(body: bytes) -> list[msgspec.Raw]:
     except engine.FileError as exc:
         raise _body_error(exc) from None
     try:
-        return msgspec.json.decode(body.removeprefix(_BOM), type=list[msgspec.Raw])
+        return msgspec.json.decode(body.removeprefix(codecs.BOM_UTF8), type=list[msgspec.Raw])
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise ApplicationError(f"The body is not a JSON array: {exc}", code="bad_json") from None
     except RecursionError:
