@@ -166,7 +166,9 @@ def test_ctrl_c_stops_the_run_cleanly_and_the_next_run_resumes(tmp_path, live_st
         text=True,
     )
     deadline = time.monotonic() + 60
-    while '"token"' not in (state_file.read_text() if state_file.exists() else ""):
+    # until the server holds a chunk: the token is saved before the first one is sent
+    sent = UploadSession.objects.filter(offset__gt=0)
+    while not (state_file.exists() and '"token"' in state_file.read_text() and sent.exists()):
         assert time.monotonic() < deadline, "no session was started"
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)

@@ -69,6 +69,21 @@ def wait_for(condition, *, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
+def read_to_end(pid: int, path: Path) -> bool:
+    """Process `pid` has `path` open and has read it to its end (Linux's /proc)."""
+    size = path.stat().st_size
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if Path(os.readlink(fd)) != path:
+                continue
+            info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
+        except OSError:
+            continue  # closed meanwhile
+        if int(info.split("pos:", 1)[1].split()[0]) >= size:
+            return True
+    return False
+
+
 def merged(base: str, key: str, urls: list[str]) -> bool:
     with httpx.Client(base_url=base, headers={"X-API-Key": key}) as http:
         return all(http.get(url).json()["state"] == "merged" for url in urls)
@@ -270,12 +285,14 @@ def test_stream_follows_a_growing_replaced_file_and_flushes_on_ctrl_c(tmp_path, 
         wait_for(lambda: rows.count() == 200)
         with path.open("a") as grown:
             grown.write(lines(range(200, 230)))  # less than a batch: waits for 60 s
-        time.sleep(1.0)
+        wait_for(lambda: read_to_end(process.pid, path))
+        time.sleep(0.3)  # from its read buffer into the batch
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
+            process.communicate()  # its pipes closed, not left to the garbage collector
     assert process.returncode == 0, out + err
     assert "230 accepted, 0 rejected, 0 not sent" in out
     wait_for(lambda: rows.count() == 230)
