@@ -158,8 +158,18 @@ class RequestBodyMiddleware:
         self.slots = threading.BoundedSemaphore(settings.WEB_MAX_STREAMING_BODIES)
 
     def __call__(self, request):
+        codings = request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if coding := _unsupported_coding(codings):
+            # gunicorn passes a gzip or deflate transfer coding through undecoded: its bytes
+            # would be taken for the body's own (a session's chunk stored compressed)
+            return _problem(
+                501,
+                f"Transfer-Encoding {coding} is not supported: send the body as it is, or "
+                "chunked (a compressed file is sent as the file itself, named .gz or .zst).",
+                code="unsupported_transfer_coding",
+            )
         length = request.META.get("CONTENT_LENGTH") or ""
-        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        chunked = "chunked" in codings
         size = int(length) if length.isascii() and length.isdigit() else None
         # a chunk of a resumable upload streams, so that tus keeps what arrived of a cut one
         chunk = "HTTP_UPLOAD_OFFSET" in request.META
@@ -187,6 +197,15 @@ class RequestBodyMiddleware:
             return self.get_response(request)
         finally:
             self.slots.release()
+
+
+def _unsupported_coding(codings: str) -> str:
+    """The first transfer coding of a `Transfer-Encoding` value other than chunked (and
+    identity, which changes nothing), or ""."""
+    for coding in codings.split(","):
+        if coding.strip() not in ("", "chunked", "identity"):
+            return coding.strip()
+    return ""
 
 
 class ProblemJSONMiddleware:

@@ -29,6 +29,7 @@ class ExactBody:
         self._stream = stream
         self._length = length
         self._seen = 0
+        self.broken = False  # ended short: the connection cannot carry another request
 
     def _checked(self, read: Callable[..., bytes], size: int | None) -> bytes:
         try:
@@ -37,6 +38,7 @@ class ExactBody:
             raise
         except Exception as exc:  # gunicorn's parser errors, a reset connection
             reason = str(exc) or type(exc).__name__
+            self.broken = True
             raise IncompleteBodyError(
                 f"The request body broke off after {self._seen} bytes ({reason})."
             ) from exc
@@ -49,6 +51,7 @@ class ExactBody:
         """For a caller that read the body in one call (a single read cannot see the end):
         raise unless every byte the Content-Length announced was read."""
         if self._length is not None and self._seen < self._length:
+            self.broken = True
             raise IncompleteBodyError(
                 f"The request body ended after {self._seen} of the {self._length} bytes its "
                 "Content-Length announced."
@@ -82,6 +85,23 @@ class RequestBodyGuard:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         body = environ.get("wsgi.input")
-        if body is not None:
-            environ["wsgi.input"] = ExactBody(body, _content_length(environ))
-        return self.application(environ, start_response)
+        if body is None:
+            return self.application(environ, start_response)
+        guard = environ["wsgi.input"] = ExactBody(body, _content_length(environ))
+
+        def start(status: str, headers: list, exc_info: Any = None) -> Callable:
+            if guard.broken:
+                _close_after(start_response)
+            return start_response(status, headers, exc_info)
+
+        return self.application(environ, start)
+
+
+def _close_after(start_response: Callable) -> None:
+    """Have the server answer `Connection: close` and close the connection after this
+    answer: it will (what is left of the body never arrives, or stalls), and a kept-alive
+    answer would say otherwise. WSGI gives an application no say over `Connection`; under
+    gunicorn, `start_response` is its response's method, whose `must_close` decides."""
+    response = getattr(start_response, "__self__", None)
+    if hasattr(response, "must_close"):
+        response.must_close = True

@@ -6,6 +6,7 @@ itself. Django's test client cannot show any of this."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import socket
@@ -138,6 +139,7 @@ def test_a_body_cut_short_of_its_content_length_is_refused_stored_nowhere_and_it
         port, request_head("POST", path, {**headers, "Content-Length": len(body)}), body[:sent]
     )
     assert (status, answer_headers["content-type"]) == (400, "application/problem+json")
+    assert answer_headers["connection"] == "close"  # and it is: the rest never comes
     assert problem["code"] == "incomplete_body"
     assert f"after {sent} of the {len(body)} bytes" in problem["detail"]
     assert (Upload.objects.count(), Blob.objects.count(), BlobChunk.objects.count()) == (0, 0, 0)
@@ -161,10 +163,11 @@ def test_a_live_record_batch_cut_short_is_refused_and_nothing_accepted(server, r
     }
     path = "/api/v1/ingest/records/customers/"
     sent = int(len(DATA) * read_once)
-    status, _, problem = exchange(
+    status, answer_headers, problem = exchange(
         port, request_head("POST", path, {**headers, "Content-Length": len(DATA)}), DATA[:sent]
     )
     assert (status, problem["code"]) == (400, "incomplete_body")
+    assert answer_headers["connection"] == "close"
     assert (RecordBatch.objects.count(), Upload.objects.count(), Blob.objects.count()) == (0, 0, 0)
     assert not IdempotencyKey.objects.exists()
     whole = httpx.post(f"{base}{path}", content=DATA, headers=headers, timeout=30)
@@ -262,6 +265,7 @@ def test_a_tus_patch_cut_short_keeps_what_arrived_and_counts_nothing_more(server
         ),
         ("GET /" + "p" * 5000 + " HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ("GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+        ("POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: x-custom, chunked\r\n\r\n", 501),
     ],
     ids=[
         "header-100KB",
@@ -270,6 +274,7 @@ def test_a_tus_patch_cut_short_keeps_what_arrived_and_counts_nothing_more(server
         "length-and-chunked",
         "path-5000",
         "version",
+        "unknown-coding",
     ],
 )
 def test_errors_gunicorn_answers_itself_are_problem_json(server, head, status):
@@ -279,6 +284,31 @@ def test_errors_gunicorn_answers_itself_are_problem_json(server, head, status):
     assert (got, headers["content-type"]) == (status, "application/problem+json")
     assert (problem["status"], problem["type"]) == (status, "about:blank")
     assert problem["detail"]
+
+
+def _chunked(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate, chunked"])
+def test_a_body_in_a_transfer_coding_it_does_not_decode_is_501_and_stores_nothing(server, coding):
+    """gunicorn passes a gzip or deflate transfer coding through undecoded: an upload or a
+    batch sent so is refused (501), never stored compressed as if it were the data."""
+    _, port = server
+    _, issued = tenant_create(name="coded")
+    squeezed = _chunked(gzip.compress(DATA))
+    for path in ("/api/v1/ingest/records/customers/", "/api/v1/ingest/comprehensive/"):
+        head = request_head(
+            "POST",
+            f"{path}?filename=customers_coded.ndjson",
+            {"X-API-Key": issued.raw, "Transfer-Encoding": coding},
+        )
+        status, headers, problem = exchange(port, head, squeezed)
+        assert (status, headers["content-type"]) == (501, "application/problem+json")
+        assert problem["code"] == "unsupported_transfer_coding"
+        assert problem["detail"].startswith(f"Transfer-Encoding {coding.split(',')[0]} is not")
+        assert headers["connection"] == "close"
+    assert (RecordBatch.objects.count(), Upload.objects.count(), Blob.objects.count()) == (0, 0, 0)
 
 
 def _hold_slow_clients(port: int, idle: int, trickle: int, stop: threading.Event) -> list:
@@ -484,9 +514,10 @@ def test_a_client_silent_mid_body_is_dropped_after_the_client_timeout(tmp_path):
             {"X-API-Key": issued.raw, "Content-Length": 20_000_000},
         )
         started = time.monotonic()
-        status, _, problem = exchange(port, head, DATA, half_close=False)
+        status, headers, problem = exchange(port, head, DATA, half_close=False)
         waited = time.monotonic() - started
     assert (status, problem["code"]) == (400, "incomplete_body")
+    assert headers["connection"] == "close"
     assert 1.5 < waited < 10
     assert (Upload.objects.count(), Blob.objects.count()) == (0, 0)
 
