@@ -195,7 +195,8 @@ def _kinds() -> dict[Any, dict[str, Any]]:
             "pattern": _timestamp_pattern(),
             "description": "An ISO 8601 date and time, as Python's datetime.fromisoformat reads "
             '(e.g. "2024-06-01T12:30:00Z", "2024-06-01 12:30:00.5+02:00", "2024-06-01"); '
-            "without an offset it is UTC.",
+            "without an offset it is UTC. Digits past the microsecond are dropped, not "
+            "rounded.",
             "x-rules": [
                 _rule(
                     "invalid_timestamp",

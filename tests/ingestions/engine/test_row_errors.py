@@ -128,6 +128,24 @@ CASES = [
         [("", "invalid_json", "Input data was truncated")],
         id="invalid-json",
     ),
+    pytest.param(
+        "customers",
+        '{"customer_id": "y", "name": "x\\ud83d"}',
+        [
+            (
+                "",
+                "invalid_json",
+                "JSON is malformed: \\ud83d is half a UTF-16 surrogate pair (byte 31)",
+            )
+        ],
+        id="lone-high-surrogate",  # msgspec says "truncated" this close to the end
+    ),
+    pytest.param(
+        "customers",
+        '{"name": "\\\\ud83d", "customer_id": ',
+        [("", "invalid_json", "Input data was truncated")],
+        id="escaped-backslash-then-text",
+    ),
 ]
 
 

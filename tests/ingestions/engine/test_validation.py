@@ -527,6 +527,11 @@ def test_line_total_within_a_cent_of_quantity_times_unit_price_is_kept(
         ("2024-02-29T23:59:59.123456Z", datetime(2024, 2, 29, 23, 59, 59, 123456, tzinfo=UTC)),
         ("2024-01-02T03:04:05.5Z", datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)),
         ("0001-01-01T00:00:00Z", datetime(1, 1, 1, tzinfo=UTC)),
+        # past the microsecond, digits are dropped, not rounded (PostgreSQL would round),
+        # whichever way the offset is written
+        ("2024-01-02T03:04:05.1234567Z", datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
+        ("2024-01-02T03:04:05.1234567+00:00", datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)),
+        ("9999-12-31T23:59:59.9999999Z", datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
     ],
 )
 def test_timestamps_keep_their_instant_and_no_offset_means_utc(tenant, ndjson, load, text, instant):
