@@ -4,7 +4,6 @@ API's problem+json 404 and 400), the scope a viewer sees, and page numbers."""
 from __future__ import annotations
 
 import functools
-import uuid
 
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, JsonResponse
@@ -13,6 +12,7 @@ from django.views.decorators.clickjacking import xframe_options_deny
 from django.views.decorators.csrf import csrf_protect
 
 from apps.core.api import PROBLEM_JSON, ascii_int, json_not_found, problem
+from apps.core.ids import uuid_or_none
 from apps.dashboard.auth import Viewer
 from apps.dashboard.selectors import UNSCOPED_ALL_TENANTS, Scope, tenant_find
 
@@ -63,10 +63,8 @@ def scope_of(request: HttpRequest, viewer: Viewer) -> tuple[Scope, str]:
     tenant_id = request.GET.get("tenant", "")
     if not tenant_id:
         return UNSCOPED_ALL_TENANTS, ""
-    try:
-        uuid.UUID(tenant_id)
-    except ValueError:
-        raise BadQuery("tenant", f"{tenant_id!r} is not a tenant id (a UUID).") from None
+    if uuid_or_none(tenant_id) is None:
+        raise BadQuery("tenant", f"{tenant_id!r} is not a tenant id (a UUID).")
     tenant = tenant_find(tenant_id=tenant_id)
     if tenant is None:
         raise NotFound

@@ -4,12 +4,12 @@ bypass); another tenant's rows are "not found"."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 
+from apps.core.ids import uuid_or_none
 from apps.ingestions.models import (
     BatchState,
     RecordBatch,
@@ -57,17 +57,10 @@ def _files(tenant: Scope) -> QuerySet[Upload]:
     return _scoped(Upload.objects.select_related("tenant"), tenant).filter(source=UploadSource.FILE)
 
 
-def _uuid(value) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 def tenant_of_signed_in_key(*, tenant_id, key_prefix: str) -> Tenant | None:
     """The tenant a dashboard session was opened for, while the key it was opened with is
     still active (revoking the key ends the session)."""
-    parsed = _uuid(tenant_id)
+    parsed = uuid_or_none(tenant_id)
     if parsed is None:
         return None
     key = (
@@ -84,7 +77,7 @@ def tenant_options() -> list[Tenant]:
 
 
 def tenant_find(*, tenant_id) -> Tenant | None:
-    parsed = _uuid(tenant_id)
+    parsed = uuid_or_none(tenant_id)
     return Tenant.objects.filter(id=parsed).first() if parsed else None
 
 
@@ -123,7 +116,7 @@ def session_receiving(*, tenant: Scope, now: datetime, limit: int = 50) -> list[
 
 def upload_find(*, tenant: Scope, upload_id) -> Upload | None:
     """One upload in scope, or None (also for another tenant's id)."""
-    parsed = _uuid(upload_id)
+    parsed = uuid_or_none(upload_id)
     if parsed is None:
         return None
     return _files(tenant).filter(id=parsed).first()

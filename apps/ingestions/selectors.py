@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.db.models import QuerySet
 
+from apps.core.ids import uuid_or_none
 from apps.ingestions.models import (
     BatchState,
     RecordBatch,
@@ -17,14 +16,6 @@ from apps.ingestions.models import (
     ValidationRule,
 )
 from apps.tenants.models import Tenant
-
-
-def _uuid(value) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
 
 # The uploads loading open sessions' bytes as they arrive, whose senders may pause for as
 # long as their sessions last: in SQL (is the upload `u` one?), and their ids.
@@ -55,7 +46,7 @@ def upload_list(
 
 def upload_get(*, tenant: Tenant, upload_id) -> Upload | None:
     """The tenant's upload, or None (also for another tenant's id: not found, not forbidden)."""
-    parsed = _uuid(upload_id)
+    parsed = uuid_or_none(upload_id)
     if parsed is None:
         return None
     return Upload.objects.filter(tenant=tenant, id=parsed, source=UploadSource.FILE).first()

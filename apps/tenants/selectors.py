@@ -5,14 +5,13 @@ import uuid
 from django.db.models import Count, Q, QuerySet, Value
 from django.db.models.functions import Lower
 
+from apps.core.ids import uuid_or_none
 from apps.tenants.models import Tenant
 
 
 def tenant_get(*, tenant_id: str | uuid.UUID) -> Tenant | None:
-    try:
-        return Tenant.objects.filter(id=uuid.UUID(str(tenant_id))).first()
-    except ValueError:
-        return None
+    parsed = uuid_or_none(tenant_id)
+    return Tenant.objects.filter(id=parsed).first() if parsed is not None else None
 
 
 def tenant_named(*, name: str) -> Tenant | None:

@@ -4,6 +4,7 @@ their delivery log (list, redeliver), under /api/v1/webhooks/."""
 from __future__ import annotations
 
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
@@ -27,7 +28,9 @@ from apps.webhooks.services import (
 )
 
 _TAGS = ["webhooks"]
-_ID = OpenApiParameter("endpoint_id", str, OpenApiParameter.PATH, description="the endpoint's id")
+_ID = OpenApiParameter(
+    "endpoint_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the endpoint's id"
+)
 _URL_HELP = (
     "where events are POSTed: http or https; a host that resolves to a loopback, link-local "
     "or private address is refused unless the operator allows it"

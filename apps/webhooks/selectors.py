@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django.db.models import QuerySet
 
+from apps.core.ids import uuid_or_none
 from apps.tenants.models import Tenant
 from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
 
@@ -15,9 +14,8 @@ def endpoint_list(*, tenant: Tenant) -> QuerySet[WebhookEndpoint]:
 
 
 def endpoint_get(*, tenant: Tenant, endpoint_id) -> WebhookEndpoint | None:
-    try:
-        parsed = uuid.UUID(str(endpoint_id))
-    except ValueError:
+    parsed = uuid_or_none(endpoint_id)
+    if parsed is None:
         return None
     return WebhookEndpoint.objects.filter(tenant=tenant, id=parsed).first()
 

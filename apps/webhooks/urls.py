@@ -6,20 +6,20 @@ from apps.webhooks import apis
 
 urlpatterns = [
     path("", apis.WebhookListApi.as_view(), name="webhook-list"),
-    path("<str:endpoint_id>/", apis.WebhookDetailApi.as_view(), name="webhook-detail"),
+    path("<uuid:endpoint_id>/", apis.WebhookDetailApi.as_view(), name="webhook-detail"),
     path(
-        "<str:endpoint_id>/rotate-secret/",
+        "<uuid:endpoint_id>/rotate-secret/",
         apis.WebhookRotateSecretApi.as_view(),
         name="webhook-rotate-secret",
     ),
-    path("<str:endpoint_id>/test/", apis.WebhookTestApi.as_view(), name="webhook-test"),
+    path("<uuid:endpoint_id>/test/", apis.WebhookTestApi.as_view(), name="webhook-test"),
     path(
-        "<str:endpoint_id>/deliveries/",
+        "<uuid:endpoint_id>/deliveries/",
         apis.WebhookDeliveryListApi.as_view(),
         name="webhook-deliveries",
     ),
     path(
-        "<str:endpoint_id>/deliveries/<int:delivery_id>/redeliver/",
+        "<uuid:endpoint_id>/deliveries/<int:delivery_id>/redeliver/",
         apis.WebhookRedeliverApi.as_view(),
         name="webhook-redeliver",
     ),

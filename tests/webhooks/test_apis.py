@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
+from urllib.parse import quote
 
 import pytest
 
 from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
+from apps.webhooks.services import endpoint_secret_rotate, endpoint_update
 from tests.webhooks.conftest import ALL_EVENTS, register
 
 pytestmark = pytest.mark.django_db
@@ -181,6 +183,11 @@ def test_an_invalid_endpoint_is_refused_with_a_problem(tenant_client, body, deta
         ("http://192.168.0.10/hook", "192.168.0.10"),
         ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
         ("http://[::1]/hook", "::1"),
+        ("http://[::127.0.0.1]/hook", "::7f00:1"),  # IPv4-compatible
+        ("http://[64:ff9b::7f00:1]/hook", "64:ff9b::7f00:1"),  # NAT64 to 127.0.0.1
+        ("http://[64:ff9b::a01:203]/hook", "64:ff9b::a01:203"),  # NAT64 to 10.1.2.3
+        ("http://[2002:7f00:1::1]/hook", "2002:7f00:1::1"),  # 6to4 of 127.0.0.1
+        ("http://[fec0::1]/hook", "fec0::1"),  # site-local
     ],
 )
 def test_a_private_address_is_refused_unless_the_operator_allows_it(
@@ -191,7 +198,7 @@ def test_a_private_address_is_refused_unless_the_operator_allows_it(
     settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
     _, client = tenant_client()
     answer = client.post("/api/v1/webhooks/", {"url": url, "events": ["upload.failed"]}, "json")
-    host = url.split("/")[2].rsplit(":", 1)[0] if "[" not in url else "::1"
+    host = url.split("/")[2].rsplit(":", 1)[0] if "[" not in url else url[8:].split("]")[0]
     if address is None:  # localhost: whichever loopback address it resolves to first
         address = json.loads(answer.content)["detail"].split(" resolves to ")[1].split(",")[0]
         host = "localhost"
@@ -205,6 +212,64 @@ def test_a_private_address_is_refused_unless_the_operator_allows_it(
     settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
     answer = client.patch(f"/api/v1/webhooks/{endpoint_id}/", {"url": url}, format="json")
     assert_problem(answer, 400, "Webhook URL not allowed", detail, "url_not_allowed")
+
+
+def test_a_public_address_an_ipv6_one_carries_is_allowed_and_port_0_is_not(tenant_client, settings):
+    """NAT64 and 6to4 addresses of a public IPv4 address are public; port 0 is refused."""
+    settings.WEBHOOK_ALLOW_PRIVATE_URLS = False
+    _, client = tenant_client()
+    for url in ("http://[64:ff9b::101:101]/hook", "http://[2002:101:101::1]/hook"):
+        answer = client.post("/api/v1/webhooks/", {"url": url, "events": ["upload.failed"]}, "json")
+        assert answer.status_code == 201, answer.content
+    answer = client.post(
+        "/api/v1/webhooks/", {"url": "http://1.1.1.1:0/hook", "events": ["upload.failed"]}, "json"
+    )
+    assert_problem(
+        answer, 400, "Webhook URL not allowed", "Port 0 cannot receive webhooks.", "invalid_url"
+    )
+
+
+def test_a_change_keeps_what_another_request_changed_since_the_endpoint_was_read(tenant_client):
+    """An update made from the endpoint as read before a secret rotation and another
+    update keeps both: it changes only its own fields, on the row as it is now."""
+    _, client = tenant_client()
+    created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
+    read_before = WebhookEndpoint.objects.get(id=created["id"])
+    rotated = endpoint_secret_rotate(endpoint=WebhookEndpoint.objects.get(id=created["id"]))
+    endpoint_update(endpoint=WebhookEndpoint.objects.get(id=created["id"]), events=ALL_EVENTS)
+    endpoint_update(endpoint=read_before, description="changed")
+    now = WebhookEndpoint.objects.get(id=created["id"])
+    assert (now.secret, now.previous_secret) == (rotated.secret, created["secret"])
+    assert (now.events, now.description) == (sorted(ALL_EVENTS), "changed")
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda id_: id_.upper(),
+        lambda id_: id_.replace("-", ""),
+        lambda id_: "{" + id_ + "}",
+        lambda id_: "urn:uuid:" + id_,
+        lambda id_: id_.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")),  # Arabic-Indic
+        lambda id_: id_.translate(str.maketrans("0123456789", "０１２３４５６７８９")),  # fullwidth
+    ],
+    ids=["upper", "no-hyphens", "braces", "urn", "arabic-indic-digits", "fullwidth-digits"],
+)
+def test_an_endpoint_answers_only_to_its_id_as_written(tenant_client, spelling):
+    """Other spellings of an endpoint's id (which Python's UUID reads) are 404 for every
+    operation, and change nothing."""
+    _, client = tenant_client()
+    created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
+    base = f"/api/v1/webhooks/{quote(spelling(created['id']))}/"
+    answers = [
+        client.get(base),
+        client.patch(base, {"enabled": False}, format="json"),
+        client.post(base + "rotate-secret/"),
+        client.delete(base),
+    ]
+    assert [answer.status_code for answer in answers] == [404] * 4
+    endpoint = WebhookEndpoint.objects.get(id=created["id"])
+    assert (endpoint.enabled, endpoint.secret) == (True, created["secret"])
 
 
 def test_a_test_event_is_logged_as_a_pending_delivery_and_can_be_redelivered(tenant_client):

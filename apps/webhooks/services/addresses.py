@@ -49,9 +49,11 @@ def url_check(url: str) -> Target:
     except (OSError, UnicodeError):
         raise WebhookUrlError(f"The host {host!r} could not be resolved.") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
+    if port == 0:
+        raise WebhookUrlError("Port 0 cannot receive webhooks.")
     if not settings.WEBHOOK_ALLOW_PRIVATE_URLS:
         for address in addresses:
-            if not address.is_global or address.is_multicast:
+            if not _public(address):
                 raise WebhookUrlError(
                     f"The host {host!r} resolves to {address}, a loopback, link-local or "
                     "private address: not allowed.",
@@ -63,3 +65,24 @@ def url_check(url: str) -> Target:
     named = f"[{host}]" if ":" in host else host
     header = f"{named}:{port}" if port else named
     return Target(url=urlunsplit(parts._replace(netloc=netloc)), host=header, server_name=host)
+
+
+# IPv6 addresses that carry an IPv4 address in their last 32 bits and reach it: the
+# deprecated IPv4-compatible ones, and NAT64's well-known prefix (RFC 6052)
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A global unicast address; for IPv6, every IPv4 address it carries (mapped,
+    compatible, NAT64, 6to4, Teredo) global too, and not site-local."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if address.version == 4:
+        return True
+    if address.is_site_local:  # fec0::/10, deprecated but still routed by some networks
+        return False
+    carried = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if address in _IPV4_COMPATIBLE or address in _NAT64:
+        carried.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return all(_public(inner) for inner in carried if inner is not None)

@@ -40,21 +40,30 @@ def endpoint_update(
     enabled: bool | None = None,
     description: str | None = None,
 ) -> WebhookEndpoint:
-    """Change what is given. Enabling an endpoint clears its failing mark: its pending
-    deliveries are tried again from now on."""
+    """Change what is given, on the row as it is now (locked): a change made meanwhile (a
+    rotated secret, another request's fields) is kept. Enabling an endpoint clears its
+    failing mark: its pending deliveries are tried again from now on."""
     if url is not None:
-        url_check(url)
-        endpoint.url = url
+        url_check(url)  # resolves the host: before the lock, not while holding it
+    locked = WebhookEndpoint.objects.select_for_update().get(id=endpoint.id)
+    changed = {"updated_at"}
+    if url is not None:
+        locked.url = url
+        changed.add("url")
     if events is not None:
-        endpoint.events = sorted(set(events))
+        locked.events = sorted(set(events))
+        changed.add("events")
     if description is not None:
-        endpoint.description = description
+        locked.description = description
+        changed.add("description")
     if enabled is not None:
-        if enabled and not endpoint.enabled:
-            endpoint.failing_since = None
-        endpoint.enabled = enabled
-    endpoint.save()
-    return endpoint
+        if enabled and not locked.enabled:
+            locked.failing_since = None
+            changed.add("failing_since")
+        locked.enabled = enabled
+        changed.add("enabled")
+    locked.save(update_fields=sorted(changed))
+    return locked
 
 
 @transaction.atomic
@@ -72,7 +81,9 @@ def endpoint_secret_rotate(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
         seconds=settings.WEBHOOK_SECRET_OVERLAP_SECONDS
     )
     locked.secret = secret_generate()
-    locked.save()
+    locked.save(
+        update_fields=["previous_secret", "previous_secret_expires_at", "secret", "updated_at"]
+    )
     return locked
 
 
