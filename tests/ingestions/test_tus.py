@@ -138,6 +138,35 @@ def test_creation_with_upload_stores_the_first_bytes(client):
     assert UploadSession.objects.get(token=token_of(response)).offset == 500
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "code"),
+    [
+        ("text/plain", DATA[:500], 415, "unsupported_media_type"),
+        (CHUNK, DATA + b"more", 400, "past_declared_size"),
+    ],
+)
+def test_a_creation_with_upload_refused_leaves_no_session(client, content_type, body, status, code):
+    """A creation whose first chunk is refused answers without a Location: no session, no
+    bytes are left behind that nobody could resume."""
+    response = client.post(
+        TUS,
+        body,
+        content_type=content_type,
+        headers={
+            **V,
+            "Upload-Length": str(len(DATA)),
+            "Upload-Metadata": f"filename {b64('products_1.ndjson')}",
+        },
+    )
+    assert (response.status_code, response.json()["code"]) == (status, code), response.content
+    assert "Location" not in response
+    assert (UploadSession.objects.count(), Blob.objects.count(), BlobChunk.objects.count()) == (
+        0,
+        0,
+        0,
+    )
+
+
 def test_a_patch_at_the_wrong_offset_is_409(client):
     """tus core: a mismatching Upload-Offset is 409 Conflict and stores nothing."""
     token = token_of(create(client))
@@ -234,6 +263,10 @@ def test_a_request_without_tus_resumable_is_412(client):
         ({"Upload-Metadata": "filename ***"}, "bad_metadata"),
         ({"Upload-Metadata": f"type {b64('products')}"}, "missing_filename"),
         ({"Upload-Metadata": f"filename {b64('x.ndjson')},type {b64('invoices')}"}, "unknown_type"),
+        (
+            {"Upload-Metadata": f"filename {b64('customers.ndjson')},note {b64('x' * 3100)}"},
+            "metadata_too_long",  # 4,160 characters: kept whole or not at all
+        ),
     ],
 )
 def test_a_bad_creation_request_is_400(client, headers, code):

@@ -137,6 +137,9 @@ _TUS_HEADERS = [
 ]
 
 
+_MAX_METADATA = UploadSession._meta.get_field("metadata").max_length
+
+
 class TusCreateApi(_TusApi):
     @extend_schema(
         operation_id="tus_create",
@@ -167,7 +170,16 @@ class TusCreateApi(_TusApi):
         if length is None:
             raise ApplicationError("Send the file's size in Upload-Length.", code="no_length")
         raw_metadata = request.headers.get("Upload-Metadata", "")
+        if len(raw_metadata) > _MAX_METADATA:  # kept whole, or HEAD would give it back cut
+            raise ApplicationError(
+                f"Upload-Metadata is longer than {_MAX_METADATA} characters.",
+                code="metadata_too_long",
+            )
         metadata = parse_metadata(raw_metadata)
+        body_length = int_header(request, "Content-Length") or 0
+        with_body = body_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if with_body and (request.content_type or "").split(";")[0].strip() != CHUNK_TYPE:
+            raise UnsupportedMediaType(request.content_type)  # before a session is made
         record_type = metadata.get("type", "").strip()
         if "/" in record_type:  # a MIME type, as many tus clients send: not ours to use
             record_type = ""
@@ -179,18 +191,20 @@ class TusCreateApi(_TusApi):
             record_type=record_type,
             strict=metadata.get("strict", "").strip().lower() in _TRUE,
             dry_run=metadata.get("dry_run", "").strip().lower() in _TRUE,
-            metadata=raw_metadata[:4096],
+            metadata=raw_metadata,
         )
         headers = {
             "Location": request.build_absolute_uri(
                 reverse("tus-upload", kwargs={"token": session.token})
             )
         }
-        body_length = int_header(request, "Content-Length") or 0
-        if body_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-            if (request.content_type or "").split(";")[0].strip() != CHUNK_TYPE:
-                raise UnsupportedMediaType(request.content_type)
-            session = self._store(request, session, 0, None)  # creation-with-upload
+        if with_body:  # creation-with-upload
+            try:
+                session = self._store(request, session, 0, None)
+            except Exception:
+                # the error answer carries no Location: nobody could use the session
+                session_terminate(tenant=self.tenant, token=session.token)
+                raise
             headers["Upload-Offset"] = str(session.offset)
         headers.update(_expiry_headers(session))
         return Response(status=status.HTTP_201_CREATED, headers=headers)

@@ -132,8 +132,8 @@ def session_append(
     and queues its upload. A wrong offset is a 409 that tells the offset to send from.
 
     A chunk is stored whole or not at all, except with `keep_partial` (tus, whose clients
-    ask the offset and resume from it): then each piece that arrived whole is kept and
-    counted when the chunk breaks off, and never a byte that did not arrive."""
+    ask the offset and resume from it): then the bytes that arrived before the chunk broke
+    off are kept and counted (each piece as it is read), and never a byte that did not."""
     if not SESSION_TOKEN.fullmatch(token):
         raise session_not_found()
     if not session_try_lock(token):
