@@ -226,6 +226,27 @@ def test_an_unsupported_checksum_algorithm_is_400(client):
     assert (response.status_code, response.json()["code"]) == (400, "unsupported_checksum")
 
 
+@pytest.mark.parametrize(
+    "header", ["sha256", "sha256 ", "sha256 ***", "sha256 AAAA", "md5 " + "A" * 44]
+)
+def test_a_checksum_without_a_digest_of_its_algorithm_s_size_is_400(client, header):
+    """No digest, one that is not base64, or one of the wrong length: 400, not a mismatch."""
+    token = token_of(create(client))
+    response = patch(client, token, DATA[:10], 0, **{"Upload-Checksum": header})
+    assert (response.status_code, response.json()["code"]) == (400, "bad_checksum")
+    assert UploadSession.objects.get(token=token).offset == 0
+
+
+def test_a_non_ascii_digit_in_a_header_is_quoted_as_it_was_sent(client):
+    """WSGI gives headers as Latin-1: the detail shows the client's own characters."""
+    response = client.post(
+        TUS,
+        headers={**V, "Upload-Length": "٣".encode().decode("latin-1"), "Upload-Metadata": ""},
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"].endswith("not '٣'.")
+
+
 def test_termination_deletes_the_upload_and_its_bytes(client):
     """termination extension: DELETE is 204; then the upload is gone (404)."""
     token = token_of(create(client))

@@ -51,10 +51,20 @@ def int_header(request, name: str, *, code: str = "bad_header") -> int | None:
     value = ascii_int(raw.strip())
     if value is None:
         raise ApplicationError(
-            f"{name} must be a non-negative integer (ASCII digits, at most 18), not {raw!r}.",
+            f"{name} must be a non-negative integer (ASCII digits, at most 18), not "
+            f"{header_text(raw)!r}.",
             code=code,
         )
     return value
+
+
+def header_text(raw: str) -> str:
+    """A header's value as the client wrote it: WSGI hands headers over as Latin-1, so
+    UTF-8 bytes (a non-ASCII digit) arrive as two or three Latin-1 characters each."""
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return raw
 
 
 def idempotent_response(answer: Answer, *, replayed: bool) -> Response:

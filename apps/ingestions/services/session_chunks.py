@@ -90,12 +90,17 @@ class ChunkChecksum:
                 f"{', '.join(CHECKSUM_ALGORITHMS)}.",
                 code="unsupported_checksum",
             )
+        size = hashlib.new(algorithm).digest_size
         try:
             digest = base64.b64decode(encoded.strip(), validate=True)
         except ValueError:
+            digest = b""
+        if len(digest) != size:  # none, or one no chunk could match
             raise ApplicationError(
-                "Upload-Checksum must be `<algorithm> <base64 digest>`.", code="bad_checksum"
-            ) from None
+                f"Upload-Checksum must be `<algorithm> <base64 digest>`, the digest of "
+                f"{algorithm} being {size} bytes.",
+                code="bad_checksum",
+            )
         return cls(algorithm=algorithm, digest=digest)
 
 
