@@ -18,7 +18,7 @@ from apps.core.api import ascii_int, single_value
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIMESTAMP = re.compile(
     r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[T ]"
-    r"(?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)"
+    r"(?P<time>[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)"
     r"(?P<offset>Z|[+\- ][0-9]{2}:?[0-9]{2})?"
 )
 _CURRENCY = re.compile(r"[A-Z]{3}")

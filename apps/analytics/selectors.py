@@ -101,8 +101,8 @@ def _add(totals: Totals, code: str, orders, revenue, items, units, customers) ->
     totals.orders += orders
     totals.orders_by_currency[code] = orders
     totals.revenue[code] = revenue
-    totals.items += items
-    totals.units += units
+    totals.items += int(items)  # sum() of a bigint is a numeric: a Decimal here
+    totals.units += int(units)
     totals.customers += customers  # each customer's first order is in one currency
 
 
