@@ -34,7 +34,7 @@ from ingest_client.report import (
 )
 from ingest_client.runner import Options, Runner
 from ingest_client.state import STATE_FILE_NAME, MiB, StateFile
-from ingest_client.transport import RetryPolicy, open_client
+from ingest_client.transport import RetryPolicy, api_url_arg, open_client
 
 
 def parse_size(text: str) -> int:
@@ -55,6 +55,7 @@ def _add_what_to_send(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--api-url",
+        type=api_url_arg,
         default=os.environ.get("INGEST_API_URL", "http://localhost:8000"),
         help="the service's base URL (default: $INGEST_API_URL or %(default)s)",
     )

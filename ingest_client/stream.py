@@ -26,7 +26,7 @@ from rich.markup import escape
 
 from ingest_client.live import Client, Reject, SendFailed
 from ingest_client.report import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
-from ingest_client.transport import RetryPolicy
+from ingest_client.transport import RetryPolicy, api_url_arg
 
 RECORD_TYPES = ("customers", "products", "orders", "order_items")
 POLL_EVERY = 1.0  # seconds between merge checks: at most 2 GETs, far below 600/min per key
@@ -44,6 +44,7 @@ def parse_args(argv: Sequence[str], *, prog: str | None = None) -> argparse.Name
     parser.add_argument("file", nargs="?", help="an NDJSON file (default or '-': stdin)")
     parser.add_argument(
         "--api-url",
+        type=api_url_arg,
         default=os.environ.get("INGEST_API_URL", "http://localhost:8000"),
         help="the service's base URL (default: $INGEST_API_URL or %(default)s)",
     )

@@ -8,6 +8,7 @@ Nothing here knows about files: the bulk upload and, later, a live-records clien
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import email.utils
 import hashlib
@@ -103,6 +104,20 @@ def client_error(response: httpx.Response, what: str) -> RequestFailed:
     return RequestFailed(f"{what}: HTTP {response.status_code}: {detail}")
 
 
+def api_url_arg(text: str) -> str:
+    """`--api-url` checked where it is given (argparse `type`): an http(s) URL with a host,
+    or the command stops at once (exit 2) instead of retrying what cannot work."""
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http:// or https:// URL with a host (e.g. http://localhost:8000)"
+        )
+    return text
+
+
 def api_base(url: str) -> str:
     """The service's root URL; a URL ending in /api/v1 is accepted too."""
     url = url.rstrip("/")
@@ -158,6 +173,8 @@ class Transport:
                 response = self.client.request(
                     method, url, headers=headers, content=body() if body else None, **kwargs
                 )
+            except httpx.UnsupportedProtocol as exc:  # the URL's own fault: no retry mends it
+                raise RequestFailed(f"{method} {url}: {exc}") from None
             except httpx.TransportError as exc:
                 problem, retry_after = f"{type(exc).__name__}: {exc}".rstrip(": "), None
             else:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -62,6 +63,11 @@ def tenant_create(*, name: str) -> tuple[Tenant, IssuedKey]:
     name = name.strip()
     if not name:
         raise ApplicationError("A tenant needs a non-empty name.")
+    longest = Tenant._meta.get_field("name").max_length
+    if len(name) > longest:
+        raise ApplicationError(f"A tenant name has at most {longest} characters, not {len(name)}.")
+    if any(unicodedata.category(char) == "Cc" for char in name):  # tabs, newlines, NUL
+        raise ApplicationError(f"A tenant name may not hold control characters: {name!r}.")
     existing = tenant_named(name=name)
     if existing is not None:
         raise _name_taken(name, existing)

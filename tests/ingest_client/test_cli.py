@@ -64,3 +64,13 @@ def test_sizes_are_read_in_binary_units():
         100,
         2 << 20,
     ]
+
+
+@pytest.mark.parametrize("url", ["notaurl", "localhost:8000", "ftp://example.com", "http://"])
+@pytest.mark.parametrize("command", [[], ["stream", "--type", "customers", "--api-key", "k"]])
+def test_an_api_url_that_is_not_http_is_refused_at_once(command, url):
+    """A --api-url without http(s):// and a host exits 2 before sending anything; it used
+    to be retried with backoff for minutes."""
+    done = run(str(ROOT / "bulk_ingest.py"), *command, "--api-url", url, "--data-dir", str(ROOT))
+    assert done.returncode == 2
+    assert f"argument --api-url: {url!r} is not an http:// or https:// URL" in done.stderr

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
 import pytest
 
-from ingest_client.transport import RetryPolicy, is_retryable, parse_retry_after
+from ingest_client.transport import (
+    RequestFailed,
+    RetryPolicy,
+    Transport,
+    is_retryable,
+    parse_retry_after,
+)
 
 
 def test_backoff_grows_exponentially_with_jitter_up_to_a_cap():
@@ -49,3 +57,20 @@ def test_retry_after_is_waited_in_full_in_seconds_or_as_a_date():
 def test_only_answers_a_retry_can_fix_are_retried(status, body, retry):
     """5xx, 429 and an in-flight Idempotency-Key are retried; other 4xx are not."""
     assert is_retryable(httpx.Response(status, json=body)) is retry
+
+
+def test_a_url_of_no_http_scheme_fails_at_once_without_a_retry():
+    """httpx's UnsupportedProtocol is a transport error no retry can mend: one attempt."""
+    notes: list[str] = []
+    with httpx.Client() as client:
+        transport = Transport(
+            client,
+            policy=RetryPolicy(attempts=5, base=10),
+            stop=threading.Event(),
+            note=notes.append,
+        )
+        started = time.monotonic()
+        with pytest.raises(RequestFailed, match="GET notaurl/x: Request URL is missing"):
+            transport.request("GET", "notaurl/x", api_key="k", label="x")
+    assert notes == []
+    assert time.monotonic() - started < 5

@@ -17,6 +17,7 @@ from django.core.management import (
     load_command_class,
 )
 
+from apps.tenants.models import Tenant
 from apps.tenants.services import tenant_create, tenant_from_api_key
 
 SMALL = ["--customers", "3", "--products", "2", "--orders", "4"]
@@ -93,6 +94,9 @@ def test_the_same_seed_writes_the_same_files_whatever_the_names(db, tmp_path):
     [
         (["--tenants", "0"], "--tenants must be at least 1"),
         (["--fault-rate", "2"], "--fault-rate must be between 0 and 1"),
+        (["--orders", "-1"], "--orders and --items-per-order must be at least 0"),
+        (["--items-per-order", "-1"], "--orders and --items-per-order must be at least 0"),
+        (["--items-per-order", "nan"], "--orders and --items-per-order must be at least 0"),
     ],
 )
 def test_bad_values_are_refused_before_anything_is_written(db, tmp_path, args, message):
@@ -100,3 +104,12 @@ def test_bad_values_are_refused_before_anything_is_written(db, tmp_path, args, m
     with pytest.raises(CommandError, match=message):
         generate(tmp_path / "data", *args)
     assert not (tmp_path / "data" / "tenants.json").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_before_a_tenant_is_made(db, tmp_path):
+    """`--out` naming a file: a one-line error, no tenant (it was a FileExistsError)."""
+    taken = tmp_path / "tenants.json"
+    taken.write_text("[]")
+    with pytest.raises(CommandError, match=f"--out {taken} is not a directory"):
+        generate(taken)
+    assert not Tenant.objects.exists()

@@ -57,6 +57,24 @@ def test_create_tenant_with_a_taken_name_is_a_precise_command_error(tenant):
     assert (Tenant.objects.count(), ApiKey.objects.count()) == (1, 1)
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("x" * 201, "A tenant name has at most 200 characters, not 201."),
+        ("tab\there", "A tenant name may not hold control characters: 'tab\\there'."),
+        ("nul\x00", "A tenant name may not hold control characters: 'nul\\x00'."),
+    ],
+    ids=["too-long", "tab", "nul"],
+)
+def test_create_tenant_with_a_name_it_cannot_keep_is_a_precise_command_error(db, name, message):
+    """Too long for the column, or a control character (which breaks list_tenants'
+    columns, or PostgreSQL's text): one line, no traceback, no tenant."""
+    with pytest.raises(CommandError) as raised:
+        call_command("create_tenant", name)
+    assert str(raised.value) == message
+    assert not Tenant.objects.exists()
+
+
 def test_the_database_refuses_a_name_in_another_case(tenant):
     """The constraint holds whatever the code does: an INSERT around the service fails."""
     with pytest.raises(IntegrityError, match="tenants_name_unique_ci"), transaction.atomic():

@@ -63,6 +63,10 @@ class Command(BaseCommand):
             raise CommandError("--fault-rate must be between 0 and 1")
         if options["customers"] < 1 or options["products"] < 1:
             raise CommandError("--customers and --products must be at least 1")
+        if options["orders"] < 0 or not options["items_per_order"] >= 0:
+            raise CommandError("--orders and --items-per-order must be at least 0")
+        if out.exists() and not out.is_dir():
+            raise CommandError(f"--out {out} is not a directory")
         sizes = Sizes(
             customers=options["customers"],
             products=options["products"],
