@@ -170,7 +170,12 @@ def main(
     except (ConfigError, OSError) as exc:
         errors.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_FAILED
+    for plan in plans:
+        for path in plan.empty:
+            console.print(f"{escape(plan.tenant.name)}/{escape(path.name)}: empty, skipped")
     if not any(plan.jobs for plan in plans):
+        if any(plan.empty for plan in plans):
+            return EXIT_OK  # every file is empty: nothing to load, nothing failed
         where = escape(str(args.data_dir))
         errors.print(f"[red]error:[/] no .ndjson or .jsonl files (or .gz, .zst) in {where}")
         return EXIT_FAILED

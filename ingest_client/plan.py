@@ -53,6 +53,7 @@ class FileJob:
 class TenantPlan:
     tenant: Tenant
     stages: tuple[tuple[FileJob, ...], ...]  # non-empty stages, in order
+    empty: tuple[Path, ...] = ()  # empty files: nothing to send (the API refuses them)
 
     @property
     def jobs(self) -> list[FileJob]:
@@ -153,13 +154,17 @@ def stage_of(record_type: str | None) -> int:
 
 def build_plan(tenants: Sequence[Tenant], *, session_threshold: int) -> list[TenantPlan]:
     """Every data file of every tenant, grouped into stages in dependency order; files
-    larger than `session_threshold` bytes go through resumable sessions."""
+    larger than `session_threshold` bytes go through resumable sessions. Empty files are
+    set apart (`TenantPlan.empty`): there is nothing in them to send."""
     plans = []
     for tenant in tenants:
-        jobs = []
+        jobs, empty = [], []
         for path in sorted(p for p in tenant.folder.iterdir() if p.is_file() and is_data_file(p)):
-            record_type = record_type_of(path)
             size = path.stat().st_size
+            if not size:
+                empty.append(path)
+                continue
+            record_type = record_type_of(path)
             jobs.append(
                 FileJob(
                     tenant=tenant,
@@ -173,5 +178,5 @@ def build_plan(tenants: Sequence[Tenant], *, session_threshold: int) -> list[Ten
         stages = tuple(
             tuple(job for job in jobs if job.stage == index) for index in range(len(STAGES) + 1)
         )
-        plans.append(TenantPlan(tenant, tuple(stage for stage in stages if stage)))
+        plans.append(TenantPlan(tenant, tuple(stage for stage in stages if stage), tuple(empty)))
     return plans

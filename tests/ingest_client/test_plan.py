@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 
 import pytest
+from rich.console import Console
 
 from apps.ingestions.engine import RECORD_ORDER, RECORD_STAGES
+from ingest_client.cli import main
 from ingest_client.plan import (
     RECORD_TYPES,
     STAGES,
@@ -56,6 +59,22 @@ def test_the_plan_puts_parents_first_and_orders_and_items_in_later_stages(tmp_pa
         [("mystery.ndjson", None)],
     ]
     assert [job.via_session for job in plan.jobs] == [True, False, False, False, False, False]
+
+
+def test_empty_files_are_set_apart_and_the_dry_run_says_they_are_skipped(tmp_path):
+    """An empty file is no job (the API refuses an empty body): the dry run and the run
+    name it as skipped, and a directory of empty files only is nothing to do (exit 0)."""
+    data = _data_dir(tmp_path, {"customers_1.ndjson": b"", "orders_1.ndjson": b"{}\n"})
+    (plan,) = build_plan(load_tenants(data), session_threshold=20)
+    assert [job.path.name for job in plan.jobs] == ["orders_1.ndjson"]
+    assert [path.name for path in plan.empty] == ["customers_1.ndjson"]
+    out = io.StringIO()
+    assert main(["--data-dir", str(data), "--dry-run"], console=Console(file=out)) == 0
+    assert "t1/customers_1.ndjson: empty, skipped" in out.getvalue()
+    (data / "t1" / "orders_1.ndjson").write_bytes(b"")
+    out = io.StringIO()
+    assert main(["--data-dir", str(data)], console=Console(file=out)) == 0
+    assert "t1/orders_1.ndjson: empty, skipped" in out.getvalue()
 
 
 def test_a_files_type_comes_from_its_longest_name_prefix_or_its_first_row(tmp_path):
