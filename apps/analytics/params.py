@@ -40,9 +40,14 @@ def _bad(name: str, message: str) -> exceptions.ValidationError:
     return exceptions.ValidationError({name: [message]})
 
 
+# in the time zone database, but no place's zone: the machine's own, and tzdata's
+# placeholder for an unset zone
+_NOT_PLACES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 @cache
 def _zone_names() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(available_timezones()) - _NOT_PLACES
 
 
 def read_tz(params) -> str:

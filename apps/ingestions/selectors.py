@@ -76,8 +76,12 @@ def session_get(*, tenant: Tenant, token: str) -> UploadSession | None:
     return UploadSession.objects.filter(tenant=tenant, token=str(token)[:64]).first()
 
 
-def record_batch_list(*, tenant: Tenant, state: str | None = None) -> QuerySet[RecordBatch]:
+def record_batch_list(
+    *, tenant: Tenant, state: str | None = None, record_type: str | None = None
+) -> QuerySet[RecordBatch]:
     batches = RecordBatch.objects.filter(tenant=tenant).order_by("-id")
+    if record_type:
+        batches = batches.filter(record_type=record_type)
     return batches.filter(state=state) if state else batches
 
 

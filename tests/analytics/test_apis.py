@@ -226,6 +226,8 @@ def test_without_a_key_the_answer_is_401(api, path):
         (DAILY, {"tz": "Mars/Olympus"}, "tz"),
         (DAILY, {"tz": "UTC\x00"}, "tz"),
         (DAILY, {"tz": "../etc/passwd"}, "tz"),
+        (DAILY, {"tz": "localtime"}, "tz"),  # the machine's zone, not a place's
+        (DAILY, {"tz": "Factory"}, "tz"),
         (PRODUCTS, {"limit": "0"}, "limit"),
         (PRODUCTS, {"limit": "101"}, "limit"),
         (PRODUCTS, {"limit": "٣"}, "limit"),

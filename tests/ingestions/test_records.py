@@ -248,6 +248,25 @@ def test_another_tenant_sees_no_batch(client, client_for, other_tenant):
     assert len(client.get("/api/v1/ingest/records/batches/").json()["results"]) == 1
 
 
+def test_batches_are_listed_by_type_and_an_unknown_type_is_400(client):
+    """`?type=` keeps one type's batches (or the mixed ones); a type that is none is 400."""
+    _post_rows(client, "customers", [customer_row()])
+    _post_rows(client, "orders", [order_row()])
+    listed = "/api/v1/ingest/records/batches/"
+    by_type = {
+        kind: [batch["type"] for batch in client.get(f"{listed}?type={kind}").json()["results"]]
+        for kind in ("customers", "orders", "products", "mixed")
+    }
+    assert by_type == {
+        "customers": ["customers"],
+        "orders": ["orders"],
+        "products": [],
+        "mixed": [],
+    }
+    refused = client.get(f"{listed}?type=invoices")
+    assert (refused.status_code, list(refused.json()["errors"])) == (400, ["type"])
+
+
 def test_a_backlog_over_the_limit_is_429_with_retry_after_and_nothing_dropped(
     client, tenant, settings
 ):

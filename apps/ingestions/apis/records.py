@@ -34,7 +34,7 @@ from apps.ingestions.apis._rejects import (
 from apps.ingestions.apis.contract import CONTRACT_NOTE
 from apps.ingestions.apis.examples import MIXED_REQUEST, RECORDS_ACCEPTED, RECORDS_REQUEST
 from apps.ingestions.engine import RECORDS
-from apps.ingestions.models import BatchState
+from apps.ingestions.models import MIXED, BatchState
 from apps.ingestions.presenters import (
     BatchListOutputSerializer,
     BatchOutputSerializer,
@@ -169,6 +169,7 @@ class RecordBatchListApi(TenantApiView):
 
     class FilterSerializer(serializers.Serializer):
         state = choice_param(BatchState.values)
+        type = choice_param([*RECORDS, MIXED])
 
     @extend_schema(
         operation_id="record_batches_list",
@@ -181,7 +182,9 @@ class RecordBatchListApi(TenantApiView):
     )
     def get(self, request):
         filters = query_params(self.FilterSerializer, request)
-        batches = record_batch_list(tenant=self.tenant, state=filters.get("state"))
+        batches = record_batch_list(
+            tenant=self.tenant, state=filters.get("state"), record_type=filters.get("type")
+        )
         batches = batches.defer("rejects", "warnings").prefetch_related("parts")  # not listed
         paginator = Pagination()
         page = paginator.paginate_queryset(batches, request, view=self)
