@@ -257,7 +257,11 @@ class Pagination(LimitOffsetPagination):
             return default
         value = ascii_int(raw)
         if value is None or value < low or (high is not None and value > high):
-            wanted = f"an integer from {low} to {high}" if high else "a non-negative integer"
+            wanted = (
+                f"an integer from {low} to {high}"
+                if high
+                else "a non-negative integer of at most 18 digits"
+            )
             raise exceptions.ValidationError({name: [f"Must be {wanted}, not {raw!r}."]})
         return value
 

@@ -21,7 +21,17 @@ class ContentNegotiation(DefaultContentNegotiation):
             and request.META.get("HTTP_ACCEPT", "*/*") == "*/*"
         ):
             return renderers[0], renderers[0].media_type
-        return super().select_renderer(request, renderers, format_suffix)
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except exceptions.NotAcceptable:
+            # A client that takes problem documents gets its error as one, not a 406 in
+            # their place (and an answer that is no problem as JSON, which it reads).
+            if "application/problem+json" not in request.META.get("HTTP_ACCEPT", ""):
+                raise
+            json = [renderer for renderer in renderers if renderer.format == "json"]
+            if not json:
+                raise
+            return json[0], json[0].media_type
 
     def filter_renderers(self, renderers, format):
         found = [renderer for renderer in renderers if renderer.format == format]

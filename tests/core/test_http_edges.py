@@ -421,6 +421,7 @@ def test_an_unknown_filter_value_on_the_uploads_list_is_400(api, query, name, al
         "offset=-1",
         "offset=٣",
         "offset=1.5",
+        "offset=9223372036854775807",  # 19 digits
         "limit=1&limit=2",
     ],
 )
@@ -430,6 +431,19 @@ def test_a_bad_limit_or_offset_is_400(api, query, path):
     upload = ingest_stored(api.tenant, "customers_1.ndjson", CUSTOMERS)
     body = assert_problem(api.get(f"{path.format(upload=upload.id)}?{query}"), 400)
     assert body["detail"].startswith(query.split("=")[0] + ": ")
+    if query.startswith("offset="):
+        assert "Must be a non-negative integer of at most 18 digits" in body["detail"]
+
+
+def test_a_client_that_accepts_only_problem_documents_gets_its_error_not_a_406(api):
+    """`Accept: application/problem+json`: a bad request is its 400 problem, a good one
+    JSON; an Accept that takes neither is still 406."""
+    accept = {"HTTP_ACCEPT": "application/problem+json"}
+    body = assert_problem(api.get(f"{UPLOADS}?limit=0", **accept), 400)
+    assert body["detail"].startswith("limit: ")
+    good = api.get(UPLOADS, **accept)
+    assert (good.status_code, good["Content-Type"]) == (200, "application/json")
+    assert api.get(UPLOADS, HTTP_ACCEPT="text/html").status_code == 406
 
 
 def test_good_limits_and_offsets_page_through(api):
