@@ -9,7 +9,8 @@ from rest_framework.negotiation import DefaultContentNegotiation
 
 class ContentNegotiation(DefaultContentNegotiation):
     """`?format=` with no renderer of that name is a 400 naming the formats there are
-    (DRF answers 404, as if the resource were missing)."""
+    (DRF answers 404, as if the resource were missing); one that names a renderer wins over
+    an `Accept` that does not take it (DRF answers 406)."""
 
     def select_renderer(self, request, renderers, format_suffix=None):
         # Most requests ask for nothing in particular (no query string, so no `?format=`;
@@ -24,6 +25,11 @@ class ContentNegotiation(DefaultContentNegotiation):
         try:
             return super().select_renderer(request, renderers, format_suffix)
         except exceptions.NotAcceptable:
+            # `?format=` names what the client wants, whatever a library put in Accept
+            named = format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE)
+            if named:
+                chosen = self.filter_renderers(renderers, named)[0]
+                return chosen, chosen.media_type
             # A client that takes problem documents gets its error as one, not a 406 in
             # their place (and an answer that is no problem as JSON, which it reads).
             if "application/problem+json" not in request.META.get("HTTP_ACCEPT", ""):

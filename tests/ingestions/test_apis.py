@@ -925,14 +925,17 @@ def test_the_errors_are_listed_as_paginated_json(client, rejected_upload):
     assert page["next"] == f"{SERVER}{url}?limit=2&offset=3"
 
 
-@pytest.mark.parametrize("how", ["accept", "format"])
+@pytest.mark.parametrize("how", ["accept", "format", "format-over-accept"])
 def test_the_errors_are_streamed_as_ndjson(client, rejected_upload, how):
-    """`Accept: application/x-ndjson` or `?format=ndjson`: one reject object per line."""
+    """`Accept: application/x-ndjson` or `?format=ndjson` (which wins over an Accept of
+    JSON, as a client library may send by itself): one reject object per line."""
     url = f"{UPLOADS}{rejected_upload.id}/errors/"
     if how == "accept":
         response = client.get(url, HTTP_ACCEPT="application/x-ndjson")
-    else:
+    elif how == "format":
         response = client.get(url, {"format": "ndjson"})
+    else:
+        response = client.get(url, {"format": "ndjson"}, HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-ndjson"
     content = b"".join(response.streaming_content).decode()
