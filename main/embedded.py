@@ -81,11 +81,27 @@ def forget_dead_users(pgdata: Path) -> list[int]:
     with PostgresServer._lock:
         if not listed.exists():
             return []
-        pids = json.loads(listed.read_text() or "[]")
+        pids = _pids(listed.read_text())
+        if pids is None:  # the users it named are unknown: it is left to those starting now
+            listed.write_text("[]")
+            return []
         dead = [pid for pid in pids if not psutil.pid_exists(pid)]
         if dead:
             listed.write_text(json.dumps([pid for pid in pids if pid not in dead]))
     return dead
+
+
+def _pids(text: str) -> list[int] | None:
+    """pgserver's list of users, or None when the file holds none: a process stopped
+    while pgserver rewrote it (Ctrl-C reaches every process of a command at once) leaves
+    it empty or cut, and pgserver itself then fails on every start."""
+    try:
+        pids = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(pids, list) or not all(type(pid) is int for pid in pids):
+        return None
+    return pids
 
 
 def embedded_broker_url() -> str:

@@ -65,8 +65,10 @@ def main() -> int:
             fault_rate=args.fault_rate,
             stdout=quiet,
         )
-    started_with = "the web server (gunicorn), a Celery worker"
-    print(f"3. starting {started_with}{' and beat' if args.keep_running else ''}", flush=True)
+    started_with = "the web server (gunicorn), a Celery worker and beat"
+    if not args.keep_running:
+        started_with = "the web server (gunicorn) and a Celery worker"
+    print(f"3. starting {started_with}", flush=True)
     logs = ROOT / ".data" / "logs"
     with running_stack(beat=args.keep_running, log_dir=logs) as base:
         print(f"4. python bulk_ingest.py --data-dir {args.out.name} --api-url {base}", flush=True)
