@@ -1,5 +1,5 @@
-"""The embedded broker's transport: kombu's filesystem transport, each message written
-whole before a worker can see it.
+"""The brokers' transport settings: Redis's options, and the embedded broker's transport,
+kombu's filesystem transport with each message written whole before a worker can see it.
 
 kombu writes a message file in place, in the folder workers poll: a worker can move it
 away and read it before its bytes are there, and an empty message stops the worker
@@ -20,6 +20,16 @@ from time import monotonic
 from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
+
+REDIS_TRANSPORT_OPTIONS = {
+    # Longer than any healthy upload takes: an unacked task is redelivered after this, and
+    # the per-upload lock makes a redelivery wait rather than run twice.
+    "visibility_timeout": 25 * 3600,
+    # A broker that takes the connection and then never answers: a send gives up after
+    # this long (the upload stays queued and is resent) rather than hang its request.
+    "socket_connect_timeout": 5,
+    "socket_timeout": 5,
+}
 
 
 class Channel(filesystem.Channel):

@@ -10,6 +10,7 @@ from kombu.transport import TRANSPORT_ALIASES
 
 from apps.core import logs
 from main import embedded
+from main.broker import REDIS_TRANSPORT_OPTIONS
 from main.env import env_bool, env_choice, env_float, env_int, env_list
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -134,9 +135,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     TRANSPORT_ALIASES["filesystem"] = "main.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = embedded.embedded_broker_options()
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
-    # Longer than any healthy upload takes: an unacked task is redelivered after this, and
-    # the per-upload lock makes a redelivery wait rather than run twice.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 25 * 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = dict(REDIS_TRANSPORT_OPTIONS)
 # Fail fast when the broker is down: the upload stays queued and a periodic job resends it.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "max_retries": 2,

@@ -368,6 +368,64 @@ def test_slow_and_idle_clients_never_stop_a_fast_one(tmp_path, flags):
     assert elapsed < 3, f"the fast client waited {elapsed:.1f}s behind slow ones"
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_readyz_answers_503_soon_when_the_broker_takes_connections_and_never_answers(tmp_path):
+    """A broker address whose listener accepts and then says nothing: /readyz is 503 within
+    a few seconds (it waited for ever), and an upload is still answered (its task is sent
+    later), instead of hanging its request."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(silent.accept()[0])
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    _, issued = tenant_create(name="silent-broker")
+    env = {
+        "DATABASE_URL": database_url_of_tests(),
+        "CELERY_BROKER_URL": f"redis://127.0.0.1:{silent.getsockname()[1]}/0",
+    }
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}"]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with running_processes({"web": command}, env=env, log_dir=tmp_path):
+            deadline = time.monotonic() + 30
+            while not _answers(f"{base}/healthz"):  # not ready: up
+                assert time.monotonic() < deadline, "the web server did not start"
+                time.sleep(0.3)
+            started = time.monotonic()
+            ready = httpx.get(f"{base}/readyz", timeout=30)
+            waited = time.monotonic() - started
+            upload = httpx.post(
+                f"{base}/api/v1/ingest/comprehensive/?filename=customers_silent_broker.ndjson",
+                content=DATA,
+                headers={"X-API-Key": issued.raw},
+                timeout=60,
+            )
+    finally:
+        stop.set()
+        acceptor.join()
+        for sock in [*held, silent]:
+            sock.close()
+    assert (ready.status_code, ready.json()["database"]) == (503, "ok"), ready.text
+    assert ready.json()["broker"].startswith("error")
+    assert waited < 5
+    assert upload.status_code == 202, upload.text
+    assert Upload.objects.get().state == "queued"
+
+
 def test_a_database_that_refuses_connections_is_503_with_retry_after(tmp_path):
     """With PostgreSQL unreachable (refused, as when it is restarting or has no free
     connection slot), a keyed request is 503 problem+json with Retry-After, not a 500."""
