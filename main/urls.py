@@ -11,8 +11,9 @@ from drf_spectacular.views import (
     SpectacularRedocView,
     SpectacularSwaggerView,
 )
+from rest_framework.exceptions import ValidationError
 
-from apps.core.api import json_not_found, json_server_error
+from apps.core.api import ProblemJSONRenderer, json_not_found, json_server_error
 from apps.core.metrics import metrics_view
 from apps.ingestions.apis import ContractDetailApi, ContractListApi
 
@@ -71,6 +72,13 @@ class SchemaApi(SpectacularAPIView):
     permission_classes = []
     throttle_classes = []
 
+    def _get_version_parameter(self, request):
+        # drf-spectacular names the file after `?version=` in a header: a CR, LF or NUL
+        # there was a 500. This API has one schema.
+        if "version" in request.GET:
+            raise ValidationError({"version": ["This API has one version: leave it out."]})
+        return None
+
 
 # What the documentation pages may load: this server's files only (Redoc's bundle would
 # fetch a logo from its maker's site otherwise); inline scripts and styles are their own,
@@ -92,6 +100,11 @@ class _PublicDocs:
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
+        if response.status_code >= 400 and isinstance(response.data, dict):
+            # the problem document as JSON, not through the page's HTML template (which
+            # wrote "405 Method Not Allowed" under a problem+json Content-Type)
+            response.accepted_renderer = ProblemJSONRenderer()
+            response.accepted_media_type = ProblemJSONRenderer.media_type
         response["Content-Security-Policy"] = _DOCS_POLICY
         return response
 

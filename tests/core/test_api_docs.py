@@ -36,6 +36,32 @@ def test_the_docs_pages_load_only_the_services_own_files(db, path):
     assert b"/api/v1/schema/" in page.content
 
 
+@pytest.mark.parametrize("version", ["zz\r\nX: 1", "\x00", "1", ""])
+def test_a_schema_version_is_refused_never_written_into_a_header(db, version):
+    """The API has one schema: `?version=` (which drf-spectacular writes into the answer's
+    Content-Disposition, where CR/LF was a 500) is a 400 problem."""
+    answer = Client().get("/api/v1/schema/", {"version": version})
+    assert (answer.status_code, answer["Content-Type"]) == (400, "application/problem+json")
+    assert answer.json()["errors"] == {"version": ["This API has one version: leave it out."]}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/docs/", "/api/v1/redoc/"])
+@pytest.mark.parametrize(
+    ("method", "query", "headers", "status"),
+    [
+        ("post", "", {}, 405),
+        ("options", "", {}, 405),
+        ("get", "?format=json", {}, 400),
+        ("get", "", {"HTTP_ACCEPT": "application/json"}, 406),
+    ],
+)
+def test_the_docs_pages_errors_are_problem_documents(db, path, method, query, headers, status):
+    """A docs page's error is a problem+json document, not its HTML renderer's text."""
+    answer = getattr(Client(), method)(path + query, **headers)
+    assert (answer.status_code, answer["Content-Type"]) == (status, "application/problem+json")
+    assert answer.json()["status"] == status
+
+
 def test_the_api_key_is_a_security_scheme(db):
     schema = json.loads(Client().get("/api/v1/schema/").content)
     assert schema["components"]["securitySchemes"]["ApiKey"] == {
