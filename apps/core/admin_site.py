@@ -4,8 +4,12 @@ API needs none), so its pages refuse framing themselves, as the dashboard's do."
 
 from __future__ import annotations
 
+from functools import wraps
+
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.db import DataError
+from django.http import HttpResponseBadRequest
 from django.utils.decorators import method_decorator
 from django.views.decorators.clickjacking import xframe_options_deny
 
@@ -18,7 +22,7 @@ class StaffAdminSite(admin.AdminSite):
 
     def admin_view(self, view, cacheable=False):
         """Every page but sign-in and sign-out comes through here."""
-        return xframe_options_deny(super().admin_view(view, cacheable))
+        return xframe_options_deny(super().admin_view(_refusing_bad_queries(view), cacheable))
 
     @method_decorator(xframe_options_deny)
     def login(self, request, extra_context=None):
@@ -27,6 +31,27 @@ class StaffAdminSite(admin.AdminSite):
     @method_decorator(xframe_options_deny)
     def logout(self, request, extra_context=None):
         return super().logout(request, extra_context)
+
+
+def _refusing_bad_queries(view):
+    """A page whose query the database cannot run is a 400, not a 500: PostgreSQL stores no
+    NUL in text, and refuses an invalid regular expression (`?name__regex=(`) or a year
+    past its calendar (`?created_at__year=99999999999`), in every model's list, Django's
+    own users and groups included."""
+
+    @wraps(view)
+    def guarded(request, *args, **kwargs):
+        if any("\x00" in key or "\x00" in "".join(values) for key, values in request.GET.lists()):
+            return HttpResponseBadRequest("A filter or search holds a NUL character.")
+        try:
+            response = view(request, *args, **kwargs)
+            if getattr(response, "is_rendered", True) is False:
+                response.render()  # its queries run now, inside this guard
+        except (DataError, ValueError, OverflowError) as exc:
+            return HttpResponseBadRequest(f"The database cannot run this filter: {exc}")
+        return response
+
+    return guarded
 
 
 class StaffAdminConfig(AdminConfig):
