@@ -106,14 +106,29 @@ class ConsoleFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        # One line an event: a path or value sent with a line break (or a NUL) in it would
+        # otherwise write a line of its own, one that could pass for another event's.
+        record.message = record.message.translate(_ESCAPED)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         fields = _fields(record)
         if not fields:
             return text
-        pairs = " ".join(f"{key}={value}" for key, value in fields.items())
+        pairs = " ".join(f"{key}={str(value).translate(_ESCAPED)}" for key, value in fields.items())
         head, _, rest = text.partition("\n")  # keep a traceback below the fields
         return f"{head} {pairs}" + (f"\n{rest}" if rest else "")
+
+
+# C0 controls but tab, DEL, and the line breaks of Unicode, written as escapes
+_ESCAPED = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in [*range(0x20), 0x7F, 0x85, 0x2028, 0x2029]
+    if code != 0x09
+}
+_ESCAPED |= {0x0A: "\\n", 0x0D: "\\r"}
 
 
 FORMATTERS = {"json": JsonFormatter, "console": ConsoleFormatter}

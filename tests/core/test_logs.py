@@ -217,6 +217,25 @@ def test_bound_ids_and_extra_fields_appear_in_both_formats():
     assert "tenant_id" not in after
 
 
+def test_a_console_line_is_one_line_whatever_a_client_put_in_it():
+    """A path with a line break, a NUL or U+2028 (sent by a client) is escaped in the
+    console format, message and fields alike: no forged line; a traceback stays below."""
+    logger = logging.getLogger("tests.logs")
+    forged = "/healthz\n2026-12-07 09:59:59,000 INFO apps.access: GET /admin/ 200\x00\u2028"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logger.makeRecord(
+            "tests.logs", logging.INFO, __file__, 1, "GET %s", (forged,), sys.exc_info()
+        )
+    record.path = forged
+    first, *traceback = ConsoleFormatter().format(record).split("\n")
+    escaped = "/healthz\\n2026-12-07 09:59:59,000 INFO apps.access: GET /admin/ 200\\x00\\u2028"
+    assert first.endswith(f"tests.logs: GET {escaped} path={escaped}")
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == "ValueError: boom"
+
+
 def test_a_process_started_with_debug_off_writes_json_lines():
     """The settings wire it: a Django process with DJANGO_DEBUG off logs JSON to stderr."""
     env = {
