@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
+from contextvars import ContextVar
 
 from gunicorn import util
 from gunicorn.instrument.statsd import Statsd
@@ -24,8 +26,15 @@ KEEPALIVE_REQUESTS = int(os.environ.get("WEB_KEEPALIVE_REQUESTS") or 100)
 _CODES = {400: "bad_request", 403: "forbidden", 431: "header_too_large", 501: "not_implemented"}
 
 
+# The request gunicorn refuses, where it read that much (each greenlet has a context of
+# its own), for `write_problem`: a HEAD is answered without a body.
+_refusing: ContextVar = ContextVar("refusing", default=None)
+
+
 def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
-    """`gunicorn.util.write_error`'s job, as an RFC 9457 problem document."""
+    """`gunicorn.util.write_error`'s job, as an RFC 9457 problem document with an
+    X-Request-Id of its own, as every answer of the service has (logged with it)."""
+    request_id = str(uuid.uuid4())
     body = json.dumps(
         {
             "type": "about:blank",
@@ -33,14 +42,21 @@ def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
             "status": status_int,
             "detail": mesg or reason,
             "code": _CODES.get(status_int, "server_error" if status_int >= 500 else "error"),
+            "request_id": request_id,
         }
     ).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\n"
         "Connection: close\r\n"
         "Content-Type: application/problem+json\r\n"
+        f"X-Request-Id: {request_id}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
+    logging.getLogger("gunicorn.error").info(
+        "answered %s %s", status_int, reason, extra={"request_id": request_id}
+    )
+    if getattr(_refusing.get(), "method", None) == "HEAD":
+        body = b""
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
@@ -63,6 +79,13 @@ class ProblemGeventWorker(GeventWorker):
         # does its part and goes on from its parent.)
         client.settimeout(CLIENT_TIMEOUT)
         AsyncWorker.handle(self, listener, client, addr)
+
+    def handle_error(self, req, client, addr, exc):
+        token = _refusing.set(req or getattr(exc, "req", None))
+        try:
+            super().handle_error(req, client, addr, exc)
+        finally:
+            _refusing.reset(token)
 
     def handle_request(self, listener_name, req, sock, addr):
         if req.req_number >= KEEPALIVE_REQUESTS:

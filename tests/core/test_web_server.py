@@ -284,6 +284,19 @@ def test_errors_gunicorn_answers_itself_are_problem_json(server, head, status):
     assert (got, headers["content-type"]) == (status, "application/problem+json")
     assert (problem["status"], problem["type"]) == (status, "about:blank")
     assert problem["detail"]
+    assert headers["x-request-id"] == problem["request_id"]
+
+
+def test_a_head_request_gunicorn_refuses_is_answered_without_a_body(server):
+    """A HEAD with a Content-Length gunicorn refuses: the problem's head, with its
+    X-Request-Id and Content-Length, and no body."""
+    _, port = server
+    got, headers, problem = exchange(
+        port, "HEAD /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"
+    )
+    assert (got, headers["content-type"], problem) == (400, "application/problem+json", None)
+    assert int(headers["content-length"]) > 0
+    assert headers["x-request-id"]
 
 
 def _chunked(data: bytes) -> bytes:
