@@ -229,7 +229,11 @@ def test_a_console_line_is_one_line_whatever_a_client_put_in_it():
             "tests.logs", logging.INFO, __file__, 1, "GET %s", (forged,), sys.exc_info()
         )
     record.path = forged
-    first, *traceback = ConsoleFormatter().format(record).split("\n")
+    fresh = log_fresh()  # no ids bound by earlier code
+    try:
+        first, *traceback = ConsoleFormatter().format(record).split("\n")
+    finally:
+        log_reset(fresh)
     escaped = "/healthz\\n2026-12-07 09:59:59,000 INFO apps.access: GET /admin/ 200\\x00\\u2028"
     assert first.endswith(f"tests.logs: GET {escaped} path={escaped}")
     assert traceback[0] == "Traceback (most recent call last):"
