@@ -87,5 +87,5 @@ def list_page(request: HttpRequest, paginator: Paginator) -> dict:
 def page_of(request: HttpRequest, paginator: Paginator, name: str) -> Page:
     number = ascii_int(request.GET.get(name, "1"))
     if not number:
-        raise BadQuery(name, "Must be a page number from 1.")
+        raise BadQuery(name, "Must be a page number from 1, of at most 18 digits.")
     return paginator.get_page(number)  # past the last page: the last, as a pager expects

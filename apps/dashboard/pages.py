@@ -25,6 +25,7 @@ from apps.dashboard.formats import (
 )
 from apps.dashboard.http import (
     PER_PAGE,
+    BadQuery,
     NotFound,
     choice,
     list_page,
@@ -131,7 +132,7 @@ def code_rejects(request: HttpRequest, viewer: Viewer):
     scope, tenant_filter = scope_of(request, viewer)
     code = choice(request, "code", REJECT_CODES)
     if not code:
-        raise NotFound
+        raise BadQuery("code", f"Name a reject code: one of {', '.join(REJECT_CODES)}.")
     uploads = upload_recent(tenant=scope, limit=RECENT_UPLOADS)
     rejects = reject_list_of_code(tenant=scope, uploads=uploads, code=code)
     query = {"code": code, **({"tenant": tenant_filter} if tenant_filter else {})}

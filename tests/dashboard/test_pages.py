@@ -109,7 +109,9 @@ def test_a_code_in_the_codes_card_leads_to_its_rows_in_every_listed_upload(
     assert f'href="/dashboard/uploads/{first.id}/"' in html
     assert f'href="/dashboard/uploads/{second.id}/"' in html
     assert "globex" not in html
-    assert browser.get("/dashboard/rejects/").status_code == 404
+    no_code = browser.get("/dashboard/rejects/")  # a 400 that says what it takes
+    assert no_code.status_code == 400
+    assert "code" in no_code.content.decode() and "invalid_email" in no_code.content.decode()
     assert browser.get("/dashboard/rejects/?code=orphan").status_code == 200
 
 
