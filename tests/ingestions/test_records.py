@@ -213,6 +213,9 @@ def test_an_empty_batch_or_unknown_type_is_400(client, tenant):
     """Nothing to accept, or no such record type."""
     assert _post(client, "/api/v1/ingest/records/customers/", b"\n").status_code == 400
     assert _post(client, "/api/v1/ingest/records/invoices/", b"{}\n").status_code == 400
+    # a GET of a path under /records/ that names no type is no resource: 404, not 405
+    assert client.get("/api/v1/ingest/records/uploads/").status_code == 404
+    assert client.get("/api/v1/ingest/records/customers/").status_code == 405
     assert (
         _post(client, "/api/v1/ingest/records/customers/", b"{", "application/json").status_code
         == 400

@@ -125,6 +125,12 @@ class RecordBatchCreateApi(_RecordBatchCreate):
     def post(self, request, record_type: str):
         return self._create(request, record_type)
 
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        # /records/uploads/ is no resource at all: not a 405 saying it takes a POST
+        if kwargs.get("record_type") not in RECORDS:
+            raise NotFound(f"No resource at {request.path}.")
+        return super().http_method_not_allowed(request, *args, **kwargs)
+
 
 class RecordBatchCreateMixedApi(_RecordBatchCreate):
     @extend_schema(
