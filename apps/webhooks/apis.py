@@ -84,6 +84,9 @@ class EndpointCreateInputSerializer(serializers.Serializer):
     url = serializers.CharField(max_length=2048, help_text=_URL_HELP)
     events = _events_field()
     description = serializers.CharField(max_length=500, allow_blank=True, default="")
+    enabled = serializers.BooleanField(
+        default=True, help_text="false: registered, but nothing is sent until it is enabled"
+    )
 
 
 class EndpointUpdateInputSerializer(serializers.Serializer):

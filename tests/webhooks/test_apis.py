@@ -229,6 +229,19 @@ def test_a_public_address_an_ipv6_one_carries_is_allowed_and_port_0_is_not(tenan
     )
 
 
+def test_an_endpoint_can_be_registered_disabled(tenant_client):
+    """`"enabled": false` at creation (it was refused as an unknown field): the endpoint is
+    kept disabled, as one a PATCH disabled (events skip it)."""
+    _, client = tenant_client()
+    answer = client.post(
+        "/api/v1/webhooks/",
+        {"url": "http://127.0.0.1:9/hook", "events": ["upload.failed"], "enabled": False},
+        format="json",
+    )
+    assert (answer.status_code, answer.json()["enabled"]) == (201, False), answer.content
+    assert WebhookEndpoint.objects.get(id=answer.json()["id"]).enabled is False
+
+
 def test_a_change_keeps_what_another_request_changed_since_the_endpoint_was_read(tenant_client):
     """An update made from the endpoint as read before a secret rotation and another
     update keeps both: it changes only its own fields, on the row as it is now."""

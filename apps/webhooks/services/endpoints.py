@@ -18,15 +18,17 @@ from apps.webhooks.services.signing import secret_generate
 
 @transaction.atomic
 def endpoint_create(
-    *, tenant: Tenant, url: str, events: list[str], description: str = ""
+    *, tenant: Tenant, url: str, events: list[str], description: str = "", enabled: bool = True
 ) -> WebhookEndpoint:
-    """A new endpoint; its `secret` is shown to the caller once, in the answer."""
+    """A new endpoint (with `enabled` false, registered but sent nothing until it is
+    enabled); its `secret` is shown to the caller once, in the answer."""
     url_check(url)
     return WebhookEndpoint.objects.create(
         tenant=tenant,
         url=url,
         events=sorted(set(events)),
         description=description,
+        enabled=enabled,
         secret=secret_generate(),
     )
 
