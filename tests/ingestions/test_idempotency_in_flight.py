@@ -6,6 +6,7 @@ a key whose request still runs stays in flight however long it takes."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import psycopg
@@ -109,6 +110,18 @@ def _claimed_elsewhere(tenant, key: str) -> psycopg.Connection:
     return other
 
 
+def _close_and_wait_gone(other: psycopg.Connection) -> None:
+    """Close a connection and wait until its server process has exited: closing only asks
+    it to, and until it has, it holds its session's locks."""
+    pid = other.info.backend_pid
+    other.close()
+    deadline = time.monotonic() + 10
+    with psycopg.connect(database_url_of_tests(), autocommit=True) as probe:
+        while probe.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+            assert time.monotonic() < deadline, "the server process did not exit"
+            time.sleep(0.01)
+
+
 def test_a_key_whose_request_died_is_taken_over_at_once():
     """Its connection gone (a web process killed mid-request), the key is free: the retry
     runs (202) and its answer is stored; before, 409 for 15 minutes."""
@@ -117,7 +130,7 @@ def test_a_key_whose_request_died_is_taken_over_at_once():
     client.credentials(HTTP_X_API_KEY=issued.raw)
     other = _claimed_elsewhere(tenant, "crash-1")
     assert _customers(client, "crash-1").status_code == 409
-    other.close()  # what the server sees of a process that died
+    _close_and_wait_gone(other)  # what the server sees of a process that died
     retry = _customers(client, "crash-1")
     assert retry.status_code == 202, retry.content
     assert "Idempotent-Replayed" not in retry
