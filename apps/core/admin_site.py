@@ -47,7 +47,7 @@ def _refusing_bad_queries(view):
             response = view(request, *args, **kwargs)
             if getattr(response, "is_rendered", True) is False:
                 response.render()  # its queries run now, inside this guard
-        except (DataError, ValueError, OverflowError) as exc:
+        except (DataError, OverflowError) as exc:
             return HttpResponseBadRequest(f"The database cannot run this filter: {exc}")
         return response
 

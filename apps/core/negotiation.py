@@ -34,10 +34,10 @@ class ContentNegotiation(DefaultContentNegotiation):
             # their place (and an answer that is no problem as JSON, which it reads).
             if "application/problem+json" not in request.META.get("HTTP_ACCEPT", ""):
                 raise
-            json = [renderer for renderer in renderers if renderer.format == "json"]
-            if not json:
+            plain = [renderer for renderer in renderers if renderer.format == "json"]
+            if not plain:
                 raise
-            return json[0], json[0].media_type
+            return plain[0], plain[0].media_type
 
     def filter_renderers(self, renderers, format):
         found = [renderer for renderer in renderers if renderer.format == format]

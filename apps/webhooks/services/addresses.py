@@ -43,14 +43,14 @@ def url_check(url: str) -> Target:
         raise WebhookUrlError("The URL has no host.")
     if parts.username is not None or parts.password is not None:
         raise WebhookUrlError("The URL may not carry credentials.")
+    if port == 0:
+        raise WebhookUrlError("Port 0 cannot receive webhooks.")
     host = parts.hostname
     try:
         found = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise WebhookUrlError(f"The host {host!r} could not be resolved.") from None
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in found]
-    if port == 0:
-        raise WebhookUrlError("Port 0 cannot receive webhooks.")
     if not settings.WEBHOOK_ALLOW_PRIVATE_URLS:
         for address in addresses:
             if not _public(address):
