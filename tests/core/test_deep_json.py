@@ -49,3 +49,12 @@ def test_a_deeply_nested_record_in_an_ndjson_batch_is_that_records_reject(keyed)
         "/api/v1/ingest/records/", f"[{good}, {deep}]", content_type="application/json"
     )
     assert (in_an_array.status_code, in_an_array.json()["code"]) == (400, "bad_json")
+
+
+def test_a_number_past_pythons_digit_limit_is_a_400_in_the_clients_terms(keyed):
+    """A 5,000-digit integer cannot be read by Python's JSON decoder: 400, saying the
+    limit, not "use sys.set_int_max_str_digits()"."""
+    body = '{"filename": "a.ndjson", "size": 1' + "0" * 5000 + "}"
+    response = keyed.post("/api/v1/ingest/sessions/", body, content_type="application/json")
+    assert (response.status_code, response["Content-Type"]) == (400, "application/problem+json")
+    assert response.json()["detail"] == "JSON parse error - a number has more than 4300 digits."

@@ -9,6 +9,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
@@ -88,6 +89,17 @@ def test_creating_a_session_answers_201_with_the_session_resource(client):
     }
     assert (response["Location"], response["Upload-Offset"]) == (url, "0")
     assert abs(session.expires_at - timezone.now() - timedelta(hours=24)) < timedelta(minutes=1)
+
+
+def test_a_size_of_hundreds_of_digits_is_not_quoted_in_full(client):
+    """A 401-digit size is over the limit (413), and the answer says how many digits it
+    has instead of repeating them all."""
+    response = create(client, size=10**400)
+    assert response.status_code == 413, response.content
+    assert response.json()["detail"] == (
+        f"The file is a size of 401 digits; the limit is {settings.INGEST_MAX_UPLOAD_BYTES}."
+    )
+    assert not UploadSession.objects.exists()
 
 
 @pytest.mark.parametrize(

@@ -62,8 +62,10 @@ def session_create(
     if size <= 0:
         raise ApplicationError("The file is empty: its size must be at least 1.", code="empty_file")
     if size > settings.INGEST_MAX_UPLOAD_BYTES:
+        digits = len(str(size))
+        shown = f"{size} bytes" if digits <= 20 else f"a size of {digits} digits"
         raise PayloadTooLargeError(
-            f"The file is {size} bytes; the limit is {settings.INGEST_MAX_UPLOAD_BYTES}."
+            f"The file is {shown}; the limit is {settings.INGEST_MAX_UPLOAD_BYTES}."
         )
     sha256 = sha256.strip().lower()
     if sha256 and not _SHA256.fullmatch(sha256):
