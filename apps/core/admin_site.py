@@ -9,7 +9,8 @@ from functools import wraps
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.db import DataError
-from django.http import HttpResponseBadRequest
+from django.http import HttpResponseBadRequest, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.clickjacking import xframe_options_deny
 
@@ -26,6 +27,10 @@ class StaffAdminSite(admin.AdminSite):
 
     @method_decorator(xframe_options_deny)
     def login(self, request, extra_context=None):
+        # Django sends signed-in staff on to the index for a GET only: a HEAD got the
+        # form's 200 where its GET gets a 302
+        if request.method == "HEAD" and self.has_permission(request):
+            return HttpResponseRedirect(reverse("admin:index", current_app=self.name))
         return super().login(request, extra_context)
 
     @method_decorator(xframe_options_deny)

@@ -88,6 +88,24 @@ def test_no_one_but_signed_in_staff_gets_in(db):
         assert response["Location"] == "/admin/login/?next=/admin/tenants/apikey/"
 
 
+def test_head_of_the_sign_in_page_answers_as_its_get_does(db):
+    """Signed-in staff are sent on to the index by a GET of the sign-in page, and by a
+    HEAD too (it answered the form's 200); anyone else gets the form either way."""
+    client = Client()
+    client.force_login(staff_user("ops", staff=True))
+    for method in (client.get, client.head):
+        response = method("/admin/login/")
+        assert (response.status_code, response["Location"]) == (302, "/admin/")
+    anonymous = Client()
+    assert [
+        anonymous.get("/admin/login/").status_code,
+        anonymous.head("/admin/login/").status_code,
+    ] == [
+        200,
+        200,
+    ]
+
+
 def test_staff_sign_in_with_djangos_form_and_others_are_refused(db):
     """The admin's sign-in form (CSRF-checked) lets a staff user in, not anyone else."""
     staff_user("ops", staff=True)
