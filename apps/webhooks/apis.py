@@ -37,8 +37,16 @@ _URL_HELP = (
 )
 
 
+class _DistinctList(serializers.ListField):
+    """A list whose repeats are dropped before its length is checked: the same event type
+    named six times is one type, not six against the limit of one each."""
+
+    def to_internal_value(self, data):
+        return list(dict.fromkeys(super().to_internal_value(data)))
+
+
 def _events_field(**kwargs) -> serializers.ListField:
-    return serializers.ListField(
+    return _DistinctList(
         child=serializers.ChoiceField(EventType.values),
         allow_empty=False,
         max_length=len(EventType.values),

@@ -242,6 +242,22 @@ def test_an_endpoint_can_be_registered_disabled(tenant_client):
     assert WebhookEndpoint.objects.get(id=answer.json()["id"]).enabled is False
 
 
+def test_an_event_type_named_again_counts_once(tenant_client):
+    """Six names of one type and one of another are two types: registered and changed (a
+    repeat was counted against the limit of one name per type, a 400)."""
+    _, client = tenant_client()
+    events = ["upload.failed"] * 6 + ["upload.completed"]
+    answer = client.post(
+        "/api/v1/webhooks/", {"url": "http://127.0.0.1:9/hook", "events": events}, format="json"
+    )
+    assert answer.status_code == 201, answer.content
+    assert answer.json()["events"] == ["upload.completed", "upload.failed"]
+    url = f"/api/v1/webhooks/{answer.json()['id']}/"
+    changed = client.patch(url, {"events": ["pending.expired"] * 9}, format="json")
+    assert (changed.status_code, changed.json()["events"]) == (200, ["pending.expired"])
+    assert WebhookEndpoint.objects.get(id=answer.json()["id"]).events == ["pending.expired"]
+
+
 def test_a_change_keeps_what_another_request_changed_since_the_endpoint_was_read(tenant_client):
     """An update made from the endpoint as read before a secret rotation and another
     update keeps both: it changes only its own fields, on the row as it is now."""
