@@ -114,6 +114,7 @@ class _Flush:
 
 
 _STOP = object()
+_STOPPING = 5.0  # seconds a stopped sender gets to give up its request under way
 
 
 class Client:
@@ -134,9 +135,12 @@ class Client:
         on_reject: Callable[[Reject], None] | None = None,
         note: Callable[[str], None] | None = None,
         flush_at_exit: bool = True,
+        exit_timeout: float | None = 60.0,
     ):
         """`on_batch` gets each batch resource the server answers (its `url` shows when it
-        is merged); `on_reject` each rejected row; `note` each retry ("...; retrying in")."""
+        is merged); `on_reject` each rejected row; `note` each retry ("...; retrying in").
+        At exit, what is still queued is sent for at most `exit_timeout` seconds (None: as
+        long as it takes); what is not sent by then is said on stderr."""
         if max_records < 1 or max_bytes < 1 or max_delay < 0:
             raise ValueError("max_records and max_bytes must be positive, max_delay >= 0")
         self.api_key = api_key
@@ -147,6 +151,7 @@ class Client:
         self.failures: list[Failure] = []
         self._raised = 0  # failures already raised by flush()
         self._lock = threading.Lock()
+        self._gate = threading.Lock()  # `send` against `close`
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._stop = threading.Event()  # set by abort(): retries end, the rest fails
         self._closed = False
@@ -157,15 +162,17 @@ class Client:
         self._thread = threading.Thread(target=self._run, name="ingest-live-sender", daemon=True)
         self._thread.start()
         self._at_exit = flush_at_exit
+        self._exit_timeout = exit_timeout
         if flush_at_exit:
             atexit.register(self._close_at_exit)
 
     # the caller's side
 
     def send(self, record_type: str, record: Any) -> None:
-        """Queue one record (anything `json.dumps` takes); blocks only while the queue is
-        full. Thread-safe."""
-        self.send_line(record_type, json.dumps(record, separators=(",", ":")).encode())
+        """Queue one record (anything `json.dumps` takes, but NaN and infinities, which are
+        not JSON); blocks only while the queue is full. Thread-safe."""
+        text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+        self.send_line(record_type, text.encode())
 
     def send_line(self, record_type: str, line: bytes | str) -> None:
         """Queue one record given as an NDJSON line, sent as it is (a bad line comes back as
@@ -175,16 +182,22 @@ class Client:
         line = line.strip(b"\r\n")
         if not line.strip():
             return
-        if self._closed:
-            raise RuntimeError("the client is closed")
-        self._queue.put((record_type, line))
+        with self._gate:  # never queued once `close` has begun: its flush would miss it
+            if self._closed:
+                raise RuntimeError("the client is closed")
+            self._queue.put((record_type, line))
         with self._lock:
             self.counts.queued += 1
 
     def flush(self, timeout: float | None = None) -> None:
         """Send every record queued so far and wait for the answers. Raises TimeoutError
         after `timeout` seconds, and SendFailed for batches that failed since the last
-        flush (all of them stay in `failures`)."""
+        flush (all of them stay in `failures`); RuntimeError once the client is closed."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        self._flush(timeout)
+
+    def _flush(self, timeout: float | None) -> None:
         marker = _Flush()
         self._queue.put(marker)
         if not marker.done.wait(timeout):
@@ -196,17 +209,22 @@ class Client:
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the thread; raises as `flush` does. Closing twice is harmless."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._gate:  # a `send` under way queues its record first
+            if self._closed:
+                return
+            self._closed = True
         if self._at_exit:
             atexit.unregister(self._close_at_exit)
         try:
-            self.flush(timeout)
+            self._flush(timeout)
+        except TimeoutError:
+            self._stop.set()  # what is still being retried fails now, into `failures`
+            raise
         finally:
             self._queue.put(_STOP)
-            self._thread.join(timeout)
-            self._http.close()
+            self._thread.join(timeout if not self._stop.is_set() else _STOPPING)
+            if not self._thread.is_alive():  # else the sender is mid-request: it has it
+                self._http.close()
 
     def abort(self) -> None:
         """Stop waiting between retries: the batches being retried, and those queued,
@@ -227,9 +245,13 @@ class Client:
 
     def _close_at_exit(self) -> None:
         try:
-            self.close()
-        except (SendFailed, TimeoutError) as failed:
+            self.close(self._exit_timeout)
+        except SendFailed as failed:
             sys.stderr.write(f"ingest_client: at exit: {failed}\n")
+        except TimeoutError as late:  # the rest was given up: say what
+            unsent = self.failures[self._raised :]
+            said = f"{late}; {SendFailed(unsent)}" if unsent else str(late)
+            sys.stderr.write(f"ingest_client: at exit: {said}\n")
 
     # the sender thread
 
@@ -239,7 +261,9 @@ class Client:
             item = self._next(pending)
             if item is None:  # the oldest batch's time is up
                 self._send_due(pending)
-            elif item is _STOP:
+            elif item is _STOP:  # after close's flush: anything left is sent, not dropped
+                for record_type in list(pending):
+                    self._send(record_type, pending.pop(record_type).lines)
                 return
             elif isinstance(item, _Flush):
                 for record_type in list(pending):

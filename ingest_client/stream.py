@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import threading
 import time
@@ -202,12 +203,32 @@ def main(argv: Sequence[str], *, prog: str | None = None) -> int:
 
             ticker = _Ticker(show, watch, stop)
             ticker.start()
-            failed = _pump(args, client, stop, console)
+            with _term_as_interrupt():
+                failed = _pump(args, client, stop, console)
             stop.set()
             ticker.join()
         _wait_merged(watch, args.wait)
         out.print(_status(client, watch, started).split(", ", 1)[0] + _summary(client, watch))
         return _exit_code(client, failed, console)
+
+
+@contextlib.contextmanager
+def _term_as_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd's stop, `docker stop`) ends the stream as Ctrl-C does: what was read
+    is sent first. It used to end the process at once, the lines read but unsent lost."""
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are not ours to take
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _pump(args: argparse.Namespace, client: Client, stop: threading.Event, console) -> str:

@@ -1,8 +1,9 @@
 """Talking to the API: one httpx client, the API key, retries with backoff, clear errors.
 
 Connection errors, 5xx and 429 (and a 409 saying an earlier request is still in flight) are
-retried with exponential backoff and jitter, a server's `Retry-After` waited in full; other
-4xx (a refused API key included) are returned, or raised with the server's explanation.
+retried with exponential backoff and jitter, a server's `Retry-After` waited in full (a 429
+for as long as it lasts: it does not count against the attempts); other 4xx (a refused API
+key included) are returned, or raised with the server's explanation.
 Nothing here knows about files: the bulk upload and, later, a live-records client share it.
 """
 
@@ -12,6 +13,7 @@ import argparse
 import contextlib
 import email.utils
 import hashlib
+import itertools
 import random
 import threading
 import time
@@ -164,9 +166,13 @@ class Transport:
     ) -> httpx.Response:
         """One request, retried on connection errors, 5xx, 429 and an in-flight 409.
         `body` makes a fresh request body for every attempt; `label` names what is sent in
-        notes. Other answers are returned."""
+        notes. Other answers are returned. A 429 is the server saying when to come back
+        (backpressure, a rate limit): it is waited out for as long as it lasts, and only
+        the other failures count against the policy's attempts."""
+        # long: one loop of attempts, each outcome a branch, in the order they are met
         headers = {"X-API-Key": api_key, **(headers or {})}
-        for attempt in range(self.policy.attempts):
+        failed = 0  # attempts that count: all but the 429s
+        for attempt in itertools.count():
             if self.stop.is_set():
                 raise Interrupted
             try:
@@ -177,20 +183,21 @@ class Transport:
                 raise RequestFailed(f"{method} {url}: {exc}") from None
             except httpx.TransportError as exc:
                 problem, retry_after = f"{type(exc).__name__}: {exc}".rstrip(": "), None
+                failed += 1
             else:
                 if not is_retryable(response):
                     return response
                 problem = f"HTTP {response.status_code}"
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if attempt + 1 == self.policy.attempts:
+                failed += response.status_code != 429
+            if failed == self.policy.attempts:
                 raise RequestFailed(
                     f"{method} {url}: gave up after {self.policy.attempts} attempts ({problem})"
                 )
-            delay = self.policy.delay(attempt, retry_after=retry_after)
+            delay = self.policy.delay(min(attempt, 30), retry_after=retry_after)
             self.note(f"{label}: {problem}; retrying in {delay:.1f}s")
             if self.stop.wait(delay):
                 raise Interrupted
-        raise AssertionError("unreachable")
 
     def post_idempotent(
         self, url: str, *, key: str, name: str, headers: dict[str, str], **kwargs: Any

@@ -1,0 +1,178 @@
+"""The live-records client at its edges: `send` racing `close`, a backlog's 429 that lasts
+longer than the retries, `flush` after `close`, NaN, a `close` that times out, and the
+`stream` command stopped by SIGTERM (systemd, `docker stop`)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from apps.ingestions.models import Customer
+from apps.tenants.services import tenant_create
+from ingest_client.live import Client
+from ingest_client.transport import RequestFailed, RetryPolicy, Transport, open_client
+from scripts.stack import free_port
+from tests.ingest_client.test_live import FAST, ROOT, customer, lines, read_to_end, stream, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+class Answers:
+    """A local HTTP server answering every request with the next status of `statuses`
+    (the last one again once they run out); 429s carry `Retry-After: 0`."""
+
+    def __init__(self, statuses: list[int]):
+        self.statuses, self.seen = list(statuses), 0
+        answers = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status = answers.statuses[min(answers.seen, len(answers.statuses) - 1)]
+                answers.seen += 1
+                body = json.dumps({"status": status}).encode()
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("statuses", "outcome"),
+    [([429] * 12 + [202], 202), ([503, 429, 503, 429, 503, 202], "gave up after 3 attempts")],
+    ids=["twelve-429s-then-202", "three-503s"],
+)
+def test_a_429_is_waited_out_and_only_other_failures_count_against_the_attempts(statuses, outcome):
+    """The server's backpressure (429, Retry-After) lasts as long as it lasts: twelve of
+    them in a row with 3 attempts allowed still end in the 202 (they used to give up, and
+    a client's batch failed while the server was only busy). Three 503s do give up."""
+    answers = Answers(statuses)
+    notes: list[str] = []
+    http = open_client(answers.url, timeout=5, connections=1)
+    transport = Transport(
+        http, policy=RetryPolicy(attempts=3, base=0.01, cap=0.02), stop=threading.Event(),
+        note=notes.append,
+    )  # fmt: skip
+    try:
+        if outcome == 202:
+            response = transport.request("POST", "/x", api_key="k", label="batch")
+            assert (response.status_code, answers.seen) == (202, 13)
+            assert sum("HTTP 429; retrying" in note for note in notes) == 12
+        else:
+            with pytest.raises(RequestFailed, match=outcome):
+                transport.request("POST", "/x", api_key="k", label="batch")
+            assert answers.seen == 5  # the two 429s between did not count
+    finally:
+        http.close()
+        answers.close()
+
+
+def test_records_sent_while_the_client_closes_are_sent_or_refused_never_lost(live_stack):
+    """Eight threads send while the main thread closes: every `send` that returned was
+    sent (none was left behind the close's flush), the later ones raise; the table holds
+    exactly the records sent."""
+    tenant, issued = tenant_create(name="live-close-race")
+    client = Client(live_stack, issued.raw, max_records=50, max_delay=0.05, policy=FAST)
+    returned = [0] * 8
+    started = threading.Barrier(9)
+
+    def sender(number: int) -> None:
+        started.wait()
+        for n in range(number * 100_000, number * 100_000 + 5_000):
+            try:
+                client.send("customers", customer(n))
+            except RuntimeError:
+                return
+            returned[number] += 1
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    time.sleep(0.3)
+    client.close(timeout=120)
+    for thread in threads:
+        thread.join()
+    assert 0 < sum(returned) < 40_000
+    assert client.counts.sent == client.counts.queued == sum(returned)
+    assert client.counts.failed == 0
+    wait_for(lambda: Customer.objects.filter(tenant_id=tenant.id).count() == sum(returned))
+
+
+def test_flush_after_close_and_nan_are_refused_at_once(live_stack):
+    """`flush` on a closed client raises instead of waiting for ever on a sender that has
+    ended; NaN is not JSON and is refused by `send`, not sent for the server to reject."""
+    _, issued = tenant_create(name="live-closed")
+    client = Client(live_stack, issued.raw, flush_at_exit=False)
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        client.send("customers", {**customer(1), "metadata": {"x": float("nan")}})
+    client.send("customers", customer(2))
+    client.close(timeout=60)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="closed"):
+        client.flush(timeout=None)
+    assert time.monotonic() - started < 1
+    assert (client.counts.queued, client.counts.sent) == (1, 1)
+
+
+def test_a_close_that_times_out_gives_the_rest_up_as_failures():
+    """Nothing listens at the URL: `close(timeout)` raises TimeoutError, and the batch it
+    was retrying is in `failures` as interrupted (its HTTP client was closed under it, and
+    it failed for that reason instead)."""
+    client = Client(
+        f"http://127.0.0.1:{free_port()}", "k", policy=RetryPolicy(attempts=50, base=0.2, cap=0.5),
+        flush_at_exit=False,
+    )  # fmt: skip
+    client.send("customers", customer(1))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        client.close(timeout=1)
+    assert time.monotonic() - started < 8
+    assert [(len(f.lines), f.error) for f in client.failures] == [(1, "interrupted (abort)")]
+
+
+def test_stream_stopped_by_sigterm_sends_what_it_read(tmp_path, live_stack):
+    """SIGTERM, as systemd or `docker stop` sends it, ends `stream` as Ctrl-C does: the
+    lines read and waiting in a batch are sent, exit 0. It used to die at once, unsent."""
+    tenant, issued = tenant_create(name="live-sigterm")
+    path = tmp_path / "customers.ndjson"
+    path.write_text(lines(range(30)))
+    command = stream(
+        "--type", "customers", str(path), "--follow", "--api-url", live_stack,
+        "--api-key", issued.raw, "--batch-records", "50", "--batch-delay", "60",
+    )  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        wait_for(lambda: read_to_end(process.pid, path))
+        time.sleep(0.3)  # from its read buffer into the batch
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, out + err
+    assert "30 accepted, 0 rejected, 0 not sent" in out
+    wait_for(lambda: Customer.objects.filter(tenant_id=tenant.id).count() == 30)
