@@ -32,6 +32,7 @@ from typing import Any
 from ingest_client.transport import (
     API,
     Interrupted,
+    KeyRefused,
     RequestFailed,
     RetryPolicy,
     Transport,
@@ -150,6 +151,8 @@ class Client:
         self.rejects: list[Reject] = []
         self.failures: list[Failure] = []
         self._raised = 0  # failures already raised by flush()
+        # the server refused the API key (401): every later `send` raises it
+        self.refused: KeyRefused | None = None
         self._lock = threading.Lock()
         self._gate = threading.Lock()  # `send` against `close`
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
@@ -176,12 +179,15 @@ class Client:
 
     def send_line(self, record_type: str, line: bytes | str) -> None:
         """Queue one record given as an NDJSON line, sent as it is (a bad line comes back as
-        a reject); blank lines are skipped."""
+        a reject); blank lines are skipped. Raises `KeyRefused` once the server has refused
+        the API key: nothing more is sent."""
         if isinstance(line, str):
             line = line.encode()
         line = line.strip(b"\r\n")
         if not line.strip():
             return
+        if self.refused is not None:
+            raise self.refused
         with self._gate:  # never queued once `close` has begun: its flush would miss it
             if self._closed:
                 raise RuntimeError("the client is closed")
@@ -300,6 +306,9 @@ class Client:
         try:
             self._post(record_type, lines)
         except (RequestFailed, Interrupted) as exc:
+            if isinstance(exc, KeyRefused):  # no later batch can go either: stop at once
+                self.refused = exc
+                self._stop.set()
             error = str(exc) or "interrupted (abort)"
             with self._lock:
                 self.failures.append(Failure(record_type, lines, error))

@@ -27,7 +27,7 @@ from rich.markup import escape
 
 from ingest_client.live import Client, Reject, SendFailed
 from ingest_client.report import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
-from ingest_client.transport import RetryPolicy, api_url_arg
+from ingest_client.transport import KeyRefused, RetryPolicy, api_url_arg
 
 RECORD_TYPES = ("customers", "products", "orders", "order_items")
 POLL_EVERY = 1.0  # seconds between merge checks: at most 2 GETs, far below 600/min per key
@@ -172,6 +172,7 @@ def _status(client: Client, watch: MergeWatch, started: float) -> str:
         f"{counts.rejected:,} rejected, {watch.merged:,}/{len(watch.urls):,} batches merged"
     )
     waiting = counts.queued - counts.sent - counts.failed
+    line += f", {counts.failed:,} not sent" if counts.failed else ""
     return line + (f", {waiting:,} waiting" if waiting else "")
 
 
@@ -201,7 +202,7 @@ def main(argv: Sequence[str], *, prog: str | None = None) -> int:
                 if not args.no_progress:
                     live.update(_status(client, watch, started), refresh=True)
 
-            ticker = _Ticker(show, watch, stop)
+            ticker = _Ticker(show, watch, stop, client)
             ticker.start()
             with _term_as_interrupt():
                 failed = _pump(args, client, stop, console)
@@ -239,6 +240,11 @@ def _pump(args: argparse.Namespace, client: Client, stop: threading.Event, conso
                 client.send_line(args.record_type, line)
         except KeyboardInterrupt:
             console.print("stopping: sending what was read...")
+        except KeyRefused as exc:  # it will not be taken later either: stop reading
+            client.abort()
+            with contextlib.suppress(SendFailed):
+                client.close()
+            return str(exc)
         except OSError as exc:
             client.close()
             return f"cannot read {args.file}: {exc}"
@@ -261,15 +267,22 @@ def _lines(args: argparse.Namespace, stop: threading.Event) -> Iterator[bytes]:
 
 
 class _Ticker(threading.Thread):
-    """Refreshes the live line and checks merges every POLL_EVERY seconds until `stop`."""
+    """Refreshes the live line and checks merges every POLL_EVERY seconds until `stop`;
+    sets `stop` itself once the server refused the key (a followed file that grows no more
+    would otherwise be waited on for ever, every batch failing unseen)."""
 
-    def __init__(self, show: Callable[[], None], watch: MergeWatch, stop: threading.Event):
+    def __init__(
+        self, show: Callable[[], None], watch: MergeWatch, stop: threading.Event, client: Client
+    ):
         super().__init__(name="ingest-stream-ticker", daemon=True)
-        self.show, self.watch, self.stop = show, watch, stop
+        self.show, self.watch, self.stop, self.client = show, watch, stop, client
 
     def run(self) -> None:
         last = 0.0
         while not self.stop.wait(0.2):
+            if self.client.refused is not None:
+                self.stop.set()
+                return
             if time.monotonic() - last >= POLL_EVERY:
                 self.watch.check()
                 last = time.monotonic()

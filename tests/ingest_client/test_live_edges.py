@@ -176,3 +176,24 @@ def test_stream_stopped_by_sigterm_sends_what_it_read(tmp_path, live_stack):
     assert process.returncode == 0, out + err
     assert "30 accepted, 0 rejected, 0 not sent" in out
     wait_for(lambda: Customer.objects.filter(tenant_id=tenant.id).count() == 30)
+
+
+@pytest.mark.parametrize("follow", [True, False], ids=["follow", "stdin"])
+def test_stream_stops_at_a_refused_key(tmp_path, live_stack, follow):
+    """A wrong key: `stream` stops with exit 2 and the server's 401 once the first batch
+    is refused, also when following a file that grows no more (it ran on for ever, each
+    batch failing and the live line saying nothing of it)."""
+    path = tmp_path / "customers.ndjson"
+    path.write_text(lines(range(3000 if not follow else 30)))
+    source = [str(path), "--follow"] if follow else []
+    command = stream(
+        "--type", "customers", *source, "--api-url", live_stack, "--api-key", "ck_wrong",
+        "--batch-records", "20", "--batch-delay", "0.1",
+    )  # fmt: skip
+    with path.open("rb") as stdin:
+        done = subprocess.run(
+            command, stdin=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "the API key was refused (401" in done.stderr
+    assert "0 accepted, 0 rejected" in done.stdout
