@@ -113,7 +113,25 @@ def test_the_client_batches_records_and_every_row_is_merged_exactly_once(live_st
     assert orders.count() == orders.values("order_id").distinct().count() == 1250
 
 
-class DroppingProxy:
+class QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+class LocalServer:
+    """An HTTP server on a free loopback port, serving in a thread of its own."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class DroppingProxy(LocalServer):
     """Forwards requests to the live server, but the answer of the first POST is never
     given: the connection is closed instead. Logs (path, Idempotency-Key) of every POST."""
 
@@ -122,7 +140,7 @@ class DroppingProxy:
         self.client = client = httpx.Client(base_url=upstream, timeout=60)
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def handle_one(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 skip = {"host", "content-length", "connection"}
@@ -141,16 +159,10 @@ class DroppingProxy:
 
             do_GET = do_POST = handle_one  # noqa: N815
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._serve(Handler)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().close()
         self.client.close()
 
 
@@ -260,19 +272,38 @@ def test_stream_sends_ndjson_from_stdin(live_stack):
     wait_for(lambda: Customer.objects.filter(tenant_id=tenant.id).count() == 300)
 
 
+def following(path: Path, api_url: str, api_key: str) -> subprocess.Popen:
+    """`stream --follow` of `path` in batches of 50 (or after 60 s), started."""
+    command = stream(
+        "--type", "customers", str(path), "--follow", "--api-url", api_url,
+        "--api-key", api_key, "--batch-records", "50", "--batch-delay", "60",
+    )  # fmt: skip
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+
+
+def ended_by(process: subprocess.Popen, path: Path, signum: int) -> tuple[str, str]:
+    """Once `process` has read `path` to its end, `signum` to it; its output. Killed if it
+    is still running (an assertion failed first, or it did not end)."""
+    try:
+        wait_for(lambda: read_to_end(process.pid, path))
+        time.sleep(0.3)  # from its read buffer into the batch
+        process.send_signal(signum)
+        return process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()  # its pipes closed, not left to the garbage collector
+
+
 def test_stream_follows_a_growing_replaced_file_and_flushes_on_ctrl_c(tmp_path, live_stack):
     """--follow sends lines as they are appended, reopens the file when it is replaced
     (rotation), and on SIGINT sends the lines still waiting in a batch, then exits 0."""
     tenant, issued = tenant_create(name="live-follow")
     path = tmp_path / "customers.ndjson"
     path.write_text(lines(range(100)))
-    command = stream(
-        "--type", "customers", str(path), "--follow", "--api-url", live_stack,
-        "--api-key", issued.raw, "--batch-records", "50", "--batch-delay", "60",
-    )  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
-    )
+    process = following(path, live_stack, issued.raw)
     rows = Customer.objects.filter(tenant_id=tenant.id)
     try:
         wait_for(lambda: rows.count() == 100)  # two full batches of 50
@@ -285,14 +316,11 @@ def test_stream_follows_a_growing_replaced_file_and_flushes_on_ctrl_c(tmp_path, 
         wait_for(lambda: rows.count() == 200)
         with path.open("a") as grown:
             grown.write(lines(range(200, 230)))  # less than a batch: waits for 60 s
-        wait_for(lambda: read_to_end(process.pid, path))
-        time.sleep(0.3)  # from its read buffer into the batch
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()  # its pipes closed, not left to the garbage collector
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    out, err = ended_by(process, path, signal.SIGINT)
     assert process.returncode == 0, out + err
     assert "230 accepted, 0 rejected, 0 not sent" in out
     wait_for(lambda: rows.count() == 230)

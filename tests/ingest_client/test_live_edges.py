@@ -9,7 +9,6 @@ import signal
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,12 +17,23 @@ from apps.tenants.services import tenant_create
 from ingest_client.live import Client
 from ingest_client.transport import RequestFailed, RetryPolicy, Transport, open_client
 from scripts.stack import free_port
-from tests.ingest_client.test_live import FAST, ROOT, customer, lines, read_to_end, stream, wait_for
+from tests.ingest_client.test_live import (
+    FAST,
+    ROOT,
+    LocalServer,
+    QuietHandler,
+    customer,
+    ended_by,
+    following,
+    lines,
+    stream,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-class Answers:
+class Answers(LocalServer):
     """A local HTTP server answering every request with the next status of `statuses`
     (the last one again once they run out); 429s carry `Retry-After: 0`."""
 
@@ -31,7 +41,7 @@ class Answers:
         self.statuses, self.seen = list(statuses), 0
         answers = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status = answers.statuses[min(answers.seen, len(answers.statuses) - 1)]
@@ -45,16 +55,7 @@ class Answers:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(Handler)
 
 
 @pytest.mark.parametrize(
@@ -157,22 +158,8 @@ def test_stream_stopped_by_sigterm_sends_what_it_read(tmp_path, live_stack):
     tenant, issued = tenant_create(name="live-sigterm")
     path = tmp_path / "customers.ndjson"
     path.write_text(lines(range(30)))
-    command = stream(
-        "--type", "customers", str(path), "--follow", "--api-url", live_stack,
-        "--api-key", issued.raw, "--batch-records", "50", "--batch-delay", "60",
-    )  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
-    )
-    try:
-        wait_for(lambda: read_to_end(process.pid, path))
-        time.sleep(0.3)  # from its read buffer into the batch
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    process = following(path, live_stack, issued.raw)
+    out, err = ended_by(process, path, signal.SIGTERM)
     assert process.returncode == 0, out + err
     assert "30 accepted, 0 rejected, 0 not sent" in out
     wait_for(lambda: Customer.objects.filter(tenant_id=tenant.id).count() == 30)
