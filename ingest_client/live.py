@@ -66,7 +66,9 @@ class Problem:
 @dataclass(frozen=True)
 class Reject:
     """A row the server refused: `line` is its 1-based position in batch `batch_id`;
-    `errors` is every problem of the row, the first of them `field`, `code`, `message`."""
+    `errors` is every problem of the row, the first of them `field`, `code`, `message`;
+    `source_line` is what the caller gave `send_line` for it (its line in the caller's
+    input), if anything."""
 
     record_type: str
     batch_id: int
@@ -76,6 +78,7 @@ class Reject:
     message: str
     raw: str
     errors: tuple[Problem, ...] = ()
+    source_line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class _Pending:
     """Records of one type waiting to be sent."""
 
     lines: list[bytes] = field(default_factory=list)
+    sources: list[int | None] = field(default_factory=list)  # each line's `source_line`
     size: int = 0
     since: float = 0.0
 
@@ -177,10 +181,13 @@ class Client:
         text = json.dumps(record, separators=(",", ":"), allow_nan=False)
         self.send_line(record_type, text.encode())
 
-    def send_line(self, record_type: str, line: bytes | str) -> None:
+    def send_line(
+        self, record_type: str, line: bytes | str, *, source_line: int | None = None
+    ) -> None:
         """Queue one record given as an NDJSON line, sent as it is (a bad line comes back as
-        a reject); blank lines are skipped. Raises `KeyRefused` once the server has refused
-        the API key: nothing more is sent."""
+        a reject, carrying `source_line`: say where the line came from); blank lines are
+        skipped. Raises `KeyRefused` once the server has refused the API key: nothing more
+        is sent."""
         if isinstance(line, str):
             line = line.encode()
         line = line.strip(b"\r\n")
@@ -191,7 +198,7 @@ class Client:
         with self._gate:  # never queued once `close` has begun: its flush would miss it
             if self._closed:
                 raise RuntimeError("the client is closed")
-            self._queue.put((record_type, line))
+            self._queue.put((record_type, line, source_line))
         with self._lock:
             self.counts.queued += 1
 
@@ -269,22 +276,23 @@ class Client:
                 self._send_due(pending)
             elif item is _STOP:  # after close's flush: anything left is sent, not dropped
                 for record_type in list(pending):
-                    self._send(record_type, pending.pop(record_type).lines)
+                    self._send(record_type, pending.pop(record_type))
                 return
             elif isinstance(item, _Flush):
                 for record_type in list(pending):
-                    self._send(record_type, pending.pop(record_type).lines)
+                    self._send(record_type, pending.pop(record_type))
                 item.done.set()
             else:
-                record_type, line = item
+                record_type, line, source = item
                 batch = pending.setdefault(record_type, _Pending(since=time.monotonic()))
                 if batch.lines and batch.size + len(line) + 1 > self.max_bytes:
-                    self._send(record_type, pending.pop(record_type).lines)
+                    self._send(record_type, pending.pop(record_type))
                     batch = pending.setdefault(record_type, _Pending(since=time.monotonic()))
                 batch.lines.append(line)
+                batch.sources.append(source)
                 batch.size += len(line) + 1
                 if len(batch.lines) >= self.max_records or batch.size >= self.max_bytes:
-                    self._send(record_type, pending.pop(record_type).lines)
+                    self._send(record_type, pending.pop(record_type))
 
     def _next(self, pending: dict[str, _Pending]) -> Any:
         """The next queued item, or None when the oldest pending batch is due."""
@@ -299,12 +307,13 @@ class Client:
     def _send_due(self, pending: dict[str, _Pending]) -> None:
         now = time.monotonic()
         for record_type in [t for t, p in pending.items() if now - p.since >= self.max_delay]:
-            self._send(record_type, pending.pop(record_type).lines)
+            self._send(record_type, pending.pop(record_type))
 
-    def _send(self, record_type: str, lines: list[bytes]) -> None:
+    def _send(self, record_type: str, batch: _Pending) -> None:
         """POST one batch (split on 413); every outcome is counted, none is lost."""
+        lines = batch.lines
         try:
-            self._post(record_type, lines)
+            self._post(record_type, lines, batch.sources)
         except (RequestFailed, Interrupted) as exc:
             if isinstance(exc, KeyRefused):  # no later batch can go either: stop at once
                 self.refused = exc
@@ -318,7 +327,7 @@ class Client:
                 self.failures.append(Failure(record_type, lines, f"{type(exc).__name__}: {exc}"))
                 self.counts.failed += len(lines)
 
-    def _post(self, record_type: str, lines: list[bytes]) -> None:
+    def _post(self, record_type: str, lines: list[bytes], sources: list[int | None]) -> None:
         body = b"\n".join(lines) + b"\n"
         key = f"live-{uuid.uuid4()}"  # one per batch, the same on every retry of it
         response = self._transport.request(
@@ -331,14 +340,15 @@ class Client:
         )
         if response.status_code == 413 and len(lines) > 1:
             half = len(lines) // 2
-            self._post(record_type, lines[:half])
-            self._post(record_type, lines[half:])
+            self._post(record_type, lines[:half], sources[:half])
+            self._post(record_type, lines[half:], sources[half:])
             return
         if response.status_code not in (200, 201, 202):
             raise client_error(response, f"POST {record_type} batch of {len(lines)}")
-        self._answered(record_type, len(lines), response.json())
+        self._answered(record_type, sources, response.json())
 
-    def _answered(self, record_type: str, count: int, batch: dict) -> None:
+    def _answered(self, record_type: str, sources: list[int | None], batch: dict) -> None:
+        count = len(sources)
         rejects = [
             Reject(
                 record_type=record_type,
@@ -349,6 +359,7 @@ class Client:
                 message=r.get("message", ""),
                 raw=r.get("raw", ""),
                 errors=_problems(r),
+                source_line=_source(sources, r.get("line", 0)),
             )
             for r in batch.get("rejects") or []
         ]
@@ -371,6 +382,11 @@ class Client:
 
 def _ignore(_: str) -> None:
     pass
+
+
+def _source(sources: list[int | None], line: Any) -> int | None:
+    """The `source_line` of a batch's 1-based line `line`, if the caller gave one."""
+    return sources[line - 1] if type(line) is int and 1 <= line <= len(sources) else None
 
 
 def _problems(reject: dict) -> tuple[Problem, ...]:

@@ -236,8 +236,8 @@ def _pump(args: argparse.Namespace, client: Client, stop: threading.Event, conso
     """Read and send until the input ends or Ctrl-C, then flush; returns what failed."""
     try:
         try:
-            for line in _lines(args, stop):
-                client.send_line(args.record_type, line)
+            for number, line in enumerate(_lines(args, stop), 1):
+                client.send_line(args.record_type, line, source_line=number)
         except KeyboardInterrupt:
             console.print("stopping: sending what was read...")
         except KeyRefused as exc:  # it will not be taken later either: stop reading
@@ -319,7 +319,7 @@ def _exit_code(client: Client, failed: str, console: Console) -> int:
 def _describe(reject: Reject) -> str:
     """The reject's first problem, then each other one of its row on a line of its own."""
     also = "".join(f"\n  also {e.code} ({e.field}): {e.message}" for e in reject.errors[1:])
-    return (
-        f"rejected: batch {reject.batch_id} line {reject.line}: {reject.code} "
-        f"({reject.field}): {reject.message}{also}"
-    )
+    where = f"batch {reject.batch_id} line {reject.line}"
+    if reject.source_line is not None:  # the line as read, then where the server has it
+        where = f"line {reject.source_line} ({where})"
+    return f"rejected: {where}: {reject.code} ({reject.field}): {reject.message}{also}"

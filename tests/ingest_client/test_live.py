@@ -254,9 +254,18 @@ def test_stream_sends_ndjson_from_stdin(live_stack):
     """`bulk_ingest.py stream --type customers` reads stdin to its end, sends it, and exits
     1 because one row was rejected; the others are merged."""
     tenant, issued = tenant_create(name="live-stdin")
-    data = lines(range(8000, 8300)) + '{"customer_id": "x"}\n'
+    data = lines(range(8000, 8150)) + '{"customer_id": "x"}\n' + lines(range(8150, 8300))
     done = subprocess.run(
-        stream("--type", "customers", "--api-url", live_stack, "--api-key", issued.raw),
+        stream(
+            "--type",
+            "customers",
+            "--api-url",
+            live_stack,
+            "--api-key",
+            issued.raw,
+            "--batch-records",
+            "100",
+        ),  # fmt: skip
         input=data,
         capture_output=True,
         text=True,
@@ -267,7 +276,9 @@ def test_stream_sends_ndjson_from_stdin(live_stack):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "301 records sent" in done.stdout
     assert "300 accepted, 1 rejected, 0 not sent" in done.stdout
-    assert "rejected: batch" in done.stderr
+    # its line in the input, then in its batch (the second batch: lines 101-200)
+    assert "rejected: line 151 (batch " in done.stderr
+    assert " line 51): invalid_uuid (customer_id)" in done.stderr
     assert "\n  also missing_field (name): name is required\n" in done.stderr
     wait_for(lambda: Customer.objects.filter(tenant_id=tenant.id).count() == 300)
 
