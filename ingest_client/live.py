@@ -193,6 +193,8 @@ class Client:
         line = line.strip(b"\r\n")
         if not line.strip():
             return
+        if b"\n" in line:  # the server would read two records, or more
+            raise ValueError("a record's line holds a line break: give one record a line")
         if self.refused is not None:
             raise self.refused
         with self._gate:  # never queued once `close` has begun: its flush would miss it

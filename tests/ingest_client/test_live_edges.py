@@ -122,11 +122,14 @@ def test_records_sent_while_the_client_closes_are_sent_or_refused_never_lost(liv
 
 def test_flush_after_close_and_nan_are_refused_at_once(live_stack):
     """`flush` on a closed client raises instead of waiting for ever on a sender that has
-    ended; NaN is not JSON and is refused by `send`, not sent for the server to reject."""
+    ended; NaN is not JSON and is refused by `send`, not sent for the server to reject;
+    a line holding two records is refused by `send_line`."""
     _, issued = tenant_create(name="live-closed")
     client = Client(live_stack, issued.raw, flush_at_exit=False)
     with pytest.raises(ValueError, match="not JSON compliant"):
         client.send("customers", {**customer(1), "metadata": {"x": float("nan")}})
+    with pytest.raises(ValueError, match="line break"):
+        client.send_line("customers", json.dumps(customer(3)) + "\n" + json.dumps(customer(4)))
     client.send("customers", customer(2))
     client.close(timeout=60)
     started = time.monotonic()
