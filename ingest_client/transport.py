@@ -194,6 +194,7 @@ class Transport:
                 raise RequestFailed(
                     f"{method} {url}: gave up after {self.policy.attempts} attempts ({problem})"
                 )
+            # the backoff reaches its cap long before: a bound keeps 2**attempt a small float
             delay = self.policy.delay(min(attempt, 30), retry_after=retry_after)
             self.note(f"{label}: {problem}; retrying in {delay:.1f}s")
             if self.stop.wait(delay):
