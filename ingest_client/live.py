@@ -312,7 +312,7 @@ class Client:
             self._send(record_type, pending.pop(record_type))
 
     def _send(self, record_type: str, batch: _Pending) -> None:
-        """POST one batch (split on 413); every outcome is counted, none is lost."""
+        """POST one batch (split on 413); every outcome is counted once, none is lost."""
         lines = batch.lines
         try:
             self._post(record_type, lines, batch.sources)
@@ -340,10 +340,10 @@ class Client:
             body=lambda: body,
             headers={"Idempotency-Key": key, "Content-Type": "application/x-ndjson"},
         )
-        if response.status_code == 413 and len(lines) > 1:
+        if response.status_code == 413 and len(lines) > 1:  # each half sent, or failed, alone
             half = len(lines) // 2
-            self._post(record_type, lines[:half], sources[:half])
-            self._post(record_type, lines[half:], sources[half:])
+            self._send(record_type, _Pending(lines[:half], sources[:half]))
+            self._send(record_type, _Pending(lines[half:], sources[half:]))
             return
         if response.status_code not in (200, 201, 202):
             raise client_error(response, f"POST {record_type} batch of {len(lines)}")

@@ -14,7 +14,7 @@ import pytest
 
 from apps.ingestions.models import Customer
 from apps.tenants.services import tenant_create
-from ingest_client.live import Client
+from ingest_client.live import Client, SendFailed
 from ingest_client.transport import RequestFailed, RetryPolicy, Transport, open_client
 from scripts.stack import free_port
 from tests.ingest_client.test_live import (
@@ -153,6 +153,30 @@ def test_a_close_that_times_out_gives_the_rest_up_as_failures():
         client.close(timeout=1)
     assert time.monotonic() - started < 8
     assert [(len(f.lines), f.error) for f in client.failures] == [(1, "interrupted (abort)")]
+
+
+def test_a_split_batch_whose_second_half_fails_counts_only_that_half_as_failed():
+    """A batch answered 413 is sent in halves: the first is taken (202), the second fails
+    every attempt. Only the second half is a failure; the whole batch used to be counted
+    failed too, its first half both sent and not sent."""
+    answers = Answers([413, 202, 500])
+    client = Client(
+        answers.url, "k", max_records=10, policy=RetryPolicy(attempts=2, base=0.01, cap=0.02),
+        flush_at_exit=False,
+    )  # fmt: skip
+    try:
+        for n in range(10):
+            client.send_line("customers", json.dumps(customer(n)), source_line=n + 1)
+        with pytest.raises(SendFailed, match="5 records"):
+            client.close(timeout=30)
+    finally:
+        answers.close()
+    assert answers.seen == 4  # the batch, its first half, the second half twice
+    assert (client.counts.queued, client.counts.sent, client.counts.failed) == (10, 5, 5)
+    assert (client.counts.accepted, client.counts.batches) == (5, 1)
+    assert [f.lines for f in client.failures] == [
+        [json.dumps(customer(n)).encode() for n in range(5, 10)]
+    ]
 
 
 def test_stream_stopped_by_sigterm_sends_what_it_read(tmp_path, live_stack):
