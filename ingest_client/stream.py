@@ -3,8 +3,10 @@ live records through `Client`, with one live line (records/s sent, batches merge
 
 With `--follow` the file is read as it grows, like `tail -F`: when it is replaced (another
 inode) or truncated (smaller than what was read) it is reopened from its start. Ctrl-C
-stops reading, then everything read is sent (a second Ctrl-C gives up on retries). Exit
-codes: 0 every record accepted, 1 some rows rejected, 2 records not sent or a bad option.
+stops reading, then everything read is sent (a second Ctrl-C gives up on retries). With
+`--position PATH` a stream started again goes on after the last line the server answered
+for (`ingest_client.position`). Exit codes: 0 every record accepted, 1 some rows rejected,
+2 records not sent or a bad option.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from ingest_client.live import Client, Reject, SendFailed
+from ingest_client.live import Client, Counts, Reject, SendFailed
+from ingest_client.position import FileReader, Position
 from ingest_client.report import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
 from ingest_client.transport import KeyRefused, RetryPolicy, api_url_arg
 
@@ -65,63 +68,25 @@ def parse_args(argv: Sequence[str], *, prog: str | None = None) -> argparse.Name
         metavar="SECONDS",
         help="at the end, wait up to this long for the batches to be merged (default: 0)",
     )
+    parser.add_argument(
+        "--position",
+        type=Path,
+        metavar="PATH",
+        help="keep in PATH how far into FILE the server has answered; a stream started "
+        "again with it goes on from there",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no live line")
     args = parser.parse_args(argv)
     if not args.api_key:
         parser.error("--api-key (or $INGEST_API_KEY) is required")
-    if args.follow and args.file in (None, "-"):
-        parser.error("--follow needs a FILE")
+    if (args.follow or args.position) and args.file in (None, "-"):
+        parser.error(f"{'--follow' if args.follow else '--position'} needs a FILE")
     return args
 
 
 def read_lines(stream: BinaryIO) -> Iterator[bytes]:
     """The lines of a stream as they come (a last line without a newline included)."""
     yield from iter(stream.readline, b"")
-
-
-def follow_lines(
-    path: Path, *, stop: threading.Event, interval: float = 0.1
-) -> Iterator[bytes]:  # long: one loop over open, read, wait, reopen
-    """The lines of `path` as it grows, like `tail -F`, until `stop` is set: reopened from
-    its start when replaced (another inode, or gone and back) or truncated. A line is given
-    once its newline is written; a partial line left when stopping is given too."""
-    handle: BinaryIO | None = None
-    partial = b""
-    try:
-        while not stop.is_set():
-            if handle is None:
-                try:
-                    handle = path.open("rb")
-                except FileNotFoundError:
-                    stop.wait(interval)
-                    continue
-            chunk = handle.readline()
-            if chunk:
-                partial += chunk
-                if partial.endswith(b"\n"):
-                    yield partial
-                    partial = b""
-                continue
-            if _replaced(path, handle):
-                handle.close()
-                handle, partial = None, b""
-                continue
-            stop.wait(interval)
-        if partial:
-            yield partial
-    finally:
-        if handle is not None:
-            handle.close()
-
-
-def _replaced(path: Path, handle: BinaryIO) -> bool:
-    """The file at `path` is another one than `handle`'s, or shorter than what was read."""
-    try:
-        now = os.stat(path)
-    except FileNotFoundError:
-        return False  # rotated away, not back yet: keep the old one until it is
-    mine = os.fstat(handle.fileno())
-    return (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev) or now.st_size < handle.tell()
 
 
 class MergeWatch:
@@ -182,6 +147,19 @@ def main(argv: Sequence[str], *, prog: str | None = None) -> int:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
     stop = threading.Event()
+    position = Position(args.position, Path(args.file)) if args.position else None
+    try:
+        start = position.load() if position else None
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        return EXIT_FAILED
+    reader = None
+    if args.file not in (None, "-"):
+        reader = FileReader(
+            Path(args.file), stop=stop, follow=args.follow, start=start,
+            partial_at_stop=position is None, note=lambda text: console.print(escape(text)),
+        )  # fmt: skip
+    saving = _Saving(position)
     with httpx.Client(timeout=30) as http:
         watch = MergeWatch(http, args.api_key)
         client = Client(
@@ -190,7 +168,7 @@ def main(argv: Sequence[str], *, prog: str | None = None) -> int:
             max_records=args.batch_records,
             max_delay=args.batch_delay,
             policy=RetryPolicy(attempts=args.retries),
-            on_batch=watch.add,
+            on_batch=lambda batch: (watch.add(batch), saving.settle(client.counts)),
             note=lambda text: console.print(escape(text)),
             flush_at_exit=False,
         )
@@ -202,12 +180,13 @@ def main(argv: Sequence[str], *, prog: str | None = None) -> int:
                 if not args.no_progress:
                     live.update(_status(client, watch, started), refresh=True)
 
-            ticker = _Ticker(show, watch, stop, client)
+            ticker = _Ticker(show, watch, stop, client, saving)
             ticker.start()
             with _term_as_interrupt():
-                failed = _pump(args, client, stop, console)
+                failed = _pump(args, client, console, reader, position)
             stop.set()
             ticker.join()
+        failed = saving.finish(failed)
         _wait_merged(watch, args.wait)
         out.print(_status(client, watch, started).split(", ", 1)[0] + _summary(client, watch))
         return _exit_code(client, failed, console)
@@ -232,12 +211,23 @@ def _term_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _pump(args: argparse.Namespace, client: Client, stop: threading.Event, console) -> str:
-    """Read and send until the input ends or Ctrl-C, then flush; returns what failed."""
+def _pump(
+    args: argparse.Namespace,
+    client: Client,
+    console: Console,
+    reader: FileReader | None,
+    position: Position | None,
+) -> str:
+    """Read and send until the input ends or Ctrl-C, then flush; returns what failed. A
+    line's `source_line` is its number in the file it was read from (or in stdin)."""
     try:
         try:
-            for number, line in enumerate(_lines(args, stop), 1):
-                client.send_line(args.record_type, line, source_line=number)
+            lines = reader.lines() if reader else read_lines(sys.stdin.buffer)
+            for number, line in enumerate(lines, 1):
+                mark = reader.mark if reader else None
+                client.send_line(args.record_type, line, source_line=mark.line if mark else number)
+                if position is not None:
+                    position.read(client.counts.queued, mark)
         except KeyboardInterrupt:
             console.print("stopping: sending what was read...")
         except KeyRefused as exc:  # it will not be taken later either: stop reading
@@ -258,12 +248,39 @@ def _pump(args: argparse.Namespace, client: Client, stop: threading.Event, conso
     return ""
 
 
-def _lines(args: argparse.Namespace, stop: threading.Event) -> Iterator[bytes]:
-    if args.file in (None, "-"):
-        return read_lines(sys.stdin.buffer)
-    if args.follow:
-        return follow_lines(Path(args.file), stop=stop)
-    return read_lines(Path(args.file).open("rb"))  # noqa: SIM115 - read to the end, then GC
+class _Saving:
+    """The position: moved past the lines answered for after each batch answered (in the
+    sender's thread, where the counts hold still: see `Position.settle`), saved once a
+    second by the ticker and at the end. One that cannot be saved ends the stream in error."""
+
+    def __init__(self, position: Position | None):
+        self.position = position
+        self.error = ""
+
+    def settle(self, counts: Counts) -> None:
+        if self.position is not None:
+            sent = counts.sent  # before `failed`: see Position
+            self.position.settle(sent, counts.failed)
+
+    def save(self) -> None:
+        if self.position is None:
+            return
+        try:
+            self.position.save()
+        except OSError as exc:
+            self.error = f"cannot save the position in {self.position.path}: {exc}"
+
+    def finish(self, failed: str) -> str:
+        """What failed, with what became of the position."""
+        self.save()
+        if self.error:
+            return "; ".join(filter(None, (failed, self.error)))
+        if failed and self.position is not None and self.position.saved is not None:
+            failed += (
+                f"; {self.position.path} stays at line {self.position.saved.line}: a stream "
+                "started again with it sends from the line after it"
+            )
+        return failed
 
 
 class _Ticker(threading.Thread):
@@ -272,10 +289,16 @@ class _Ticker(threading.Thread):
     would otherwise be waited on for ever, every batch failing unseen)."""
 
     def __init__(
-        self, show: Callable[[], None], watch: MergeWatch, stop: threading.Event, client: Client
+        self,
+        show: Callable[[], None],
+        watch: MergeWatch,
+        stop: threading.Event,
+        client: Client,
+        saving: _Saving,
     ):
         super().__init__(name="ingest-stream-ticker", daemon=True)
         self.show, self.watch, self.stop, self.client = show, watch, stop, client
+        self.saving = saving
 
     def run(self) -> None:
         last = 0.0
@@ -285,6 +308,7 @@ class _Ticker(threading.Thread):
                 return
             if time.monotonic() - last >= POLL_EVERY:
                 self.watch.check()
+                self.saving.save()
                 last = time.monotonic()
             self.show()
 
