@@ -186,7 +186,7 @@ def main(argv: Sequence[str], *, prog: str | None = None) -> int:
                 failed = _pump(args, client, console, reader, position)
             stop.set()
             ticker.join()
-        failed = saving.finish(failed)
+        failed = saving.finish(failed, client.counts)
         _wait_merged(watch, args.wait)
         out.print(_status(client, watch, started).split(", ", 1)[0] + _summary(client, watch))
         return _exit_code(client, failed, console)
@@ -270,8 +270,10 @@ class _Saving:
         except OSError as exc:
             self.error = f"cannot save the position in {self.position.path}: {exc}"
 
-    def finish(self, failed: str) -> str:
-        """What failed, with what became of the position."""
+    def finish(self, failed: str, counts: Counts) -> str:
+        """What failed, with what became of the position. The last batch's answer may have
+        come before its last line was noted: settled once more, the sender stopped."""
+        self.settle(counts)
         self.save()
         if self.error:
             return "; ".join(filter(None, (failed, self.error)))

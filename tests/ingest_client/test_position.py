@@ -231,3 +231,21 @@ def test_a_stream_killed_outright_loses_no_line(tmp_path, live_stack):
     assert f"{300 - saved} accepted, 0 rejected, 0 not sent" in again.stdout
     rows = Customer.objects.filter(tenant_id=tenant.id)
     wait_for(lambda: rows.count() == 300)
+
+
+def test_the_last_line_noted_after_its_batch_was_answered_is_settled_at_the_end(tmp_path):
+    """The sender can get the last batch's answer before the reading thread notes where
+    that batch's last line ends: the end of the stream settles the position once more."""
+    from ingest_client.live import Counts
+    from ingest_client.stream import _Saving
+
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(b"a\n")
+    reader = FileReader(path, stop=threading.Event(), follow=False)
+    saving = _Saving(Position(tmp_path / "pos", path))
+    counts = Counts(queued=1, sent=1, accepted=1, batches=1)
+    saving.settle(counts)  # the answer, in the sender's thread
+    for _ in reader.lines():
+        saving.position.read(1, reader.mark)  # then the line's end, in the reading thread
+    assert saving.finish("", counts) == ""
+    assert json.loads((tmp_path / "pos").read_text())["line"] == 1
