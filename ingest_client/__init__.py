@@ -15,8 +15,10 @@ Modules, each importing only those above it:
 - `report`: progress bars, the plan and result tables, the exit code
 - `upload`: sending one file, in one request or through a resumable session
 - `runner`: a run over tenants and stages, waiting for the server to process each stage
+- `outcomes`: what the live client reports: counts, rejects, failures, `SendFailed`
 - `live`: `Client(api_url, api_key).send(type, record)`, live records batched in the
   background (SPEC 9), on the same transport
+- `position`: a file read line by line, followed, and where a stream has got to in it
 - `stream`: the `stream` subcommand, NDJSON from stdin or a followed file through `Client`
 - `cli`: the command's options and `main()` (`stream` as first argument runs `stream`)
 """

@@ -29,6 +29,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest_client.outcomes import (
+    Counts,
+    Failure,
+    Problem,
+    Reject,
+    SendFailed,
+    _problems,  # noqa: F401 - where the tests have it
+    rejects_of,
+    too_large,
+)
 from ingest_client.transport import (
     API,
     Interrupted,
@@ -41,66 +51,7 @@ from ingest_client.transport import (
 )
 
 MiB = 1 << 20
-
-
-class SendFailed(Exception):
-    """Some records could not be sent (their batches are in `failures`); the message says
-    how many and why."""
-
-    def __init__(self, failures: list[Failure]):
-        self.failures = failures
-        records = sum(len(f.lines) for f in failures)
-        reasons = "; ".join(sorted({f.error for f in failures}))
-        super().__init__(f"{records} records in {len(failures)} batches not sent: {reasons}")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem of a refused row: the field (empty for the whole line), code, message."""
-
-    field: str
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Reject:
-    """A row the server refused: `line` is its 1-based position in batch `batch_id`;
-    `errors` is every problem of the row, the first of them `field`, `code`, `message`;
-    `source_line` is what the caller gave `send_line` for it (its line in the caller's
-    input), if anything."""
-
-    record_type: str
-    batch_id: int
-    line: int
-    field: str
-    code: str
-    message: str
-    raw: str
-    errors: tuple[Problem, ...] = ()
-    source_line: int | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A batch that could not be sent; `lines` are its records as NDJSON lines."""
-
-    record_type: str
-    lines: list[bytes]
-    error: str
-
-
-@dataclass
-class Counts:
-    """What the client did so far: records queued by `send`, sent in answered batches,
-    accepted and rejected by the server, and not sent (failed)."""
-
-    queued: int = 0
-    sent: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    failed: int = 0
-    batches: int = 0
+__all__ = ["Client", "Counts", "Failure", "Problem", "Reject", "SendFailed"]
 
 
 @dataclass
@@ -223,7 +174,8 @@ class Client:
             raise SendFailed(new)
 
     def close(self, timeout: float | None = None) -> None:
-        """Flush, then stop the thread; raises as `flush` does. Closing twice is harmless."""
+        """Flush, then stop the thread; raises as `flush` does. Closing twice is harmless.
+        Interrupted (Ctrl-C) while it waits, what is still being sent fails at once."""
         with self._gate:  # a `send` under way queues its record first
             if self._closed:
                 return
@@ -232,7 +184,7 @@ class Client:
             atexit.unregister(self._close_at_exit)
         try:
             self._flush(timeout)
-        except TimeoutError:
+        except (TimeoutError, KeyboardInterrupt):
             self._stop.set()  # what is still being retried fails now, into `failures`
             raise
         finally:
@@ -345,30 +297,23 @@ class Client:
             self._send(record_type, _Pending(lines[:half], sources[:half]))
             self._send(record_type, _Pending(lines[half:], sources[half:]))
             return
+        if response.status_code == 413:  # one record, too large ever to be taken: a reject
+            self._answered(record_type, sources, too_large(response, lines[0]), stored=False)
+            return
         if response.status_code not in (200, 201, 202):
             raise client_error(response, f"POST {record_type} batch of {len(lines)}")
         self._answered(record_type, sources, response.json())
 
-    def _answered(self, record_type: str, sources: list[int | None], batch: dict) -> None:
+    def _answered(
+        self, record_type: str, sources: list[int | None], batch: dict, *, stored: bool = True
+    ) -> None:
+        """Count a batch answered (`stored` False: a record refused alone, no batch made)."""
         count = len(sources)
-        rejects = [
-            Reject(
-                record_type=record_type,
-                batch_id=batch.get("id", 0),
-                line=r.get("line", 0),
-                field=r.get("field", ""),
-                code=r.get("code", ""),
-                message=r.get("message", ""),
-                raw=r.get("raw", ""),
-                errors=_problems(r),
-                source_line=_source(sources, r.get("line", 0)),
-            )
-            for r in batch.get("rejects") or []
-        ]
+        rejects = rejects_of(record_type, sources, batch)
         rejected = max(int(batch.get("rejected") or 0), len(rejects))
         with self._lock:
             self.counts.sent += count
-            self.counts.batches += 1
+            self.counts.batches += stored
             self.counts.rejected += rejected
             self.counts.accepted += count - rejected
             self.rejects.extend(rejects)
@@ -376,7 +321,7 @@ class Client:
             for reject in rejects:
                 if self.on_reject:
                     self.on_reject(reject)
-            if self.on_batch:
+            if self.on_batch and stored:
                 self.on_batch(batch)
         except Exception as exc:  # noqa: BLE001 - said, and the sender goes on
             sys.stderr.write(f"ingest_client: a callback failed: {type(exc).__name__}: {exc}\n")
@@ -384,17 +329,3 @@ class Client:
 
 def _ignore(_: str) -> None:
     pass
-
-
-def _source(sources: list[int | None], line: Any) -> int | None:
-    """The `source_line` of a batch's 1-based line `line`, if the caller gave one."""
-    return sources[line - 1] if type(line) is int and 1 <= line <= len(sources) else None
-
-
-def _problems(reject: dict) -> tuple[Problem, ...]:
-    """Every problem of a rejected row as the server lists them (a server without the list:
-    the one it names)."""
-    listed = reject.get("errors") or [reject]
-    return tuple(
-        Problem(e.get("field", ""), e.get("code", ""), e.get("message", "")) for e in listed
-    )

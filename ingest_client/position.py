@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -57,12 +58,17 @@ class Start:
 
 
 class FileReader:
-    """The lines of the file at `path` from `start` (a `Mark`, when it is still the same
-    file) or from its beginning; with `follow`, as the file grows (like `tail -F`, reopened
-    from its start when replaced or truncated) until `stop` is set. `mark` is where the
-    line last given ends. A line is given once its newline is written; at the end of a file
-    read once, the last line without one too; when following, a partial line left at
-    `stop` only with `partial_at_stop` (with a position it waits for the next stream)."""
+    """The lines of the file at `path` from `start` (a `Start`, when it is still the same
+    file and ends a line) or from its beginning; with `follow`, as the file grows (like
+    `tail -F`: when it is replaced or truncated, what the old one still held is read, then
+    the new one from its start) until `stop` is set. A line is given once its newline is
+    written, or when no more can come: at the end of a file read once, of a file replaced,
+    and, with `partial_at_stop`, at `stop` (`take_partial` after an exception). A pipe is
+    read as it comes.
+
+    `number` is the number, in its file, of the line last given; `mark` is where the last
+    line given with its newline ends: a line given without one is sent, and the position
+    does not pass it (it is sent again, whole, once the file has grown)."""
 
     def __init__(
         self,
@@ -79,88 +85,122 @@ class FileReader:
         self.partial_at_stop, self.interval = partial_at_stop, interval
         self.note = note or (lambda text: None)
         self.mark: Mark | None = None
+        self.number = 0
+        self.partial = b""  # read, its newline not written yet
         self.resumed = False  # the start was this file's: reading went on from it
+        self._handle: BinaryIO | None = None
+        self._offset = 0  # bytes read of the open file (a pipe cannot tell)
 
     def lines(self) -> Iterator[bytes]:  # long: one loop over open, read, wait, reopen
-        handle: BinaryIO | None = None
-        partial = b""
         try:
             while not self.stop.is_set():
-                if handle is None:
-                    handle = self._open()
-                    if handle is None:
-                        if not self.follow:
-                            raise FileNotFoundError(f"No such file: '{self.path}'")
-                        self.stop.wait(self.interval)
-                        continue
-                chunk = handle.readline()
-                if chunk:
-                    partial += chunk
-                    if partial.endswith(b"\n"):
-                        yield self._read(partial)
-                        partial = b""
+                if self._handle is None and not self._open():
+                    if not self.follow:
+                        raise FileNotFoundError(f"No such file: '{self.path}'")
+                    self.stop.wait(self.interval)
+                    continue
+                line = self._readline()
+                if line is not None:
+                    yield line
                     continue
                 if not self.follow:
                     break
-                if _replaced(self.path, handle):
-                    handle.close()
-                    handle, partial = None, b""
+                if _replaced(self.path, self._handle, self._offset):
+                    # what was written to the old file until it was replaced, then the new
+                    while (line := self._readline()) is not None:
+                        yield line
+                    if self.partial:  # nothing more comes to the old file's last line
+                        yield self._give(self.partial)
+                    self._close()
                     continue
                 self.stop.wait(self.interval)
-            if partial and (self.partial_at_stop or not self.follow):
-                yield self._read(partial)
+            if self.partial and (self.partial_at_stop or not self.follow):
+                yield self._give(self.partial)
         finally:
-            if handle is not None:
-                handle.close()
+            self._close()
 
-    def _open(self) -> BinaryIO | None:
+    def take_partial(self) -> bytes | None:
+        """The partial line that `lines` would have given at `stop`, when it ended on an
+        exception instead (Ctrl-C); None when there is none, or none to give."""
+        if self.partial and self.partial_at_stop:
+            return self._give(self.partial)
+        return None
+
+    def _readline(self) -> bytes | None:
+        """The next whole line of the open file, or None at its end for now."""
+        while chunk := self._handle.readline():
+            self._offset += len(chunk)
+            self.partial += chunk
+            if chunk.endswith(b"\n"):
+                return self._give(self.partial)
+        return None
+
+    def _give(self, line: bytes) -> bytes:
+        self.partial = b""
+        self.number += 1
+        if line.endswith(b"\n"):
+            mark = self.mark
+            head = mark.head if len(mark.head) >= HEAD else (mark.head + line)[:HEAD]
+            self.mark = Mark(mark.device, mark.inode, mark.offset + len(line), self.number, head)
+        return line
+
+    def _open(self) -> bool:
         try:
             handle = self.path.open("rb")
         except FileNotFoundError:
-            return None
+            return False
         info = os.fstat(handle.fileno())
         start, self.start = self.start, None  # a file opened again is read from its start
-        head = handle.read(min(start.offset, HEAD)) if start else b""
-        if start and _same(start, info, head):
-            handle.seek(start.offset)
-            self.mark = Mark(info.st_dev, info.st_ino, start.offset, start.line, head)
-            self.resumed = True
-            self.note(f"going on after line {start.line} of {self.path}")
-        else:
-            if start:
+        head = None
+        if start is not None and not handle.seekable():
+            self.note(f"{self.path} is a pipe: read as it comes, not from its position")
+        elif start is not None:
+            head = _head_of(start, info, handle)
+            if head is None:
                 self.note(
                     f"{self.path} was replaced or truncated since its position was saved: "
                     "reading it from its start"
                 )
-            handle.seek(0)
-            self.mark = Mark(info.st_dev, info.st_ino, 0, 0, b"")
-        return handle
+                handle.seek(0)
+            else:
+                self.note(f"going on after line {start.line} of {self.path}")
+        offset, line = (start.offset, start.line) if head is not None else (0, 0)
+        self.mark = Mark(info.st_dev, info.st_ino, offset, line, head or b"")
+        self.number, self._offset, self.resumed = line, offset, head is not None
+        self._handle, self.partial = handle, b""
+        return True
 
-    def _read(self, line: bytes) -> bytes:
-        mark = self.mark
-        head = mark.head
-        if len(head) < HEAD:
-            head += line[: HEAD - len(head)]
-        self.mark = Mark(mark.device, mark.inode, mark.offset + len(line), mark.line + 1, head)
-        return line
-
-
-def _same(start: Start, info: os.stat_result, head: bytes) -> bool:
-    return (
-        (info.st_dev, info.st_ino) == (start.device, start.inode)
-        and info.st_size >= start.offset
-        and hashlib.sha256(head).hexdigest() == start.head_sha256
-    )
+    def _close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
-def _replaced(path: Path, handle: BinaryIO) -> bool:
+def _head_of(start: Start, info: os.stat_result, handle: BinaryIO) -> bytes | None:
+    """The file's first bytes, read, and the file left at `start`'s offset, when it is the
+    file of `start` and a line ends there; else None."""
+    if (info.st_dev, info.st_ino) != (start.device, start.inode) or info.st_size < start.offset:
+        return None
+    head = handle.read(min(start.offset, HEAD))
+    if hashlib.sha256(head).hexdigest() != start.head_sha256:
+        return None
+    if start.offset:
+        handle.seek(start.offset - 1)
+        if handle.read(1) != b"\n":  # a hand-edited offset, inside a line
+            return None
+    return head
+
+
+def _replaced(path: Path, handle: BinaryIO, offset: int) -> bool:
     """The file at `path` is another one than `handle`'s, or shorter than what was read."""
     try:
         now = os.stat(path)
     except FileNotFoundError:
         return False  # rotated away, not back yet: keep the old one until it is
     mine = os.fstat(handle.fileno())
-    return (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev) or now.st_size < handle.tell()
+    if (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev):
+        return True
+    return stat.S_ISREG(now.st_mode) and now.st_size < offset
 
 
 class Position:
@@ -171,13 +211,18 @@ class Position:
     `settle` reads the client's counts: records are sent in the order queued (one record
     type, one sender thread), so while none has failed, the first `sent` records queued
     are exactly the ones answered for. Once a batch has failed the position stays where
-    it is: a stream started again sends from the first line not answered for."""
+    it is: a stream started again sends from the first line not answered for.
+
+    One stream at a time uses a position: `lock` takes `PATH.lock` (and so also finds, at
+    the start, a folder the position cannot be written to)."""
 
     def __init__(self, path: Path, file: Path):
         self.path, self.file = path, file
+        self.name = os.path.abspath(file)  # as given: a symlink pointed elsewhere is replaced
         self.saved: Mark | Start | None = None
         self.settled: Mark | Start | None = None
         self._marks: deque[tuple[int, Mark]] = deque()
+        self._lock = None
 
     def load(self) -> Start | None:
         """The mark saved, or None when there is no position file yet. Raises ValueError
@@ -191,11 +236,30 @@ class Position:
             return None
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{self.path} is not a position file ({exc})") from None
-        if data.get("file") != str(self.file.resolve()):
+        if data.get("file") != self.name:
             other = data.get("file")
             raise ValueError(f"{self.path} is the position of {other}, not of {self.file}")
         self.saved = self.settled = mark
         return mark
+
+    def lock(self) -> None:
+        """Take the position for this process, until `release` (or its exit). Raises ValueError when
+        another stream has it, OSError when its folder cannot be written to."""
+        self._lock = open(f"{self.path}.lock", "a")  # noqa: SIM115 - held until `release`
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: not locked
+            return
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.release()
+            raise ValueError(f"another stream is using the position {self.path}") from None
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def read(self, queued: int, mark: Mark) -> None:
         self._marks.append((queued, mark))
@@ -212,14 +276,14 @@ class Position:
         if not isinstance(mark, Mark) or mark == self.saved:
             return
         data = {
-            "file": str(self.file.resolve()),
+            "file": self.name,
             "device": mark.device,
             "inode": mark.inode,
             "offset": mark.offset,
             "line": mark.line,
             "head_sha256": mark.head_sha256(),
         }
-        new = self.path.with_name(f".{self.path.name}.new")
+        new = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
         with new.open("w") as out:
             json.dump(data, out)
             out.flush()

@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from ingest_client.live import Client, Counts, Reject, SendFailed
-from ingest_client.position import FileReader, Position
+from ingest_client.position import FileReader, Position, Start
 from ingest_client.report import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
 from ingest_client.transport import KeyRefused, RetryPolicy, api_url_arg
 
@@ -145,21 +145,35 @@ def main(argv: Sequence[str], *, prog: str | None = None) -> int:
     """Run the stream command; returns the exit code."""
     args = parse_args(argv, prog=prog)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    out = Console(highlight=False, soft_wrap=True)
-    stop = threading.Event()
     position = Position(args.position, Path(args.file)) if args.position else None
     try:
+        if position:
+            position.lock()
         start = position.load() if position else None
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}")
+        if position:
+            position.release()
         return EXIT_FAILED
+    try:
+        return _stream(args, console, position, start)
+    finally:
+        if position:
+            position.release()
+
+
+def _stream(
+    args: argparse.Namespace, console: Console, position: Position | None, start: Start | None
+) -> int:
+    out = Console(highlight=False, soft_wrap=True)
+    stop = threading.Event()
     reader = None
     if args.file not in (None, "-"):
         reader = FileReader(
             Path(args.file), stop=stop, follow=args.follow, start=start,
             partial_at_stop=position is None, note=lambda text: console.print(escape(text)),
         )  # fmt: skip
-    saving = _Saving(position)
+    saving = _Saving(position, stop)
     with httpx.Client(timeout=30) as http:
         watch = MergeWatch(http, args.api_key)
         client = Client(
@@ -224,12 +238,16 @@ def _pump(
         try:
             lines = reader.lines() if reader else read_lines(sys.stdin.buffer)
             for number, line in enumerate(lines, 1):
-                mark = reader.mark if reader else None
-                client.send_line(args.record_type, line, source_line=mark.line if mark else number)
+                client.send_line(
+                    args.record_type, line, source_line=reader.number if reader else number
+                )
                 if position is not None:
-                    position.read(client.counts.queued, mark)
+                    position.read(client.counts.queued, reader.mark)
         except KeyboardInterrupt:
             console.print("stopping: sending what was read...")
+            if reader is not None and (partial := reader.take_partial()) is not None:
+                with contextlib.suppress(KeyRefused):  # said once the client is closed
+                    client.send_line(args.record_type, partial, source_line=reader.number)
         except KeyRefused as exc:  # it will not be taken later either: stop reading
             client.abort()
             with contextlib.suppress(SendFailed):
@@ -240,12 +258,11 @@ def _pump(
             return f"cannot read {args.file}: {exc}"
         try:
             client.close()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # a second Ctrl-C: what was being sent is given up
             client.abort()
-            client.close()
     except SendFailed as failed:
         return str(failed)
-    return ""
+    return str(SendFailed(client.failures)) if client.failures else ""
 
 
 class _Saving:
@@ -253,8 +270,8 @@ class _Saving:
     sender's thread, where the counts hold still: see `Position.settle`), saved once a
     second by the ticker and at the end. One that cannot be saved ends the stream in error."""
 
-    def __init__(self, position: Position | None):
-        self.position = position
+    def __init__(self, position: Position | None, stop: threading.Event):
+        self.position, self.stop = position, stop
         self.error = ""
 
     def settle(self, counts: Counts) -> None:
@@ -269,6 +286,7 @@ class _Saving:
             self.position.save()
         except OSError as exc:
             self.error = f"cannot save the position in {self.position.path}: {exc}"
+            self.stop.set()  # stop reading: what was read is sent, and the stream ends
 
     def finish(self, failed: str, counts: Counts) -> str:
         """What failed, with what became of the position. The last batch's answer may have

@@ -15,7 +15,8 @@ from apps.ingestions.models import Customer
 from apps.tenants.services import tenant_create
 from ingest_client import stream as stream_command
 from ingest_client.position import FileReader, Position, Start
-from tests.ingest_client.test_live import ROOT, lines, stream, wait_for
+from tests.ingest_client.test_live import ROOT, ended_by, lines, stream, wait_for
+from tests.ingest_client.test_live import customer as customer_of
 from tests.ingest_client.test_live_edges import Answers
 
 
@@ -242,10 +243,262 @@ def test_the_last_line_noted_after_its_batch_was_answered_is_settled_at_the_end(
     path = tmp_path / "c.ndjson"
     path.write_bytes(b"a\n")
     reader = FileReader(path, stop=threading.Event(), follow=False)
-    saving = _Saving(Position(tmp_path / "pos", path))
+    saving = _Saving(Position(tmp_path / "pos", path), threading.Event())
     counts = Counts(queued=1, sent=1, accepted=1, batches=1)
     saving.settle(counts)  # the answer, in the sender's thread
     for _ in reader.lines():
         saving.position.read(1, reader.mark)  # then the line's end, in the reading thread
     assert saving.finish("", counts) == ""
     assert json.loads((tmp_path / "pos").read_text())["line"] == 1
+
+
+# The edges a probe of `--position` found, each with the behaviour it expects now.
+
+
+def test_an_unterminated_last_line_is_sent_and_the_position_stays_before_it(tmp_path):
+    """Read once, a last line without its newline may still be being written: it is sent
+    (a complete last line loads), and the position does not pass it, so a stream run again
+    once the file has grown sends it whole (it used to go on from the middle of it)."""
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(b"a\nhal")
+    reader = FileReader(path, stop=threading.Event(), follow=False)
+    assert read_all(reader) == [b"a\n", b"hal"]
+    assert (reader.number, reader.mark.offset, reader.mark.line) == (2, 2, 1)
+
+
+def test_a_replaced_file_is_read_to_its_end_first(tmp_path, monkeypatch):
+    """Lines written to the old file just before it was replaced (between the reader's
+    last read and its check), and its unterminated last line, are given before the new
+    file's lines; they used to be dropped."""
+    import ingest_client.position as position_module
+
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(b"a\n")
+    real = position_module._replaced
+
+    def replaced_after_a_late_write(where, handle, offset):
+        if path.read_bytes() == b"a\n":  # the old file: written to, then replaced
+            with path.open("ab") as old:
+                old.write(b"late\nhal")
+            (tmp_path / "new").write_bytes(b"x\n")
+            os.replace(tmp_path / "new", path)
+        return real(where, handle, offset)
+
+    monkeypatch.setattr(position_module, "_replaced", replaced_after_a_late_write)
+    stop = threading.Event()
+    got = []
+    for line in FileReader(path, stop=stop, interval=0.01).lines():
+        got.append(line)
+        if line == b"x\n":
+            stop.set()
+    assert got == [b"a\n", b"late\n", b"hal", b"x\n"]
+
+
+def test_a_start_inside_a_line_is_not_trusted(tmp_path):
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(b"abc\ndef\n")
+    reader = FileReader(path, stop=threading.Event(), follow=False, start=start_of(path, 2, 1))
+    assert read_all(reader) == [b"abc\n", b"def\n"]
+    assert not reader.resumed
+
+
+def test_a_symlink_pointed_at_another_file_is_a_replaced_file(tmp_path):
+    """The position names the path as given, not the file a symlink points to: pointed
+    elsewhere, it is read from its start (the stream used to refuse to start)."""
+    (tmp_path / "one").write_text(lines(range(3)))
+    (tmp_path / "two").write_text(lines(range(3, 5)))
+    link = tmp_path / "current.ndjson"
+    link.symlink_to(tmp_path / "one")
+    position = Position(tmp_path / "pos", link)
+    reader = FileReader(link, stop=threading.Event(), follow=False)
+    for _ in reader.lines():
+        position.read(0, reader.mark)
+    position.settle(sent=0, failed=0)
+    position.save()
+    link.unlink()
+    link.symlink_to(tmp_path / "two")
+    start = Position(tmp_path / "pos", link).load()
+    again = FileReader(link, stop=threading.Event(), follow=False, start=start)
+    assert len(read_all(again)) == 2
+    assert not again.resumed
+
+
+def test_one_stream_at_a_time_uses_a_position(tmp_path):
+    first, second = (
+        Position(tmp_path / "pos", tmp_path / "c"),
+        Position(tmp_path / "pos", tmp_path / "c"),
+    )
+    first.lock()
+    try:
+        with pytest.raises(ValueError, match="another stream is using the position"):
+            second.lock()
+    finally:
+        first.release()
+    second.lock()  # free once released
+    second.release()
+
+
+def test_a_position_that_cannot_be_written_is_an_error_at_the_start(tmp_path, capsys):
+    data = tmp_path / "c.ndjson"
+    data.write_text(lines(range(3)))
+    code = stream_command.main(
+        ["--type", "customers", str(data), "--position", str(tmp_path / "no" / "pos"),
+         "--api-key", "k", "--api-url", "http://127.0.0.1:9", "--no-progress"]
+    )  # fmt: skip
+    assert code == 2
+    assert "No such file or directory" in capsys.readouterr().err
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        stream("--type", "customers", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=ROOT,
+    )  # fmt: skip
+
+
+def test_a_position_that_can_no_longer_be_saved_ends_a_followed_stream(tmp_path):
+    """Its folder gone mid-stream: the stream stops on its own, sends what it read and
+    exits 2 saying why (it used to follow on, saving nothing, until stopped)."""
+    import shutil
+
+    data, folder = tmp_path / "c.ndjson", tmp_path / "positions"
+    folder.mkdir()
+    data.write_text(lines(range(20)))
+    taking = Answers([202])
+    process = spawn(
+        str(data), "--follow", "--position", str(folder / "pos"), "--api-url", taking.url,
+        "--api-key", "k", "--batch-records", "10",
+    )  # fmt: skip
+    try:
+        wait_for(lambda: (folder / "pos").exists())
+        shutil.rmtree(folder)
+        with data.open("a") as grown:  # a position to save again
+            grown.write(lines(range(20, 30)))
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        taking.close()
+    assert process.returncode == 2, out + err
+    assert "cannot save the position in" in err.replace("\n", "")
+    assert "30 accepted, 0 rejected, 0 not sent" in out
+
+
+def test_a_second_ctrl_c_gives_up_and_the_stream_says_what_was_not_sent(tmp_path):
+    """Nothing listens at the URL: Ctrl-C stops reading and the stream retries what it
+    read; a second Ctrl-C gives those records up at once, and the exit is 2 with what was
+    not sent (it waited out every retry, then exited 0)."""
+    import signal
+    import time
+
+    from scripts.stack import free_port
+
+    data = tmp_path / "c.ndjson"
+    data.write_text(lines(range(5)))
+    process = spawn(
+        str(data), "--follow", "--api-url", f"http://127.0.0.1:{free_port()}", "--api-key", "k",
+        "--batch-records", "2", "--retries", "50",
+    )  # fmt: skip
+    try:
+        time.sleep(2)  # read, and retrying
+        process.send_signal(signal.SIGINT)
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        out, err = process.communicate(timeout=30)
+        assert time.monotonic() - started < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 2, out + err
+    assert "0 accepted, 0 rejected, 5 not sent" in out
+    assert "error: 5 records in" in err
+
+
+def test_a_followed_partial_line_is_sent_at_ctrl_c_without_a_position(tmp_path):
+    """Without a position, Ctrl-C sends a last line still waiting for its newline, as the
+    docs say; it was lost (the interrupt left the reader before it gave it)."""
+    import signal
+
+    data = tmp_path / "c.ndjson"
+    data.write_text(lines(range(2)) + json.dumps(customer_of(2)))
+    taking = Answers([202])
+    process = spawn(
+        str(data), "--follow", "--api-url", taking.url, "--api-key", "k", "--batch-delay", "60",
+    )  # fmt: skip
+    try:
+        out, err = ended_by(process, data, signal.SIGINT)
+    finally:
+        taking.close()
+    assert process.returncode == 0, out + err
+    assert "3 accepted, 0 rejected, 0 not sent" in out
+
+
+def test_a_pipe_is_read_as_it_comes(tmp_path):
+    """A FIFO (or /dev/stdin) as FILE: read as it comes; with a position, that is said
+    (it cannot be sought). It failed: 'File or stream is not seekable'."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    taking = Answers([202])
+
+    def write() -> None:
+        with fifo.open("w") as writer:
+            writer.write(lines(range(7)))
+
+    try:
+        for extra in ((), ("--position", str(tmp_path / "pos"))):
+            writer = threading.Thread(target=write)
+            writer.start()
+            done = subprocess.run(
+                stream("--type", "customers", str(fifo), "--api-url", taking.url, "--api-key", "k",
+                       *extra),
+                capture_output=True, text=True, timeout=60, cwd=ROOT,
+            )  # fmt: skip
+            writer.join()
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "7 accepted, 0 rejected, 0 not sent" in done.stdout
+        assert "is a pipe" not in done.stderr  # no start saved for a pipe's first read
+    finally:
+        taking.close()
+
+
+def test_a_record_too_large_for_any_batch_is_a_reject_not_a_failure():
+    """The server answers 413 for one record alone: no split or retry can send it, so it is
+    rejected with the server's reason, and the position can pass it (it was a failure that
+    held the position at it for good)."""
+    from ingest_client.live import Client
+
+    refusing = Answers([413])
+    client = Client(refusing.url, "k", flush_at_exit=False)
+    try:
+        client.send_line("customers", b'{"customer_id": "big"}', source_line=7)
+        client.close(timeout=30)
+    finally:
+        refusing.close()
+    assert (client.counts.sent, client.counts.rejected, client.counts.failed) == (1, 1, 0)
+    assert client.counts.batches == 0
+    [reject] = client.rejects
+    assert (reject.code, reject.line, reject.source_line) == ("payload_too_large", 1, 7)
+    assert reject.raw == '{"customer_id": "big"}'
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_the_server_s_413_for_one_record_is_its_reject(live_stack):
+    """A record over the batch's byte limit (5 MiB) on the real server: rejected with the
+    server's code and reason; the record after it is merged."""
+    from ingest_client.live import Client
+
+    tenant, issued = tenant_create(name="live-too-large")
+    big = {**customer_of(1), "metadata": {"blob": "x" * (6 << 20)}}
+    with Client(live_stack, issued.raw, flush_at_exit=False) as client:
+        client.send("customers", big)
+        client.send("customers", customer_of(2))
+    assert (client.counts.sent, client.counts.rejected, client.counts.failed) == (2, 1, 0)
+    [reject] = client.rejects
+    assert reject.code == "payload_too_large"
+    assert "5242880" in reject.message or "5 MiB" in reject.message, reject.message
+    rows = Customer.objects.filter(tenant_id=tenant.id)
+    wait_for(lambda: rows.count() == 1)
