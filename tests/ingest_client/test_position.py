@@ -147,33 +147,31 @@ def run(path, position, api_url: str, api_key: str) -> subprocess.CompletedProce
     return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
-def test_a_stream_stopped_by_failures_sends_again_from_the_first_line_not_answered():
+def run_answered(statuses: list[int], path, position) -> tuple[subprocess.CompletedProcess, int]:
+    """`run` against a local server answering `statuses` (`Answers`); the stream's outcome
+    and the requests the server saw."""
+    answers = Answers(statuses)
+    try:
+        return run(path, position, answers.url, "k"), answers.seen
+    finally:
+        answers.close()
+
+
+def test_a_stream_stopped_by_failures_sends_again_from_the_first_line_not_answered(tmp_path):
     """The server takes the first batch of 10, then fails: the position stays at line 10,
     and the next stream sends lines 11-30 only."""
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as folder:
-        path, position = Path(folder) / "c.ndjson", Path(folder) / "c.position"
-        path.write_text(lines(range(30)))
-        failing = Answers([202, 500])
-        try:
-            first = run(path, position, failing.url, "k")
-        finally:
-            failing.close()
-        assert first.returncode == 2, first.stdout + first.stderr
-        assert "10 accepted, 0 rejected, 20 not sent" in first.stdout
-        assert f"{position} stays at line 10: a stream started again" in first.stderr
-        assert json.loads(position.read_text())["line"] == 10
-        taking = Answers([202])
-        try:
-            second = run(path, position, taking.url, "k")
-        finally:
-            taking.close()
-        assert second.returncode == 0, second.stdout + second.stderr
-        assert "20 accepted, 0 rejected, 0 not sent" in second.stdout
-        assert taking.seen == 2
-        assert json.loads(position.read_text())["line"] == 30
+    path, position = tmp_path / "c.ndjson", tmp_path / "c.position"
+    path.write_text(lines(range(30)))
+    first, _ = run_answered([202, 500], path, position)
+    assert first.returncode == 2, first.stdout + first.stderr
+    assert "10 accepted, 0 rejected, 20 not sent" in first.stdout
+    assert f"{position} stays at line 10: a stream started again" in first.stderr
+    assert json.loads(position.read_text())["line"] == 10
+    second, seen = run_answered([202], path, position)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "20 accepted, 0 rejected, 0 not sent" in second.stdout
+    assert seen == 2
+    assert json.loads(position.read_text())["line"] == 30
 
 
 @pytest.mark.django_db(transaction=True)
