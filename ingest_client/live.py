@@ -10,7 +10,8 @@ records of one type into batches (`max_records`, `max_bytes`, or `max_delay` sec
 the batch's first record) and POSTs each to `/api/v1/ingest/records/{type}/` as NDJSON,
 one at a time, so records of a type reach the server in the order sent. Each batch has its
 own Idempotency-Key, the same on every retry (connection errors, 5xx, 429 with Retry-After:
-`transport.Transport`), so a retried batch is never stored twice. A 413 splits the batch.
+`transport.Transport`), so a retried batch is never stored twice. A 413 splits the batch;
+a record answered 413 alone is rejected with the server's reason (no batch stored).
 When the queue is full, `send` blocks: that is the backpressure. Nothing is dropped
 silently: rows the server rejects are in `rejects` (and `on_reject`), a batch that could not
 be sent is in `failures` with its records, and `flush()`/`close()` raise `SendFailed`.
@@ -35,7 +36,6 @@ from ingest_client.outcomes import (
     Problem,
     Reject,
     SendFailed,
-    _problems,  # noqa: F401 - where the tests have it
     rejects_of,
     too_large,
 )
@@ -51,7 +51,8 @@ from ingest_client.transport import (
 )
 
 MiB = 1 << 20
-__all__ = ["Client", "Counts", "Failure", "Problem", "Reject", "SendFailed"]
+# what callers import from here (the outcomes' classes too, defined in `outcomes`)
+__all__ = ["Client", "Counts", "Failure", "MiB", "Problem", "Reject", "SendFailed"]
 
 
 @dataclass
@@ -175,7 +176,9 @@ class Client:
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the thread; raises as `flush` does. Closing twice is harmless.
-        Interrupted (Ctrl-C) while it waits, what is still being sent fails at once."""
+        Interrupted (Ctrl-C) while it waits, retries stop: what is queued or waiting for a
+        retry fails at once; a request under way gets 5 s to end, then is left to itself
+        (its records in neither `sent` nor `failures`: `queued` tells)."""
         with self._gate:  # a `send` under way queues its record first
             if self._closed:
                 return

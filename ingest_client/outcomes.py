@@ -32,8 +32,9 @@ class Problem:
 
 @dataclass(frozen=True)
 class Reject:
-    """A row the server refused: `line` is its 1-based position in batch `batch_id`;
-    `errors` is every problem of the row, the first of them `field`, `code`, `message`;
+    """A row the server refused: `line` is its 1-based position in batch `batch_id` (0,
+    line 1: a record refused alone with 413, no batch stored); `errors` is every problem of
+    the row, the first of them `field`, `code`, `message`;
     `source_line` is what the caller gave `send_line` for it (its line in the caller's
     input), if anything."""
 
@@ -59,8 +60,9 @@ class Failure:
 
 @dataclass
 class Counts:
-    """What the client did so far: records queued by `send`, sent in answered batches,
-    accepted and rejected by the server, and not sent (failed)."""
+    """What the client did so far: records queued by `send`; sent (the server answered
+    for them: in a batch, or refused alone with 413), accepted and rejected by it, not sent
+    (failed); batches stored by the server."""
 
     queued: int = 0
     sent: int = 0

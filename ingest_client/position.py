@@ -8,10 +8,11 @@ with records it could not send, starts again at the first line not answered for:
 is skipped. Lines answered after the last save (once a second, and at the end) are sent
 again; the merge's upsert takes them as the same rows.
 
-A file is known by its device, inode and its first bytes (up to `HEAD`, so that a new
-file given an old inode is told apart). Replaced or shorter than the position when the
-stream starts, it is read from its start, as `tail -F` reads a file replaced under it;
-lines left unread in a file rotated away while no stream ran are not read.
+A file is known by its path as given, device, inode, its first bytes and those just
+before the position (up to `HEAD` each: a new file given an old inode, or a file rewritten
+in place, is told apart). Replaced, rewritten or shorter than the position when the
+stream starts, it is read from its start, as `tail -F` reads a file replaced under it:
+lines of a file rotated away that the server had not answered for are never sent.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-HEAD = 4096  # bytes of a file's start that tell it apart
+HEAD = 4096  # bytes of a file's start (and before a position) that tell it apart
+_SAVED = ("device", "inode", "offset", "line", "head_sha256", "tail_sha256")
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,15 @@ class Mark:
 
 @dataclass(frozen=True)
 class Start:
-    """A saved `Mark`, its head as a sha256."""
+    """A saved `Mark`: its head, and the bytes just before its offset (up to HEAD), as
+    sha256s."""
 
     device: int
     inode: int
     offset: int
     line: int
     head_sha256: str
+    tail_sha256: str
 
 
 class FileReader:
@@ -91,7 +95,7 @@ class FileReader:
         self._handle: BinaryIO | None = None
         self._offset = 0  # bytes read of the open file (a pipe cannot tell)
 
-    def lines(self) -> Iterator[bytes]:  # long: one loop over open, read, wait, reopen
+    def lines(self) -> Iterator[bytes]:
         try:
             while not self.stop.is_set():
                 if self._handle is None and not self._open():
@@ -178,17 +182,34 @@ class FileReader:
 
 def _head_of(start: Start, info: os.stat_result, handle: BinaryIO) -> bytes | None:
     """The file's first bytes, read, and the file left at `start`'s offset, when it is the
-    file of `start` and a line ends there; else None."""
+    file of `start` (its first bytes and those before the offset as they were) and a line
+    ends there; else None. A file rewritten in place but for its start is so told apart."""
     if (info.st_dev, info.st_ino) != (start.device, start.inode) or info.st_size < start.offset:
         return None
     head = handle.read(min(start.offset, HEAD))
     if hashlib.sha256(head).hexdigest() != start.head_sha256:
         return None
-    if start.offset:
-        handle.seek(start.offset - 1)
-        if handle.read(1) != b"\n":  # a hand-edited offset, inside a line
-            return None
+    handle.seek(max(0, start.offset - HEAD))
+    tail = handle.read(min(start.offset, HEAD))
+    if hashlib.sha256(tail).hexdigest() != start.tail_sha256:
+        return None
+    if start.offset and not tail.endswith(b"\n"):  # a hand-edited offset, inside a line
+        return None
     return head
+
+
+def _tail_sha256(path: Path, mark: Mark) -> str:
+    """The sha256 of the bytes just before `mark`'s offset (up to HEAD), read from the file
+    at `path`; empty (matching nothing) once that is another file."""
+    try:  # not blocking: a pipe's open would wait for a writer
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if (info.st_dev, info.st_ino) != (mark.device, mark.inode):
+                return ""
+            handle.seek(max(0, mark.offset - HEAD))
+            return hashlib.sha256(handle.read(min(mark.offset, HEAD))).hexdigest()
+    except OSError:
+        return ""
 
 
 def _replaced(path: Path, handle: BinaryIO, offset: int) -> bool:
@@ -211,7 +232,8 @@ class Position:
     `settle` reads the client's counts: records are sent in the order queued (one record
     type, one sender thread), so while none has failed, the first `sent` records queued
     are exactly the ones answered for. Once a batch has failed the position stays where
-    it is: a stream started again sends from the first line not answered for.
+    it is (and no more marks are kept): a stream started again sends from the first line
+    not answered for.
 
     One stream at a time uses a position: `lock` takes `PATH.lock` (and so also finds, at
     the start, a folder the position cannot be written to)."""
@@ -222,6 +244,8 @@ class Position:
         self.saved: Mark | Start | None = None
         self.settled: Mark | Start | None = None
         self._marks: deque[tuple[int, Mark]] = deque()
+        self._frozen = False  # a batch failed: the position stays, no mark is kept
+        self._settling = threading.Lock()  # the sender's thread, and the end's
         self._lock = None
 
     def load(self) -> Start | None:
@@ -229,7 +253,7 @@ class Position:
         for a file that is not a position, or is the position of another file."""
         try:
             data = json.loads(self.path.read_bytes())
-            mark = Start(*(data[k] for k in ("device", "inode", "offset", "line", "head_sha256")))
+            mark = Start(*(data[k] for k in _SAVED))
             if not all(type(v) is int and v >= 0 for v in (mark.offset, mark.line)):
                 raise ValueError("offset and line must be counts")
         except FileNotFoundError:
@@ -262,14 +286,18 @@ class Position:
             self._lock = None
 
     def read(self, queued: int, mark: Mark) -> None:
-        self._marks.append((queued, mark))
+        if not self._frozen:
+            self._marks.append((queued, mark))
 
     def settle(self, sent: int, failed: int) -> None:
         """`sent` and `failed` as the client counts them, `sent` read first."""
-        if failed:
-            return
-        while self._marks and self._marks[0][0] <= sent:
-            self.settled = self._marks.popleft()[1]
+        with self._settling:
+            if failed:
+                self._frozen = True
+                self._marks.clear()
+                return
+            while self._marks and self._marks[0][0] <= sent:
+                self.settled = self._marks.popleft()[1]
 
     def save(self) -> None:
         mark = self.settled
@@ -282,13 +310,14 @@ class Position:
             "offset": mark.offset,
             "line": mark.line,
             "head_sha256": mark.head_sha256(),
+            "tail_sha256": _tail_sha256(self.file, mark),
         }
         new = self.path.with_name(f".{self.path.name}.{os.getpid()}.new")
-        with new.open("w") as out:
-            json.dump(data, out)
-            out.flush()
-            os.fsync(out.fileno())
         try:
+            with new.open("w") as out:
+                json.dump(data, out)
+                out.flush()
+                os.fsync(out.fileno())
             os.replace(new, self.path)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -124,9 +124,9 @@ class MergeWatch:
     def _is_merged(self, url: str) -> bool:
         try:
             response = self.http.get(url, headers={"X-API-Key": self.api_key})
-        except httpx.TransportError:
+            return response.status_code == 200 and response.json().get("state") == "merged"
+        except (httpx.HTTPError, ValueError, AttributeError):  # down, or not a batch
             return False
-        return response.status_code == 200 and response.json().get("state") == "merged"
 
 
 def _status(client: Client, watch: MergeWatch, started: float) -> str:
@@ -170,9 +170,13 @@ def _stream(
     reader = None
     if args.file not in (None, "-"):
         reader = FileReader(
-            Path(args.file), stop=stop, follow=args.follow, start=start,
-            partial_at_stop=position is None, note=lambda text: console.print(escape(text)),
-        )  # fmt: skip
+            Path(args.file),
+            stop=stop,
+            follow=args.follow,
+            start=start,
+            partial_at_stop=position is None,
+            note=lambda text: console.print(escape(text)),
+        )
     saving = _Saving(position, stop)
     with httpx.Client(timeout=30) as http:
         watch = MergeWatch(http, args.api_key)
@@ -262,7 +266,18 @@ def _pump(
             client.abort()
     except SendFailed as failed:
         return str(failed)
-    return str(SendFailed(client.failures)) if client.failures else ""
+    return _unsent(client)
+
+
+def _unsent(client: Client) -> str:
+    """What was not sent: the batches given up, and the records of a request left under
+    way by a second Ctrl-C (in neither `sent` nor `failures`)."""
+    said = [str(SendFailed(client.failures))] if client.failures else []
+    counts = client.counts
+    left = counts.queued - counts.sent - counts.failed
+    if left > 0:
+        said.append(f"{left} records given up while being sent (the server may have them)")
+    return "; ".join(said)
 
 
 class _Saving:
@@ -297,8 +312,8 @@ class _Saving:
             return "; ".join(filter(None, (failed, self.error)))
         if failed and self.position is not None and self.position.saved is not None:
             failed += (
-                f"; {self.position.path} stays at line {self.position.saved.line}: a stream "
-                "started again with it sends from the line after it"
+                f"; {self.position.path} stays after line {self.position.saved.line} of the "
+                "file it was saved for: a stream started again with it goes on from there"
             )
         return failed
 
@@ -327,8 +342,9 @@ class _Ticker(threading.Thread):
                 self.stop.set()
                 return
             if time.monotonic() - last >= POLL_EVERY:
-                self.watch.check()
-                self.saving.save()
+                self.saving.save()  # first: the merge check can take its timeouts
+                with contextlib.suppress(Exception):  # the live line's only: saving goes on
+                    self.watch.check()
                 last = time.monotonic()
             self.show()
 
@@ -344,8 +360,9 @@ def _wait_merged(watch: MergeWatch, seconds: float) -> None:
 def _summary(client: Client, watch: MergeWatch) -> str:
     counts = client.counts
     return (
-        f": {counts.accepted:,} accepted, {counts.rejected:,} rejected, {counts.failed:,} not "
-        f"sent; {watch.merged:,}/{len(watch.urls):,} batches merged"
+        f": {counts.accepted:,} accepted, {counts.rejected:,} rejected, "
+        f"{counts.queued - counts.sent:,} not sent; {watch.merged:,}/{len(watch.urls):,} "
+        "batches merged"
     )
 
 
@@ -363,7 +380,7 @@ def _exit_code(client: Client, failed: str, console: Console) -> int:
 def _describe(reject: Reject) -> str:
     """The reject's first problem, then each other one of its row on a line of its own."""
     also = "".join(f"\n  also {e.code} ({e.field}): {e.message}" for e in reject.errors[1:])
-    where = f"batch {reject.batch_id} line {reject.line}"
+    where = f"batch {reject.batch_id} line {reject.line}" if reject.batch_id else "refused alone"
     if reject.source_line is not None:  # the line as read, then where the server has it
         where = f"line {reject.source_line} ({where})"
     return f"rejected: {where}: {reject.code} ({reject.field}): {reject.message}{also}"

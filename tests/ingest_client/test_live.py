@@ -21,7 +21,8 @@ import pytest
 
 from apps.ingestions.models import Customer, Order, RecordBatch
 from apps.tenants.services import tenant_create
-from ingest_client.live import Client, Problem, Reject, SendFailed, _problems
+from ingest_client.live import Client, Problem, Reject, SendFailed
+from ingest_client.outcomes import _problems
 from ingest_client.stream import _describe
 from ingest_client.transport import RetryPolicy
 from scripts.stack import free_port

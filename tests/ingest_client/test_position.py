@@ -15,7 +15,15 @@ from apps.ingestions.models import Customer
 from apps.tenants.services import tenant_create
 from ingest_client import stream as stream_command
 from ingest_client.position import FileReader, Position, Start
-from tests.ingest_client.test_live import ROOT, ended_by, lines, stream, wait_for
+from tests.ingest_client.test_live import (
+    ROOT,
+    LocalServer,
+    QuietHandler,
+    ended_by,
+    lines,
+    stream,
+    wait_for,
+)
 from tests.ingest_client.test_live import customer as customer_of
 from tests.ingest_client.test_live_edges import Answers
 
@@ -24,9 +32,10 @@ def start_of(path, offset: int, line: int) -> Start:
     """The position after the first `line` lines (`offset` bytes) of the file at `path`."""
     import hashlib
 
-    info = os.stat(path)
-    head = path.read_bytes()[: min(offset, 4096)]
-    return Start(info.st_dev, info.st_ino, offset, line, hashlib.sha256(head).hexdigest())
+    info, data = os.stat(path), path.read_bytes()
+    head, tail = data[: min(offset, 4096)], data[max(0, offset - 4096) : offset]
+    digests = (hashlib.sha256(head).hexdigest(), hashlib.sha256(tail).hexdigest())
+    return Start(info.st_dev, info.st_ino, offset, line, *digests)
 
 
 def read_all(reader: FileReader) -> list[bytes]:
@@ -108,11 +117,12 @@ def test_a_position_moves_only_past_lines_answered_for_and_never_past_a_failure(
         ('{"device": 1}', "is not a position file ('inode')"),
         (
             '{"file": "/elsewhere", "device": 1, "inode": 2, "offset": 3, "line": 1, '
-            '"head_sha256": ""}',
+            '"head_sha256": "", "tail_sha256": ""}',
             "is the position of /elsewhere, not of",
         ),
         (
-            '{"file": "x", "device": 1, "inode": 2, "offset": -3, "line": 1, "head_sha256": ""}',
+            '{"file": "x", "device": 1, "inode": 2, "offset": -3, "line": 1, "head_sha256": "", '
+            '"tail_sha256": ""}',
             "offset and line must be counts",
         ),
     ],
@@ -165,7 +175,7 @@ def test_a_stream_stopped_by_failures_sends_again_from_the_first_line_not_answer
     first, _ = run_answered([202, 500], path, position)
     assert first.returncode == 2, first.stdout + first.stderr
     assert "10 accepted, 0 rejected, 20 not sent" in first.stdout
-    assert f"{position} stays at line 10: a stream started again" in first.stderr
+    assert f"{position} stays after line 10 of the file it was saved for" in first.stderr
     assert json.loads(position.read_text())["line"] == 10
     second, seen = run_answered([202], path, position)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -500,3 +510,97 @@ def test_the_server_s_413_for_one_record_is_its_reject(live_stack):
     assert "5242880" in reject.message or "5 MiB" in reject.message, reject.message
     rows = Customer.objects.filter(tenant_id=tenant.id)
     wait_for(lambda: rows.count() == 1)
+
+
+# The edges a review found.
+
+
+class Stalling(LocalServer):
+    """Takes each POST's body and answers nothing until closed."""
+
+    def __init__(self):
+        self.closing = threading.Event()
+        closing = self.closing
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                closing.wait(60)
+
+        self._serve(Handler)
+
+    def close(self) -> None:
+        self.closing.set()
+        super().close()
+
+
+def test_a_second_ctrl_c_during_a_request_says_its_records_were_not_sent(tmp_path):
+    """The server holds the request: the second Ctrl-C leaves it under way, and the stream
+    says so and exits 2 (its records were in neither `sent` nor `failures`: it exited 0,
+    '0 not sent')."""
+    import signal
+    import time
+
+    data = tmp_path / "c.ndjson"
+    data.write_text(lines(range(5)))
+    stalling = Stalling()
+    process = spawn(
+        str(data), "--follow", "--api-url", stalling.url, "--api-key", "k",
+        "--batch-records", "5",
+    )  # fmt: skip
+    try:
+        time.sleep(2)  # read, and its one batch sent
+        process.send_signal(signal.SIGINT)
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        stalling.close()
+    assert process.returncode == 2, out + err
+    assert "0 accepted, 0 rejected, 5 not sent" in out
+    assert "5 records given up while being sent" in err.replace("\n", "")
+
+
+def test_no_mark_is_kept_once_a_batch_has_failed(tmp_path):
+    """A follower whose batch failed keeps its position; it kept a mark for every line read
+    after it too (about 270 bytes a line, for the rest of the run)."""
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(b"a\n" * 1000)
+    reader = FileReader(path, stop=threading.Event(), follow=False)
+    position = Position(tmp_path / "pos", path)
+    lines_read = reader.lines()
+    next(lines_read)
+    position.read(1, reader.mark)
+    position.settle(sent=0, failed=1)
+    for queued, _ in enumerate(lines_read, 2):
+        position.read(queued, reader.mark)
+    position.settle(sent=1000, failed=1)
+    assert len(position._marks) == 0
+    assert position.settled is None
+
+
+def test_a_file_rewritten_in_place_but_for_its_start_is_read_from_its_start(tmp_path):
+    """The same inode, the same first 4 KiB, longer than the position, other lines before
+    it (a nightly export rewritten): read from the start, not gone on with (its changed
+    lines were skipped)."""
+    path = tmp_path / "c.ndjson"
+    rows = [b'{"n": %05d}\n' % n for n in range(600)]  # 13 bytes each
+    path.write_bytes(b"".join(rows))
+    start = start_of(path, 13 * 500, 500)
+    with path.open("r+b") as same:  # lines 401-500 changed, one more at the end
+        same.truncate(0)
+        same.write(b"".join(rows[:400] + [b'{"n": 99999}\n'] * 100 + rows[500:] + rows[:1]))
+    reader = FileReader(path, stop=threading.Event(), follow=False, start=start)
+    assert len(read_all(reader)) == 601
+    assert not reader.resumed
+
+
+def test_a_record_refused_alone_is_described_without_a_batch():
+    from ingest_client.live import Reject
+    from ingest_client.stream import _describe
+
+    reject = Reject("customers", 0, 1, "", "payload_too_large", "too large", "", (), 7)
+    assert _describe(reject) == "rejected: line 7 (refused alone): payload_too_large (): too large"
