@@ -267,8 +267,9 @@ class Position:
         return mark
 
     def lock(self) -> None:
-        """Take the position for this process, until `release` (or its exit). Raises ValueError when
-        another stream has it, OSError when its folder cannot be written to."""
+        """Take the position for this process, until `release` (or its exit). Raises
+        ValueError when another stream has it, OSError when its folder cannot be written
+        to."""
         self._lock = open(f"{self.path}.lock", "a")  # noqa: SIM115 - held until `release`
         try:
             import fcntl

@@ -2,7 +2,8 @@
 live records through `Client`, with one live line (records/s sent, batches merged).
 
 With `--follow` the file is read as it grows, like `tail -F`: when it is replaced (another
-inode) or truncated (smaller than what was read) it is reopened from its start. Ctrl-C
+inode) or truncated (smaller than what was read), what the old one still held is read, then
+the file is reopened from its start. Ctrl-C
 stops reading, then everything read is sent (a second Ctrl-C gives up on retries). With
 `--position PATH` a stream started again goes on after the last line the server answered
 for (`ingest_client.position`). Exit codes: 0 every record accepted, 1 some rows rejected,
