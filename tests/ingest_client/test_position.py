@@ -604,3 +604,51 @@ def test_a_record_refused_alone_is_described_without_a_batch():
 
     reject = Reject("customers", 0, 1, "", "payload_too_large", "too large", "", (), 7)
     assert _describe(reject) == "rejected: line 7 (refused alone): payload_too_large (): too large"
+
+
+class SlowToShow(LocalServer):
+    """Takes every batch (202, with a URL to follow) and holds every GET of it until
+    closed: a merge check that takes its whole timeout."""
+
+    def __init__(self):
+        self.closing = threading.Event()
+        closing = self.closing
+
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                url = f"http://127.0.0.1:{self.server.server_address[1]}/batches/1/"
+                body = json.dumps({"id": 1, "state": "accepted", "url": url}).encode()
+                self.send_response(202)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                closing.wait(60)
+
+        self._serve(Handler)
+
+    def close(self) -> None:
+        self.closing.set()
+        super().close()
+
+
+def test_the_position_is_saved_while_a_merge_check_hangs(tmp_path):
+    """The ticker saves before it checks merges (two GETs of up to 30 s each): a slow
+    server's answers to those no longer hold the position back (it was saved after them)."""
+    data, position = tmp_path / "c.ndjson", tmp_path / "pos"
+    data.write_text(lines(range(10)))
+    server = SlowToShow()
+    process = spawn(
+        str(data), "--follow", "--position", str(position), "--api-url", server.url,
+        "--api-key", "k", "--batch-records", "10",
+    )  # fmt: skip
+    try:
+        wait_for(position.exists, timeout=10)
+        assert json.loads(position.read_text())["line"] == 10
+    finally:
+        process.kill()
+        process.communicate()
+        server.close()
