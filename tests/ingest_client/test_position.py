@@ -4,10 +4,12 @@ partial line left when a followed stream stops waits for the next stream."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -364,6 +366,33 @@ def spawn(*args: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def interrupted_twice(process: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C once the stream has read its file and sent (2 s), again a second later; its
+    output."""
+    import signal
+    import time
+
+    time.sleep(2)
+    process.send_signal(signal.SIGINT)
+    time.sleep(1)
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=30)
+
+
+@contextlib.contextmanager
+def streaming(*args: str, server: LocalServer | None = None) -> Iterator[subprocess.Popen]:
+    """`spawn(*args)`, killed at the end if it still runs, then `server` closed."""
+    process = spawn(*args)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        if server is not None:
+            server.close()
+
+
 def test_a_position_that_can_no_longer_be_saved_ends_a_followed_stream(tmp_path):
     """Its folder gone mid-stream: the stream stops on its own, sends what it read and
     exits 2 saying why (it used to follow on, saving nothing, until stopped)."""
@@ -373,21 +402,15 @@ def test_a_position_that_can_no_longer_be_saved_ends_a_followed_stream(tmp_path)
     folder.mkdir()
     data.write_text(lines(range(20)))
     taking = Answers([202])
-    process = spawn(
+    with streaming(
         str(data), "--follow", "--position", str(folder / "pos"), "--api-url", taking.url,
-        "--api-key", "k", "--batch-records", "10",
-    )  # fmt: skip
-    try:
+        "--api-key", "k", "--batch-records", "10", server=taking,
+    ) as process:  # fmt: skip
         wait_for(lambda: (folder / "pos").exists())
         shutil.rmtree(folder)
         with data.open("a") as grown:  # a position to save again
             grown.write(lines(range(20, 30)))
         out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        taking.close()
     assert process.returncode == 2, out + err
     assert "cannot save the position in" in err.replace("\n", "")
     assert "30 accepted, 0 rejected, 0 not sent" in out
@@ -397,29 +420,19 @@ def test_a_second_ctrl_c_gives_up_and_the_stream_says_what_was_not_sent(tmp_path
     """Nothing listens at the URL: Ctrl-C stops reading and the stream retries what it
     read; a second Ctrl-C gives those records up at once, and the exit is 2 with what was
     not sent (it waited out every retry, then exited 0)."""
-    import signal
     import time
 
     from scripts.stack import free_port
 
     data = tmp_path / "c.ndjson"
     data.write_text(lines(range(5)))
-    process = spawn(
+    with streaming(
         str(data), "--follow", "--api-url", f"http://127.0.0.1:{free_port()}", "--api-key", "k",
         "--batch-records", "2", "--retries", "50",
-    )  # fmt: skip
-    try:
-        time.sleep(2)  # read, and retrying
-        process.send_signal(signal.SIGINT)
-        time.sleep(1)
-        process.send_signal(signal.SIGINT)
+    ) as process:  # fmt: skip
         started = time.monotonic()
-        out, err = process.communicate(timeout=30)
-        assert time.monotonic() - started < 10
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        out, err = interrupted_twice(process)
+        assert time.monotonic() - started < 13  # 3 s of it before the second Ctrl-C
     assert process.returncode == 2, out + err
     assert "0 accepted, 0 rejected, 5 not sent" in out
     assert "error: 5 records in" in err
@@ -515,16 +528,29 @@ def test_the_server_s_413_for_one_record_is_its_reject(live_stack):
 # The edges a review found.
 
 
-class Stalling(LocalServer):
-    """Takes each POST's body and answers nothing until closed."""
+class Holding(LocalServer):
+    """Holds requests unanswered until closed: every GET (a merge check that takes its
+    whole timeout), and every POST with `posts`; without, a POST is taken (202, with a
+    batch URL to follow)."""
 
-    def __init__(self):
-        self.closing = threading.Event()
-        closing = self.closing
+    def __init__(self, *, posts: bool):
+        self.closing = closing = threading.Event()
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if posts:
+                    closing.wait(60)
+                    return
+                url = f"http://127.0.0.1:{self.server.server_address[1]}/batches/1/"
+                body = json.dumps({"id": 1, "state": "accepted", "url": url}).encode()
+                self.send_response(202)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 closing.wait(60)
 
         self._serve(Handler)
@@ -538,27 +564,15 @@ def test_a_second_ctrl_c_during_a_request_says_its_records_were_not_sent(tmp_pat
     """The server holds the request: the second Ctrl-C leaves it under way, and the stream
     says so and exits 2 (its records were in neither `sent` nor `failures`: it exited 0,
     '0 not sent')."""
-    import signal
-    import time
 
     data = tmp_path / "c.ndjson"
     data.write_text(lines(range(5)))
-    stalling = Stalling()
-    process = spawn(
+    stalling = Holding(posts=True)
+    with streaming(
         str(data), "--follow", "--api-url", stalling.url, "--api-key", "k",
-        "--batch-records", "5",
-    )  # fmt: skip
-    try:
-        time.sleep(2)  # read, and its one batch sent
-        process.send_signal(signal.SIGINT)
-        time.sleep(1)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-        stalling.close()
+        "--batch-records", "5", server=stalling,
+    ) as process:  # fmt: skip
+        out, err = interrupted_twice(process)
     assert process.returncode == 2, out + err
     assert "0 accepted, 0 rejected, 5 not sent" in out
     assert "5 records given up while being sent" in err.replace("\n", "")
@@ -606,49 +620,15 @@ def test_a_record_refused_alone_is_described_without_a_batch():
     assert _describe(reject) == "rejected: line 7 (refused alone): payload_too_large (): too large"
 
 
-class SlowToShow(LocalServer):
-    """Takes every batch (202, with a URL to follow) and holds every GET of it until
-    closed: a merge check that takes its whole timeout."""
-
-    def __init__(self):
-        self.closing = threading.Event()
-        closing = self.closing
-
-        class Handler(QuietHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                url = f"http://127.0.0.1:{self.server.server_address[1]}/batches/1/"
-                body = json.dumps({"id": 1, "state": "accepted", "url": url}).encode()
-                self.send_response(202)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                closing.wait(60)
-
-        self._serve(Handler)
-
-    def close(self) -> None:
-        self.closing.set()
-        super().close()
-
-
 def test_the_position_is_saved_while_a_merge_check_hangs(tmp_path):
     """The ticker saves before it checks merges (two GETs of up to 30 s each): a slow
     server's answers to those no longer hold the position back (it was saved after them)."""
     data, position = tmp_path / "c.ndjson", tmp_path / "pos"
     data.write_text(lines(range(10)))
-    server = SlowToShow()
-    process = spawn(
+    server = Holding(posts=False)
+    with streaming(
         str(data), "--follow", "--position", str(position), "--api-url", server.url,
-        "--api-key", "k", "--batch-records", "10",
-    )  # fmt: skip
-    try:
+        "--api-key", "k", "--batch-records", "10", server=server,
+    ):  # fmt: skip
         wait_for(position.exists, timeout=10)
         assert json.loads(position.read_text())["line"] == 10
-    finally:
-        process.kill()
-        process.communicate()
-        server.close()
