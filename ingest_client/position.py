@@ -88,8 +88,9 @@ class FileReader:
         self.path, self.stop, self.follow, self.start = path, stop, follow, start
         self.partial_at_stop, self.interval = partial_at_stop, interval
         self.note = note or (lambda text: None)
-        self.mark: Mark | None = None
         self.number = 0
+        self._file: tuple[int, int] | None = None  # device and inode of the file open
+        self._end, self._end_line, self._head = 0, 0, b""  # of `mark`, built when asked
         self.partial = b""  # read, its newline not written yet
         self.resumed = False  # the start was this file's: reading went on from it
         self._handle: BinaryIO | None = None
@@ -123,6 +124,13 @@ class FileReader:
         finally:
             self._close()
 
+    @property
+    def mark(self) -> Mark | None:
+        """Where the last line given with its newline ends (None before a file is open)."""
+        if self._file is None:
+            return None
+        return Mark(*self._file, self._end, self._end_line, self._head)
+
     def take_partial(self) -> bytes | None:
         """The partial line that `lines` would have given at `stop`, when it ended on an
         exception instead (Ctrl-C); None when there is none, or none to give."""
@@ -143,9 +151,10 @@ class FileReader:
         self.partial = b""
         self.number += 1
         if line.endswith(b"\n"):
-            mark = self.mark
-            head = mark.head if len(mark.head) >= HEAD else (mark.head + line)[:HEAD]
-            self.mark = Mark(mark.device, mark.inode, mark.offset + len(line), self.number, head)
+            self._end += len(line)
+            self._end_line = self.number
+            if len(self._head) < HEAD:
+                self._head = (self._head + line)[:HEAD]
         return line
 
     def _open(self) -> bool:
@@ -169,8 +178,10 @@ class FileReader:
             else:
                 self.note(f"going on after line {start.line} of {self.path}")
         offset, line = (start.offset, start.line) if head is not None else (0, 0)
-        self.mark = Mark(info.st_dev, info.st_ino, offset, line, head or b"")
-        self.number, self._offset, self.resumed = line, offset, head is not None
+        self._file, self._head = (info.st_dev, info.st_ino), head or b""
+        self.number = self._end_line = line
+        self._offset = self._end = offset
+        self.resumed = head is not None
         self._handle, self.partial = handle, b""
         return True
 
