@@ -40,6 +40,7 @@ from apps.ingestions.engine.checks import (
     check_timestamp,
     check_uuid,
 )
+from apps.ingestions.engine.parse import MAX_JSON_DEPTH
 from apps.ingestions.engine.records import RECORDS, Field, RecordSpec
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -305,7 +306,9 @@ def contract_markdown(*, url: str) -> str:
         f"`GET {url}` (no key needed). It and the tables below are made from the "
         "definition the engine validates with. A field's *Also* column holds what JSON "
         "Schema cannot say, with the reject code the engine gives. A null optional field "
-        "is as if absent; fields not listed are ignored.",
+        "is as if absent; fields not listed are ignored. A line nests at most "
+        f"{MAX_JSON_DEPTH} objects and arrays, its own object counting (deeper: "
+        "`invalid_json`).",
     ]
     for record_type in RECORDS:
         schema = record_schema(record_type)

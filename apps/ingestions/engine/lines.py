@@ -15,7 +15,13 @@ from collections.abc import Iterator
 import msgspec
 
 from apps.ingestions.engine.checks import Invalid, exact_number
-from apps.ingestions.engine.parse import contract_and_rule_errors, json_error, raw_text
+from apps.ingestions.engine.parse import (
+    DEEP_LINE_BYTES,
+    contract_and_rule_errors,
+    json_error,
+    raw_text,
+    too_deep,
+)
 from apps.ingestions.engine.reader import RAW_PREFIX, ByteStream, Line, read_lines
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.results import RowReject, RowWarning
@@ -57,7 +63,10 @@ def check_line(
         return RowReject(number, "", "line_too_long", message, raw_text(data))
     spec = RECORDS[record_type]
     try:
-        spec.validate(obj := _decode(data), number)
+        obj = _decode(data)
+        if len(data) > DEEP_LINE_BYTES and too_deep(data, obj):
+            raise RecursionError  # refused as the decoder refuses deeper lines
+        spec.validate(obj, number)
     except Invalid as exc:
         errors = tuple(contract_and_rule_errors(spec, obj, rules))
         return RowReject(number, exc.field, exc.code, exc.message, raw_text(data), errors)

@@ -55,12 +55,43 @@ class Chunk:
     parent_ids: dict[str, set[str]] | None = None
 
 
+# Objects and arrays one line may nest, its row's own object counting as one. The decoder
+# recurses, and Python's recursion limit counts the frames it was called from: without a
+# limit of its own, a line nested 940 deep was refused by the web server (a deep stack of
+# middleware) and loaded by a worker. Far below that, and far above what a record needs.
+MAX_JSON_DEPTH = 512
+# A line this long or shorter cannot nest deeper (each level takes two bytes): not looked at
+DEEP_LINE_BYTES = 2 * MAX_JSON_DEPTH
+
+
+def too_deep(data: bytes, obj: object) -> bool:
+    """Whether the decoded line `data` nests more than `MAX_JSON_DEPTH` objects and arrays
+    (call it for lines longer than `DEEP_LINE_BYTES` only). Its brackets are counted first:
+    the structure is walked only when there are more of them than the limit."""
+    if data.count(b"{") + data.count(b"[") <= MAX_JSON_DEPTH:
+        return False
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if type(item) is dict:
+            stack.extend((value, depth + 1) for value in item.values() if _nests(value))
+        elif type(item) is list:
+            stack.extend((value, depth + 1) for value in item if _nests(value))
+    return False
+
+
+def _nests(value: object) -> bool:
+    return type(value) is dict or type(value) is list
+
+
 def json_error(exc: Exception, data: bytes) -> str:
     """The message of an `invalid_json` reject."""
     if isinstance(exc, UnicodeDecodeError):
         return _utf8_error(data)
-    if isinstance(exc, RecursionError):
-        return "JSON nested too deeply"
+    if isinstance(exc, RecursionError):  # by the decoder, or by `too_deep`
+        return f"JSON nested too deeply (more than {MAX_JSON_DEPTH} objects and arrays)"
     message = str(exc)
     if message == _TRUNCATED and (lone := _LONE_SURROGATE.search(data)) is not None:
         # msgspec's word for a high surrogate escape that no low one follows
@@ -183,7 +214,10 @@ def parse_chunks(
         else:
             rows += 1
             try:
-                values = validate(obj := decode(data), number)
+                obj = decode(data)
+                if len(data) > DEEP_LINE_BYTES and too_deep(data, obj):
+                    raise RecursionError  # refused as the decoder refuses deeper lines
+                values = validate(obj, number)
             except Invalid as exc:
                 # the rare refused row is looked at again, for every problem it has
                 rejected += 1
