@@ -109,6 +109,7 @@ class _RecordBatchCreate(TenantApiView):
             key=key,
             run=run,
             fingerprint_of=fingerprint,
+            together=True,  # the batch and its key's answer commit as one
         )
         return idempotent_response(answer, replayed=replayed)
 

@@ -111,6 +111,7 @@ class SessionCreateApi(TenantApiView):
             key=request.headers.get("Idempotency-Key"),
             run=run,
             fingerprint_of=lambda: fingerprint,
+            together=True,  # the session and its key's answer commit as one
         )
         return idempotent_response(answer, replayed=replayed)
 

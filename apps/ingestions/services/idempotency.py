@@ -17,6 +17,7 @@ request (a large file's body arriving for an hour) keeps its key however long it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Callable
@@ -209,6 +210,7 @@ def idempotent(
     key: str | None,
     run: Callable[[], tuple[Answer, str]],
     fingerprint_of: Callable[[], str],
+    together: bool = False,
 ) -> tuple[Answer, bool]:
     """Answer a request once per Idempotency-Key; returns (answer, replayed).
 
@@ -218,24 +220,31 @@ def idempotent(
     (the request failed, its body was cut short), the key is freed for a retry. With a key
     already used: 409 while that request is in flight; else `fingerprint_of()` says what
     this request is without doing its work, and the stored answer is replayed when it is
-    the same request, 422 when it is another."""
+    the same request, 422 when it is another.
+
+    With `together`, `run()` and the answer's storing are one transaction: a process that
+    dies between its work's commit and its answer's would leave the key unanswered and
+    free, and the client's retry would do the work again. For a request whose work is one
+    short transaction (a live batch); an upload's is not, and the same bytes sent again
+    find the upload they made (SPEC 4) instead."""
     if key is None:
         return run()[0], False
     claim = _claim(tenant=tenant, key=key, fingerprint_of=fingerprint_of)
     if isinstance(claim, Answer):
         return claim, True
     try:
-        answer, fingerprint = run()
+        with transaction.atomic() if together else contextlib.nullcontext():
+            answer, fingerprint = run()
+            idempotency_finish(
+                row=claim,
+                fingerprint=fingerprint,
+                status_code=answer.status_code,
+                body=answer.body,
+                headers=answer.headers,
+            )
     except BaseException:
         idempotency_release(row=claim)
         raise
-    idempotency_finish(
-        row=claim,
-        fingerprint=fingerprint,
-        status_code=answer.status_code,
-        body=answer.body,
-        headers=answer.headers,
-    )
     return answer, False
 
 
