@@ -39,8 +39,11 @@ class ExactBody:
         except Exception as exc:  # gunicorn's parser errors, a reset connection
             reason = str(exc) or type(exc).__name__
             self.broken = True
+            # How much of the failed read had arrived is the server's to know (it was
+            # buffering it): the bytes read whole before it are not how many were sent.
+            announced = "" if self._length is None else f" of {self._length} bytes"
             raise IncompleteBodyError(
-                f"The request body broke off after {self._seen} bytes ({reason})."
+                f"The request body{announced} broke off before its end ({reason})."
             ) from exc
         self._seen += len(data)
         if not data and size != 0:
