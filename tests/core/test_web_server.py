@@ -324,6 +324,25 @@ def test_a_body_in_a_transfer_coding_it_does_not_decode_is_501_and_stores_nothin
     assert (RecordBatch.objects.count(), Upload.objects.count(), Blob.objects.count()) == (0, 0, 0)
 
 
+@pytest.mark.parametrize(
+    ("path", "coding"),
+    [("/api/v1/ingest/comprehensive/", "Chunked"), ("/api/v1/ingest/orders/", "CHUNKED")],
+)
+def test_a_chunked_body_is_taken_whatever_the_codings_case(server, path, coding):
+    """Transfer codings are case-insensitive (RFC 9112): a raw upload sent `Chunked` is
+    stored whole, as one sent `chunked` (it was refused as an empty body)."""
+    _, port = server
+    _, issued = tenant_create(name=f"cased-{coding}")
+    head = request_head(
+        "POST",
+        f"{path}?filename=orders_cased.ndjson",
+        {"X-API-Key": issued.raw, "Transfer-Encoding": coding},
+    )
+    status, _, answer = exchange(port, head, _chunked(ORDERS))
+    assert status == 202, answer
+    assert Upload.objects.get(id=answer["id"]).size_bytes == len(ORDERS)
+
+
 def _hold_slow_clients(port: int, idle: int, trickle: int, stop: threading.Event) -> list:
     """Open `idle` sockets that send half a request line and wait, and `trickle` uploads
     that send a byte every 0.2 s; keep them open until `stop`."""

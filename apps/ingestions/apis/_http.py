@@ -73,14 +73,16 @@ def idempotent_response(answer: Answer, *, replayed: bool) -> Response:
     return Response(answer.body, status=answer.status_code, headers=headers)
 
 
+def is_chunked(request) -> bool:
+    """Whether the body comes chunked (transfer codings are case-insensitive: `Chunked`)."""
+    return "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
 def raw_body(request):
     """The request body as a stream. A chunked body has no Content-Length: Django would
     read nothing, so read the server's (already de-chunked) input to its end instead."""
     django_request = request._request
-    if (
-        not request.META.get("CONTENT_LENGTH")
-        and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-    ):
+    if not request.META.get("CONTENT_LENGTH") and is_chunked(request):
         return django_request.META["wsgi.input"]
     return django_request
 

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 
 from apps.core.api import TenantApiView, problem_responses
 from apps.core.errors import ApplicationError, GoneError
-from apps.ingestions.apis._http import filename_clean, int_header, raw_body
+from apps.ingestions.apis._http import filename_clean, int_header, is_chunked, raw_body
 from apps.ingestions.models import SessionState, UploadSession
 from apps.ingestions.services import (
     CHECKSUM_ALGORITHMS,
@@ -177,7 +177,7 @@ class TusCreateApi(_TusApi):
             )
         metadata = parse_metadata(raw_metadata)
         body_length = int_header(request, "Content-Length") or 0
-        with_body = body_length or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        with_body = body_length or is_chunked(request)
         if with_body and (request.content_type or "").split(";")[0].strip() != CHUNK_TYPE:
             raise UnsupportedMediaType(request.content_type)  # before a session is made
         record_type = metadata.get("type", "").strip()

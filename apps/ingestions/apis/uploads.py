@@ -35,6 +35,7 @@ from apps.ingestions.apis._http import (
     filename_clean,
     idempotent_response,
     int_header,
+    is_chunked,
     raw_body,
 )
 from apps.ingestions.apis._rejects import (
@@ -205,8 +206,7 @@ class UploadCreateApi(TenantApiView):
         params = self._params(request, QueryDict())
         filename = filename_clean(single_value(request.query_params, "filename") or "")
         filename = filename or disposition_filename(request.headers.get("Content-Disposition", ""))
-        chunked = "chunked" in request.headers.get("Transfer-Encoding", "")
-        if not int_header(request, "Content-Length") and not chunked:
+        if not int_header(request, "Content-Length") and not is_chunked(request):
             raise ParseError("The request body is empty: send an NDJSON file.")
         yield raw_body(request), filename or "upload", params
 
