@@ -7,8 +7,6 @@ override these; `--workers N --threads M` keep the worker class (gevent ignores 
   arrive. gunicorn's own error answers are problem+json there.
 - gunicorn's own lines in the project's log format (JSON or console, `apps.core.logs`);
   one access line per request comes from Django (`apps.core.middleware.AccessMiddleware`).
-- Kept-alive connections spread evenly over the worker processes (`main.web_balance`): the
-  master keeps each worker's row of the table they share (`pre_fork`, `child_exit`).
 - Prometheus multiprocess mode when `PROMETHEUS_MULTIPROC_DIR` is set: the folder is
   emptied when gunicorn starts, and a dead worker's live gauges are dropped.
 """
@@ -21,7 +19,6 @@ from pathlib import Path
 from prometheus_client import multiprocess
 
 from apps.core.logs import logging_config
-from main.web_balance import connection_table
 
 logconfig_dict = logging_config()
 worker_class = "main.gunicorn_worker.ProblemGeventWorker"
@@ -54,13 +51,7 @@ def on_starting(server):
             stale.unlink(missing_ok=True)
 
 
-def pre_fork(server, worker):
-    # the worker's row of the table that spreads connections over the workers
-    worker.balance_slot = connection_table().reserve()
-
-
 def child_exit(server, worker):
-    connection_table().release(getattr(worker, "balance_slot", None))
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)
 

@@ -13,18 +13,15 @@ from contextvars import ContextVar
 
 from gunicorn import util
 from gunicorn.instrument.statsd import Statsd
-from gunicorn.workers import ggevent
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
-
-from main.web_balance import BalancedServer, connection_table, must_close
 
 # Seconds a socket read or write may wait: a client that stops sending its body (or
 # reading its answer) this long is dropped, its request refused as an incomplete body.
 CLIENT_TIMEOUT = float(os.environ.get("WEB_CLIENT_TIMEOUT") or 60)
 # Requests one kept-alive connection serves before the answer says `Connection: close`
-# (nginx's keepalive_requests). Connections are spread over the worker processes by
-# `main.web_balance`; this bounds what one connection does besides.
+# (nginx's keepalive_requests): the client opens a new one, which the least busy worker
+# process accepts first, so that busy clients do not stay piled on one process.
 KEEPALIVE_REQUESTS = int(os.environ.get("WEB_KEEPALIVE_REQUESTS") or 100)
 _CODES = {400: "bad_request", 403: "forbidden", 431: "header_too_large", 501: "not_implemented"}
 
@@ -32,8 +29,6 @@ _CODES = {400: "bad_request", 403: "forbidden", 431: "header_too_large", 501: "n
 # The request gunicorn refuses, where it read that much (each greenlet has a context of
 # its own), for `write_problem`: a HEAD is answered without a body.
 _refusing: ContextVar = ContextVar("refusing", default=None)
-# Whether the connection is counted in the connection table (until its answer says it closes)
-_counted: ContextVar = ContextVar("counted", default=False)
 
 
 def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
@@ -68,23 +63,13 @@ def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
 class ProblemGeventWorker(GeventWorker):
     """gevent: every connection is a greenlet, so slow or idle clients cost a little memory
     each instead of a whole worker (a sync worker serves one client at a time, a gthread
-    worker one per thread). psycopg 3 waits cooperatively under gevent by itself. Its
-    connections are spread evenly over the worker processes (`main.web_balance`)."""
-
-    balance_slot: int | None = None  # its row of the connection table (`pre_fork`)
+    worker one per thread). psycopg 3 waits cooperatively under gevent by itself."""
 
     def init_process(self):
         # gunicorn has no hook for the pages it writes itself; its handle_error calls
         # util.write_error at call time, so replacing it in this worker process is enough.
         util.write_error = write_problem
-        # GeventWorker.run makes its servers from this module-level name, at call time
-        ggevent.StreamServer = BalancedServer
         super().init_process()
-
-    def run(self):
-        if self.balance_slot is not None:  # counted among the workers once it accepts
-            connection_table().take(self.balance_slot)
-        super().run()
 
     def handle(self, listener, client, addr):
         # gunicorn bounds the wait for a request's head (keepalive, under gevent.Timeout)
@@ -93,16 +78,7 @@ class ProblemGeventWorker(GeventWorker):
         # (GeventWorker.handle would make the socket blocking without a timeout, so this
         # does its part and goes on from its parent.)
         client.settimeout(CLIENT_TIMEOUT)
-        counted = self.balance_slot is not None
-        if counted:
-            connection_table().opened()
-        token = _counted.set(counted)
-        try:
-            AsyncWorker.handle(self, listener, client, addr)
-        finally:
-            if _counted.get():
-                connection_table().closed()
-            _counted.reset(token)
+        AsyncWorker.handle(self, listener, client, addr)
 
     def handle_error(self, req, client, addr, exc):
         token = _refusing.set(req or getattr(exc, "req", None))
@@ -114,12 +90,6 @@ class ProblemGeventWorker(GeventWorker):
     def handle_request(self, listener_name, req, sock, addr):
         if req.req_number >= KEEPALIVE_REQUESTS:
             req.must_close = True  # gunicorn answers `Connection: close`, then closes
-        elif _counted.get() and must_close():
-            # uncounted at once: the requests of this worker's other connections, deciding
-            # meanwhile, see it gone, and do not all leave for the one move that is needed
-            connection_table().closed()
-            _counted.set(False)
-            req.must_close = True
         return super().handle_request(listener_name, req, sock, addr)
 
 
