@@ -20,8 +20,8 @@ from gunicorn.workers.ggevent import GeventWorker
 # reading its answer) this long is dropped, its request refused as an incomplete body.
 CLIENT_TIMEOUT = float(os.environ.get("WEB_CLIENT_TIMEOUT") or 60)
 # Requests one kept-alive connection serves before the answer says `Connection: close`
-# (nginx's keepalive_requests): the client opens a new one, which the least busy worker
-# process accepts first, so that busy clients do not stay piled on one process.
+# (nginx's keepalive_requests): the client opens a new one, which any worker process may
+# accept.
 KEEPALIVE_REQUESTS = int(os.environ.get("WEB_KEEPALIVE_REQUESTS") or 100)
 _CODES = {400: "bad_request", 403: "forbidden", 431: "header_too_large", 501: "not_implemented"}
 
