@@ -29,6 +29,9 @@ _CODES = {400: "bad_request", 403: "forbidden", 431: "header_too_large", 501: "n
 # The request gunicorn refuses, where it read that much (each greenlet has a context of
 # its own), for `write_problem`: a HEAD is answered without a body.
 _refusing: ContextVar = ContextVar("refusing", default=None)
+# The socket of a request that sent `Expect: 100-continue`, until its `100 Continue` is sent
+_expecting: ContextVar = ContextVar("expecting", default=None)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
@@ -87,10 +90,83 @@ class ProblemGeventWorker(GeventWorker):
         finally:
             _refusing.reset(token)
 
+    def load_wsgi(self):
+        super().load_wsgi()
+        self.wsgi = _continue_on_read(self.wsgi)
+
     def handle_request(self, listener_name, req, sock, addr):
         if req.req_number >= KEEPALIVE_REQUESTS:
             req.must_close = True  # gunicorn answers `Connection: close`, then closes
+        expect = [value for name, value in req.headers if name == "EXPECT"]
+        if any(value.strip().lower() == "100-continue" for value in expect):
+            # gunicorn sends `100 Continue` as it reads the head, before the request is
+            # checked: a refused upload (401, 413) was then sent whole, and read and thrown
+            # away. It is sent when the application first reads the body instead.
+            req.headers = [(name, value) for name, value in req.headers if name != "EXPECT"]
+            token = _expecting.set(sock)
+            try:
+                return super().handle_request(listener_name, req, sock, addr)
+            finally:
+                _expecting.reset(token)
         return super().handle_request(listener_name, req, sock, addr)
+
+
+class _ContinueOnRead:
+    """`wsgi.input` that sends `100 Continue` before its first read."""
+
+    def __init__(self, stream, sock):
+        self._stream, self._sock = stream, sock
+
+    def _go_on(self) -> None:
+        if self._sock is not None:
+            self._sock.sendall(_CONTINUE)
+            self._sock = None
+
+    @property
+    def asked(self) -> bool:
+        """Whether the client was told to send its body."""
+        return self._sock is None
+
+    def read(self, *args):
+        self._go_on()
+        return self._stream.read(*args)
+
+    def readline(self, *args):
+        self._go_on()
+        return self._stream.readline(*args)
+
+    def readlines(self, *args):
+        self._go_on()
+        return self._stream.readlines(*args)
+
+    def __iter__(self):
+        self._go_on()
+        return iter(self._stream)
+
+
+def _continue_on_read(application):
+    """The WSGI application, with `100 Continue` sent when it first reads the body of a
+    request that expects it. Answered without reading it, the client was never told to
+    send its body: the answer closes the connection (what, if anything, follows the head
+    is no request)."""
+
+    def expecting(environ, start_response):
+        sock = _expecting.get()
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if sock is None or (environ.get("CONTENT_LENGTH") in (None, "", "0") and not chunked):
+            return application(environ, start_response)  # no body to wait for
+        body = environ["wsgi.input"] = _ContinueOnRead(environ["wsgi.input"], sock)
+
+        def start(status, headers, exc_info=None):
+            if not body.asked:
+                response = getattr(start_response, "__self__", None)
+                if hasattr(response, "must_close"):
+                    response.must_close = True
+            return start_response(status, headers, exc_info)
+
+        return application(environ, start)
+
+    return expecting
 
 
 class QuietAccessLogger(Statsd):

@@ -343,6 +343,41 @@ def test_a_chunked_body_is_taken_whatever_the_codings_case(server, path, coding)
     assert Upload.objects.get(id=answer["id"]).size_bytes == len(ORDERS)
 
 
+def test_100_continue_is_sent_only_when_the_body_is_read(server):
+    """`Expect: 100-continue`: a request refused before its body is read (a wrong key, a
+    body over the limit) is answered at once, without `100 Continue`, and its connection
+    closed (the client was never told to send the body); one that is taken gets `100
+    Continue`, then, once its body is sent, its answer."""
+    _, port = server
+    _, issued = tenant_create(name="expecting")
+    # bodies over WEB_BUFFER_BODY_BYTES: one up to it is read before the view checks the key
+    for key, length, status in (("nope", 20_000_000, 401), (issued.raw, 6_442_450_944, 413)):
+        head = request_head(
+            "POST",
+            "/api/v1/ingest/comprehensive/?filename=customers_expecting.ndjson",
+            {"X-API-Key": key, "Content-Length": length, "Expect": "100-continue"},
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            sock.sendall(head.encode("latin-1"))
+            raw = b""
+            while chunk := sock.recv(65536):
+                raw += chunk
+        assert raw.startswith(f"HTTP/1.1 {status} ".encode()), raw[:80]
+        assert b"\r\nConnection: close\r\n" in raw
+    head = request_head(
+        "POST",
+        "/api/v1/ingest/comprehensive/?filename=customers_expecting.ndjson",
+        {"X-API-Key": issued.raw, "Content-Length": len(DATA), "Expect": "100-continue"},
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(head.encode("latin-1"))
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(DATA)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 202 "), answer[:80]
+    assert Upload.objects.filter(filename="customers_expecting.ndjson").count() == 1
+
+
 def _hold_slow_clients(port: int, idle: int, trickle: int, stop: threading.Event) -> list:
     """Open `idle` sockets that send half a request line and wait, and `trickle` uploads
     that send a byte every 0.2 s; keep them open until `stop`."""
