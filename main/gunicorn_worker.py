@@ -16,6 +16,8 @@ from gunicorn.instrument.statsd import Statsd
 from gunicorn.workers.base_async import AsyncWorker
 from gunicorn.workers.ggevent import GeventWorker
 
+from apps.core.wsgi import close_after
+
 # Seconds a socket read or write may wait: a client that stops sending its body (or
 # reading its answer) this long is dropped, its request refused as an incomplete body.
 CLIENT_TIMEOUT = float(os.environ.get("WEB_CLIENT_TIMEOUT") or 60)
@@ -97,8 +99,10 @@ class ProblemGeventWorker(GeventWorker):
     def handle_request(self, listener_name, req, sock, addr):
         if req.req_number >= KEEPALIVE_REQUESTS:
             req.must_close = True  # gunicorn answers `Connection: close`, then closes
-        expect = [value for name, value in req.headers if name == "EXPECT"]
-        if any(value.strip().lower() == "100-continue" for value in expect):
+        if any(
+            name == "EXPECT" and value.strip().lower() == "100-continue"
+            for name, value in req.headers
+        ):
             # gunicorn sends `100 Continue` as it reads the head, before the request is
             # checked: a refused upload (401, 413) was then sent whole, and read and thrown
             # away. It is sent when the application first reads the body instead.
@@ -159,9 +163,7 @@ def _continue_on_read(application):
 
         def start(status, headers, exc_info=None):
             if not body.asked:
-                response = getattr(start_response, "__self__", None)
-                if hasattr(response, "must_close"):
-                    response.must_close = True
+                close_after(start_response)
             return start_response(status, headers, exc_info)
 
         return application(environ, start)

@@ -94,13 +94,13 @@ class RequestBodyGuard:
 
         def start(status: str, headers: list, exc_info: Any = None) -> Callable:
             if guard.broken:
-                _close_after(start_response)
+                close_after(start_response)
             return start_response(status, headers, exc_info)
 
         return self.application(environ, start)
 
 
-def _close_after(start_response: Callable) -> None:
+def close_after(start_response: Callable) -> None:
     """Have the server answer `Connection: close` and close the connection after this
     answer: it will (what is left of the body never arrives, or stalls), and a kept-alive
     answer would say otherwise. WSGI gives an application no say over `Connection`; under

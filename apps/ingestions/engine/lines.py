@@ -14,20 +14,12 @@ from collections.abc import Iterator
 
 import msgspec
 
-from apps.ingestions.engine.checks import Invalid, exact_number
-from apps.ingestions.engine.parse import (
-    DEEP_LINE_BYTES,
-    contract_and_rule_errors,
-    json_error,
-    raw_text,
-    too_deep,
-)
+from apps.ingestions.engine.checks import Invalid
+from apps.ingestions.engine.parse import contract_and_rule_errors, decode_row, json_error, raw_text
 from apps.ingestions.engine.reader import RAW_PREFIX, ByteStream, Line, read_lines
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.results import RowReject, RowWarning
 from apps.ingestions.engine.rules import Rules
-
-_decode = msgspec.json.Decoder(float_hook=exact_number).decode  # as `stage` decodes
 
 
 def split_lines(body: bytes, *, max_line_bytes: int, max_bytes: int) -> Iterator[Line]:
@@ -63,10 +55,7 @@ def check_line(
         return RowReject(number, "", "line_too_long", message, raw_text(data))
     spec = RECORDS[record_type]
     try:
-        obj = _decode(data)
-        if len(data) > DEEP_LINE_BYTES and too_deep(data, obj):
-            raise RecursionError  # refused as the decoder refuses deeper lines
-        spec.validate(obj, number)
+        spec.validate(obj := decode_row(data), number)
     except Invalid as exc:
         errors = tuple(contract_and_rule_errors(spec, obj, rules))
         return RowReject(number, exc.field, exc.code, exc.message, raw_text(data), errors)

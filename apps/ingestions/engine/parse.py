@@ -86,6 +86,16 @@ def _nests(value: object) -> bool:
     return type(value) is dict or type(value) is list
 
 
+def decode_row(data: bytes) -> object:
+    """One line decoded as `parse_chunks` decodes it (numbers exact), or `RecursionError`
+    when it nests deeper than `MAX_JSON_DEPTH` (as the decoder raises for deeper still).
+    `parse_chunks` does the same inline: a call per line is paid on its hot path."""
+    obj = _decode(data)
+    if len(data) > DEEP_LINE_BYTES and too_deep(data, obj):
+        raise RecursionError
+    return obj
+
+
 def json_error(exc: Exception, data: bytes) -> str:
     """The message of an `invalid_json` reject."""
     if isinstance(exc, UnicodeDecodeError):
