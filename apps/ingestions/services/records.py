@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -167,21 +168,72 @@ def records_check(
     return checked
 
 
-def _array_elements(body: bytes) -> list[msgspec.Raw]:
+def _array_elements(body: bytes) -> list[msgspec.Raw] | list[bytes]:
     """A JSON array body's elements, as sent (gzip or zstd decompressed first, as an NDJSON
     body is; a leading UTF-8 BOM, not JSON's, read past as there)."""
     try:
         body = engine.decompressed(body, max_bytes=settings.LIVE_MAX_BYTES)
     except engine.FileError as exc:
         raise _body_error(exc) from None
+    body = body.removeprefix(codecs.BOM_UTF8)
     try:
-        return msgspec.json.decode(body.removeprefix(codecs.BOM_UTF8), type=list[msgspec.Raw])
+        return msgspec.json.decode(body, type=list[msgspec.Raw])
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        raise ApplicationError(f"The body is not a JSON array: {exc}", code="bad_json") from None
+        raise _not_an_array(str(exc)) from None
     except RecursionError:
-        raise ApplicationError(
-            "The body is not a JSON array: it is nested too deeply.", code="bad_json"
-        ) from None
+        # msgspec reads even the elements it leaves raw recursively, as deep as the
+        # caller's stack allows: an element too deep for that is that record's reject, as
+        # its line in NDJSON is, not the whole batch's 400
+        return _deep_array_elements(body)
+
+
+def _not_an_array(detail: str) -> ApplicationError:
+    return ApplicationError(f"The body is not a JSON array: {detail}", code="bad_json")
+
+
+_JSON_SPACE = b" \t\r\n"
+# What matters to an array's outline: a string (its brackets and commas are text), a
+# bracket, a comma; a quote left over opens a string that never ends.
+_OUTLINE = re.compile(rb'"(?:[^"\\]|\\.)*+"|[][{},]|"', re.DOTALL)
+
+
+def _deep_array_elements(body: bytes) -> list[bytes]:
+    """A JSON array's elements, found without recursion by its outline, for a body nested
+    deeper than the decoder goes. Every element shallow enough to decode must (or the body
+    is malformed, as the decoder would have said); a deeper one is left to its record's
+    check."""
+    text = body.rstrip(_JSON_SPACE)
+    skipped = len(text) - len(text := text.lstrip(_JSON_SPACE))  # for the bytes' positions
+    if text[:1] != b"[" or text[-1:] != b"]":
+        raise _not_an_array("it does not start with '[' and end with ']'.")
+    elements, depth, start = [], 0, 1
+    for token in _OUTLINE.finditer(text, 1, len(text) - 1):
+        mark = token.group()
+        if mark in (b"[", b"{"):
+            depth += 1
+        elif mark in (b"]", b"}"):
+            depth -= 1
+        elif mark == b"," and depth == 0:
+            elements.append(text[start : token.start()])
+            start = token.end()
+        elif mark == b'"':
+            raise _not_an_array(f"a string at byte {skipped + token.start()} never ends.")
+        if depth < 0:
+            at = skipped + token.start()
+            raise _not_an_array(f"an unmatched {mark.decode()!r} at byte {at}.")
+    if depth:
+        raise _not_an_array("it ends inside an element.")
+    elements.append(text[start:-1])
+    if len(elements) == 1 and not elements[0].strip(_JSON_SPACE):
+        return []
+    for number, element in enumerate(elements, start=1):
+        try:
+            msgspec.json.decode(element)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise _not_an_array(f"element {number}: {exc}") from None
+        except RecursionError:
+            pass  # its record's reject (invalid_json, nested too deeply)
+    return elements
 
 
 def _body_error(exc: engine.FileError) -> ApplicationError:
