@@ -18,7 +18,7 @@ class WebhookEndpointAdmin(StaffReadOnlyAdmin):
     list_select_related = ["tenant"]
     search_fields = ["url", "tenant__name"]
     ordering = ["-created_at"]
-    # no `secret` nor `previous_secret`: shown once, to the tenant, when made
+    # no `secret` nor `previous_secrets`: shown once, to the tenant, when made
     fields = readonly_fields = [
         "id",
         "tenant_link",
@@ -27,7 +27,6 @@ class WebhookEndpointAdmin(StaffReadOnlyAdmin):
         "description",
         "enabled",
         "failing_since",
-        "previous_secret_expires_at",
         "created_at",
         "updated_at",
     ]

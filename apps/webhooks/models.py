@@ -36,8 +36,9 @@ class WebhookEndpoint(BaseModel):
     # The signing secrets ("whsec_" + base64): HMAC needs them as they are, so they are
     # kept, never shown again after the answer that created them.
     secret = models.CharField(max_length=100)
-    previous_secret = models.CharField(max_length=100, blank=True, default="")
-    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    # Rotated-out secrets that still sign until their time is up, newest first:
+    # [{"secret": ..., "expires_at": ISO 8601}] (a second rotation keeps the first's).
+    previous_secrets = models.JSONField(default=list, blank=True)
     # Set when a delivery used up its last attempt; cleared by the next success.
     failing_since = models.DateTimeField(null=True, blank=True)
 

@@ -6,12 +6,25 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from urllib.parse import quote
 
 import pytest
+from django.db import connection, transaction
+from django.utils import timezone
 
+from apps.core.errors import NotFoundError
 from apps.webhooks.models import WebhookDelivery, WebhookEndpoint
-from apps.webhooks.services import endpoint_secret_rotate, endpoint_update
+from apps.webhooks.services import (
+    delivery_redeliver,
+    endpoint_delete,
+    endpoint_secret_rotate,
+    endpoint_secrets,
+    endpoint_test,
+    endpoint_update,
+    event_record,
+)
+from apps.webhooks.services.signing import secret_expires
 from tests.webhooks.conftest import ALL_EVENTS, register
 
 pytestmark = pytest.mark.django_db
@@ -90,7 +103,6 @@ def test_rotating_the_secret_shows_a_new_one_and_keeps_the_old_signing_for_a_day
     tenant_client,
 ):
     """rotate-secret answers the new secret; the old one is kept to sign beside it for 24 h."""
-    from apps.webhooks.services import endpoint_secrets
 
     _, client = tenant_client()
     created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
@@ -101,10 +113,81 @@ def test_rotating_the_secret_shows_a_new_one_and_keeps_the_old_signing_for_a_day
     assert new != created["secret"]
     endpoint = WebhookEndpoint.objects.get(id=created["id"])
     assert endpoint_secrets(endpoint) == [new, created["secret"]]
-    hours = (endpoint.previous_secret_expires_at - endpoint.updated_at).total_seconds() / 3600
+    [previous] = endpoint.previous_secrets
+    hours = (secret_expires(previous) - endpoint.updated_at).total_seconds() / 3600
     assert round(hours) == 24
-    endpoint.previous_secret_expires_at = endpoint.updated_at  # the 24 hours are over
+    previous["expires_at"] = endpoint.updated_at.isoformat()  # the 24 hours are over
     assert endpoint_secrets(endpoint) == [new]
+
+
+def test_a_second_rotation_keeps_every_secret_still_in_its_day_signing(tenant_client):
+    """Rotated twice (the first answer lost, say): the first secret signs until its own 24
+    hours are over, beside the second and the third; one whose time is up is dropped at
+    the next rotation."""
+    _, client = tenant_client()
+    created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
+    second = client.post(f"/api/v1/webhooks/{created['id']}/rotate-secret/").json()["secret"]
+    third = client.post(f"/api/v1/webhooks/{created['id']}/rotate-secret/").json()["secret"]
+    endpoint = WebhookEndpoint.objects.get(id=created["id"])
+    assert endpoint_secrets(endpoint) == [third, second, created["secret"]]
+    first_ends, second_ends = (secret_expires(p) for p in reversed(endpoint.previous_secrets))
+    assert first_ends < second_ends  # each its own day, from its own rotation
+    endpoint.previous_secrets[1]["expires_at"] = timezone.now().isoformat()  # the first's
+    endpoint.save(update_fields=["previous_secrets"])
+    assert endpoint_secrets(endpoint) == [third, second]
+    fourth = client.post(f"/api/v1/webhooks/{created['id']}/rotate-secret/").json()["secret"]
+    endpoint.refresh_from_db()
+    assert endpoint_secrets(endpoint) == [fourth, third, second]
+    assert [p["secret"] for p in endpoint.previous_secrets] == [third, second]
+
+
+@pytest.mark.parametrize("operation", ["patch", "delete", "rotate", "test", "redeliver"])
+def test_an_endpoint_deleted_by_another_request_meanwhile_is_a_404(tenant_client, operation):
+    """A request that found the endpoint, then finds it deleted by another request when it
+    takes its lock, answers 404 (it was a 500: DoesNotExist, or a foreign key broken by a
+    delivery added to a deleted endpoint)."""
+    _, client = tenant_client()
+    created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
+    delivery = endpoint_test(endpoint=WebhookEndpoint.objects.get(id=created["id"]))
+    found = WebhookEndpoint.objects.get(id=created["id"])  # as the view found it
+    endpoint_delete(endpoint=WebhookEndpoint.objects.get(id=created["id"]))
+    calls = {
+        "patch": lambda: endpoint_update(endpoint=found, description="x"),
+        "delete": lambda: endpoint_delete(endpoint=found),
+        "rotate": lambda: endpoint_secret_rotate(endpoint=found),
+        "test": lambda: endpoint_test(endpoint=found),
+        "redeliver": lambda: delivery_redeliver(delivery=delivery),
+    }
+    with pytest.raises(NotFoundError, match="No such webhook endpoint."):
+        calls[operation]()
+    assert not WebhookDelivery.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_deleted_while_an_event_is_recorded_for_it_goes_with_its_delivery(
+    tenant_client,
+):
+    """An event recorded for an endpoint in a transaction still open (an upload finishing)
+    holds its deletion until it commits; the delivery is then deleted with the endpoint.
+    (The delete failed on its foreign key, or the upload's commit did.)"""
+    tenant, client = tenant_client()
+    created = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])
+    deleted = threading.Event()
+    with transaction.atomic():
+        event_record(tenant_id=tenant.id, type="upload.failed", data=lambda: {"id": "x"})
+        deleting = threading.Thread(
+            target=lambda: (
+                endpoint_delete(endpoint=WebhookEndpoint.objects.get(id=created["id"])),
+                deleted.set(),
+                connection.close(),
+            )
+        )
+        deleting.start()
+        assert not deleted.wait(0.5)  # it waits for this transaction
+    deleting.join(10)
+    assert deleted.is_set()
+    assert not WebhookEndpoint.objects.exists()
+    assert not WebhookDelivery.objects.exists()
 
 
 def test_another_tenants_endpoint_is_not_found_for_every_operation(tenant_client):
@@ -162,11 +245,58 @@ def test_another_tenants_endpoint_is_not_found_for_every_operation(tenant_client
             "invalid",
             {"errors": {"secret": ["Unknown field."]}},
         ),
+        (
+            {"url": "http://127.0.0.1:9/a\r\nX-Injected: 1", "events": ["upload.failed"]},
+            "The URL holds '\\r' at character 21: spaces and control characters must be "
+            "percent-encoded.",
+            "invalid_url",
+            {},
+        ),
+        (
+            {"url": "http://127.0.0.1:9/a\tb", "events": ["upload.failed"]},
+            "The URL holds '\\t' at character 21: spaces and control characters must be "
+            "percent-encoded.",
+            "invalid_url",
+            {},
+        ),
+        (
+            {"url": "http://127.0.0.1:9/a b", "events": ["upload.failed"]},
+            "The URL holds ' ' at character 21: spaces and control characters must be "
+            "percent-encoded.",
+            "invalid_url",
+            {},
+        ),
+        (
+            {"url": "http://127.0.0.1:9/del\x7f", "events": ["upload.failed"]},
+            "The URL holds '\\x7f' at character 23: spaces and control characters must be "
+            "percent-encoded.",
+            "invalid_url",
+            {},
+        ),
+        (
+            {"url": "http://" + "a" * 64 + "\u00e9.example/hook", "events": ["upload.failed"]},
+            f"The host '{'a' * 64}\u00e9.example' is not a valid domain name: Label too long.",
+            "invalid_url",
+            {},
+        ),
     ],
-    ids=["scheme", "no-host", "unknown-event", "no-events", "unknown-field"],
+    ids=[
+        "scheme",
+        "no-host",
+        "unknown-event",
+        "no-events",
+        "unknown-field",
+        "line-break",
+        "tab",
+        "space",
+        "delete",
+        "idn-label-too-long",
+    ],
 )
 def test_an_invalid_endpoint_is_refused_with_a_problem(tenant_client, body, detail, code, extra):
-    """A bad scheme, no host, an unknown event type, no events, an unknown field: 400."""
+    """A bad scheme, no host, an unknown event type, no events, an unknown field: 400. So
+    are whitespace and control characters, which the URL parser drops without a word (the
+    request would go elsewhere than the URL stored), and a host no IDNA name can be."""
     _, client = tenant_client()
     answer = client.post("/api/v1/webhooks/", body, format="json")
     title = "Webhook URL not allowed" if code == "invalid_url" else "Bad request"
@@ -268,7 +398,7 @@ def test_a_change_keeps_what_another_request_changed_since_the_endpoint_was_read
     endpoint_update(endpoint=WebhookEndpoint.objects.get(id=created["id"]), events=ALL_EVENTS)
     endpoint_update(endpoint=read_before, description="changed")
     now = WebhookEndpoint.objects.get(id=created["id"])
-    assert (now.secret, now.previous_secret) == (rotated.secret, created["secret"])
+    assert (now.secret, now.previous_secrets[0]["secret"]) == (rotated.secret, created["secret"])
     assert (now.events, now.description) == (sorted(ALL_EVENTS), "changed")
 
 

@@ -6,10 +6,12 @@ a DNS rebinding to slip in)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
+import idna
 from django.conf import settings
 
 from apps.core.errors import ApplicationError
@@ -30,8 +32,18 @@ class Target:
     server_name: str
 
 
+# Bytes a URL never holds as they are (RFC 3986): whitespace and control characters.
+# urlsplit drops tabs and line breaks silently, so the request went elsewhere than stored.
+_UNSAFE = re.compile(r"[\x00-\x20\x7f-\x9f]")
+
+
 def url_check(url: str) -> Target:
     """The URL's target, or WebhookUrlError saying why it may not be used."""
+    if (found := _UNSAFE.search(url)) is not None:
+        raise WebhookUrlError(
+            f"The URL holds {found.group()!r} at character {found.start() + 1}: spaces and "
+            "control characters must be percent-encoded."
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -45,7 +57,7 @@ def url_check(url: str) -> Target:
         raise WebhookUrlError("The URL may not carry credentials.")
     if port == 0:
         raise WebhookUrlError("Port 0 cannot receive webhooks.")
-    host = parts.hostname
+    host = _ascii_host(parts.hostname)
     try:
         found = socket.getaddrinfo(host, port or 80, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
@@ -65,6 +77,17 @@ def url_check(url: str) -> Target:
     named = f"[{host}]" if ":" in host else host
     header = f"{named}:{port}" if port else named
     return Target(url=urlunsplit(parts._replace(netloc=netloc)), host=header, server_name=host)
+
+
+def _ascii_host(host: str) -> str:
+    """The host as sent in the Host header and looked up: an internationalized domain
+    name in its ASCII (IDNA, UTS #46) form, which is what HTTP carries."""
+    if host.isascii():
+        return host
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise WebhookUrlError(f"The host {host!r} is not a valid domain name: {exc}.") from None
 
 
 # IPv6 addresses that carry an IPv4 address in their last 32 bits and reach it: the

@@ -8,8 +8,11 @@ the lease is over: at least once."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,7 +25,7 @@ from django.utils import timezone
 from apps.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from apps.webhooks.services.addresses import WebhookUrlError, url_check
 from apps.webhooks.services.events import deliveries_wake
-from apps.webhooks.services.signing import signature_header
+from apps.webhooks.services.signing import secret_expires, signature_header
 
 logger = logging.getLogger("apps.webhooks.services")
 
@@ -95,25 +98,32 @@ def _send(delivery: WebhookDelivery) -> Outcome:
         ),
     }
     started = time.monotonic()
+    seconds = settings.WEBHOOK_TIMEOUT_SECONDS
+    deadline = _Deadline(seconds)
     try:
-        client = httpx.Client(
-            timeout=settings.WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False, trust_env=False
-        )
+        client = httpx.Client(timeout=seconds, follow_redirects=False, trust_env=False)
         # streamed and never read: a receiver's answer body is not ours to download
         with (
             client,
+            deadline,
             client.stream(
                 "POST",
                 target.url,
                 content=event.payload.encode(),
                 headers=headers,
-                extensions={"sni_hostname": target.server_name},
+                extensions={"sni_hostname": target.server_name, "trace": deadline.trace},
             ) as response,
         ):
             pass
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure is this attempt's, logged as such
         latency = round((time.monotonic() - started) * 1000)
-        return Outcome(None, latency, f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS])
+        if deadline.expired:
+            error = f"No answer within {seconds:g} s (the whole attempt's limit)."
+        else:
+            if not isinstance(exc, httpx.HTTPError):  # not the network's: say it loudly
+                logger.exception("webhook delivery %s could not be sent", delivery.id)
+            error = f"{type(exc).__name__}: {exc}"
+        return Outcome(None, latency, error[:_ERROR_CHARS])
     latency = round((time.monotonic() - started) * 1000)
     error = "" if response.is_success else f"HTTP {response.status_code}"
     if response.is_redirect:
@@ -121,20 +131,67 @@ def _send(delivery: WebhookDelivery) -> Outcome:
     return Outcome(response.status_code, latency, error)
 
 
+class _Deadline:
+    """Ends an attempt that outlasts `seconds`, whatever it waits for. httpx's timeouts
+    bound each read and write, not their sum: a receiver answering a byte at a time, each
+    within the timeout, held a worker (and the delivery past its lease) for minutes. When
+    the time is up the connection's socket is shut down, which wakes a read or write
+    blocked on it; httpcore's `trace` extension hands over the socket as it connects."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._socket: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._timer.cancel()
+
+    def trace(self, name: str, info: dict) -> None:
+        if name == "connection.connect_tcp.complete":
+            with self._lock:
+                self._socket = info["return_value"].get_extra_info("socket")
+                late = self.expired
+            if late:
+                _shut(self._socket)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            found = self._socket
+        if found is not None:
+            _shut(found)
+
+
+def _shut(found: socket.socket | None) -> None:
+    if found is not None:
+        with contextlib.suppress(OSError):  # closed already
+            found.shutdown(socket.SHUT_RDWR)
+
+
 def endpoint_secrets(endpoint: WebhookEndpoint) -> list[str]:
-    """The secrets that sign: the current one, and a rotated-out one until it expires."""
-    found = [endpoint.secret]
-    expires = endpoint.previous_secret_expires_at
-    if endpoint.previous_secret and expires is not None and expires > timezone.now():
-        found.append(endpoint.previous_secret)
-    return found
+    """The secrets that sign: the current one, and rotated-out ones until they expire."""
+    now = timezone.now()
+    old = [p["secret"] for p in endpoint.previous_secrets if secret_expires(p) > now]
+    return [endpoint.secret, *old]
 
 
 def _record(delivery: WebhookDelivery, outcome: Outcome) -> WebhookDelivery:
     now = timezone.now()
     schedule = settings.WEBHOOK_RETRY_SCHEDULE
     with transaction.atomic():
-        if not WebhookDelivery.objects.select_for_update().filter(id=delivery.id).exists():
+        current = (
+            WebhookDelivery.objects.select_for_update()
+            .filter(id=delivery.id)
+            .values_list("state", "attempts")
+            .first()
+        )
+        if current is None:
             return delivery  # its endpoint was deleted meanwhile
         WebhookAttempt.objects.create(
             delivery=delivery,
@@ -143,6 +200,13 @@ def _record(delivery: WebhookDelivery, outcome: Outcome) -> WebhookDelivery:
             latency_ms=outcome.latency_ms,
             error=outcome.error,
         )
+        state, attempts = current
+        if state != DeliveryState.PENDING or (attempts != delivery.attempts and not outcome.ok):
+            # Settled meanwhile, or a later attempt has the delivery (this one outlasted
+            # its lease): this one's outcome is logged, and changes nothing. (A late
+            # success still delivers it: the receiver has the event.)
+            delivery.refresh_from_db()
+            return delivery
         delivery.last_status_code = outcome.status_code
         delivery.last_latency_ms = outcome.latency_ms
         delivery.last_error = outcome.error

@@ -9,11 +9,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from apps.core.errors import NotFoundError
 from apps.tenants.models import Tenant
 from apps.webhooks.models import TEST_EVENT, WebhookDelivery, WebhookEndpoint
 from apps.webhooks.services.addresses import url_check
 from apps.webhooks.services.events import deliveries_wake, event_record
-from apps.webhooks.services.signing import secret_generate
+from apps.webhooks.services.signing import secret_expires, secret_generate
 
 
 @transaction.atomic
@@ -47,7 +48,7 @@ def endpoint_update(
     failing mark: its pending deliveries are tried again from now on."""
     if url is not None:
         url_check(url)  # resolves the host: before the lock, not while holding it
-    locked = WebhookEndpoint.objects.select_for_update().get(id=endpoint.id)
+    locked = _locked(endpoint.id)
     changed = {"updated_at"}
     if url is not None:
         locked.url = url
@@ -70,28 +71,35 @@ def endpoint_update(
 
 @transaction.atomic
 def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
-    endpoint.delete()  # its deliveries with it; the events stay for other endpoints
+    # Locked first: an event being recorded for it (`endpoints_subscribed`) is committed
+    # by then, its delivery deleted with the rest; one recorded later does not find it.
+    _locked(endpoint.id, delete=True).delete()  # deliveries with it; events stay for others
 
 
 @transaction.atomic
 def endpoint_secret_rotate(*, endpoint: WebhookEndpoint) -> WebhookEndpoint:
     """A new secret; the old one keeps signing beside it for
-    `WEBHOOK_SECRET_OVERLAP_SECONDS`, so receivers can switch without losing an event."""
-    locked = WebhookEndpoint.objects.select_for_update().get(id=endpoint.id)
-    locked.previous_secret = locked.secret
-    locked.previous_secret_expires_at = timezone.now() + timedelta(
-        seconds=settings.WEBHOOK_SECRET_OVERLAP_SECONDS
-    )
+    `WEBHOOK_SECRET_OVERLAP_SECONDS`, so receivers can switch without losing an event. So
+    do older ones still in their time (a second rotation whose first answer was lost, say),
+    the newest `_MAX_PREVIOUS` of them."""
+    locked = _locked(endpoint.id)
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.WEBHOOK_SECRET_OVERLAP_SECONDS)
+    kept = [{"secret": locked.secret, "expires_at": expires.isoformat()}]
+    kept += [old for old in locked.previous_secrets if secret_expires(old) > now]
+    locked.previous_secrets = kept[:_MAX_PREVIOUS]
     locked.secret = secret_generate()
-    locked.save(
-        update_fields=["previous_secret", "previous_secret_expires_at", "secret", "updated_at"]
-    )
+    locked.save(update_fields=["previous_secrets", "secret", "updated_at"])
     return locked
+
+
+_MAX_PREVIOUS = 5
 
 
 @transaction.atomic
 def endpoint_test(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
     """Send the endpoint (only it, whatever its events) a `webhook.test` event."""
+    endpoint = _locked(endpoint.id)
     event = event_record(
         tenant_id=endpoint.tenant_id,
         type=TEST_EVENT,
@@ -105,8 +113,20 @@ def endpoint_test(*, endpoint: WebhookEndpoint) -> WebhookDelivery:
 def delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
     """Send a delivery's event to its endpoint again, as a new delivery (same `webhook-id`,
     so a receiver that has it already can tell)."""
+    _locked(delivery.endpoint_id)
     again = WebhookDelivery.objects.create(
         endpoint_id=delivery.endpoint_id, event_id=delivery.event_id, next_attempt_at=timezone.now()
     )
     transaction.on_commit(lambda: deliveries_wake(delivery_ids=[again.id]))
     return again
+
+
+def _locked(endpoint_id, *, delete: bool = False) -> WebhookEndpoint:
+    """The endpoint's row as it is now, locked (for a change of its own fields, FOR NO KEY
+    UPDATE, which events being recorded for it do not wait on); NotFoundError once another
+    request has deleted it."""
+    rows = WebhookEndpoint.objects.select_for_update(no_key=not delete)
+    found = rows.filter(id=endpoint_id).first()
+    if found is None:
+        raise NotFoundError("No such webhook endpoint.")
+    return found

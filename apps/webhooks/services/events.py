@@ -55,11 +55,19 @@ def event_record(
     return event
 
 
+# FOR KEY SHARE: an endpoint being deleted is waited for (and then not found), and one
+# found is deleted only once this transaction, and the deliveries it adds, are committed
+# (they go with it). Changes to an endpoint's other fields do not wait for it.
+_SUBSCRIBED = (
+    "SELECT * FROM webhook_endpoints WHERE tenant_id = %s AND enabled AND events @> %s "
+    "FOR KEY SHARE"
+)
+
+
 def endpoints_subscribed(*, tenant_id, type: str) -> list[WebhookEndpoint]:
-    """The tenant's enabled endpoints that take events of `type`."""
-    return list(
-        WebhookEndpoint.objects.filter(tenant_id=tenant_id, enabled=True, events__contains=[type])
-    )
+    """The tenant's enabled endpoints that take events of `type`, kept from deletion until
+    the caller's transaction ends."""
+    return list(WebhookEndpoint.objects.raw(_SUBSCRIBED, [tenant_id, [type]]))
 
 
 def _payload(type: str, now, data: dict, smaller: Callable[[], dict] | None) -> str:
