@@ -67,8 +67,23 @@ class ExactEncoder(json.JSONEncoder):
 
 
 class ExactDecoder(json.JSONDecoder):
-    """For `JSONField(decoder=...)`: fractions and exponents as `Decimal`."""
+    """For `JSONField(decoder=...)`: fractions and exponents as `Decimal`; so are integers
+    longer than Python converts to `int` (4,300 digits): jsonb prints a number in full, so
+    `1e4300` stored comes back as 4,301 digits, which `int()` refuses."""
 
     def __init__(self, *args, **kwargs):
         kwargs["parse_float"] = Decimal
+        kwargs["parse_int"] = _integer
         super().__init__(*args, **kwargs)
+
+
+def exact_loads_stored(text: str):
+    """Decode JSON as PostgreSQL prints jsonb: numbers exact, however many digits."""
+    return json.loads(text, cls=ExactDecoder)
+
+
+def _integer(text: str) -> int | Decimal:
+    return int(text) if len(text) <= _INT_DIGITS else Decimal(text)
+
+
+_INT_DIGITS = 4300  # sys.get_int_max_str_digits()'s default

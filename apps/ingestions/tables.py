@@ -11,6 +11,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
+from apps.core.exactjson import ExactDecoder
 from apps.tenants.models import Tenant
 
 __all__ = [
@@ -45,7 +46,7 @@ class Customer(models.Model):
     customer_id = models.UUIDField()
     name = models.CharField(max_length=255)
     email = models.CharField(max_length=254)
-    metadata = models.JSONField(default=dict)
+    metadata = models.JSONField(default=dict, decoder=ExactDecoder)  # numbers as stored
     created_at = models.DateTimeField()
 
     class Meta:
@@ -86,7 +87,7 @@ class OrderFields(models.Model):
     currency = models.CharField(max_length=3)
     order_status = models.CharField(max_length=32)
     order_date = models.DateTimeField()
-    raw_payload = models.JSONField(null=True, blank=True)
+    raw_payload = models.JSONField(null=True, blank=True, decoder=ExactDecoder)
     created_at = models.DateTimeField()
 
     class Meta:

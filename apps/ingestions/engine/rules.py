@@ -169,6 +169,7 @@ def compile_rules(
         validator = jsonschema_rs.validator_for(
             schema,
             validate_formats=True,  # a rule that says "format": "email" means it
+            ignore_unknown_formats=False,  # and one that says "emial" is a mistake
             retriever=_refuse_remote,
             pattern_options=jsonschema_rs.RegexOptions(),
         )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-import msgspec
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from apps.core.errors import ApplicationError, NotFoundError
+from apps.core.exactjson import exact_loads_stored
 from apps.ingestions import engine
 from apps.ingestions.models import ValidationRule
 from apps.tenants.models import Tenant
@@ -141,7 +141,9 @@ def _compiled(rule_id, record_type, version, action, unknown_fields, schema) -> 
             _COMPILED.move_to_end(rule_id)
             return rules
     if isinstance(schema, str):  # Django's cursor hands jsonb over as text
-        schema = msgspec.json.decode(schema)
+        # exact, as the rule was checked when written (floats made 1e-400 zero, and a
+        # 19.990000000000000000001 maximum 19.99), and however many digits jsonb prints
+        schema = exact_loads_stored(schema)
     rules = engine.compile_rules(
         record_type, schema, version=version, action=action, unknown_fields=unknown_fields
     )
