@@ -314,8 +314,9 @@ INGEST_SESSION_TTL_SECONDS = env_int("INGEST_SESSION_TTL_SECONDS", 24 * 3600)
 # addresses are refused, at registration and again at each delivery, unless this is on.
 WEBHOOK_ALLOW_PRIVATE_URLS = env_bool("WEBHOOK_ALLOW_PRIVATE_URLS", False)
 # Seconds a delivery attempt may take all told (connect, send, the answer's head), and each
-# connect, read or write within it; redirects are never followed. A worker takes a delivery for WEBHOOK_LEASE_SECONDS: if it dies meanwhile, the
-# delivery is taken again once that is over (keep it above the timeout).
+# connect, read or write within it; redirects are never followed. A worker takes a
+# delivery for WEBHOOK_LEASE_SECONDS: if it dies meanwhile, the delivery is taken again
+# once that is over (keep it above the timeout).
 WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5)
 WEBHOOK_LEASE_SECONDS = env_float("WEBHOOK_LEASE_SECONDS", 60)
 # Seconds between a failed attempt and the next, one per retry (about a day in all), each
