@@ -5,9 +5,14 @@ and its logger, which builds an access line only when something writes it."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import socket
+import struct
+import termios
+import time
 import uuid
 from contextvars import ContextVar
 
@@ -25,6 +30,11 @@ CLIENT_TIMEOUT = float(os.environ.get("WEB_CLIENT_TIMEOUT") or 60)
 # (nginx's keepalive_requests): the client opens a new one, which any worker process may
 # accept.
 KEEPALIVE_REQUESTS = int(os.environ.get("WEB_KEEPALIVE_REQUESTS") or 100)
+# A connection closed with its client's bytes unread is reset (RST), and a client still
+# sending, or reading until the end, loses the answer before it: such a connection is
+# closed for writing first, and what still comes is read and dropped, this long at most.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
 _CODES = {400: "bad_request", 403: "forbidden", 431: "header_too_large", 501: "not_implemented"}
 
 
@@ -63,6 +73,36 @@ def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
     if getattr(_refusing.get(), "method", None) == "HEAD":
         body = b""
     util.write_nonblock(sock, head.encode("latin-1") + body)
+    linger(sock)  # the rest of what gunicorn refused is likely still coming
+
+
+def linger(sock) -> None:
+    """Close a connection gently (Apache's lingering close): end our side, then read and
+    drop what the client still sends, until it closes or `LINGER_SECONDS` or
+    `LINGER_BYTES` are up. The caller closes the socket then."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return
+    ends, dropped = time.monotonic() + LINGER_SECONDS, 0
+    while dropped < LINGER_BYTES and (left := ends - time.monotonic()) > 0:
+        try:
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+        except OSError:  # a timeout, or the client gone
+            return
+        if not chunk:
+            return
+        dropped += len(chunk)
+
+
+def _unread(sock) -> int:
+    """How many bytes of the client's have arrived and not been read."""
+    try:
+        waiting = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return struct.unpack("i", waiting)[0]
 
 
 class ProblemGeventWorker(GeventWorker):
@@ -97,12 +137,21 @@ class ProblemGeventWorker(GeventWorker):
         self.wsgi = _continue_on_read(self.wsgi)
 
     def handle_request(self, listener_name, req, sock, addr):
-        if req.req_number >= KEEPALIVE_REQUESTS:
-            req.must_close = True  # gunicorn answers `Connection: close`, then closes
-        if any(
+        expects = any(
             name == "EXPECT" and value.strip().lower() == "100-continue"
             for name, value in req.headers
-        ):
+        )
+        try:
+            return self._handle_request(listener_name, req, sock, addr, expects=expects)
+        except StopIteration:  # the connection is closed after this answer
+            if expects or _unread(sock):  # a body may be coming, or be here unread
+                linger(sock)
+            raise
+
+    def _handle_request(self, listener_name, req, sock, addr, *, expects: bool):
+        if req.req_number >= KEEPALIVE_REQUESTS:
+            req.must_close = True  # gunicorn answers `Connection: close`, then closes
+        if expects:
             # gunicorn sends `100 Continue` as it reads the head, before the request is
             # checked: a refused upload (401, 413) was then sent whole, and read and thrown
             # away. It is sent when the application first reads the body instead.
