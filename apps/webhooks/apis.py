@@ -206,7 +206,7 @@ class WebhookListApi(_EndpointView):
         description="Register an endpoint. The answer carries its signing `secret`, shown "
         "this once. Events are signed per the Standard Webhooks specification.",
         request=EndpointCreateInputSerializer,
-        responses={201: EndpointSecretOutputSerializer, **problem_responses(400, 401, 429)},
+        responses={201: EndpointSecretOutputSerializer, **problem_responses(400, 401, 409, 429)},
         examples=_CREATE_EXAMPLES,
     )
     def post(self, request):

@@ -535,3 +535,25 @@ def test_staff_read_endpoints_and_deliveries_in_the_admin_never_the_secret(tenan
     assert all(created["secret"] not in page.content.decode() for page in pages)
     assert "http://127.0.0.1:9/hook" in pages[1].content.decode()
     assert staff.get("/admin/webhooks/webhookendpoint/add/").status_code == 403
+
+
+def test_a_tenant_registers_at_most_its_limit_of_endpoints(tenant_client, settings):
+    """Past WEBHOOK_MAX_ENDPOINTS a registration is 409 `too_many_endpoints` (every event
+    is a delivery to each, on the workers all tenants share); deleting one makes room.
+    Another tenant has its own count."""
+    settings.WEBHOOK_MAX_ENDPOINTS = 2
+    _, client = tenant_client()
+    first = register(client, "http://127.0.0.1:9/a", ["upload.failed"])
+    register(client, "http://127.0.0.1:9/b", ["upload.failed"], enabled=False)
+    answer = client.post(
+        "/api/v1/webhooks/", {"url": "http://127.0.0.1:9/c", "events": ["upload.failed"]}, "json"
+    )
+    detail = (
+        "The tenant has 2 webhook endpoints, the most it may have: delete one first, or send "
+        "more event types to one."
+    )
+    assert_problem(answer, 409, "Conflict", detail, "too_many_endpoints")
+    assert client.delete(f"/api/v1/webhooks/{first['id']}/").status_code == 204
+    register(client, "http://127.0.0.1:9/c", ["upload.failed"])
+    _, other = tenant_client("Globex")
+    register(other, "http://127.0.0.1:9/a", ["upload.failed"])

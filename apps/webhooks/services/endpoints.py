@@ -6,15 +6,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.core.errors import NotFoundError
+from apps.core.errors import ConflictError, NotFoundError
 from apps.tenants.models import Tenant
 from apps.webhooks.models import TEST_EVENT, WebhookDelivery, WebhookEndpoint
 from apps.webhooks.services.addresses import url_check
 from apps.webhooks.services.events import deliveries_wake, event_record
 from apps.webhooks.services.signing import secret_expires, secret_generate
+
+_CREATE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('webhooks:' || %s, 0))"
 
 
 @transaction.atomic
@@ -22,8 +24,19 @@ def endpoint_create(
     *, tenant: Tenant, url: str, events: list[str], description: str = "", enabled: bool = True
 ) -> WebhookEndpoint:
     """A new endpoint (with `enabled` false, registered but sent nothing until it is
-    enabled); its `secret` is shown to the caller once, in the answer."""
+    enabled); its `secret` is shown to the caller once, in the answer. A tenant has at
+    most `WEBHOOK_MAX_ENDPOINTS`: every event is a delivery to each, on workers all
+    tenants share."""
     url_check(url)
+    with connection.cursor() as cursor:  # creations of one tenant one at a time: the count holds
+        cursor.execute(_CREATE_LOCK, [str(tenant.id)])
+    limit = settings.WEBHOOK_MAX_ENDPOINTS
+    if WebhookEndpoint.objects.filter(tenant=tenant).count() >= limit:
+        raise ConflictError(
+            f"The tenant has {limit} webhook endpoints, the most it may have: delete one "
+            "first, or send more event types to one.",
+            code="too_many_endpoints",
+        )
     return WebhookEndpoint.objects.create(
         tenant=tenant,
         url=url,
