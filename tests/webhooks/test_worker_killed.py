@@ -10,6 +10,7 @@ import signal
 import pytest
 
 from apps.webhooks.models import WebhookDelivery
+from apps.webhooks.services.delivery import CUT_OFF, UNDER_WAY
 from tests.conftest import wait_for
 from tests.webhooks.conftest import Answer, register
 
@@ -45,6 +46,8 @@ def test_a_delivery_whose_worker_is_killed_mid_request_is_delivered_after_a_rest
     first.wait(timeout=30)
     taken = WebhookDelivery.objects.get(id=sent["id"])
     assert (taken.state, taken.attempts) == ("pending", 1)
+    [under_way] = taken.attempt_log.all()
+    assert (under_way.number, under_way.status_code, under_way.error) == (1, None, UNDER_WAY)
 
     start_worker()
     delivered = wait_for(
@@ -52,6 +55,9 @@ def test_a_delivery_whose_worker_is_killed_mid_request_is_delivered_after_a_rest
         timeout=60,
     )
     assert delivered.attempts == 2
-    assert [a.number for a in delivered.attempt_log.all()] == [2]  # the first never ended
+    assert [(a.number, a.status_code, a.error) for a in delivered.attempt_log.all()] == [
+        (1, None, CUT_OFF),  # it never ended, and the log says so
+        (2, 200, ""),
+    ]
     assert len(receiver.requests) == 2
     assert {r.headers["webhook-id"] for r in receiver.requests} == {sent["event_id"]}

@@ -34,6 +34,12 @@ _ERROR_CHARS = 500
 _WAKE_AT_MOST_SECONDS = 300
 
 
+# What the delivery log says of an attempt without an outcome yet, and of one that never
+# got one.
+UNDER_WAY = "under way"
+CUT_OFF = "no outcome: the attempt was cut off (its worker stopped, or it outlasted its lease)"
+
+
 @dataclass(frozen=True)
 class Outcome:
     status_code: int | None
@@ -74,6 +80,12 @@ def _take(delivery_id: int) -> WebhookDelivery | None:
         delivery.attempts += 1
         delivery.next_attempt_at = now + timedelta(seconds=settings.WEBHOOK_LEASE_SECONDS)
         delivery.save(update_fields=["attempts", "next_attempt_at", "updated_at"])
+        # In the log from its start: one that never ends (its worker killed) says so, and
+        # one still under way when the next is taken was cut off by its lease, unless its
+        # outcome comes after all (`_record` writes it over).
+        log = WebhookAttempt.objects.filter(delivery=delivery)
+        log.filter(error=UNDER_WAY).update(error=CUT_OFF)
+        log.create(delivery=delivery, number=delivery.attempts, error=UNDER_WAY)
     return delivery
 
 
@@ -193,12 +205,14 @@ def _record(delivery: WebhookDelivery, outcome: Outcome) -> WebhookDelivery:
         )
         if current is None:
             return delivery  # its endpoint was deleted meanwhile
-        WebhookAttempt.objects.create(
+        WebhookAttempt.objects.update_or_create(
             delivery=delivery,
             number=delivery.attempts,
-            status_code=outcome.status_code,
-            latency_ms=outcome.latency_ms,
-            error=outcome.error,
+            defaults={
+                "status_code": outcome.status_code,
+                "latency_ms": outcome.latency_ms,
+                "error": outcome.error,
+            },
         )
         state, attempts = current
         if state != DeliveryState.PENDING or (attempts != delivery.attempts and not outcome.ok):
