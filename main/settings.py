@@ -338,7 +338,6 @@ WEBHOOK_RETRY_JITTER = env_float("WEBHOOK_RETRY_JITTER", 0.2)
 WEBHOOK_MAX_PAYLOAD_BYTES = env_int("WEBHOOK_MAX_PAYLOAD_BYTES", 256 * 1024)
 # How long a rotated-out secret keeps signing beside the new one.
 WEBHOOK_SECRET_OVERLAP_SECONDS = env_int("WEBHOOK_SECRET_OVERLAP_SECONDS", 24 * 3600)
-# Endpoints a tenant may register: each event is one delivery to each, on shared workers.
 WEBHOOK_MAX_ENDPOINTS = env_int("WEBHOOK_MAX_ENDPOINTS", 50)
 # The queue deliveries are sent to (empty: the default queue). Give them their own, read by
 # a worker of their own, so receivers never take a slot from an upload.

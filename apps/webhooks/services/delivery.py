@@ -195,7 +195,6 @@ def endpoint_secrets(endpoint: WebhookEndpoint) -> list[str]:
 
 def _record(delivery: WebhookDelivery, outcome: Outcome) -> WebhookDelivery:
     now = timezone.now()
-    schedule = settings.WEBHOOK_RETRY_SCHEDULE
     with transaction.atomic():
         current = (
             WebhookDelivery.objects.select_for_update()
@@ -221,22 +220,7 @@ def _record(delivery: WebhookDelivery, outcome: Outcome) -> WebhookDelivery:
             # success still delivers it: the receiver has the event.)
             delivery.refresh_from_db()
             return delivery
-        delivery.last_status_code = outcome.status_code
-        delivery.last_latency_ms = outcome.latency_ms
-        delivery.last_error = outcome.error
-        endpoint = WebhookEndpoint.objects.filter(id=delivery.endpoint_id)
-        if outcome.ok:
-            delivery.state = DeliveryState.DELIVERED
-            delivery.delivered_at = now
-            delivery.next_attempt_at = None
-            endpoint.filter(failing_since__isnull=False).update(failing_since=None)
-        elif delivery.attempts <= len(schedule):
-            delay = schedule[delivery.attempts - 1] * _jitter()
-            delivery.next_attempt_at = now + timedelta(seconds=delay)
-        else:
-            delivery.state = DeliveryState.FAILED
-            delivery.next_attempt_at = None
-            endpoint.filter(failing_since__isnull=True).update(failing_since=now)
+        _settle(delivery, outcome, now)
         WebhookDelivery.objects.filter(id=delivery.id).update(
             state=delivery.state,
             next_attempt_at=delivery.next_attempt_at,
@@ -263,6 +247,28 @@ def _record(delivery: WebhookDelivery, outcome: Outcome) -> WebhookDelivery:
         extra={"status_code": outcome.status_code, "error": outcome.error},
     )
     return delivery
+
+
+def _settle(delivery: WebhookDelivery, outcome: Outcome, now) -> None:
+    """The delivery after this attempt (unsaved): delivered, the next attempt after the
+    schedule, or failed after the last one; its endpoint's failing mark with it."""
+    schedule = settings.WEBHOOK_RETRY_SCHEDULE
+    delivery.last_status_code = outcome.status_code
+    delivery.last_latency_ms = outcome.latency_ms
+    delivery.last_error = outcome.error
+    endpoint = WebhookEndpoint.objects.filter(id=delivery.endpoint_id)
+    if outcome.ok:
+        delivery.state = DeliveryState.DELIVERED
+        delivery.delivered_at = now
+        delivery.next_attempt_at = None
+        endpoint.filter(failing_since__isnull=False).update(failing_since=None)
+    elif delivery.attempts <= len(schedule):
+        delay = schedule[delivery.attempts - 1] * _jitter()
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+    else:
+        delivery.state = DeliveryState.FAILED
+        delivery.next_attempt_at = None
+        endpoint.filter(failing_since__isnull=True).update(failing_since=now)
 
 
 def _jitter() -> float:
