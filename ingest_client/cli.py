@@ -104,7 +104,8 @@ def _add_how_to_send(parser: argparse.ArgumentParser) -> None:
         "--retries",
         type=int,
         default=8,
-        help="attempts per request on connection errors, 5xx and 429 (default: %(default)s)",
+        help="attempts per request on connection errors and 5xx (default: %(default)s); a "
+        "429 is waited out for as long as the server says, and not counted",
     )
     parser.add_argument(
         "--timeout",

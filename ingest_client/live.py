@@ -46,6 +46,7 @@ from ingest_client.transport import (
     RequestFailed,
     RetryPolicy,
     Transport,
+    api_key_problem,
     client_error,
     open_client,
 )
@@ -100,6 +101,8 @@ class Client:
         long as it takes); what is not sent by then is said on stderr."""
         if max_records < 1 or max_bytes < 1 or max_delay < 0:
             raise ValueError("max_records and max_bytes must be positive, max_delay >= 0")
+        if (problem := api_key_problem(api_key)) is not None:
+            raise ValueError(problem)
         self.api_key = api_key
         self.max_records, self.max_bytes, self.max_delay = max_records, max_bytes, max_delay
         self.on_batch, self.on_reject = on_batch, on_reject

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ingest_client.transport import api_key_problem
+
 # Dependency order: a stage's parents are all in earlier stages.
 STAGES: tuple[tuple[str, ...], ...] = (("customers", "products"), ("orders",), ("order_items",))
 RECORD_TYPES = tuple(t for stage in STAGES for t in stage)
@@ -72,6 +74,8 @@ def load_tenants(
     if not manifest.exists():
         if not api_key:
             raise ConfigError(f"{manifest} does not exist; give --api-key to upload {data_dir}")
+        if (problem := api_key_problem(api_key)) is not None:
+            raise ConfigError(problem)
         return [Tenant(tenant_id or "", data_dir.name, api_key, data_dir)]
     try:
         entries = json.loads(manifest.read_text())
@@ -95,6 +99,8 @@ def load_tenants(
     for tenant in tenants:
         if not tenant.api_key:
             raise ConfigError(f"no api_key for tenant {tenant.name} in {manifest}; use --api-key")
+        if (problem := api_key_problem(tenant.api_key)) is not None:
+            raise ConfigError(f"tenant {tenant.name}: {problem}")
         if not tenant.folder.is_dir():
             raise ConfigError(f"the folder of tenant {tenant.name}, {tenant.folder}, is missing")
     return tenants

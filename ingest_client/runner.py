@@ -114,6 +114,9 @@ class Runner:
         except Interrupted:
             result.error = "interrupted"
             self.reporter.failed(job)
+        except OSError as exc:  # the file itself: gone, unreadable, a directory now
+            result.error = f"cannot read {job.path}: {exc.strerror or exc}"
+            self.reporter.failed(job)
         return result
 
     def wait_stage(self, results: list[FileResult]) -> None:

@@ -29,12 +29,12 @@ from rich.live import Live
 from rich.markup import escape
 
 from ingest_client.live import Client, Counts, Reject, SendFailed
+from ingest_client.merge_watch import POLL_EVERY, MergeWatch, wait_merged
 from ingest_client.position import FileReader, Position, Start
 from ingest_client.report import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
-from ingest_client.transport import KeyRefused, RetryPolicy, api_url_arg
+from ingest_client.transport import KeyRefused, RetryPolicy, api_key_problem, api_url_arg
 
 RECORD_TYPES = ("customers", "products", "orders", "order_items")
-POLL_EVERY = 1.0  # seconds between merge checks: at most 2 GETs, far below 600/min per key
 
 
 def parse_args(argv: Sequence[str], *, prog: str | None = None) -> argparse.Namespace:
@@ -80,6 +80,8 @@ def parse_args(argv: Sequence[str], *, prog: str | None = None) -> argparse.Name
     args = parser.parse_args(argv)
     if not args.api_key:
         parser.error("--api-key (or $INGEST_API_KEY) is required")
+    if (problem := api_key_problem(args.api_key)) is not None:
+        parser.error(problem)
     if (args.follow or args.position) and args.file in (None, "-"):
         parser.error(f"{'--follow' if args.follow else '--position'} needs a FILE")
     return args
@@ -88,46 +90,6 @@ def parse_args(argv: Sequence[str], *, prog: str | None = None) -> argparse.Name
 def read_lines(stream: BinaryIO) -> Iterator[bytes]:
     """The lines of a stream as they come (a last line without a newline included)."""
     yield from iter(stream.readline, b"")
-
-
-class MergeWatch:
-    """Which of the batches sent are merged, checked cheaply: batches are merged oldest
-    first, so when one is merged so are those before it; a check asks for the newest and
-    for one halfway between the last known merged and the newest (2 GETs at most)."""
-
-    def __init__(self, http: httpx.Client, api_key: str):
-        self.http, self.api_key = http, api_key
-        self.urls: list[str] = []
-        self.merged = 0  # urls[:merged] are merged
-        self._lock = threading.Lock()
-
-    def add(self, batch: dict) -> None:
-        with self._lock:
-            if batch.get("state") == "merged" and self.merged == len(self.urls):
-                self.merged += 1
-            self.urls.append(batch.get("url") or "")
-
-    def check(self) -> None:
-        with self._lock:
-            total, merged = len(self.urls), self.merged
-            urls = self.urls
-        if merged >= total:
-            return
-        if self._is_merged(urls[total - 1]):
-            merged = total
-        elif merged < total - 1:
-            middle = (merged + total - 1) // 2
-            if self._is_merged(urls[middle]):
-                merged = middle + 1
-        with self._lock:
-            self.merged = max(self.merged, merged)
-
-    def _is_merged(self, url: str) -> bool:
-        try:
-            response = self.http.get(url, headers={"X-API-Key": self.api_key})
-            return response.status_code == 200 and response.json().get("state") == "merged"
-        except (httpx.HTTPError, ValueError, AttributeError):  # down, or not a batch
-            return False
 
 
 def _status(client: Client, watch: MergeWatch, started: float) -> str:
@@ -206,7 +168,7 @@ def _stream(
             stop.set()
             ticker.join()
         failed = saving.finish(failed, client.counts)
-        _wait_merged(watch, args.wait)
+        wait_merged(watch, args.wait)
         out.print(_status(client, watch, started).split(", ", 1)[0] + _summary(client, watch))
         return _exit_code(client, failed, console)
 
@@ -239,6 +201,7 @@ def _pump(
 ) -> str:
     """Read and send until the input ends or Ctrl-C, then flush; returns what failed. A
     line's `source_line` is its number in the file it was read from (or in stdin)."""
+    interrupted = False
     try:
         try:
             lines = reader.lines() if reader else read_lines(sys.stdin.buffer)
@@ -249,6 +212,7 @@ def _pump(
                 if position is not None:
                     position.read(client.counts.queued, reader.mark)
         except KeyboardInterrupt:
+            interrupted = True
             console.print("stopping: sending what was read...")
             if reader is not None and (partial := reader.take_partial()) is not None:
                 with contextlib.suppress(KeyRefused):  # said once the client is closed
@@ -261,13 +225,35 @@ def _pump(
         except OSError as exc:
             client.close()
             return f"cannot read {args.file}: {exc}"
-        try:
+        if _drain(client, console, interrupted=interrupted):
             client.close()
-        except KeyboardInterrupt:  # a second Ctrl-C: what was being sent is given up
-            client.abort()
+        else:  # given up: what was waiting is counted as failed, a request under way ends
+            with contextlib.suppress(TimeoutError, KeyboardInterrupt, SendFailed):
+                client.close(timeout=_GIVING_UP_SECONDS)
     except SendFailed as failed:
         return str(failed)
     return _unsent(client)
+
+
+_GIVING_UP_SECONDS = 5.0
+
+
+def _drain(client: Client, console: Console, *, interrupted: bool) -> bool:
+    """Wait until every record read is answered; False when a second Ctrl-C (or SIGTERM)
+    gave up what was being sent. The first one may come only now, the input read to its
+    end: what was read is still sent (it used to be given up at once)."""
+    while True:
+        try:
+            client.flush()
+            return True
+        except SendFailed:  # kept in `failures`, said by `_unsent`
+            return True
+        except KeyboardInterrupt:
+            if interrupted:
+                client.abort()
+                return False
+            interrupted = True
+            console.print("stopping: sending what was read (Ctrl-C again to give it up)...")
 
 
 def _unsent(client: Client) -> str:
@@ -348,14 +334,6 @@ class _Ticker(threading.Thread):
                     self.watch.check()
                 last = time.monotonic()
             self.show()
-
-
-def _wait_merged(watch: MergeWatch, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    watch.check()
-    while watch.merged < len(watch.urls) and time.monotonic() < deadline:
-        time.sleep(min(POLL_EVERY, max(0.0, deadline - time.monotonic())))
-        watch.check()
 
 
 def _summary(client: Client, watch: MergeWatch) -> str:

@@ -106,6 +106,19 @@ def client_error(response: httpx.Response, what: str) -> RequestFailed:
     return RequestFailed(f"{what}: HTTP {response.status_code}: {detail}")
 
 
+def api_key_problem(key: str) -> str | None:
+    """Why `key` cannot be an API key (it could not even be sent as a header), or None. A
+    key is printable ASCII without spaces: a pasted key that picked up a line break or a
+    typographic character is said so at once, not retried as a network failure."""
+    for position, char in enumerate(key, start=1):
+        if not "!" <= char <= "~":
+            return (
+                f"the API key holds {char!r} at character {position}: an API key is printable "
+                "ASCII without spaces (was it pasted whole?)"
+            )
+    return None
+
+
 def api_url_arg(text: str) -> str:
     """`--api-url` checked where it is given (argparse `type`): an http(s) URL with a host,
     or the command stops at once (exit 2) instead of retrying what cannot work."""

@@ -34,6 +34,15 @@ class FileFailed(RequestFailed):
     """This file cannot be sent or processed; the message says why."""
 
 
+def _changed(job: FileJob, how: str) -> FileFailed:
+    """A file that is not what was planned: its Content-Length (and sha256) are the size
+    and bytes it had then. Sent as it is now, the request would not match them."""
+    return FileFailed(
+        f"the file {how} while it was being sent (it had {job.size:,} bytes when the run "
+        "began): send it again once it is complete"
+    )
+
+
 class SessionGone(Exception):
     """The session is unknown (404) or expired (410): start a new one."""
 
@@ -159,10 +168,14 @@ class FileSender:
             sent = 0
             self.reporter.sending(job, 0)
             with job.path.open("rb") as fh:
-                while chunk := fh.read(MiB):
+                while chunk := fh.read(min(MiB, job.size - sent) or 1):
+                    if sent + len(chunk) > job.size:
+                        raise _changed(job, "grew")
                     sent += len(chunk)
                     self.reporter.sending(job, sent)
                     yield chunk
+            if sent < job.size:
+                raise _changed(job, f"shrank to {sent:,} bytes")
 
         params = {"filename": job.path.name}
         if job.record_type:
