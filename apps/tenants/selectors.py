@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 import uuid
 
 from django.db.models import Count, Q, QuerySet, Value
@@ -17,10 +18,9 @@ def tenant_get(*, tenant_id: str | uuid.UUID) -> Tenant | None:
 def tenant_named(*, name: str) -> Tenant | None:
     """The tenant of that name, ignoring case as the unique constraint does (PostgreSQL's
     lower(), which its index answers)."""
+    name = unicodedata.normalize("NFKC", name).strip()  # as names are stored
     return (
-        Tenant.objects.alias(lower_name=Lower("name"))
-        .filter(lower_name=Lower(Value(name.strip())))
-        .first()
+        Tenant.objects.alias(lower_name=Lower("name")).filter(lower_name=Lower(Value(name))).first()
     )
 
 

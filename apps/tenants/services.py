@@ -56,11 +56,19 @@ def _issue(*, tenant: Tenant) -> IssuedKey:
     return IssuedKey(api_key=api_key, raw=raw)
 
 
+# Characters a name may not hold beside control ones: format characters (zero-width,
+# bidirectional overrides), line and paragraph separators, surrogates, private-use and
+# unassigned code points.
+_UNSEEN = {"Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
+_ID_SHAPED = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+
+
 @transaction.atomic
 def tenant_create(*, name: str) -> tuple[Tenant, IssuedKey]:
     """A tenant and its first key. Names are unique ignoring case: a taken one (also when
     another create takes it at the same moment) is a `TenantNameTakenError`."""
-    name = name.strip()
+    # NFKC: a name is unique as read, not as typed ("Ａcme", fullwidth, is "Acme")
+    name = unicodedata.normalize("NFKC", name).strip()
     if not name:
         raise ApplicationError("A tenant needs a non-empty name.")
     longest = Tenant._meta.get_field("name").max_length
@@ -68,6 +76,13 @@ def tenant_create(*, name: str) -> tuple[Tenant, IssuedKey]:
         raise ApplicationError(f"A tenant name has at most {longest} characters, not {len(name)}.")
     if any(unicodedata.category(char) == "Cc" for char in name):  # tabs, newlines, NUL
         raise ApplicationError(f"A tenant name may not hold control characters: {name!r}.")
+    if any(unicodedata.category(char) in _UNSEEN for char in name):
+        raise ApplicationError(
+            "A tenant name may not hold invisible characters (zero-width, direction marks, "
+            f"line separators): {name!r}."
+        )
+    if _ID_SHAPED.fullmatch(name):  # commands take an id or a name: an id is read first
+        raise ApplicationError(f"A tenant name may not be a tenant id's shape: {name!r}.")
     existing = tenant_named(name=name)
     if existing is not None:
         raise _name_taken(name, existing)

@@ -181,11 +181,47 @@ def test_revoke_api_key_finds_the_tenant_by_id_or_name(tenant, other_tenant, by)
     assert ApiKey.objects.get(tenant=other_tenant).revoked_at is None
 
 
-def test_a_tenant_named_like_another_tenants_id_is_found_by_the_id_first(tenant):
-    """An id wins over a name that happens to read as an id."""
-    lookalike, _ = tenant_create(name=str(tenant.id))
-    assert _fields(run("rotate_api_key", str(tenant.id)))["tenant_id"] == str(tenant.id)
-    assert lookalike.api_keys.filter(revoked_at=None).count() == 1
+@pytest.mark.parametrize("shape", [str, lambda id: str(id).upper(), lambda id: id.hex])
+def test_a_name_shaped_like_a_tenant_id_is_refused(tenant, shape):
+    """Commands take an id or a name, the id first: a tenant named as another's id could
+    not be found by its name, and a command meant for it acted on the other."""
+    name = shape(tenant.id)
+    with pytest.raises(CommandError) as refused:
+        call_command("create_tenant", name)
+    assert str(refused.value) == f"A tenant name may not be a tenant id's shape: {name!r}."
+    assert Tenant.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["\u200b", "acme\u200b", "\u202egnp.exe", "x\u2028y", "a\u2029b", "\ue000corp", "\ufeffBOM"],
+    ids=[
+        "zero-width",
+        "zero-width-after",
+        "rtl-override",
+        "line-sep",
+        "para-sep",
+        "private",
+        "bom",
+    ],
+)
+def test_a_name_with_invisible_characters_is_refused(tenant, name):
+    """Format characters, separators and private-use code points make a name that looks
+    empty, or like another (`acme` and `acme` with a zero-width space were two tenants)."""
+    with pytest.raises(CommandError) as refused:
+        call_command("create_tenant", name)
+    assert str(refused.value).startswith("A tenant name may not hold invisible characters")
+    assert Tenant.objects.count() == 1
+
+
+def test_a_name_is_unique_as_read_not_as_typed(tenant):
+    """Compatibility forms are the same name: a fullwidth "Ａｃｍｅ" is "Acme", taken; a
+    new one is kept in that form, and found by either."""
+    with pytest.raises(TenantNameTakenError):
+        tenant_create(name="\uff21\uff43\uff4d\uff45")
+    created, _ = tenant_create(name="\uff29nitech")
+    assert created.name == "Initech"
+    assert _fields(run("rotate_api_key", "\uff29NITECH"))["tenant_id"] == str(created.id)
 
 
 @pytest.mark.parametrize("command", ["rotate_api_key", "revoke_api_key"])
