@@ -13,6 +13,7 @@ real upload.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +33,13 @@ from ingest_client.transport import API, RequestFailed, Transport, client_error,
 
 class FileFailed(RequestFailed):
     """This file cannot be sent or processed; the message says why."""
+
+
+def sent_name(job: FileJob) -> str:
+    """The file's name as the upload records it: control characters (a line break in a
+    name), which the server refuses in a filename, as `?`. Only a label: the record type
+    was decided from the real name."""
+    return "".join("?" if unicodedata.category(c) == "Cc" else c for c in job.path.name)
 
 
 def _changed(job: FileJob, how: str) -> FileFailed:
@@ -177,7 +185,7 @@ class FileSender:
             if sent < job.size:
                 raise _changed(job, f"shrank to {sent:,} bytes")
 
-        params = {"filename": job.path.name}
+        params = {"filename": sent_name(job)}
         if job.record_type:
             params["type"] = job.record_type
         if self.dry_run:
@@ -260,7 +268,7 @@ class FileSender:
         return response.json()
 
     def _session_create(self, job: FileJob, sha256: str, attempt: int) -> dict | None:
-        payload: dict[str, Any] = {"filename": job.path.name, "size": job.size, "sha256": sha256}
+        payload: dict[str, Any] = {"filename": sent_name(job), "size": job.size, "sha256": sha256}
         if job.record_type:
             payload["type"] = job.record_type
         if self.dry_run:

@@ -25,7 +25,10 @@ SIZE = 3 * MiB
 
 
 class _Receiver(BaseHTTPRequestHandler):
+    paths: list[str] = []
+
     def do_POST(self):  # noqa: N802 - http.server's name
+        self.paths.append(self.path)
         length = int(self.headers["Content-Length"])
         got = 0
         while got < length and (chunk := self.rfile.read(min(65536, length - got))):
@@ -130,3 +133,15 @@ def test_an_api_key_that_cannot_be_sent_is_refused_before_any_request(
         f"the API key holds {shown} at character {position}: an API key is printable ASCII "
         "without spaces (was it pasted whole?)"
     )
+
+
+def test_a_files_name_with_a_line_break_is_sent_with_a_question_mark(server, tmp_path):
+    """The filename is a label the server refuses control characters in: such a file could
+    never be sent (400 on every run)."""
+    path = tmp_path / "customers_1\nx.ndjson"
+    path.write_bytes(b"x" * (SIZE - 1) + b"\n")
+    _Receiver.paths.clear()
+    result = _send(server, tmp_path, path, _Changing(lambda path: None))
+    assert result.error is None
+    [sent] = _Receiver.paths
+    assert "filename=customers_1%3Fx.ndjson" in sent

@@ -105,7 +105,8 @@ def test_a_file_level_failure_exits_2(tenant, tmp_path):
     ("case", "message"),
     [
         ("missing-file", "No such file"),
-        ("a-folder", "No such file"),
+        ("a-folder", "is a folder, not a file."),
+        ("a-pipe", "is not a regular file: give a file it can read twice."),
         ("unknown-tenant", "No tenant has the id or name"),
         ("undecidable-type", "Cannot tell the record type"),
     ],
@@ -113,13 +114,17 @@ def test_a_file_level_failure_exits_2(tenant, tmp_path):
 def test_what_cannot_be_read_exits_2_with_nothing_on_stdout(
     tenant, ndjson, tmp_path, case, message
 ):
-    """No file, a folder, an unknown tenant, an undecidable type: status 2, a message, no upload."""
+    """No file, a folder, a pipe, an unknown tenant, an undecidable type: status 2, a
+    message saying which, no upload."""
     path = ndjson("customers_1.ndjson", GOOD)
     tenant_id = str(tenant.id)
     if case == "missing-file":
         path = tmp_path / "customers_9.ndjson"
     elif case == "a-folder":
         path = tmp_path
+    elif case == "a-pipe":
+        path = tmp_path / "customers_2.ndjson"
+        os.mkfifo(path)
     elif case == "unknown-tenant":
         tenant_id = str(uid("no such tenant"))
     elif case == "undecidable-type":

@@ -100,6 +100,10 @@ def upload_ingest_path(
         return path.open("rb")
 
     if not path.is_file():
+        if path.is_dir():
+            raise ApplicationError(f"{path} is a folder, not a file.")
+        if path.exists():  # a pipe, a socket, a device: read twice (fingerprint, rows)
+            raise ApplicationError(f"{path} is not a regular file: give a file it can read twice.")
         raise ApplicationError(f"No such file: {path}")
     record_type = record_type_decide(
         filename=path.name, explicit=record_type, open_stream=open_stream
