@@ -132,11 +132,12 @@ class LocalServer:
         self.server.server_close()
 
 
-class DroppingProxy(LocalServer):
-    """Forwards requests to the live server, but the answer of the first POST is never
-    given: the connection is closed instead. Logs (path, Idempotency-Key) of every POST."""
+class ForwardingProxy(LocalServer):
+    """Forwards requests to the live server and gives their answers `delay` seconds later;
+    with `drop_first`, the answer of the first POST is never given: the connection is
+    closed instead. Logs (path, Idempotency-Key) of every POST."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, *, delay: float = 0.0, drop_first: bool = False):
         self.posts: list[tuple[str, str]] = []
         self.client = client = httpx.Client(base_url=upstream, timeout=60)
         proxy = self
@@ -149,9 +150,10 @@ class DroppingProxy(LocalServer):
                 response = client.request(self.command, self.path, content=body, headers=headers)
                 if self.command == "POST":
                     proxy.posts.append((self.path, self.headers.get("Idempotency-Key", "")))
-                    if len(proxy.posts) == 1:
+                    if drop_first and len(proxy.posts) == 1:
                         self.close_connection = True  # stored upstream, the answer is lost
                         return
+                time.sleep(delay)
                 self.send_response(response.status_code)
                 self.send_header("Content-Type", response.headers.get("Content-Type", ""))
                 self.send_header("Content-Length", str(len(response.content)))
@@ -171,7 +173,7 @@ def test_a_batch_whose_answer_was_lost_is_retried_with_its_key_and_stored_once(l
     """The first answer is dropped after the server stored the batch: the client retries
     with the same Idempotency-Key, gets the stored batch back, and no row is doubled."""
     tenant, issued = tenant_create(name="live-dropped")
-    proxy = DroppingProxy(live_stack)
+    proxy = ForwardingProxy(live_stack, drop_first=True)
     notes: list[str] = []
     try:
         with Client(proxy.url, issued.raw, policy=FAST, note=notes.append) as client:
