@@ -17,6 +17,8 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
 
+from apps.core.jsontext import decode_error_message
+
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 
 
@@ -44,10 +46,11 @@ class ExactJSONParser(BaseParser):
     media_type = "application/json"
 
     def parse(self, stream, media_type=None, parser_context=None):
+        data = stream.read()
         try:
-            return _decode(stream.read())
+            return _decode(data)
         except (msgspec.DecodeError, ValueError) as exc:
-            raise ParseError(f"JSON parse error - {exc}") from None
+            raise ParseError(f"JSON parse error - {decode_error_message(str(exc), data)}") from None
         except RecursionError:
             raise ParseError("JSON parse error - nested too deeply.") from None
 

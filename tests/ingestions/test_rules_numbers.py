@@ -104,3 +104,14 @@ def test_a_customers_metadata_number_of_4301_digits_reads_back(client, tenant):
     assert (answer.status_code, answer.json()["rejected"]) == (202, 0), answer.content
     records_merge(tenant_id=tenant.id)
     assert Customer.objects.get(tenant=tenant).metadata == {"n": Decimal(10) ** 4300}
+
+
+def test_a_lone_surrogate_in_a_rules_body_is_said_so(client):
+    """Half a UTF-16 surrogate pair is named, with where it is, as a row's reject names it
+    (the decoder's own words were "Input data was truncated")."""
+    body = b'{"schema": {"properties": {"name": {"const": "\\ud800"}}}}'
+    answer = client.put(f"{RULES}customers/", body, content_type="application/json")
+    assert (answer.status_code, answer.json()["code"]) == (400, "parse_error")
+    assert answer.json()["detail"] == (
+        "JSON parse error - JSON is malformed: \\ud800 is half a UTF-16 surrogate pair (byte 46)"
+    )

@@ -9,12 +9,12 @@ written to the server in one call (`stage`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
 
+from apps.core.jsontext import decode_error_message
 from apps.ingestions.engine.checks import NULL, Invalid, copy_text, exact_number
 from apps.ingestions.engine.reader import Line
 from apps.ingestions.engine.records import RecordSpec, record_errors
@@ -102,20 +102,7 @@ def json_error(exc: Exception, data: bytes) -> str:
         return _utf8_error(data)
     if isinstance(exc, RecursionError):  # by the decoder, or by `too_deep`
         return f"JSON nested too deeply (more than {MAX_JSON_DEPTH} objects and arrays)"
-    message = str(exc)
-    if message == _TRUNCATED and (lone := _LONE_SURROGATE.search(data)) is not None:
-        # msgspec's word for a high surrogate escape that no low one follows
-        escape = lone.group(1).decode("ascii")
-        return f"JSON is malformed: {escape} is half a UTF-16 surrogate pair (byte {lone.start(1)})"
-    return message
-
-
-_TRUNCATED = "Input data was truncated"
-# a \uD800-\uDBFF escape (after an even run of backslashes: not itself escaped) whose next
-# six bytes are not a \uDC00-\uDFFF escape
-_LONE_SURROGATE = re.compile(
-    rb"(?<!\\)(?:\\\\)*(\\u[dD][89abAB][0-9a-fA-F]{2})(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-)
+    return decode_error_message(str(exc), data)
 
 
 def _utf8_error(data: bytes) -> str:
