@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import msgspec
 from django.urls import reverse
+from django.utils import timezone
 
 from apps.core.exactjson import exact_dumps
 from apps.dashboard.selectors import LiveFigures, TenantSummary, Throughput, TypeRules
@@ -51,6 +52,8 @@ def upload_json(upload: Upload) -> dict:
         percent = 100 if upload.is_terminal else 0
     rows = upload.row_counts
     error = f"{upload.error_code}: {upload.error_detail}" if upload.error_code else ""
+    stalled = _stalled(upload)
+    progress = f"{percent}%" + (f", no progress since {when(upload.updated_at)}" if stalled else "")
     return {
         "id": str(upload.id),
         "state": upload.state,
@@ -73,15 +76,30 @@ def upload_json(upload: Upload) -> dict:
             "state": upload.state,
             "dry_run": "dry run: nothing loaded" if upload.dry_run else "",
             "error": error,
-            "progress": f"{percent}%",
+            "progress": progress,
             "bytes": f"{size(upload.bytes_done)} of {size(total)}",
-            "rows_done": f"{upload.rows_done:,}",
-            "rows_per_second": rate(upload.rows_per_second) if upload.started_at else "",
+            "rows_done": plural(upload.rows_done, "row"),
+            # a rate only while rows move: a stalled one's last rate is no speed at all
+            "rows_per_second": (
+                rate(upload.rows_per_second) if upload.started_at and not stalled else ""
+            ),
             **{name: f"{rows[name]:,}" for name in _COUNTS},
             "warned": f"{rows['warned']:,}",
             "rules": _checked_with(upload),
         },
     }
+
+
+# A load writes its progress after every chunk (a second or so): one silent this long is
+# stalled (its worker gone, or a client's bytes not coming), until the housekeeping or the
+# bytes move it on.
+STALLED_SECONDS = 60
+
+
+def _stalled(upload: Upload) -> bool:
+    if upload.state != UploadState.PROCESSING or upload.updated_at is None:
+        return False
+    return (timezone.now() - upload.updated_at).total_seconds() > STALLED_SECONDS
 
 
 def _checked_with(upload: Upload) -> str:

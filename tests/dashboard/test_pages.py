@@ -254,3 +254,17 @@ def test_the_throughput_chart_shows_real_rates_with_round_time_ticks(db):
     assert labels == ["21:00", "00:00", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00"]
     assert throughput_json(day)["end_label"] == "2026-12-05 19:30 UTC"
     json.dumps(shown)  # the document polls it as JSON
+
+
+def test_a_rejected_lines_hidden_characters_are_shown_as_escapes(acme, browser, ndjson, load):
+    """A raw line with a right-to-left override and control characters: each shown as its
+    escape on the errors page and the code's page (as sent, the override turned the text
+    after it around, "gnp.exe" for "exe.png", and the controls are not valid HTML)."""
+    line = "not json \u202egnp.exe\x01\x7f <b>&"
+    upload = load(acme[0], ndjson("customers_odd.ndjson", [line]))
+    _sign_in(browser, acme[1])
+    shown = "not json \\u202egnp.exe\\x01\\x7f &lt;b&gt;&amp;"
+    for url in (f"/dashboard/uploads/{upload.id}/errors/", "/dashboard/rejects/?code=invalid_json"):
+        page = browser.get(url).content.decode()
+        assert shown in page, url
+        assert not {"\u202e", "\x01", "\x7f"} & set(page)

@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.test import Client
+from django.utils import timezone
 
 from apps.dashboard.selectors import UNSCOPED_ALL_TENANTS, throughput_series
 from apps.ingestions.engine.testing import customer_row, uid
@@ -148,7 +149,7 @@ def test_the_page_lists_the_tenants_uploads_with_their_counts(acme_upload, acme,
         str(acme_upload.id): _expected_cells(
             acme_upload,
             state="completed_with_errors",
-            rows_done="5",
+            rows_done="5 rows",
             inserted="3",
             rejected="2",
         )
@@ -189,7 +190,7 @@ def test_the_json_document_carries_what_the_page_shows(acme_upload, acme, browse
                 state="completed_with_errors",
                 tenant="Acme",
                 total="5",
-                rows_done="5",
+                rows_done="5 rows",
                 inserted="3",
                 rejected="2",
             ),
@@ -419,3 +420,24 @@ def test_the_dashboards_static_files_are_served(db, client):
     style = client.get("/static/dashboard/dashboard.css")
     assert (style.status_code, style["Content-Type"]) == (200, 'text/css; charset="utf-8"')
     style.close()
+
+
+def test_an_upload_whose_progress_stopped_says_since_when_and_claims_no_rate(
+    acme_upload, acme, browser
+):
+    """Processing, its progress last written more than a minute ago (its worker killed):
+    the page says since when, and shows no rate (it showed the last one, 115,540 rows/s,
+    for minutes). Moving again, it is shown as before."""
+    _sign_in(browser, acme[1])
+    last = timezone.now() - timedelta(minutes=3)
+    Upload.objects.filter(id=acme_upload.id).update(
+        state="processing", started_at=last - timedelta(seconds=2), updated_at=last, rows_done=1
+    )
+    [stalled] = browser.get("/dashboard/data/").json()["uploads"]
+    since = last.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    assert stalled["cells"]["progress"] == f"100%, no progress since {since}"
+    assert (stalled["cells"]["rows_per_second"], stalled["cells"]["rows_done"]) == ("", "1 row")
+    Upload.objects.filter(id=acme_upload.id).update(updated_at=timezone.now())
+    [moving] = browser.get("/dashboard/data/").json()["uploads"]
+    assert moving["cells"]["progress"] == "100%"
+    assert moving["cells"]["rows_per_second"] != ""
