@@ -129,7 +129,7 @@ def test_a_tenant_signs_in_and_watches_an_upload_complete_then_reads_its_errors(
             # the same document all along: no reload, and it saw the upload before the end
             assert page.evaluate("window.__sameDocument") is True
             seen = page.evaluate("window.__seen")
-            assert seen[-1] == f"completed_with_errors {ROWS:,}", seen
+            assert seen[-1] == f"completed_with_errors {ROWS:,} rows", seen
             assert seen[0].split()[0] in {"received", "queued", "processing"}, seen
             cells = {
                 name: row.locator(f"[data-cell={name}]").text_content()
@@ -137,7 +137,7 @@ def test_a_tenant_signs_in_and_watches_an_upload_complete_then_reads_its_errors(
             }
             assert cells == {
                 "progress": "100%",
-                "rows_done": f"{ROWS:,}",
+                "rows_done": f"{ROWS:,} rows",
                 "inserted": f"{ROWS - 2:,}",
                 "updated": "0",
                 "rejected": "2",
