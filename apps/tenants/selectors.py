@@ -15,10 +15,16 @@ def tenant_get(*, tenant_id: str | uuid.UUID) -> Tenant | None:
     return Tenant.objects.filter(id=parsed).first() if parsed is not None else None
 
 
+def tenant_name_normal(name: str) -> str:
+    """A name as names are stored and compared: NFKC (unique as read, not as typed: a
+    fullwidth "Ａcme" is "Acme"), without surrounding spaces."""
+    return unicodedata.normalize("NFKC", name).strip()
+
+
 def tenant_named(*, name: str) -> Tenant | None:
     """The tenant of that name, ignoring case as the unique constraint does (PostgreSQL's
     lower(), which its index answers)."""
-    name = unicodedata.normalize("NFKC", name).strip()  # as names are stored
+    name = tenant_name_normal(name)
     return (
         Tenant.objects.alias(lower_name=Lower("name")).filter(lower_name=Lower(Value(name))).first()
     )

@@ -23,7 +23,7 @@ from apps.core.ratelimit import (
     window_name,
 )
 from apps.tenants.models import ApiKey, Tenant
-from apps.tenants.selectors import tenant_named
+from apps.tenants.selectors import tenant_name_normal, tenant_named
 
 KEY_PREFIX_BYTES = 6  # 12 hex chars: public, used to find the row
 _PREFIX_RE = re.compile(rf"[0-9a-f]{{{2 * KEY_PREFIX_BYTES}}}")
@@ -67,8 +67,7 @@ _ID_SHAPED = re.compile(r"[0-9a-fA-F]{8}-?(?:[0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}
 def tenant_create(*, name: str) -> tuple[Tenant, IssuedKey]:
     """A tenant and its first key. Names are unique ignoring case: a taken one (also when
     another create takes it at the same moment) is a `TenantNameTakenError`."""
-    # NFKC: a name is unique as read, not as typed ("Ａcme", fullwidth, is "Acme")
-    name = unicodedata.normalize("NFKC", name).strip()
+    name = tenant_name_normal(name)
     if not name:
         raise ApplicationError("A tenant needs a non-empty name.")
     longest = Tenant._meta.get_field("name").max_length
