@@ -174,7 +174,14 @@ def main(
     for plan in plans:
         for path in plan.empty:
             console.print(f"{escape(plan.tenant.name)}/{escape(path.name)}: empty, skipped")
+        for path, what in plan.unsendable:
+            where = f"{escape(plan.tenant.name)}/{escape(path.name)}"
+            errors.print(f"[red]{where}:[/] {escape(what)}, not sent")
+    # a data-named entry that cannot be sent is a file that was not sent: the run fails
+    unsendable = any(plan.unsendable for plan in plans)
     if not any(plan.jobs for plan in plans):
+        if unsendable:
+            return EXIT_FAILED
         if any(plan.empty for plan in plans):
             return EXIT_OK  # every file is empty: nothing to load, nothing failed
         where = escape(str(args.data_dir))
@@ -183,7 +190,7 @@ def main(
     if args.dry_run:
         console.print(plan_table(plans, chunk_size=args.chunk_size))
         console.print(plan_summary(plans))
-        return EXIT_OK
+        return EXIT_FAILED if unsendable else EXIT_OK
     options = Options(
         parallel=args.parallel,
         chunk_size=args.chunk_size,
@@ -193,7 +200,8 @@ def main(
         validate_only=args.validate_only,
         run_tag=uuid.uuid4().hex if args.validate_only else "",
     )
-    return _upload(plans, args, options, console=console, errors=errors)
+    code = _upload(plans, args, options, console=console, errors=errors)
+    return EXIT_FAILED if unsendable else code
 
 
 def _upload(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ class TenantPlan:
     tenant: Tenant
     stages: tuple[tuple[FileJob, ...], ...]  # non-empty stages, in order
     empty: tuple[Path, ...] = ()  # empty files: nothing to send (the API refuses them)
+    # data-named entries that are no file to send (a folder, a pipe): each with what it is
+    unsendable: tuple[tuple[Path, str], ...] = ()
 
     @property
     def jobs(self) -> list[FileJob]:
@@ -158,14 +161,34 @@ def stage_of(record_type: str | None) -> int:
     return len(STAGES)
 
 
+def not_a_file(path: Path) -> str | None:
+    """What a data-named directory entry is when it is not a regular file (links followed),
+    as the CLI says it; None for a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "a broken link" if path.is_symlink() else "gone"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (its size and content are not known before it is read)"
+    return "not a regular file"
+
+
 def build_plan(tenants: Sequence[Tenant], *, session_threshold: int) -> list[TenantPlan]:
     """Every data file of every tenant, grouped into stages in dependency order; files
     larger than `session_threshold` bytes go through resumable sessions. Empty files are
-    set apart (`TenantPlan.empty`): there is nothing in them to send."""
+    set apart (`TenantPlan.empty`): there is nothing in them to send; so are entries named
+    as data files that are not regular files (`TenantPlan.unsendable`), a failure."""
     plans = []
     for tenant in tenants:
-        jobs, empty = [], []
-        for path in sorted(p for p in tenant.folder.iterdir() if p.is_file() and is_data_file(p)):
+        jobs, empty, unsendable = [], [], []
+        for path in sorted(p for p in tenant.folder.iterdir() if is_data_file(p)):
+            if (what := not_a_file(path)) is not None:
+                unsendable.append((path, what))
+                continue
             size = path.stat().st_size
             if not size:
                 empty.append(path)
@@ -184,5 +207,9 @@ def build_plan(tenants: Sequence[Tenant], *, session_threshold: int) -> list[Ten
         stages = tuple(
             tuple(job for job in jobs if job.stage == index) for index in range(len(STAGES) + 1)
         )
-        plans.append(TenantPlan(tenant, tuple(stage for stage in stages if stage), tuple(empty)))
+        plans.append(
+            TenantPlan(
+                tenant, tuple(stage for stage in stages if stage), tuple(empty), tuple(unsendable)
+            )
+        )
     return plans

@@ -61,6 +61,18 @@ class Start:
     tail_sha256: str
 
 
+def _whole_json(data: bytes) -> bool:
+    """Whether `data` is one whole JSON value (numbers are not converted: a long one is
+    no error here; a value nested too deeply to tell is taken as whole)."""
+    try:
+        json.loads(data, parse_int=len, parse_float=len, parse_constant=len)
+    except RecursionError:
+        return True
+    except ValueError:
+        return False
+    return True
+
+
 class FileReader:
     """The lines of the file at `path` from `start` (a `Start`, when it is still the same
     file and ends a line) or from its beginning; with `follow`, as the file grows (like
@@ -119,8 +131,10 @@ class FileReader:
                     self._close()
                     continue
                 self.stop.wait(self.interval)
-            if self.partial and (self.partial_at_stop or not self.follow):
+            if self.partial and not self.follow:  # the end of a file read once: a line
                 yield self._give(self.partial)
+            elif (line := self.take_partial()) is not None:
+                yield line
         finally:
             self._close()
 
@@ -133,10 +147,19 @@ class FileReader:
 
     def take_partial(self) -> bytes | None:
         """The partial line that `lines` would have given at `stop`, when it ended on an
-        exception instead (Ctrl-C); None when there is none, or none to give."""
-        if self.partial and self.partial_at_stop:
-            return self._give(self.partial)
-        return None
+        exception instead (Ctrl-C); None when there is none, or none to give. Followed, it
+        is given only when it is a whole JSON value (a last record written without its
+        newline): a writer stopped mid-line has written half a record, whose reject would
+        be all it gave. That is said, and it is kept."""
+        if not (self.partial and self.partial_at_stop):
+            return None
+        if self.follow and not _whole_json(self.partial):
+            self.note(
+                f"{self.path.name}: the last {len(self.partial):,} bytes read have no newline "
+                "yet and are not a whole record (a writer stopped mid-line?): not sent"
+            )
+            return None
+        return self._give(self.partial)
 
     def _readline(self) -> bytes | None:
         """The next whole line of the open file, or None at its end for now."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 
 import pytest
 from rich.console import Console
@@ -75,6 +76,32 @@ def test_empty_files_are_set_apart_and_the_dry_run_says_they_are_skipped(tmp_pat
     out = io.StringIO()
     assert main(["--data-dir", str(data)], console=Console(file=out)) == 0
     assert "t1/orders_1.ndjson: empty, skipped" in out.getvalue()
+
+
+def test_a_data_named_pipe_folder_or_broken_link_is_named_and_fails_the_run(tmp_path, capsys):
+    """An entry named as a data file that is no regular file (a named pipe, a folder, a
+    link to nothing) is not sent and not passed over in silence: each is named with what it
+    is, and the run, even a dry run, exits 2, as for a file that could not be sent."""
+    data = _data_dir(tmp_path, {"customers_1.ndjson": b""})
+    folder = data / "t1"
+    os.mkfifo(folder / "orders_1.ndjson")
+    (folder / "orders_2.ndjson").mkdir()
+    (folder / "products_1.ndjson").symlink_to(folder / "nowhere.ndjson")
+    (folder / "products_2.ndjson").symlink_to(folder / "customers_1.ndjson")  # a link: fine
+    (plan,) = build_plan(load_tenants(data), session_threshold=20)
+    assert plan.jobs == []
+    assert [p.name for p in plan.empty] == ["customers_1.ndjson", "products_2.ndjson"]
+    assert [(p.name, what.split(" (")[0]) for p, what in plan.unsendable] == [
+        ("orders_1.ndjson", "a named pipe"),
+        ("orders_2.ndjson", "a folder"),
+        ("products_1.ndjson", "a broken link"),
+    ]
+    for dry in ([], ["--dry-run"]):
+        assert main(["--data-dir", str(data), *dry], console=Console(file=io.StringIO())) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "t1/orders_1.ndjson: a named pipe (its size and content" in err
+        assert "t1/orders_2.ndjson: a folder, not sent" in err
+        assert "t1/products_1.ndjson: a broken link, not sent" in err
 
 
 def test_a_files_type_comes_from_its_longest_name_prefix_or_its_first_row(tmp_path):

@@ -82,16 +82,28 @@ def test_a_reader_reads_from_the_start_a_file_that_is_not_the_one_of_its_positio
 
 
 def test_a_followed_partial_line_waits_for_the_next_stream_when_there_is_a_position(tmp_path):
-    """Stopped while the writer is mid-line: without a position the partial line is sent
-    (the old behaviour); with one it is left, and the position ends before it."""
+    """Stopped while the last line has no newline: without a position it is sent when it is
+    a whole record (written without its newline); half a record (a writer stopped
+    mid-line) is not, and is said; with a position it is left, and the position ends
+    before it. Half a record was sent, and its reject made the stream's exit 1."""
     path = tmp_path / "c.ndjson"
-    path.write_bytes(b"a\nhalf")
-    for partial_at_stop, expected in ((True, [b"a\n", b"half"]), (False, [b"a\n"])):
-        stop = threading.Event()
-        reader = FileReader(path, stop=stop, partial_at_stop=partial_at_stop, interval=0.01)
+    cases = [
+        (b'{"a": 1}', True, [b"a\n", b'{"a": 1}'], []),
+        (b"[" + b"9" * 5000 + b"]", True, [b"a\n", b"[" + b"9" * 5000 + b"]"], []),
+        (b'{"a": 1', True, [b"a\n"], ["c.ndjson: the last 7 bytes read have no newline yet"]),
+        (b"\xff\xfe", True, [b"a\n"], ["c.ndjson: the last 2 bytes read have no newline yet"]),
+        (b'{"a": 1}', False, [b"a\n"], []),
+    ]
+    for tail, partial_at_stop, expected, said in cases:
+        path.write_bytes(b"a\n" + tail)
+        stop, notes = threading.Event(), []
+        reader = FileReader(
+            path, stop=stop, partial_at_stop=partial_at_stop, interval=0.01, note=notes.append
+        )
         threading.Timer(0.3, stop.set).start()  # once the reader waits at the partial line
         assert list(reader.lines()) == expected
-    assert reader.mark.offset == 2
+        assert [note.split(" and ")[0] for note in notes] == said
+        assert reader.mark.offset == 2
 
 
 def test_a_position_moves_only_past_lines_answered_for_and_never_past_a_failure(tmp_path):
@@ -455,6 +467,27 @@ def test_a_followed_partial_line_is_sent_at_ctrl_c_without_a_position(tmp_path):
         taking.close()
     assert process.returncode == 0, out + err
     assert "3 accepted, 0 rejected, 0 not sent" in out
+
+
+def test_half_a_record_left_by_a_writer_is_not_sent_at_ctrl_c(tmp_path):
+    """Followed, a last line that is half a record when Ctrl-C comes (the writer stopped
+    mid-line) is not sent, and that is said; what was whole is sent, and the exit is 0.
+    It was sent, and its reject made the exit 1."""
+    import signal
+
+    data = tmp_path / "c.ndjson"
+    data.write_text(lines(range(2)) + json.dumps(customer_of(2))[:30])
+    taking = Answers([202])
+    process = spawn(
+        str(data), "--follow", "--api-url", taking.url, "--api-key", "k", "--batch-delay", "60",
+    )  # fmt: skip
+    try:
+        out, err = ended_by(process, data, signal.SIGINT)
+    finally:
+        taking.close()
+    assert process.returncode == 0, out + err
+    assert "2 accepted, 0 rejected, 0 not sent" in out
+    assert "c.ndjson: the last 30 bytes read have no newline yet" in " ".join(err.split())
 
 
 def test_a_pipe_is_read_as_it_comes(tmp_path):
