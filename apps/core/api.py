@@ -186,6 +186,16 @@ class AsciiIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class JsonBooleanField(serializers.BooleanField):
+    """A JSON `true` or `false`, nothing else (DRF's own field also takes "yes", "off", 1
+    and "0", which a JSON body has no reason to send)."""
+
+    def to_internal_value(self, data):
+        if data is True or data is False:
+            return data
+        self.fail("invalid", input=data)
+
+
 def single_value(params, name: str) -> str | None:
     """A query parameter or form field (of a QueryDict) that takes one value: None when
     absent, 400 when given twice (which of the two was meant is anyone's guess)."""

@@ -15,7 +15,13 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
-from apps.core.api import PAGE_PARAMETERS, Pagination, TenantApiView, problem_responses
+from apps.core.api import (
+    PAGE_PARAMETERS,
+    JsonBooleanField,
+    Pagination,
+    TenantApiView,
+    problem_responses,
+)
 from apps.webhooks.models import DeliveryState, EventType, WebhookEndpoint
 from apps.webhooks.selectors import delivery_get, delivery_list, endpoint_get, endpoint_list
 from apps.webhooks.services import (
@@ -92,7 +98,7 @@ class EndpointCreateInputSerializer(serializers.Serializer):
     url = serializers.CharField(max_length=2048, help_text=_URL_HELP)
     events = _events_field()
     description = serializers.CharField(max_length=500, allow_blank=True, default="")
-    enabled = serializers.BooleanField(
+    enabled = JsonBooleanField(
         default=True, help_text="false: registered, but nothing is sent until it is enabled"
     )
 
@@ -101,7 +107,7 @@ class EndpointUpdateInputSerializer(serializers.Serializer):
     url = serializers.CharField(max_length=2048, required=False, help_text=_URL_HELP)
     events = _events_field(required=False)
     description = serializers.CharField(max_length=500, allow_blank=True, required=False)
-    enabled = serializers.BooleanField(
+    enabled = JsonBooleanField(
         required=False,
         help_text="false: nothing is sent (deliveries wait); true again clears `failing`",
     )

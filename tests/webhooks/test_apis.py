@@ -557,3 +557,26 @@ def test_a_tenant_registers_at_most_its_limit_of_endpoints(tenant_client, settin
     register(client, "http://127.0.0.1:9/c", ["upload.failed"])
     _, other = tenant_client("Globex")
     register(other, "http://127.0.0.1:9/a", ["upload.failed"])
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "off", 1, 0, "1", None, [], {}])
+def test_enabled_is_a_json_boolean_and_nothing_else(tenant_client, value):
+    """`enabled` takes `true` or `false` only: "yes", "off", 1 and the like are a 400 that
+    names the field, at creation and in a PATCH (they were read as booleans)."""
+    _, client = tenant_client()
+    answer = client.post(
+        "/api/v1/webhooks/",
+        {"url": "http://127.0.0.1:9/hook", "events": ["upload.failed"], "enabled": value},
+        format="json",
+    )
+    assert answer.status_code == 400, answer.content
+    assert "enabled" in answer.json()["errors"]
+    assert not WebhookEndpoint.objects.exists()
+    created = client.post(
+        "/api/v1/webhooks/",
+        {"url": "http://127.0.0.1:9/hook", "events": ["upload.failed"], "enabled": False},
+        format="json",
+    ).json()
+    patched = client.patch(f"/api/v1/webhooks/{created['id']}/", {"enabled": value}, "json")
+    assert patched.status_code == 400, patched.content
+    assert WebhookEndpoint.objects.get(id=created["id"]).enabled is False

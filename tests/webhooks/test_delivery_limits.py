@@ -1,7 +1,9 @@
 """A delivery attempt within its limits whatever the receiver or the stored URL does: a
 receiver answering a byte at a time is cut off at the attempt's time limit; an attempt
 that outlasted its lease changes nothing a later one settled; a URL that cannot be sent
-is a failed attempt in the log, on the retry schedule, never a crash retried for ever."""
+is a failed attempt in the log, on the retry schedule, never a crash retried for ever; a
+receiver's `Retry-After` is waited for (up to the schedule's longest wait) and its 410
+disables the endpoint."""
 
 from __future__ import annotations
 
@@ -172,3 +174,62 @@ def test_a_stored_url_that_cannot_be_sent_fails_on_the_retry_schedule(
     assert failed.attempts == 4
     assert WebhookEndpoint.objects.get(id=endpoint["id"]).failing
     assert receiver.requests == []
+
+
+def test_a_receivers_retry_after_is_waited_for_up_to_the_schedules_longest_wait(
+    celery_worker, tenant_client, receiver, settings
+):
+    """503 with `Retry-After: 2` (seconds): the next attempt comes no sooner; 429 with an
+    HTTP date a century ahead: no later than the schedule's longest wait. Both used to be
+    retried on the schedule alone."""
+    settings.WEBHOOK_RETRY_SCHEDULE = [0.2, 0.2, 3.0]
+    settings.WEBHOOK_RETRY_JITTER = 0.0
+    _, client = tenant_client()
+    endpoint = register(client, receiver.url, ["upload.completed"])
+    receiver.answer(
+        Answer(503, headers={"Retry-After": "2"}),
+        Answer(429, headers={"Retry-After": "Fri, 01 Jan 2100 00:00:00 GMT"}),
+        Answer(200),
+    )
+    client.post(f"/api/v1/webhooks/{endpoint['id']}/test/")
+    wait_for(
+        lambda: WebhookDelivery.objects.filter(
+            endpoint_id=endpoint["id"], state="delivered"
+        ).first(),
+        timeout=30,
+    )
+    first, second, third = (r.at for r in receiver.requests)
+    assert 2.0 <= second - first < 2.9
+    assert 3.0 <= third - second < 4.5
+
+
+def test_a_410_fails_the_delivery_at_once_and_disables_the_endpoint(
+    celery_worker, tenant_client, receiver
+):
+    """410 Gone: the receiver says the endpoint is no more. The delivery fails after that
+    one attempt (no retries), the endpoint is disabled and failing; enabled again, a
+    redelivery is sent. A 410 used to be retried like a 500, for a day."""
+    _, client = tenant_client()
+    endpoint = register(client, receiver.url, ["upload.completed"])
+    receiver.answer(Answer(410))
+    sent = client.post(f"/api/v1/webhooks/{endpoint['id']}/test/").json()
+    failed = wait_for(
+        lambda: WebhookDelivery.objects.filter(endpoint_id=endpoint["id"], state="failed").first()
+    )
+    time.sleep(0.6)  # past the schedule's next retry: none comes
+    assert (failed.attempts, failed.next_attempt_at, len(receiver.requests)) == (1, None, 1)
+    assert failed.attempt_log.get().error == (
+        "HTTP 410 (gone: the endpoint is disabled, and this delivery is not retried)"
+    )
+    shown = client.get(f"/api/v1/webhooks/{endpoint['id']}/").json()
+    assert (shown["enabled"], shown["failing"]) == (False, True)
+
+    client.patch(f"/api/v1/webhooks/{endpoint['id']}/", {"enabled": True}, format="json")
+    url = f"/api/v1/webhooks/{endpoint['id']}/deliveries/{sent['id']}/redeliver/"
+    assert client.post(url).status_code == 202
+    wait_for(
+        lambda: WebhookDelivery.objects.filter(
+            endpoint_id=endpoint["id"], state="delivered"
+        ).first()
+    )
+    assert len(receiver.requests) == 2

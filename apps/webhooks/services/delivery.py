@@ -9,6 +9,7 @@ the lease is over: at least once."""
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import logging
 import random
 import socket
@@ -20,6 +21,7 @@ from datetime import timedelta
 import httpx
 from django.conf import settings
 from django.db import transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -45,6 +47,12 @@ class Outcome:
     status_code: int | None
     latency_ms: int | None
     error: str
+    retry_after: float | None = None  # seconds the receiver asked to wait (`Retry-After`)
+
+    @property
+    def gone(self) -> bool:
+        """410: the receiver says the endpoint is gone for good (retrying will not help)."""
+        return self.status_code == 410
 
     @property
     def ok(self) -> bool:
@@ -140,7 +148,23 @@ def _send(delivery: WebhookDelivery) -> Outcome:
     error = "" if response.is_success else f"HTTP {response.status_code}"
     if response.is_redirect:
         error += " (redirects are not followed)"
-    return Outcome(response.status_code, latency, error)
+    if response.status_code == 410:
+        error += " (gone: the endpoint is disabled, and this delivery is not retried)"
+    retry_after = None if response.is_success else _seconds_after(response.headers)
+    return Outcome(response.status_code, latency, error, retry_after)
+
+
+def _seconds_after(headers: httpx.Headers) -> float | None:
+    """A `Retry-After` header's delay in seconds (a number of seconds or an HTTP date), or
+    None when there is none, or none that makes sense."""
+    value = headers.get("retry-after", "").strip()
+    if value.isascii() and value.isdigit():
+        return float(min(int(value[:12]), 10**9))
+    with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+        when = email.utils.parsedate_to_datetime(value)
+        if when.tzinfo is not None:
+            return max((when - timezone.now()).total_seconds(), 0.0)
+    return None
 
 
 class _Deadline:
@@ -262,8 +286,14 @@ def _settle(delivery: WebhookDelivery, outcome: Outcome, now) -> None:
         delivery.delivered_at = now
         delivery.next_attempt_at = None
         endpoint.filter(failing_since__isnull=False).update(failing_since=None)
+    elif outcome.gone:  # as a receiver asks with 410: sent nothing more until enabled again
+        delivery.state = DeliveryState.FAILED
+        delivery.next_attempt_at = None
+        endpoint.update(enabled=False, failing_since=Coalesce("failing_since", now), updated_at=now)
     elif delivery.attempts <= len(schedule):
         delay = schedule[delivery.attempts - 1] * _jitter()
+        if outcome.retry_after is not None:  # as asked, up to the schedule's longest wait
+            delay = max(delay, min(outcome.retry_after, max(schedule)))
         delivery.next_attempt_at = now + timedelta(seconds=delay)
     else:
         delivery.state = DeliveryState.FAILED
