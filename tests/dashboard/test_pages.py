@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from apps.dashboard.formats import throughput_json
-from apps.dashboard.selectors import Throughput
+from apps.dashboard.selectors import Throughput, throughput_series
 from apps.ingestions.engine.testing import customer_row, uid
 from apps.ingestions.models import RecordBatch, Upload, UploadState
 from apps.ingestions.services import session_append, session_create
@@ -254,6 +254,38 @@ def test_the_throughput_chart_shows_real_rates_with_round_time_ticks(db):
     assert labels == ["21:00", "00:00", "03:00", "06:00", "09:00", "12:00", "15:00", "18:00"]
     assert throughput_json(day)["end_label"] == "2026-12-05 19:30 UTC"
     json.dumps(shown)  # the document polls it as JSON
+
+
+def test_the_throughput_chart_counts_live_records_in_the_bucket_they_were_merged_in(acme, globex):
+    """Live batches merged in the window count their accepted records in the bucket of
+    their merge, beside an upload's rows spread over its run; another tenant's and those
+    merged before the window do not. Live records were missing from the chart (their
+    parts never start as an upload does)."""
+    now = datetime(2026, 12, 4, 20, 29, 55, tzinfo=UTC)
+    start = datetime(2026, 12, 4, 19, 30, tzinfo=UTC)  # the window's first bucket
+
+    def batch(tenant, seconds: float, accepted: int) -> None:
+        merged = start + timedelta(seconds=seconds)
+        RecordBatch.objects.create(
+            tenant=tenant, record_type="customers", state="merged", records=accepted + 1,
+            rejected=1, accepted=accepted, merged_at=merged,
+        )  # fmt: skip
+
+    batch(acme[0], 12.5, 300)
+    batch(acme[0], 19.9, 200)  # the same 10 s bucket: 500 records
+    batch(acme[0], 3599.0, 70)  # the last bucket
+    batch(acme[0], -0.5, 9_000)  # before the window
+    batch(globex[0], 12.5, 4_000)  # another tenant's
+    Upload.objects.create(
+        tenant=acme[0], record_type="customers", filename="c.ndjson", sha256="0" * 64,
+        size_bytes=1, state=UploadState.COMPLETED, rows_done=1_000,
+        started_at=start + timedelta(seconds=20), finished_at=start + timedelta(seconds=30),
+    )  # fmt: skip
+    series = throughput_series(tenant=acme[0], window=timedelta(hours=1), buckets=360, now=now)
+    assert series.start == start
+    assert [r * 10 for r in series.rows_per_second[:4]] == [0, 500, 1_000, 0]
+    assert series.rows_per_second[-1] * 10 == 70
+    assert sum(series.rows_per_second) * 10 == 1_570
 
 
 def test_a_rejected_lines_hidden_characters_are_shown_as_escapes(acme, browser, ndjson, load):
