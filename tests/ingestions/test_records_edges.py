@@ -1,6 +1,7 @@
 """Live batches at the edges of what a client sends: a mixed element over the line limit,
 bytes that are not UTF-8 in an element's type, a `null` record, a UTF-8 BOM before a JSON
-array, compressed bodies; each rejected or read exactly, never lost or a 500."""
+array, an array element that is no JSON, compressed bodies; each rejected or read exactly,
+never lost or a 500."""
 
 from __future__ import annotations
 
@@ -122,3 +123,68 @@ def test_a_body_that_decompresses_past_the_byte_limit_is_413(
     assert response.status_code == 413, response.content
     assert response.json()["code"] == "decompression_bomb"
     assert not RecordBatch.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [rb'"\udc00x"', b'"a\x01b"', rb'"\q"', b"1 2"],
+    ids=["lone surrogate", "control character", "bad escape", "two values"],
+)
+@pytest.mark.parametrize("path", [CUSTOMERS, MIXED])
+def test_an_array_element_that_is_no_json_is_that_records_reject(client, tenant, fault, path):
+    """One element that does not decode, in a sound array, is its record's `invalid_json`
+    reject and the others are accepted, as the same line in NDJSON would be; the whole
+    batch was a 400 `bad_json`, nothing stored."""
+    bad = b'{"customer_id": "%s", "name": %s, "email": "b@example.com", "created_at": "2024-01-02"}'
+    bad = bad % (uid("b").encode(), fault)
+    elements = [json.dumps(customer_row(customer_id=uid(n))).encode() for n in "ac"]
+    elements.insert(1, bad)
+    if path == MIXED:
+        elements = [b'{"type": "customers", "record": ' + e + b"}" for e in elements]
+    body = b"[" + b",\n ".join(elements) + b"]"
+    response = _post(client, path, body, JSON)
+    assert response.status_code == 202, response.content
+    answer = response.json()
+    assert (answer["records"], answer["rejected"]) == (3, 1)
+    assert [(r["line"], r["code"]) for r in answer["rejects"]] == [(2, "invalid_json")]
+    records_merge(tenant_id=tenant.id)
+    loaded = Customer.objects.filter(tenant=tenant).values_list("customer_id", flat=True)
+    assert sorted(str(c) for c in loaded) == [uid("a"), uid("c")]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'[{"a": 1},, {"b": 2}]', "element 2 is empty (two commas, or a trailing one)."),
+        (b'[{"a": "\x01"},]', "element 2 is empty (two commas, or a trailing one)."),
+        (b'[{"a": "\x01"}', "it does not start with '[' and end with ']'."),
+        (b'[{"a": "\x01}]', "never ends."),
+        (b'{"a": "\x01"}', "The body is not a JSON array: "),
+    ],
+)
+def test_an_array_whose_outline_is_unsound_is_still_a_400(client, tenant, body, detail):
+    """Brackets, strings and commas must still make an array of elements: else the batch is
+    a 400 `bad_json` that says what is wrong, and nothing is stored."""
+    response = _post(client, CUSTOMERS, body, JSON)
+    assert (response.status_code, response.json()["code"]) == (400, "bad_json"), response.content
+    assert detail in response.json()["detail"]
+    assert not RecordBatch.objects.exists()
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, None], ids=["gzip", "zstd"])
+@pytest.mark.parametrize("content_type", ["", "text/plain", "application/octet-stream"])
+def test_a_compressed_json_array_without_a_json_type_is_known_by_its_first_bracket(
+    client, tenant, compress, content_type
+):
+    """As a plain one is: the decompressed body's first bracket tells. The compressed bytes
+    were looked at, and the array was read as one NDJSON line (a not_an_object reject)."""
+    import zstandard
+
+    compress = compress or zstandard.ZstdCompressor().compress
+    rows = [customer_row(customer_id=uid("a")), customer_row(customer_id=uid("b"))]
+    response = _post(client, CUSTOMERS, compress(json.dumps(rows).encode()), content_type)
+    assert response.status_code == 202, response.content
+    assert (response.json()["records"], response.json()["rejected"]) == (2, 0)
+    lines = compress(ndjson_bytes(rows))  # and NDJSON stays NDJSON
+    response = _post(client, CUSTOMERS, lines, content_type)
+    assert (response.json()["records"], response.json()["rejected"]) == (2, 0)

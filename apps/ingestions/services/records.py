@@ -128,11 +128,12 @@ def _add_element(checked: _Checked, record_type: str | None, line: engine.Line) 
 
 
 def _one_line(element: bytes) -> bytes:
-    """An array element as one NDJSON line, values as sent. Too deep to re-format, its line
-    breaks (whitespace between JSON tokens) become spaces and the line check rejects it."""
+    """An array element as one NDJSON line, values as sent. Too deep or too broken to
+    re-format, its line breaks become spaces (between JSON tokens they are whitespace; in a
+    string, a raw one is invalid anyway) and the line check rejects it."""
     try:
         return msgspec.json.format(element, indent=-1)
-    except RecursionError:
+    except (RecursionError, msgspec.DecodeError, UnicodeDecodeError):
         return element.replace(b"\r", b" ").replace(b"\n", b" ")
 
 
@@ -178,13 +179,17 @@ def _array_elements(body: bytes) -> list[msgspec.Raw] | list[bytes]:
     body = body.removeprefix(codecs.BOM_UTF8)
     try:
         return msgspec.json.decode(body, type=list[msgspec.Raw])
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec reads even the elements it leaves raw: a fault inside one (a lone
+        # surrogate, a control character in a string) is that record's reject, as its line
+        # in NDJSON is, not the whole batch's 400, when the array's outline is sound
+        if body.lstrip(_JSON_SPACE)[:1] != b"[":
+            raise _not_an_array(str(exc)) from None
+        return _outlined_elements(body)
+    except msgspec.ValidationError as exc:
         raise _not_an_array(str(exc)) from None
-    except RecursionError:
-        # msgspec reads even the elements it leaves raw recursively, as deep as the
-        # caller's stack allows: an element too deep for that is that record's reject, as
-        # its line in NDJSON is, not the whole batch's 400
-        return _deep_array_elements(body)
+    except RecursionError:  # an element nested deeper than the decoder goes: as above
+        return _outlined_elements(body)
 
 
 def _not_an_array(detail: str) -> ApplicationError:
@@ -197,11 +202,12 @@ _JSON_SPACE = b" \t\r\n"
 _OUTLINE = re.compile(rb'"(?:[^"\\]|\\.)*+"|[][{},]|"', re.DOTALL)
 
 
-def _deep_array_elements(body: bytes) -> list[bytes]:
-    """A JSON array's elements, found without recursion by its outline, for a body nested
-    deeper than the decoder goes. Every element shallow enough to decode must (or the body
-    is malformed, as the decoder would have said); a deeper one is left to its record's
-    check."""
+def _outlined_elements(body: bytes) -> list[bytes]:
+    """A JSON array's elements, found without recursion by its outline (strings, brackets
+    and commas), for a body the decoder could not read whole: one element too deep, or
+    one that is no JSON. The outline must be sound and no element empty, or the body is no
+    array (400); an element that does not decode is left to its record's check (an
+    `invalid_json` reject)."""
     text = body.rstrip(_JSON_SPACE)
     skipped = len(text) - len(text := text.lstrip(_JSON_SPACE))  # for the bytes' positions
     if text[:1] != b"[" or text[-1:] != b"]":
@@ -227,12 +233,8 @@ def _deep_array_elements(body: bytes) -> list[bytes]:
     if len(elements) == 1 and not elements[0].strip(_JSON_SPACE):
         return []
     for number, element in enumerate(elements, start=1):
-        try:
-            msgspec.json.decode(element)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            raise _not_an_array(f"element {number}: {exc}") from None
-        except RecursionError:
-            pass  # its record's reject (invalid_json, nested too deeply)
+        if not element.strip(_JSON_SPACE):
+            raise _not_an_array(f"element {number} is empty (two commas, or a trailing one).")
     return elements
 
 
