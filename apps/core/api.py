@@ -295,6 +295,22 @@ class TenantApiView(APIView):
     def tenant(self):
         return self.request.auth
 
+    def initial(self, request, *args, **kwargs):
+        """DRF's, with the key and the rate limit before content negotiation: a request
+        without a valid key is a 401, and one past its key's limit a 429 (counted, with its
+        RateLimit headers), whatever it asks to be answered in. DRF negotiates first: an
+        `Accept` or `?format=` it cannot serve was a 406 or 404 before either."""
+        self.format_kwarg = self.get_format_suffix(**kwargs)
+        self.perform_authentication(request)
+        self.check_permissions(request)
+        self.check_throttles(request)
+        request.accepted_renderer, request.accepted_media_type = self.perform_content_negotiation(
+            request
+        )
+        request.version, request.versioning_scheme = self.determine_version(
+            request, *args, **kwargs
+        )
+
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)
         state = getattr(request, "rate_limit", None)  # set by KeyRateThrottle

@@ -168,6 +168,15 @@ class RequestBodyMiddleware:
                 "chunked (a compressed file is sent as the file itself, named .gz or .zst).",
                 code="unsupported_transfer_coding",
             )
+        content_codings = request.META.get("HTTP_CONTENT_ENCODING", "").lower()
+        if coding := _unsupported_coding(content_codings, _CONTENT_CODINGS):
+            # its bytes would be taken as they are: a brotli body read as NDJSON lines
+            return _problem(
+                415,
+                f"Content-Encoding {coding} is not supported: send the body as it is, or "
+                "compressed with gzip or zstd.",
+                code="unsupported_content_encoding",
+            )
         length = request.META.get("CONTENT_LENGTH") or ""
         chunked = "chunked" in codings
         size = int(length) if length.isascii() and length.isdigit() else None
@@ -199,13 +208,17 @@ class RequestBodyMiddleware:
             self.slots.release()
 
 
-def _unsupported_coding(codings: str) -> str:
-    """The first transfer coding of a `Transfer-Encoding` value other than chunked (and
-    identity, which changes nothing), or ""."""
+def _unsupported_coding(codings: str, taken=("chunked", "identity")) -> str:
+    """The first coding of a `Transfer-Encoding` (or `Content-Encoding`) value other than
+    those `taken` (identity changes nothing), or ""."""
     for coding in codings.split(","):
-        if coding.strip() not in ("", "chunked", "identity"):
+        if coding.strip() not in ("", *taken):
             return coding.strip()
     return ""
+
+
+# gzip and zstd bodies are known by their first bytes, with or without the header
+_CONTENT_CODINGS = ("identity", "gzip", "x-gzip", "zstd")
 
 
 class ProblemJSONMiddleware:

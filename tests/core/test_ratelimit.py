@@ -99,6 +99,30 @@ def test_a_malformed_rate_is_refused(rate):
 # --- headers and 429, through Django's test client -----------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("accept", "query"),
+    [("text/html", ""), ("application/xml", ""), ("*/*", "?format=xml")],
+)
+def test_the_key_and_the_limit_come_before_what_the_answer_is_asked_in(
+    key, settings, limit_store, accept, query
+):
+    """An `Accept` or `?format=` the API cannot serve: without a key, 401; past the key's
+    limit, 429 with its headers; within it, that request is counted. DRF negotiated first:
+    406 or 404 without a key, uncounted and without RateLimit headers."""
+    settings.API_RATE_LIMIT = "2/min"
+    path = f"/api/v1/ingest/records/batches/{query}"
+    anonymous = APIClient().get(path, HTTP_ACCEPT=accept)
+    assert (anonymous.status_code, anonymous["Content-Type"]) == (401, "application/problem+json")
+    client = client_with(key)
+    first = client.get(path, HTTP_ACCEPT=accept)
+    assert first.status_code in (400, 406), first.content
+    assert first["RateLimit-Remaining"] == "1"
+    assert client.get(path, HTTP_ACCEPT=accept)["RateLimit-Remaining"] == "0"
+    limited = client.get(path, HTTP_ACCEPT=accept)
+    assert (limited.status_code, limited["Content-Type"]) == (429, "application/problem+json")
+    assert int(limited["Retry-After"]) > 0
+
+
 def test_every_keyed_answer_carries_the_rate_limit_headers(key, settings, limit_store):
     """200, 202, 400, 404 and 405 alike carry Limit, Remaining (counting down), Reset and
     Policy."""

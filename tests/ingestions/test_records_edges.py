@@ -188,3 +188,32 @@ def test_a_compressed_json_array_without_a_json_type_is_known_by_its_first_brack
     lines = compress(ndjson_bytes(rows))  # and NDJSON stays NDJSON
     response = _post(client, CUSTOMERS, lines, content_type)
     assert (response.json()["records"], response.json()["rejected"]) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("coding", "compress", "status"),
+    [
+        ("br", None, 415),
+        ("gzip, br", gzip.compress, 415),
+        ("deflate", None, 415),
+        ("gzip", gzip.compress, 202),
+        ("GZIP", gzip.compress, 202),
+        ("identity", None, 202),
+    ],
+)
+def test_a_content_encoding_the_service_cannot_read_is_415(
+    client, tenant, coding, compress, status
+):
+    """Its bytes were taken as they came: a brotli body read as NDJSON lines, each a
+    reject. gzip and zstd (known by their first bytes) and identity are read."""
+    body = ndjson_bytes([customer_row(customer_id=uid("a"))])
+    response = client.generic(
+        "POST", CUSTOMERS, compress(body) if compress else body,
+        content_type=NDJSON, HTTP_CONTENT_ENCODING=coding,
+    )  # fmt: skip
+    assert response.status_code == status, response.content
+    if status == 415:
+        assert response.json()["code"] == "unsupported_content_encoding"
+        assert not RecordBatch.objects.exists()
+    else:
+        assert (response.json()["records"], response.json()["rejected"]) == (1, 0)
