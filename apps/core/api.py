@@ -301,9 +301,17 @@ class TenantApiView(APIView):
         RateLimit headers), whatever it asks to be answered in. DRF negotiates first: an
         `Accept` or `?format=` it cannot serve was a 406 or 404 before either."""
         self.format_kwarg = self.get_format_suffix(**kwargs)
-        self.perform_authentication(request)
-        self.check_permissions(request)
-        self.check_throttles(request)
+        try:
+            self.perform_authentication(request)
+            self.check_permissions(request)
+            self.check_throttles(request)
+        except Exception:
+            # the error's answer still needs a renderer (DRF's handling of an uncaught one,
+            # the database unavailable, reads it): the first, as DRF's own fallback
+            request.accepted_renderer, request.accepted_media_type = (
+                self.perform_content_negotiation(request, force=True)
+            )
+            raise
         request.accepted_renderer, request.accepted_media_type = self.perform_content_negotiation(
             request
         )
