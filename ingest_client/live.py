@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import queue
 import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +41,7 @@ from ingest_client.outcomes import (
     rejects_of,
     too_large,
 )
+from ingest_client.plan import RECORD_TYPES
 from ingest_client.transport import (
     API,
     Interrupted,
@@ -113,20 +116,57 @@ class Client:
         # the server refused the API key (401): every later `send` raises it
         self.refused: KeyRefused | None = None
         self._lock = threading.Lock()
-        self._gate = threading.Lock()  # `send` against `close`
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._stop = threading.Event()  # set by abort(): retries end, the rest fails
+        # `send` against `close`, and the queue's bound: a `send` waiting for room waits on
+        # `_room`, not holding the lock, so `close` (its timeout, and the exit's) is never
+        # held up by it; closed meanwhile, that `send` is refused
+        self._gate = threading.Lock()
+        self._room = threading.Condition(self._gate)
+        self._max_queue, self._queued_records = max_queue, 0
+        self._queue: queue.Queue = queue.Queue()
         self._closed = False
-        self._http = open_client(api_url, timeout=timeout, connections=2)
-        self._transport = Transport(
-            self._http, policy=policy or RetryPolicy(), stop=self._stop, note=note or _ignore
-        )
-        self._thread = threading.Thread(target=self._run, name="ingest-live-sender", daemon=True)
-        self._thread.start()
+        self._connect = (api_url, timeout, policy or RetryPolicy(), note or _ignore)
+        self._start()
         self._at_exit = flush_at_exit
         self._exit_timeout = exit_timeout
         if flush_at_exit:
             atexit.register(self._close_at_exit)
+        _CLIENTS.add(self)
+
+    def _start(self) -> None:
+        """The sender thread, and what it uses alone: its HTTP connections, the stop."""
+        api_url, timeout, policy, note = self._connect
+        self._stop = threading.Event()  # set by abort(): retries end, the rest fails
+        self._http = open_client(api_url, timeout=timeout, connections=2)
+        self._transport = Transport(self._http, policy=policy, stop=self._stop, note=note)
+        self._thread = threading.Thread(target=self._run, name="ingest-live-sender", daemon=True)
+        self._thread.start()
+
+    def _forked(self) -> None:
+        """In a child process (`fork`, a multiprocessing pool): the parent's sender thread is
+        not there, and its locks may have been held by a thread that is not either. The
+        child gets new ones, its own sender and connections, and counts of its own; what
+        the parent had queued is the parent's to send. Its records were queued for a
+        thread that did not exist: lost without a word, and its exit hung."""
+        self._lock = threading.Lock()
+        self._gate = threading.Lock()
+        self._room = threading.Condition(self._gate)
+        self._queued_records, self._queue = 0, queue.Queue()
+        self.counts, self.rejects, self.failures, self._raised = Counts(), [], [], 0
+        if self._closed:
+            return
+        self._start()
+        if self._at_exit and "multiprocessing" in sys.modules:
+            # A multiprocessing child ends with os._exit(): its finalizers run, not atexit.
+            # Its start clears those registered so far (this hook's among them), then runs
+            # its after-fork functions: one of those registers the flush.
+            from multiprocessing import util
+
+            util.register_after_fork(self, Client._flush_at_child_exit)
+
+    def _flush_at_child_exit(self) -> None:
+        from multiprocessing.util import Finalize
+
+        Finalize(self, self._close_at_exit, exitpriority=100)
 
     # the caller's side
 
@@ -150,11 +190,16 @@ class Client:
             return
         if b"\n" in line:  # the server would read two records, or more
             raise ValueError("a record's line holds a line break: give one record a line")
+        if record_type not in RECORD_TYPES:  # it goes into the URL's path
+            raise ValueError(f"record type {record_type!r} is not one of {RECORD_TYPES}")
         if self.refused is not None:
             raise self.refused
-        with self._gate:  # never queued once `close` has begun: its flush would miss it
+        with self._room:  # never queued once `close` has begun: its flush would miss it
+            while not self._closed and self._queued_records >= self._max_queue:
+                self._room.wait()
             if self._closed:
                 raise RuntimeError("the client is closed")
+            self._queued_records += 1
             self._queue.put((record_type, line, source_line))
         with self._lock:
             self.counts.queued += 1
@@ -168,6 +213,8 @@ class Client:
         self._flush(timeout)
 
     def _flush(self, timeout: float | None) -> None:
+        if threading.current_thread() is self._thread:  # it would wait for itself, for ever
+            raise RuntimeError("flush() and close() cannot be called from on_batch or on_reject")
         marker = _Flush()
         self._queue.put(marker)
         if not marker.done.wait(timeout):
@@ -182,10 +229,13 @@ class Client:
         Interrupted (Ctrl-C) while it waits, retries stop: what is queued or waiting for a
         retry fails at once; a request under way gets 5 s to end, then is left to itself
         (its records in neither `sent` nor `failures`: `queued` tells)."""
-        with self._gate:  # a `send` under way queues its record first
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("flush() and close() cannot be called from on_batch or on_reject")
+        with self._room:  # a `send` under way queues its record first; one waiting is refused
             if self._closed:
                 return
             self._closed = True
+            self._room.notify_all()
         if self._at_exit:
             atexit.unregister(self._close_at_exit)
         try:
@@ -243,6 +293,9 @@ class Client:
                     self._send(record_type, pending.pop(record_type))
                 item.done.set()
             else:
+                with self._room:
+                    self._queued_records -= 1
+                    self._room.notify()
                 record_type, line, source = item
                 batch = pending.setdefault(record_type, _Pending(since=time.monotonic()))
                 if batch.lines and batch.size + len(line) + 1 > self.max_bytes:
@@ -335,3 +388,15 @@ class Client:
 
 def _ignore(_: str) -> None:
     pass
+
+
+_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()  # in this process, for `_forked`
+
+
+def _after_fork() -> None:
+    for client in list(_CLIENTS):
+        client._forked()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork)

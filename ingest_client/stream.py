@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -84,6 +85,10 @@ def parse_args(argv: Sequence[str], *, prog: str | None = None) -> argparse.Name
         parser.error(problem)
     if (args.follow or args.position) and args.file in (None, "-"):
         parser.error(f"{'--follow' if args.follow else '--position'} needs a FILE")
+    if args.retries < 1 or args.batch_records < 1:  # 0 retries retried for ever
+        parser.error("--retries and --batch-records must be at least 1")
+    if not all(math.isfinite(v) and v >= 0 for v in (args.batch_delay, args.wait)):
+        parser.error("--batch-delay and --wait must be a number of seconds, 0 or more")
     return args
 
 
@@ -168,7 +173,10 @@ def _stream(
             stop.set()
             ticker.join()
         failed = saving.finish(failed, client.counts)
-        wait_merged(watch, args.wait)
+        # Ctrl-C or SIGTERM while waiting for the merge ends the wait, not the summary and
+        # the exit code (it was a traceback, or nothing at all)
+        with _term_as_interrupt(), contextlib.suppress(KeyboardInterrupt):
+            wait_merged(watch, args.wait)
         out.print(_status(client, watch, started).split(", ", 1)[0] + _summary(client, watch))
         return _exit_code(client, failed, console)
 

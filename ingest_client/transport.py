@@ -51,6 +51,10 @@ class RetryPolicy:
     cap: float = 30.0
     max_retry_after: float = 300.0
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1:  # none would ever be the last: retried for ever
+            raise ValueError(f"attempts must be at least 1, not {self.attempts}")
+
     def delay(
         self,
         attempt: int,
@@ -58,9 +62,11 @@ class RetryPolicy:
         retry_after: float | None = None,
         rand: Callable[[], float] = random.random,
     ) -> float:
-        """Seconds to wait before retry number `attempt` (0-based)."""
+        """Seconds to wait before retry number `attempt` (0-based); a server's Retry-After
+        of less than `base` (0: "now") is `base`, or a busy server's 429s would come back
+        as fast as the network goes."""
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after)
+            return min(max(retry_after, self.base), self.max_retry_after)
         ceiling = min(self.cap, self.base * 2**attempt)
         return ceiling / 2 + rand() * ceiling / 2  # "equal jitter": spread, never near zero
 
@@ -180,8 +186,11 @@ class Transport:
         """One request, retried on connection errors, 5xx, 429 and an in-flight 409.
         `body` makes a fresh request body for every attempt; `label` names what is sent in
         notes. Other answers are returned. A 429 is the server saying when to come back
-        (backpressure, a rate limit): it is waited out for as long as it lasts, and only
-        the other failures count against the policy's attempts."""
+        (backpressure, a rate limit), and an in-flight 409 that an earlier attempt of this
+        request is still being answered (one that timed out here): both are waited out for
+        as long as they last, and only the other failures count against the policy's
+        attempts (an in-flight 409 counted, and a batch the server went on to store was
+        reported as not sent)."""
         # long: one loop of attempts, each outcome a branch, in the order they are met
         headers = {"X-API-Key": api_key, **(headers or {})}
         failed = 0  # attempts that count: all but the 429s
@@ -202,7 +211,7 @@ class Transport:
                     return response
                 problem = f"HTTP {response.status_code}"
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                failed += response.status_code != 429
+                failed += response.status_code not in (409, 429)
             if failed == self.policy.attempts:
                 raise RequestFailed(
                     f"{method} {url}: gave up after {self.policy.attempts} attempts ({problem})"
