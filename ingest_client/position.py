@@ -122,12 +122,24 @@ class FileReader:
                     continue
                 if not self.follow:
                     break
-                if _replaced(self.path, self._handle, self._offset):
+                replaced = _replaced(self.path, self._handle, self._offset, self._head)
+                if replaced == "another":
                     # what was written to the old file until it was replaced, then the new
                     while (line := self._readline()) is not None:
                         yield line
                     if self.partial:  # nothing more comes to the old file's last line
                         yield self._give(self.partial)
+                if replaced:
+                    # rewritten in place, what follows the old offset is the new content's
+                    # middle (it was read as lines: a garbled one, the rest lost); the old
+                    # content's last line without its newline is gone with it
+                    if self.partial:
+                        self.note(
+                            f"{self.path.name} was rewritten in place: the last "
+                            f"{len(self.partial):,} bytes read, a line without its newline, "
+                            "are gone with it"
+                        )
+                        self.partial = b""
                     self._close()
                     continue
                 self.stop.wait(self.interval)
@@ -246,16 +258,23 @@ def _tail_sha256(path: Path, mark: Mark) -> str:
         return ""
 
 
-def _replaced(path: Path, handle: BinaryIO, offset: int) -> bool:
-    """The file at `path` is another one than `handle`'s, or shorter than what was read."""
+def _replaced(path: Path, handle: BinaryIO, offset: int, head: bytes) -> str:
+    """"another" when the file at `path` is another one than `handle`'s; "rewritten" when
+    `handle`'s own is shorter than what was read, or its first bytes are no longer `head`
+    (truncated in place and written again between two looks: copytruncate, a busy
+    writer); "" when it is as it was."""
     try:
         now = os.stat(path)
     except FileNotFoundError:
-        return False  # rotated away, not back yet: keep the old one until it is
+        return ""  # rotated away, not back yet: keep the old one until it is
     mine = os.fstat(handle.fileno())
     if (now.st_ino, now.st_dev) != (mine.st_ino, mine.st_dev):
-        return True
-    return stat.S_ISREG(now.st_mode) and now.st_size < offset
+        return "another"
+    if not stat.S_ISREG(now.st_mode):
+        return ""
+    if now.st_size < offset or (head and os.pread(handle.fileno(), len(head), 0) != head):
+        return "rewritten"
+    return ""
 
 
 class Position:

@@ -298,13 +298,13 @@ def test_a_replaced_file_is_read_to_its_end_first(tmp_path, monkeypatch):
     path.write_bytes(b"a\n")
     real = position_module._replaced
 
-    def replaced_after_a_late_write(where, handle, offset):
+    def replaced_after_a_late_write(where, handle, offset, head):
         if path.read_bytes() == b"a\n":  # the old file: written to, then replaced
             with path.open("ab") as old:
                 old.write(b"late\nhal")
             (tmp_path / "new").write_bytes(b"x\n")
             os.replace(tmp_path / "new", path)
-        return real(where, handle, offset)
+        return real(where, handle, offset, head)
 
     monkeypatch.setattr(position_module, "_replaced", replaced_after_a_late_write)
     stop = threading.Event()
@@ -314,6 +314,42 @@ def test_a_replaced_file_is_read_to_its_end_first(tmp_path, monkeypatch):
         if line == b"x\n":
             stop.set()
     assert got == [b"a\n", b"late\n", b"hal", b"x\n"]
+
+
+@pytest.mark.parametrize("partial", [b"", b'{"half'])
+def test_a_file_truncated_and_refilled_between_two_looks_is_read_from_its_start(
+    tmp_path, monkeypatch, partial
+):
+    """copytruncate with a busy writer: the same inode, emptied and written past the old
+    offset before the reader looked again. Its first bytes differ: read from its start,
+    every new line, and a half line of the old content is said and dropped. The new lines
+    before the old offset were lost, and the rest read from the middle of one (a garbled
+    line, a wrong line number)."""
+    import ingest_client.position as position_module
+
+    path = tmp_path / "c.ndjson"
+    old = b"".join(b"old %d\n" % n for n in range(10)) + partial
+    new = b"".join(b"new line %d\n" % n for n in range(20))
+    path.write_bytes(old)
+    real = position_module._replaced
+
+    def refilled_before_the_look(where, handle, offset, head):
+        if path.read_bytes() == old:
+            with path.open("r+b") as same:  # the same inode, as copytruncate leaves it
+                same.truncate(0)
+                same.write(new)
+        return real(where, handle, offset, head)
+
+    monkeypatch.setattr(position_module, "_replaced", refilled_before_the_look)
+    stop, got, notes = threading.Event(), [], []
+    for line in FileReader(path, stop=stop, interval=0.01, note=notes.append).lines():
+        got.append(line)
+        if line == b"new line 19\n":
+            stop.set()
+    assert got == old.splitlines(keepends=True)[:10] + new.splitlines(keepends=True)
+    assert [n.split(":")[0] for n in notes] == (
+        ["c.ndjson was rewritten in place"] if partial else []
+    )
 
 
 def test_a_start_inside_a_line_is_not_trusted(tmp_path):
