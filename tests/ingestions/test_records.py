@@ -216,6 +216,9 @@ def test_an_empty_batch_or_unknown_type_is_400(client, tenant):
     # a GET of a path under /records/ that names no type is no resource: 404, not 405
     assert client.get("/api/v1/ingest/records/uploads/").status_code == 404
     assert client.get("/api/v1/ingest/records/customers/").status_code == 405
+    # OPTIONS too: it described the create endpoint for a type there is none of (200)
+    assert client.options("/api/v1/ingest/records/bogus/").status_code == 404
+    assert client.options("/api/v1/ingest/records/customers/").status_code == 200
     assert (
         _post(client, "/api/v1/ingest/records/customers/", b"{", "application/json").status_code
         == 400

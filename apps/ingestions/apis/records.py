@@ -133,6 +133,11 @@ class RecordBatchCreateApi(_RecordBatchCreate):
             raise NotFound(f"No resource at {request.path}.")
         return super().http_method_not_allowed(request, *args, **kwargs)
 
+    def options(self, request, *args, **kwargs):
+        if kwargs.get("record_type") not in RECORDS:  # nor a description of one
+            raise NotFound(f"No resource at {request.path}.")
+        return super().options(request, *args, **kwargs)
+
 
 class RecordBatchCreateMixedApi(_RecordBatchCreate):
     @extend_schema(
