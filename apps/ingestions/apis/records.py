@@ -69,7 +69,7 @@ _CREATE_SCHEMA = {
     },
     "responses": {
         202: BatchOutputSerializer,
-        **problem_responses(400, 401, 409, 413, 422, 429),
+        **problem_responses(400, 401, 409, 413, 415, 422, 429),
     },
 }
 

@@ -110,7 +110,7 @@ _UPLOAD_RESPONSES = {
         "the same bytes were already received: the earlier upload; or, for a chunk of a "
         "session (`Upload-Token`) that leaves its file unfinished, the session",
     ),
-    **problem_responses(400, 401, 404, 409, 413, 422, 429),  # 404: no such Upload-Token
+    **problem_responses(400, 401, 404, 409, 413, 415, 422, 429),  # 404: no such Upload-Token
 }
 _READ_RESPONSES = problem_responses(401, 404, 429)
 
