@@ -142,11 +142,10 @@ class Client:
         self._thread.start()
 
     def _forked(self) -> None:
-        """In a child process (`fork`, a multiprocessing pool): the parent's sender thread is
-        not there, and its locks may have been held by a thread that is not either. The
-        child gets new ones, its own sender and connections, and counts of its own; what
-        the parent had queued is the parent's to send. Its records were queued for a
-        thread that did not exist: lost without a word, and its exit hung."""
+        """In a child process (`fork`, a multiprocessing pool), where the parent's sender
+        thread is not (and its locks may be held by a thread that is not either): new
+        locks, a sender, connections and counts of its own; the parent's queue stays the
+        parent's. The child's records went to a queue no thread read, and its exit hung."""
         self._lock = threading.Lock()
         self._gate = threading.Lock()
         self._room = threading.Condition(self._gate)
@@ -391,12 +390,5 @@ def _ignore(_: str) -> None:
 
 
 _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()  # in this process, for `_forked`
-
-
-def _after_fork() -> None:
-    for client in list(_CLIENTS):
-        client._forked()
-
-
 if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_after_fork)
+    os.register_at_fork(after_in_child=lambda: [client._forked() for client in list(_CLIENTS)])

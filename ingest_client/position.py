@@ -259,10 +259,10 @@ def _tail_sha256(path: Path, mark: Mark) -> str:
 
 
 def _replaced(path: Path, handle: BinaryIO, offset: int, head: bytes) -> str:
-    """"another" when the file at `path` is another one than `handle`'s; "rewritten" when
-    `handle`'s own is shorter than what was read, or its first bytes are no longer `head`
-    (truncated in place and written again between two looks: copytruncate, a busy
-    writer); "" when it is as it was."""
+    """How the file at `path` changed: "another" (not `handle`'s), "rewritten" (`handle`'s
+    own, shorter than what was read, or its first bytes no longer `head`: truncated in
+    place and written again between two looks, as copytruncate and a busy writer leave
+    it), or "" (as it was)."""
     try:
         now = os.stat(path)
     except FileNotFoundError:
