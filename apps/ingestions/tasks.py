@@ -13,6 +13,7 @@ from apps.ingestions.services import (
     pending_expire,
     records_merge,
     session_expire,
+    sessions_complete_full,
     upload_recover,
     upload_run,
 )
@@ -43,6 +44,7 @@ def records_merge_task(tenant_id: str) -> int:
 # simply the next one.
 @shared_task(ignore_result=True, acks_late=False)
 def upload_requeue_task() -> int:
+    sessions_complete_full()  # all their bytes in, no upload: they are registered first
     return upload_recover()
 
 

@@ -10,6 +10,11 @@ never import tasks: they send them by name.
 """
 
 from apps.ingestions.services.changes import CHANGES_READER_TASK, changes_reader_send
+from apps.ingestions.services.chunk_checksums import (
+    CHECKSUM_ALGORITHMS,
+    ChecksumMismatchError,
+    ChunkChecksum,
+)
 from apps.ingestions.services.housekeeping import (
     pending_expire,
     staging_purge,
@@ -56,11 +61,9 @@ from apps.ingestions.services.scheduling import (
     upload_wake,
 )
 from apps.ingestions.services.session_chunks import (
-    CHECKSUM_ALGORITHMS,
-    ChecksumMismatchError,
-    ChunkChecksum,
     ChunkOutcome,
     session_append,
+    sessions_complete_full,
 )
 from apps.ingestions.services.sessions import (
     SESSION_TOKEN,
@@ -123,6 +126,7 @@ __all__ = [
     "record_type_decide",
     "request_fingerprint",
     "session_append",
+    "sessions_complete_full",
     "session_create",
     "session_expire",
     "session_lookup",

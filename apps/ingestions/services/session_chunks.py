@@ -11,12 +11,12 @@ commit; the last byte seals it instead of registering a new one.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import logging
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import BinaryIO
 
 from django.conf import settings
@@ -34,6 +34,7 @@ from apps.ingestions.models import (
     UploadSession,
     UploadState,
 )
+from apps.ingestions.services.chunk_checksums import ChecksumMismatchError, ChunkChecksum
 from apps.ingestions.services.receiving import (
     upload_cancel,
     upload_open_unsealed,
@@ -62,46 +63,6 @@ from apps.ingestions.services.uploads import (
 from apps.tenants.models import Tenant
 
 logger = logging.getLogger("apps.ingestions.sessions")  # the name it always had
-
-CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
-
-
-class ChecksumMismatchError(ApplicationError):
-    """A chunk's bytes do not match its Upload-Checksum (tus answers 460)."""
-
-    status = 460
-    code = "checksum_mismatch"
-    title = "Checksum mismatch"
-
-
-@dataclass(frozen=True)
-class ChunkChecksum:
-    algorithm: str
-    digest: bytes
-
-    @classmethod
-    def parse(cls, header: str) -> ChunkChecksum:
-        """`Upload-Checksum: <algorithm> <base64 digest>`."""
-        algorithm, _, encoded = header.strip().partition(" ")
-        algorithm = algorithm.lower()
-        if algorithm not in CHECKSUM_ALGORITHMS:
-            raise ApplicationError(
-                f"Unsupported checksum algorithm {algorithm!r}; use one of "
-                f"{', '.join(CHECKSUM_ALGORITHMS)}.",
-                code="unsupported_checksum",
-            )
-        size = hashlib.new(algorithm).digest_size
-        try:
-            digest = base64.b64decode(encoded.strip(), validate=True)
-        except ValueError:
-            digest = b""
-        if len(digest) != size:  # none, or one no chunk could match
-            raise ApplicationError(
-                f"Upload-Checksum must be `<algorithm> <base64 digest>`, the digest of "
-                f"{algorithm} being {size} bytes.",
-                code="bad_checksum",
-            )
-        return cls(algorithm=algorithm, digest=digest)
 
 
 @dataclass(frozen=True)
@@ -163,7 +124,12 @@ def session_append(
                 code="past_declared_size",
             )
         _fail_if_unreadable(session)
-        _store_chunk(session, stream, checksum, whole=not keep_partial or checksum is not None)
+        try:
+            _store_chunk(session, stream, checksum, whole=not keep_partial or checksum is not None)
+        except Exception:
+            if keep_partial:  # its pieces are kept: every byte may be in by now
+                session_complete_if_full(session)
+            raise
         session.refresh_from_db()
         upload = None
         if session.offset == session.size:
@@ -172,6 +138,41 @@ def session_append(
         return ChunkOutcome(session=session, upload=upload)
     finally:
         session_unlock(token)
+
+
+def session_complete_if_full(session: UploadSession) -> bool:
+    """Complete an open session that has every byte but no upload: a tus chunk that broke
+    off (or went past the size) after its last byte was stored, or a web process that died
+    before completing it. A client that reads offset == length sends nothing more, and the
+    file was never loaded. The caller holds the session's lock."""
+    session.refresh_from_db()
+    if session.state != SessionState.OPEN or session.offset != session.size:
+        return False
+    with suppress(ApplicationError):  # a failed check fails the session, which says so
+        _session_complete(session)
+    return True
+
+
+def sessions_complete_full(*, older_than: timedelta | None = None) -> int:
+    """Complete every open session that has had all its bytes for `older_than` (default
+    `UPLOAD_STUCK_SECONDS`) but no upload (`session_complete_if_full`); how many. Part of
+    the re-queue job: no client has to come back for it."""
+    if older_than is None:
+        older_than = timedelta(seconds=settings.UPLOAD_STUCK_SECONDS)
+    full = UploadSession.objects.filter(
+        state=SessionState.OPEN, offset=F("size"), updated_at__lt=timezone.now() - older_than
+    )
+    done = 0
+    for session in full.select_related("tenant"):
+        if not session_try_lock(session.token):
+            continue  # a chunk is being received: it completes the session itself
+        try:
+            if session_complete_if_full(session):
+                logger.info("session %s completed by the re-queue job", session.token)
+                done += 1
+        finally:
+            session_unlock(session.token)
+    return done
 
 
 def _fail_if_unreadable(session: UploadSession) -> None:
