@@ -549,6 +549,25 @@ def test_strict_and_dry_run_are_taken_from_a_form_field_or_a_query_parameter(
     assert getattr(Upload.objects.get(id=response.json()["id"]), option) is expected
 
 
+@pytest.mark.parametrize(
+    ("option", "query", "form"),
+    [("strict", "true", "false"), ("dry_run", "true", "false"), ("type", "products", "customers")],
+)
+def test_an_option_given_in_the_query_and_the_form_differently_is_400(client, option, query, form):
+    """Which one was meant is anyone's guess, as for one given twice in the query: a 400
+    naming it, nothing stored. The form's was taken, silently (a strict upload loaded as
+    one that is not, a dry run as a real one). The same value in both is taken."""
+    url = f"{COMPREHENSIVE}?{option}={query}"
+    response = post_file(client, "customers_1.ndjson", CUSTOMERS, url=url, **{option: form})
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"][option] == [
+        f"Give {option} once: the query says {query!r}, the form {form!r}."
+    ]
+    assert not Upload.objects.exists()
+    same = post_file(client, "customers_1.ndjson", CUSTOMERS, url=url, **{option: query})
+    assert same.status_code == 202, same.content
+
+
 # --- Idempotency-Key -----------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
@@ -211,13 +211,23 @@ class UploadCreateApi(TenantApiView):
         yield raw_body(request), filename or "upload", params
 
     def _params(self, request, form: QueryDict) -> dict:
-        """`type`, `strict` and `dry_run`, from the form or else the query; each at most
-        once."""
+        """`type`, `strict` and `dry_run`, from the form or the query; each at most once
+        (in both: the same value)."""
         data = {}
         for name in ("type", "strict", "dry_run"):
-            value = single_value(form, name)
+            value = in_form = single_value(form, name)
+            in_query = single_value(request.query_params, name)
             if value is None:
-                value = single_value(request.query_params, name)
+                value = in_query
+            elif in_query is not None and in_query.strip() != in_form.strip():
+                # which one was meant is anyone's guess (the form's was taken, silently)
+                raise ValidationError(
+                    {
+                        name: [
+                            f"Give {name} once: the query says {in_query!r}, the form {in_form!r}."
+                        ]
+                    }
+                )
             if value is not None:
                 data[name] = value.strip()
         params = self.ParamsSerializer(data=data)
