@@ -136,6 +136,22 @@ def test_creation_with_upload_stores_the_first_bytes(client):
     )
     assert (response.status_code, response["Upload-Offset"]) == (201, "500")
     assert UploadSession.objects.get(token=token_of(response)).offset == 500
+    assert "Upload-Result" not in response
+
+
+def test_a_creation_with_the_whole_file_answers_the_uploads_url(client):
+    """Every byte in the creation: its 201 carries `Upload-Result`, as the PATCH that
+    completes a file does (it had none: the client had no way to the upload)."""
+    response = client.post(
+        TUS, DATA, content_type=CHUNK,
+        headers={**V, "Upload-Length": str(len(DATA)),
+                 "Upload-Metadata": f"filename {b64('products_1.ndjson')}"},
+    )  # fmt: skip
+    assert (response.status_code, response["Upload-Offset"]) == (201, str(len(DATA)))
+    session = UploadSession.objects.get(token=token_of(response))
+    assert (
+        response["Upload-Result"] == f"http://testserver/api/v1/ingest/uploads/{session.upload_id}/"
+    )
 
 
 @pytest.mark.parametrize(

@@ -206,8 +206,17 @@ class TusCreateApi(_TusApi):
                 session_terminate(tenant=self.tenant, token=session.token)
                 raise
             headers["Upload-Offset"] = str(session.offset)
+            headers.update(_upload_result(request, session))  # the whole file in one go
         headers.update(_expiry_headers(session))
         return Response(status=status.HTTP_201_CREATED, headers=headers)
+
+
+def _upload_result(request, session) -> dict[str, str]:
+    """`Upload-Result`, the upload's URL, once the session's last byte made one."""
+    if session.upload_id is None:
+        return {}
+    url = reverse("upload-detail", kwargs={"upload_id": session.upload_id})
+    return {"Upload-Result": request.build_absolute_uri(url)}
 
 
 class TusUploadApi(_TusApi):
@@ -259,10 +268,7 @@ class TusUploadApi(_TusApi):
         session = session_lookup(tenant=self.tenant, token=token)
         session = self._store(request, session, offset, checksum)
         headers = {"Upload-Offset": str(session.offset), **_expiry_headers(session)}
-        if session.upload_id is not None:
-            headers["Upload-Result"] = request.build_absolute_uri(
-                reverse("upload-detail", kwargs={"upload_id": session.upload_id})
-            )
+        headers.update(_upload_result(request, session))
         return Response(status=status.HTTP_204_NO_CONTENT, headers=headers)
 
     @extend_schema(
