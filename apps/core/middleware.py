@@ -13,6 +13,7 @@ from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOpera
 from django.db import OperationalError
 from django.http import Http404, JsonResponse, UnreadablePostError
 from django.urls import Resolver404, get_resolver, get_urlconf
+from psycopg_pool import PoolTimeout
 
 from apps.core.api import PROBLEM_JSON, problem
 from apps.core.logs import log_bind, log_fresh, log_reset
@@ -268,12 +269,22 @@ class ProblemJSONMiddleware:
             return _incomplete_body(exception)
         if isinstance(exception, OperationalError):
             # The database refused or dropped the connection (too many clients, a restart,
-            # a failover): nothing was done, and the same request can succeed shortly.
+            # a failover), or every connection of this process's pool stayed busy: nothing
+            # was done, and the same request can succeed shortly.
+            busy = isinstance(exception.__cause__, PoolTimeout) and _pool_full()
             error_logger.error(
-                "Database unavailable: %s", request.path, exc_info=exception, extra={"status": 503}
+                "Database %s: %s",
+                "connections all busy" if busy else "unavailable",
+                request.path,
+                exc_info=exception,
+                extra={"status": 503},
             )
             response = _problem(
-                503, "The database is unavailable; retry shortly.", code="database_unavailable"
+                503,
+                "Every database connection of this server is busy; retry shortly."
+                if busy
+                else "The database is unavailable; retry shortly.",
+                code="database_busy" if busy else "database_unavailable",
             )
             response["Retry-After"] = str(DATABASE_RETRY_AFTER)
             response._has_been_logged = True
@@ -284,6 +295,19 @@ class ProblemJSONMiddleware:
         response = _problem(500, "The server failed to handle this request.")
         response._has_been_logged = True  # logged above, with the traceback
         return response
+
+
+def _pool_full() -> bool:
+    """Whether this process's connection pool has all the connections it may open (so a
+    wait for one that ran out found them busy; with fewer, the server would not take a
+    new one: it is unavailable)."""
+    from django.db import connection
+
+    pool = getattr(connection, "pool", None)
+    if pool is None:
+        return False
+    stats = pool.get_stats()
+    return stats.get("pool_size", 0) >= stats.get("pool_max", 1)
 
 
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")

@@ -519,6 +519,47 @@ def test_a_database_that_refuses_connections_is_503_with_retry_after(tmp_path):
     assert response.json()["code"] == "database_unavailable"
 
 
+def test_a_request_finding_every_pooled_connection_busy_is_503_saying_so(tmp_path):
+    """Two slow big uploads hold the web process's two pooled connections: a keyed GET
+    waits DATABASE_POOL_TIMEOUT for one, then is 503 `database_busy` with Retry-After. It
+    said the database was unavailable, and an operator looked at the wrong thing."""
+    _, issued = tenant_create(name="pool-busy")
+    key = issued.raw
+    env = {
+        "WEB_MAX_STREAMING_BODIES": "2",
+        "DATABASE_POOL_SIZE": "2",
+        "DATABASE_POOL_TIMEOUT": "0.5",
+        "WEB_CONCURRENCY": "1",
+        "DATABASE_URL": database_url_of_tests(),
+    }
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}"]
+    held = []
+    with running_processes({"web": command}, env=env, log_dir=tmp_path) as processes:
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, processes)
+        try:
+            for _ in range(2):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                head = request_head(
+                    "POST",
+                    "/api/v1/ingest/comprehensive/?filename=customers_slow.ndjson",
+                    {"X-API-Key": key, "Content-Length": 50_000_000},
+                )
+                sock.sendall(head.encode() + DATA[:100])
+                held.append(sock)
+            time.sleep(1)  # both streaming, each with its connection
+            response = httpx.get(f"{base}/api/v1/ingest/uploads/", headers={"X-API-Key": key})
+        finally:
+            for sock in held:
+                sock.close()
+    assert (response.status_code, response.json()["code"]) == (503, "database_busy")
+    assert response.json()["detail"] == (
+        "Every database connection of this server is busy; retry shortly."
+    )
+    assert response.headers["retry-after"] == "5"
+
+
 def _database_connections() -> int:
     from django.db import connection
 
