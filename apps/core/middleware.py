@@ -10,7 +10,7 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.http import Http404, JsonResponse, UnreadablePostError
 from django.urls import Resolver404, get_resolver, get_urlconf
 from psycopg_pool import PoolTimeout
@@ -301,8 +301,6 @@ def _pool_full() -> bool:
     """Whether this process's connection pool has all the connections it may open (so a
     wait for one that ran out found them busy; with fewer, the server would not take a
     new one: it is unavailable)."""
-    from django.db import connection
-
     pool = getattr(connection, "pool", None)
     if pool is None:
         return False
