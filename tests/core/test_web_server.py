@@ -519,6 +519,22 @@ def test_a_database_that_refuses_connections_is_503_with_retry_after(tmp_path):
     assert response.json()["code"] == "database_unavailable"
 
 
+def _slow_big_uploads(port: int, key: str, count: int) -> list[socket.socket]:
+    """`count` raw uploads that announce 50 MB and send 100 bytes: each streams into
+    PostgreSQL, holding a pooled connection, while the rest of its body does not come."""
+    sockets = []
+    for n in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        head = request_head(
+            "POST",
+            f"/api/v1/ingest/comprehensive/?filename=customers_big_{n}.ndjson",
+            {"X-API-Key": key, "Content-Length": 50_000_000},
+        )
+        sock.sendall(head.encode() + DATA[:100])
+        sockets.append(sock)
+    return sockets
+
+
 def test_a_request_finding_every_pooled_connection_busy_is_503_saying_so(tmp_path):
     """Two slow big uploads hold the web process's two pooled connections: a keyed GET
     waits DATABASE_POOL_TIMEOUT for one, then is 503 `database_busy` with Retry-After. It
@@ -539,15 +555,7 @@ def test_a_request_finding_every_pooled_connection_busy_is_503_saying_so(tmp_pat
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, processes)
         try:
-            for _ in range(2):
-                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-                head = request_head(
-                    "POST",
-                    "/api/v1/ingest/comprehensive/?filename=customers_slow.ndjson",
-                    {"X-API-Key": key, "Content-Length": 50_000_000},
-                )
-                sock.sendall(head.encode() + DATA[:100])
-                held.append(sock)
+            held += _slow_big_uploads(port, key, 2)
             time.sleep(1)  # both streaming, each with its connection
             response = httpx.get(f"{base}/api/v1/ingest/uploads/", headers={"X-API-Key": key})
         finally:
@@ -645,15 +653,7 @@ def test_big_uploads_streaming_at_once_leave_a_connection_for_a_small_request(tm
         wait_ready(base, processes)
         idle = _database_connections()
         try:
-            for n in range(10):
-                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-                head = request_head(
-                    "POST",
-                    f"/api/v1/ingest/comprehensive/?filename=customers_big_{n}.ndjson",
-                    {"X-API-Key": key, "Content-Length": 50_000_000},
-                )
-                sock.sendall(head.encode() + DATA[:100])
-                big.append(sock)
+            big += _slow_big_uploads(port, key, 10)
             time.sleep(1)
             streaming = _database_connections() - idle
             started = time.monotonic()
