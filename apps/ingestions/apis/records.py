@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 
 from django.conf import settings
@@ -34,7 +33,7 @@ from apps.ingestions.apis._rejects import (
 )
 from apps.ingestions.apis.contract import CONTRACT_NOTE
 from apps.ingestions.apis.examples import MIXED_REQUEST, RECORDS_ACCEPTED, RECORDS_REQUEST
-from apps.ingestions.engine import RECORDS, FileError, decompressed
+from apps.ingestions.engine import RECORDS, decompress_prefix
 from apps.ingestions.models import MIXED, BatchState
 from apps.ingestions.presenters import (
     BatchListOutputSerializer,
@@ -165,16 +164,18 @@ def _read_body(request) -> bytes:
 
 
 def _is_json_array(request, body: bytes) -> bool:
-    """`application/json` is an array, `application/x-ndjson` lines; else the body tells,
-    decompressed (a body that cannot be is read as lines, which says why)."""
+    """`application/json` is an array, `application/x-ndjson` lines; else the body tells
+    by its first bytes, decompressed (only those: the body is read whole later)."""
     content_type = (request.content_type or "").split(";")[0].strip().lower()
     if content_type == "application/json":
         return True
     if content_type in ("application/x-ndjson", "application/jsonl"):
         return False
-    with contextlib.suppress(FileError):
-        body = decompressed(body, max_bytes=settings.LIVE_MAX_BYTES)
-    return body.removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"["  # past a UTF-8 BOM
+    head = decompress_prefix(body[:_SNIFF_BYTES], max_bytes=_SNIFF_BYTES)
+    return head.removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"["  # past a UTF-8 BOM
+
+
+_SNIFF_BYTES = 64 << 10  # whitespace before the first bracket, within reason
 
 
 class RecordBatchListApi(TenantApiView):

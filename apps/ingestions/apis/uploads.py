@@ -215,19 +215,12 @@ class UploadCreateApi(TenantApiView):
         (in both: the same value)."""
         data = {}
         for name in ("type", "strict", "dry_run"):
-            value = in_form = single_value(form, name)
-            in_query = single_value(request.query_params, name)
-            if value is None:
-                value = in_query
-            elif in_query is not None and in_query.strip() != in_form.strip():
+            in_form, in_query = single_value(form, name), single_value(request.query_params, name)
+            if None not in (in_form, in_query) and in_form.strip() != in_query.strip():
                 # which one was meant is anyone's guess (the form's was taken, silently)
-                raise ValidationError(
-                    {
-                        name: [
-                            f"Give {name} once: the query says {in_query!r}, the form {in_form!r}."
-                        ]
-                    }
-                )
+                detail = f"Give {name} once: the query says {in_query!r}, the form {in_form!r}."
+                raise ValidationError({name: [detail]})
+            value = in_query if in_form is None else in_form
             if value is not None:
                 data[name] = value.strip()
         params = self.ParamsSerializer(data=data)

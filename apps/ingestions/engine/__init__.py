@@ -96,6 +96,7 @@ __all__ = [
     "check_line",
     "compile_rules",
     "contract_markdown",
+    "decompress_prefix",
     "decompressed",
     "detect_record_type",
     "dry_run_upload",
