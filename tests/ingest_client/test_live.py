@@ -298,13 +298,23 @@ def following(path: Path, api_url: str, api_key: str) -> subprocess.Popen:
 
 
 def ended_by(process: subprocess.Popen, path: Path, signum: int) -> tuple[str, str]:
-    """Once `process` has read `path` to its end, `signum` to it; its output. Killed if it
-    is still running (an assertion failed first, or it did not end)."""
+    """Once `process` has read `path` to its end, `signum` to it; its output."""
+    return signalled(process, signum, ready=lambda: read_to_end(process.pid, path), settle=0.3)
+
+
+def signalled(
+    process: subprocess.Popen, *signums: int, ready=lambda: True, settle: float = 0.0
+) -> tuple[str, str]:
+    """Once `ready()` (then `settle` seconds: from its read buffer into a batch), each of
+    `signums` to `process`, 0.3 s apart; its output. Killed if it is still running (an
+    assertion failed first, or it did not end)."""
     try:
-        wait_for(lambda: read_to_end(process.pid, path))
-        time.sleep(0.3)  # from its read buffer into the batch
-        process.send_signal(signum)
-        return process.communicate(timeout=30)
+        wait_for(ready, timeout=30)
+        time.sleep(settle)
+        for number, signum in enumerate(signums):
+            time.sleep(0.3 if number else 0)
+            process.send_signal(signum)
+        return process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()

@@ -25,8 +25,8 @@ from tests.ingest_client.test_live import (
     QuietHandler,
     customer,
     lines,
+    signalled,
     stream,
-    wait_for,
 )
 
 
@@ -231,15 +231,7 @@ def test_stopping_stream_while_it_waits_for_the_merge_still_gives_its_summary(
             [*command, "--wait", "60"], stdin=stdin, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, cwd=ROOT,
         )  # fmt: skip
-    try:
-        wait_for(lambda: server.records == 3)
-        time.sleep(1.0)  # into the wait
-        process.send_signal(signum)
-        out, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    out, err = signalled(process, signum, ready=lambda: server.records == 3, settle=1.0)
     assert process.returncode == 0, out + err
     assert "3 accepted, 0 rejected, 0 not sent; 0/1 batches merged" in out
     assert "Traceback" not in err

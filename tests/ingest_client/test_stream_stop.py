@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 
 import pytest
 
 from apps.ingestions.models import Customer
 from apps.tenants.services import tenant_create
-from tests.ingest_client.test_live import ROOT, ForwardingProxy, lines, stream, wait_for
+from tests.ingest_client.test_live import ROOT, ForwardingProxy, lines, signalled, stream, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -45,14 +44,7 @@ def test_a_first_stop_after_the_input_ended_still_sends_what_was_read(tmp_path, 
     3,000 records are sent and merged, exit 0 (2,500 were given up, exit 2)."""
     tenant, issued = tenant_create(name=f"stop-{signum}")
     process = _streaming(tmp_path, slow.url, issued.raw)
-    try:
-        wait_for(lambda: slow.posts, timeout=30)
-        process.send_signal(signum)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    out, err = signalled(process, signum, ready=lambda: slow.posts)
     assert process.returncode == 0, out + err
     assert "stopping: sending what was read" in err
     assert "3,000 accepted, 0 rejected, 0 not sent" in out
@@ -64,15 +56,6 @@ def test_a_second_stop_gives_up_what_is_being_sent(tmp_path, slow):
     and said, exit 2."""
     _, issued = tenant_create(name="stop-twice")
     process = _streaming(tmp_path, slow.url, issued.raw)
-    try:
-        wait_for(lambda: slow.posts, timeout=30)
-        process.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    out, err = signalled(process, signal.SIGINT, signal.SIGINT, ready=lambda: slow.posts)
     assert process.returncode == 2, out + err
     assert "not sent" in out + err
