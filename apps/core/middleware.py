@@ -1,6 +1,7 @@
 import functools
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -183,6 +184,10 @@ class RequestBodyMiddleware:
         size = int(length) if length.isascii() and length.isdigit() else None
         # a chunk of a resumable upload streams, so that tus keeps what arrived of a cut one
         chunk = "HTTP_UPLOAD_OFFSET" in request.META
+        if size is not None and size > _SMALL_BODY and size > _view_body_limit(request):
+            # its view refuses a body this long (413) without reading it: not read first,
+            # nor asked for with `100 Continue` (the connection is closed after the answer)
+            return self.get_response(request)
         if size is not None and size <= settings.WEB_BUFFER_BODY_BYTES and not chunk:
             if size:
                 try:
@@ -207,6 +212,23 @@ class RequestBodyMiddleware:
             return self.get_response(request)
         finally:
             self.slots.release()
+
+
+# A body this small is read before its view is asked for a limit (a resolve per request)
+_SMALL_BODY = 64 * 1024
+
+
+def _view_body_limit(request) -> int:
+    """The longest body the request's view takes: its class's `max_body_bytes()`, for a
+    view that refuses a longer one before reading it (a live batch); else no limit here."""
+    try:
+        match = get_resolver(getattr(request, "urlconf", None) or get_urlconf()).resolve(
+            request.path_info
+        )
+    except Resolver404:
+        return sys.maxsize
+    limit = getattr(getattr(match.func, "cls", None), "max_body_bytes", None)
+    return limit() if limit is not None else sys.maxsize
 
 
 def _unsupported_coding(codings: str, taken=("chunked", "identity")) -> str:

@@ -60,6 +60,12 @@ class ExactBody:
                 "Content-Length announced."
             )
 
+    @property
+    def unread(self) -> bool:
+        """Whether bytes the Content-Length announced were never read (a request refused
+        before its body was)."""
+        return self._length is not None and self._seen < self._length
+
     def read(self, size: int | None = -1) -> bytes:
         return self._checked(self._stream.read, size)
 
@@ -93,7 +99,7 @@ class RequestBodyGuard:
         guard = environ["wsgi.input"] = ExactBody(body, _content_length(environ))
 
         def start(status: str, headers: list, exc_info: Any = None) -> Callable:
-            if guard.broken:
+            if guard.broken or guard.unread:  # an unread rest would be read as a request
                 close_after(start_response)
             return start_response(status, headers, exc_info)
 

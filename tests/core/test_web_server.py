@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from django.conf import settings
 
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, order_row, uid
 from apps.ingestions.models import (
@@ -376,6 +377,32 @@ def test_100_continue_is_sent_only_when_the_body_is_read(server):
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 202 "), answer[:80]
     assert Upload.objects.filter(filename="customers_expecting.ndjson").count() == 1
+
+
+@pytest.mark.parametrize("expect", [True, False], ids=["expect", "no-expect"])
+def test_a_live_batch_over_its_limit_is_refused_before_its_body_is_read(server, expect):
+    """A live batch whose Content-Length is over `LIVE_MAX_BYTES` (but within what the web
+    server reads into memory first) is answered 413 at once, without `100 Continue` and
+    without waiting for its body, and its connection closed: the unread body is not taken
+    for the next request."""
+    _, port = server
+    tenant, issued = tenant_create(name=f"over-the-limit-{expect}")
+    length = settings.LIVE_MAX_BYTES + 1  # the server's defaults, as the tests' settings
+    assert length < settings.WEB_BUFFER_BODY_BYTES
+    headers = {"X-API-Key": issued.raw, "Content-Length": length}
+    if expect:
+        headers["Expect"] = "100-continue"
+    head = request_head("POST", "/api/v1/ingest/records/customers/", headers)
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(head.encode("latin-1"))  # and no body at all
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 413 "), raw[:80]
+    assert b"100 Continue" not in raw
+    assert b"\r\nConnection: close\r\n" in raw
+    assert b"larger than the limit" in raw
+    assert not RecordBatch.objects.filter(tenant_id=tenant.id).exists()
 
 
 def _hold_slow_clients(port: int, idle: int, trickle: int, stop: threading.Event) -> list:

@@ -79,6 +79,11 @@ class _RecordBatchCreate(TenantApiView):
 
     parser_classes: list = []  # the body is read raw, once
 
+    @classmethod
+    def max_body_bytes(cls) -> int:
+        """A longer body is refused (413) before it is read (`RequestBodyMiddleware`)."""
+        return settings.LIVE_MAX_BYTES
+
     def _create(self, request, record_type: str | None) -> Response:
         if record_type is not None and record_type not in RECORDS:
             raise UnknownRecordTypeError(
