@@ -7,29 +7,13 @@ an idempotent answer is marked when replayed.
 
 from __future__ import annotations
 
-import re
 from email.message import Message
 
 from rest_framework.response import Response
 
 from apps.core.api import ascii_int
 from apps.core.errors import ApplicationError
-from apps.ingestions.services import Answer
-
-# C0 and C1 controls (NUL among them: PostgreSQL text refuses it) and lone surrogates (a
-# JSON body may carry one; it has no UTF-8 form).
-_NOT_IN_A_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def filename_clean(raw: str) -> str:
-    """A file name as a client gave it (query, Content-Disposition, multipart, session,
-    tus metadata), as it is stored: path separators become `_`, at most 255 characters.
-    A control character in it is a 400."""
-    if _NOT_IN_A_NAME.search(raw):
-        raise ApplicationError(
-            f"The file name {raw!r} contains a control character.", code="bad_filename"
-        )
-    return raw.strip().replace("/", "_").replace("\\", "_")[:255]
+from apps.ingestions.services import Answer, filename_clean
 
 
 def disposition_filename(header: str) -> str:

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 
 from apps.core.api import AsciiIntegerField, TenantApiView, problem_responses
 from apps.ingestions.apis._chunks import chunk_response
-from apps.ingestions.apis._http import filename_clean, idempotent_response
+from apps.ingestions.apis._http import idempotent_response
 from apps.ingestions.apis.examples import SESSION_REQUEST
 from apps.ingestions.apis.serializers import (
     SessionOrUploadSerializer,
@@ -26,6 +26,7 @@ from apps.ingestions.apis.serializers import (
 from apps.ingestions.engine import RECORDS
 from apps.ingestions.services import (
     Answer,
+    filename_clean,
     idempotent,
     request_fingerprint,
     session_create,
@@ -52,7 +53,7 @@ _CHUNK_RESPONSES = {
 
 class SessionCreateApi(TenantApiView):
     class InputSerializer(serializers.Serializer):
-        filename = serializers.CharField(max_length=255)
+        filename = serializers.CharField(max_length=4096)  # stored at most 255 long
         size = AsciiIntegerField(min_value=1)
         sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", required=False, allow_blank=True)
         type = serializers.ChoiceField(choices=list(RECORDS), required=False, allow_blank=True)

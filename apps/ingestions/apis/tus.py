@@ -22,11 +22,12 @@ from rest_framework.response import Response
 
 from apps.core.api import TenantApiView, problem_responses
 from apps.core.errors import ApplicationError, GoneError
-from apps.ingestions.apis._http import filename_clean, int_header, is_chunked, raw_body
+from apps.ingestions.apis._http import int_header, is_chunked, raw_body
 from apps.ingestions.models import SessionState, UploadSession
 from apps.ingestions.services import (
     CHECKSUM_ALGORITHMS,
     ChunkChecksum,
+    filename_clean,
     session_append,
     session_create,
     session_lookup,

@@ -32,7 +32,6 @@ from apps.core.errors import PayloadTooLargeError
 from apps.ingestions.apis._chunks import chunk_response
 from apps.ingestions.apis._http import (
     disposition_filename,
-    filename_clean,
     idempotent_response,
     int_header,
     is_chunked,
@@ -57,6 +56,7 @@ from apps.ingestions.presenters import RejectOutputSerializer
 from apps.ingestions.selectors import reject_list, upload_get, upload_list
 from apps.ingestions.services import (
     Answer,
+    filename_clean,
     fingerprint,
     idempotent,
     request_fingerprint,

@@ -5,8 +5,9 @@ way) and hands it to a worker; `processing` runs it; `housekeeping` keeps upload
 (periodic jobs, retry); `sessions` and `session_chunks` are resumable uploads; `idempotency`
 is the Idempotency-Key protocol; `storage` keeps uploaded bytes in PostgreSQL; `records`
 accepts live record batches and `record_merge` merges them; `rules` keeps a tenant's
-validation rules; `changes` wakes the reader of the final tables' change feed. Services
-never import tasks: they send them by name.
+validation rules; `changes` wakes the reader of the final tables' change feed; `filenames`
+cleans a file's name as every route stores it. Services never import tasks: they send them
+by name.
 """
 
 from apps.ingestions.services.changes import CHANGES_READER_TASK, changes_reader_send
@@ -15,6 +16,7 @@ from apps.ingestions.services.chunk_checksums import (
     ChecksumMismatchError,
     ChunkChecksum,
 )
+from apps.ingestions.services.filenames import filename_clean
 from apps.ingestions.services.housekeeping import (
     pending_expire,
     staging_purge,
@@ -86,6 +88,7 @@ from apps.ingestions.services.uploads import (
 )
 
 __all__ = [
+    "filename_clean",
     "CHANGES_READER_TASK",
     "MIXED",
     "RECORDS_MERGE_TASK",

@@ -28,6 +28,7 @@ from apps.core.errors import (
 from apps.ingestions import engine
 from apps.ingestions.models import Blob, SessionState, UploadSession
 from apps.ingestions.selectors import session_get
+from apps.ingestions.services.filenames import filename_clean
 from apps.ingestions.services.housekeeping import upload_retry
 from apps.ingestions.services.receiving import upload_cancel
 from apps.tenants.models import Tenant
@@ -38,10 +39,6 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 # What `secrets.token_hex(16)` makes: the session and tus URLs route only this, and a
 # token header of any other form is no session (no lock is taken for it, nothing queried).
 SESSION_TOKEN = re.compile(r"[0-9a-f]{32}")
-
-
-def _clean_filename(filename: str) -> str:
-    return filename.strip().replace("/", "_").replace("\\", "_")[:255]
 
 
 def session_create(
@@ -56,7 +53,7 @@ def session_create(
     metadata: str = "",
 ) -> UploadSession:
     """Open a session for a file of `size` bytes. Its bytes go to a blob of their own."""
-    filename = _clean_filename(filename)
+    filename = filename_clean(filename)
     if not filename:
         raise ApplicationError("Give the file's name (`filename`).", code="missing_filename")
     if size <= 0:
