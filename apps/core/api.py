@@ -4,7 +4,7 @@ pagination and throttles."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.http import JsonResponse
@@ -19,6 +19,9 @@ from rest_framework.views import APIView, exception_handler
 from apps.core.errors import ApplicationError
 from apps.core.logs import bound_ids
 from apps.core.ratelimit import api_key_window, limit_redis_url, parse_rate, rate_limit_hit
+
+if TYPE_CHECKING:
+    from apps.core.idempotency import Answer
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -340,3 +343,9 @@ __all__ = [
     "single_value",
     "status",
 ]
+
+
+def idempotent_response(answer: Answer, *, replayed: bool) -> Response:
+    """The answer of `idempotent`: as it was first given, marked when it is a replay."""
+    headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if replayed else {})}
+    return Response(answer.body, status=answer.status_code, headers=headers)

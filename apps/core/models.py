@@ -23,3 +23,26 @@ class RateLimitWindow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.hits} until {self.resets_at:%H:%M:%S}"
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key: its request fingerprint and, once done, the response
+    (`apps.core.idempotency`). The table was made by the ingestions app's migrations."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.IntegerField(null=True, blank=True)  # None: still in flight
+    body = models.JSONField(null=True, blank=True)
+    headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "idempotency_keys"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status_code or 'in flight'})"

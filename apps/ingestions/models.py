@@ -219,28 +219,6 @@ class UploadSession(BaseModel):
         return f"session {self.token} ({self.offset}/{self.size}, {self.state})"
 
 
-class IdempotencyKey(models.Model):
-    """A client's Idempotency-Key: its request fingerprint and, once done, the response."""
-
-    id = models.BigAutoField(primary_key=True)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=255)
-    fingerprint = models.CharField(max_length=64)
-    status_code = models.IntegerField(null=True, blank=True)  # None: still in flight
-    body = models.JSONField(null=True, blank=True)
-    headers = models.JSONField(default=dict)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    class Meta:
-        db_table = "idempotency_keys"
-        constraints = [
-            models.UniqueConstraint(fields=["tenant", "key"], name="idempotency_unique_key")
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.key} ({self.status_code or 'in flight'})"
-
-
 BatchState = models.TextChoices("BatchState", {"ACCEPTED": "accepted", "MERGED": "merged"})
 MIXED = "mixed"  # the type of a batch whose records are of several types
 _UNMERGED = Q(state="accepted")

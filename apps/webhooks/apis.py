@@ -3,6 +3,10 @@ their delivery log (list, redeliver), under /api/v1/webhooks/."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Callable
+
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -20,8 +24,10 @@ from apps.core.api import (
     JsonBooleanField,
     Pagination,
     TenantApiView,
+    idempotent_response,
     problem_responses,
 )
+from apps.core.idempotency import Answer, idempotent, request_fingerprint
 from apps.webhooks.models import DeliveryState, EventType, WebhookEndpoint
 from apps.webhooks.selectors import delivery_get, delivery_list, endpoint_get, endpoint_list
 from apps.webhooks.services import (
@@ -36,6 +42,12 @@ from apps.webhooks.services import (
 _TAGS = ["webhooks"]
 _ID = OpenApiParameter(
     "endpoint_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="the endpoint's id"
+)
+_KEY = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="as for uploads: the same key and body replay the first answer for 24 h",
 )
 _URL_HELP = (
     "where events are POSTed: http or https; a host that resolves to a loopback, link-local "
@@ -186,6 +198,28 @@ class _EndpointView(TenantApiView):
     def output(self, endpoint: WebhookEndpoint, serializer=EndpointOutputSerializer) -> dict:
         return serializer(endpoint, context={"request": self.request}).data
 
+    def once(self, request, make: Callable[[], tuple[int, dict]]) -> Response:
+        """A POST answered once per `Idempotency-Key`, as an upload is (SPEC 5): its work
+        and its answer's storing commit together; the same key and body again replay the
+        answer (the secret of an endpoint it made included), another body is 422."""
+        key = request.headers.get("Idempotency-Key")
+
+        def run() -> tuple[Answer, str]:
+            status_code, body = make()
+            return Answer(status_code, body, {}), fingerprint() if key is not None else ""
+
+        def fingerprint() -> str:
+            data = json.dumps(request.data, sort_keys=True, separators=(",", ":"))
+            sha256 = hashlib.sha256(data.encode()).hexdigest()
+            return request_fingerprint(
+                method=request.method, path=request.path, sha256=sha256, params={}
+            )
+
+        answer, replayed = idempotent(
+            tenant=self.tenant, key=key, run=run, fingerprint_of=fingerprint, together=True
+        )
+        return idempotent_response(answer, replayed=replayed)
+
 
 class WebhookListApi(_EndpointView):
     pagination_class = Pagination  # documents the paginated answer
@@ -212,13 +246,20 @@ class WebhookListApi(_EndpointView):
         description="Register an endpoint. The answer carries its signing `secret`, shown "
         "this once. Events are signed per the Standard Webhooks specification.",
         request=EndpointCreateInputSerializer,
-        responses={201: EndpointSecretOutputSerializer, **problem_responses(400, 401, 409, 429)},
+        parameters=[_KEY],
+        responses={
+            201: EndpointSecretOutputSerializer,
+            **problem_responses(400, 401, 409, 422, 429),
+        },
         examples=_CREATE_EXAMPLES,
     )
     def post(self, request):
-        data = _input(EndpointCreateInputSerializer, request)
-        endpoint = endpoint_create(tenant=self.tenant, **data)
-        return Response(self.output(endpoint, EndpointSecretOutputSerializer), status=201)
+        def make():
+            data = _input(EndpointCreateInputSerializer, request)
+            endpoint = endpoint_create(tenant=self.tenant, **data)
+            return 201, self.output(endpoint, EndpointSecretOutputSerializer)
+
+        return self.once(request, make)
 
 
 class WebhookDetailApi(_EndpointView):
@@ -266,13 +307,19 @@ class WebhookRotateSecretApi(_EndpointView):
         tags=_TAGS,
         description="A new signing secret, shown this once. The old one keeps signing beside "
         "it (two signatures in `webhook-signature`) for 24 hours.",
-        parameters=[_ID],
+        parameters=[_ID, _KEY],
         request=None,
-        responses={200: EndpointSecretOutputSerializer, **problem_responses(401, 404, 429)},
+        responses={
+            200: EndpointSecretOutputSerializer,
+            **problem_responses(400, 401, 404, 409, 422, 429),
+        },
     )
     def post(self, request, endpoint_id):
-        endpoint = endpoint_secret_rotate(endpoint=self.endpoint(endpoint_id))
-        return Response(self.output(endpoint, EndpointSecretOutputSerializer))
+        def make():
+            endpoint = endpoint_secret_rotate(endpoint=self.endpoint(endpoint_id))
+            return 200, self.output(endpoint, EndpointSecretOutputSerializer)
+
+        return self.once(request, make)
 
 
 class WebhookTestApi(_EndpointView):
@@ -282,13 +329,19 @@ class WebhookTestApi(_EndpointView):
         tags=_TAGS,
         description="Send the endpoint a `webhook.test` event (whatever its events); 202 with "
         "the delivery, which the delivery log follows.",
-        parameters=[_ID],
+        parameters=[_ID, _KEY],
         request=None,
-        responses={202: DeliveryOutputSerializer, **problem_responses(401, 404, 429)},
+        responses={
+            202: DeliveryOutputSerializer,
+            **problem_responses(400, 401, 404, 409, 422, 429),
+        },
     )
     def post(self, request, endpoint_id):
-        delivery = endpoint_test(endpoint=self.endpoint(endpoint_id))
-        return Response(DeliveryOutputSerializer(delivery).data, status=202)
+        def make():
+            delivery = endpoint_test(endpoint=self.endpoint(endpoint_id))
+            return 202, DeliveryOutputSerializer(delivery).data
+
+        return self.once(request, make)
 
 
 class WebhookDeliveryListApi(_EndpointView):
@@ -324,15 +377,23 @@ class WebhookRedeliverApi(_EndpointView):
         parameters=[
             _ID,
             OpenApiParameter("delivery_id", int, OpenApiParameter.PATH, description="its id"),
+            _KEY,
         ],
         request=None,
-        responses={202: DeliveryOutputSerializer, **problem_responses(401, 404, 429)},
+        responses={
+            202: DeliveryOutputSerializer,
+            **problem_responses(400, 401, 404, 409, 422, 429),
+        },
     )
     def post(self, request, endpoint_id, delivery_id):
         endpoint = self.endpoint(endpoint_id)
         delivery = delivery_get(tenant=self.tenant, endpoint=endpoint, delivery_id=delivery_id)
         if delivery is None:
             raise NotFound("No such delivery.")
-        again = delivery_redeliver(delivery=delivery)
-        again = delivery_get(tenant=self.tenant, endpoint=endpoint, delivery_id=again.id)
-        return Response(DeliveryOutputSerializer(again).data, status=202)
+
+        def make():
+            again = delivery_redeliver(delivery=delivery)
+            again = delivery_get(tenant=self.tenant, endpoint=endpoint, delivery_id=again.id)
+            return 202, DeliveryOutputSerializer(again).data
+
+        return self.once(request, make)

@@ -18,11 +18,11 @@ import httpx
 import pytest
 from django.conf import settings
 
+from apps.core.models import IdempotencyKey
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, order_row, uid
 from apps.ingestions.models import (
     Blob,
     BlobChunk,
-    IdempotencyKey,
     RecordBatch,
     Upload,
     UploadSession,

@@ -33,8 +33,8 @@ def key_in_flight(db):
     (its row, unanswered, and its lock held by another connection until the test ends)."""
     import psycopg
 
-    from apps.ingestions.models import IdempotencyKey
-    from apps.ingestions.services.idempotency import IN_FLIGHT_LOCK
+    from apps.core.idempotency import IN_FLIGHT_LOCK
+    from apps.core.models import IdempotencyKey
     from tests.factories import database_url_of_tests
 
     with contextlib.ExitStack() as held:

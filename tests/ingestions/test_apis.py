@@ -17,6 +17,7 @@ from django.test.client import encode_multipart
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from apps.core.models import IdempotencyKey
 from apps.ingestions.engine.testing import (
     customer_row,
     ndjson_bytes,
@@ -25,7 +26,7 @@ from apps.ingestions.engine.testing import (
     product_row,
     uid,
 )
-from apps.ingestions.models import Blob, IdempotencyKey, Reject, Upload, UploadState
+from apps.ingestions.models import Blob, Reject, Upload, UploadState
 from apps.ingestions.services import pending_expire
 from apps.tenants.services import api_key_revoke, api_key_rotate, tenant_create
 from tests.factories import ingest_stored

@@ -14,8 +14,9 @@ import pytest
 from django.db import connections
 from rest_framework.test import APIClient
 
-from apps.ingestions.models import IdempotencyKey, RecordBatch
-from apps.ingestions.services.idempotency import IN_FLIGHT_LOCK
+from apps.core.idempotency import IN_FLIGHT_LOCK
+from apps.core.models import IdempotencyKey
+from apps.ingestions.models import RecordBatch
 from apps.tenants.services import tenant_create
 from tests.factories import database_url_of_tests
 

@@ -18,9 +18,9 @@ import psutil
 import psycopg
 import pytest
 
+from apps.core import idempotency
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.ingestions.models import RecordBatch, UploadSession
-from apps.ingestions.services import idempotency
 from apps.tenants.services import tenant_create
 from scripts.stack import BIN, free_port, running_processes, wait_ready
 from tests.factories import database_url_of_tests

@@ -12,11 +12,11 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from apps.core.models import IdempotencyKey
 from apps.ingestions.engine.testing import customer_row, ndjson_bytes, uid
 from apps.ingestions.models import (
     Blob,
     BlobChunk,
-    IdempotencyKey,
     Upload,
     UploadSession,
     UploadState,

@@ -1,19 +1,16 @@
 """Header and body helpers of the ingestion API, shared by its view modules.
 
 What a client writes in a header, a query parameter or a form is read here, once, and
-refused with a 400 when it cannot be stored or is no number; the body is read as a stream;
-an idempotent answer is marked when replayed.
+refused with a 400 when it cannot be stored or is no number; the body is read as a stream.
 """
 
 from __future__ import annotations
 
 from email.message import Message
 
-from rest_framework.response import Response
-
 from apps.core.api import ascii_int
 from apps.core.errors import ApplicationError
-from apps.ingestions.services import Answer, filename_clean
+from apps.ingestions.services import filename_clean
 
 
 def disposition_filename(header: str) -> str:
@@ -49,12 +46,6 @@ def header_text(raw: str) -> str:
         return raw.encode("latin-1").decode("utf-8")
     except UnicodeError:
         return raw
-
-
-def idempotent_response(answer: Answer, *, replayed: bool) -> Response:
-    """The answer of `idempotent`: as it was first given, marked when it is a replay."""
-    headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if replayed else {})}
-    return Response(answer.body, status=answer.status_code, headers=headers)
 
 
 def is_chunked(request) -> bool:

@@ -20,11 +20,12 @@ from apps.core.api import (
     Pagination,
     TenantApiView,
     choice_param,
+    idempotent_response,
     problem_responses,
     query_params,
 )
 from apps.core.errors import PayloadTooLargeError, UnknownRecordTypeError
-from apps.ingestions.apis._http import idempotent_response, int_header, read_whole_body
+from apps.ingestions.apis._http import int_header, read_whole_body
 from apps.ingestions.apis._rejects import (
     ERRORS_PARAMETERS,
     ERRORS_RENDERERS,

@@ -13,9 +13,13 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status
 from rest_framework.response import Response
 
-from apps.core.api import AsciiIntegerField, TenantApiView, problem_responses
+from apps.core.api import (
+    AsciiIntegerField,
+    TenantApiView,
+    idempotent_response,
+    problem_responses,
+)
 from apps.ingestions.apis._chunks import chunk_response
-from apps.ingestions.apis._http import idempotent_response
 from apps.ingestions.apis.examples import SESSION_REQUEST
 from apps.ingestions.apis.serializers import (
     SessionOrUploadSerializer,

@@ -24,6 +24,7 @@ from apps.core.api import (
     Pagination,
     TenantApiView,
     choice_param,
+    idempotent_response,
     problem_responses,
     query_params,
     single_value,
@@ -32,7 +33,6 @@ from apps.core.errors import PayloadTooLargeError
 from apps.ingestions.apis._chunks import chunk_response
 from apps.ingestions.apis._http import (
     disposition_filename,
-    idempotent_response,
     int_header,
     is_chunked,
     raw_body,

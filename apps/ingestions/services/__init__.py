@@ -2,14 +2,24 @@
 
 `uploads` receives files; `scheduling` decides when an upload runs (dependency order, giving
 way) and hands it to a worker; `processing` runs it; `housekeeping` keeps uploads moving
-(periodic jobs, retry); `sessions` and `session_chunks` are resumable uploads; `idempotency`
-is the Idempotency-Key protocol; `storage` keeps uploaded bytes in PostgreSQL; `records`
-accepts live record batches and `record_merge` merges them; `rules` keeps a tenant's
-validation rules; `changes` wakes the reader of the final tables' change feed; `filenames`
-cleans a file's name as every route stores it. Services never import tasks: they send them
-by name.
+(periodic jobs, retry); `sessions` and `session_chunks` are resumable uploads; the
+Idempotency-Key protocol (`apps.core.idempotency`) is re-exported here; `storage` keeps
+uploaded bytes in PostgreSQL; `records` accepts live record batches and `record_merge`
+merges them; `rules` keeps a tenant's validation rules; `changes` wakes the reader of the
+final tables' change feed; `filenames` cleans a file's name as every route stores it.
+Services never import tasks: they send them by name.
 """
 
+from apps.core.idempotency import (
+    Answer,
+    idempotency_begin,
+    idempotency_check,
+    idempotency_finish,
+    idempotency_purge,
+    idempotency_release,
+    idempotent,
+    request_fingerprint,
+)
 from apps.ingestions.services.changes import CHANGES_READER_TASK, changes_reader_send
 from apps.ingestions.services.chunk_checksums import (
     CHECKSUM_ALGORITHMS,
@@ -25,16 +35,6 @@ from apps.ingestions.services.housekeeping import (
     upload_retry,
     upload_stop_hung,
     upload_stop_incomplete,
-)
-from apps.ingestions.services.idempotency import (
-    Answer,
-    idempotency_begin,
-    idempotency_check,
-    idempotency_finish,
-    idempotency_purge,
-    idempotency_release,
-    idempotent,
-    request_fingerprint,
 )
 from apps.ingestions.services.processing import upload_process, upload_run
 from apps.ingestions.services.receiving import upload_cancel, upload_receive

@@ -1,4 +1,5 @@
-"""Idempotency-Key for every endpoint that takes one: `idempotent` runs a request once per key.
+"""Idempotency-Key for every endpoint that takes one (uploads, sessions, live batches,
+webhook endpoints): `idempotent` runs a request once per key.
 
 Per tenant and key, kept `IDEMPOTENCY_TTL_SECONDS` (SPEC section 5): the same key with the
 same request replays the stored answer (`Idempotent-Replayed: true`) and processes nothing
@@ -23,6 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -30,8 +32,10 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from apps.core.errors import ApplicationError, ConflictError, UnprocessableError
-from apps.ingestions.models import IdempotencyKey
-from apps.tenants.models import Tenant
+from apps.core.models import IdempotencyKey
+
+if TYPE_CHECKING:
+    from apps.tenants.models import Tenant
 
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")  # an RFC 8941 string's characters; never a NUL
 # The advisory lock of a key in flight, of (tenant id, key) given as parameters: a test that
