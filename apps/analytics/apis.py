@@ -53,7 +53,10 @@ class TotalsOutputSerializer(serializers.Serializer):
 
 
 class DayOutputSerializer(TotalsOutputSerializer):
-    date = serializers.DateField(help_text="the day, in the `tz` asked for")
+    date = serializers.CharField(
+        help_text="the day, in the `tz` asked for (YYYY-MM-DD; an order at either end of "
+        "the years 1 to 9999 may fall on `0000-12-31` or `+10000-01-01` there)"
+    )
 
 
 class DailyOutputSerializer(serializers.Serializer):

@@ -75,29 +75,33 @@ def _utc(moment: datetime) -> datetime:
         raise
 
 
-def _bound(name: str, raw: str, zone: tzinfo, *, end: bool) -> datetime | None:
-    """A `from` (inclusive start) or a `to` (exclusive end just past it), in UTC: a date is
-    its whole day in `zone`, a timestamp without an offset is in `zone`. None: past the
-    calendar."""
+def _bound(name: str, raw: str, zone: tzinfo, *, end: bool) -> tuple[datetime | None, datetime]:
+    """A `from` (inclusive start) or a `to` (exclusive end just past it), in UTC (None:
+    past the calendar), and as written (the same instant, unless `_utc` moved it to the
+    first there is): a date is its whole day in `zone`, a timestamp without an offset is
+    in `zone`."""
     try:
         if _DATE.fullmatch(raw):
-            day = date.fromisoformat(raw)
-            moment = datetime.combine(day, time(), tzinfo=zone)
-            return _utc(moment + timedelta(days=1) if end else moment)
-        match = _TIMESTAMP.fullmatch(raw)
-        if match is None:
-            raise ValueError(raw)
-        offset = (match["offset"] or "").replace(" ", "+")
-        moment = datetime.fromisoformat(f"{match['date']}T{match['time']}{offset}")
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=zone)
-        return _utc(moment + timedelta(microseconds=1) if end else moment)
-    except OverflowError:
-        return None  # the day after 9999-12-31: no end
+            moment = datetime.combine(date.fromisoformat(raw), time(), tzinfo=zone)
+        else:
+            match = _TIMESTAMP.fullmatch(raw)
+            if match is None:
+                raise ValueError(raw)
+            offset = (match["offset"] or "").replace(" ", "+")
+            moment = datetime.fromisoformat(f"{match['date']}T{match['time']}{offset}")
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=zone)
     except ValueError:
         raise _bad(
             name, f"Must be a date (2024-01-31) or an ISO 8601 timestamp, not {raw!r}."
         ) from None
+    try:
+        if end:
+            step = timedelta(days=1) if _DATE.fullmatch(raw) else timedelta(microseconds=1)
+            moment += step
+        return _utc(moment), moment
+    except OverflowError:
+        return None, moment  # the day after 9999-12-31: no end
 
 
 def read_range(params) -> Range:
@@ -105,12 +109,16 @@ def read_range(params) -> Range:
     tz = read_tz(params)
     zone = UTC if tz == "UTC" else ZoneInfo(tz)
     raw_from, raw_to = single_value(params, "from"), single_value(params, "to")
-    start = None if raw_from is None else _bound("from", raw_from, zone, end=False)
-    end = None if raw_to is None else _bound("to", raw_to, zone, end=True)
-    if raw_from is not None and start is None:
-        raise _bad("from", f"{raw_from!r} is past the last day there is.")
-    if start is not None and end is not None and end <= start:
-        raise _bad("to", f"Must not be before from ({raw_from!r}), not {raw_to!r}.")
+    start = end = None
+    if raw_from is not None:
+        start, written_start = _bound("from", raw_from, zone, end=False)
+        if start is None:
+            raise _bad("from", f"{raw_from!r} is past the last day there is.")
+    if raw_to is not None:
+        end, written_end = _bound("to", raw_to, zone, end=True)
+        # compared as written: two instants before the first there is are one in UTC
+        if start is not None and end is not None and written_end <= written_start:
+            raise _bad("to", f"Must not be before from ({raw_from!r}), not {raw_to!r}.")
     return Range(start=start, end=end, tz=tz)
 
 

@@ -20,7 +20,7 @@ from uuid import UUID
 
 from django.db import connection
 
-from apps.analytics.days import day_starts
+from apps.analytics.days import DAY_ORDINAL, OutsideDay, day_of, day_starts
 from apps.analytics.params import Range
 from apps.analytics.ranking import top_customers_walk
 from apps.analytics.services import consistent_read
@@ -124,13 +124,15 @@ def analytics_summary(*, tenant: Tenant, span: Range, currency: str | None = Non
 @consistent_read
 def analytics_daily(
     *, tenant: Tenant, span: Range, currency: str | None = None
-) -> list[tuple[date, Totals]]:
-    """`analytics_summary` per day in `span.tz`, oldest first; days without orders left out."""
+) -> list[tuple[date | OutsideDay, Totals]]:
+    """`analytics_summary` per day in `span.tz`, oldest first; days without orders left out.
+    A day is a `date`, or an `OutsideDay` for an order that falls before year 1 or after
+    9999 there (its UTC date never does)."""
     where, values = _where(tenant, span, currency)
     starts = day_starts(where, values)
-    days: dict[date, Totals] = defaultdict(Totals)
+    days: dict[int, Totals] = defaultdict(Totals)  # by ordinal
     if starts is None:  # no orders, or days that cannot be told apart by their bounds
-        day = "(o.order_date AT TIME ZONE %(tz)s)::date"
+        day = DAY_ORDINAL.format(d="(o.order_date AT TIME ZONE %(tz)s)::date")
         query = (
             f"SELECT {day}, o.currency, count(*), sum(o.total), sum(o.items), sum(o.units), 0 "
             f"FROM analytics_orders o WHERE {where} GROUP BY 1, 2"
@@ -143,25 +145,26 @@ def analytics_daily(
         )
         for key, customers in _rows(query, values):
             days[key].customers = customers
-        return sorted(days.items())
+        return [(day_of(key), totals) for key, totals in sorted(days.items())]
     # each order's day number, 1 for the first (see `days`), worked out once in a subquery
     # (`OFFSET 0` keeps it there: about half the time of using it twice per row); then
     # the order's customer counts on that day when their previous order was before the
     # day's first instant, or the range's start if later
-    since = "(%(starts)s::timestamptz[])[o.day]"
+    starts_array = "%(starts)s::timestamptz[]"
+    since = f"({starts_array})[o.day]"
     if span.start is not None:
         since = f"greatest({since}, %(start)s)"
     values["starts"] = starts.starts
     first = _first_in(currency, since)
     query = (
         "SELECT o.day, o.currency, count(*), sum(o.total), sum(o.items), sum(o.units), "
-        f"count(*) FILTER (WHERE {first}) FROM (SELECT width_bucket(o.order_date, %(starts)s) "
+        f"count(*) FILTER (WHERE {first}) FROM (SELECT width_bucket(o.order_date, {starts_array}) "
         "AS day, o.currency, o.total, o.items, o.units, o.prev_order_date, o.prev_in_currency "
         f"FROM analytics_orders o WHERE {where} OFFSET 0) o GROUP BY 1, 2"
     )
     for key, *row in _rows(query, values):
         _add(days[starts.days[key - 1]], *row)
-    return sorted(days.items())
+    return [(day_of(key), totals) for key, totals in sorted(days.items())]
 
 
 # Past these shares of the tenant's time with orders, a range's customers are worked out

@@ -35,7 +35,8 @@ def _number(moment: datetime) -> int:
 
 
 def _month_start(k: int) -> datetime:
-    """The first instant of month number `k`; for `_END`, the last one there is."""
+    """The first instant of month number `k`; for `_END`, the last one there is, which
+    stands for the end of time (a read up to it has no upper bound)."""
     if k >= _END:
         return datetime.max.replace(tzinfo=UTC)
     return datetime(k // 12, k % 12 + 1, 1, tzinfo=UTC)
@@ -128,7 +129,8 @@ class _ProductParts:
         self._cum(high_k, 1)
         if low_k is not None:
             self._cum(low_k, -1)
-            if low < _month_start(low_k):
+            # the end of time's stand-in is an instant an order can have: it is covered too
+            if low < _month_start(low_k) or low_k == _END:
                 self.segment(low, _month_start(low_k))
         if high is not None and _month_start(high_k) < high:
             self.segment(_month_start(high_k), high)

@@ -3,7 +3,7 @@ through the analytics selectors and formatted by `formats.sales_json`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.utils import timezone
 
@@ -26,9 +26,13 @@ def sales_of(*, tenant: Tenant) -> dict:
     last = analytics_last_order_date(tenant=tenant)
     # the same queries with orders or without: the page's query count stays fixed
     last_day = (last or timezone.now()).astimezone(UTC).date()
-    start = datetime.combine(last_day - timedelta(days=SALES_DAYS - 1), time(), tzinfo=UTC)
-    span = Range(start=start, end=start + timedelta(days=SALES_DAYS), tz="UTC")
+    # fewer days when the calendar ends first (an order on 0001-01-02); none after 9999
+    first_day = date.fromordinal(max(1, last_day.toordinal() - SALES_DAYS + 1))
+    start = datetime.combine(first_day, time(), tzinfo=UTC)
+    end = None if last_day == date.max else start + timedelta(days=SALES_DAYS)
+    span = Range(start=start, end=end, tz="UTC")
     days = analytics_daily(tenant=tenant, span=span)
     products = analytics_top_products_each_currency(tenant=tenant, span=span, limit=SALES_TOP)
     shown = last_day if last is not None else None
-    return sales_json(last_day=shown, days=days, products=products, length=SALES_DAYS)
+    length = (last_day - first_day).days + 1
+    return sales_json(last_day=shown, days=days, products=products, length=length)

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from apps.analytics.days import MAX_DAYS, day_starts
+from apps.analytics.days import MAX_DAYS, day_of, day_starts
 from apps.analytics.params import Range
 from apps.analytics.selectors import _where
 from apps.analytics.services import analytics_catch_up
@@ -43,8 +43,12 @@ def test_days_start_where_the_zone_says_across_a_change_of_clocks(tenant, load, 
     22:00 UTC."""
     _shop(tenant, load, ndjson, "2024-03-30T12:00:00Z", "2024-04-01T12:00:00Z")
     starts = _starts(tenant, "Europe/Berlin")
-    assert starts.days == [date(2024, 3, 30), date(2024, 3, 31), date(2024, 4, 1)]
-    assert starts.starts == [
+    assert [day_of(day) for day in starts.days] == [
+        date(2024, 3, 30),
+        date(2024, 3, 31),
+        date(2024, 4, 1),
+    ]
+    assert [datetime.fromisoformat(start) for start in starts.starts] == [
         datetime(2024, 3, 29, 23, tzinfo=UTC),
         datetime(2024, 3, 30, 23, tzinfo=UTC),
         datetime(2024, 3, 31, 22, tzinfo=UTC),
@@ -88,3 +92,25 @@ def test_orders_further_apart_than_the_check_covers_are_converted_one_by_one(
 def test_no_orders_no_days(tenant, client_for):
     assert _starts(tenant, "UTC") is None
     assert _daily(client_for(tenant), "UTC") == []
+
+
+@pytest.mark.parametrize(
+    ("when", "tz", "expected"),
+    [
+        ("9999-12-31T12:00:00Z", "UTC", [("9999-12-31", 1)]),
+        ("9999-12-31T23:00:00Z", "Asia/Tokyo", [("+10000-01-01", 1)]),
+        ("0001-01-01T00:00:00Z", "America/New_York", [("0000-12-31", 1)]),
+        ("0001-01-01T12:00:00Z", "Asia/Tokyo", [("0001-01-01", 1)]),
+    ],
+)
+@pytest.mark.parametrize("days_apart", [0, MAX_DAYS + 1], ids=["by-bounds", "per-order"])
+def test_an_order_at_either_end_of_the_calendar_has_its_day(
+    tenant, load, ndjson, client_for, when, tz, expected, days_apart
+):
+    """An order the contract takes (years 1 to 9999 in UTC) falls on 0000-12-31 or
+    10000-01-01 in some zones: its day is named in ISO 8601's form, not a 500, whether the
+    days are worked out by their bounds or each order converted (orders too far apart)."""
+    dates = [when] if not days_apart else [when, "2024-06-01T12:00:00Z"]
+    _shop(tenant, load, ndjson, *dates)
+    answer = _daily(client_for(tenant), tz)
+    assert [day for day in answer if day != ("2024-06-01", 1)] == expected

@@ -10,9 +10,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
 
+import pytest
+
 from apps.analytics.params import Range
 from apps.analytics.sources import product_source
-from apps.ingestions.engine.testing import order_row, uid
+from apps.ingestions.engine.testing import (
+    customer_row,
+    order_item_row,
+    order_row,
+    product_row,
+    uid,
+)
 from tests.analytics.test_consistency import (
     _bounds,
     _items,
@@ -82,6 +90,27 @@ def test_the_last_month_of_the_calendar_reads_its_items_to_the_end_of_time():
     query, values = product_source(uuid4(), span, None, first, last)
     assert "analytics_product_totals WHERE tenant" in query  # Cum(end of time): everything
     assert datetime.max.replace(tzinfo=UTC) not in values.values()
+
+
+@pytest.mark.django_db
+def test_an_order_at_the_calendar_s_very_last_instant_is_in_the_top_products(
+    tenant, ndjson, load, client_for
+):
+    """`from` at 9999-12-31T23:59:59.999999Z: the order there and its item count, as in
+    the summary (the end of time's stand-in is an instant an order can have)."""
+    when = "9999-12-31T23:59:59.999999Z"
+    for name, row in (
+        ("customers_1.ndjson", customer_row()),
+        ("products_1.ndjson", product_row()),
+        ("orders_1.ndjson", order_row(order_date=when, total_amount="39.98", currency="EUR")),
+        ("order_items_1.ndjson", order_item_row()),
+    ):
+        assert load(tenant, ndjson(name, [row])).rows_inserted == 1
+    client = client_for(tenant)
+    summary = client.get("/api/v1/analytics/summary/", {"from": when}).json()
+    assert (summary["orders"], summary["units"]) == (1, 2)
+    top = client.get("/api/v1/analytics/top-products/", {"from": when}).json()["products"]
+    assert [(p["product_id"], p["units"], p["revenue"]) for p in top] == [(uid("p1"), 2, "39.98")]
 
 
 YEARS_QUERIES = [

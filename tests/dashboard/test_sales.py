@@ -66,3 +66,32 @@ def test_staff_looking_at_every_tenant_get_no_sales_card(acme, tmp_path):
     assert client.get("/dashboard/data/", {"sales": "1"}).json()["sales"] is None
     chosen = client.get("/dashboard/data/", {"sales": "1", "tenant": str(acme[0].id)}).json()
     assert chosen["sales"]["currencies"] == ["EUR", "USD"]
+
+
+@pytest.mark.parametrize(
+    ("when", "first", "last"),
+    [
+        ("9999-12-31T12:00:00Z", "9999-12-02", "9999-12-31"),
+        ("0001-01-02T12:00:00Z", "0001-01-01", "0001-01-02"),
+    ],
+)
+def test_the_sales_card_of_orders_at_either_end_of_the_calendar(acme, tmp_path, when, first, last):
+    """The latest order on the last day there is, or on the second: the card's days stop
+    at the calendar's ends (no error), and the order is in them."""
+    from apps.ingestions.engine.testing import customer_row, ndjson_bytes, order_row, uid
+    from apps.ingestions.services import upload_ingest_path
+
+    tenant, key = acme
+    for name, rows in (
+        ("customers_1.ndjson", [customer_row()]),
+        ("orders_1.ndjson", [order_row(order_id=uid("edge"), order_date=when, currency="EUR")]),
+    ):
+        path = tmp_path / name
+        path.write_bytes(ndjson_bytes(rows))
+        assert upload_ingest_path(tenant=tenant, path=path).upload.rows_inserted == 1
+    response = _signed_in_tenant(key).get("/dashboard/data/", {"sales": "1"})
+    assert response.status_code == 200, response.content
+    sales = response.json()["sales"]
+    assert (sales["days"][0]["date"], sales["days"][-1]["date"]) == (first, last)
+    assert sales["currencies"] == ["EUR"]
+    assert sum(float(day["revenue"]["EUR"]) for day in sales["days"]) > 0
