@@ -54,7 +54,7 @@ MIDDLEWARE = [
     "corsheaders.middleware.CorsMiddleware",
     "apps.core.middleware.ProblemJSONMiddleware",
     "apps.core.middleware.TrailingSlashMiddleware",  # before CommonMiddleware's APPEND_SLASH
-    "apps.core.middleware.RequestBodyMiddleware",  # bodies read before a DB connection is taken
+    "apps.core.bodies.RequestBodyMiddleware",  # bodies read before a DB connection is taken
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # static files under gunicorn too
     # Django's session, user and messages, outside /api/ only (the API's are its key's)

@@ -1,12 +1,9 @@
 import functools
 import logging
 import re
-import sys
-import threading
 import time
 import uuid
 
-from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
@@ -19,7 +16,7 @@ from psycopg_pool import PoolTimeout
 from apps.core.api import PROBLEM_JSON, problem
 from apps.core.logs import log_bind, log_fresh, log_reset
 from apps.core.metrics import http_observe
-from apps.core.wsgi import ExactBody, IncompleteBodyError
+from apps.core.wsgi import IncompleteBodyError
 
 access_logger = logging.getLogger("apps.access")
 error_logger = logging.getLogger("django.request")
@@ -147,103 +144,6 @@ def _resolves(resolver, path: str) -> bool:
     return True
 
 
-class RequestBodyMiddleware:
-    """Before any view touches the database: a small body (up to `WEB_BUFFER_BODY_BYTES`) is
-    read into memory first, so a slow client holds a greenlet, not a database connection,
-    while it sends; a larger body streams into PostgreSQL as it arrives (so it needs its
-    connection), and at most `WEB_MAX_STREAMING_BODIES` of those run at once in a web
-    process. One more answers 503 with Retry-After, and PostgreSQL's connections stay free
-    for everyone else."""
-
-    def __init__(self, get_response):
-        self.get_response = get_response
-        self.slots = threading.BoundedSemaphore(settings.WEB_MAX_STREAMING_BODIES)
-
-    def __call__(self, request):
-        codings = request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if coding := _unsupported_coding(codings):
-            # gunicorn passes a gzip or deflate transfer coding through undecoded: its bytes
-            # would be taken for the body's own (a session's chunk stored compressed)
-            return _problem(
-                501,
-                f"Transfer-Encoding {coding} is not supported: send the body as it is, or "
-                "chunked (a compressed file is sent as the file itself, named .gz or .zst).",
-                code="unsupported_transfer_coding",
-            )
-        content_codings = request.META.get("HTTP_CONTENT_ENCODING", "").lower()
-        if coding := _unsupported_coding(content_codings, _CONTENT_CODINGS):
-            # its bytes would be taken as they are: a brotli body read as NDJSON lines
-            return _problem(
-                415,
-                f"Content-Encoding {coding} is not supported: send the body as it is, or "
-                "compressed with gzip or zstd.",
-                code="unsupported_content_encoding",
-            )
-        length = request.META.get("CONTENT_LENGTH") or ""
-        chunked = "chunked" in codings
-        size = int(length) if length.isascii() and length.isdigit() else None
-        # a chunk of a resumable upload streams, so that tus keeps what arrived of a cut one
-        chunk = "HTTP_UPLOAD_OFFSET" in request.META
-        if size is not None and size > _SMALL_BODY and size > _view_body_limit(request):
-            # its view refuses a body this long (413) without reading it: not read first,
-            # nor asked for with `100 Continue` (the connection is closed after the answer)
-            return self.get_response(request)
-        if size is not None and size <= settings.WEB_BUFFER_BODY_BYTES and not chunk:
-            if size:
-                try:
-                    request.body  # noqa: B018 - read now, before a database connection is taken
-                    guard = request.META.get("wsgi.input")
-                    if isinstance(guard, ExactBody):
-                        guard.require_whole()  # one read cannot see a body cut short
-                except (UnreadablePostError, IncompleteBodyError) as exc:
-                    return _incomplete_body(exc)
-            return self.get_response(request)
-        if not size and not chunked:
-            return self.get_response(request)
-        if not self.slots.acquire(blocking=False):
-            response = _problem(
-                503,
-                "Too many uploads are streaming into this server; retry shortly.",
-                code="too_many_uploads",
-            )
-            response["Retry-After"] = str(DATABASE_RETRY_AFTER)
-            return response
-        try:
-            return self.get_response(request)
-        finally:
-            self.slots.release()
-
-
-# A body this small is read before its view is asked for a limit (a resolve per request)
-_SMALL_BODY = 64 * 1024
-
-
-def _view_body_limit(request) -> int:
-    """The longest body the request's view takes: its class's `max_body_bytes()`, for a
-    view that refuses a longer one before reading it (a live batch); else no limit here."""
-    try:
-        match = get_resolver(getattr(request, "urlconf", None) or get_urlconf()).resolve(
-            request.path_info
-        )
-    except Resolver404:
-        return sys.maxsize
-    limit = getattr(getattr(match.func, "cls", None), "max_body_bytes", None)
-    return limit() if limit is not None else sys.maxsize
-
-
-def _unsupported_coding(codings: str, taken=("chunked", "identity")) -> str:
-    """The first coding of a `Transfer-Encoding` (or `Content-Encoding`) value other than
-    those `taken` (identity changes nothing), or ""."""
-    for coding in codings.split(","):
-        if coding.strip() not in ("", *taken):
-            return coding.strip()
-    return ""
-
-
-# gzip and zstd bodies are known by their first bytes, with or without the header
-_CONTENT_CODINGS = ("identity", "gzip", "x-gzip", "zstd")
-
-
 class ProblemJSONMiddleware:
     """Errors that never reach a DRF view (unknown URLs, Django's own 4xx/5xx pages, an
     exception in a plain view) answer as application/problem+json, never an HTML page;
@@ -275,7 +175,7 @@ class ProblemJSONMiddleware:
                 if code >= 500
                 else "The request was refused."
             )
-            problem_response = _problem(code, detail)
+            problem_response = problem_answer(code, detail)
             for name in _KEPT_HEADERS:  # a 405 must say what is allowed
                 if name in response:
                     problem_response[name] = response[name]
@@ -288,7 +188,7 @@ class ProblemJSONMiddleware:
         if isinstance(exception, UnreadablePostError | IncompleteBodyError):
             # The client sent less than it announced or went away mid-body: its request is
             # refused, and the transaction that was storing it has rolled back.
-            return _incomplete_body(exception)
+            return incomplete_body(exception)
         if isinstance(exception, OperationalError):
             # The database refused or dropped the connection (too many clients, a restart,
             # a failover), or every connection of this process's pool stayed busy: nothing
@@ -301,7 +201,7 @@ class ProblemJSONMiddleware:
                 exc_info=exception,
                 extra={"status": 503},
             )
-            response = _problem(
+            response = problem_answer(
                 503,
                 "Every database connection of this server is busy; retry shortly."
                 if busy
@@ -314,7 +214,7 @@ class ProblemJSONMiddleware:
         error_logger.error(
             "Internal Server Error: %s", request.path, exc_info=exception, extra={"status": 500}
         )
-        response = _problem(500, "The server failed to handle this request.")
+        response = problem_answer(500, "The server failed to handle this request.")
         response._has_been_logged = True  # logged above, with the traceback
         return response
 
@@ -333,7 +233,7 @@ def _pool_full() -> bool:
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
-def _problem(status: int, detail: str, *, code: str | None = None) -> JsonResponse:
+def problem_answer(status: int, detail: str, *, code: str | None = None) -> JsonResponse:
     title = _TITLES.get(status, "Error")
     slug = code or title.lower().replace(" ", "_")
     response = JsonResponse(
@@ -344,8 +244,8 @@ def _problem(status: int, detail: str, *, code: str | None = None) -> JsonRespon
     return response
 
 
-def _incomplete_body(exception: Exception) -> JsonResponse:
-    return _problem(
+def incomplete_body(exception: Exception) -> JsonResponse:
+    return problem_answer(
         400, str(exception) or "The request body could not be read.", code="incomplete_body"
     )
 

@@ -344,6 +344,48 @@ def test_a_chunked_body_is_taken_whatever_the_codings_case(server, path, coding)
     assert Upload.objects.get(id=answer["id"]).size_bytes == len(ORDERS)
 
 
+def test_a_chunked_json_body_is_read_by_every_view_that_parses_one(server, settings):
+    """A rules PUT, a session's creation and a webhook's registration sent chunked (no
+    Content-Length) are read whole, as with one (they were read as empty: "required"); a
+    chunked one over WEB_BUFFER_BODY_BYTES for such a view is 413."""
+    _, port = server
+    tenant, issued = tenant_create(name="chunked-json")
+    sent = {
+        ("PUT", "/api/v1/ingest/rules/products/"): (
+            {"schema": {"properties": {"sku": {"maxLength": 3}}}},
+            200,
+        ),
+        ("POST", "/api/v1/ingest/sessions/"): ({"filename": "customers.ndjson", "size": 9}, 201),
+        ("POST", "/api/v1/webhooks/"): (
+            {"url": "https://93.184.216.34/hook", "events": ["upload.failed"]},
+            201,
+        ),
+    }
+    for (method, path), (body, expected) in sent.items():
+        headers = {
+            "X-API-Key": issued.raw,
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        }
+        status, _, answer = exchange(
+            port, request_head(method, path, headers), _chunked(json.dumps(body).encode())
+        )
+        assert status == expected, (path, answer)
+    assert UploadSession.objects.get(tenant=tenant).filename == "customers.ndjson"
+    head = request_head(
+        "POST",
+        "/api/v1/webhooks/",
+        {
+            "X-API-Key": issued.raw,
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        },
+    )
+    big = b" " * (settings.WEB_BUFFER_BODY_BYTES + 1)
+    status, _, answer = exchange(port, head, _chunked(big))
+    assert (status, answer["code"]) == (413, "payload_too_large")
+
+
 def test_100_continue_is_sent_only_when_the_body_is_read(server):
     """`Expect: 100-continue`: a request refused before its body is read (a wrong key, a
     body over the limit) is answered at once, without `100 Continue`, and its connection

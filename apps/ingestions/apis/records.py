@@ -79,6 +79,7 @@ class _RecordBatchCreate(TenantApiView):
     (`{"type", "record"}` elements). 202 once it is stored; its rejects in the answer."""
 
     parser_classes: list = []  # the body is read raw, once
+    streams_body = True  # a chunked one too (`RequestBodyMiddleware`)
 
     @classmethod
     def max_body_bytes(cls) -> int:

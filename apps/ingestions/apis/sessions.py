@@ -124,6 +124,8 @@ class SessionCreateApi(TenantApiView):
 class SessionDetailApi(TenantApiView):
     """The session (GET), a chunk of it (PATCH), or forget it and its bytes (DELETE)."""
 
+    streams_body = True  # a chunk, chunked too, streams into storage as it arrives
+
     @extend_schema(
         operation_id="sessions_retrieve",
         summary="Get a resumable upload session",

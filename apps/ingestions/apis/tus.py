@@ -79,6 +79,8 @@ def _expiry_headers(session: UploadSession) -> dict[str, str]:
 class _TusApi(TenantApiView):
     """Every answer carries Tus-Resumable; every request but OPTIONS must send it."""
 
+    streams_body = True  # a chunk, chunked too, streams into storage as it arrives
+
     def initial(self, request, *args, **kwargs):
         if request.method != "OPTIONS":
             version = request.headers.get("Tus-Resumable")

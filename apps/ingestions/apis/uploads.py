@@ -119,6 +119,7 @@ class UploadCreateApi(TenantApiView):
     """POST a file (multipart `file`, or the raw body with its file name)."""
 
     parser_classes = [MultiPartParser, FormParser]
+    streams_body = True  # a raw file, chunked too, streams into storage as it arrives
     allowed_types: frozenset[str] | None = None
 
     @extend_schema(
