@@ -158,6 +158,8 @@ def celery_worker(_celery_worker_thread):
     is waited for. Use with `transactional_db`."""
     from celery.worker import state
 
+    from apps.webhooks.senders import senders_idle
+
     app, queue = _celery_worker_thread
     previous = app.conf.task_default_queue
     app.conf.task_default_queue = queue
@@ -168,6 +170,7 @@ def celery_worker(_celery_worker_thread):
         with app.connection_for_write() as conn:
             app.amqp.queues[queue](conn.default_channel).purge()
         wait_for(lambda: not state.active_requests, timeout=60)
+        wait_for(senders_idle, timeout=60)  # deliveries made beside the worker's slot
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ Webhooks library; retries, redirects, a receiver down, the last attempt, redeliv
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -353,3 +354,22 @@ def test_sending_a_delivery_twice_makes_one_attempt(celery_worker, tenant_client
     deliveries_wake(delivery_ids=[sent["id"], sent["id"]])
     wait_for(lambda: _delivery(endpoint["id"], "delivered"))
     assert len(receiver.requests) == 1
+
+
+def test_slow_receivers_never_hold_the_worker_s_slot_an_upload_needs(
+    celery_worker, tenant_client, receiver
+):
+    """One tenant's six test events go to a receiver that answers after the attempt's time
+    limit; another tenant's upload, sent just after, completes at once on the worker's
+    one slot: the attempts are made beside it (they took 6 x 2 s of it)."""
+    _, sender = tenant_client("Slow receivers")
+    receiver.answer(*[Answer(200, delay=3)] * 6)
+    endpoint = register(sender, receiver.url, ["upload.failed"])
+    for _ in range(6):
+        assert sender.post(f"/api/v1/webhooks/{endpoint['id']}/test/").status_code == 202
+    _, client = tenant_client("Busy shop")
+    started = time.monotonic()
+    upload = upload_finished(client, _upload(client, "customers_1.ndjson", [customer_row()]))
+    assert upload["state"] == "completed"
+    assert time.monotonic() - started < 4
+    wait_for(lambda: len(receiver.requests) == 6, timeout=30)  # and each was sent
