@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from urllib.parse import quote
 
 import pytest
@@ -580,3 +581,41 @@ def test_enabled_is_a_json_boolean_and_nothing_else(tenant_client, value):
     patched = client.patch(f"/api/v1/webhooks/{created['id']}/", {"enabled": value}, "json")
     assert patched.status_code == 400, patched.content
     assert WebhookEndpoint.objects.get(id=created["id"]).enabled is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_endpoint_deleted_while_a_worker_logs_an_attempt_is_deleted_with_it(tenant_client):
+    """A worker takes a delivery (its row locked) and logs the attempt under way while the
+    endpoint is deleted: the delete waits for it and takes the attempt along (204), not a
+    foreign key violation at commit (500) that left the endpoint there."""
+    import psycopg
+
+    from tests.factories import database_url_of_tests
+
+    _, client = tenant_client()
+    endpoint_id = register(client, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
+    delivery = client.post(f"/api/v1/webhooks/{endpoint_id}/test/").json()
+    holding = threading.Event()
+
+    def worker_takes() -> None:
+        with psycopg.connect(database_url_of_tests()) as conn:
+            conn.execute(
+                "SELECT 1 FROM webhook_deliveries WHERE id = %s FOR UPDATE", [delivery["id"]]
+            )
+            conn.execute(
+                "INSERT INTO webhook_attempts (delivery_id, number, error, created_at) "
+                "VALUES (%s, 1, 'under way', now())",
+                [delivery["id"]],
+            )
+            holding.set()
+            time.sleep(1)
+        # committed on leaving the block
+
+    taker = threading.Thread(target=worker_takes)
+    taker.start()
+    assert holding.wait(10)
+    deleted = client.delete(f"/api/v1/webhooks/{endpoint_id}/")
+    taker.join()
+    assert deleted.status_code == 204, deleted.content
+    assert not WebhookEndpoint.objects.filter(id=endpoint_id).exists()
+    assert not WebhookDelivery.objects.filter(id=delivery["id"]).exists()

@@ -86,7 +86,13 @@ def endpoint_update(
 def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     # Locked first: an event being recorded for it (`endpoints_subscribed`) is committed
     # by then, its delivery deleted with the rest; one recorded later does not find it.
-    _locked(endpoint.id, delete=True).delete()  # deliveries with it; events stay for others
+    locked = _locked(endpoint.id, delete=True)
+    # Then its deliveries: a worker taking one, or logging an attempt's outcome, holds
+    # its row while it adds to the log; it is waited for, so that its attempt is deleted
+    # with the rest (the log's foreign key is checked at commit), and none starts after.
+    deliveries = WebhookDelivery.objects.select_for_update().filter(endpoint_id=locked.id)
+    list(deliveries.values_list("id", flat=True))
+    locked.delete()  # deliveries with it; events stay for others
 
 
 @transaction.atomic
