@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from apps.core.exactjson import exact_dumps
 from apps.dashboard.selectors import LiveFigures, TenantSummary, Throughput, TypeRules
+from apps.dashboard.templatetags.shown import visible
 from apps.ingestions.models import RecordBatch, Upload, UploadSession, UploadState
 from apps.ingestions.selectors import record_batch_rows
 
@@ -71,7 +72,7 @@ def upload_json(upload: Upload) -> dict:
         "cells": {
             "created": when(upload.created_at),
             "tenant": upload.tenant.name,
-            "filename": upload.filename,
+            "filename": visible(upload.filename),
             "type": upload.record_type,
             "state": upload.state,
             "dry_run": "dry run: nothing loaded" if upload.dry_run else "",
@@ -258,7 +259,7 @@ def session_json(session: UploadSession) -> dict:
         "cells": {
             "created": when(session.created_at),
             "tenant": session.tenant.name,
-            "filename": session.filename,
+            "filename": visible(session.filename),
             "type": session.record_type or "decided at the end",
             "received": f"{percent}%",
             "bytes": f"{size(session.offset)} of {size(session.size)}",

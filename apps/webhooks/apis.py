@@ -111,7 +111,8 @@ class EndpointCreateInputSerializer(serializers.Serializer):
     events = _events_field()
     description = serializers.CharField(max_length=500, allow_blank=True, default="")
     enabled = JsonBooleanField(
-        default=True, help_text="false: registered, but nothing is sent until it is enabled"
+        default=True,
+        help_text="false: registered, but no events are recorded for it until it is enabled",
     )
 
 

@@ -300,3 +300,17 @@ def test_a_rejected_lines_hidden_characters_are_shown_as_escapes(acme, browser, 
         page = browser.get(url).content.decode()
         assert shown in page, url
         assert not {"\u202e", "\x01", "\x7f"} & set(page)
+
+
+def test_a_file_name_stored_with_a_right_to_left_override_is_shown_as_its_escape(
+    acme_upload, acme, browser
+):
+    """A name stored before names were cleaned of such characters: "customers_\\u202egpj"
+    would read "customers_jpg" on screen; the list, the page and its title write the
+    escape."""
+    Upload.objects.filter(id=acme_upload.id).update(filename="customers_\u202egpj.ndjson")
+    _sign_in(browser, acme[1])
+    for path in ("/dashboard/", f"/dashboard/uploads/{acme_upload.id}/"):
+        html = browser.get(path).content.decode()
+        assert "\u202e" not in html
+        assert "customers_\\u202egpj.ndjson" in html

@@ -142,3 +142,24 @@ def test_staff_choose_a_tenant_to_see_its_webhooks_and_can_redeliver(acme):
     answer = client.post(f"/dashboard/webhooks/deliveries/{delivery.id}/redeliver/")
     assert answer.status_code == 302
     assert re.fullmatch(rf"/dashboard/\?tenant={acme[0].id}#webhooks", answer["Location"])
+
+
+def test_a_right_to_left_override_in_a_url_or_a_description_is_shown_as_its_escape(acme):
+    """U+202E turns the text after it around on screen ("x\\u202egpj" reads "xjpg"), and
+    U+2028 breaks the line: the card writes them as escapes, as it does a reject's."""
+    endpoint = endpoint_create(
+        tenant=acme[0],
+        url="http://127.0.0.1:9/ok/x\u202egpj",
+        events=["upload.failed"],
+        description="\u202ecsed\u2028next",
+    )
+    endpoint_test(endpoint=endpoint)
+    html = _signed_in(acme[1]).get("/dashboard/").content.decode()
+    assert "\u202e" not in html
+    assert "\u2028" not in html
+    rows = _Rows(html)
+    assert rows.endpoints[str(endpoint.id)][0] == (
+        "http://127.0.0.1:9/ok/x\\u202egpj\\u202ecsed\\u2028next"
+    )
+    [delivery] = rows.deliveries.values()
+    assert delivery[2] == "http://127.0.0.1:9/ok/x\\u202egpj"

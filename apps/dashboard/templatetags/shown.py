@@ -16,8 +16,9 @@ _HIDDEN = {"Cc", "Cf", "Zl", "Zp", "Cs"}
 
 @register.filter
 def visible(text: str) -> str:
-    """A rejected line as sent, with every character that would not show as itself
-    written as its escape (`\\u202e`, `\\x01`); escaped for HTML afterwards as usual."""
+    """Text a client sent (a rejected line, a file name, a webhook's URL or description),
+    with every character that would not show as itself written as its escape (`\\u202e`,
+    `\\x01`); escaped for HTML afterwards as usual."""
     if text.isascii() and text.isprintable():
         return text
     return "".join(_escape(c) if unicodedata.category(c) in _HIDDEN else c for c in text)
