@@ -4,10 +4,16 @@ import re
 import time
 import uuid
 
+from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.core.exceptions import (
+    BadRequest,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
 from django.db import OperationalError, connection
 from django.http import Http404, JsonResponse, UnreadablePostError
 from django.urls import Resolver404, get_resolver, get_urlconf
@@ -183,6 +189,13 @@ class ProblemJSONMiddleware:
         return response
 
     def process_exception(self, request, exception):
+        if isinstance(exception, RequestDataTooBig):  # a JSON body past Django's limit
+            return problem_answer(
+                413,
+                f"The request body is over the {settings.DATA_UPLOAD_MAX_MEMORY_SIZE}-byte "
+                "limit of this request.",
+                code="payload_too_large",
+            )
         if isinstance(exception, Http404 | PermissionDenied | SuspiciousOperation | BadRequest):
             return None  # Django answers these with their 4xx; __call__ converts the page
         if isinstance(exception, UnreadablePostError | IncompleteBodyError):

@@ -619,3 +619,25 @@ def test_an_endpoint_deleted_while_a_worker_logs_an_attempt_is_deleted_with_it(t
     assert deleted.status_code == 204, deleted.content
     assert not WebhookEndpoint.objects.filter(id=endpoint_id).exists()
     assert not WebhookDelivery.objects.filter(id=delivery["id"]).exists()
+
+
+@pytest.mark.parametrize("method", ["post", "patch"])
+def test_a_json_body_past_the_request_limit_is_413_naming_it(tenant_client, settings, method):
+    """A webhook's JSON over DATA_UPLOAD_MAX_MEMORY_SIZE (a 11 MB description): 413 with
+    the limit, not a 400 "refused"."""
+    _, client = tenant_client()
+    path = "/api/v1/webhooks/"
+    if method == "patch":
+        path += register(client, "http://127.0.0.1:9/hook", ["upload.failed"])["id"] + "/"
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["upload.failed"]}
+    body["description"] = "x" * 11_000_000
+    response = getattr(client, method)(path, json.dumps(body), content_type="application/json")
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    assert_problem(
+        response,
+        413,
+        "Payload too large",
+        f"The request body is over the {limit}-byte limit of this request.",
+        "payload_too_large",
+    )
+    assert WebhookEndpoint.objects.count() == (1 if method == "patch" else 0)
