@@ -20,6 +20,7 @@ from apps.ingestions.engine.testing import (
 )
 from apps.ingestions.models import OrderItem, Product, Upload, ValidationRule
 from apps.ingestions.services import records_merge, rules_put
+from apps.tenants.services import api_key_rotate
 
 pytestmark = pytest.mark.django_db
 
@@ -203,6 +204,58 @@ def test_writers_at_once_get_one_version_each(tenant):
     rules = ValidationRule.objects.filter(tenant=tenant, record_type="products")
     assert sorted(rules.values_list("version", flat=True)) == list(range(1, 9))
     assert list(rules.filter(ended_at__isnull=True).values_list("version", flat=True)) == [8]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_put_answers_the_version_it_wrote_though_another_follows_at_once(
+    tenant_client, monkeypatch
+):
+    """A second PUT comes in just after the first wrote its version: the first's answer
+    still shows its own version as current (it used to read the rules again after its
+    commit, and showed the second's)."""
+    from rest_framework.test import APIClient
+
+    from apps.ingestions.apis import rules as rules_api
+
+    tenant, _ = tenant_client()
+    key = api_key_rotate(tenant=tenant, revoke_existing=False).raw
+    written, followed = threading.Event(), threading.Event()
+    real = rules_api.rules_put
+
+    def first_waits(**kwargs):
+        row = real(**kwargs)
+        if kwargs["schema"]["properties"]["quantity"]["maximum"] == 1:
+            written.set()
+            followed.wait(3)  # the second commits meanwhile, unless this holds it off
+        return row
+
+    monkeypatch.setattr(rules_api, "rules_put", first_waits)
+    answers: dict[int, dict] = {}
+
+    def put(maximum: int) -> None:
+        client = APIClient()
+        client.credentials(HTTP_X_API_KEY=key)
+        body = {"schema": {"properties": {"quantity": {"maximum": maximum}}}}
+        try:
+            answers[maximum] = client.put(f"{RULES}order_items/", body, format="json").json()
+        finally:
+            if maximum == 2:
+                followed.set()
+            connection.close()
+
+    first = threading.Thread(target=put, args=(1,))
+    first.start()
+    assert written.wait(10)
+    second = threading.Thread(target=put, args=(2,))
+    second.start()
+    first.join()
+    second.join()
+    current = {n: a["current"] for n, a in answers.items()}
+    assert {n: c["schema"]["properties"]["quantity"]["maximum"] for n, c in current.items()} == {
+        1: 1,
+        2: 2,
+    }
+    assert (current[1]["version"], current[2]["version"]) == (1, 2)
 
 
 def _parents(load, tenant, ndjson):

@@ -7,6 +7,7 @@ numbers (`apps.core.exactjson`): a rule's `"maximum": 19.99` is 19.99, not a flo
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
@@ -152,8 +153,12 @@ class RulesDetailApi(_RulesView):
             raise ValidationError({name: ["Unknown field."] for name in unknown})
         data = RuleInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        rules_put(tenant=self.tenant, record_type=record_type, **data.validated_data)
-        return Response(_rules_data(request, self.tenant, record_type))
+        # read back under the writers' lock it takes: the answer is this PUT's version,
+        # current, not one another writer put since
+        with transaction.atomic():
+            rules_put(tenant=self.tenant, record_type=record_type, **data.validated_data)
+            answer = _rules_data(request, self.tenant, record_type)
+        return Response(answer)
 
     @extend_schema(
         operation_id="rules_destroy",
