@@ -61,6 +61,34 @@ def test_a_mixed_element_over_the_line_limit_is_rejected_not_lost(
     assert [str(c) for c in loaded] == [uid("a")]
 
 
+def _record_of(size: int, name: str) -> bytes:
+    """A customer record of exactly `size` bytes (its name padded)."""
+    record = customer_row(customer_id=uid(name), name="")
+    short = len(json.dumps(record, separators=(",", ":")).encode())
+    record["name"] = "x" * (size - short)
+    data = json.dumps(record, separators=(",", ":")).encode()
+    assert len(data) == size
+    return data
+
+
+@pytest.mark.parametrize("content_type", [NDJSON, JSON])
+def test_a_record_is_held_to_the_line_limit_inside_its_mixed_element_too(
+    client, tenant, settings, content_type
+):
+    """A record of exactly the line limit loads from a mixed batch, as it does alone as a
+    line (its `{"type", "record"}` element is longer: that used to reject it); one byte
+    more is `line_too_long`, as alone."""
+    settings.INGEST_MAX_LINE_BYTES = 400
+    at, over = _record_of(400, "at"), _record_of(401, "over")
+    elements = [b'{"type":"customers","record":' + data + b"}" for data in (at, over)]
+    response = _post(client, MIXED, _two(*elements, content_type), content_type)
+    assert response.status_code == 202, response.content
+    answer = response.json()
+    assert [(r["line"], r["code"]) for r in answer["rejects"]] == [(2, "line_too_long")]
+    alone = _post(client, CUSTOMERS, at + b"\n" + over + b"\n").json()
+    assert [(r["line"], r["code"]) for r in alone["rejects"]] == [(2, "line_too_long")]
+
+
 @pytest.mark.parametrize(
     "bad",
     [b"cust\xffomers", b"\xc0\xaf", b"\xed\xa0\x80", b"customers\xe2\x82"],

@@ -151,6 +151,8 @@ def records_check(
         raise ApplicationError("The batch is empty: send at least one record.", code="empty_batch")
     checked = _Checked(rules=rules or {})
     limit = settings.INGEST_MAX_LINE_BYTES
+    if record_type is None:  # the record of a `{"type", "record"}` element has the limit
+        limit += _ENVELOPE_BYTES
     if json_array:
         for position, raw in enumerate(_array_elements(body), start=1):
             data = _one_line(bytes(raw))
@@ -167,6 +169,11 @@ def records_check(
     if not checked.records:
         raise ApplicationError("The batch is empty: send at least one record.", code="empty_batch")
     return checked
+
+
+# What a `{"type", "record"}` element may hold beside its record (its keys, its type, the
+# space between): its record is held to the line limit, and the element to this much more.
+_ENVELOPE_BYTES = 1024
 
 
 def _array_elements(body: bytes) -> list[msgspec.Raw] | list[bytes]:
