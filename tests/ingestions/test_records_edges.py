@@ -245,3 +245,16 @@ def test_a_content_encoding_the_service_cannot_read_is_415(
         assert not RecordBatch.objects.exists()
     else:
         assert (response.json()["records"], response.json()["rejected"]) == (1, 0)
+
+
+def test_an_integer_too_long_for_python_to_read_is_kept_in_a_live_batch_too(client, tenant):
+    """As in a file: the metadata number of 4401 digits is kept exactly, not invalid_json."""
+    long = "1" + "0" * 4400
+    row = customer_row(customer_id=uid("long"))
+    row.pop("metadata", None)
+    line = json.dumps(row).encode()[:-1] + f', "metadata": {{"n": {long}}}}}'.encode()
+    answer = _post(client, CUSTOMERS, line + b"\n").json()
+    assert (answer["records"], answer["rejected"]) == (1, 0), answer
+    records_merge(tenant_id=tenant.id)
+    stored = Customer.objects.get(tenant=tenant, customer_id=uid("long")).metadata
+    assert str(stored["n"]) == long

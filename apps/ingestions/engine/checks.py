@@ -11,6 +11,7 @@ check is the record definition's business (`records`).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,9 @@ import pycountry
 # "XXX" (no currency) and "XTS" (testing) are codes, but never a price's currency.
 CURRENCIES = frozenset(c.alpha_3 for c in pycountry.currencies) - {"XXX", "XTS"}
 MAX_INT = 2**31 - 1  # PostgreSQL integer
+# Python reads an integer of at most this many digits (sys.get_int_max_str_digits); the
+# line's decoder reads a longer one as a Decimal of the same value (`parse.long_integers`)
+_LONGEST_INT = sys.get_int_max_str_digits()
 EMAIL_MAX_LENGTH = 254  # RFC 5321's limit on a whole address
 # Money is numeric(DECIMAL_DIGITS, DECIMAL_PLACES): at most 10 integer digits, 2 places.
 DECIMAL_DIGITS = 12
@@ -214,12 +218,23 @@ def _decimal_out_of_range(name: str, value: Decimal) -> Invalid:
 
 def check_quantity(name: str, value: Any) -> str:
     if type(value) is not int:
+        if _long_integer(value):
+            raise Invalid(name, "out_of_range", f"{name} must be between 1 and {MAX_INT}")
         raise _wrong(name, value, "an integer")
     if not 1 <= value <= MAX_INT:
         raise Invalid(
             name, "out_of_range", f"{name} must be between 1 and {MAX_INT}, got {_shown(value)}"
         )
     return str(value)
+
+
+def _long_integer(value: Any) -> bool:
+    """An integer written with more digits than Python reads (`parse.long_integers`)."""
+    return (
+        type(value) is Decimal
+        and value.adjusted() >= _LONGEST_INT
+        and value.as_tuple().exponent == 0
+    )
 
 
 def check_bool(name: str, value: Any) -> str:

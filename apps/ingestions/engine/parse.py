@@ -9,6 +9,8 @@ written to the server in one call (`stage`).
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -30,6 +32,13 @@ CHUNK_CHARS = 8 << 20
 FIRST_CHUNK_ROWS = 2_000
 
 _decode = msgspec.json.Decoder(float_hook=exact_number).decode  # numbers stay exact
+# An integer longer than Python's limit for reading one (`sys.get_int_max_str_digits`,
+# 4300) is refused by the decoder; outside a string, it is read again as a number with an
+# exponent of 0: the same value, exact (a Decimal), as `1e4400` is read.
+_LONG_INTEGER = re.compile(
+    rb'"(?:[^"\\]|\\.)*+"|-?[1-9][0-9]{%d,}+(?![.eE])' % sys.get_int_max_str_digits(),
+    re.DOTALL,
+)
 _encode = msgspec.json.encode
 
 # r_errors: every problem of a row that has more than one, as a JSON list; NULL when the
@@ -90,10 +99,30 @@ def decode_row(data: bytes) -> object:
     """One line decoded as `parse_chunks` decodes it (numbers exact), or `RecursionError`
     when it nests deeper than `MAX_JSON_DEPTH` (as the decoder raises for deeper still).
     `parse_chunks` does the same inline: a call per line is paid on its hot path."""
-    obj = _decode(data)
+    try:
+        obj = _decode(data)
+    except msgspec.ValidationError as exc:
+        obj = long_integers(data, exc)
     if len(data) > DEEP_LINE_BYTES and too_deep(data, obj):
         raise RecursionError
     return obj
+
+
+def long_integers(data: bytes, exc: msgspec.ValidationError) -> object:
+    """A line the decoder refused (`exc`) decoded again with its integers too long for it
+    read as numbers with an exponent of 0 (`_LONG_INTEGER`); `exc` again when that was not
+    what it refused."""
+    if "Integer value out of range" not in str(exc):
+        raise exc
+
+    def exponent(found: re.Match) -> bytes:
+        token = found.group()
+        return token if token.startswith(b'"') else token + b"e0"
+
+    marked = _LONG_INTEGER.sub(exponent, data)
+    if marked == data:
+        raise exc
+    return _decode(marked)
 
 
 def json_error(exc: Exception, data: bytes) -> str:
@@ -211,7 +240,10 @@ def parse_chunks(
         else:
             rows += 1
             try:
-                obj = decode(data)
+                try:
+                    obj = decode(data)
+                except msgspec.ValidationError as exc:  # (costs nothing unless raised)
+                    obj = long_integers(data, exc)
                 if len(data) > DEEP_LINE_BYTES and too_deep(data, obj):
                     raise RecursionError  # refused as the decoder refuses deeper lines
                 values = validate(obj, number)

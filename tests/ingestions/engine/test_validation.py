@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from apps.ingestions.engine.testing import (
     customer_row,
@@ -243,8 +244,11 @@ REJECTS = [
         *raw("order_items", quantity="1e999999999"), "quantity", "invalid_type", id="qty-1e9e8"
     ),
     pytest.param(*raw("order_items", quantity="2e0"), "quantity", "invalid_type", id="qty-2e0"),
-    # past the 4300 digits Python makes an int of, the decoder refuses the whole line
-    pytest.param(*raw("products", price="9" * 4301), "", "invalid_json", id="price-huger-int"),
+    # past the 4300 digits Python makes an int of: the same number all the same
+    pytest.param(*raw("products", price="9" * 4301), "price", "out_of_range", id="price-huger-int"),
+    pytest.param(
+        *raw("order_items", quantity="9" * 4301), "quantity", "out_of_range", id="qty-huger"
+    ),
     # invalid_type: not a number, whatever the digits
     pytest.param(*P(price="NaN"), "price", "invalid_type", id="price-string-nan"),
     pytest.param(*P(price="Infinity"), "price", "invalid_type", id="price-string-infinity"),
@@ -482,6 +486,31 @@ def test_decimals_are_stored_exactly(tenant, ndjson, load, literal, stored):
     price = Product.objects.get(tenant=tenant, product_id=uid("p")).price
     assert price == stored
     assert str(price) == str(stored)
+
+
+_LONG = "1" + "0" * 4400  # an integer past Python's 4300 digits for reading one
+
+
+def test_an_integer_too_long_for_python_to_read_is_a_number_all_the_same(tenant, ndjson, load):
+    """Metadata keeps it, exactly (as `1e4400` is kept); a price that long is out of range,
+    as one of 4200 digits is. Both were `invalid_json` ("Integer value out of range")."""
+    customer = raw_row(customer_row(customer_id=uid("long")), metadata=f'{{"n": {_LONG}}}')
+    upload = load(tenant, ndjson("customers_1.ndjson", [customer]))
+    assert (upload.rows_inserted, upload.rows_rejected) == (1, 0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT metadata::text FROM customers WHERE tenant_id = %s", [tenant.id])
+        assert cursor.fetchone()[0] == f'{{"n": {_LONG}}}'
+    prices = [
+        raw_row(product_row(product_id=uid(f"p{n}")), price=price)
+        for n, price in enumerate(["1" * 4200, _LONG, '"x"', f"-{_LONG}"])
+    ]
+    upload = load(tenant, ndjson("products_1.ndjson", prices))
+    assert rejects_of(upload) == [
+        (1, "price", "out_of_range"),
+        (2, "price", "out_of_range"),
+        (3, "price", "invalid_type"),
+        (4, "price", "out_of_range"),
+    ]
 
 
 @pytest.mark.parametrize(
