@@ -182,6 +182,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.webhooks.tasks.webhook_sweep_task",
         "schedule": float(env_int("WEBHOOK_SWEEP_SECONDS", 30)),
     },
+    "webhook-purge": {"task": "apps.webhooks.tasks.webhook_purge_task", "schedule": 3600.0},
+    "dashboard-sessions-purge": {
+        "task": "apps.dashboard.tasks.dashboard_sessions_purge_task",
+        "schedule": 3600.0,
+    },
 }
 
 REST_FRAMEWORK = {
@@ -321,27 +326,19 @@ WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 5)
 WEBHOOK_LEASE_SECONDS = env_float("WEBHOOK_LEASE_SECONDS", 60)
 # Seconds between a failed attempt and the next, one per retry (about a day in all), each
 # spread by +-WEBHOOK_RETRY_JITTER; after the last one the endpoint is marked failing.
-WEBHOOK_RETRY_SCHEDULE = [float(s) for s in env_list("WEBHOOK_RETRY_SCHEDULE")] or [
-    5,
-    30,
-    120,
-    600,
-    1800,
-    3600,
-    7200,
-    14400,
-    21600,
-    28800,
-]
+_RETRIES = ["5", "30", "120", "600", "1800", "3600", "7200", "14400", "21600", "28800"]
+WEBHOOK_RETRY_SCHEDULE = [float(s) for s in env_list("WEBHOOK_RETRY_SCHEDULE") or _RETRIES]
 WEBHOOK_RETRY_JITTER = env_float("WEBHOOK_RETRY_JITTER", 0.2)
 # A body larger than this carries a smaller form of its resource (docs/webhooks.md).
 WEBHOOK_MAX_PAYLOAD_BYTES = env_int("WEBHOOK_MAX_PAYLOAD_BYTES", 256 * 1024)
 # How long a rotated-out secret keeps signing beside the new one.
 WEBHOOK_SECRET_OVERLAP_SECONDS = env_int("WEBHOOK_SECRET_OVERLAP_SECONDS", 24 * 3600)
 WEBHOOK_MAX_ENDPOINTS = env_int("WEBHOOK_MAX_ENDPOINTS", 50)
-# The queue deliveries are sent to (empty: the default queue). Give them their own, read by
-# a worker of their own, so receivers never take a slot from an upload.
+# The queue deliveries are sent to (empty: the default queue); attempts are made beside the
+# worker's slots (apps.webhooks.senders) either way.
 WEBHOOK_QUEUE = os.environ.get("WEBHOOK_QUEUE", "")
+# Days an event stays in the delivery log once none of its deliveries is pending (0: ever).
+WEBHOOK_RETENTION_DAYS = env_int("WEBHOOK_RETENTION_DAYS", 30)
 # The service's public address ("https://ingest.example.com"), for the links (`url`,
 # `errors_url`) in events' data, which no request is there to give; empty: paths only.
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "").rstrip("/")

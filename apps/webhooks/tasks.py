@@ -7,7 +7,7 @@ is made beside the worker's slots (`senders`), so that a slow receiver never hol
 from celery import shared_task
 
 from apps.webhooks.senders import send_beside
-from apps.webhooks.services import webhook_sweep
+from apps.webhooks.services import webhook_purge, webhook_sweep
 
 
 @shared_task(ignore_result=True, acks_late=False)
@@ -19,3 +19,8 @@ def webhook_deliver_task(delivery_id: int) -> None:
 @shared_task(ignore_result=True, acks_late=False)
 def webhook_sweep_task() -> int:
     return webhook_sweep()
+
+
+@shared_task(ignore_result=True)
+def webhook_purge_task() -> int:
+    return webhook_purge()

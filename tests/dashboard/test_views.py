@@ -441,3 +441,22 @@ def test_an_upload_whose_progress_stopped_says_since_when_and_claims_no_rate(
     [moving] = browser.get("/dashboard/data/").json()["uploads"]
     assert moving["cells"]["progress"] == "100%"
     assert moving["cells"]["rows_per_second"] != ""
+
+
+def test_expired_sign_ins_are_purged_by_the_hourly_job(db, settings):
+    """Each sign-in leaves a session row; the hourly job deletes those past their expiry
+    (nothing else did), and keeps the others."""
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from apps.dashboard.tasks import dashboard_sessions_purge_task
+
+    entry = settings.CELERY_BEAT_SCHEDULE["dashboard-sessions-purge"]
+    assert entry["task"] == dashboard_sessions_purge_task.name
+    now = timezone.now()
+    Session.objects.create(session_key="a" * 32, session_data="", expire_date=now - timedelta(1))
+    Session.objects.create(session_key="b" * 32, session_data="", expire_date=now + timedelta(1))
+    assert dashboard_sessions_purge_task() == 1
+    assert list(Session.objects.values_list("session_key", flat=True)) == ["b" * 32]

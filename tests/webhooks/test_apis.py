@@ -641,3 +641,43 @@ def test_a_json_body_past_the_request_limit_is_413_naming_it(tenant_client, sett
         "payload_too_large",
     )
     assert WebhookEndpoint.objects.count() == (1 if method == "patch" else 0)
+
+
+def test_the_purge_takes_old_settled_events_with_their_log_and_keeps_the_rest(
+    tenant_client, settings
+):
+    """Past WEBHOOK_RETENTION_DAYS, an event whose deliveries are all delivered or failed
+    goes with its deliveries and attempts; an old one still pending and a recent one stay.
+    Beat runs it hourly (nothing else removed them)."""
+    from datetime import timedelta
+
+    from apps.webhooks.models import WebhookAttempt, WebhookEvent
+    from apps.webhooks.tasks import webhook_purge_task
+
+    assert settings.CELERY_BEAT_SCHEDULE["webhook-purge"]["task"] == webhook_purge_task.name
+    settings.WEBHOOK_RETENTION_DAYS = 30
+    _, client = tenant_client()
+    endpoint = WebhookEndpoint.objects.get(
+        id=register(client, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
+    )
+    made = {}
+    for name, state, age in (
+        ("old-delivered", "delivered", 31),
+        ("old-failed", "failed", 40),
+        ("old-pending", "pending", 31),
+        ("recent", "delivered", 29),
+    ):
+        delivery = endpoint_test(endpoint=endpoint)
+        WebhookAttempt.objects.create(delivery=delivery, number=1, error="")
+        WebhookDelivery.objects.filter(id=delivery.id).update(state=state)
+        when = timezone.now() - timedelta(days=age)
+        WebhookEvent.objects.filter(id=delivery.event_id).update(created_at=when)
+        made[name] = delivery
+    assert webhook_purge_task() == 2
+    kept = set(WebhookDelivery.objects.values_list("id", flat=True))
+    assert kept == {made["old-pending"].id, made["recent"].id}
+    assert set(WebhookAttempt.objects.values_list("delivery_id", flat=True)) == kept
+    assert WebhookEvent.objects.count() == 2
+    settings.WEBHOOK_RETENTION_DAYS = 0  # kept for ever
+    WebhookDelivery.objects.update(state="delivered")
+    assert webhook_purge_task() == 0

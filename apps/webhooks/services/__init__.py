@@ -18,6 +18,7 @@ from apps.webhooks.services.events import (
     deliveries_wake,
     endpoints_subscribed,
     event_record,
+    webhook_purge,
     webhook_sweep,
 )
 from apps.webhooks.services.signing import secret_generate, signature, signature_header
@@ -42,5 +43,6 @@ __all__ = [
     "signature",
     "signature_header",
     "url_check",
+    "webhook_purge",
     "webhook_sweep",
 ]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 
 from celery import current_app
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from apps.webhooks.models import DeliveryState, WebhookDelivery, WebhookEndpoint, WebhookEvent
@@ -123,3 +125,28 @@ def webhook_sweep() -> int:
     every worker's housekeeping); sending one twice is harmless (`delivery_attempt` takes
     a delivery only when it is due, and moves it a lease ahead)."""
     return deliveries_wake(delivery_ids=deliveries_due())
+
+
+def webhook_purge(*, batch: int = 1000) -> int:
+    """Delete the events older than `WEBHOOK_RETENTION_DAYS` none of whose deliveries is
+    still pending, with their deliveries and their attempts; returns how many events. A
+    periodic job (beat), a batch at a time so that no transaction grows long."""
+    days = settings.WEBHOOK_RETENTION_DAYS
+    if days <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=days)
+    pending = WebhookDelivery.objects.filter(event_id=OuterRef("id"), state=DeliveryState.PENDING)
+    purged = 0
+    while True:
+        old = (
+            WebhookEvent.objects.filter(created_at__lt=cutoff)
+            .exclude(Exists(pending))
+            .order_by("created_at")
+            .values_list("id", flat=True)[:batch]
+        )
+        with transaction.atomic():
+            ids = list(old)
+            if not ids:
+                return purged
+            WebhookEvent.objects.filter(id__in=ids).delete()  # deliveries, attempts with them
+        purged += len(ids)
