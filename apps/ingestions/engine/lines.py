@@ -16,7 +16,7 @@ import msgspec
 
 from apps.ingestions.engine.checks import Invalid
 from apps.ingestions.engine.parse import contract_and_rule_errors, decode_row, json_error, raw_text
-from apps.ingestions.engine.reader import RAW_PREFIX, ByteStream, Line, read_lines
+from apps.ingestions.engine.reader import ByteStream, Line, raw_prefix, read_lines
 from apps.ingestions.engine.records import RECORDS
 from apps.ingestions.engine.results import RowReject, RowWarning
 from apps.ingestions.engine.rules import Rules
@@ -40,7 +40,7 @@ def decompressed(body: bytes, *, max_bytes: int) -> bytes:
 def line_of(number: int, data: bytes, *, max_line_bytes: int) -> Line:
     """One record's bytes as line `number`, as `read_lines` would give it."""
     if len(data) > max_line_bytes:
-        return Line(number, data[:RAW_PREFIX], True)
+        return Line(number, raw_prefix(data), True)
     return Line(number, data, False)
 
 

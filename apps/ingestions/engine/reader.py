@@ -27,6 +27,24 @@ _ZSTD_PIECE = 256  # compressed bytes per decompress call: bounds each call's ou
 RAW_PREFIX = 1024  # how much of an over-long line a reject keeps
 
 
+def raw_prefix(data: bytes) -> bytes:
+    """The first `RAW_PREFIX` bytes of an over-long line, less a UTF-8 character the cut
+    goes through (it would show as U+FFFD at the end of the reject's `raw`)."""
+    prefix = data[:RAW_PREFIX]
+    if len(data) <= RAW_PREFIX:
+        return prefix
+    start = len(prefix)  # back over the continuation bytes (10xxxxxx) at the end
+    while start > len(prefix) - 3 and start > 0 and prefix[start - 1] & 0xC0 == 0x80:
+        start -= 1
+    if start == 0:
+        return prefix
+    lead = prefix[start - 1]
+    size = (
+        2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4 if lead & 0xF8 == 0xF0 else 1
+    )
+    return prefix[: start - 1] if len(prefix) - (start - 1) < size else prefix
+
+
 class Line(NamedTuple):
     """One physical line (without its line ending). `too_long` lines carry only a prefix."""
 
@@ -187,7 +205,7 @@ def read_lines(stream: ByteStream, *, max_line_bytes: int) -> Iterator[Line]:
                 if piece.endswith(b"\r"):
                     piece = piece[:-1]
                 if len(piece) > max_line_bytes:
-                    yield Line(number, piece[:RAW_PREFIX], True)
+                    yield Line(number, raw_prefix(piece), True)
                 else:
                     yield Line(number, piece, False)
         if skipping:
@@ -198,7 +216,7 @@ def read_lines(stream: ByteStream, *, max_line_bytes: int) -> Iterator[Line]:
             len(pending) == max_line_bytes + 1 and not pending.endswith(b"\r")
         ):
             number += 1
-            yield Line(number, pending[:RAW_PREFIX], True)
+            yield Line(number, raw_prefix(pending), True)
             pending = b""
             skipping = True
     if pending and not skipping:

@@ -390,3 +390,21 @@ def test_a_compressed_file_under_the_configured_limit_loads(settings, tenant, nd
     settings.INGEST_MAX_DECOMPRESSED_BYTES = 20_000
     upload = load(tenant, ndjson("customers_1.ndjson.gz", customers(20), compression="gzip"))
     assert (upload.state, upload.rows_inserted) == ("completed", 20)
+
+
+@pytest.mark.parametrize(
+    ("line", "kept"),
+    [
+        ("x" + "é" * 1000, "x" + "é" * 511),  # the cut went through the 512th é
+        ("é" * 1000, "é" * 512),  # the cut falls between two
+        ("xx" + "€" * 1000, "xx" + "€" * 340),  # three bytes each
+        ("x" + "😀" * 1000, "x" + "😀" * 255),  # four bytes each
+    ],
+    ids=["two-byte", "between", "three-byte", "four-byte"],
+)
+def test_an_over_long_line_keeps_whole_characters_of_its_first_bytes(line, kept):
+    """A reject's `raw` of an over-long line is its first RAW_PREFIX bytes, less a UTF-8
+    character the cut goes through (it ended in U+FFFD)."""
+    [(_, data, too_long)] = lines_of(line.encode() + b"\n", max_line_bytes=100)
+    assert too_long
+    assert data.decode() == kept
