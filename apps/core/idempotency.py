@@ -121,6 +121,12 @@ def idempotency_begin(*, tenant: Tenant, key: str) -> IdempotencyKey | None:
         raise ApplicationError(
             "Idempotency-Key must be 1 to 255 printable ASCII characters.", code="bad_key"
         )
+    if "," in key:  # the server joins a header sent twice with one: which key was meant?
+        raise ApplicationError(
+            "Idempotency-Key must be one key, without a comma (a header sent twice is "
+            "joined with one).",
+            code="bad_key",
+        )
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM, _held(tenant, key))
         row = cursor.fetchone()

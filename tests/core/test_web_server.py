@@ -386,6 +386,27 @@ def test_a_chunked_json_body_is_read_by_every_view_that_parses_one(server, setti
     assert (status, answer["code"]) == (413, "payload_too_large")
 
 
+def test_an_idempotency_key_header_sent_twice_is_refused(server):
+    """Two `Idempotency-Key` lines reach the application joined with a comma: 400
+    `bad_key`, and no batch is stored under either key."""
+    _, port = server
+    tenant, issued = tenant_create(name="two-keys")
+    body = ndjson_bytes([customer_row(customer_id=uid("two-keys"))])
+    head = request_head(
+        "POST",
+        "/api/v1/ingest/records/customers/",
+        {
+            "X-API-Key": issued.raw,
+            "Content-Type": "application/x-ndjson",
+            "Content-Length": len(body),
+        },
+    )
+    head = head.replace("\r\n\r\n", "\r\nIdempotency-Key: first\r\nIdempotency-Key: second\r\n\r\n")
+    status, _, answer = exchange(port, head, body)
+    assert (status, answer["code"]) == (400, "bad_key"), answer
+    assert not RecordBatch.objects.filter(tenant=tenant).exists()
+
+
 def test_100_continue_is_sent_only_when_the_body_is_read(server):
     """`Expect: 100-continue`: a request refused before its body is read (a wrong key, a
     body over the limit) is answered at once, without `100 Continue`, and its connection

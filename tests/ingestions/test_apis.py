@@ -736,6 +736,23 @@ def test_an_overlong_or_unprintable_idempotency_key_is_refused(client, key):
     assert Upload.objects.count() == 0
 
 
+def test_an_idempotency_key_with_a_comma_two_headers_joined_is_refused(client):
+    """The WSGI server joins an Idempotency-Key header sent twice into one value with a
+    comma: neither key is taken for the other (400), nothing is stored."""
+    response = post_file(
+        client, "customers_1.ndjson", CUSTOMERS, headers={"Idempotency-Key": "first,second"}
+    )
+    assert_problem(
+        response,
+        400,
+        "Bad request",
+        "Idempotency-Key must be one key, without a comma (a header sent twice is joined "
+        "with one).",
+        "bad_key",
+    )
+    assert Upload.objects.count() == 0
+
+
 # --- legacy POST /ingest/orders/ -------------------------------------------------------------
 
 DEPRECATION = "@1767225600"
