@@ -162,6 +162,9 @@ class ProblemJSONMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        if "%00" in request.META.get("QUERY_STRING", ""):  # gunicorn refuses a raw NUL
+            # read or not by the view (an unknown parameter is ignored), refused alike
+            return problem_answer(400, "The query string holds a NUL byte (%00).", code="bad_query")
         response = self.get_response(request)
         wants_html = request.path.startswith(self.HTML_PREFIXES) and "text/html" in (
             request.headers.get("Accept", "")

@@ -254,6 +254,10 @@ NUL_REQUESTS = [
     ("POST", TUS, {**V, "Upload-Length": "9", "Upload-Metadata": "filename YQBiLm5kanNvbg=="}, 400),
     ("POST", TUS, {**V, "Upload-Length": "9", "Upload-Metadata": "file\x00name YQ=="}, 400),
     ("GET", UPLOADS, {"X-API-Key": "ck_\x00_x"}, 401),
+    # in a parameter nothing reads, refused all the same
+    ("GET", "/api/v1/analytics/summary/?unknown=%00", {}, 400),
+    ("GET", "/healthz?x=a%00", {}, 400),
+    ("GET", f"{UPLOADS}?limit=10&note=%00", {}, 400),
 ]
 
 
