@@ -117,8 +117,16 @@ class Rules:
             message = f"{error.message} (rules version {self.version}, at {keyword})"
             found.append(RowError(_field_of(error), "rule_violation", _short(message)))
         last = len(self.order)
-        found.sort(key=lambda e: (self.order.get(e.field.split(".", 1)[0], last), e.field))
+        found.sort(key=lambda e: (self.order.get(e.field.split(".", 1)[0], last), _steps(e.field)))
         return found[: max(room, 0)]
+
+
+def _steps(field: str) -> tuple:
+    """A path's order: an array's items by their index (`list.2` before `list.10`)."""
+    return tuple(
+        (0, int(step), "") if step.isascii() and step.isdigit() else (1, 0, step)
+        for step in field.split(".")
+    )
 
 
 def _field_of(error: jsonschema_rs.ValidationError) -> str:

@@ -135,6 +135,15 @@ def test_every_problem_of_a_row_is_listed_unknown_fields_first():
     assert required.message == '"discount" is a required property (rules version 4, at /required)'
 
 
+def test_an_arrays_problems_are_listed_by_index_and_the_first_hundred_kept():
+    """`metadata.tags.2` before `metadata.tags.10` (they were sorted as text, so the 100
+    kept of 150 bad items were not the first 100)."""
+    schema = {"properties": {"metadata": {"properties": {"tags": {"items": {"type": "string"}}}}}}
+    rules = compile_rules("products", schema, version=1)
+    bad, _ = rules.check({**product_row(), "metadata": {"tags": list(range(150))}})
+    assert [e.field for e in bad] == [f"metadata.tags.{n}" for n in range(100)]
+
+
 def test_a_warning_rule_warns_but_unknown_fields_still_reject():
     rules = compile_rules(
         "order_items",
