@@ -51,9 +51,14 @@ class RequestBodyMiddleware:
         size = int(length) if length.isascii() and length.isdigit() else None
         # a chunk of a resumable upload streams, so that tus keeps what arrived of a cut one
         chunk = "HTTP_UPLOAD_OFFSET" in request.META
-        if chunked and size is None and not getattr(_view_class(request), "streams_body", False):
-            # for a parser (JSON, a form): Django reads a body only as far as its length
-            return self._chunked_read_whole(request)
+        if chunked and size is None:
+            view = _view_class(request)
+            limit = getattr(view, "max_body_bytes", None)
+            if limit is not None or not getattr(view, "streams_body", False):
+                # for a parser (JSON, a form), which Django gives a body only as far as its
+                # length; or for a view that takes a bounded one (a live batch): read first,
+                # so that a slow client holds no slot a large upload needs
+                return self._chunked_read_whole(request, limit and limit())
         if size is not None and size > _SMALL_BODY and size > _view_body_limit(request):
             # its view refuses a body this long (413) without reading it: not read first,
             # nor asked for with `100 Continue` (the connection is closed after the answer)
@@ -83,18 +88,21 @@ class RequestBodyMiddleware:
         finally:
             self.slots.release()
 
-    def _chunked_read_whole(self, request):
-        """A chunked body for a view that does not stream it (`streams_body`): read whole
-        first, up to `WEB_BUFFER_BODY_BYTES` (413 past it), and handed on as a body of
-        that length, as if it had come with its Content-Length."""
+    def _chunked_read_whole(self, request, limit: int | None):
+        """A chunked body for a view that does not stream it (`streams_body`), or takes
+        at most `limit` bytes: read whole first, up to `limit` or `WEB_BUFFER_BODY_BYTES`,
+        and handed on as a body of that length, as if it had come with its Content-Length.
+        Past it, 413; past a view's own limit, the view says so (its first bytes and one
+        more are handed on). Either way the rest is never read: the connection is closed."""
+        most = limit if limit is not None else settings.WEB_BUFFER_BODY_BYTES
         try:
-            body = _chunked_body(request)
+            body = _chunked_body(request, most)
         except (UnreadablePostError, IncompleteBodyError) as exc:
             return incomplete_body(exc)
-        if body is None:
+        if len(body) > most and limit is None:
             return problem_answer(
                 413,
-                f"A chunked body over {settings.WEB_BUFFER_BODY_BYTES} bytes is not taken here.",
+                f"A chunked body over {most} bytes is not taken here.",
                 code="payload_too_large",
             )
         request.META["CONTENT_LENGTH"] = str(len(body))
@@ -124,13 +132,13 @@ def _view_body_limit(request) -> int:
     return limit() if limit is not None else sys.maxsize
 
 
-def _chunked_body(request) -> bytes | None:
-    """A chunked body read whole from the server's (de-chunked) input, or None when it
-    is longer than `WEB_BUFFER_BODY_BYTES`."""
-    stream, limit, body = request.META["wsgi.input"], settings.WEB_BUFFER_BODY_BYTES, b""
+def _chunked_body(request, limit: int) -> bytes:
+    """A chunked body read from the server's (de-chunked) input: whole, or its first
+    `limit` bytes and one more when it is longer."""
+    stream, body = request.META["wsgi.input"], b""
     while len(body) <= limit and (more := stream.read(limit + 1 - len(body))):
         body += more
-    return body if len(body) <= limit else None
+    return body
 
 
 def _unsupported_coding(codings: str, taken=("chunked", "identity")) -> str:

@@ -3,6 +3,7 @@ import logging
 import re
 import time
 import uuid
+from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.contrib.auth.middleware import AuthenticationMiddleware
@@ -164,7 +165,7 @@ class ProblemJSONMiddleware:
     def __call__(self, request):
         if "%00" in request.META.get("QUERY_STRING", ""):  # gunicorn refuses a raw NUL
             # read or not by the view (an unknown parameter is ignored), refused alike
-            return problem_answer(400, "The query string holds a NUL byte (%00).", code="bad_query")
+            return _nul_in_query(request.META["QUERY_STRING"])
         response = self.get_response(request)
         wants_html = request.path.startswith(self.HTML_PREFIXES) and "text/html" in (
             request.headers.get("Accept", "")
@@ -249,15 +250,23 @@ def _pool_full() -> bool:
 _KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
-def problem_answer(status: int, detail: str, *, code: str | None = None) -> JsonResponse:
+def problem_answer(status: int, detail: str, *, code: str | None = None, **extra) -> JsonResponse:
     title = _TITLES.get(status, "Error")
     slug = code or title.lower().replace(" ", "_")
     response = JsonResponse(
-        problem(status, title, detail, slug), status=status, content_type=PROBLEM_JSON
+        problem(status, title, detail, slug, **extra), status=status, content_type=PROBLEM_JSON
     )
     # answered outside CommonMiddleware, which would set it
     response["Content-Length"] = str(len(response.content))
     return response
+
+
+def _nul_in_query(query: str) -> JsonResponse:
+    """400 naming the first parameter whose name or value holds a NUL byte."""
+    pairs = parse_qsl(query, keep_blank_values=True)
+    name = next((n for n, v in pairs if "\x00" in n + v), "\x00").replace("\x00", "\\x00")
+    message = "holds a NUL byte (%00)."
+    return problem_answer(400, f"{name}: {message}", code="bad_query", errors={name: [message]})
 
 
 def incomplete_body(exception: Exception) -> JsonResponse:

@@ -25,9 +25,11 @@ class ExactBody:
     """`wsgi.input` that raises `IncompleteBodyError` when it ends short of `length`, or when
     the server's own reader fails (a chunked body without its terminating chunk)."""
 
-    def __init__(self, stream: Any, length: int | None):
+    def __init__(self, stream: Any, length: int | None, *, chunked: bool = False):
         self._stream = stream
         self._length = length
+        self._chunked = chunked and length is None
+        self._ended = False  # its end was read
         self._seen = 0
         self.broken = False  # ended short: the connection cannot carry another request
 
@@ -47,6 +49,7 @@ class ExactBody:
             ) from exc
         self._seen += len(data)
         if not data and size != 0:
+            self._ended = True
             self.require_whole()
         return data
 
@@ -62,8 +65,10 @@ class ExactBody:
 
     @property
     def unread(self) -> bool:
-        """Whether bytes the Content-Length announced were never read (a request refused
-        before its body was)."""
+        """Whether some of the body was never read (a request refused before its body was):
+        bytes its Content-Length announced, or a chunked body's end."""
+        if self._chunked:
+            return not self._ended
         return self._length is not None and self._seen < self._length
 
     def read(self, size: int | None = -1) -> bytes:
@@ -96,7 +101,8 @@ class RequestBodyGuard:
         body = environ.get("wsgi.input")
         if body is None:
             return self.application(environ, start_response)
-        guard = environ["wsgi.input"] = ExactBody(body, _content_length(environ))
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        guard = environ["wsgi.input"] = ExactBody(body, _content_length(environ), chunked=chunked)
 
         def start(status: str, headers: list, exc_info: Any = None) -> Callable:
             if guard.broken or guard.unread:  # an unread rest would be read as a request

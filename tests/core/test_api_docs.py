@@ -42,7 +42,12 @@ def test_a_schema_version_is_refused_never_written_into_a_header(db, version):
     Content-Disposition, where CR/LF was a 500) is a 400 problem."""
     answer = Client().get("/api/v1/schema/", {"version": version})
     assert (answer.status_code, answer["Content-Type"]) == (400, "application/problem+json")
-    assert answer.json()["errors"] == {"version": ["This API has one version: leave it out."]}
+    refused = (
+        "holds a NUL byte (%00)."
+        if "\x00" in version
+        else "This API has one version: leave it out."
+    )
+    assert answer.json()["errors"] == {"version": [refused]}
 
 
 @pytest.mark.parametrize("path", ["/api/v1/docs/", "/api/v1/redoc/"])

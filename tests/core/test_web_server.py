@@ -386,6 +386,78 @@ def test_a_chunked_json_body_is_read_by_every_view_that_parses_one(server, setti
     assert (status, answer["code"]) == (413, "payload_too_large")
 
 
+def _answer_head(sock) -> bytes:
+    raw = b""
+    while b"\r\n\r\n" not in raw and (chunk := sock.recv(65536)):
+        raw += chunk
+    return raw
+
+
+def test_a_chunked_body_refused_before_its_end_closes_the_connection(server, settings):
+    """A 401 before a chunked upload's body is read, and a chunked live batch past its
+    limit (413, the batch's own message): `Connection: close`, the rest never read (it
+    was read and thrown away, however long, on a kept-alive connection)."""
+    _, port = server
+    _, issued = tenant_create(name="chunked-refused")
+    over = b"x" * (settings.LIVE_MAX_BYTES + 65536)  # gunicorn reads a little ahead
+    for key, path, status, body in (
+        ("nope", "/api/v1/ingest/comprehensive/?filename=customers_c.ndjson", 401, b"{}\n"),
+        (issued.raw, "/api/v1/ingest/records/customers/", 413, over),
+    ):
+        head = request_head(
+            "POST",
+            path,
+            {
+                "X-API-Key": key,
+                "Content-Type": "application/x-ndjson",
+                "Transfer-Encoding": "chunked",
+            },
+        )
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+            # the head and a first chunk; the body goes on (no last chunk)
+            sock.sendall(head.encode("latin-1") + f"{len(body):x}\r\n".encode() + body + b"\r\n")
+            raw = _answer_head(sock)
+        assert raw.startswith(f"HTTP/1.1 {status} ".encode()), raw[:80]
+        assert b"\r\nConnection: close\r\n" in raw
+    assert b"larger than the limit" in raw
+
+
+def test_idle_chunked_live_batches_hold_no_streaming_slot(tmp_path):
+    """Live batches sent chunked and left unfinished are read first (they are at most
+    LIVE_MAX_BYTES): with one streaming slot, a large upload still streams (it was 503
+    `too_many_uploads` while slow chunked batches held the slots)."""
+    env = {
+        "DATABASE_URL": database_url_of_tests(),
+        "WEB_CONCURRENCY": "1",
+        "WEB_MAX_STREAMING_BODIES": "1",
+        "WEB_BUFFER_BODY_BYTES": "1000",
+    }
+    _, issued = tenant_create(name="idle-chunked")
+    with gunicorn_env(tmp_path, env) as (_, port):
+        idle = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+            head = request_head(
+                "POST",
+                "/api/v1/ingest/records/customers/",
+                {"X-API-Key": issued.raw, "Transfer-Encoding": "chunked"},
+            )
+            sock.sendall(head.encode("latin-1") + b"1\r\n{\r\n")
+            idle.append(sock)
+        try:
+            time.sleep(0.5)
+            head = request_head(
+                "POST",
+                "/api/v1/ingest/comprehensive/?filename=customers_streamed.ndjson",
+                {"X-API-Key": issued.raw, "Content-Length": len(DATA)},
+            )
+            status, _, answer = exchange(port, head, DATA)
+        finally:
+            for sock in idle:
+                sock.close()
+    assert status == 202, answer
+
+
 def test_an_idempotency_key_header_sent_twice_is_refused(server):
     """Two `Idempotency-Key` lines reach the application joined with a comma: 400
     `bad_key`, and no batch is stored under either key."""
