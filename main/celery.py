@@ -57,9 +57,14 @@ def task_connections(task=None, **kwargs) -> None:
 @worker_process_shutdown.connect  # each process of the prefork pool
 def close_connections(**kwargs) -> None:
     """A kept connection is closed when its worker stops, not left for the server to find
-    gone."""
+    gone; first, webhook attempts under way beside the tasks end and log their outcome (a
+    receiver that answered is not sent the event again once the lease is over)."""
+    from django.conf import settings
     from django.db import connections
 
+    from apps.webhooks.senders import senders_drain
+
+    senders_drain(timeout=settings.WEBHOOK_TIMEOUT_SECONDS + 2)
     connections.close_all()
 
 

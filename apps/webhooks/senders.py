@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from django.db import connections
 
@@ -33,6 +33,7 @@ _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _owner = 0  # the process the pool belongs to (a forked child makes its own)
 _waiting = 0
+_futures: set[Future] = set()  # under way or waiting
 
 
 def send_beside(delivery_id: int) -> bool:
@@ -43,12 +44,28 @@ def send_beside(delivery_id: int) -> bool:
         if _pool is None or _owner != os.getpid():
             _pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="webhook-sender")
             _owner, _waiting = os.getpid(), 0
+            _futures.clear()
         if _waiting >= BACKLOG + SENDERS:
             return False
         _waiting += 1
-        pool = _pool
-    pool.submit(_send, delivery_id)
+        future = _pool.submit(_send, delivery_id)
+        _futures.add(future)
+    future.add_done_callback(_futures.discard)
     return True
+
+
+def senders_drain(*, timeout: float) -> None:
+    """When the worker (or its pool process) stops: the attempts under way end and log
+    their outcome (each is bounded by `WEBHOOK_TIMEOUT_SECONDS`), for at most `timeout`
+    seconds; those waiting are dropped (still due in PostgreSQL: the sweep sends them)."""
+    global _pool
+    with _lock:
+        pool, futures = (_pool, list(_futures)) if _owner == os.getpid() else (None, [])
+        _pool = None
+    if pool is None:
+        return
+    pool.shutdown(wait=False, cancel_futures=True)
+    wait(futures, timeout=timeout)
 
 
 def _send(delivery_id: int) -> None:

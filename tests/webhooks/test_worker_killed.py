@@ -61,3 +61,22 @@ def test_a_delivery_whose_worker_is_killed_mid_request_is_delivered_after_a_rest
     ]
     assert len(receiver.requests) == 2
     assert {r.headers["webhook-id"] for r in receiver.requests} == {sent["event_id"]}
+
+
+def test_a_worker_stopped_gently_lets_its_attempts_under_way_end(
+    start_worker, tenant_client, receiver
+):
+    """SIGTERM while the receiver holds three requests (it answers after 1.5 s): the worker
+    waits for them and logs their outcome before it exits. They are delivered once; the
+    worker used to exit at once, leaving them under way, to be sent again after the lease."""
+    worker, _ = start_worker()
+    _, client = tenant_client()
+    endpoint = register(client, receiver.url, ["upload.completed"])
+    receiver.answer(*[Answer(200, delay=1.5)] * 3)
+    sent = [client.post(f"/api/v1/webhooks/{endpoint['id']}/test/").json() for _ in range(3)]
+    wait_for(lambda: len(receiver.requests) == 3, timeout=30)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)
+    deliveries = WebhookDelivery.objects.filter(id__in=[s["id"] for s in sent])
+    assert sorted((d.state, d.attempts) for d in deliveries) == [("delivered", 1)] * 3
+    assert len(receiver.requests) == 3
