@@ -28,24 +28,8 @@ class RequestBodyMiddleware:
 
     def __call__(self, request):
         codings = request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
-        if coding := _unsupported_coding(codings):
-            # gunicorn passes a gzip or deflate transfer coding through undecoded: its bytes
-            # would be taken for the body's own (a session's chunk stored compressed)
-            return problem_answer(
-                501,
-                f"Transfer-Encoding {coding} is not supported: send the body as it is, or "
-                "chunked (a compressed file is sent as the file itself, named .gz or .zst).",
-                code="unsupported_transfer_coding",
-            )
-        content_codings = request.META.get("HTTP_CONTENT_ENCODING", "").lower()
-        if coding := _unsupported_coding(content_codings, _CONTENT_CODINGS):
-            # its bytes would be taken as they are: a brotli body read as NDJSON lines
-            return problem_answer(
-                415,
-                f"Content-Encoding {coding} is not supported: send the body as it is, or "
-                "compressed with gzip or zstd.",
-                code="unsupported_content_encoding",
-            )
+        if (refused := _coding_refused(request, codings)) is not None:
+            return refused
         length = request.META.get("CONTENT_LENGTH") or ""
         chunked = "chunked" in codings
         size = int(length) if length.isascii() and length.isdigit() else None
@@ -130,6 +114,29 @@ def _view_body_limit(request) -> int:
     view that refuses a longer one before reading it (a live batch); else no limit here."""
     limit = getattr(_view_class(request), "max_body_bytes", None)
     return limit() if limit is not None else sys.maxsize
+
+
+def _coding_refused(request, codings: str):
+    """The answer to a body in a coding the service cannot read, or None."""
+    if coding := _unsupported_coding(codings):
+        # gunicorn passes a gzip or deflate transfer coding through undecoded: its bytes
+        # would be taken for the body's own (a session's chunk stored compressed)
+        return problem_answer(
+            501,
+            f"Transfer-Encoding {coding} is not supported: send the body as it is, or "
+            "chunked (a compressed file is sent as the file itself, named .gz or .zst).",
+            code="unsupported_transfer_coding",
+        )
+    content_codings = request.META.get("HTTP_CONTENT_ENCODING", "").lower()
+    if coding := _unsupported_coding(content_codings, _CONTENT_CODINGS):
+        # its bytes would be taken as they are: a brotli body read as NDJSON lines
+        return problem_answer(
+            415,
+            f"Content-Encoding {coding} is not supported: send the body as it is, or "
+            "compressed with gzip or zstd.",
+            code="unsupported_content_encoding",
+        )
+    return None
 
 
 def _chunked_body(request, limit: int) -> bytes:
