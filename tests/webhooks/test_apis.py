@@ -681,3 +681,51 @@ def test_the_purge_takes_old_settled_events_with_their_log_and_keeps_the_rest(
     settings.WEBHOOK_RETENTION_DAYS = 0  # kept for ever
     WebhookDelivery.objects.update(state="delivered")
     assert webhook_purge_task() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_purge_leaves_an_event_a_redeliver_is_adding_to(tenant_client, settings):
+    """A redeliver of an old event holds it (its new delivery not committed yet) while the
+    purge runs: the purge leaves it, and the new delivery keeps its event. (The purge took
+    it, and failed at commit on the new delivery's foreign key.)"""
+    from datetime import timedelta
+
+    import psycopg
+
+    from apps.webhooks.models import WebhookEvent
+    from apps.webhooks.services import webhook_purge
+    from tests.factories import database_url_of_tests
+
+    settings.WEBHOOK_RETENTION_DAYS = 30
+    _, client = tenant_client()
+    endpoint = WebhookEndpoint.objects.get(
+        id=register(client, "http://127.0.0.1:9/hook", ["upload.failed"])["id"]
+    )
+    old = endpoint_test(endpoint=endpoint)
+    WebhookDelivery.objects.filter(id=old.id).update(state="delivered")
+    WebhookEvent.objects.filter(id=old.event_id).update(
+        created_at=timezone.now() - timedelta(days=31)
+    )
+    holding = threading.Event()
+
+    def redeliver_commits_late() -> None:
+        with psycopg.connect(database_url_of_tests()) as conn:
+            conn.execute("SELECT 1 FROM webhook_events WHERE id = %s FOR KEY SHARE", [old.event_id])
+            conn.execute(
+                "INSERT INTO webhook_deliveries (endpoint_id, event_id, state, attempts, "
+                "next_attempt_at, last_error, created_at, updated_at) "
+                "VALUES (%s, %s, 'pending', 0, now(), '', now(), now())",
+                [endpoint.id, old.event_id],
+            )
+            holding.set()
+            time.sleep(1)
+
+    redeliver = threading.Thread(target=redeliver_commits_late)
+    redeliver.start()
+    assert holding.wait(10)
+    try:
+        assert webhook_purge() == 0
+    finally:
+        redeliver.join()
+    assert WebhookEvent.objects.filter(id=old.event_id).exists()
+    assert WebhookDelivery.objects.filter(event_id=old.event_id, state="pending").count() == 1

@@ -133,6 +133,12 @@ def delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
     """Send a delivery's event to its endpoint again, as a new delivery (same `webhook-id`,
     so a receiver that has it already can tell)."""
     _locked(delivery.endpoint_id)
+    with connection.cursor() as cursor:  # kept from the purge until this commits
+        cursor.execute(
+            "SELECT 1 FROM webhook_events WHERE id = %s FOR KEY SHARE", [delivery.event_id]
+        )
+        if cursor.fetchone() is None:
+            raise NotFoundError("No such delivery.")  # purged meanwhile
     again = WebhookDelivery.objects.create(
         endpoint_id=delivery.endpoint_id, event_id=delivery.event_id, next_attempt_at=timezone.now()
     )

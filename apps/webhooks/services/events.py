@@ -138,15 +138,24 @@ def webhook_purge(*, batch: int = 1000) -> int:
     pending = WebhookDelivery.objects.filter(event_id=OuterRef("id"), state=DeliveryState.PENDING)
     purged = 0
     while True:
+        # Locked (a redeliver adding to one waits, then finds it gone: `delivery_redeliver`),
+        # and one a redeliver holds is left for the next run. A delivery a redeliver added
+        # just before the lock keeps its event: looked for again once it is locked.
         old = (
             WebhookEvent.objects.filter(created_at__lt=cutoff)
             .exclude(Exists(pending))
             .order_by("created_at")
+            .select_for_update(skip_locked=True)
             .values_list("id", flat=True)[:batch]
         )
         with transaction.atomic():
-            ids = list(old)
+            ids = set(old)
             if not ids:
                 return purged
+            ids -= set(
+                WebhookDelivery.objects.filter(
+                    event_id__in=ids, state=DeliveryState.PENDING
+                ).values_list("event_id", flat=True)
+            )
             WebhookEvent.objects.filter(id__in=ids).delete()  # deliveries, attempts with them
         purged += len(ids)
