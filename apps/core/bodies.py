@@ -11,7 +11,7 @@ from django.http import UnreadablePostError
 from django.urls import Resolver404, get_resolver, get_urlconf
 
 from apps.core.middleware import DATABASE_RETRY_AFTER, incomplete_body, problem_answer
-from apps.core.wsgi import ExactBody, IncompleteBodyError
+from apps.core.wsgi import ExactBody, IncompleteBodyError, read_at_most
 
 
 class RequestBodyMiddleware:
@@ -80,7 +80,7 @@ class RequestBodyMiddleware:
         more are handed on). Either way the rest is never read: the connection is closed."""
         most = limit if limit is not None else settings.WEB_BUFFER_BODY_BYTES
         try:
-            body = _chunked_body(request, most)
+            body = read_at_most(request.META["wsgi.input"], most)
         except (UnreadablePostError, IncompleteBodyError) as exc:
             return incomplete_body(exc)
         if len(body) > most and limit is None:
@@ -137,15 +137,6 @@ def _coding_refused(request, codings: str):
             code="unsupported_content_encoding",
         )
     return None
-
-
-def _chunked_body(request, limit: int) -> bytes:
-    """A chunked body read from the server's (de-chunked) input: whole, or its first
-    `limit` bytes and one more when it is longer."""
-    stream, body = request.META["wsgi.input"], b""
-    while len(body) <= limit and (more := stream.read(limit + 1 - len(body))):
-        body += more
-    return body
 
 
 def _unsupported_coding(codings: str, taken=("chunked", "identity")) -> str:

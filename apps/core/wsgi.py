@@ -84,6 +84,16 @@ class ExactBody:
         return iter(self.readline, b"")
 
 
+def read_at_most(stream: Any, limit: int) -> bytes:
+    """A body read to its end, or its first `limit` bytes and one more when it is longer.
+    Reads on to the end, since a single read cannot tell a body cut short of its
+    Content-Length (`ExactBody` refuses it only when the stream ends) from a whole one."""
+    body = b""
+    while len(body) <= limit and (more := stream.read(limit + 1 - len(body))):
+        body += more
+    return body
+
+
 def _content_length(environ: dict) -> int | None:
     raw = environ.get("CONTENT_LENGTH") or ""
     # the server already refused a malformed header; anything else means "no length"

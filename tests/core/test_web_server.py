@@ -712,12 +712,8 @@ def test_a_request_finding_every_pooled_connection_busy_is_503_saying_so(tmp_pat
         "WEB_CONCURRENCY": "1",
         "DATABASE_URL": database_url_of_tests(),
     }
-    port = free_port()
-    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}"]
     held = []
-    with running_processes({"web": command}, env=env, log_dir=tmp_path) as processes:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base, processes)
+    with gunicorn_env(tmp_path, env) as (base, port):
         try:
             held += _slow_big_uploads(port, key, 2)
             time.sleep(1)  # both streaming, each with its connection
@@ -809,12 +805,8 @@ def test_big_uploads_streaming_at_once_leave_a_connection_for_a_small_request(tm
         "WEB_CONCURRENCY": "1",
         "DATABASE_URL": database_url_of_tests(),
     }
-    port = free_port()
-    command = [str(BIN / "gunicorn"), "main.wsgi", "--bind", f"127.0.0.1:{port}"]
     big = []
-    with running_processes({"web": command}, env=env, log_dir=tmp_path) as processes:
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base, processes)
+    with gunicorn_env(tmp_path, env) as (base, port):
         idle = _database_connections()
         try:
             big += _slow_big_uploads(port, key, 10)

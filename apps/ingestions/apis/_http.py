@@ -10,6 +10,7 @@ from email.message import Message
 
 from apps.core.api import ascii_int
 from apps.core.errors import ApplicationError
+from apps.core.wsgi import read_at_most
 from apps.ingestions.services import filename_clean
 
 
@@ -63,15 +64,6 @@ def raw_body(request):
 
 
 def read_whole_body(request, *, limit: int) -> bytes | None:
-    """The whole body, or None when it is longer than `limit`. Reads on to the stream's
-    end, since a single read cannot tell a body cut short of its Content-Length (the
-    WSGI guard, apps/core/wsgi.py, refuses it only when the stream ends) from a whole one."""
-    stream = raw_body(request)
-    body = stream.read(limit + 1)
-    if len(body) > limit:
-        return None
-    while more := stream.read(limit + 1 - len(body)):
-        body += more
-        if len(body) > limit:
-            return None
-    return body
+    """The whole body, or None when it is longer than `limit`."""
+    body = read_at_most(raw_body(request), limit)
+    return None if len(body) > limit else body
